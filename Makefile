@@ -1,0 +1,84 @@
+# Vigil build. Every target installs what it needs, idempotently:
+#   make run    - build and start the agent with its defaults (root)
+#   make test   - build and run the whole test suite (root for the kernel tiers)
+#   make bench  - benchmarks, printed as ratios against a baseline from the same run
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+CLANG      ?= clang-19
+BPFTOOL    ?= bpftool
+PYTHON     ?= python3
+VENV       := .venv
+VPY        := $(VENV)/bin/python
+BUILD      := build
+OBJDIR     := src/vigil/bpf/objects
+ARCH       := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+BPF_SRCS   := $(wildcard bpf/*.bpf.c)
+BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
+APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev
+RUN_ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt venv bpf abi run test test-unit test-kernel bench clean
+
+all: bpf venv
+
+# --- set-up ---------------------------------------------------------------------------
+deps: apt venv
+
+apt: $(BUILD)/.apt-stamp
+$(BUILD)/.apt-stamp:
+	@mkdir -p $(BUILD)
+	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
+	    || ! dpkg -s libbpf-dev libbpf1 >/dev/null 2>&1; then \
+	  echo "installing $(APT_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(APT_PKGS) >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# --- BPF ------------------------------------------------------------------------------
+# vmlinux.h comes from the running kernel's BTF; objects are CO-RE, so they load on any
+# kernel with BTF (the kernel lane runs them under stock kernels).
+$(BUILD)/vmlinux.h: | apt
+	@mkdir -p $(BUILD)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+BPF_CFLAGS := -g -O2 -Wall -Werror -target bpfel -D__TARGET_ARCH_$(ARCH) \
+              -I$(BUILD) -Ibpf/include -mcpu=v3
+
+$(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h | apt
+	@mkdir -p $(OBJDIR)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bpf: $(BPF_OBJS)
+
+# Regenerate the Python view of bpf/include/vigil/abi.h (committed; test_abi checks it).
+abi: bpf venv
+	$(VPY) tools/gen_abi.py $(OBJDIR)/abi_anchor.bpf.o src/vigil/abi/_generated.py
+
+# --- run, test, bench -----------------------------------------------------------------
+run: bpf venv
+	$(VENV)/bin/vigil agent $(RUN_ARGS)
+
+# The whole suite; VIGIL_TEST_STRICT turns "skipped: needs root/BPF" into failures,
+# so a run that cannot reach the kernel fails instead of passing empty.
+test: bpf venv
+	VIGIL_TEST_STRICT=$${VIGIL_TEST_STRICT:-1} $(VPY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VPY) -m pytest -p no:cacheprovider -m 'not kernel and not e2e' $(PYTEST_ARGS)
+
+bench: bpf venv
+	$(VPY) -m vigil.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(OBJDIR)/*.o

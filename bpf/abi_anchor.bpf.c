@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * abi_anchor.bpf.c - never loaded. One global of every type in abi.h, so the object's
+ * BTF describes all of them; tools/gen_abi.py generates src/vigil/abi/_generated.py
+ * from it and tests/unit/test_abi.py checks every shipped object against that.
+ */
+#include "vmlinux.h"
+#include "vigil/abi.h"
+
+#define ANCHOR(type, name) type name __attribute__((used))
+
+ANCHOR(struct vg_msg_hdr, vg_anchor_hdr);
+ANCHOR(struct vg_creds, vg_anchor_creds);
+ANCHOR(struct vg_namespaces, vg_anchor_ns);
+ANCHOR(struct vg_exec_msg, vg_anchor_exec);
+ANCHOR(struct vg_clone_msg, vg_anchor_clone);
+ANCHOR(struct vg_exit_msg, vg_anchor_exit);
+ANCHOR(struct vg_stats, vg_anchor_stats);
+ANCHOR(struct vg_config, vg_anchor_config);
+ANCHOR(enum vg_msg_op, vg_anchor_op);
+ANCHOR(enum vg_limits, vg_anchor_limits);
+ANCHOR(enum vg_exec_flag, vg_anchor_flag);
+ANCHOR(enum vg_drop_reason, vg_anchor_drop);
+
+char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

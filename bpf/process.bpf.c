@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * process.bpf.c - the base sensor: exec, fork (new thread group) and exit (last
+ * thread of a group). Attached with tp_btf on sched_process_{exec,fork,exit}, which
+ * every supported kernel allows (no kprobes, no trampolines).
+ */
+#include "vigil/common.bpf.h"
+
+struct vg_exec_buf {
+	struct vg_exec_msg msg;
+	char data[VG_DATA_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_exec_buf);
+} vg_exec_heap SEC(".maps");
+
+/* State of one bounded dentry walk, carried through bpf_loop(). */
+struct vg_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 off;
+	__u32 start;
+	__u32 done;
+};
+
+/* One step of the walk: move up one component (or across one mount). 1 = stop. */
+static long vg_walk_step(__u32 i, void *data)
+{
+	struct vg_walk *w = data;
+	/* locals, not w->x, inside BPF_CORE_READ: CO-RE must not relocate vg_walk */
+	struct dentry *dentry = w->dentry, *parent, *mnt_root;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	const unsigned char *name;
+	struct vg_exec_buf *buf;
+	__u32 zero = 0;
+	long n;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+		goto done;
+	mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (dentry == mnt_root || dentry == parent) {
+		struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (dentry != mnt_root || mnt == mparent)
+			goto done; /* the global root, or a detached tree */
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mparent;
+		w->vfsmnt = &mparent->mnt;
+		return 0;
+	}
+	if (w->off - w->start > VG_PATH_MAX - VG_NAME_MAX)
+		return 1; /* too long: truncated */
+	buf = bpf_map_lookup_elem(&vg_exec_heap, &zero);
+	if (!buf)
+		goto done;
+	name = BPF_CORE_READ(dentry, d_name.name);
+	n = bpf_probe_read_kernel_str(&buf->data[w->off & VG_OFF_MASK], VG_NAME_MAX, name);
+	if (n <= 0)
+		goto done;
+	w->off += n;
+	w->dentry = parent;
+	return 0;
+done:
+	w->done = 1;
+	return 1;
+}
+
+/*
+ * Write the components of `p` into the heap's tail at `off`, leaf first, each
+ * NUL-terminated, stopping at the task's root (like d_path) or the global root.
+ * Returns the bytes written. bpf_d_path is not allowed from tracepoints, hence the walk.
+ */
+static __always_inline __u32 vg_walk_path(__u32 off, struct path *p, struct path *root,
+					  __u32 *flags)
+{
+	struct vg_walk w = {
+		.dentry = BPF_CORE_READ(p, dentry),
+		.vfsmnt = BPF_CORE_READ(p, mnt),
+		.root_dentry = BPF_CORE_READ(root, dentry),
+		.root_mnt = BPF_CORE_READ(root, mnt),
+		.off = off,
+		.start = off,
+	};
+
+	struct vfsmount *vfsmnt = w.vfsmnt;
+
+	w.mnt = vg_container_of(vfsmnt, struct mount, mnt);
+	bpf_loop(VG_PATH_DEPTH, vg_walk_step, &w, 0);
+	if (!w.done)
+		*flags |= VG_FLAG_TRUNC_PATH;
+	return w.off - w.start;
+}
+
+static __always_inline void vg_read_namespaces(struct task_struct *task, struct vg_namespaces *out)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
+	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tpid, level);
+	struct upid upid = {};
+
+	if (!nsp)
+		return;
+	out->uts = BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	out->ipc = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	out->mnt = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	out->pid_for_children = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
+	out->net = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	if (bpf_core_field_exists(nsp->time_ns)) {
+		out->time = BPF_CORE_READ(nsp, time_ns, ns.inum);
+		out->time_for_children = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+	}
+	out->cgroup = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	out->user = BPF_CORE_READ(task, real_cred, user_ns, ns.inum);
+	bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
+	out->pid = BPF_CORE_READ(upid.ns, ns.inum);
+}
+
+static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
+{
+	const struct cred *cred = BPF_CORE_READ(task, real_cred);
+
+	c->uid = BPF_CORE_READ(cred, uid.val);
+	c->gid = BPF_CORE_READ(cred, gid.val);
+	c->euid = BPF_CORE_READ(cred, euid.val);
+	c->egid = BPF_CORE_READ(cred, egid.val);
+	c->suid = BPF_CORE_READ(cred, suid.val);
+	c->sgid = BPF_CORE_READ(cred, sgid.val);
+	c->fsuid = BPF_CORE_READ(cred, fsuid.val);
+	c->fsgid = BPF_CORE_READ(cred, fsgid.val);
+	c->securebits = BPF_CORE_READ(cred, securebits);
+	/* kernel_cap_t is a u64 since 6.3 and u32[2] before: 8 bytes either way */
+	bpf_probe_read_kernel(&c->cap_permitted, 8, &cred->cap_permitted);
+	bpf_probe_read_kernel(&c->cap_effective, 8, &cred->cap_effective);
+	bpf_probe_read_kernel(&c->cap_inheritable, 8, &cred->cap_inheritable);
+	c->user_ns_level = BPF_CORE_READ(cred, user_ns, level);
+	c->user_ns_uid = BPF_CORE_READ(cred, user_ns, owner.val);
+	c->user_ns_gid = BPF_CORE_READ(cred, user_ns, group.val);
+	c->user_ns_inum = BPF_CORE_READ(cred, user_ns, ns.inum);
+}
+
+static __always_inline __u32 vg_read_cgroup_name(struct task_struct *task, struct vg_exec_buf *buf,
+						 __u32 *flags)
+{
+	const char *name = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name);
+	long n;
+
+	if (!name)
+		goto fail;
+	n = bpf_probe_read_kernel_str(&buf->data[0], VG_CGROUP_NAME_MAX, name);
+	if (n <= 0)
+		goto fail;
+	return n - 1; /* without the NUL */
+fail:
+	*flags |= VG_FLAG_ERROR_CGROUP_NAME;
+	return 0;
+}
+
+static __always_inline __u32 vg_read_args(struct task_struct *task, struct vg_exec_buf *buf,
+					  __u32 off, struct vg_exec_msg *msg)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	__u32 len, max = vg_cfg.max_args;
+
+	if (end <= start)
+		return 0;
+	len = end - start;
+	msg->args_size = len;
+	if (max > VG_ARGS_MAX)
+		max = VG_ARGS_MAX;
+	if (len > max) {
+		len = max;
+		msg->flags |= VG_FLAG_TRUNC_ARGS;
+	}
+	if (len > VG_ARGS_MAX)
+		len = VG_ARGS_MAX;
+	if (bpf_probe_read_user(&buf->data[off & VG_OFF_MASK], len, (void *)start)) {
+		msg->flags |= VG_FLAG_ERROR_ARGS;
+		vg_count_drop(VG_MSG_EXEC, VG_DROP_READ_ERROR);
+		return 0;
+	}
+	return len;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0, off, size;
+	struct vg_exec_buf *buf = bpf_map_lookup_elem(&vg_exec_heap, &zero);
+	struct vg_exec_msg *msg;
+	struct fs_struct *fs;
+	struct path exe, pwd, root;
+
+	if (!buf)
+		return 0;
+	msg = &buf->msg;
+	__builtin_memset(msg, 0, sizeof(*msg));
+	msg->hdr.op = VG_MSG_EXEC;
+	msg->hdr.ktime = bpf_ktime_get_boot_ns();
+	msg->pid = BPF_CORE_READ(task, tgid);
+	msg->tid = BPF_CORE_READ(task, pid);
+	msg->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	msg->flags = VG_FLAG_EXECVE;
+	msg->auid = bpf_core_field_exists(task->loginuid) ? BPF_CORE_READ(task, loginuid.val)
+							 : 0xffffffff;
+	msg->cgroup_id = bpf_get_current_cgroup_id();
+	vg_read_creds(task, &msg->creds);
+	vg_read_namespaces(task, &msg->ns);
+
+	off = vg_read_cgroup_name(task, buf, &msg->flags);
+	msg->cgroup_len = off;
+
+	fs = BPF_CORE_READ(task, fs);
+	bpf_probe_read_kernel(&root, sizeof(root), &fs->root);
+	bpf_probe_read_kernel(&pwd, sizeof(pwd), &fs->pwd);
+	bpf_probe_read_kernel(&exe, sizeof(exe), &bprm->file->f_path);
+
+	msg->path_len = vg_walk_path(off, &exe, &root, &msg->flags);
+	if (!msg->path_len)
+		msg->flags |= VG_FLAG_ERROR_FILENAME;
+	off += msg->path_len;
+	msg->cwd_len = vg_walk_path(off, &pwd, &root, &msg->flags);
+	if (!msg->cwd_len)
+		msg->flags |= VG_FLAG_ROOTCWD;
+	off += msg->cwd_len;
+	msg->args_len = vg_read_args(task, buf, off, msg);
+	off += msg->args_len;
+
+	size = sizeof(*msg) + off;
+	if (size > sizeof(*buf))
+		size = sizeof(*buf);
+	msg->hdr.size = size;
+	return vg_send(buf, size);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(vg_proc_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct vg_clone_msg msg = {};
+
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0; /* a new thread, not a new process */
+	msg.hdr.op = VG_MSG_CLONE;
+	msg.hdr.size = sizeof(msg);
+	msg.hdr.ktime = bpf_ktime_get_boot_ns();
+	msg.pid = BPF_CORE_READ(child, tgid);
+	msg.tid = BPF_CORE_READ(child, pid);
+	msg.ppid = BPF_CORE_READ(child, real_parent, tgid);
+	msg.start_ktime = BPF_CORE_READ(child, start_boottime);
+	return vg_send(&msg, sizeof(msg));
+}
+
+/*
+ * sched_process_exit runs for every thread, after do_exit() decremented
+ * signal->live: zero means this is the last thread of the group. (6.16+ also pass
+ * group_dead as a second argument; reading `live` works on every kernel. Two threads
+ * exiting at once may both see zero: user space drops the duplicate.)
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(vg_proc_exit, struct task_struct *task)
+{
+	struct vg_exit_msg msg = {};
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	msg.hdr.op = VG_MSG_EXIT;
+	msg.hdr.size = sizeof(msg);
+	msg.hdr.ktime = bpf_ktime_get_boot_ns();
+	msg.pid = BPF_CORE_READ(task, tgid);
+	msg.tid = BPF_CORE_READ(task, pid);
+	msg.exit_code = BPF_CORE_READ(task, exit_code);
+	return vg_send(&msg, sizeof(msg));
+}

@@ -1,0 +1,262 @@
+"""Pythonic BPF objects over ``_libbpf``: open -> configure -> load -> attach.
+
+Lifetimes: a ``Link`` detaches when destroyed; ``BpfObject.close()`` destroys every link
+made through it, then closes its programs and maps. ``close()`` is idempotent; use the
+object as a context manager rather than relying on ``__del__``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vigil.bpf import _libbpf as L
+from vigil.errors import AttachError, BpfError, VerifierError
+
+_LOG_SIZE = 512 * 1024
+
+
+class Link:
+    """An attachment of a program to a hook; ``destroy()`` detaches it."""
+
+    def __init__(self, ptr: Any, program: str, target: str) -> None:
+        self._ptr = ptr
+        self.program = program
+        self.target = target
+
+    @property
+    def fd(self) -> int:
+        return int(L.lib().bpf_link__fd(self._ptr))
+
+    def pin(self, path: str) -> None:
+        L.check_int(L.lib().bpf_link__pin(self._ptr, path.encode()), "pin link", path)
+
+    def destroy(self) -> None:
+        if self._ptr:
+            L.lib().bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._ptr)
+
+
+class Program:
+    """One program of an object."""
+
+    def __init__(self, obj: BpfObject, ptr: Any) -> None:
+        self._obj = obj
+        self._ptr = ptr
+        self.name: str = L.lib().bpf_program__name(ptr).decode()
+        self.section: str = L.lib().bpf_program__section_name(ptr).decode()
+        self._log: Any = None
+
+    @property
+    def fd(self) -> int:
+        return int(L.lib().bpf_program__fd(self._ptr))
+
+    @property
+    def autoload(self) -> bool:
+        return bool(L.lib().bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool) -> None:
+        L.check_int(L.lib().bpf_program__set_autoload(self._ptr, value), "set autoload", self.name)
+
+    def set_attach_target(self, target: str) -> None:
+        ret = L.lib().bpf_program__set_attach_target(self._ptr, 0, target.encode())
+        L.check_int(ret, "set attach target", f"{self.name} -> {target}")
+
+    def _capture_log(self) -> None:
+        self._log = ctypes.create_string_buffer(_LOG_SIZE)
+        L.lib().bpf_program__set_log_buf(self._ptr, self._log, _LOG_SIZE)
+
+    def verifier_log(self) -> str:
+        return self._log.value.decode(errors="replace") if self._log else ""
+
+    def _attached(self, ptr: Any, target: str) -> Link:
+        if not ptr:
+            raise AttachError(ctypes.get_errno() or 22, self.name, target)
+        link = Link(ptr, self.name, target)
+        self._obj._links.append(link)
+        return link
+
+    def attach(self) -> Link:
+        """Attach by section name (tp_btf/..., tracepoint/..., lsm/..., fentry/...)."""
+        return self._attached(L.lib().bpf_program__attach(self._ptr), self.section)
+
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        ptr = L.lib().bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode())
+        return self._attached(ptr, f"tracepoint {category}/{name}")
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        ptr = L.lib().bpf_program__attach_raw_tracepoint(self._ptr, name.encode())
+        return self._attached(ptr, f"raw_tracepoint {name}")
+
+    def attach_kprobe(self, func: str, retprobe: bool = False) -> Link:
+        ptr = L.lib().bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
+        return self._attached(ptr, f"{'kretprobe' if retprobe else 'kprobe'} {func}")
+
+    def attach_uprobe(self, path: str, *, offset: int = 0, symbol: str | None = None,
+                      retprobe: bool = False, pid: int = -1) -> Link:
+        o = L.opts(L.bpf_uprobe_opts, retprobe=retprobe,
+                   func_name=symbol.encode() if symbol else None)
+        ptr = L.lib().bpf_program__attach_uprobe_opts(
+            self._ptr, pid, path.encode(), offset, ctypes.byref(o))
+        kind = "uretprobe" if retprobe else "uprobe"
+        return self._attached(ptr, f"{kind} {path}:{symbol or hex(offset)}")
+
+    def attach_cgroup(self, cgroup_path: str) -> Link:
+        fd = os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            ptr = L.lib().bpf_program__attach_cgroup(self._ptr, fd)
+            return self._attached(ptr, f"cgroup {cgroup_path}")
+        finally:
+            os.close(fd)
+
+
+class Map:
+    """One map of an object; ``lookup``/``update``/``delete``/``keys`` on raw bytes."""
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+        self.name: str = L.lib().bpf_map__name(ptr).decode()
+
+    @property
+    def fd(self) -> int:
+        return int(L.lib().bpf_map__fd(self._ptr))
+
+    @property
+    def key_size(self) -> int:
+        return int(L.lib().bpf_map__key_size(self._ptr))
+
+    @property
+    def value_size(self) -> int:
+        return int(L.lib().bpf_map__value_size(self._ptr))
+
+    @property
+    def max_entries(self) -> int:
+        return int(L.lib().bpf_map__max_entries(self._ptr))
+
+    def set_max_entries(self, n: int) -> None:
+        L.check_int(L.lib().bpf_map__set_max_entries(self._ptr, n), "set max_entries", self.name)
+
+    def set_initial_value(self, data: bytes) -> None:
+        """Set a global-data map (.rodata/.data/.bss) before load."""
+        size = ctypes.c_size_t(0)
+        L.lib().bpf_map__initial_value(self._ptr, ctypes.byref(size))
+        if len(data) > size.value:
+            raise BpfError(22, "set initial value", f"{self.name}: {len(data)} > {size.value}")
+        full = data + bytes(size.value - len(data))
+        buf = ctypes.create_string_buffer(full, len(full))
+        L.check_int(L.lib().bpf_map__set_initial_value(self._ptr, buf, len(full)),
+                    "set initial value", self.name)
+
+    def reuse_fd(self, fd: int) -> None:
+        """Share an existing map (e.g. the event ring) instead of creating this one."""
+        L.check_int(L.lib().bpf_map__reuse_fd(self._ptr, fd), "reuse map fd", self.name)
+
+    def lookup(self, key: bytes, value_size: int | None = None) -> bytes:
+        """The value at ``key``; KeyError if absent. Per-CPU maps: pass the full size."""
+        size = value_size or self.value_size
+        out = ctypes.create_string_buffer(size)
+        if L.lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
+            err = ctypes.get_errno()
+            if err == 2:
+                raise KeyError(key)
+            raise BpfError(err, "map lookup", self.name)
+        return out.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        L.check_int(L.lib().bpf_map_update_elem(self.fd, key, value, flags), "map update", self.name)
+
+    def delete(self, key: bytes) -> None:
+        if L.lib().bpf_map_delete_elem(self.fd, key) < 0:
+            err = ctypes.get_errno()
+            if err == 2:
+                raise KeyError(key)
+            raise BpfError(err, "map delete", self.name)
+
+    def keys(self) -> Iterator[bytes]:
+        ks = self.key_size
+        cur: bytes | None = None
+        nxt = ctypes.create_string_buffer(ks)
+        while L.lib().bpf_map_get_next_key(self.fd, cur, nxt) == 0:
+            cur = nxt.raw
+            yield cur
+
+
+class BpfObject:
+    """A BPF ELF object. ``open`` it, configure maps/programs, ``load``, then attach."""
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        self.path = str(path)
+        o = L.opts(L.bpf_object_open_opts, object_name=name.encode() if name else None)
+        ptr = L.lib().bpf_object__open_file(self.path.encode(), ctypes.byref(o))
+        self._ptr = L.check_ptr(ptr, "open object", self.path)
+        self._links: list[Link] = []
+        self.loaded = False
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def programs(self) -> list[Program]:
+        out, cur = [], None
+        while True:
+            cur = L.lib().bpf_object__next_program(self._ptr, cur)
+            if not cur:
+                return out
+            out.append(Program(self, cur))
+
+    def program(self, name: str) -> Program:
+        ptr = L.lib().bpf_object__find_program_by_name(self._ptr, name.encode())
+        return Program(self, L.check_ptr(ptr, "find program", name))
+
+    def map(self, name: str) -> Map:
+        ptr = L.lib().bpf_object__find_map_by_name(self._ptr, name.encode())
+        return Map(L.check_ptr(ptr, "find map", name))
+
+    def maps(self) -> list[Map]:
+        out, cur = [], None
+        while True:
+            cur = L.lib().bpf_object__next_map(self._ptr, cur)
+            if not cur:
+                return out
+            out.append(Map(cur))
+
+    def set_rodata(self, data: bytes) -> None:
+        """Set the object's load-time config (``vg_cfg``, the only .rodata variable)."""
+        self.map(".rodata").set_initial_value(data)
+
+    def load(self) -> None:
+        """Load every autoload program; on refusal raise VerifierError naming the program."""
+        progs = [p for p in self.programs() if p.autoload]
+        for p in progs:
+            p._capture_log()
+        ret = L.lib().bpf_object__load(self._ptr)
+        if ret < 0:
+            failed = next((p for p in progs if p.verifier_log() and p.fd < 0), None)
+            if failed is not None:
+                raise VerifierError(-ret, failed.name, failed.verifier_log())
+            raise BpfError(-ret, "load object", self.path)
+        for p in progs:
+            p._log = None  # free the 512 KiB log buffers
+        self.loaded = True
+
+    @property
+    def links(self) -> list[Link]:
+        return [lk for lk in self._links if lk.attached]
+
+    def close(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self._ptr:
+            L.lib().bpf_object__close(self._ptr)
+            self._ptr = None

@@ -1,0 +1,81 @@
+"""``vigil agent``: run the agent. Flag names follow Tetragon's where one exists."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vigil.errors import VigilError
+
+
+def _size(value: str) -> int:
+    """'64M', '1G', '65536' -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    v = value.strip().upper().removesuffix("B").removesuffix("I")
+    if v and v[-1] in units:
+        return int(float(v[:-1]) * units[v[-1]])
+    return int(v)
+
+
+@click.command("agent")
+@click.option("--export-filename", default="", metavar="PATH",
+              help="Write events as JSON lines to PATH (created 0600). Default: none, "
+                   "events go to stdout.")
+@click.option("--export-file-max-size-mb", default=10.0, show_default=True,
+              help="Rotate the export file at this size.")
+@click.option("--export-file-max-backups", default=5, show_default=True,
+              help="Rotated files to keep (0 keeps all).")
+@click.option("--export-file-compress", is_flag=True, help="gzip rotated files.")
+@click.option("--export-file-perm", default="600", show_default=True,
+              help="Octal mode of export files (exec and other-write bits are always cleared).")
+@click.option("--export-stdout/--no-export-stdout", default=None,
+              help="Also write events to stdout. Default: on when there is no export file.")
+@click.option("--stdout-format", type=click.Choice(["json", "compact"]), default="json",
+              show_default=True, help="Format of events on stdout.")
+@click.option("--node-name", default="", envvar="NODE_NAME",
+              help="node_name of events and in exec_id. Default: $HUBBLE_NODE_NAME, "
+                   "$NODE_NAME, else the hostname.")
+@click.option("--procfs", default="/proc", show_default=True, help="procfs to scan at start.")
+@click.option("--process-cache-size", default=65536, show_default=True,
+              help="Processes kept in the cache (bounded; exited ones evicted first).")
+@click.option("--enable-process-cred", is_flag=True,
+              help="Add cap and process_credentials to processes.")
+@click.option("--enable-process-ns", is_flag=True, help="Add namespaces to processes.")
+@click.option("--enable-ancestors", default="", metavar="LIST",
+              help="Comma list of event kinds with ancestors; 'base' for exec/exit.")
+@click.option("--rb-size-total", default="64M", show_default=True,
+              help="BPF ring buffer size (K/M/G suffix; rounded up to a power of two).")
+@click.option("--exec-args-max-bytes", default=16128, show_default=True,
+              help="argv bytes captured per exec (max 16128; longer argv is flagged truncArgs).")
+def agent(**opts: object) -> None:
+    """Run the agent (root): watch every process start and exit on this host."""
+    from vigil.daemon.agent import AgentConfig, ExportConfig, run
+
+    ancestors = {a.strip() for a in str(opts["enable_ancestors"]).split(",") if a.strip()}
+    try:
+        cfg = AgentConfig(
+            node_name=str(opts["node_name"]),
+            procfs=str(opts["procfs"]),
+            process_cache_size=int(opts["process_cache_size"]),  # type: ignore[call-overload]
+            enable_process_cred=bool(opts["enable_process_cred"]),
+            enable_process_ns=bool(opts["enable_process_ns"]),
+            enable_ancestors="base" in ancestors,
+            rb_size_total=_size(str(opts["rb_size_total"])),
+            max_args=int(opts["exec_args_max_bytes"]),  # type: ignore[call-overload]
+            export=ExportConfig(
+                filename=str(opts["export_filename"]),
+                max_size_mb=float(opts["export_file_max_size_mb"]),  # type: ignore[arg-type]
+                max_backups=int(opts["export_file_max_backups"]),  # type: ignore[call-overload]
+                compress=bool(opts["export_file_compress"]),
+                perm=int(str(opts["export_file_perm"]), 8),
+                stdout=opts["export_stdout"],  # type: ignore[arg-type]
+                stdout_format=str(opts["stdout_format"]),
+            ),
+        )
+        run(cfg)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    except VigilError as err:
+        click.echo(f"vigil agent: {err}", err=True)
+        sys.exit(1)

@@ -1,0 +1,281 @@
+"""The agent: ordered start-up steps, one reader thread, reverse teardown.
+
+start: check privileges -> load base sensor (programs attached, ring live) -> start
+exporters -> scan /proc (procFS events) -> start the reader thread.
+stop:  stop reader -> detach and close BPF -> drain and close exporters.
+
+The reader thread is the only writer of the process cache. It drains the ring in
+batches, turns records into events (``vigil.pipeline``) and offers each batch to every
+sink; sinks never block it (they drop and count).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vigil.errors import PrivilegeError
+from vigil.export.jsonl import RotatingFileWriter
+from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
+from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+from vigil.process import procfs
+from vigil.process.cache import ProcessCache
+from vigil.process.model import Namespaces
+
+log = logging.getLogger("vigil.agent")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    filename: str = ""                # --export-filename ("" = no file)
+    max_size_mb: float = 10
+    max_backups: int = 5
+    compress: bool = False
+    perm: int = 0o600
+    stdout: bool | None = None        # None: on when no export file is set
+    stdout_format: str = "json"       # json | compact
+    queue_events: int = 65536         # per exporter; overflow is dropped and counted
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node_name: str = ""
+    procfs: str = "/proc"
+    process_cache_size: int = 65536
+    enable_process_cred: bool = False
+    enable_process_ns: bool = False
+    enable_ancestors: bool = False
+    rb_size_total: int = 64 << 20
+    max_args: int = 16128
+    poll_interval: float = 0.05       # max latency of a quiet ring
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def default_node_name() -> str:
+    """Tetragon's rule: $HUBBLE_NODE_NAME, else $NODE_NAME, else the hostname."""
+    return os.environ.get("HUBBLE_NODE_NAME") or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def check_privileges() -> None:
+    """Raise PrivilegeError with what is missing, before touching libbpf."""
+    if os.geteuid() == 0:
+        return
+    caps = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+    need = {"CAP_BPF": 39, "CAP_PERFMON": 38}
+    missing = [n for n, bit in need.items() if not caps >> bit & 1]
+    if missing:
+        raise PrivilegeError(
+            f"the agent must run as root or with {' and '.join(missing)} "
+            f"(effective uid {os.geteuid()}); try: sudo vigil agent")
+
+
+def check_btf() -> None:
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        from vigil.errors import FeatureNotSupported
+        raise FeatureNotSupported(
+            "BTF", "/sys/kernel/btf/vmlinux is missing; Vigil needs a kernel built with "
+            "CONFIG_DEBUG_INFO_BTF=y")
+
+
+def host_namespaces(proc: str = "/proc") -> Namespaces:
+    """pid 1's namespace inums: what ``is_host`` compares against."""
+    names = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
+             "time_for_children", "cgroup", "user")
+    vals = []
+    for n in names:
+        try:
+            vals.append(procfs.parse_ns_link(os.readlink(f"{proc}/1/ns/{n}")))
+        except (OSError, ValueError):
+            vals.append(0)
+    return Namespaces(*vals)
+
+
+class Agent:
+    """One running agent. ``start()``, then ``wait()`` or ``stop()``."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.node_name = cfg.node_name or default_node_name()
+        self.cache = ProcessCache(capacity=cfg.process_cache_size)
+        self._boot_wall = measure_boot_wall_ns()
+        self.pipeline = Pipeline(self.cache, EventOptions(
+            node_name=self.node_name,
+            process_cred=cfg.enable_process_cred,
+            process_ns=cfg.enable_process_ns,
+            ancestors=cfg.enable_ancestors,
+            host_ns=host_namespaces(cfg.procfs) if cfg.enable_process_ns else None,
+        ), lambda: self._boot_wall)
+        self.sinks: list[QueueSink] = []
+        self._closers: list[Callable[[], Any]] = []
+        self.sensor: Any = None
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.kernel_dropped = 0
+        self.started = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        check_privileges()
+        check_btf()
+        from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
+        self.sensor = BaseSensor(BaseSensorConfig(ring_bytes=self.cfg.rb_size_total,
+                                                  max_args=self.cfg.max_args))
+        self.sensor.load()
+        try:
+            self._start_exporters()
+            self._offer(self.pipeline.bootstrap(
+                procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)))
+            self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
+                                             daemon=True)
+            self._reader.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started.set()
+        log.info("vigil agent started on node %s: %d processes from /proc",
+                 self.node_name, len(self.cache))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+            self._reader = None
+        if self.sensor is not None:
+            self._log_kernel_drops()
+            self.sensor.close()
+            self.sensor = None
+        for sink in self.sinks:
+            sink.close(timeout=10)
+        for close in reversed(self._closers):
+            close()
+        self.sinks.clear()
+        self._closers.clear()
+
+    def wait(self) -> None:
+        """Run until SIGINT/SIGTERM; SIGHUP reopens the export file."""
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            self._stop.set()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reopen.set())
+        while not self._stop.wait(0.5):
+            if self._reopen.is_set():
+                self._reopen.clear()
+                for w in self._writers:
+                    w.reopen()
+        self.stop()
+
+    _reopen = threading.Event()
+
+    # -- exporters -------------------------------------------------------------------
+
+    def _start_exporters(self) -> None:
+        ex = self.cfg.export
+        self._writers: list[RotatingFileWriter] = []
+        if ex.filename:
+            writer = RotatingFileWriter(ex.filename, max_size_mb=ex.max_size_mb,
+                                        max_backups=ex.max_backups, compress=ex.compress,
+                                        perm=ex.perm)
+            self._writers.append(writer)
+            exporter = JsonlExporter(writer)
+            self._add_sink("jsonl", exporter, exporter.close, ex.queue_events)
+        stdout = ex.stdout if ex.stdout is not None else not ex.filename
+        if stdout:
+            if ex.stdout_format == "compact":
+                handler, close = _compact_stdout(), (lambda: None)
+            else:
+                out = StdoutExporter()
+                handler, close = out, out.close
+            self._add_sink("stdout", handler, close, ex.queue_events)
+
+    def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
+                  close: Callable[[], Any], queue_events: int) -> None:
+        sink = QueueSink(name, handler, max_events=queue_events)
+        sink.start()
+        self.sinks.append(sink)
+        self._closers.append(close)
+
+    def _offer(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            for sink in self.sinks:
+                sink.offer(events)
+
+    # -- reader ----------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        ring = self.sensor.ring
+        next_housekeeping = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            ring.wait(self.cfg.poll_interval)
+            while True:
+                recs = ring.drain(max_records=8192)
+                if not recs:
+                    break
+                self._offer(self.pipeline.handle(recs))
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + 1.0
+                self.cache.gc()
+                self._log_kernel_drops()
+        # final drain: what the kernel sent before detach still gets out
+        self._offer(self.pipeline.handle(ring.drain()))
+
+    def _log_kernel_drops(self) -> None:
+        total = self.sensor.counters().total_dropped()
+        if total > self.kernel_dropped:
+            log.warning("%d events lost in the kernel (ring buffer full) since start",
+                        total)
+            self.kernel_dropped = total
+
+    # -- status ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests, logs and (later) metrics."""
+        k = self.sensor.counters() if self.sensor else None
+        return {
+            "kernel_sent": dict(k.sent) if k else {},
+            "kernel_dropped": dict(k.drops) if k else {},
+            "records": dict(self.pipeline.records),
+            "decode_errors": dict(self.pipeline.decode_errors),
+            "missing_process": self.pipeline.missing_process,
+            "duplicate_exits": self.pipeline.duplicate_exits,
+            "cache_size": len(self.cache),
+            "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
+                      for s in self.sinks},
+        }
+
+
+def _compact_stdout() -> Callable[[list[dict[str, Any]]], None]:
+    from vigil.events.compact import render
+    color = sys.stdout.isatty()
+
+    def handler(events: list[dict[str, Any]]) -> None:
+        lines = [line for ev in events if (line := render(ev, color=color))]
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+    return handler
+
+
+def run(cfg: AgentConfig) -> None:
+    agent = Agent(cfg)
+    agent.start()
+    agent.wait()
+
+
+__all__ = ["Agent", "AgentConfig", "ExportConfig", "run", "Path"]

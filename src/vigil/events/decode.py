@@ -1,0 +1,151 @@
+"""Ring-buffer records -> Python values. Pure: no ctypes, no kernel access.
+
+Layouts come from ``vigil.abi._generated`` (generated from bpf/include/vigil/abi.h).
+Each ``decode_*`` raises ``DecodeError`` on a malformed record; the pipeline counts
+those and carries on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from vigil.abi import _generated as abi
+from vigil.process.execid import exec_id
+from vigil.process.model import Credentials, ExecFlag, Namespaces, ProcessInfo
+
+
+class DecodeError(ValueError):
+    """A record is shorter or stranger than its layout says."""
+
+
+def _index(fields: tuple[str, ...]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(fields)}
+
+
+_EXEC = abi.VG_EXEC_MSG
+_EX = _index(abi.VG_EXEC_MSG_FIELDS)
+_CREDS = [_EX[f"creds.{n}"] for n in (
+    "uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits",
+    "cap_permitted", "cap_effective", "cap_inheritable",
+    "user_ns_level", "user_ns_uid", "user_ns_gid", "user_ns_inum")]
+_NS = [_EX[f"ns.{n}"] for n in (
+    "uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "time_for_children",
+    "cgroup", "user")]
+_CLONE = abi.VG_CLONE_MSG
+_CL = _index(abi.VG_CLONE_MSG_FIELDS)
+_EXIT = abi.VG_EXIT_MSG
+_XT = _index(abi.VG_EXIT_MSG_FIELDS)
+_HDR = abi.VG_MSG_HDR
+
+# Only these kernel-side flag bits are Tetragon's; VG_FLAG_TRUNC_PATH stays internal.
+_EXPORTED_FLAGS = int(sum(f for f in ExecFlag))
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def op_of(record: bytes) -> int:
+    """The record's opcode (``vigil.abi._generated.MsgOp``)."""
+    return record[0] if record else 0
+
+
+def path_from_components(raw: bytes) -> str:
+    """b"ls\\0bin\\0usr\\0" (leaf first, as the BPF walk writes them) -> "/usr/bin/ls"."""
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return "/" + "/".join(p.decode(errors="replace") for p in reversed(parts))
+
+
+def split_argv(raw: bytes) -> tuple[str, ...]:
+    """NUL-separated argv as in /proc/PID/cmdline -> argv (invalid UTF-8 -> U+FFFD)."""
+    if not raw:
+        return ()
+    parts = raw.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()
+    return tuple(p.decode(errors="replace") for p in parts)
+
+
+def docker_id(cgroup_name: str) -> str:
+    """Tetragon's ``docker`` field: the first 31 chars of a container id in the cgroup name."""
+    m = _CONTAINER_ID.search(cgroup_name)
+    return m.group(0)[:31] if m else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRecord:
+    """A decoded exec: the new process (parent not yet linked) and its parent's tgid."""
+
+    process: ProcessInfo
+    ppid: int
+    path_truncated: bool
+
+
+def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
+    if len(rec) < _EXEC.size:
+        raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC.size}")
+    v = _EXEC.unpack_from(rec)
+    lens = (v[_EX["cgroup_len"]], v[_EX["path_len"]], v[_EX["cwd_len"]], v[_EX["args_len"]])
+    if _EXEC.size + sum(lens) > len(rec):
+        raise DecodeError(f"exec record tail {sum(lens)} bytes > {len(rec) - _EXEC.size}")
+    pos, parts = _EXEC.size, []
+    for n in lens:
+        parts.append(rec[pos:pos + n])
+        pos += n
+    cgroup_raw, path_raw, cwd_raw, args_raw = parts
+    pid, ktime, kflags = v[_EX["pid"]], v[_EX["hdr.ktime"]], v[_EX["flags"]]
+    argv = split_argv(args_raw)
+    cgroup_name = cgroup_raw.decode(errors="replace")
+    c = [v[i] for i in _CREDS]
+    creds = Credentials(*c)
+    proc = ProcessInfo(
+        exec_id=exec_id(node_name, ktime, pid),
+        pid=pid,
+        tid=v[_EX["tid"]],
+        ktime=ktime,
+        start_time_ns=boot_wall_ns + ktime,
+        binary=path_from_components(path_raw),
+        args=argv[1:],
+        cwd=path_from_components(cwd_raw),
+        flags=kflags & _EXPORTED_FLAGS,
+        uid=creds.euid,
+        auid=v[_EX["auid"]],
+        ppid=v[_EX["ppid"]],
+        docker=docker_id(cgroup_name),
+        cgroup_id=v[_EX["cgroup_id"]],
+        cgroup_name=cgroup_name,
+        creds=creds,
+        ns=Namespaces(*(v[i] for i in _NS)),
+    )
+    return ExecRecord(proc, proc.ppid, bool(kflags & abi.ExecFlag.TRUNC_PATH))
+
+
+class CloneRecord(NamedTuple):
+    pid: int
+    tid: int
+    ppid: int
+    start_ktime: int
+    ktime: int
+
+
+def decode_clone(rec: bytes) -> CloneRecord:
+    if len(rec) < _CLONE.size:
+        raise DecodeError(f"clone record of {len(rec)} bytes < {_CLONE.size}")
+    v = _CLONE.unpack_from(rec)
+    return CloneRecord(v[_CL["pid"]], v[_CL["tid"]], v[_CL["ppid"]], v[_CL["start_ktime"]],
+                       v[_CL["hdr.ktime"]])
+
+
+class ExitRecord(NamedTuple):
+    pid: int
+    tid: int
+    exit_code: int
+    ktime: int
+
+
+def decode_exit(rec: bytes) -> ExitRecord:
+    if len(rec) < _EXIT.size:
+        raise DecodeError(f"exit record of {len(rec)} bytes < {_EXIT.size}")
+    v = _EXIT.unpack_from(rec)
+    return ExitRecord(v[_XT["pid"]], v[_XT["tid"]], v[_XT["exit_code"]], v[_XT["hdr.ktime"]])

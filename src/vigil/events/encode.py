@@ -1,0 +1,407 @@
+"""Build Tetragon-shaped JSON events (``GetEventsResponse`` as protojson renders it).
+
+Pure: no ctypes, no kernel access. Every builder returns a plain ``dict`` whose
+insertion order is the proto field-number order, because ``orjson`` keeps dict
+order and Tetragon's exporter (Go ``protojson`` with ``UseProtoNames``) writes
+fields in field-number order.
+
+What is omitted, and why (proto3 JSON mapping, ``EmitUnpopulated`` false):
+
+* plain scalars equal to their zero value are left out: empty strings
+  (``exec_id``, ``cwd``, ``binary``, ``arguments``, ``flags``, ``docker``,
+  ``parent_exec_id``, ``node_name``, exit ``signal``), zero numbers (exit
+  ``status``, ``Namespace.inum``), ``false`` bools (``Namespace.is_host``) and
+  empty repeated fields (capability lists, ``securebits``, ``ancestors``);
+* wrapper-typed fields (``pid``, ``uid``, ``auid``, ``tid``, ``in_init_tree``,
+  the ``process_credentials`` ids, ``user_ns.level/uid/gid``) are messages that
+  Tetragon always sets, so they are always written, even as ``0``/``false``;
+* set sub-messages are written even when all their fields are zero (``{}``),
+  e.g. ``cap`` of a process without capabilities, or a namespace inum of 0;
+* ``refcnt`` is never written: it is a process-cache debug counter whose value
+  depends on timing, so it has no stable meaning for consumers;
+* ``pod``, ``binary_properties``, ``user`` and ``environment_variables`` are not
+  produced by this module (no k8s API, and the others are opt-in in Tetragon).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from vigil.process.model import (
+    FLAG_NAMES,
+    NAMESPACE_NAMES,
+    Credentials,
+    Namespaces,
+    ProcessInfo,
+)
+
+__all__ = [
+    "CAP_NAMES",
+    "SIGNAL_NAMES",
+    "cap_list",
+    "capabilities_dict",
+    "credentials_dict",
+    "dumps",
+    "exec_event",
+    "exit_event",
+    "exit_signal_status",
+    "flags_string",
+    "join_arguments",
+    "namespaces_dict",
+    "process_dict",
+    "rfc3339",
+    "securebits_list",
+]
+
+# CapabilitiesType enum names, indexed by Linux capability number (0..40).
+# Quirk kept from Tetragon's proto: value 1 is "DAC_OVERRIDE" without "CAP_".
+CAP_NAMES: tuple[str, ...] = (
+    "CAP_CHOWN",               # 0
+    "DAC_OVERRIDE",            # 1
+    "CAP_DAC_READ_SEARCH",     # 2
+    "CAP_FOWNER",              # 3
+    "CAP_FSETID",              # 4
+    "CAP_KILL",                # 5
+    "CAP_SETGID",              # 6
+    "CAP_SETUID",              # 7
+    "CAP_SETPCAP",             # 8
+    "CAP_LINUX_IMMUTABLE",     # 9
+    "CAP_NET_BIND_SERVICE",    # 10
+    "CAP_NET_BROADCAST",       # 11
+    "CAP_NET_ADMIN",           # 12
+    "CAP_NET_RAW",             # 13
+    "CAP_IPC_LOCK",            # 14
+    "CAP_IPC_OWNER",           # 15
+    "CAP_SYS_MODULE",          # 16
+    "CAP_SYS_RAWIO",           # 17
+    "CAP_SYS_CHROOT",          # 18
+    "CAP_SYS_PTRACE",          # 19
+    "CAP_SYS_PACCT",           # 20
+    "CAP_SYS_ADMIN",           # 21
+    "CAP_SYS_BOOT",            # 22
+    "CAP_SYS_NICE",            # 23
+    "CAP_SYS_RESOURCE",        # 24
+    "CAP_SYS_TIME",            # 25
+    "CAP_SYS_TTY_CONFIG",      # 26
+    "CAP_MKNOD",               # 27
+    "CAP_LEASE",               # 28
+    "CAP_AUDIT_WRITE",         # 29
+    "CAP_AUDIT_CONTROL",       # 30
+    "CAP_SETFCAP",             # 31
+    "CAP_MAC_OVERRIDE",        # 32
+    "CAP_MAC_ADMIN",           # 33
+    "CAP_SYSLOG",              # 34
+    "CAP_WAKE_ALARM",          # 35
+    "CAP_BLOCK_SUSPEND",       # 36
+    "CAP_AUDIT_READ",          # 37
+    "CAP_PERFMON",             # 38
+    "CAP_BPF",                 # 39
+    "CAP_CHECKPOINT_RESTORE",  # 40
+)
+
+# SecureBitsType enum: (bit value, name), in the order Tetragon lists them.
+SECUREBIT_NAMES: tuple[tuple[int, str], ...] = (
+    (1, "SecBitNoRoot"),
+    (2, "SecBitNoRootLocked"),
+    (4, "SecBitNoSetUidFixup"),
+    (8, "SecBitNoSetUidFixupLocked"),
+    (16, "SecBitKeepCaps"),
+    (32, "SecBitKeepCapsLocked"),
+    (64, "SecBitNoCapAmbientRaise"),
+    (128, "SecBitNoCapAmbientRaiseLocked"),
+)
+
+# Linux (x86_64/arm64 generic numbering) signal names as Go's unix.SignalName
+# returns them; numbers without a name (0, real-time signals) map to "".
+SIGNAL_NAMES: dict[int, str] = {
+    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP",
+    6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1",
+    11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
+    16: "SIGSTKFLT", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP",
+    21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ",
+    26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR",
+    31: "SIGSYS",
+}
+
+_NS_PER_S = 1_000_000_000
+_FLAG_BITS: tuple[tuple[int, str], ...] = tuple((int(bit), name) for bit, name in FLAG_NAMES)
+_TIME_NAMESPACES = frozenset({"time", "time_for_children"})
+
+
+# --------------------------------------------------------------------------- scalars
+
+def rfc3339(ns: int) -> str:
+    """Format UNIX-epoch nanoseconds as protojson formats a Timestamp.
+
+    UTC with a ``Z`` suffix; the fraction has 0, 3, 6 or 9 digits, the shortest
+    of those that is exact.
+    """
+    secs, nanos = divmod(ns, _NS_PER_S)
+    t = time.gmtime(secs)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{_fraction(nanos)}Z"
+    )
+
+
+def _fraction(nanos: int) -> str:
+    if nanos == 0:
+        return ""
+    if nanos % 1_000_000 == 0:
+        return f".{nanos // 1_000_000:03d}"
+    if nanos % 1_000 == 0:
+        return f".{nanos // 1_000:06d}"
+    return f".{nanos:09d}"
+
+
+def join_arguments(args: Sequence[str]) -> str:
+    """Render argv[1:] as Tetragon's ``arguments`` string.
+
+    Tetragon's rule, applied argument by argument to an accumulator that
+    starts empty:
+
+    * an argument containing a space (U+0020 only) is appended as
+      ``' "' + arg + '"'`` -- always with the leading space, so a first
+      argument with a space gives a leading space; inner quotes and
+      backslashes are not escaped;
+    * otherwise, if the accumulator is still empty it becomes the argument
+      (so leading empty arguments vanish), else ``' ' + arg`` is appended
+      (so a later empty argument leaves a doubled or trailing space).
+
+    Tetragon splits the raw BPF buffer after trimming trailing NULs; when the
+    buffer carries no cwd (flags ``nocwd``/``errorCWD``/``rootcwd``) trailing
+    empty arguments are therefore lost. That trimming is the decoder's job:
+    this function renders exactly the sequence it is given.
+    """
+    out = ""
+    for arg in args:
+        if " " in arg:
+            out += ' "' + arg + '"'
+        elif out:
+            out += " " + arg
+        else:
+            out = arg
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def flags_string(flags: int) -> str:
+    """Space-separated flag names in Tetragon's fixed order (unknown bits dropped)."""
+    return " ".join(name for bit, name in _FLAG_BITS if flags & bit)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cap_names(mask: int) -> tuple[str | int, ...]:
+    names: list[str | int] = []
+    bit = 0
+    while mask and bit < 64:
+        if mask & 1:
+            # protojson writes an enum value without a name as its number
+            names.append(CAP_NAMES[bit] if bit < len(CAP_NAMES) else bit)
+        mask >>= 1
+        bit += 1
+    return tuple(names)
+
+
+def cap_list(mask: int) -> list[str | int]:
+    """CapabilitiesType names of the set bits of a 64-bit mask, ascending."""
+    return list(_cap_names(mask))
+
+
+def securebits_list(bits: int) -> list[str]:
+    """SecureBitsType names of the known set bits (unknown bits are dropped)."""
+    return [name for value, name in SECUREBIT_NAMES if bits & value]
+
+
+def exit_signal_status(code: int) -> tuple[str, int]:
+    """Split a wait-status style exit code into (signal name, exit status).
+
+    The signal is the name of ``code & 0x7F`` ("" when none), the status is
+    ``code >> 8``.
+    """
+    return SIGNAL_NAMES.get(code & 0x7F, ""), (code >> 8) & 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------- messages
+
+def capabilities_dict(creds: Credentials) -> dict[str, Any]:
+    """``Capabilities`` message: permitted, effective, inheritable (empty lists omitted)."""
+    out: dict[str, Any] = {}
+    if creds.cap_permitted:
+        out["permitted"] = cap_list(creds.cap_permitted)
+    if creds.cap_effective:
+        out["effective"] = cap_list(creds.cap_effective)
+    if creds.cap_inheritable:
+        out["inheritable"] = cap_list(creds.cap_inheritable)
+    return out
+
+
+def _namespace(inum: int, is_host: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if inum:
+        out["inum"] = inum
+    if is_host:
+        out["is_host"] = True
+    return out
+
+
+def namespaces_dict(ns: Namespaces, host_ns: Namespaces | None = None) -> dict[str, Any]:
+    """``Namespaces`` message, each entry ``{inum, is_host}``.
+
+    ``is_host`` is set when the inum equals the host's (``host_ns``, typically
+    the namespaces of pid 1); for the two time namespaces the host inum must
+    also be non-zero. When the process's ``time`` inum is 0 (kernel without
+    time namespaces) both time entries are omitted, as Tetragon does.
+    """
+    out: dict[str, Any] = {}
+    skip_time = ns.time == 0
+    for name in NAMESPACE_NAMES:
+        if skip_time and name in _TIME_NAMESPACES:
+            continue
+        inum = getattr(ns, name)
+        is_host = False
+        if host_ns is not None:
+            host = getattr(host_ns, name)
+            is_host = host == inum and (host != 0 or name not in _TIME_NAMESPACES)
+        out[name] = _namespace(inum, is_host)
+    return out
+
+
+def credentials_dict(creds: Credentials, *, full: bool = False) -> dict[str, Any]:
+    """``ProcessCredentials`` message.
+
+    The ids are wrappers and always present; ``securebits`` is omitted when no
+    known bit is set. Tetragon's exec path (``Process.process_credentials``)
+    stops there; ``full=True`` adds ``caps`` and ``user_ns`` as Tetragon writes
+    them for a kprobe ``process_credentials_arg`` (``user_ns.ns.is_host`` is
+    ``level == 0``).
+    """
+    out: dict[str, Any] = {
+        "uid": creds.uid,
+        "gid": creds.gid,
+        "euid": creds.euid,
+        "egid": creds.egid,
+        "suid": creds.suid,
+        "sgid": creds.sgid,
+        "fsuid": creds.fsuid,
+        "fsgid": creds.fsgid,
+    }
+    secbits = securebits_list(creds.securebits)
+    if secbits:
+        out["securebits"] = secbits
+    if full:
+        out["caps"] = capabilities_dict(creds)
+        out["user_ns"] = {
+            "level": creds.user_ns_level,
+            "uid": creds.user_ns_uid,
+            "gid": creds.user_ns_gid,
+            "ns": _namespace(creds.user_ns_inum, creds.user_ns_level == 0),
+        }
+    return out
+
+
+def process_dict(
+    p: ProcessInfo,
+    *,
+    cred: bool = False,
+    ns: bool = False,
+    host_ns: Namespaces | None = None,
+) -> dict[str, Any]:
+    """``Process`` message for ``p`` (``cred``/``ns`` as Tetragon's
+    ``--enable-process-cred``/``--enable-process-ns``)."""
+    out: dict[str, Any] = {}
+    if p.exec_id:
+        out["exec_id"] = p.exec_id
+    out["pid"] = p.pid
+    out["uid"] = p.uid
+    _put_str(out, "cwd", p.cwd)
+    _put_str(out, "binary", p.binary)
+    _put_str(out, "arguments", join_arguments(p.args))
+    _put_str(out, "flags", flags_string(p.flags))
+    out["start_time"] = rfc3339(p.start_time_ns)
+    out["auid"] = p.auid
+    _put_str(out, "docker", p.docker)
+    _put_str(out, "parent_exec_id", p.parent_exec_id)
+    if cred:
+        out["cap"] = capabilities_dict(p.creds)
+    if ns:
+        out["ns"] = namespaces_dict(p.ns, host_ns)
+    out["tid"] = p.tid
+    if cred:
+        out["process_credentials"] = credentials_dict(p.creds)
+    out["in_init_tree"] = p.in_init_tree
+    return out
+
+
+def _put_str(out: dict[str, Any], key: str, value: str) -> None:
+    if value:
+        out[key] = value
+
+
+# --------------------------------------------------------------------------- events
+
+def _envelope(key: str, body: dict[str, Any], node_name: str, time_ns: int) -> dict[str, Any]:
+    event: dict[str, Any] = {key: body}
+    if node_name:
+        event["node_name"] = node_name
+    event["time"] = rfc3339(time_ns)
+    return event
+
+
+def exec_event(
+    process: dict[str, Any],
+    parent: dict[str, Any] | None,
+    ancestors: list[dict[str, Any]] | None,
+    node_name: str,
+    time_ns: int,
+) -> dict[str, Any]:
+    """``{"process_exec": {process, parent, ancestors}, "node_name", "time"}``.
+
+    Takes already-built process dicts (see :func:`process_dict`) so callers can
+    build each one once and share it between events.
+    """
+    body: dict[str, Any] = {"process": process}
+    if parent is not None:
+        body["parent"] = parent
+    if ancestors:
+        body["ancestors"] = ancestors
+    return _envelope("process_exec", body, node_name, time_ns)
+
+
+def exit_event(
+    process: dict[str, Any],
+    parent: dict[str, Any] | None,
+    ancestors: list[dict[str, Any]] | None,
+    *,
+    exit_code: int,
+    exit_time_ns: int,
+    node_name: str,
+    time_ns: int,
+) -> dict[str, Any]:
+    """``{"process_exit": {process, parent, signal, status, time, ancestors}, ...}``.
+
+    ``exit_code`` is the kernel's wait-status style code (see
+    :func:`exit_signal_status`); ``time`` inside the body is the exit time.
+    """
+    signal, status = exit_signal_status(exit_code)
+    body: dict[str, Any] = {"process": process}
+    if parent is not None:
+        body["parent"] = parent
+    if signal:
+        body["signal"] = signal
+    if status:
+        body["status"] = status
+    body["time"] = rfc3339(exit_time_ns)
+    if ancestors:
+        body["ancestors"] = ancestors
+    return _envelope("process_exit", body, node_name, time_ns)
+
+
+def dumps(event: dict[str, Any]) -> bytes:
+    """Serialize one event as compact JSON bytes (no trailing newline)."""
+    return orjson.dumps(event)

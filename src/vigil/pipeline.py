@@ -1,0 +1,189 @@
+"""Records -> process cache -> Tetragon event dicts. Pure: no ctypes, no kernel access.
+
+One thread (the agent's reader) calls ``handle()``; it never raises for a bad record:
+it counts it and goes on. Each process's JSON dict is built once (``ProcessInfo.encoded``)
+and shared by every event that mentions the process.
+
+Linking rules (as Tetragon's user-visible behaviour):
+- exec: the parent is the current instance of the real parent's tgid; the flags carry
+  ``clone`` when the pid's previous instance came from a fork.
+- clone: a new process instance copying its parent's binary, args and cwd, flagged
+  ``clone``; internal only (never exported), it exists so exits and later execs link.
+- exit: of the current instance of the tgid; a second exit of the same instance (two
+  threads finishing at once) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vigil.abi._generated import MsgOp
+from vigil.events import decode, encode
+from vigil.process.cache import ProcessCache
+from vigil.process.execid import exec_id
+from vigil.process.model import ExecFlag, Namespaces, ProcessInfo
+
+Event = dict[str, Any]
+
+# Flags a fork child inherits from the process it was forked from.
+_INHERITED_FLAGS = ExecFlag.TRUNC_ARGS | ExecFlag.ROOTCWD | ExecFlag.NOCWD
+# A clone for a pid the /proc scan already saw, started within one clock tick of it,
+# is the same process seen twice (the scan raced the live ring).
+_SCAN_SLACK_NS = 20_000_000
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """What goes into each event (Tetragon's --enable-process-cred/-ns/--enable-ancestors)."""
+
+    node_name: str = ""
+    process_cred: bool = False
+    process_ns: bool = False
+    ancestors: bool = False
+    host_ns: Namespaces | None = None
+
+
+class Pipeline:
+    """Turns decoded ring-buffer records into events, keeping the process cache current."""
+
+    def __init__(self, cache: ProcessCache, options: EventOptions,
+                 boot_wall_ns: Callable[[], int]) -> None:
+        self.cache = cache
+        self.opts = options
+        self._boot_wall_ns = boot_wall_ns
+        self.records = Counter[int]()       # by opcode
+        self.decode_errors = Counter[int]()  # by opcode
+        self.unknown_ops = 0
+        self.duplicate_exits = 0
+        self.missing_process = 0            # exits of processes we never saw
+        self._handlers: dict[int, Callable[[bytes], Event | None]] = {
+            MsgOp.EXEC: self._on_exec,
+            MsgOp.CLONE: self._on_clone,
+            MsgOp.EXIT: self._on_exit,
+        }
+
+    # -- entry points ----------------------------------------------------------------
+
+    def bootstrap(self, procs: Iterable[ProcessInfo]) -> list[Event]:
+        """Add processes found by the /proc scan (parents first); one procFS exec each.
+
+        A pid the live ring already reported is skipped: the ring's view is newer.
+        """
+        events = []
+        for p in procs:
+            if self.cache.current(p.pid) is not None:
+                continue
+            self.cache.add(p)
+            events.append(self._exec_event(p, p.start_time_ns))
+        return events
+
+    def handle(self, records: Iterable[bytes]) -> list[Event]:
+        """Process a batch of raw records; return the events to export, in order."""
+        out: list[Event] = []
+        for rec in records:
+            op = decode.op_of(rec)
+            self.records[op] += 1
+            handler = self._handlers.get(op)
+            if handler is None:
+                self.unknown_ops += 1
+                continue
+            try:
+                ev = handler(rec)
+            except decode.DecodeError:
+                self.decode_errors[op] += 1
+                continue
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _on_exec(self, rec: bytes) -> Event:
+        r = decode.decode_exec(rec, self.opts.node_name, self._boot_wall_ns())
+        p = r.process
+        parent = self.cache.current(r.ppid)
+        prev = self.cache.current(p.pid)
+        if prev is not None and prev.flags & ExecFlag.CLONE and not prev.flags & ExecFlag.EXECVE:
+            p.flags |= ExecFlag.CLONE
+        if parent is not None:
+            p.parent_exec_id = parent.exec_id
+        self.cache.add(p)
+        return self._exec_event(p, p.start_time_ns)
+
+    def _on_clone(self, rec: bytes) -> None:
+        c = decode.decode_clone(rec)
+        prev = self.cache.current(c.pid)
+        if prev is not None and abs(prev.ktime - c.start_ktime) < _SCAN_SLACK_NS:
+            return None  # the /proc scan already has this very process
+        parent = self.cache.current(c.ppid)
+        if parent is None:
+            return None  # forked by a process we never saw: its exec will still link
+        child = dataclasses.replace(
+            parent,
+            exec_id=exec_id(self.opts.node_name, c.start_ktime, c.pid),
+            pid=c.pid,
+            tid=c.tid,
+            ktime=c.start_ktime,
+            start_time_ns=self._boot_wall_ns() + c.start_ktime,
+            flags=ExecFlag.CLONE | (parent.flags & _INHERITED_FLAGS),
+            parent_exec_id=parent.exec_id,
+            ppid=parent.pid,
+            encoded=None, refcnt=0, exited=False, exit_time_ns=0,
+        )
+        self.cache.add(child)
+        return None
+
+    def _on_exit(self, rec: bytes) -> Event | None:
+        x = decode.decode_exit(rec)
+        exit_wall = self._boot_wall_ns() + x.ktime
+        p = self.cache.mark_exited(x.pid, exit_wall)
+        if p is None:
+            if self.cache.current(x.pid) is not None:
+                self.duplicate_exits += 1
+            else:
+                self.missing_process += 1
+            return None
+        parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
+        return encode.exit_event(
+            self.process_json(p),
+            self.process_json(parent) if parent else None,
+            self._ancestors_json(p),
+            exit_code=x.exit_code,
+            exit_time_ns=exit_wall,
+            node_name=self.opts.node_name,
+            time_ns=exit_wall,
+        )
+
+    # -- encoding --------------------------------------------------------------------
+
+    def process_json(self, p: ProcessInfo) -> dict[str, Any]:
+        """The process's Tetragon dict, built once and reused."""
+        if p.encoded is None:
+            p.encoded = encode.process_dict(p, cred=self.opts.process_cred,
+                                            ns=self.opts.process_ns, host_ns=self.opts.host_ns)
+        return p.encoded
+
+    def _ancestors_json(self, p: ProcessInfo) -> list[dict[str, Any]] | None:
+        if not self.opts.ancestors:
+            return None
+        return [self.process_json(a) for a in self.cache.ancestors(p)]
+
+    def _exec_event(self, p: ProcessInfo, time_ns: int) -> Event:
+        parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
+        return encode.exec_event(
+            self.process_json(p),
+            self.process_json(parent) if parent else None,
+            self._ancestors_json(p),
+            self.opts.node_name,
+            time_ns,
+        )
+
+
+def measure_boot_wall_ns() -> int:
+    """Wall-clock time of boot-clock zero, so ktime + this = UNIX epoch ns."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)

@@ -1,0 +1,1 @@
+"""Sensors: one area's BPF programs and maps, loaded and attached as a unit."""
