@@ -1,0 +1,40 @@
+"""``vigil probe``: which BPF features the running kernel allows, like ``tetra probe``.
+
+Text: one ``name: true|false`` line per feature, with the reason after false ones.
+JSON: ``{"probes": [{"name", "ok", "reason"}, ...], "kernel": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("probe")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format.")
+@click.option("--mount/--no-mount", default=True, show_default=True,
+              help="Mount bpffs, tracefs and securityfs first if missing (as the agent does).")
+def probe(output: str, mount: bool) -> None:
+    """Probe which BPF features this kernel allows (loads tiny programs; root)."""
+    from vigil.bpf import features as F
+
+    if mount:
+        F.mount_fs()
+    why = F.privileges()
+    if why:
+        click.echo(f"warning: {why}", err=True)
+    results = F.probe_all()
+    if output == "json":
+        kernel = {
+            "btf": F.btf_available(), "bpf_lsm": F.bpf_lsm_enabled(),
+            "lockdown": F.lockdown(), "privileges": why,
+        }
+        doc = {"probes": [{"name": r.name, "ok": r.ok, "reason": r.reason} for r in results],
+               "kernel": kernel}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for r in results:
+        line = f"{r.name}: {str(r.ok).lower()}"
+        click.echo(line if r.ok else f"{line} ({r.reason})")
