@@ -20,7 +20,7 @@ APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf abi run test test-unit test-kernel bench clean
+.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel bench clean
 
 all: bpf venv
 
@@ -64,6 +64,10 @@ bpf: $(BPF_OBJS)
 # Regenerate the Python view of bpf/include/vigil/abi.h (committed; test_abi checks it).
 abi: bpf venv
 	$(VPY) tools/gen_abi.py $(OBJDIR)/abi_anchor.bpf.o src/vigil/abi/_generated.py
+
+# Regenerate src/vigil/api/tetragon from proto/tetragon (committed; test_proto_gen checks it).
+proto: venv
+	$(VPY) tools/gen_proto.py
 
 # --- run, test, bench -----------------------------------------------------------------
 run: bpf venv

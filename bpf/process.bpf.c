@@ -5,6 +5,8 @@
  * every supported kernel allows (no kprobes, no trampolines).
  */
 #include "vigil/common.bpf.h"
+#include "vigil/path.bpf.h"
+#include "vigil/procs.bpf.h"
 
 struct vg_exec_buf {
 	struct vg_exec_msg msg;
@@ -18,86 +20,49 @@ struct {
 	__type(value, struct vg_exec_buf);
 } vg_exec_heap SEC(".maps");
 
-/* State of one bounded dentry walk, carried through bpf_loop(). */
-struct vg_walk {
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
-	__u32 off;
-	__u32 start;
-	__u32 done;
+/* Where paths are resolved before they are copied into the exec record. */
+struct vg_path_buf {
+	char path[VG_PATH_REGION];
 };
 
-/* One step of the walk: move up one component (or across one mount). 1 = stop. */
-static long vg_walk_step(__u32 i, void *data)
-{
-	struct vg_walk *w = data;
-	/* locals, not w->x, inside BPF_CORE_READ: CO-RE must not relocate vg_walk */
-	struct dentry *dentry = w->dentry, *parent, *mnt_root;
-	struct vfsmount *vfsmnt = w->vfsmnt;
-	struct mount *mnt = w->mnt;
-	const unsigned char *name;
-	struct vg_exec_buf *buf;
-	__u32 zero = 0;
-	long n;
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_path_buf);
+} vg_path_heap SEC(".maps");
 
-	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
-		goto done;
-	mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-	parent = BPF_CORE_READ(dentry, d_parent);
-	if (dentry == mnt_root || dentry == parent) {
-		struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
-
-		if (dentry != mnt_root || mnt == mparent)
-			goto done; /* the global root, or a detached tree */
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = mparent;
-		w->vfsmnt = &mparent->mnt;
-		return 0;
-	}
-	if (w->off - w->start > VG_PATH_MAX - VG_NAME_MAX)
-		return 1; /* too long: truncated */
-	buf = bpf_map_lookup_elem(&vg_exec_heap, &zero);
-	if (!buf)
-		goto done;
-	name = BPF_CORE_READ(dentry, d_name.name);
-	n = bpf_probe_read_kernel_str(&buf->data[w->off & VG_OFF_MASK], VG_NAME_MAX, name);
-	if (n <= 0)
-		goto done;
-	w->off += n;
-	w->dentry = parent;
-	return 0;
-done:
-	w->done = 1;
-	return 1;
-}
+VG_DEFINE_PATH_WALK(vg_proc_path, vg_path_heap, struct vg_path_buf, path)
 
 /*
- * Write the components of `p` into the heap's tail at `off`, leaf first, each
- * NUL-terminated, stopping at the task's root (like d_path) or the global root.
- * Returns the bytes written. bpf_d_path is not allowed from tracepoints, hence the walk.
+ * Resolve `p` and copy it (a forward path, no NUL) to the exec tail at `off`; for the
+ * binary also record it in vg_procs for matchBinaries. Returns the bytes copied
+ * (0: the path is "/").
  */
-static __always_inline __u32 vg_walk_path(__u32 off, struct path *p, struct path *root,
-					  __u32 *flags)
+static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, struct path *p,
+					  struct path *root, __u32 *flags, struct vg_proc *proc)
 {
-	struct vg_walk w = {
-		.dentry = BPF_CORE_READ(p, dentry),
-		.vfsmnt = BPF_CORE_READ(p, mnt),
-		.root_dentry = BPF_CORE_READ(root, dentry),
-		.root_mnt = BPF_CORE_READ(root, mnt),
-		.off = off,
-		.start = off,
-	};
+	__u32 zero = 0, trunc = 0, pos, len;
+	struct vg_path_buf *pb;
 
-	struct vfsmount *vfsmnt = w.vfsmnt;
-
-	w.mnt = vg_container_of(vfsmnt, struct mount, mnt);
-	bpf_loop(VG_PATH_DEPTH, vg_walk_step, &w, 0);
-	if (!w.done)
+	pos = vg_proc_path(p, root, &trunc);
+	if (trunc)
 		*flags |= VG_FLAG_TRUNC_PATH;
-	return w.off - w.start;
+	if (pos >= VG_PATH_MAX)
+		return 0;
+	pb = bpf_map_lookup_elem(&vg_path_heap, &zero);
+	if (!pb)
+		return 0;
+	len = (VG_PATH_MAX - pos) & (VG_PATH_MAX - 1);
+	if (bpf_probe_read_kernel(&buf->data[off & VG_OFF_MASK], len, &pb->path[pos & (VG_PATH_MAX - 1)]))
+		return 0;
+	if (proc) {
+		__u32 n = len < VG_BIN_MAX ? len : VG_BIN_MAX - 1;
+
+		proc->bin_len = n;
+		bpf_probe_read_kernel(proc->bin, n & (VG_BIN_MAX - 1), &pb->path[pos & (VG_PATH_MAX - 1)]);
+	}
+	return len;
 }
 
 static __always_inline void vg_read_namespaces(struct task_struct *task, struct vg_namespaces *out)
@@ -200,6 +165,8 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	struct vg_exec_msg *msg;
 	struct fs_struct *fs;
 	struct path exe, pwd, root;
+	struct vg_proc proc = {};
+	__u32 tgid;
 
 	if (!buf)
 		return 0;
@@ -225,22 +192,34 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	bpf_probe_read_kernel(&pwd, sizeof(pwd), &fs->pwd);
 	bpf_probe_read_kernel(&exe, sizeof(exe), &bprm->file->f_path);
 
-	msg->path_len = vg_walk_path(off, &exe, &root, &msg->flags);
+	msg->path_len = vg_copy_path(buf, off, &exe, &root, &msg->flags, &proc);
 	if (!msg->path_len)
 		msg->flags |= VG_FLAG_ERROR_FILENAME;
 	off += msg->path_len;
-	msg->cwd_len = vg_walk_path(off, &pwd, &root, &msg->flags);
+	msg->cwd_len = vg_copy_path(buf, off, &pwd, &root, &msg->flags, NULL);
 	if (!msg->cwd_len)
 		msg->flags |= VG_FLAG_ROOTCWD;
 	off += msg->cwd_len;
 	msg->args_len = vg_read_args(task, buf, off, msg);
 	off += msg->args_len;
 
+	tgid = msg->pid;
+	bpf_map_update_elem(&vg_procs, &tgid, &proc, BPF_ANY);
+
 	size = sizeof(*msg) + off;
 	if (size > sizeof(*buf))
 		size = sizeof(*buf);
 	msg->hdr.size = size;
 	return vg_send(buf, size);
+}
+
+/* A fork child runs its parent's binary until it execs. */
+static __always_inline void vg_procs_inherit(__u32 parent_tgid, __u32 child_tgid)
+{
+	struct vg_proc *pp = bpf_map_lookup_elem(&vg_procs, &parent_tgid);
+
+	if (pp)
+		bpf_map_update_elem(&vg_procs, &child_tgid, pp, BPF_ANY);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -257,6 +236,7 @@ int BPF_PROG(vg_proc_fork, struct task_struct *parent, struct task_struct *child
 	msg.tid = BPF_CORE_READ(child, pid);
 	msg.ppid = BPF_CORE_READ(child, real_parent, tgid);
 	msg.start_ktime = BPF_CORE_READ(child, start_boottime);
+	vg_procs_inherit(BPF_CORE_READ(parent, tgid), msg.pid);
 	return vg_send(&msg, sizeof(msg));
 }
 
@@ -279,5 +259,13 @@ int BPF_PROG(vg_proc_exit, struct task_struct *task)
 	msg.pid = BPF_CORE_READ(task, tgid);
 	msg.tid = BPF_CORE_READ(task, pid);
 	msg.exit_code = BPF_CORE_READ(task, exit_code);
+	bpf_map_delete_elem(&vg_procs, &msg.pid);
 	return vg_send(&msg, sizeof(msg));
+}
+
+/* --cgroup-rate's THROTTLE_STOP: run by user space with BPF_PROG_TEST_RUN, never attached. */
+SEC("raw_tp")
+int vg_rate_sweep(void *ctx)
+{
+	return vg_throttle_sweep_all();
 }

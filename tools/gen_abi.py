@@ -43,6 +43,11 @@ def render(types: dict) -> str:
         lines.append(f"{const} = struct.Struct({lay.format()!r})")
         names = ", ".join(repr(f.name) for f in lay.fields)
         lines.append(f"{const}_FIELDS = ({names},)")
+        index, pos = [], 0
+        for f in lay.fields:  # where each field starts in the unpacked tuple
+            index.append(f"{f.name!r}: {pos}")
+            pos += f.count if f.size != 1 or f.count == 1 else 1
+        lines.append(f"{const}_INDEX = {{{', '.join(index)}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,11 @@ Linking rules (as Tetragon's user-visible behaviour):
 - clone: a new process instance copying its parent's binary, args and cwd, flagged
   ``clone``; internal only (never exported), it exists so exits and later execs link.
 - exit: of the current instance of the tgid; a second exit of the same instance (two
-  threads finishing at once) is dropped and counted.
+  threads finishing at once) is dropped and counted. An exit flagged as sent while its
+  cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing.
+- throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
+
+Other sensors add their opcodes with ``add_handler``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from vigil.events import decode, encode
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import ExecFlag, Namespaces, ProcessInfo
+from vigil.throttle import ThrottleTracker, decode_throttle, is_throttled, throttle_event
 
 Event = dict[str, Any]
+Handler = Callable[[bytes], "Event | None"]
 
 # Flags a fork child inherits from the process it was forked from.
 _INHERITED_FLAGS = ExecFlag.TRUNC_ARGS | ExecFlag.ROOTCWD | ExecFlag.NOCWD
@@ -52,7 +58,8 @@ class Pipeline:
     """Turns decoded ring-buffer records into events, keeping the process cache current."""
 
     def __init__(self, cache: ProcessCache, options: EventOptions,
-                 boot_wall_ns: Callable[[], int]) -> None:
+                 boot_wall_ns: Callable[[], int],
+                 throttle: ThrottleTracker | None = None) -> None:
         self.cache = cache
         self.opts = options
         self._boot_wall_ns = boot_wall_ns
@@ -61,11 +68,21 @@ class Pipeline:
         self.unknown_ops = 0
         self.duplicate_exits = 0
         self.missing_process = 0            # exits of processes we never saw
-        self._handlers: dict[int, Callable[[bytes], Event | None]] = {
+        self.throttle = throttle if throttle is not None else ThrottleTracker()
+        self._handlers: dict[int, Handler] = {
             MsgOp.EXEC: self._on_exec,
             MsgOp.CLONE: self._on_clone,
             MsgOp.EXIT: self._on_exit,
+            MsgOp.THROTTLE: self._on_throttle,
         }
+
+    def add_handler(self, op: int, handler: Handler) -> None:
+        """Route records of opcode ``op`` to ``handler`` (raise DecodeError/ValueError on a
+        bad record; return an event or None). Call before the reader thread starts."""
+        self._handlers[op] = handler
+
+    def remove_handler(self, op: int) -> None:
+        self._handlers.pop(op, None)
 
     # -- entry points ----------------------------------------------------------------
 
@@ -94,7 +111,7 @@ class Pipeline:
                 continue
             try:
                 ev = handler(rec)
-            except decode.DecodeError:
+            except ValueError:  # decode.DecodeError and other malformed-record errors
                 self.decode_errors[op] += 1
                 continue
             if ev is not None:
@@ -148,6 +165,9 @@ class Pipeline:
             else:
                 self.missing_process += 1
             return None
+        if is_throttled(rec):
+            self.throttle.on_suppressed_exit(p.cgroup_id)
+            return None
         parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
         return encode.exit_event(
             self.process_json(p),
@@ -158,6 +178,14 @@ class Pipeline:
             node_name=self.opts.node_name,
             time_ns=exit_wall,
         )
+
+    def _on_throttle(self, rec: bytes) -> Event | None:
+        r = decode_throttle(rec)
+        out = self.throttle.on_record(r)
+        if out is None:
+            return None
+        return throttle_event(out[0], out[1], self.opts.node_name,
+                              self._boot_wall_ns() + r.ktime)
 
     # -- encoding --------------------------------------------------------------------
 

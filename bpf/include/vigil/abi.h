@@ -38,6 +38,7 @@ enum vg_limits {
 	VG_CGROUP_NAME_MAX = 256,
 	VG_DATA_MAX = 32512,    /* exec tail: header + tail fit one 32 KiB per-CPU value */
 	VG_OFF_MASK = 16383,    /* offsets into the tail are masked with this */
+	VG_CGROUP_RATE_ENTRIES = 8192, /* cgroups tracked by --cgroup-rate (LRU) */
 };
 
 /* Process flags, Tetragon's bit values (see vigil.process.model.ExecFlag). */
@@ -63,9 +64,23 @@ enum vg_drop_reason {
 	VG_DROP_REASON_MAX = 4,
 };
 
+/* vg_msg_hdr.flags */
+enum vg_hdr_flag {
+	/* sent while its cgroup was throttled (exits only: they keep the process cache
+	 * right, user space updates the cache but exports no event) */
+	VG_HDR_THROTTLED = 0x1,
+};
+
+/* process_throttle's `type`, Tetragon's ThrottleType values. */
+enum vg_throttle_type {
+	VG_THROTTLE_UNKNOWN = 0,
+	VG_THROTTLE_START = 1,
+	VG_THROTTLE_STOP = 2,
+};
+
 struct vg_msg_hdr {
 	__u8 op;      /* enum vg_msg_op */
-	__u8 pad0;
+	__u8 flags;   /* enum vg_hdr_flag */
 	__u16 pad1;
 	__u32 size;   /* whole record, header included */
 	__u64 ktime;  /* bpf_ktime_get_boot_ns() when the record was made */
@@ -107,8 +122,8 @@ struct vg_namespaces {
 /*
  * VG_MSG_EXEC, sent from sched_process_exec. The tail `data` holds, in order:
  *   cgroup name (cgroup_len bytes, no NUL)
- *   binary path components leaf first, each NUL-terminated (path_len bytes)
- *   cwd components leaf first, each NUL-terminated (cwd_len bytes; 0 = "/")
+ *   binary path, resolved in the kernel (path_len bytes, no NUL)
+ *   cwd (cwd_len bytes; 0 = "/")
  *   argv as in /proc/pid/cmdline, NUL-separated (args_len bytes)
  */
 struct vg_exec_msg {
@@ -147,6 +162,32 @@ struct vg_exit_msg {
 	__u32 pad;
 };
 
+/*
+ * VG_MSG_THROTTLE: a cgroup went over --cgroup-rate (START, sent from the event that
+ * crossed the limit, with the cgroup's name) or has stayed under it for the quiet
+ * period (STOP, sent by the vg_rate_sweep program, no name: user space knows it
+ * from the START).
+ */
+struct vg_throttle_msg {
+	struct vg_msg_hdr hdr;
+	__u64 cgroup_id;
+	__u32 type;      /* enum vg_throttle_type */
+	__u16 name_len;  /* bytes of name used (START), no NUL */
+	__u16 pad;
+	__u64 dropped;   /* STOP: records suppressed since the START */
+	char name[VG_CGROUP_NAME_MAX]; /* the cgroup's directory name (kernfs node) */
+};
+
+/* Value of the vg_cgroup_rate map, keyed by cgroup id (u64); shared by every object. */
+struct vg_cgroup_rate {
+	__u64 window_start; /* ktime the current counting window began */
+	__u64 count;        /* records counted in the current window */
+	__u64 last_over;    /* ktime of the last record over the limit */
+	__u64 dropped;      /* records suppressed since the START */
+	__u32 throttled;    /* 1 from START until STOP */
+	__u32 pad;
+};
+
 /* Per-CPU counters, one entry; read and summed by Python at scrape time. */
 struct vg_stats {
 	__u64 sent[VG_MSG_OP_MAX];
@@ -157,6 +198,211 @@ struct vg_stats {
 struct vg_config {
 	__u32 max_args;     /* argv bytes to capture, <= VG_ARGS_MAX */
 	__u32 wakeup_bytes; /* 0: wake the consumer per record; else when this much is pending */
+	__u32 cgroup_rate;  /* --cgroup-rate N: records per interval per cgroup; 0: off */
+	__u32 pad;
+	__u64 cgroup_rate_interval_ns; /* --cgroup-rate ,INTERVAL */
+	__u64 cgroup_rate_quiet_ns;    /* STOP once no record was over the limit this long */
+};
+
+
+/* ---- policy hooks (generic.bpf.c) ------------------------------------------------ */
+
+enum vg_gen_limits {
+	VG_GEN_ARGS = 5,        /* args captured per hook (Tetragon: args + data <= 5) */
+	VG_GEN_SELECTORS = 5,   /* selectors per hook */
+	VG_GEN_MATCH_ARGS = 5,  /* matchArgs per selector */
+	VG_GEN_MATCH_RET = 2,   /* matchReturnArgs per selector */
+	VG_GEN_VALUES = 4,      /* inline values per numeric matchArg / matchPIDs / namespace */
+	VG_GEN_NS = 4,          /* matchNamespaces filters per selector */
+	VG_GEN_CAPS = 2,        /* matchCapabilities filters per selector */
+	VG_GEN_ACTIONS = 3,     /* actions per selector */
+	VG_GEN_RAW_ARGS = 6,    /* raw argument slots fetched per call */
+	VG_GEN_STR_MAX = 4096,  /* bytes of one string / buffer argument */
+	VG_GEN_DATA_MAX = 24576,/* record tail: VG_GEN_ARGS arguments */
+	VG_GEN_OFF_MASK = 16383,
+	VG_STR_KEY = 256,       /* bytes of a string in the equality map key */
+	VG_PFX_KEY = 248,       /* bytes of a string in the prefix/postfix trie keys */
+	VG_BIN_MAX = 256,       /* binary path kept per process for matchBinaries */
+	VG_PROCS_ENTRIES = 32768,
+};
+
+/* Where a hook's raw argument values come from. */
+enum vg_hook_kind {
+	VG_HOOK_TRACEPOINT = 1, /* classic tracepoint: fields at offsets in the record */
+	VG_HOOK_RAW_TP = 2,     /* raw tracepoint: u64 args[] */
+	VG_HOOK_UPROBE = 3,     /* pt_regs function arguments */
+};
+
+/* How one argument is read and put in the record. */
+enum vg_arg_kind {
+	VG_ARG_NONE = 0,
+	VG_ARG_INT = 1,       /* integer of `size` bytes (VG_ARGF_SIGNED) */
+	VG_ARG_USTR = 2,      /* user-space NUL-terminated string pointer */
+	VG_ARG_UBUF = 3,      /* user-space buffer; length from arg `size_arg` */
+	VG_ARG_FD = 4,        /* file descriptor: resolved to its path in the kernel */
+	VG_ARG_SOCKADDR = 5,  /* user-space struct sockaddr * */
+	VG_ARG_DATA_LOC = 6,  /* tracepoint __data_loc string inside the record */
+	VG_ARG_KSTR = 7,      /* kernel NUL-terminated string pointer */
+};
+
+enum vg_arg_flag {
+	VG_ARGF_SIGNED = 0x1,
+	VG_ARGF_RETURN_COPY = 0x2, /* read the buffer at return (the call filled it) */
+};
+
+/* Selector operators (values as Tetragon's internal numbering where one exists). */
+enum vg_op {
+	VG_OP_NONE = 0,
+	VG_OP_GT = 1,
+	VG_OP_LT = 2,
+	VG_OP_EQ = 3,
+	VG_OP_NEQ = 4,
+	VG_OP_IN = 5,
+	VG_OP_NOTIN = 6,
+	VG_OP_PREFIX = 8,
+	VG_OP_POSTFIX = 9,
+	VG_OP_INMAP = 10,
+	VG_OP_NOTINMAP = 11,
+	VG_OP_MASK = 12,
+	VG_OP_SADDR = 13,
+	VG_OP_DADDR = 14,
+	VG_OP_SPORT = 15,
+	VG_OP_DPORT = 16,
+	VG_OP_PROTOCOL = 17,
+	VG_OP_NOTSPORT = 18,
+	VG_OP_NOTDPORT = 19,
+	VG_OP_NOTSADDR = 24,
+	VG_OP_NOTDADDR = 25,
+	VG_OP_NOTPREFIX = 26,
+	VG_OP_NOTPOSTFIX = 27,
+	VG_OP_FAMILY = 28,
+	VG_OP_INRANGE = 31,
+	VG_OP_NOTINRANGE = 32,
+};
+
+/* Actions; values are Tetragon's KprobeAction numbers. */
+enum vg_action {
+	VG_ACT_NONE = 0,
+	VG_ACT_POST = 1,
+	VG_ACT_SIGKILL = 3,
+	VG_ACT_OVERRIDE = 5,
+	VG_ACT_NOPOST = 9,
+	VG_ACT_SIGNAL = 10,
+};
+
+enum vg_rate_scope {
+	VG_RATE_THREAD = 0,
+	VG_RATE_PROCESS = 1,
+	VG_RATE_GLOBAL = 2,
+};
+
+struct vg_arg_cfg {
+	__u8 kind;      /* enum vg_arg_kind */
+	__u8 src;       /* raw slot: syscall/raw_tp/uprobe argument index; tracepoint: unused */
+	__u8 size;      /* VG_ARG_INT: 1, 2, 4 or 8 bytes */
+	__u8 flags;     /* enum vg_arg_flag */
+	__u16 offset;   /* VG_HOOK_TRACEPOINT: field offset in the record */
+	__u8 size_arg;  /* VG_ARG_UBUF: index of the arg holding the length; 0xff: none */
+	__u8 pad;
+	__u32 max_len;  /* strings and buffers: bytes to read at most (<= VG_GEN_STR_MAX) */
+};
+
+struct vg_match_arg {
+	__u8 arg;       /* index into vg_hook_cfg.args, or 0xff: the return value */
+	__u8 op;        /* enum vg_op */
+	__u8 nvals;     /* inline values used */
+	__u8 pad;
+	__u32 set;      /* string / address / int-set id in this object's maps */
+	__s64 vals[VG_GEN_VALUES]; /* numbers; ranges as (min, max) pairs */
+};
+
+struct vg_ns_match {
+	__u8 ns;        /* index in struct vg_namespaces order */
+	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
+	__u8 nvals;
+	__u8 pad;
+	__u32 vals[VG_GEN_VALUES];
+};
+
+struct vg_cap_match {
+	__u8 set;       /* 0 effective, 1 inheritable, 2 permitted */
+	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
+	__u16 pad;
+	__u32 pad2;
+	__u64 mask;
+};
+
+struct vg_action_cfg {
+	__u8 action;    /* enum vg_action */
+	__u8 scope;     /* enum vg_rate_scope (Post with rateLimit) */
+	__u16 pad;
+	__u32 arg;      /* Signal: the signal number */
+	__u64 rate_ns;  /* Post: suppress repeats within this window; 0: off */
+};
+
+struct vg_selector_cfg {
+	__u8 nargs;
+	__u8 nret;
+	__u8 bin_op;    /* VG_OP_NONE, IN, NOTIN, PREFIX, NOTPREFIX, POSTFIX, NOTPOSTFIX */
+	__u8 pid_op;    /* VG_OP_NONE, IN, NOTIN */
+	__u8 pid_ns;    /* matchPIDs isNamespacePID */
+	__u8 npids;
+	__u8 nns;
+	__u8 ncaps;
+	__u8 nactions;
+	__u8 pad[3];
+	__u32 bin_set;  /* string set of matchBinaries values */
+	__u32 pids[VG_GEN_VALUES];
+	struct vg_match_arg args[VG_GEN_MATCH_ARGS];
+	struct vg_match_arg ret[VG_GEN_MATCH_RET];
+	struct vg_ns_match ns[VG_GEN_NS];
+	struct vg_cap_match caps[VG_GEN_CAPS];
+	struct vg_action_cfg actions[VG_GEN_ACTIONS];
+};
+
+/* One hook of one policy: the .rodata of one loaded copy of generic.bpf.o. */
+struct vg_hook_cfg {
+	__u32 hook_id;    /* user space's (policy, hook) id, echoed in records */
+	__u8 op;          /* record opcode: VG_MSG_GENERIC_KPROBE / _TRACEPOINT / _UPROBE */
+	__u8 kind;        /* enum vg_hook_kind */
+	__u8 nargs;
+	__u8 nsel;
+	__u8 has_return;  /* the exit program runs the selectors with the return value */
+	__u8 monitor;     /* policy mode monitor: enforcement actions are only reported */
+	__u8 pad[2];
+	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */
+	__u32 pad2;
+	struct vg_arg_cfg args[VG_GEN_ARGS];
+	struct vg_selector_cfg sel[VG_GEN_SELECTORS];
+};
+
+/* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */
+struct vg_generic_msg {
+	struct vg_msg_hdr hdr;
+	__u32 pid;
+	__u32 tid;
+	__u32 hook_id;
+	__u8 selector;  /* index of the selector that matched */
+	__u8 action;    /* enum vg_action that decided (POST, SIGKILL, SIGNAL, ...) */
+	__u8 nargs;
+	__u8 flags;     /* enum vg_gen_flag */
+	__s64 ret;      /* return value, when has_return */
+	__u16 arg_off[VG_GEN_ARGS]; /* offset of argument i in the tail */
+	__u16 arg_len[VG_GEN_ARGS]; /* bytes of argument i in the tail */
+	__u32 orig_len[VG_GEN_ARGS];/* buffers: bytes the call had (> arg_len: truncated) */
+	__u32 pad;
+};
+
+enum vg_gen_flag {
+	VG_GENF_RETURN = 0x1,     /* ret is set */
+	VG_GENF_MONITOR = 0x2,    /* an enforcement action was only reported (monitor mode) */
+};
+
+/* matchBinaries: each process's binary, kept by the base sensor (map vg_procs). */
+struct vg_proc {
+	__u32 bin_len;
+	__u32 pad;
+	char bin[VG_BIN_MAX];
 };
 
 #endif /* VIGIL_ABI_H */

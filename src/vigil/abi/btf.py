@@ -17,7 +17,7 @@ _SCALAR_FMT = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 @dataclass(frozen=True)
 class Field:
-    name: str    # dotted for nested structs, "name[i]" never: arrays stay one field
+    name: str    # dotted for nested structs; arrays of structs as "name[i].field"
     offset: int  # bytes
     size: int    # bytes of one element
     count: int   # 1, or the array length
@@ -35,7 +35,10 @@ class Layout:
         for f in self.fields:
             if f.offset > pos:
                 out.append(f"{f.offset - pos}x")
-            out.append(f"{f.count}{_SCALAR_FMT[f.size]}" if f.count > 1 else _SCALAR_FMT[f.size])
+            if f.count > 1:  # char arrays unpack as one bytes value, others as `count` values
+                out.append(f"{f.count}s" if f.size == 1 else f"{f.count}{_SCALAR_FMT[f.size]}")
+            else:
+                out.append(_SCALAR_FMT[f.size])
             pos = f.offset + f.size * f.count
         if self.size > pos:
             out.append(f"{self.size - pos}x")
@@ -68,7 +71,11 @@ def _flatten(types: dict[int, dict[str, Any]], t: dict[str, Any], base: int,
             out += _flatten(types, mt, off, name + ".")
         elif mt["kind"] == "ARRAY":
             et = _resolve(types, mt["type_id"])
-            out.append(Field(name, off, et["size"], mt["nr_elems"]))
+            if et["kind"] == "STRUCT":  # arrays of structs: name[i].field, ...
+                for i in range(mt["nr_elems"]):
+                    out += _flatten(types, et, off + i * et["size"], f"{name}[{i}].")
+            else:
+                out.append(Field(name, off, et["size"], mt["nr_elems"]))
         else:
             out.append(Field(name, off, mt["size"], 1))
     return out

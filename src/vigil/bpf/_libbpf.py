@@ -73,6 +73,26 @@ class bpf_tracepoint_opts(Structure):  # noqa: N801
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
 
 
+class bpf_test_run_opts(Structure):  # noqa: N801
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
 def opts(cls: type[Structure], **fields: Any) -> Structure:
     """A zeroed libbpf options struct with ``sz`` set, as LIBBPF_OPTS does."""
     o = cls(**fields)
@@ -114,6 +134,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         BpfLinkP, [BpfProgramP, c_int, c_char_p, c_size_t, POINTER(bpf_uprobe_opts)]),
     "bpf_program__attach_cgroup": (BpfLinkP, [BpfProgramP, c_int]),
     "bpf_program__attach_lsm": (BpfLinkP, [BpfProgramP]),
+    "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)]),
     "bpf_link__destroy": (c_int, [BpfLinkP]),
     "bpf_link__fd": (c_int, [BpfLinkP]),
     "bpf_link__pin": (c_int, [BpfLinkP, c_char_p]),
@@ -221,6 +242,7 @@ def check_int(ret: int, op: str, target: str = "") -> int:
 
 __all__ = [
     "BpfObjectP", "BpfProgramP", "BpfMapP", "BpfLinkP", "bpf_object_open_opts",
-    "bpf_uprobe_opts", "bpf_tracepoint_opts", "opts", "lib", "has", "version",
+    "bpf_uprobe_opts", "bpf_tracepoint_opts", "bpf_test_run_opts", "opts", "lib", "has",
+    "version",
     "check_ptr", "check_int", "LibbpfMissing", "c_char", "c_long", "c_uint",
 ]

@@ -84,6 +84,16 @@ class Program:
         self._obj._links.append(link)
         return link
 
+    def test_run(self) -> int:
+        """Run the (loaded, unattached) program once with BPF_PROG_TEST_RUN; its return value.
+
+        For raw_tp programs that take no context, e.g. periodic map sweeps.
+        """
+        o = L.opts(L.bpf_test_run_opts)
+        L.check_int(L.lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(o)), "test run",
+                    self.name)
+        return int(o.retval)  # type: ignore[attr-defined]
+
     def attach(self) -> Link:
         """Attach by section name (tp_btf/..., tracepoint/..., lsm/..., fentry/...)."""
         return self._attached(L.lib().bpf_program__attach(self._ptr), self.section)

@@ -17,8 +17,13 @@ import click
 # name -> (module, attribute, one-line help shown by `vigil --help` without importing)
 _COMMANDS = {
     "agent": ("vigil.cli.agent", "agent", "Run the agent (root)."),
-    "getevents": ("vigil.cli.getevents", "getevents", "Print events from an export file."),
+    "getevents": ("vigil.cli.getevents", "getevents",
+                  "Stream events from the agent (or an export file)."),
     "probe": ("vigil.cli.probe", "probe", "Probe which BPF features this kernel allows."),
+    "status": ("vigil.cli.status", "status", "Print the running agent's health."),
+    "tracingpolicy": ("vigil.cli.tracingpolicy", "tracingpolicy",
+                      "Add, delete, list, enable, disable the agent's tracing policies."),
+    "tp": ("vigil.cli.tracingpolicy", "tracingpolicy", "Alias of tracingpolicy."),
     "version": ("vigil.cli.version", "version", "Print Vigil's version."),
 }
 

@@ -7,6 +7,12 @@ import sys
 import click
 
 from vigil.errors import VigilError
+from vigil.server.config import (
+    DEFAULT_ADDRESS,
+    DEFAULT_INFO_FILE,
+    DEFAULT_PERSIST_DIR,
+    ServerConfig,
+)
 
 
 def _size(value: str) -> int:
@@ -16,6 +22,37 @@ def _size(value: str) -> int:
     if v and v[-1] in units:
         return int(float(v[:-1]) * units[v[-1]])
     return int(v)
+
+
+def _server_config(opts: dict[str, object]) -> ServerConfig:
+    """The --server-* / --persist-grpc-* flags."""
+    from vigil.server.listen import parse_addresses, validate
+    addresses = parse_addresses(str(opts["server_address"]))
+    cas = tuple(c.strip() for v in opts["server_tls_client_ca_files"]  # type: ignore[attr-defined]
+                for c in str(v).split(",") if c.strip())
+    cfg = ServerConfig(
+        addresses=addresses,
+        socket_group=str(opts["server_socket_group"]),
+        tls_cert_file=str(opts["server_tls_cert_file"]),
+        tls_key_file=str(opts["server_tls_key_file"]),
+        tls_client_ca_files=cas,
+        allow_insecure_tcp=bool(opts["server_allow_insecure_tcp"]),
+        persist_policies=bool(opts["persist_grpc_policies"]),
+        persist_dir=str(opts["persist_grpc_policies_dir"]),
+        info_file=str(opts["server_info_file"]),
+        queue_events=int(opts["event_queue_size"]),  # type: ignore[call-overload]
+        explicit=_given("server_address"),
+    )
+    validate(cfg)  # ConfigError now, before any BPF is loaded
+    return cfg
+
+
+def _given(param: str) -> bool:
+    """Whether a flag was set (command line or environment), not left at its default."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    return ctx.get_parameter_source(param) not in (click.core.ParameterSource.DEFAULT, None)
 
 
 @click.command("agent")
@@ -48,6 +85,29 @@ def _size(value: str) -> int:
               help="BPF ring buffer size (K/M/G suffix; rounded up to a power of two).")
 @click.option("--exec-args-max-bytes", default=16128, show_default=True,
               help="argv bytes captured per exec (max 16128; longer argv is flagged truncArgs).")
+@click.option("--server-address", default=DEFAULT_ADDRESS, show_default=True,
+              metavar="ADDR[,ADDR]",
+              help="gRPC API (Tetragon's FineGuidanceSensors): unix:///abs/path or "
+                   "host:port, comma-separated for several; '' disables it. TCP needs TLS.")
+@click.option("--server-socket-group", default="", metavar="GROUP",
+              help="Group (name or gid) owning the 0660 unix socket. Default: root.")
+@click.option("--server-tls-cert-file", default="", metavar="PATH",
+              help="TLS certificate (PEM) for TCP addresses.")
+@click.option("--server-tls-key-file", default="", metavar="PATH",
+              help="TLS private key (PEM) for TCP addresses.")
+@click.option("--server-tls-client-ca-files", multiple=True, metavar="PATH[,PATH]",
+              help="CA certificates clients must present a certificate from (mTLS). "
+                   "Repeatable or comma-separated.")
+@click.option("--server-allow-insecure-tcp", is_flag=True,
+              help="Allow a TCP address without TLS, on loopback only (with a warning).")
+@click.option("--server-info-file", default=DEFAULT_INFO_FILE, show_default=True,
+              metavar="PATH", help="Where to tell clients the server address.")
+@click.option("--event-queue-size", default=32768, show_default=True,
+              help="Events queued per GetEvents client before its overflow is dropped.")
+@click.option("--persist-grpc-policies", is_flag=True,
+              help="Keep policies added over gRPC across restarts.")
+@click.option("--persist-grpc-policies-dir", default=DEFAULT_PERSIST_DIR, show_default=True,
+              metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -72,6 +132,7 @@ def agent(**opts: object) -> None:
                 stdout=opts["export_stdout"],  # type: ignore[arg-type]
                 stdout_format=str(opts["stdout_format"]),
             ),
+            server=_server_config(opts),
         )
         run(cfg)
     except ValueError as err:

@@ -26,10 +26,12 @@ from typing import Any
 from vigil.errors import PrivilegeError
 from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
+from vigil.hub import EventHub
 from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.model import Namespaces
+from vigil.server.config import ServerConfig
 
 log = logging.getLogger("vigil.agent")
 
@@ -58,6 +60,8 @@ class AgentConfig:
     max_args: int = 16128
     poll_interval: float = 0.05       # max latency of a quiet ring
     export: ExportConfig = field(default_factory=ExportConfig)
+    # gRPC API; off unless addresses are given (`vigil agent` defaults to the unix socket)
+    server: ServerConfig = field(default_factory=lambda: ServerConfig(addresses=()))
 
 
 def default_node_name() -> str:
@@ -66,20 +70,23 @@ def default_node_name() -> str:
 
 
 def check_privileges() -> None:
-    """Raise PrivilegeError with what is missing, before touching libbpf."""
-    if os.geteuid() == 0:
-        return
+    """Raise PrivilegeError naming what is missing, before touching libbpf.
+
+    Capabilities decide, not the uid: root with a cleared bounding set cannot load BPF.
+    """
     caps = 0
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("CapEff:"):
                 caps = int(line.split()[1], 16)
-    need = {"CAP_BPF": 39, "CAP_PERFMON": 38}
-    missing = [n for n, bit in need.items() if not caps >> bit & 1]
-    if missing:
-        raise PrivilegeError(
-            f"the agent must run as root or with {' and '.join(missing)} "
-            f"(effective uid {os.geteuid()}); try: sudo vigil agent")
+    has = {name: bool(caps >> bit & 1) for name, bit in
+           (("CAP_BPF", 39), ("CAP_PERFMON", 38), ("CAP_SYS_ADMIN", 21))}
+    if has["CAP_SYS_ADMIN"] or (has["CAP_BPF"] and has["CAP_PERFMON"]):
+        return
+    raise PrivilegeError(
+        f"the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process "
+        f"(uid {os.geteuid()}) has {'none of them' if not any(has.values()) else 'only ' + ', '.join(n for n, v in has.items() if v)}. "
+        "Run it as root: sudo vigil agent")
 
 
 def check_btf() -> None:
@@ -91,16 +98,23 @@ def check_btf() -> None:
 
 
 def host_namespaces(proc: str = "/proc") -> Namespaces:
-    """pid 1's namespace inums: what ``is_host`` compares against."""
+    """The host's namespace inums, which ``is_host`` compares against: pid 1's, or the
+    agent's own when pid 1's are unreadable (some sandboxes hide them)."""
     names = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
              "time_for_children", "cgroup", "user")
-    vals = []
-    for n in names:
-        try:
-            vals.append(procfs.parse_ns_link(os.readlink(f"{proc}/1/ns/{n}")))
-        except (OSError, ValueError):
-            vals.append(0)
-    return Namespaces(*vals)
+    for pid in ("1", "self"):
+        vals = []
+        for n in names:
+            try:
+                vals.append(procfs.parse_ns_link(os.readlink(f"{proc}/{pid}/ns/{n}")))
+            except (OSError, ValueError):
+                vals.append(0)
+        if any(vals):
+            if pid == "self":
+                log.warning("cannot read %s/1/ns: using the agent's own namespaces as the "
+                            "host's for is_host", proc)
+            return Namespaces(*vals)
+    return Namespaces()
 
 
 class Agent:
@@ -118,6 +132,7 @@ class Agent:
             ancestors=cfg.enable_ancestors,
             host_ns=host_namespaces(cfg.procfs) if cfg.enable_process_ns else None,
         ), lambda: self._boot_wall)
+        self.hub = EventHub()
         self.sinks: list[QueueSink] = []
         self._closers: list[Callable[[], Any]] = []
         self.sensor: Any = None
@@ -125,6 +140,11 @@ class Agent:
         self._reader: threading.Thread | None = None
         self.kernel_dropped = 0
         self.started = threading.Event()
+        # Policy store the gRPC API manages. TEMPORARY in-memory default until the
+        # tracing-policy engine (issue 3) provides the real one.
+        from vigil.server.fakes import StaticPolicyStore
+        self.policies: Any = StaticPolicyStore()
+        self.server: Any = None  # vigil.server.server.GrpcServer once started
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -137,6 +157,7 @@ class Agent:
         self.sensor.load()
         try:
             self._start_exporters()
+            self._start_server()
             self._offer(self.pipeline.bootstrap(
                 procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)))
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
@@ -150,6 +171,9 @@ class Agent:
                  self.node_name, len(self.cache))
 
     def stop(self) -> None:
+        if self.server is not None:  # first: clients see a clean end of stream
+            self.server.stop()
+            self.server = None
         self._stop.set()
         if self._reader is not None:
             self._reader.join(timeout=10)
@@ -159,6 +183,7 @@ class Agent:
             self.sensor.close()
             self.sensor = None
         for sink in self.sinks:
+            self.hub.unsubscribe(sink)
             sink.close(timeout=10)
         for close in reversed(self._closers):
             close()
@@ -203,17 +228,28 @@ class Agent:
                 handler, close = out, out.close
             self._add_sink("stdout", handler, close, ex.queue_events)
 
+    def _start_server(self) -> None:
+        if not self.cfg.server.enabled:
+            return
+        from vigil.server.listen import AddressInUse
+        from vigil.server.server import start_server  # imports grpc
+        try:
+            self.server = start_server(self.cfg.server, self)
+        except AddressInUse as err:
+            if self.cfg.server.explicit:
+                raise
+            log.error("gRPC API disabled: %s; set --server-address to serve elsewhere", err)
+
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
                   close: Callable[[], Any], queue_events: int) -> None:
         sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
+        self.hub.subscribe(sink)
         self._closers.append(close)
 
     def _offer(self, events: list[dict[str, Any]]) -> None:
-        if events:
-            for sink in self.sinks:
-                sink.offer(events)
+        self.hub.publish(events)
 
     # -- reader ----------------------------------------------------------------------
 
@@ -257,6 +293,7 @@ class Agent:
             "cache_size": len(self.cache),
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},
+            "grpc": self.server.stats() if self.server is not None else {},
         }
 
 

@@ -20,12 +20,8 @@ class DecodeError(ValueError):
     """A record is shorter or stranger than its layout says."""
 
 
-def _index(fields: tuple[str, ...]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(fields)}
-
-
 _EXEC = abi.VG_EXEC_MSG
-_EX = _index(abi.VG_EXEC_MSG_FIELDS)
+_EX = abi.VG_EXEC_MSG_INDEX
 _CREDS = [_EX[f"creds.{n}"] for n in (
     "uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits",
     "cap_permitted", "cap_effective", "cap_inheritable",
@@ -34,9 +30,9 @@ _NS = [_EX[f"ns.{n}"] for n in (
     "uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "time_for_children",
     "cgroup", "user")]
 _CLONE = abi.VG_CLONE_MSG
-_CL = _index(abi.VG_CLONE_MSG_FIELDS)
+_CL = abi.VG_CLONE_MSG_INDEX
 _EXIT = abi.VG_EXIT_MSG
-_XT = _index(abi.VG_EXIT_MSG_FIELDS)
+_XT = abi.VG_EXIT_MSG_INDEX
 _HDR = abi.VG_MSG_HDR
 
 # Only these kernel-side flag bits are Tetragon's; VG_FLAG_TRUNC_PATH stays internal.
@@ -49,12 +45,9 @@ def op_of(record: bytes) -> int:
     return record[0] if record else 0
 
 
-def path_from_components(raw: bytes) -> str:
-    """b"ls\\0bin\\0usr\\0" (leaf first, as the BPF walk writes them) -> "/usr/bin/ls"."""
-    parts = raw.split(b"\0")
-    if parts and parts[-1] == b"":
-        parts.pop()
-    return "/" + "/".join(p.decode(errors="replace") for p in reversed(parts))
+def decode_path(raw: bytes) -> str:
+    """A path resolved in the kernel (forward, no NUL); empty means the root "/"."""
+    return raw.decode(errors="replace") if raw else "/"
 
 
 def split_argv(raw: bytes) -> tuple[str, ...]:
@@ -105,9 +98,9 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         tid=v[_EX["tid"]],
         ktime=ktime,
         start_time_ns=boot_wall_ns + ktime,
-        binary=path_from_components(path_raw),
+        binary=decode_path(path_raw),
         args=argv[1:],
-        cwd=path_from_components(cwd_raw),
+        cwd=decode_path(cwd_raw),
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
         auid=v[_EX["auid"]],

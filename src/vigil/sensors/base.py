@@ -1,25 +1,39 @@
 """The base sensor: process exec, fork and exit, always loaded (Tetragon's ``__base__``).
 
-It owns the event ring buffer that every other sensor's object shares (by fd), and
-its per-CPU counters (``vg_stats``) say how many records each program sent or dropped.
+It owns the event ring buffer and the per-cgroup rate map that every other sensor's
+object shares (by fd), and its per-CPU counters (``vg_stats``) say how many records
+each program sent or dropped. With ``--cgroup-rate`` it also runs the THROTTLE_STOP
+sweep (``vg_rate_sweep``, via BPF_PROG_TEST_RUN) on a small thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.abi._generated import VG_CONFIG, VG_STATS, DropReason, Limits, MsgOp
+from vigil.abi._generated import VG_CONFIG, VG_STATS, DropReason, GenLimits, Limits, MsgOp
+from vigil.abi.pack import pack
 from vigil.bpf import _libbpf
 from vigil.bpf.object import BpfObject, Map
 from vigil.bpf.ringbuf import RingBuffer
+from vigil.errors import BpfError
+from vigil.export.jsonl import RateLimitedLog
+from vigil.throttle import CgroupRate
 
 log = logging.getLogger("vigil.sensors.base")
 
 OBJECTS_DIR = Path(__file__).resolve().parents[1] / "bpf" / "objects"
 PROGRAMS = ("vg_proc_exec", "vg_proc_fork", "vg_proc_exit")
+SWEEP_PROGRAM = "vg_rate_sweep"  # loaded, never attached
+# Maps every Vigil object declares (common.bpf.h) but only the base sensor creates;
+# other objects reuse them by fd (see shared_maps()).
+BIN_MAX = int(GenLimits.BIN_MAX)
+SHARED_MAPS = ("vg_events", "vg_cgroup_rate", "vg_procs")
+RATE_MAP = "vg_cgroup_rate"
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,7 @@ class BaseSensorConfig:
     max_args: int = 16128           # argv bytes captured per exec (<= VG_ARGS_MAX)
     wakeup_bytes: int = 256 << 10   # wake the reader once this much is pending
     objects_dir: Path = OBJECTS_DIR
+    cgroup_rate: CgroupRate | None = None  # --cgroup-rate; None: no throttling
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,24 @@ def ring_size(requested: int) -> int:
     while size < requested:
         size <<= 1
     return size
+
+
+def config_bytes(cfg: BaseSensorConfig) -> bytes:
+    """``vg_cfg`` (.rodata) for every Vigil object: each must get the same bytes."""
+    rate = cfg.cgroup_rate
+    return VG_CONFIG.pack(min(cfg.max_args, int(Limits.ARGS_MAX)), cfg.wakeup_bytes,
+                          rate.events if rate else 0, 0,
+                          rate.interval_ns if rate else 0, rate.quiet_ns if rate else 0)
+
+
+def map_entries(m: Map, limit: int = 1 << 20) -> int:
+    """Entries in a hash map, by walking its keys (one syscall per key; scrape time only)."""
+    n = 0
+    for _ in m.keys():
+        n += 1
+        if n >= limit:
+            break
+    return n
 
 
 def read_counters(stats: Map) -> KernelCounters:
@@ -82,15 +115,25 @@ class BaseSensor:
         self.cfg = cfg
         self._obj: BpfObject | None = None
         self.ring: RingBuffer | None = None
+        self._sweeper: threading.Thread | None = None
+        self._sweep_stop = threading.Event()
+        self.sweeps = 0
+        self.sweep_errors = 0
+
+    @property
+    def rodata(self) -> bytes:
+        """The load-time config other sensors' objects must use too (``set_rodata``)."""
+        return config_bytes(self.cfg)
 
     def load(self) -> None:
         """Open, configure, load and attach; on any failure everything is undone."""
         obj = BpfObject(self.cfg.objects_dir / "process.bpf.o", name="vigil_base")
         try:
-            max_args = min(self.cfg.max_args, int(Limits.ARGS_MAX))
-            obj.set_rodata(VG_CONFIG.pack(max_args, self.cfg.wakeup_bytes))
+            obj.set_rodata(self.rodata)
             self.ring_bytes = ring_size(self.cfg.ring_bytes)
             obj.map("vg_events").set_max_entries(self.ring_bytes)
+            rate_entries = int(Limits.CGROUP_RATE_ENTRIES) if self.cfg.cgroup_rate else 1
+            obj.map(RATE_MAP).set_max_entries(rate_entries)
             obj.load()
             for prog in PROGRAMS:
                 obj.program(prog).attach()
@@ -99,6 +142,8 @@ class BaseSensor:
             obj.close()
             raise
         self._obj = obj
+        if self.cfg.cgroup_rate is not None:
+            self._start_sweeper(self.cfg.cgroup_rate.sweep_interval_s)
         log.info("base sensor loaded: %s attached, ring buffer %d MiB",
                  ", ".join(PROGRAMS), self.ring_bytes >> 20)
 
@@ -107,11 +152,69 @@ class BaseSensor:
         assert self._obj is not None
         return self._obj.map("vg_events").fd
 
+    def shared_maps(self) -> dict[str, int]:
+        """name -> fd of the maps other objects must share (call ``reuse_fd`` before load)."""
+        assert self._obj is not None
+        return {name: self._obj.map(name).fd for name in SHARED_MAPS}
+
+    def seed_procs(self, procs: Iterable[tuple[int, str]]) -> int:
+        """Record (tgid, binary) of processes found by the /proc scan in vg_procs, for
+        matchBinaries; a pid the kernel already recorded (it exec'd since) is kept."""
+        assert self._obj is not None
+        m, n = self._obj.map("vg_procs"), 0
+        for tgid, binary in procs:
+            raw = binary.encode(errors="surrogateescape")[:BIN_MAX - 1]
+            value = pack("vg_proc", {"bin_len": len(raw), "bin": raw})
+            try:
+                m.update(tgid.to_bytes(4, "little"), value, flags=1)  # BPF_NOEXIST
+                n += 1
+            except BpfError as err:
+                if err.errno != 17:  # EEXIST: the kernel's entry is newer
+                    raise
+        return n
+
     def counters(self) -> KernelCounters:
         assert self._obj is not None
         return read_counters(self._obj.map("vg_stats"))
 
+    def map_usage(self) -> dict[str, tuple[int, int]]:
+        """map name -> (entries, capacity) for the hash maps this sensor owns."""
+        if self._obj is None:
+            return {}
+        m = self._obj.map(RATE_MAP)
+        return {RATE_MAP: (map_entries(m), m.max_entries)}
+
+    # -- THROTTLE_STOP sweep ---------------------------------------------------------
+
+    def sweep_throttle(self) -> int:
+        """Run the STOP sweep once; how many cgroups it released."""
+        assert self._obj is not None
+        return self._obj.program(SWEEP_PROGRAM).test_run()
+
+    def _start_sweeper(self, interval: float) -> None:
+        self._sweep_stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, args=(interval,),
+                                         name="vigil-throttle-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_loop(self, interval: float) -> None:
+        errlog = RateLimitedLog(log, interval=60.0)
+        while not self._sweep_stop.wait(interval):
+            try:
+                self.sweep_throttle()
+                self.sweeps += 1
+            except BpfError as err:
+                self.sweep_errors += 1
+                errlog(logging.ERROR, "throttle sweep failed: %s", err)
+
+    def _stop_sweeper(self) -> None:
+        self._sweep_stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
+            self._sweeper = None
+
     def close(self) -> None:
+        self._stop_sweeper()
         if self.ring is not None:
             self.ring.close()
             self.ring = None

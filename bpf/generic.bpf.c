@@ -1,0 +1,763 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * generic.bpf.c - one hook of one tracing policy. The loader opens a fresh copy of this
+ * object per hook, writes the hook's whole configuration (struct vg_hook_cfg) into
+ * .rodata.hook, autoloads the one entry program the hook needs and shares the base
+ * sensor's maps by fd. The configuration is read-only and known at load time, so the
+ * verifier prunes every branch the hook does not use: a hook pays only for its own
+ * arguments and selectors.
+ *
+ * Per call: fetch raw arguments -> read them into the record (strings, buffers, fd
+ * paths, sockaddrs) -> evaluate selectors (first match wins) -> actions (Post with
+ * optional rate limit, NoPost, Sigkill, Signal). A call no selector matches writes
+ * nothing to the ring buffer.
+ */
+#include "vigil/common.bpf.h"
+#include <bpf/bpf_endian.h>
+#include "vigil/path.bpf.h"
+#include "vigil/procs.bpf.h"
+
+const volatile struct vg_hook_cfg vg_hook SEC(".rodata.hook") = {};
+
+struct vg_gen_buf {
+	struct vg_generic_msg msg;
+	char data[VG_GEN_DATA_MAX];
+	char path[VG_PATH_REGION];
+	struct {
+		__u32 set;
+		__u32 len;
+		char s[VG_STR_KEY];
+	} eq;
+	struct {
+		__u32 prefixlen;
+		__u32 set;
+		char s[VG_PFX_KEY];
+	} pfx;
+	char tmp[VG_PFX_KEY];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_gen_buf);
+} vg_gen_heap SEC(".maps");
+
+/* Matching values, private to this hook (sizes set by the loader). */
+struct vg_eq_key {
+	__u32 set;
+	__u32 len;
+	char s[VG_STR_KEY];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct vg_eq_key);
+	__type(value, __u8);
+} vg_str_eq SEC(".maps");
+
+struct vg_pfx_key {
+	__u32 prefixlen;
+	__u32 set;
+	char s[VG_PFX_KEY];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vg_pfx_key);
+	__type(value, __u8);
+} vg_str_pfx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vg_pfx_key);
+	__type(value, __u8);
+} vg_str_sfx SEC(".maps");
+
+struct vg_int_key {
+	__u32 set;
+	__u32 pad;
+	__s64 v;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct vg_int_key);
+	__type(value, __u8);
+} vg_int_set SEC(".maps");
+
+struct vg_addr_key {
+	__u32 prefixlen; /* 32 (set) + 32 (family) + address bits */
+	__u32 set;
+	__u32 family;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vg_addr_key);
+	__type(value, __u8);
+} vg_addr_lpm SEC(".maps");
+
+/* Raw arguments saved at syscall entry for the exit program (return hooks). */
+struct vg_gen_entry {
+	__u64 raw[VG_GEN_ARGS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct vg_gen_entry);
+} vg_gen_entries SEC(".maps");
+
+/* Post with rateLimit: last time a (selector, scope, args) tuple was posted. */
+struct vg_rate_key {
+	__u32 selector;
+	__u32 scope_id;
+	__u64 hash;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct vg_rate_key);
+	__type(value, __u64);
+} vg_gen_rate SEC(".maps");
+
+VG_DEFINE_PATH_WALK(vg_gen_path, vg_gen_heap, struct vg_gen_buf, path)
+
+#define CFG vg_hook
+
+/* ---- reading arguments ------------------------------------------------------------ */
+
+static __always_inline __s64 vg_int_value(__u64 raw, __u8 size, __u8 flags)
+{
+	int is_signed = flags & VG_ARGF_SIGNED;
+
+	switch (size) {
+	case 1:
+		return is_signed ? (__s64)(__s8)raw : (__s64)(__u8)raw;
+	case 2:
+		return is_signed ? (__s64)(__s16)raw : (__s64)(__u16)raw;
+	case 4:
+		return is_signed ? (__s64)(__s32)raw : (__s64)(__u32)raw;
+	default:
+		return (__s64)raw;
+	}
+}
+
+/* fd of the current task -> its path, copied to data[off]. Returns the bytes written. */
+static __always_inline __u32 vg_read_fd(struct vg_gen_buf *h, __u32 off, __s64 fd, __u32 *orig)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	struct path fpath, root;
+	struct fs_struct *fs;
+	__u32 pos, len, trunc = 0;
+
+	if (fd < 0 || fd >= max_fds)
+		return 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]);
+	if (!file)
+		return 0;
+	fs = BPF_CORE_READ(task, fs);
+	bpf_probe_read_kernel(&root, sizeof(root), &fs->root);
+	bpf_probe_read_kernel(&fpath, sizeof(fpath), &file->f_path);
+	pos = vg_gen_path(&fpath, &root, &trunc);
+	if (pos >= VG_PATH_MAX) { /* the root itself */
+		h->data[off & VG_GEN_OFF_MASK] = '/';
+		return 1;
+	}
+	len = VG_PATH_MAX - pos;
+	*orig = len;
+	if (bpf_probe_read_kernel(&h->data[off & VG_GEN_OFF_MASK], len & (VG_PATH_MAX - 1),
+				  &h->path[pos & (VG_PATH_MAX - 1)]))
+		return 0;
+	return len & (VG_PATH_MAX - 1);
+}
+
+/* Normalised sockaddr in the record: u16 family, u16 port (host order), u8 addr[16]. */
+static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, __u64 uptr)
+{
+	struct sockaddr_in6 sa = {};
+	__u8 *out = (__u8 *)&h->data[off & VG_GEN_OFF_MASK];
+	__u16 family;
+
+	if (bpf_probe_read_user(&sa, sizeof(sa), (void *)uptr)) {
+		if (bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), (void *)uptr))
+			return 0;
+	}
+	family = sa.sin6_family;
+	__builtin_memset(out, 0, 20);
+	*(__u16 *)out = family;
+	*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
+	if (family == 2 /* AF_INET */)
+		__builtin_memcpy(out + 4, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+	else if (family == 10 /* AF_INET6 */)
+		__builtin_memcpy(out + 4, &sa.sin6_addr, 16);
+	return 20;
+}
+
+/* Read argument i from its raw value into the record at `off`. Returns bytes written. */
+static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
+					 __u32 off, __s64 ret)
+{
+	struct vg_generic_msg *m = &h->msg;
+	__u32 n = 0, max = CFG.args[i].max_len;
+	__u64 v = raw[i];
+	long r;
+
+	if (max > VG_GEN_STR_MAX)
+		max = VG_GEN_STR_MAX;
+	switch (CFG.args[i].kind) {
+	case VG_ARG_INT: {
+		__s64 val = vg_int_value(v, CFG.args[i].size, CFG.args[i].flags);
+
+		__builtin_memcpy(&h->data[off & VG_GEN_OFF_MASK], &val, 8);
+		return 8;
+	}
+	case VG_ARG_USTR:
+	case VG_ARG_KSTR:
+		if (CFG.args[i].kind == VG_ARG_USTR)
+			r = bpf_probe_read_user_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)v);
+		else
+			r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)v);
+		if (r <= 0)
+			return 0;
+		m->orig_len[i] = r - 1;
+		return (r - 1) & (VG_GEN_STR_MAX - 1);
+	case VG_ARG_UBUF: {
+		__u8 sa = CFG.args[i].size_arg;
+		__s64 len = 0;
+
+		if (CFG.args[i].flags & VG_ARGF_RETURN_COPY)
+			len = ret;
+		else if (sa < VG_GEN_ARGS)
+			len = (__s64)raw[sa & 7];
+		if (len <= 0)
+			return 0;
+		m->orig_len[i] = len;
+		if (len > max)
+			len = max;
+		if (len > VG_GEN_STR_MAX)
+			len = VG_GEN_STR_MAX;
+		if (bpf_probe_read_user(&h->data[off & VG_GEN_OFF_MASK], len, (void *)v))
+			return 0;
+		return len;
+	}
+	case VG_ARG_FD:
+		return vg_read_fd(h, off, (__s64)(__s32)v, &m->orig_len[i]);
+	case VG_ARG_SOCKADDR:
+		return vg_read_sockaddr(h, off, v);
+	case VG_ARG_DATA_LOC: {
+		/* v is the u32 __data_loc word: length << 16 | offset in the record */
+		__u32 loc = (__u32)v, len = loc >> 16;
+
+		if (len > max)
+			len = max;
+		if (len > VG_GEN_STR_MAX)
+			len = VG_GEN_STR_MAX;
+		if (bpf_probe_read_kernel(&h->data[off & VG_GEN_OFF_MASK], len,
+					  (char *)ctx + (loc & 0xffff)))
+			return 0;
+		if (len && h->data[(off + len - 1) & VG_GEN_OFF_MASK] == 0)
+			len--; /* drop the string's NUL */
+		m->orig_len[i] = len;
+		return len;
+	}
+	}
+	return n;
+}
+
+/* ---- matching ----------------------------------------------------------------------- */
+
+static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, __s64 v)
+{
+	int hit = 0;
+
+	switch (ma->op) {
+	case VG_OP_EQ:
+	case VG_OP_NEQ:
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && ma->vals[k] == v)
+				hit = 1;
+		return ma->op == VG_OP_EQ ? hit : !hit;
+	case VG_OP_GT:
+		return v > ma->vals[0];
+	case VG_OP_LT:
+		return v < ma->vals[0];
+	case VG_OP_MASK:
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && (v & ma->vals[k]))
+				hit = 1;
+		return hit;
+	case VG_OP_INRANGE:
+	case VG_OP_NOTINRANGE:
+		for (int k = 0; k + 1 < VG_GEN_VALUES; k += 2)
+			if (k < ma->nvals && v >= ma->vals[k] && v <= ma->vals[k + 1])
+				hit = 1;
+		return ma->op == VG_OP_INRANGE ? hit : !hit;
+	case VG_OP_INMAP:
+	case VG_OP_NOTINMAP: {
+		struct vg_int_key key = {.set = ma->set, .v = v};
+
+		hit = bpf_map_lookup_elem(&vg_int_set, &key) != NULL;
+		return ma->op == VG_OP_INMAP ? hit : !hit;
+	}
+	}
+	return 0;
+}
+
+struct vg_rev_ctx {
+	__u32 n;
+};
+
+static long vg_rev_step(__u32 j, void *data)
+{
+	struct vg_rev_ctx *c = data;
+	struct vg_gen_buf *h;
+	__u32 zero = 0;
+
+	if (j >= c->n)
+		return 1;
+	h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
+	if (!h)
+		return 1;
+	h->pfx.s[j & (VG_PFX_KEY - 1)] = h->tmp[(c->n - 1 - j) & (VG_PFX_KEY - 1)];
+	return 0;
+}
+
+/* Does the string src[0, len) match `op` against value set `set`? src is kernel memory. */
+static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set, const char *src,
+					__u32 len)
+{
+	int hit = 0;
+	__u32 n;
+
+	switch (op) {
+	case VG_OP_EQ:
+	case VG_OP_NEQ:
+	case VG_OP_IN:
+	case VG_OP_NOTIN:
+		if (len < VG_STR_KEY) {
+			__builtin_memset(h->eq.s, 0, sizeof(h->eq.s));
+			h->eq.set = set;
+			h->eq.len = len;
+			if (!bpf_probe_read_kernel(h->eq.s, len & (VG_STR_KEY - 1), src))
+				hit = bpf_map_lookup_elem(&vg_str_eq, &h->eq) != NULL;
+		}
+		return (op == VG_OP_EQ || op == VG_OP_IN) ? hit : !hit;
+	case VG_OP_PREFIX:
+	case VG_OP_NOTPREFIX:
+		n = len < VG_PFX_KEY ? len : VG_PFX_KEY;
+		h->pfx.prefixlen = 32 + 8 * n;
+		h->pfx.set = set;
+		if (!bpf_probe_read_kernel(h->pfx.s, n & (VG_PFX_KEY - 1), src) || n == 0)
+			hit = bpf_map_lookup_elem(&vg_str_pfx, &h->pfx) != NULL;
+		return op == VG_OP_PREFIX ? hit : !hit;
+	case VG_OP_POSTFIX:
+	case VG_OP_NOTPOSTFIX: {
+		struct vg_rev_ctx c;
+
+		n = len < VG_PFX_KEY - 1 ? len : VG_PFX_KEY - 1;
+		c.n = n;
+		if (bpf_probe_read_kernel(h->tmp, n & (VG_PFX_KEY - 1), src + (len - n)))
+			return op == VG_OP_NOTPOSTFIX;
+		bpf_loop(VG_PFX_KEY, vg_rev_step, &c, 0);
+		h->pfx.prefixlen = 32 + 8 * n;
+		h->pfx.set = set;
+		hit = bpf_map_lookup_elem(&vg_str_sfx, &h->pfx) != NULL;
+		return op == VG_OP_POSTFIX ? hit : !hit;
+	}
+	}
+	return 0;
+}
+
+static __always_inline int vg_sockaddr_match(const volatile struct vg_match_arg *ma, const __u8 *sa)
+{
+	__u16 family = *(__u16 *)sa, port = *(__u16 *)(sa + 2);
+	struct vg_addr_key key = {};
+	int hit = 0;
+
+	switch (ma->op) {
+	case VG_OP_SADDR:
+	case VG_OP_DADDR:
+	case VG_OP_NOTSADDR:
+	case VG_OP_NOTDADDR:
+		key.prefixlen = 64 + (family == 2 ? 32 : 128);
+		key.set = ma->set;
+		key.family = family;
+		__builtin_memcpy(key.addr, sa + 4, 16);
+		hit = bpf_map_lookup_elem(&vg_addr_lpm, &key) != NULL;
+		return (ma->op == VG_OP_SADDR || ma->op == VG_OP_DADDR) ? hit : !hit;
+	case VG_OP_SPORT:
+	case VG_OP_DPORT:
+	case VG_OP_NOTSPORT:
+	case VG_OP_NOTDPORT:
+		/* each value is a range packed as min << 16 | max */
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && port >= (ma->vals[k] >> 16) &&
+			    port <= (ma->vals[k] & 0xffff))
+				hit = 1;
+		return (ma->op == VG_OP_SPORT || ma->op == VG_OP_DPORT) ? hit : !hit;
+	case VG_OP_FAMILY:
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && family == ma->vals[k])
+				hit = 1;
+		return hit;
+	}
+	return 0;
+}
+
+static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile struct vg_match_arg *ma,
+					__u64 *raw, __s64 ret)
+{
+	struct vg_generic_msg *m = &h->msg;
+	__u8 a = ma->arg;
+	__u32 off, len;
+
+	if (a == 0xff) /* the return value */
+		return vg_int_match(ma, ret);
+	if (a >= VG_GEN_ARGS)
+		return 0;
+	off = m->arg_off[a] & VG_GEN_OFF_MASK;
+	len = m->arg_len[a];
+	switch (CFG.args[a].kind) {
+	case VG_ARG_INT:
+		return vg_int_match(ma, vg_int_value(raw[a], CFG.args[a].size, CFG.args[a].flags));
+	case VG_ARG_SOCKADDR:
+		if (len < 20)
+			return 0;
+		return vg_sockaddr_match(ma, (__u8 *)&h->data[off]);
+	default:
+		return vg_str_match(h, ma->op, ma->set, &h->data[off], len);
+	}
+}
+
+static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile struct vg_selector_cfg *s,
+					__u32 tgid)
+{
+	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &tgid);
+
+	if (!p) /* unknown process: only a negative filter can match */
+		return s->bin_op == VG_OP_NOTIN || s->bin_op == VG_OP_NOTPREFIX ||
+		       s->bin_op == VG_OP_NOTPOSTFIX;
+	return vg_str_match(h, s->bin_op, s->bin_set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
+}
+
+static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
+
+	switch (ns) {
+	case 0: return BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	case 1: return BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	case 2: return BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	case 3: {
+		struct pid *tpid = BPF_CORE_READ(task, thread_pid);
+		unsigned int level = BPF_CORE_READ(tpid, level);
+		struct upid upid = {};
+
+		bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
+		return BPF_CORE_READ(upid.ns, ns.inum);
+	}
+	case 4: return BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
+	case 5: return BPF_CORE_READ(nsp, net_ns, ns.inum);
+	case 6: return bpf_core_field_exists(nsp->time_ns) ? BPF_CORE_READ(nsp, time_ns, ns.inum) : 0;
+	case 7: return bpf_core_field_exists(nsp->time_ns) ?
+		       BPF_CORE_READ(nsp, time_ns_for_children, ns.inum) : 0;
+	case 8: return BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	case 9: return BPF_CORE_READ(task, real_cred, user_ns, ns.inum);
+	}
+	return 0;
+}
+
+static __always_inline __u32 vg_ns_pid(struct task_struct *task)
+{
+	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tpid, level);
+	struct upid upid = {};
+
+	bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
+	return upid.nr;
+}
+
+static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64 *raw, __s64 ret)
+{
+	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (s->pid_op) {
+		__u32 pid = s->pid_ns ? vg_ns_pid(task) : tgid;
+		int hit = 0;
+
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < s->npids && s->pids[k] == pid)
+				hit = 1;
+		if (hit != (s->pid_op == VG_OP_IN))
+			return 0;
+	}
+	for (int k = 0; k < VG_GEN_NS; k++) {
+		if (k < s->nns) {
+			__u32 inum = vg_ns_inum(task, s->ns[k].ns);
+			int hit = 0;
+
+			for (int j = 0; j < VG_GEN_VALUES; j++)
+				if (j < s->ns[k].nvals && s->ns[k].vals[j] == inum)
+					hit = 1;
+			if (hit != (s->ns[k].op == VG_OP_IN))
+				return 0;
+		}
+	}
+	for (int k = 0; k < VG_GEN_CAPS; k++) {
+		if (k < s->ncaps) {
+			const struct cred *cred = BPF_CORE_READ(task, cred);
+			__u64 caps = 0;
+
+			if (s->caps[k].set == 1)
+				bpf_probe_read_kernel(&caps, 8, &cred->cap_inheritable);
+			else if (s->caps[k].set == 2)
+				bpf_probe_read_kernel(&caps, 8, &cred->cap_permitted);
+			else
+				bpf_probe_read_kernel(&caps, 8, &cred->cap_effective);
+			if (((caps & s->caps[k].mask) != 0) != (s->caps[k].op == VG_OP_IN))
+				return 0;
+		}
+	}
+	if (s->bin_op && !vg_bin_match(h, s, tgid))
+		return 0;
+	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
+		if (k < s->nargs && !vg_arg_match(h, &s->args[k], raw, ret))
+			return 0;
+	for (int k = 0; k < VG_GEN_MATCH_RET; k++)
+		if (k < s->nret && !vg_arg_match(h, &s->ret[k], raw, ret))
+			return 0;
+	return 1;
+}
+
+/* ---- actions -------------------------------------------------------------------------- */
+
+/* 1: post now; 0: an identical event was posted within the action's window. */
+static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
+{
+	const volatile struct vg_action_cfg *a = &CFG.sel[si].actions[ai];
+	__u64 now = bpf_ktime_get_ns(), *last, hash = 14695981039346656037ULL;
+	struct vg_rate_key key = {.selector = si};
+
+	if (!a->rate_ns)
+		return 1;
+	if (a->scope == VG_RATE_THREAD)
+		key.scope_id = (__u32)bpf_get_current_pid_tgid();
+	else if (a->scope == VG_RATE_PROCESS)
+		key.scope_id = bpf_get_current_pid_tgid() >> 32;
+	/* the first 40 bytes of every argument identify "the same event" */
+	for (int i = 0; i < VG_GEN_ARGS; i++) {
+		if (i < CFG.nargs) {
+			__u64 w[5] = {};
+			__u32 off = h->msg.arg_off[i] & VG_GEN_OFF_MASK;
+
+			bpf_probe_read_kernel(w, sizeof(w), &h->data[off]);
+			for (int k = 0; k < 5; k++)
+				hash = (hash ^ w[k]) * 1099511628211ULL;
+		}
+	}
+	key.hash = hash;
+	last = bpf_map_lookup_elem(&vg_gen_rate, &key);
+	if (last && now - *last < a->rate_ns)
+		return 0;
+	bpf_map_update_elem(&vg_gen_rate, &key, &now, BPF_ANY);
+	return 1;
+}
+
+static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
+{
+	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
+	struct vg_generic_msg *m = &h->msg;
+	int post = 1;
+
+	m->selector = si;
+	m->action = VG_ACT_POST;
+	for (int ai = 0; ai < VG_GEN_ACTIONS; ai++) {
+		if (ai >= s->nactions)
+			break;
+		switch (s->actions[ai].action) {
+		case VG_ACT_POST:
+			if (!vg_rate_ok(h, si, ai))
+				post = 0;
+			break;
+		case VG_ACT_NOPOST:
+			post = 0;
+			break;
+		case VG_ACT_SIGKILL:
+		case VG_ACT_SIGNAL:
+			m->action = s->actions[ai].action;
+			if (CFG.monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				break;
+			}
+			bpf_send_signal(s->actions[ai].action == VG_ACT_SIGKILL ? 9 : s->actions[ai].arg);
+			break;
+		}
+	}
+	if (!post)
+		return 0;
+	return vg_send(h, size);
+}
+
+/* ---- the pipeline --------------------------------------------------------------------- */
+
+static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with_ret)
+{
+	__u32 zero = 0, off = 0, size;
+	struct vg_gen_buf *h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
+	struct vg_generic_msg *m;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!h)
+		return 0;
+	m = &h->msg;
+	__builtin_memset(m, 0, sizeof(*m));
+	m->hdr.op = CFG.op;
+	m->hdr.ktime = bpf_ktime_get_boot_ns();
+	m->pid = id >> 32;
+	m->tid = (__u32)id;
+	m->hook_id = CFG.hook_id;
+	m->nargs = CFG.nargs;
+	m->action = VG_ACT_POST;
+	if (with_ret) {
+		m->ret = ret;
+		m->flags |= VG_GENF_RETURN;
+	}
+	for (int i = 0; i < VG_GEN_ARGS; i++) {
+		if (i < CFG.nargs) {
+			__u32 n;
+
+			m->arg_off[i] = off;
+			n = vg_read_arg(ctx, h, i, raw, off, ret);
+			m->arg_len[i] = n;
+			off += (n + 7) & ~7;
+			if (off > VG_GEN_DATA_MAX - VG_GEN_STR_MAX)
+				off = VG_GEN_DATA_MAX - VG_GEN_STR_MAX;
+		}
+	}
+	size = sizeof(*m) + off;
+	if (size > sizeof(*m) + VG_GEN_DATA_MAX)
+		size = sizeof(*m) + VG_GEN_DATA_MAX;
+	m->hdr.size = size;
+	if (!CFG.nsel)
+		return vg_send(h, size);
+	for (int si = 0; si < VG_GEN_SELECTORS; si++)
+		if (si < CFG.nsel && vg_selector_match(h, si, raw, ret))
+			return vg_act(h, si, size);
+	return 0;
+}
+
+/* ---- entry points (the loader autoloads exactly one, or the syscall pair) ------------- */
+
+static __always_inline void vg_tp_raw(void *ctx, __u64 *raw)
+{
+	for (int i = 0; i < VG_GEN_ARGS; i++) {
+		if (i < CFG.nargs) {
+			__u64 v = 0;
+
+			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 ? 8 : CFG.args[i].size,
+					      (char *)ctx + CFG.args[i].offset);
+			raw[i] = v;
+		}
+	}
+}
+
+SEC("tracepoint")
+int vg_gen_tp(void *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	if (CFG.syscall_nr >= 0) {
+		long nr = 0;
+
+		bpf_probe_read_kernel(&nr, sizeof(nr), (char *)ctx + 8);
+		if (nr != CFG.syscall_nr)
+			return 0;
+	}
+	vg_tp_raw(ctx, raw);
+	if (CFG.has_return) { /* keep the arguments for vg_gen_tp_ret */
+		__u64 id = bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&vg_gen_entries, &id, raw, BPF_ANY);
+		return 0;
+	}
+	return vg_gen_run(ctx, raw, 0, 0);
+}
+
+/* syscalls/sys_exit_X: `long ret` at offset 16 of the record. */
+SEC("tracepoint")
+int vg_gen_tp_ret(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vg_gen_entry *e = bpf_map_lookup_elem(&vg_gen_entries, &id);
+	__u64 raw[VG_GEN_ARGS];
+	long ret = 0;
+
+	if (!e)
+		return 0;
+	__builtin_memcpy(raw, e->raw, sizeof(raw));
+	bpf_map_delete_elem(&vg_gen_entries, &id);
+	bpf_probe_read_kernel(&ret, sizeof(ret), (char *)ctx + 16);
+	return vg_gen_run(ctx, raw, ret, 1);
+}
+
+SEC("raw_tp")
+int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = ctx->args[CFG.args[i].src % VG_GEN_RAW_ARGS];
+	return vg_gen_run(ctx, raw, 0, 0);
+}
+
+static __always_inline __u64 vg_regs_arg(struct pt_regs *regs, __u8 n)
+{
+	switch (n) {
+	case 0: return PT_REGS_PARM1(regs);
+	case 1: return PT_REGS_PARM2(regs);
+	case 2: return PT_REGS_PARM3(regs);
+	case 3: return PT_REGS_PARM4(regs);
+	case 4: return PT_REGS_PARM5(regs);
+	}
+	return 0;
+}
+
+SEC("uprobe")
+int vg_gen_uprobe(struct pt_regs *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+	return vg_gen_run(ctx, raw, 0, 0);
+}
+
+SEC("uretprobe")
+int vg_gen_uretprobe(struct pt_regs *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	return vg_gen_run(ctx, raw, PT_REGS_RC(ctx), 1);
+}

@@ -1,0 +1,121 @@
+"""``vigil tracingpolicy`` (alias ``tp``): manage the agent's policies over the API.
+
+add/delete/enable/disable/list, as ``tetra tracingpolicy``. Mutating commands act on the
+``grpc`` domain unless ``--domain`` says otherwise. (``check``, offline validation, is
+added to this group by the policy engine.)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from vigil.cli.client import Client, ClientOptions, client_options
+
+_namespace = click.option("-n", "--namespace", default="", metavar="NS",
+                          help="Namespace of a TracingPolicyNamespaced.")
+_domain = click.option("--domain", default="grpc", show_default=True,
+                       help="Policy domain (grpc: added over the API; static: from files).")
+
+
+@click.group("tracingpolicy")
+def tracingpolicy() -> None:
+    """Manage tracing policies on the running agent."""
+
+
+def _policy_name(text: str) -> str:
+    import yaml
+    try:
+        doc = yaml.safe_load(text)
+        return str(doc["metadata"]["name"])
+    except Exception:  # the agent reports what is wrong with it
+        return ""
+
+
+@tracingpolicy.command("add")
+@click.argument("file", type=click.File("r"))
+@client_options
+def add(file: Any, client: ClientOptions) -> None:
+    """Load the TracingPolicy in FILE ('-' for stdin) into the agent."""
+    from vigil.api.tetragon import sensors_pb2
+    text = file.read()
+    with Client(client) as c:
+        c.call("AddTracingPolicy", sensors_pb2.AddTracingPolicyRequest(yaml=text))
+    name = _policy_name(text)
+    click.echo(f"tracing policy {name!r} added" if name else "tracing policy added")
+
+
+def _named(method: str, request_cls: str, verb: str) -> Any:
+    @click.argument("name")
+    @_namespace
+    @_domain
+    @client_options
+    def cmd(name: str, namespace: str, domain: str, client: ClientOptions) -> None:
+        from vigil.api.tetragon import sensors_pb2
+        req = getattr(sensors_pb2, request_cls)(name=name, namespace=namespace, domain=domain)
+        with Client(client) as c:
+            c.call(method, req)
+        click.echo(f"tracing policy {name!r} {verb}")
+    cmd.__doc__ = f"{verb.capitalize()} the tracing policy NAME."
+    return cmd
+
+
+tracingpolicy.command("delete")(_named("DeleteTracingPolicy", "DeleteTracingPolicyRequest",
+                                       "deleted"))
+tracingpolicy.command("enable")(_named("EnableTracingPolicy", "EnableTracingPolicyRequest",
+                                       "enabled"))
+tracingpolicy.command("disable")(_named("DisableTracingPolicy", "DisableTracingPolicyRequest",
+                                        "disabled"))
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def policy_rows(resp: Any) -> list[list[str]]:
+    """ListTracingPolicies as tetra's text columns."""
+    from vigil.api.tetragon import sensors_pb2
+    rows = [["ID", "NAME", "DOMAIN", "STATE", "FILTERID", "NAMESPACE", "SENSORS",
+             "KERNELMEMORY", "MODE", "NPOST", "NENFORCE", "NMONITOR"]]
+    for p in resp.policies:
+        c = p.stats.action_counters
+        rows.append([
+            str(p.id), p.name, p.domain,
+            sensors_pb2.TracingPolicyState.Name(p.state).removeprefix("TP_STATE_").lower(),
+            str(p.filter_id), p.namespace or "(global)", ",".join(p.sensors),
+            _human_bytes(p.kernel_memory_bytes),
+            sensors_pb2.TracingPolicyMode.Name(p.mode).removeprefix("TP_MODE_").lower(),
+            str(c.post), str(c.signal + c.override + c.notify_enforcer + c.set),
+            str(c.monitor_signal + c.monitor_override + c.monitor_notify_enforcer
+                + c.monitor_set)])
+    return rows
+
+
+@tracingpolicy.command("list")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--domain", default="", help="Only this domain (default: all).")
+@client_options
+def list_(output: str, domain: str, client: ClientOptions) -> None:
+    """List the agent's tracing policies."""
+    from google.protobuf import json_format
+
+    from vigil.api.tetragon import sensors_pb2
+    with Client(client) as c:
+        resp = c.call("ListTracingPolicies", sensors_pb2.ListTracingPoliciesRequest(
+            domain=domain))
+    if output == "json":
+        d = json_format.MessageToDict(resp, preserving_proto_field_name=True)
+        sys.stdout.buffer.write(orjson.dumps(d, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    rows = policy_rows(resp)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())

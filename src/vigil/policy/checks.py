@@ -1,0 +1,956 @@
+"""Rules of a TracingPolicy that span several fields (§3.3–§3.9 of the reference).
+
+The pydantic models check each field on its own. What needs more context lives here:
+references (matchArgs index -> hook args, macros, ``list:NAME``), per-hook-kind action
+support, operator/argument-type applicability, value formats that depend on the operator,
+limits that count across fields, options and the namespaced-policy rules.
+
+Checks run on pieces of the raw document validated one by one (each hook, each macro,
+each list), so that one broken hook does not hide the problems of the others: the loader
+reports every problem at once. Findings carry YAML paths; the loader turns them into
+located diagnostics.
+
+Argument types of tracepoints with ``type: auto`` are only known from tracefs; those
+checks are skipped at load time and run later by the compiler through
+:func:`check_arg_ops` with a resolver that knows the real types.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from vigil.policy.diagnostics import Diagnostic
+from vigil.policy.spec import (
+    ADDR_OPERATORS,
+    FILE_TYPES,
+    MAX_ACTIONS,
+    MAX_FILE_MATCH_VALUES,
+    MAX_FOLLOW_CHILDREN_SELECTORS,
+    MAX_HOOK_ARGS,
+    MAX_MATCH_ARGS,
+    MAX_MATCH_VALUES,
+    MAX_MESSAGE_LEN,
+    MAX_POSTFIX_LEN,
+    MAX_PREFIX_LEN,
+    MAX_RESOLVE_DEPTH,
+    MAX_STRING_LEN,
+    MAX_SUBSTRING_LEN,
+    MAX_SUBSTRINGS,
+    NUMERIC_OPERATORS,
+    PORT_OPERATORS,
+    PRIV_PORT_OPERATORS,
+    Action,
+    ActionSelector,
+    ArgSelector,
+    ArgType,
+    EnforcerSpec,
+    Hook,
+    HOOK_MODELS,
+    HookKind,
+    KProbeArg,
+    KProbeSelector,
+    KProbeSpec,
+    LabelOperator,
+    LabelSelector,
+    ListSpec,
+    ListType,
+    LsmHookSpec,
+    Operator,
+    OptionSpec,
+    Policy,
+    PolicyKind,
+    UProbeSpec,
+    ValueRangeError,
+    dns_label_error,
+    format_path,
+    label_value_error,
+    operators_for_type,
+    parse_cidr,
+    parse_family,
+    parse_int,
+    parse_int_range,
+    parse_port_range,
+    parse_protocol,
+    parse_tcp_state,
+    qualified_name_error,
+    suggest,
+)
+
+Path = tuple[str | int, ...]
+#: (hook, argument) -> the argument's real type, or None when not known (yet)
+ArgResolver = Callable[[Hook, KProbeArg], ArgType | None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem at a YAML path. ``anchor`` is where to point when that differs from
+    ``path`` (e.g. a missing ``returnArg`` is shown at ``return``); ``at="key"`` points
+    at the key rather than the value."""
+
+    path: Path
+    code: str
+    message: str
+    severity: str = "error"
+    at: str = "value"
+    anchor: Path | None = None
+
+
+@dataclass
+class Report:
+    """Findings collected in order, without duplicates (a macro used by several hooks is
+    checked once per hook)."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    def error(self, path: Path, code: str, message: str, *, at: str = "value",
+              anchor: Path | None = None) -> None:
+        self._add(Finding(path, code, message, "error", at, anchor))
+
+    def warning(self, path: Path, code: str, message: str, *, at: str = "value",
+                anchor: Path | None = None) -> None:
+        self._add(Finding(path, code, message, "warning", at, anchor))
+
+    def _add(self, finding: Finding) -> None:
+        if finding not in self.findings:
+            self.findings.append(finding)
+
+
+@dataclass
+class SpecContext:
+    """What a hook's checks need to know about the rest of the spec."""
+
+    namespaced: bool = False
+    lists: dict[str, ListSpec | None] = field(default_factory=dict)
+    macro_names: set[str] = field(default_factory=set)
+    macros: dict[str, KProbeSelector] = field(default_factory=dict)
+    has_enforcer: bool = False
+
+
+@dataclass
+class HookContext:
+    kind: HookKind
+    hook: Hook
+    path: Path
+    spec: SpecContext
+    resolve: ArgResolver
+
+
+def declared_type(hook: Hook, arg: KProbeArg) -> ArgType | None:
+    """The load-time resolver: the written type, unknown for ``auto``."""
+    return None if arg.type is ArgType.AUTO else arg.type
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _try(model: type[M], raw: Any) -> M | None:
+    """Validate one piece; None if it has (already reported) schema errors."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _alias(model: type[BaseModel], name: str) -> str:
+    return model.model_fields[name].alias or name
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------
+
+
+def check_document(data: Any) -> list[Finding]:
+    """Every cross-field finding of a raw (composed) policy document."""
+    rep = Report()
+    if not isinstance(data, dict):
+        return rep.findings
+    _check_envelope(data, rep)
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return rep.findings
+    ctx = _spec_context(data, spec)
+    _check_options(spec, rep)
+    _check_lists(spec, rep)
+    _check_enforcers(spec, ctx, rep)
+    _check_macros(spec, ctx, rep)
+    _check_workload_selectors(spec, ctx, rep)
+    hooks = list(_valid_hooks(spec, ctx, declared_type))
+    for hc in hooks:
+        check_hook(hc, rep)
+    _check_follow_children(hooks, ctx, rep)
+    return rep.findings
+
+
+def check_arg_ops(policy: Policy, resolve_type: ArgResolver) -> list[Diagnostic]:
+    """Operator/argument-type rules again, with the real argument types.
+
+    For the compiler: once it knows what tracefs says about ``type: auto`` tracepoint
+    arguments, ``resolve_type(hook, arg)`` returns them (and the declared type for every
+    other argument) and this returns the located errors (e.g. ``Prefix`` on an integer
+    field). Arguments it still resolves to None stay unchecked."""
+    rep = Report()
+    ctx = SpecContext(namespaced=policy.namespaced,
+                      lists={lst.name: lst for lst in policy.spec.lists},
+                      macro_names=set(policy.spec.selectors_macros),
+                      macros=dict(policy.spec.selectors_macros),
+                      has_enforcer=bool(policy.spec.enforcers))
+    for kind, i, hook in policy.spec.hooks():
+        hc = HookContext(kind, hook, ("spec", kind.value, i), ctx, resolve_type)
+        for j, sel in enumerate(hook.selectors):
+            _check_selector(hc, sel, hc.path + ("selectors", j), rep)
+    return [to_diagnostic(policy.diagnostic, f) for f in rep.findings
+            if f.severity == "error"]
+
+
+def to_diagnostic(make: Callable[..., Diagnostic], f: Finding) -> Diagnostic:
+    """Locate a finding with a ``Policy.diagnostic``-like factory."""
+    d = make(f.anchor or f.path, f.code, f.message, f.severity, f.at)
+    return Diagnostic(d.file, d.line, d.col, format_path(f.path), d.code, d.message, d.severity)
+
+
+# --------------------------------------------------------------------------------------
+# Document-level rules
+# --------------------------------------------------------------------------------------
+
+
+def _check_envelope(data: dict[str, Any], rep: Report) -> None:
+    """Namespaced vs cluster-scoped rules and metadata label/annotation keys."""
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    kind = data.get("kind")
+    namespace = meta.get("namespace")
+    if kind == PolicyKind.TRACING_POLICY_NAMESPACED.value:
+        if namespace is None:
+            rep.error(("metadata", "namespace"), "policy.required",
+                      'missing required field "namespace" (TracingPolicyNamespaced is '
+                      "namespaced)")
+        elif isinstance(namespace, str) and (problem := dns_label_error(namespace)):
+            rep.error(("metadata", "namespace"), "policy.invalid_value",
+                      f"invalid namespace: {problem}")
+        if spec.get("hostSelector") is not None:
+            rep.error(("spec", "hostSelector"), "policy.invalid_value",
+                      "hostSelector must not be set in a TracingPolicyNamespaced")
+        for section in ("uprobes", "usdts"):
+            if spec.get(section):
+                rep.error(("spec", section), "policy.invalid_value",
+                          f"{section} are not supported in a TracingPolicyNamespaced")
+    elif kind == PolicyKind.TRACING_POLICY.value and namespace is not None:
+        rep.warning(("metadata", "namespace"), "policy.ignored",
+                    "metadata.namespace is ignored: TracingPolicy is cluster-scoped")
+    _check_meta_keys(meta, "labels", rep, values=True)
+    _check_meta_keys(meta, "annotations", rep, values=False)
+
+
+def _check_meta_keys(meta: dict[str, Any], name: str, rep: Report, values: bool) -> None:
+    entries = meta.get(name)
+    if not isinstance(entries, dict):
+        return
+    for key, value in entries.items():
+        if problem := qualified_name_error(key):
+            rep.error(("metadata", name, key), "policy.invalid_value", problem, at="key")
+        if values and isinstance(value, str) and (problem := label_value_error(value)):
+            rep.error(("metadata", name, key), "policy.invalid_value", problem)
+
+
+def _spec_context(data: dict[str, Any], spec: dict[str, Any]) -> SpecContext:
+    lists: dict[str, ListSpec | None] = {}
+    for raw in spec.get("lists") or []:
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            lists.setdefault(raw["name"], _try(ListSpec, raw))
+    raw_macros = spec.get("selectorsMacros")
+    raw_macros = raw_macros if isinstance(raw_macros, dict) else {}
+    macros = {name: m for name, raw in raw_macros.items()
+              if (m := _try(KProbeSelector, raw)) is not None}
+    return SpecContext(namespaced=data.get("kind") == PolicyKind.TRACING_POLICY_NAMESPACED,
+                       lists=lists, macro_names=set(raw_macros), macros=macros,
+                       has_enforcer=bool(spec.get("enforcers")))
+
+
+def _valid_hooks(spec: dict[str, Any], ctx: SpecContext, resolve: ArgResolver
+                 ) -> Iterable[HookContext]:
+    for kind in HookKind:
+        items = spec.get(kind.value)
+        if not isinstance(items, list):
+            continue
+        for i, raw in enumerate(items):
+            hook = _try(HOOK_MODELS[kind], raw)
+            if hook is not None:
+                yield HookContext(kind, hook, ("spec", kind.value, i), ctx, resolve)  # type: ignore[arg-type]
+
+
+_BOOL_TEXT = {"1", "t", "T", "true", "TRUE", "True", "0", "f", "F", "false", "FALSE",
+              "False"}
+_OPTION_VALUES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "disable-kprobe-multi": (lambda v: v in _BOOL_TEXT, "a boolean (true or false)"),
+    "disable-uprobe-multi": (lambda v: v in _BOOL_TEXT, "a boolean (true or false)"),
+    "override-method": (lambda v: v in ("fmod-ret", "override-return"),
+                        '"fmod-ret" or "override-return"'),
+    "policy-mode": (lambda v: v in ("enforce", "monitor"), '"enforce" or "monitor"'),
+    "sleepable-preload-size": (lambda v: v.isdigit() and int(v) > 0, "a positive integer"),
+}
+
+
+def _check_options(spec: dict[str, Any], rep: Report) -> None:
+    """Known options must have a valid value; unknown ones are ignored, with a warning."""
+    seen: set[str] = set()
+    for i, raw in enumerate(spec.get("options") or []):
+        opt = _try(OptionSpec, raw)
+        if opt is None:
+            continue
+        path: Path = ("spec", "options", i)
+        rule = _OPTION_VALUES.get(opt.name)
+        if rule is None:
+            rep.warning(path + ("name",), "policy.option",
+                        f'unknown option "{opt.name}" is ignored'
+                        f"{suggest(opt.name, list(_OPTION_VALUES))}")
+            continue
+        if opt.name in seen:
+            rep.warning(path + ("name",), "policy.option",
+                        f'option "{opt.name}" is set more than once; the last value wins')
+        seen.add(opt.name)
+        ok, expected = rule
+        if not ok(opt.value):
+            rep.error(path + ("value",), "policy.invalid_value",
+                      f'invalid value "{opt.value}" for option {opt.name}: expected '
+                      f"{expected}")
+
+
+_SYSCALL_NAME_RE = re.compile(r"^([a-z0-9]+/)?[a-z_][a-z0-9_]*$")
+
+
+def _check_lists(spec: dict[str, Any], rep: Report) -> None:
+    names: set[str] = set()
+    for i, raw in enumerate(spec.get("lists") or []):
+        lst = _try(ListSpec, raw)
+        if lst is None:
+            continue
+        path: Path = ("spec", "lists", i)
+        if lst.name in names:
+            rep.error(path + ("name",), "policy.invalid_value",
+                      f'duplicate list name "{lst.name}"')
+        names.add(lst.name)
+        generated = lst.type in (ListType.GENERATED_SYSCALLS, ListType.GENERATED_FTRACE)
+        if lst.type is ListType.GENERATED_FTRACE and not lst.pattern:
+            rep.error(path + ("pattern",), "policy.required",
+                      "a generated_ftrace list needs a pattern")
+        if lst.pattern is not None and lst.type is not ListType.GENERATED_FTRACE:
+            rep.warning(path + ("pattern",), "policy.ignored",
+                        "pattern is only used by generated_ftrace lists")
+        if generated and lst.values:
+            rep.warning(path + ("values",), "policy.ignored",
+                        f"values are ignored by a {lst.type.value} list")  # type: ignore[union-attr]
+        if not generated and not lst.values:
+            rep.error(path + ("values",), "policy.required", "the list has no values")
+        if lst.type is ListType.SYSCALLS:
+            for k, value in enumerate(lst.values):
+                if not _SYSCALL_NAME_RE.match(value):
+                    rep.error(path + ("values", k), "policy.invalid_value",
+                              f'"{value}" is not a syscall name')
+
+
+def _check_list_ref(name: str, ctx: SpecContext, path: Path, rep: Report,
+                    syscalls_only: bool = False) -> None:
+    if name not in ctx.lists:
+        rep.error(path, "policy.invalid_value",
+                  f'unknown list "{name}"{suggest(name, sorted(ctx.lists))}')
+        return
+    lst = ctx.lists[name]
+    if syscalls_only and lst is not None and lst.type not in (
+            ListType.SYSCALLS, ListType.GENERATED_SYSCALLS):
+        rep.error(path, "policy.invalid_value", f'list "{name}" is not a syscall list')
+
+
+def _check_enforcers(spec: dict[str, Any], ctx: SpecContext, rep: Report) -> None:
+    for i, raw in enumerate(spec.get("enforcers") or []):
+        enf = _try(EnforcerSpec, raw)
+        if enf is None:
+            continue
+        path: Path = ("spec", "enforcers", i, "calls")
+        if not enf.calls:
+            rep.error(path, "policy.required", "an enforcer needs at least one call")
+        for k, call in enumerate(enf.calls):
+            if call.startswith("list:"):
+                _check_list_ref(call[5:], ctx, path + (k,), rep)
+
+
+def _check_macros(spec: dict[str, Any], ctx: SpecContext, rep: Report) -> None:
+    """Macros may not nest; unused macros are worth a warning (typo in a reference?)."""
+    used = {name for kind in HookKind for hook in (spec.get(kind.value) or [])
+            if isinstance(hook, dict) for sel in (hook.get("selectors") or [])
+            if isinstance(sel, dict) for name in (sel.get("macros") or [])
+            if isinstance(name, str)}
+    for name, macro in ctx.macros.items():
+        path: Path = ("spec", "selectorsMacros", name)
+        if macro.macros:
+            rep.error(path + ("macros",), "policy.invalid_value",
+                      "a selector macro cannot use other macros")
+        if name not in used:
+            rep.warning(path, "policy.ignored", f'selector macro "{name}" is not used',
+                        at="key")
+
+
+def _check_workload_selectors(spec: dict[str, Any], ctx: SpecContext, rep: Report) -> None:
+    for key in ("podSelector", "containerSelector", "nodeSelector", "hostSelector"):
+        sel = _try(LabelSelector, spec.get(key)) if spec.get(key) is not None else None
+        if sel is None:
+            continue
+        _check_label_selector(sel, ("spec", key), rep)
+        if key == "hostSelector" and not sel.is_empty and not ctx.namespaced:
+            rep.error(("spec", key), "policy.invalid_value",
+                      "hostSelector can only be null (no host workloads) or {} (all)")
+
+
+def _check_label_selector(sel: LabelSelector, path: Path, rep: Report) -> None:
+    for i, req in enumerate(sel.match_expressions):
+        rpath = path + ("matchExpressions", i)
+        needs_values = req.operator in (LabelOperator.IN, LabelOperator.NOT_IN)
+        if needs_values and not req.values:
+            rep.error(rpath + ("values",), "policy.required",
+                      f"operator {req.operator.value} needs at least one value")
+        if not needs_values and req.values:
+            rep.error(rpath + ("values",), "policy.invalid_value",
+                      f"operator {req.operator.value} takes no values")
+
+
+def _check_follow_children(hooks: list[HookContext], ctx: SpecContext, rep: Report) -> None:
+    count = 0
+    for hc in hooks:
+        for j, sel in enumerate(hc.hook.selectors):
+            merged = sel.merged(ctx.macros)
+            for b in merged.match_binaries + merged.match_parent_binaries:
+                if b.follow_children:
+                    count += 1
+                    if count == MAX_FOLLOW_CHILDREN_SELECTORS + 1:
+                        rep.error(hc.path + ("selectors", j), "policy.limit",
+                                  "too many followChildren binary selectors "
+                                  f"(at most {MAX_FOLLOW_CHILDREN_SELECTORS})")
+
+
+# --------------------------------------------------------------------------------------
+# Hooks and arguments
+# --------------------------------------------------------------------------------------
+
+
+def check_hook(hc: HookContext, rep: Report) -> None:
+    """All rules of one hook (and of the selectors and macros it uses)."""
+    hook, path = hc.hook, hc.path
+    _check_message(hook, path, rep)
+    total = len(hook.args) + len(hook.data_args)
+    if total > MAX_HOOK_ARGS:
+        rep.error(path + ("args",), "policy.limit",
+                  f"too many arguments: {total} in args and data together "
+                  f"(at most {MAX_HOOK_ARGS})")
+    for i, arg in enumerate(hook.args):
+        _check_arg(hc, arg, path + ("args", i), "args", rep)
+    for i, arg in enumerate(hook.data_args):
+        _check_arg(hc, arg, path + ("data", i), "data", rep)
+    if hook.return_arg_spec is not None:
+        _check_arg(hc, hook.return_arg_spec, path + ("returnArg",), "returnArg", rep)
+    _check_return(hc, rep)
+    _check_kind_specific(hc, rep)
+    for j, sel in enumerate(hook.selectors):
+        _check_selector(hc, sel, path + ("selectors", j), rep)
+
+
+def _check_message(hook: Hook, path: Path, rep: Report) -> None:
+    length = hook.original_message_length
+    if 0 < length < 2:
+        rep.error(path + ("message",), "policy.invalid_value",
+                  "message must be at least 2 characters long")
+    elif length > MAX_MESSAGE_LEN:
+        rep.warning(path + ("message",), "policy.truncated",
+                    f"message is {length} characters long; truncated to {MAX_MESSAGE_LEN}")
+
+
+_RESOLVE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?"
+                         r"(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*$")
+_DATA_SOURCES = ("current_task", "pt_regs")
+
+
+def _check_arg(hc: HookContext, arg: KProbeArg, path: Path, role: str, rep: Report) -> None:
+    """Type allowed for this hook kind, and options that only fit some types/roles."""
+    t = arg.type
+    tpath = path + ("type",)
+    if hc.kind is not HookKind.TRACEPOINTS:
+        if t is ArgType.AUTO:
+            rep.error(tpath, "policy.invalid_value",
+                      f'argument type "auto" is only supported for tracepoints; set the '
+                      f"type explicitly for {hc.kind.value}")
+        elif t is ArgType.SYSCALL64:
+            rep.error(tpath, "policy.invalid_value",
+                      "argument type syscall64 is only supported for tracepoints")
+    if t is ArgType.CONST_BUF:
+        rep.error(tpath, "policy.invalid_value", "argument type const_buf cannot be set "
+                  "in a policy")
+    if arg.size_arg_index and t not in (ArgType.CHAR_BUF, ArgType.CHAR_IOVEC):
+        rep.error(path + ("sizeArgIndex",), "policy.invalid_value",
+                  "sizeArgIndex is only valid for char_buf and char_iovec arguments")
+    if arg.max_data and t is not ArgType.CHAR_BUF:
+        rep.warning(path + ("maxData",), "policy.ignored",
+                    "maxData only has an effect on char_buf arguments")
+    _check_resolve(arg, path, rep)
+    _check_source(arg, path, role, rep)
+    if arg.btf_type_module is not None and hc.kind not in (HookKind.KPROBES,
+                                                           HookKind.FENTRIES):
+        rep.error(path + ("btfTypeModule",), "policy.invalid_value",
+                  "btfTypeModule is only supported for kprobes")
+
+
+def _check_resolve(arg: KProbeArg, path: Path, rep: Report) -> None:
+    if not arg.resolve:
+        return
+    if not _RESOLVE_RE.match(arg.resolve):
+        rep.error(path + ("resolve",), "policy.invalid_value",
+                  f'invalid resolve path "{arg.resolve}": expected field names separated '
+                  "by '.', optionally indexed like name[3]")
+    elif len(arg.resolve.split(".")) > MAX_RESOLVE_DEPTH:
+        rep.error(path + ("resolve",), "policy.limit",
+                  f"resolve path is too deep: {len(arg.resolve.split('.'))} components "
+                  f"(at most {MAX_RESOLVE_DEPTH})")
+
+
+def _check_source(arg: KProbeArg, path: Path, role: str, rep: Report) -> None:
+    if role == "data":
+        if arg.source is None:
+            rep.error(path + ("source",), "policy.required",
+                      'missing required field "source" (current_task or pt_regs)')
+        elif arg.source not in _DATA_SOURCES:
+            rep.error(path + ("source",), "policy.invalid_value",
+                      f'invalid source "{arg.source}": expected current_task or pt_regs')
+    elif arg.source is not None:
+        rep.error(path + ("source",), "policy.invalid_value",
+                  f"source is only used in data, not in {role}")
+
+
+def _has_return(hc: HookContext) -> bool:
+    return hc.kind in (HookKind.KPROBES, HookKind.FENTRIES, HookKind.UPROBES)
+
+
+def _check_return(hc: HookContext, rep: Report) -> None:
+    """CEL rule of the CRD: ``return: true`` requires ``returnArg``."""
+    hook, path = hc.hook, hc.path
+    if not _has_return(hc):
+        return
+    if hook.is_return and hook.return_arg_spec is None:
+        rep.error(path + ("returnArg",), "policy.required",
+                  "return: true requires returnArg", anchor=path + ("return",))
+    action = getattr(hook, "return_arg_action", None)
+    if action is not None and not hook.is_return:
+        rep.error(path + ("returnArgAction",), "policy.invalid_value",
+                  "returnArgAction requires return: true")
+
+
+def _check_kind_specific(hc: HookContext, rep: Report) -> None:
+    hook, path = hc.hook, hc.path
+    if isinstance(hook, KProbeSpec):
+        if not hook.call:
+            rep.error(path + ("call",), "policy.required", "call must not be empty")
+        elif hook.list_name is not None:
+            _check_list_ref(hook.list_name, hc.spec, path + ("call",), rep)
+    elif isinstance(hook, UProbeSpec):
+        targets = [name for name, values in (("symbols", hook.symbols),
+                                             ("offsets", hook.offsets),
+                                             ("addrs", hook.addrs)) if values]
+        if len(targets) > 1:
+            rep.error(path + (targets[1],), "policy.invalid_value",
+                      "only one of symbols, offsets and addrs may be set")
+        elif not targets:
+            rep.error(path + ("symbols",), "policy.required",
+                      "one of symbols, offsets or addrs is required")
+    elif isinstance(hook, LsmHookSpec) and hook.hook.startswith("security_"):
+        rep.error(path + ("hook",), "policy.invalid_value",
+                  f'LSM hook names have no security_ prefix: use "{hook.hook[9:]}"')
+
+
+# --------------------------------------------------------------------------------------
+# Selectors
+# --------------------------------------------------------------------------------------
+
+
+def _check_selector(hc: HookContext, sel: KProbeSelector, path: Path, rep: Report) -> None:
+    """Macros first (they are checked where they are defined), then merged-count limits,
+    then the selector's own filters and actions."""
+    _check_macro_refs(hc, sel, path, rep)
+    merged = sel.merged(hc.spec.macros)
+    count = len(merged.match_args) + len(merged.match_data)
+    if count > MAX_MATCH_ARGS:
+        rep.error(path, "policy.limit", f"too many matchArgs and matchData filters: "
+                  f"{count} (at most {MAX_MATCH_ARGS})")
+    _check_selector_fields(hc, sel, path, rep)
+
+
+def _check_macro_refs(hc: HookContext, sel: KProbeSelector, path: Path, rep: Report) -> None:
+    owner: dict[str, str] = {f: "" for f in sel.set_filter_fields()}
+    seen: set[str] = set()
+    for k, name in enumerate(sel.macros):
+        mpath = path + ("macros", k)
+        if name not in hc.spec.macro_names:
+            rep.error(mpath, "policy.invalid_value", f'unknown selector macro "{name}"'
+                      f"{suggest(name, sorted(hc.spec.macro_names))}")
+            continue
+        if name in seen:
+            rep.error(mpath, "policy.invalid_value", f'macro "{name}" is used twice')
+            continue
+        seen.add(name)
+        macro = hc.spec.macros.get(name)
+        if macro is None:
+            continue
+        for f in macro.set_filter_fields():
+            if f in owner:
+                other = f'macro "{owner[f]}"' if owner[f] else "the selector"
+                rep.error(mpath, "policy.invalid_value",
+                          f'macro "{name}" sets {_alias(KProbeSelector, f)}, which '
+                          f"{other} already sets")
+            else:
+                owner[f] = name
+        _check_selector_fields(hc, macro, ("spec", "selectorsMacros", name), rep)
+
+
+def _check_selector_fields(hc: HookContext, sel: KProbeSelector, path: Path,
+                           rep: Report) -> None:
+    hook = hc.hook
+    for i, a in enumerate(sel.match_args):
+        _check_arg_selector(hc, a, path + ("matchArgs", i), hook.args, "args", rep)
+    for i, a in enumerate(sel.match_data):
+        _check_arg_selector(hc, a, path + ("matchData", i), hook.data_args, "data", rep)
+    _check_return_args(hc, sel, path, rep)
+    for name in ("matchBinaries", "matchParentBinaries"):
+        for i, b in enumerate(getattr(sel, "match_binaries" if name == "matchBinaries"
+                                      else "match_parent_binaries")):
+            _check_binary(b, path + (name, i), rep)
+    for name, items in (("matchPIDs", sel.match_pids),
+                        ("matchNamespaceChanges", sel.match_namespace_changes),
+                        ("matchCapabilities", sel.match_capabilities),
+                        ("matchCapabilityChanges", sel.match_capability_changes)):
+        for i, item in enumerate(items):
+            if not item.values:
+                rep.error(path + (name, i, "values"), "policy.required",
+                          f"operator {item.operator.value} needs at least one value")
+    for i, ns in enumerate(sel.match_namespaces):
+        _check_namespace_values(ns.values, ns.operator, path + ("matchNamespaces", i), rep)
+    for i, wl in enumerate(sel.match_workloads):
+        for key in ("podSelector", "containerSelector", "hostSelector"):
+            lsel = getattr(wl, {"podSelector": "pod_selector",
+                                "containerSelector": "container_selector",
+                                "hostSelector": "host_selector"}[key])
+            if lsel is not None:
+                _check_label_selector(lsel, path + ("matchWorkloads", i, key), rep)
+    _check_actions(hc, sel, path, rep)
+
+
+def _check_return_args(hc: HookContext, sel: KProbeSelector, path: Path,
+                       rep: Report) -> None:
+    if not sel.match_return_args:
+        return
+    rpath = path + ("matchReturnArgs",)
+    if not _has_return(hc):
+        rep.error(rpath, "policy.invalid_value",
+                  f"matchReturnArgs is not supported for {hc.kind.value}", at="key")
+        return
+    if not hc.hook.is_return:
+        rep.error(rpath, "policy.invalid_value", "matchReturnArgs requires return: true",
+                  at="key")
+        return
+    ret = hc.hook.return_arg_spec
+    for i, a in enumerate(sel.match_return_args):
+        _check_arg_values(hc, a, rpath + (i,), _resolve(hc, ret), rep)
+
+
+def _resolve(hc: HookContext, arg: KProbeArg | None) -> ArgType | None:
+    return hc.resolve(hc.hook, arg) if arg is not None else None
+
+
+def _check_binary(b: Any, path: Path, rep: Report) -> None:
+    if not b.values:
+        rep.error(path + ("values",), "policy.required",
+                  f"operator {b.operator.value} needs at least one value")
+    if b.follow_children and b.operator not in (Operator.IN, Operator.NOT_IN):
+        rep.error(path + ("followChildren",), "policy.invalid_value",
+                  "followChildren is only supported with operators In and NotIn")
+
+
+def _check_namespace_values(values: list[str], op: Operator, path: Path,
+                            rep: Report) -> None:
+    if not values:
+        rep.error(path + ("values",), "policy.required",
+                  f"operator {op.value} needs at least one value")
+    for k, value in enumerate(values):
+        if value == "host_ns":
+            continue
+        try:
+            parse_int(value, bits=32, signed=False)
+        except ValueError:
+            rep.error(path + ("values", k), "policy.invalid_value",
+                      f'invalid namespace "{value}": expected an inode number or host_ns')
+
+
+# --------------------------------------------------------------------------------------
+# matchArgs / matchData / matchReturnArgs
+# --------------------------------------------------------------------------------------
+
+
+def _check_arg_selector(hc: HookContext, a: ArgSelector, path: Path,
+                        arglist: list[KProbeArg], listname: str, rep: Report) -> None:
+    target = _referenced_arg(a, path, arglist, listname, rep)
+    _check_arg_values(hc, a, path, _resolve(hc, target), rep)
+
+
+def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listname: str,
+                    rep: Report) -> KProbeArg | None:
+    """The hook argument a filter applies to: ``args`` positions win over ``index``."""
+    if a.args:
+        if len(a.args) > 1 and a.operator is not Operator.CAPABILITIES_GAINED:
+            rep.error(path + ("args",), "policy.invalid_value",
+                      "several args positions are only allowed with CapabilitiesGained")
+        for k, pos in enumerate(a.args):
+            if pos >= len(arglist):
+                rep.error(path + ("args", k), "policy.range",
+                          f"args position {pos} is out of range: the hook has "
+                          f"{len(arglist)} {listname} entr{'y' if len(arglist) == 1 else 'ies'}")
+        return arglist[a.args[0]] if a.args[0] < len(arglist) else None
+    if a.index is None:
+        if a.operator is not Operator.CEL_EXPR:
+            rep.error(path + ("index",), "policy.required",
+                      'missing required field "index" (or "args")')
+        return None
+    found = next((arg for arg in arglist if arg.index == a.index), None)
+    if found is None:
+        have = sorted({arg.index for arg in arglist})
+        known = (f"defined indexes: {', '.join(map(str, have))}" if have
+                 else f"the hook has no {listname}")
+        rep.error(path + ("index",), "policy.invalid_value",
+                  f"index {a.index} does not refer to an argument in {listname} ({known})")
+    return found
+
+
+def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | None,
+                      rep: Report) -> None:
+    """Operator valid for the argument type, value count and value formats. ``t`` None:
+    type unknown yet — only checks that do not depend on it."""
+    op, values, vpath = a.operator, a.values, path + ("values",)
+    if not values and op not in PRIV_PORT_OPERATORS:
+        rep.error(vpath, "policy.required", f"operator {op.value} needs at least one value")
+    if op is Operator.CEL_EXPR:
+        return
+    if t is not None:
+        allowed = operators_for_type(t)
+        if allowed is not None and op not in allowed:
+            rep.error(path + ("operator",), "policy.invalid_value",
+                      f"operator {op.value} cannot be used on an argument of type "
+                      f"{t.value}")
+            return
+    numeric = op in NUMERIC_OPERATORS or (
+        t is not None and t.is_int and op in (Operator.EQUAL, Operator.NOT_EQUAL))
+    if numeric and len(values) > MAX_MATCH_VALUES:
+        rep.error(vpath, "policy.limit",
+                  f"too many values for operator {op.value}: {len(values)} (at most "
+                  f"{MAX_MATCH_VALUES}; use InMap for more)")
+    if t in (ArgType.FD, ArgType.FILE) and len(values) > MAX_FILE_MATCH_VALUES:
+        rep.error(vpath, "policy.limit", f"too many values for a {t.value} argument: "
+                  f"{len(values)} (at most {MAX_FILE_MATCH_VALUES})")
+    if op in (Operator.SUBSTRING, Operator.SUBSTRING_IGN_CASE) and len(values) > MAX_SUBSTRINGS:
+        rep.error(vpath, "policy.limit", f"too many values for operator {op.value}: "
+                  f"{len(values)} (at most {MAX_SUBSTRINGS})")
+    for k, value in enumerate(values):
+        problem = _value_problem(hc, op, value, t, numeric)
+        if problem is not None:
+            code, message = problem
+            rep.error(vpath + (k,), code, message)
+
+
+def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
+                   numeric: bool) -> tuple[str, str] | None:
+    """(code, message) if ``value`` is not valid for ``op`` on type ``t``."""
+    bits, signed = (t.int_layout if t is not None and t.int_layout else (64, None))
+    try:
+        if op in (Operator.IN_MAP, Operator.NOT_IN_MAP) and value.startswith("list:"):
+            return _list_problem(hc, value[5:])
+        if op in ADDR_OPERATORS:
+            parse_cidr(value)
+        elif op in PORT_OPERATORS:
+            parse_port_range(value)
+        elif op is Operator.PROTOCOL:
+            parse_protocol(value)
+        elif op is Operator.FAMILY:
+            parse_family(value)
+        elif op is Operator.STATE:
+            parse_tcp_state(value)
+        elif op in (Operator.FILE_TYPE, Operator.NOT_FILE_TYPE):
+            if value not in FILE_TYPES:
+                return ("policy.invalid_value", f'"{value}" is not a file type (expected '
+                        f"one of {', '.join(FILE_TYPES)})")
+        elif op in (Operator.IN_RANGE, Operator.NOT_IN_RANGE):
+            if ":" not in value:
+                return ("policy.invalid_value", f'invalid range "{value}": expected min:max')
+            parse_int_range(value, bits=bits, signed=signed)
+        elif op in (Operator.IN_MAP, Operator.NOT_IN_MAP):
+            if t is None or t.is_int:
+                parse_int_range(value, bits=bits, signed=signed)
+        elif numeric:
+            parse_int(value, bits=bits, signed=signed)
+        else:
+            return _string_problem(op, value, t)
+    except ValueRangeError as err:
+        return ("policy.range", str(err))
+    except ValueError as err:
+        return ("policy.invalid_value", str(err))
+    return None
+
+
+def _list_problem(hc: HookContext, name: str) -> tuple[str, str] | None:
+    rep = Report()
+    _check_list_ref(name, hc.spec, (), rep)
+    return (rep.findings[0].code, rep.findings[0].message) if rep.findings else None
+
+
+def _string_problem(op: Operator, value: str, t: ArgType | None) -> tuple[str, str] | None:
+    if op in (Operator.PREFIX, Operator.NOT_PREFIX) and len(value) > MAX_PREFIX_LEN:
+        return ("policy.limit", f"prefix is too long: {len(value)} characters (at most "
+                f"{MAX_PREFIX_LEN})")
+    if op in (Operator.POSTFIX, Operator.NOT_POSTFIX) and len(value) > MAX_POSTFIX_LEN:
+        return ("policy.limit", f"postfix is too long: {len(value)} characters (at most "
+                f"{MAX_POSTFIX_LEN})")
+    if op in (Operator.SUBSTRING, Operator.SUBSTRING_IGN_CASE) and \
+            len(value) > MAX_SUBSTRING_LEN:
+        return ("policy.limit", f"substring is too long: {len(value)} characters (at most "
+                f"{MAX_SUBSTRING_LEN})")
+    if t is not None and t.is_string and len(value) > MAX_STRING_LEN:
+        return ("policy.limit", f"value is too long: {len(value)} characters (at most "
+                f"{MAX_STRING_LEN})")
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Actions
+# --------------------------------------------------------------------------------------
+
+#: parameters each action uses (snake_case); others written with it get a warning
+_ACTION_PARAMS: dict[Action, frozenset[str]] = {
+    Action.POST: frozenset({"rate_limit", "rate_limit_scope", "kernel_stack_trace",
+                            "user_stack_trace", "ima_hash"}),
+    Action.SIGKILL: frozenset(),
+    Action.OVERRIDE: frozenset({"arg_error", "arg_regs", "arg_new_symbol", "arg_new_addr",
+                                "arg_new_offset"}),
+    Action.GET_URL: frozenset({"arg_url"}),
+    Action.DNS_LOOKUP: frozenset({"arg_fqdn"}),
+    Action.NO_POST: frozenset(),
+    Action.SIGNAL: frozenset({"arg_sig"}),
+    Action.TRACK_SOCK: frozenset({"arg_sock"}),
+    Action.UNTRACK_SOCK: frozenset({"arg_sock"}),
+    Action.NOTIFY_ENFORCER: frozenset({"arg_error", "arg_sig"}),
+    Action.CLEANUP_ENFORCER_NOTIFICATION: frozenset(),
+    Action.SET: frozenset({"arg_index", "arg_value"}),
+}
+_REQUIRED_PARAMS: dict[Action, tuple[str, ...]] = {
+    Action.SIGNAL: ("arg_sig",), Action.GET_URL: ("arg_url",),
+    Action.DNS_LOOKUP: ("arg_fqdn",), Action.SET: ("arg_index", "arg_value"),
+}
+_POST_ONLY = ("kernel_stack_trace", "user_stack_trace", "ima_hash")
+_UPROBE_OVERRIDE = ("arg_regs", "arg_new_symbol", "arg_new_addr", "arg_new_offset")
+
+
+def _check_actions(hc: HookContext, sel: KProbeSelector, path: Path, rep: Report) -> None:
+    for i, act in enumerate(sel.match_actions):
+        _check_action(hc, act, path + ("matchActions", i), rep)
+    if sel.match_return_actions and not (_has_return(hc) and hc.hook.is_return):
+        rep.error(path + ("matchReturnActions",), "policy.invalid_value",
+                  "matchReturnActions requires return: true", at="key")
+    for i, act in enumerate(sel.match_return_actions):
+        _check_action(hc, act, path + ("matchReturnActions", i), rep)
+    _ = MAX_ACTIONS  # the per-list limit is a schema rule (spec.KProbeSelector)
+
+
+def _check_action(hc: HookContext, act: ActionSelector, path: Path, rep: Report) -> None:
+    _check_action_hook_kind(hc, act, path, rep)
+    _check_action_params(hc, act, path, rep)
+
+
+def _check_action_hook_kind(hc: HookContext, act: ActionSelector, path: Path,
+                            rep: Report) -> None:
+    """Which hook kinds can run the action (§3.2, §3.6)."""
+    a, kind, apath = act.action, hc.kind, path + ("action",)
+    if a.is_enforcement and kind is HookKind.FENTRIES:
+        rep.error(apath, "policy.invalid_value",
+                  f"enforcement action {a.value} is not supported for fentries")
+    elif a is Action.OVERRIDE and kind in (HookKind.TRACEPOINTS, HookKind.USDTS):
+        rep.error(apath, "policy.invalid_value",
+                  f"action Override is not supported for {kind.value}")
+    elif a is Action.OVERRIDE and isinstance(hc.hook, KProbeSpec) and \
+            kind is HookKind.KPROBES and not _overridable(hc.hook):
+        rep.error(apath, "policy.invalid_value",
+                  f'action Override needs a syscall (syscall: true) or a security_* '
+                  f'function, not "{hc.hook.call}"')
+    elif a is Action.SET and kind is not HookKind.USDTS:
+        rep.error(apath, "policy.invalid_value", "action Set is only supported for usdts")
+    elif a in (Action.GET_URL, Action.DNS_LOOKUP) and kind in (HookKind.UPROBES,
+                                                               HookKind.USDTS):
+        rep.error(apath, "policy.invalid_value",
+                  f"action {a.value} is not supported for {kind.value}")
+    if a is Action.NOTIFY_ENFORCER and not hc.spec.has_enforcer:
+        rep.error(apath, "policy.invalid_value",
+                  "action NotifyEnforcer needs an enforcer in spec.enforcers")
+
+
+def _overridable(hook: KProbeSpec) -> bool:
+    return hook.syscall or hook.call.startswith("security_") or hook.list_name is not None
+
+
+def _check_action_params(hc: HookContext, act: ActionSelector, path: Path,
+                         rep: Report) -> None:
+    a = act.action
+    for name in _REQUIRED_PARAMS.get(a, ()):
+        if getattr(act, name) is None:
+            rep.error(path + (_alias(ActionSelector, name),), "policy.required",
+                      f"action {a.value} requires {_alias(ActionSelector, name)}")
+    if a is Action.OVERRIDE:
+        _check_override_params(hc, act, path, rep)
+    if a is Action.NOTIFY_ENFORCER and act.arg_error is None and act.arg_sig is None:
+        rep.error(path + ("argError",), "policy.required",
+                  "action NotifyEnforcer requires argError or argSig")
+    if a is Action.SIGNAL and act.arg_sig is not None and not 1 <= act.arg_sig <= 64:
+        rep.error(path + ("argSig",), "policy.range",
+                  f"signal {act.arg_sig} is out of range (1..64)")
+    for name in _POST_ONLY:
+        if getattr(act, name) and a is not Action.POST:
+            rep.error(path + (_alias(ActionSelector, name),), "policy.invalid_value",
+                      f"{_alias(ActionSelector, name)} is only valid with action Post")
+    if act.ima_hash and hc.kind is not HookKind.LSMHOOKS:
+        rep.error(path + ("imaHash",), "policy.invalid_value",
+                  "imaHash is only supported for lsmhooks")
+    used = _ACTION_PARAMS[a]
+    for name in sorted(act.model_fields_set - used - {"action"}):
+        if name in _POST_ONLY and getattr(act, name):
+            continue
+        alias = _alias(ActionSelector, name)
+        rep.warning(path + (alias,), "policy.ignored",
+                    f"{alias} is ignored by action {a.value}", at="key")
+
+
+def _check_override_params(hc: HookContext, act: ActionSelector, path: Path,
+                           rep: Report) -> None:
+    uprobe_params = [n for n in _UPROBE_OVERRIDE if act.is_set(n)]
+    if hc.kind is HookKind.UPROBES:
+        if act.arg_error is None and not uprobe_params:
+            rep.error(path + ("argError",), "policy.required",
+                      "action Override requires argError (or argRegs/argNew*)")
+        new = [n for n in uprobe_params if n != "arg_regs"]
+        if len(new) > 1:
+            rep.error(path + (_alias(ActionSelector, new[1]),), "policy.invalid_value",
+                      "only one of argNewSymbol, argNewAddr and argNewOffset may be set")
+        return
+    if act.arg_error is None:
+        rep.error(path + ("argError",), "policy.required",
+                  "action Override requires argError")
+    for name in uprobe_params:
+        rep.error(path + (_alias(ActionSelector, name),), "policy.invalid_value",
+                  f"{_alias(ActionSelector, name)} is only supported for uprobes")
+
+
+__all__ = ["ArgResolver", "Finding", "Report", "SpecContext", "check_arg_ops",
+           "check_document", "check_hook", "declared_type"]

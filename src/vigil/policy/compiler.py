@@ -1,0 +1,679 @@
+"""Validated policy -> PolicyPlan: pure and deterministic (no root, no libbpf).
+
+Each hook becomes one ``struct vg_hook_cfg`` (packed by name through
+``vigil.abi.pack``) plus the keys of its matching maps. What this kernel offers comes in
+as ``KernelView`` (probed by the caller), so ``vigil tracingpolicy check`` can say what
+each hook becomes here, and refuse what cannot be honoured, before anything loads.
+
+Hook mapping on a kernel without kprobes (like the hardened host):
+- ``kprobes`` with ``syscall: true`` -> ``syscalls/sys_enter_<name>`` (+ ``sys_exit_<name>``
+  for ``return``/``matchReturnArgs``/``returnCopy``), arguments by position;
+- other ``kprobes``, ``fentries``, ``lsmhooks``, ``usdts`` -> rejected with the reason;
+- ``tracepoints`` -> the tracepoint, arguments by field index of its format file;
+- ``uprobes`` -> one uprobe (or uretprobe) per symbol/offset.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.abi import _generated as abi
+from vigil.abi.pack import pack
+from vigil.events.encode import CAP_NAMES
+from vigil.events.generic import ArgSpec
+from vigil.policy.plan import Attach, HookPlan, PolicyPlan
+from vigil.policy.tracefs import TpField, TpFormat
+from vigil.syscalls import syscall_number
+
+Op = abi.Op
+K = abi.ArgKind
+STR_KEY = int(abi.GenLimits.STR_KEY)
+PFX_KEY = int(abi.GenLimits.PFX_KEY)
+NS_ORDER = ("uts", "ipc", "mnt", "pid", "pidforchildren", "net", "time", "timeforchildren",
+            "cgroup", "user")
+
+
+class CompileError(ValueError):
+    """A hook cannot be built on this kernel: ``where`` names the policy field."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """What the running kernel offers, as far as the compiler cares."""
+
+    kprobes: bool = False
+    fentry: bool = False
+    lsm: bool = False
+    host_ns: dict[str, int] = field(default_factory=dict)   # "net" -> inum, for host_ns
+    formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
+
+
+def _s(v: Any) -> str:
+    """Enum or str -> its string value."""
+    return str(v.value) if isinstance(v, enum.Enum) else str(v)
+
+
+# ---- argument types -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ArgType:
+    kind: int
+    size: int
+    signed: bool
+    out: str
+
+
+_INT_TYPES = {
+    "int": _ArgType(K.INT, 4, True, "int"), "sint32": _ArgType(K.INT, 4, True, "int"),
+    "int32": _ArgType(K.INT, 4, True, "int"), "sint16": _ArgType(K.INT, 2, True, "int"),
+    "int16": _ArgType(K.INT, 2, True, "int"), "sint8": _ArgType(K.INT, 1, True, "int"),
+    "int8": _ArgType(K.INT, 1, True, "int"),
+    "uint32": _ArgType(K.INT, 4, False, "uint"), "uint16": _ArgType(K.INT, 2, False, "uint"),
+    "uint8": _ArgType(K.INT, 1, False, "uint"),
+    "long": _ArgType(K.INT, 8, True, "long"), "sint64": _ArgType(K.INT, 8, True, "long"),
+    "int64": _ArgType(K.INT, 8, True, "long"),
+    "ulong": _ArgType(K.INT, 8, False, "size"), "uint64": _ArgType(K.INT, 8, False, "size"),
+    "size_t": _ArgType(K.INT, 8, False, "size"),
+    "capability": _ArgType(K.INT, 4, True, "capability"),
+    "syscall64": _ArgType(K.INT, 8, False, "syscall64"),
+    "bpf_cmd": _ArgType(K.INT, 4, True, "int"),
+}
+_USER_STR = _ArgType(K.USTR, 8, False, "string")
+_STRING_TYPES = ("string", "filename")
+_STRING_OPS = {"Equal": Op.EQ, "NotEqual": Op.NEQ, "Prefix": Op.PREFIX,
+               "NotPrefix": Op.NOTPREFIX, "Postfix": Op.POSTFIX, "NotPostfix": Op.NOTPOSTFIX}
+_INT_OPS = {"Equal": Op.EQ, "NotEqual": Op.NEQ, "GreaterThan": Op.GT, "GT": Op.GT,
+            "LessThan": Op.LT, "LT": Op.LT, "Mask": Op.MASK, "InRange": Op.INRANGE,
+            "NotInRange": Op.NOTINRANGE, "InMap": Op.INMAP, "NotInMap": Op.NOTINMAP}
+_SOCK_OPS = {"SAddr": Op.SADDR, "DAddr": Op.DADDR, "NotSAddr": Op.NOTSADDR,
+             "NotDAddr": Op.NOTDADDR, "SPort": Op.SPORT, "DPort": Op.DPORT,
+             "NotSPort": Op.NOTSPORT, "NotDPort": Op.NOTDPORT, "Family": Op.FAMILY}
+_BIN_OPS = {"In": Op.IN, "NotIn": Op.NOTIN, "Prefix": Op.PREFIX, "NotPrefix": Op.NOTPREFIX,
+            "Postfix": Op.POSTFIX, "NotPostfix": Op.NOTPOSTFIX}
+_FAMILIES = {"AF_UNIX": 1, "AF_LOCAL": 1, "AF_INET": 2, "AF_INET6": 10}
+
+
+def parse_int(text: str) -> int:
+    """Decimal, 0x hex or 0-prefixed octal, optionally negative (Tetragon's values)."""
+    t = text.strip()
+    neg = t.startswith("-")
+    t = t[1:] if neg else t
+    if t.lower().startswith("0x"):
+        v = int(t, 16)
+    elif len(t) > 1 and t.startswith("0"):
+        v = int(t, 8)
+    else:
+        v = int(t, 10)
+    return -v if neg else v
+
+
+# ---- per hook state -------------------------------------------------------------------
+
+class _HookBuilder:
+    """Accumulates one hook's config fields and map keys."""
+
+    def __init__(self, where: str, view: KernelView) -> None:
+        self.where = where
+        self.view = view
+        self.cfg: dict[str, Any] = {}
+        self.keys: dict[str, list[bytes]] = {}
+        self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
+        self.next_set = 1
+
+    def new_set(self) -> int:
+        self.next_set += 1
+        return self.next_set - 1
+
+    def key(self, mapname: str, key: bytes) -> None:
+        self.keys.setdefault(mapname, []).append(key)
+
+    def str_set(self, op: int, values: Sequence[str], where: str) -> int:
+        set_id = self.new_set()
+        for v in values:
+            raw = v.encode()
+            if op in (Op.EQ, Op.NEQ, Op.IN, Op.NOTIN):
+                if len(raw) >= STR_KEY:
+                    raise CompileError(where, f"value longer than {STR_KEY - 1} bytes")
+                self.key("vg_str_eq", struct.pack("<II", set_id, len(raw)) + raw.ljust(STR_KEY, b"\0"))
+            else:
+                if len(raw) > PFX_KEY - 1:
+                    raise CompileError(where, f"value longer than {PFX_KEY - 1} bytes")
+                if op in (Op.POSTFIX, Op.NOTPOSTFIX):
+                    raw = raw[::-1]
+                m = "vg_str_sfx" if op in (Op.POSTFIX, Op.NOTPOSTFIX) else "vg_str_pfx"
+                self.key(m, struct.pack("<II", 32 + 8 * len(raw), set_id) + raw.ljust(PFX_KEY, b"\0"))
+        return set_id
+
+
+# ---- the compiler ---------------------------------------------------------------------
+
+def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> PolicyPlan:
+    """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
+    spec = policy.spec
+    name = policy.metadata.name
+    namespace = getattr(policy.metadata, "namespace", None) or ""
+    monitor = _s(getattr(policy, "mode", "enforce")) == "monitor"
+    hooks: list[HookPlan] = []
+    notes: list[str] = []
+    next_id = hook_id_base
+
+    for kind in ("fentries", "lsmhooks", "usdts"):
+        if getattr(spec, kind, None):
+            raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
+    for i, kp in enumerate(spec.kprobes or ()):
+        hooks.append(_compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes))
+        next_id += 1
+    for i, tp in enumerate(spec.tracepoints or ()):
+        hooks.append(_compile_tracepoint(tp, f"spec.tracepoints[{i}]", view, next_id, monitor))
+        next_id += 1
+    for i, up in enumerate(spec.uprobes or ()):
+        for hook in _compile_uprobe(up, f"spec.uprobes[{i}]", view, next_id, monitor):
+            hooks.append(hook)
+            next_id += 1
+    mode = _s(getattr(policy, "mode", "enforce"))
+    return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes))
+
+
+def _unsupported_reason(kind: str, view: KernelView) -> str:
+    if kind == "lsmhooks" and not view.lsm:
+        return ("BPF LSM programs are refused by this kernel (no trampolines or 'bpf' not "
+                "in the active LSMs); lsmhooks cannot load here")
+    if kind == "fentries" and not view.fentry:
+        return "fentry/fexit programs are refused by this kernel (no BPF trampolines)"
+    return f"{kind} are not supported by this version of Vigil"
+
+
+def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor: bool,
+                    notes: list[str]) -> HookPlan:
+    call = kp.call
+    nr = syscall_number(call) if kp.syscall else None
+    if nr is None:
+        reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
+                  if not view.kprobes else
+                  "kprobes on kernel functions are not supported by this version of Vigil")
+        raise CompileError(f"{where}.call", f"{call}: {reason}")
+    sysname = call.removeprefix("__x64_").removeprefix("sys_")
+    b = _HookBuilder(where, view)
+    for i, arg in enumerate(kp.args or ()):
+        t = _syscall_arg_type(arg, f"{where}.args[{i}]")
+        b.args.append((arg.index, t))
+        b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
+    ret_spec = _ret_spec(kp, where)
+    wants_exit = bool(getattr(kp, "return_", False)) or any(
+        getattr(s, "match_return_args", None) for s in (kp.selectors or ())) or any(
+        getattr(a, "return_copy", False) for a in (kp.args or ()))
+    _compile_selectors(b, kp.selectors or (), where)
+    attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
+    if wants_exit:
+        attach.append(Attach("vg_gen_tp_ret", "tracepoint", ("syscalls", f"sys_exit_{sysname}")))
+    mech = (f"tracepoint syscalls/sys_enter_{sysname}"
+            + (f" + sys_exit_{sysname}" if wants_exit else ""))
+    if not view.kprobes:
+        mech += " (kprobe replaced: this kernel has no kprobes)"
+        notes.append(f"{where}: {call} runs on syscall tracepoints (no kprobes here)")
+    return _finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                   kp, monitor, has_return=wants_exit, ret_spec=ret_spec,
+                   function_name=f"__x64_sys_{sysname}", mechanism=mech)
+
+
+def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
+                        monitor: bool) -> HookPlan:
+    b = _HookBuilder(where, view)
+    raw = bool(getattr(tp, "raw", False))
+    fmt = None
+    if not raw:
+        if view.formats is None:
+            raise CompileError(where, "tracefs is not available to read the tracepoint format")
+        try:
+            fmt = view.formats(tp.subsystem, tp.event)
+        except FileNotFoundError as err:
+            raise CompileError(f"{where}.event",
+                               f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
+    for i, arg in enumerate(tp.args or ()):
+        w = f"{where}.args[{i}]"
+        if fmt is not None:
+            if arg.index >= len(fmt.fields):
+                raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
+                                   f"{len(fmt.fields)} fields (0..{len(fmt.fields) - 1})")
+            fld = fmt.fields[arg.index]
+            t = _tp_arg_type(arg, fld, tp.subsystem, w)
+            b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=min(fld.size, 8), arg=arg))
+        else:
+            t = _raw_arg_type(arg, w)
+            b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+        b.args.append((arg.index, t))
+    _compile_selectors(b, tp.selectors or (), where)
+    if raw:
+        attach = [Attach("vg_gen_rawtp", "raw_tracepoint", (tp.event,))]
+        mech = f"raw_tracepoint {tp.event}"
+    else:
+        attach = [Attach("vg_gen_tp", "tracepoint", (tp.subsystem, tp.event))]
+        mech = f"tracepoint {tp.subsystem}/{tp.event}"
+    return _finish(b, hook_id, where, "process_tracepoint", abi.MsgOp.GENERIC_TRACEPOINT,
+                   attach, tp, monitor, subsys=tp.subsystem, event_name=tp.event,
+                   mechanism=mech)
+
+
+def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
+                    monitor: bool) -> list[HookPlan]:
+    targets: list[tuple[str, int]] = [(s, 0) for s in (up.symbols or ())]
+    targets += [("", int(o)) for o in (getattr(up, "offsets", None) or ())]
+    if not targets:
+        raise CompileError(where, "uprobes need symbols or offsets")
+    ret = bool(getattr(up, "return_", False))
+    out = []
+    for symbol, offset in targets:
+        b = _HookBuilder(where, view)
+        for i, arg in enumerate(up.args or ()):
+            t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
+            b.args.append((arg.index, t))
+            b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+        _compile_selectors(b, up.selectors or (), where)
+        prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
+        attach = [Attach(prog, kind, (up.path, symbol), offset)]
+        label = symbol or hex(offset)
+        out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
+                           abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
+                           symbol=symbol, ret_spec=_ret_spec(up, where) if ret else None,
+                           has_return=False, mechanism=f"{kind} {up.path}:{label}"))
+    return out
+
+
+# ---- arguments ------------------------------------------------------------------------
+
+def _type_name(arg: Any) -> str:
+    return _s(getattr(arg, "type", "auto") or "auto")
+
+
+def _syscall_arg_type(arg: Any, where: str) -> _ArgType:
+    t = _type_name(arg)
+    if t in _INT_TYPES:
+        return _INT_TYPES[t]
+    if t in _STRING_TYPES:
+        return _USER_STR
+    if t == "char_buf":
+        return _ArgType(K.UBUF, 8, False, "bytes")
+    if t == "fd":
+        return _ArgType(K.FD, 4, True, "file")
+    if t == "sockaddr":
+        return _ArgType(K.SOCKADDR, 8, False, "sockaddr")
+    if t == "auto":
+        raise CompileError(f"{where}.type", "syscall arguments need an explicit type")
+    raise CompileError(f"{where}.type", f"type {t} is not supported for syscall hooks here")
+
+
+def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
+    t = _type_name(arg)
+    if t in _INT_TYPES:
+        return _INT_TYPES[t]
+    if t in _STRING_TYPES:
+        return _USER_STR if user else _ArgType(K.KSTR, 8, False, "string")
+    if t == "char_buf" and user:
+        return _ArgType(K.UBUF, 8, False, "bytes")
+    raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here")
+
+
+def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
+    t = _type_name(arg)
+    if fld.is_data_loc:
+        if t not in ("auto", "string", "data_loc", "filename"):
+            raise CompileError(f"{where}.type", f"field {fld.name} is a string (__data_loc)")
+        return _ArgType(K.DATA_LOC, 4, False, "string")
+    if fld.is_pointer and "char" in fld.ctype and t in ("auto", "string", "filename"):
+        return _USER_STR if subsys == "syscalls" else _ArgType(K.KSTR, 8, False, "string")
+    if t == "auto":
+        if fld.is_pointer or fld.size == 8:
+            return _ArgType(K.INT, 8, fld.signed, "long" if fld.signed else "size")
+        return _ArgType(K.INT, fld.size, fld.signed, "int" if fld.signed else "uint")
+    if t in _INT_TYPES:
+        return _INT_TYPES[t]
+    if subsys == "syscalls":
+        return _syscall_arg_type(arg, where)
+    raise CompileError(f"{where}.type", f"type {t} is not supported for tracepoint fields here")
+
+
+def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int = 0) -> dict[str, int]:
+    flags = int(abi.ArgFlag.SIGNED) if t.signed else 0
+    if getattr(arg, "return_copy", False):
+        flags |= int(abi.ArgFlag.RETURN_COPY)
+    cfg = {f"args[{i}].kind": int(t.kind), f"args[{i}].size": size if t.kind != K.INT else t.size,
+           f"args[{i}].flags": flags, f"args[{i}].offset": offset, f"args[{i}].src": src,
+           f"args[{i}].size_arg": 0xFF, f"args[{i}].max_len": 4096}
+    if t.kind == K.INT and size != t.size:  # read the whole field, interpret t.size bytes
+        cfg[f"args[{i}].size"] = t.size
+    return cfg
+
+
+def _ret_spec(hook: Any, where: str) -> ArgSpec | None:
+    ra = getattr(hook, "return_arg", None)
+    if ra is None:
+        return None
+    t = _type_name(ra)
+    out = _INT_TYPES[t].out if t in _INT_TYPES else "long"
+    return ArgSpec(out, getattr(ra, "label", "") or "")
+
+
+# ---- selectors ------------------------------------------------------------------------
+
+def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) -> None:
+    b.cfg["nsel"] = len(selectors)
+    for si, sel in enumerate(selectors):
+        w = f"{where}.selectors[{si}]"
+        p = f"sel[{si}]"
+        _compile_match_args(b, sel, p, w)
+        _compile_binaries(b, sel, p, w)
+        _compile_pids(b, sel, p, w)
+        _compile_namespaces(b, sel, p, w)
+        _compile_caps(b, sel, p, w)
+        _compile_actions(b, sel, p, w)
+        for unsupported in ("match_parent_binaries", "match_namespace_changes",
+                            "match_capability_changes", "match_data", "match_return_actions"):
+            if getattr(sel, unsupported, None):
+                raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(r.capitalize() for r in rest)
+
+
+def _arg_position(b: _HookBuilder, ma: Any, w: str) -> int:
+    positions = getattr(ma, "args", None)
+    if positions:
+        return int(positions[0])
+    for pos, (index, _t) in enumerate(b.args):
+        if index == ma.index:
+            return pos
+    raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args")
+
+
+def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    entries = [(m, False, f"{w}.matchArgs[{i}]") for i, m in enumerate(sel.match_args or ())]
+    entries += [(m, True, f"{w}.matchReturnArgs[{i}]")
+                for i, m in enumerate(getattr(sel, "match_return_args", None) or ())]
+    na = nr = 0
+    for ma, is_ret, mw in entries:
+        if is_ret:
+            slot, pos, t = f"{p}.ret[{nr}]", 0xFF, _INT_TYPES["long"]
+            nr += 1
+        else:
+            pos = _arg_position(b, ma, mw)
+            t = b.args[pos][1]
+            slot = f"{p}.args[{na}]"
+            na += 1
+        b.cfg[f"{slot}.arg"] = pos
+        _compile_operator(b, slot, _s(ma.operator), [str(v) for v in ma.values or ()], t, mw)
+    b.cfg[f"{p}.nargs"] = na
+    b.cfg[f"{p}.nret"] = nr
+
+
+def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
+                      w: str) -> None:
+    if t.kind == K.INT:
+        if op not in _INT_OPS:
+            raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments")
+        code = _INT_OPS[op]
+        b.cfg[f"{slot}.op"] = int(code)
+        if code in (Op.INMAP, Op.NOTINMAP):
+            set_id = b.new_set()
+            for v in _int_values(values, t, w):
+                b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
+            b.cfg[f"{slot}.set"] = set_id
+            return
+        nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w)
+        if len(nums) > 4:
+            raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
+        b.cfg[f"{slot}.vals"] = nums
+        b.cfg[f"{slot}.nvals"] = len(nums)
+    elif t.kind == K.SOCKADDR:
+        if op not in _SOCK_OPS:
+            raise CompileError(f"{w}.operator", f"{op} does not apply to sockaddr arguments")
+        code = _SOCK_OPS[op]
+        b.cfg[f"{slot}.op"] = int(code)
+        if code in (Op.SADDR, Op.DADDR, Op.NOTSADDR, Op.NOTDADDR):
+            set_id = b.new_set()
+            for v in values:
+                b.key("vg_addr_lpm", _addr_key(set_id, v, w))
+            b.cfg[f"{slot}.set"] = set_id
+        elif code == Op.FAMILY:
+            fams = [_FAMILIES.get(v, None) or parse_int(v) for v in values]
+            b.cfg[f"{slot}.vals"] = fams
+            b.cfg[f"{slot}.nvals"] = len(fams)
+        else:
+            ports = [_port_range(v, w) for v in values]
+            if len(ports) > 4:
+                raise CompileError(f"{w}.values", "at most 4 ports or ranges")
+            b.cfg[f"{slot}.vals"] = ports
+            b.cfg[f"{slot}.nvals"] = len(ports)
+    else:
+        if op not in _STRING_OPS:
+            raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments")
+        b.cfg[f"{slot}.op"] = int(_STRING_OPS[op])
+        b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
+
+
+def _int_values(values: list[str], t: _ArgType, w: str) -> list[int]:
+    out = []
+    for v in values:
+        try:
+            if t.out == "syscall64" and not v.lstrip("-").isdigit() and not v.startswith("0x"):
+                nr = syscall_number(v)
+                if nr is None:
+                    raise ValueError(v)
+                out.append(nr)
+            elif t.out == "capability" and v.startswith("CAP_"):
+                out.append(cap_number(v))
+            else:
+                out.append(parse_int(v))
+        except ValueError as err:
+            raise CompileError(f"{w}.values", f"{v!r} is not a number") from err
+    return out
+
+
+def cap_number(name: str) -> int:
+    """CAP_* name -> bit (Tetragon's table calls bit 1 plain "DAC_OVERRIDE")."""
+    for candidate in (name, name.removeprefix("CAP_")):
+        if candidate in CAP_NAMES:
+            return CAP_NAMES.index(candidate)
+    raise ValueError(f"unknown capability {name}")
+
+
+def _range_values(values: list[str], w: str) -> list[int]:
+    out = []
+    for v in values:
+        lo, sep, hi = v.partition(":")
+        if not sep:
+            raise CompileError(f"{w}.values", f"{v!r}: ranges are written min:max")
+        out += [parse_int(lo), parse_int(hi)]
+    return out
+
+
+def _port_range(v: str, w: str) -> int:
+    lo, _, hi = v.partition(":")
+    try:
+        a, z = int(lo), int(hi or lo)
+    except ValueError as err:
+        raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range") from err
+    if not (0 <= a <= z <= 65535):
+        raise CompileError(f"{w}.values", f"{v!r} is not a valid port range")
+    return a << 16 | z
+
+
+def _addr_key(set_id: int, value: str, w: str) -> bytes:
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError as err:
+        raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR") from err
+    family = 2 if net.version == 4 else 10
+    return (struct.pack("<III", 64 + net.prefixlen, set_id, family)
+            + net.network_address.packed.ljust(16, b"\0"))
+
+
+def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    mbs = sel.match_binaries or ()
+    if not mbs:
+        return
+    mb = mbs[0]
+    ww = f"{w}.matchBinaries[0]"
+    if getattr(mb, "follow_children", False):
+        raise CompileError(f"{ww}.followChildren", "not supported by this version of Vigil")
+    op = _BIN_OPS.get(_s(mb.operator))
+    if op is None:
+        raise CompileError(f"{ww}.operator", f"{_s(mb.operator)} is not a binaries operator")
+    b.cfg[f"{p}.bin_op"] = int(op)
+    b.cfg[f"{p}.bin_set"] = b.str_set(op, list(mb.values or ()), f"{ww}.values")
+
+
+def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    mps = sel.match_pids or ()
+    if not mps:
+        return
+    if len(mps) > 1:
+        raise CompileError(f"{w}.matchPIDs", "one matchPIDs filter per selector")
+    mp = mps[0]
+    if getattr(mp, "follow_forks", False):
+        raise CompileError(f"{w}.matchPIDs[0].followForks", "not supported by this version of Vigil")
+    b.cfg[f"{p}.pid_op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
+    b.cfg[f"{p}.pid_ns"] = 1 if getattr(mp, "is_namespace_pid", False) else 0
+    b.cfg[f"{p}.pids"] = [int(v) for v in mp.values]
+    b.cfg[f"{p}.npids"] = len(mp.values)
+
+
+def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    filters = sel.match_namespaces or ()
+    if len(filters) > 4:
+        raise CompileError(f"{w}.matchNamespaces", "at most 4 namespace filters here")
+    for k, f in enumerate(filters):
+        ns = _s(f.namespace).lower()
+        vals = []
+        for v in f.values:
+            v = str(v)
+            if v == "host_ns":
+                key = {"pidforchildren": "pid_for_children",
+                       "timeforchildren": "time_for_children"}.get(ns, ns)
+                if key not in b.view.host_ns:
+                    raise CompileError(f"{w}.matchNamespaces[{k}].values", "host namespace unknown")
+                vals.append(b.view.host_ns[key])
+            else:
+                vals.append(parse_int(v))
+        b.cfg[f"{p}.ns[{k}].ns"] = NS_ORDER.index(ns)
+        b.cfg[f"{p}.ns[{k}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.ns[{k}].vals"] = vals
+        b.cfg[f"{p}.ns[{k}].nvals"] = len(vals)
+    b.cfg[f"{p}.nns"] = len(filters)
+
+
+def _compile_caps(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    filters = sel.match_capabilities or ()
+    if len(filters) > 2:
+        raise CompileError(f"{w}.matchCapabilities", "at most 2 capability filters here")
+    for k, f in enumerate(filters):
+        if getattr(f, "is_namespace_capability", False):
+            raise CompileError(f"{w}.matchCapabilities[{k}].isNamespaceCapability",
+                               "not supported by this version of Vigil")
+        mask = 0
+        for v in f.values:
+            mask |= 1 << cap_number(_s(v))
+        b.cfg[f"{p}.caps[{k}].set"] = {"Effective": 0, "Inheritable": 1, "Permitted": 2}[_s(f.type)]
+        b.cfg[f"{p}.caps[{k}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.caps[{k}].mask"] = mask
+    b.cfg[f"{p}.ncaps"] = len(filters)
+
+
+_ACTIONS = {"Post": abi.Action.POST, "NoPost": abi.Action.NOPOST,
+            "Sigkill": abi.Action.SIGKILL, "Signal": abi.Action.SIGNAL}
+_SCOPES = {"thread": 0, "process": 1, "global": 2}
+
+
+def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    actions = sel.match_actions or ()
+    for k, a in enumerate(actions):
+        name = _s(a.action)
+        if name not in _ACTIONS:
+            raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
+        b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
+        if name == "Signal":
+            b.cfg[f"{p}.actions[{k}].arg"] = int(a.arg_sig)
+        rate_ms = getattr(a, "rate_limit_ms", 0) or 0
+        if name == "Post" and rate_ms:
+            b.cfg[f"{p}.actions[{k}].rate_ns"] = int(rate_ms) * 1_000_000
+            b.cfg[f"{p}.actions[{k}].scope"] = _SCOPES[_s(getattr(a, "rate_limit_scope", "thread") or "thread")]
+    if not actions:  # a selector without actions posts
+        b.cfg[f"{p}.actions[0].action"] = int(abi.Action.POST)
+    b.cfg[f"{p}.nactions"] = max(1, len(actions))
+
+
+def _action_reason(name: str) -> str:
+    if name == "Override":
+        return ("Override cannot be honoured on a syscall/tracepoint hook on this kernel "
+                "(no bpf_override_return, no fmod_ret); use lsmhooks file_open / "
+                "bprm_check_security (fanotify) or a network selector (cgroup programs)")
+    return f"action {name} is not supported by this version of Vigil"
+
+
+# ---- finishing ------------------------------------------------------------------------
+
+_MAP_FLOORS = {"vg_gen_entries": 16384, "vg_gen_rate": 8192}
+
+
+def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
+            attach: list[Attach], hook: Any, monitor: bool, *, has_return: bool = False,
+            ret_spec: ArgSpec | None = None, mechanism: str = "", **names: Any) -> HookPlan:
+    cfg = dict(b.cfg)
+    cfg.update({"hook_id": hook_id, "op": int(op), "nargs": len(b.args),
+                "has_return": 1 if has_return else 0, "monitor": 1 if monitor else 0,
+                "syscall_nr": -1,
+                "kind": int(abi.HookKind.RAW_TP if attach[0].kind == "raw_tracepoint" else
+                            abi.HookKind.UPROBE if attach[0].kind.startswith("uret") or
+                            attach[0].kind == "uprobe" else abi.HookKind.TRACEPOINT)})
+    _size_args(b, hook, cfg, where)
+    sizes = {m: len(keys) for m, keys in b.keys.items()}
+    if has_return:
+        sizes["vg_gen_entries"] = _MAP_FLOORS["vg_gen_entries"]
+    if any(k.endswith(".rate_ns") for k in cfg):
+        sizes["vg_gen_rate"] = _MAP_FLOORS["vg_gen_rate"]
+    specs = tuple(ArgSpec(t.out, getattr(a, "label", "") or "")
+                  for (_i, t), a in zip(b.args, _hook_args(hook)))
+    kills = any(k.endswith(".action") and v in (int(abi.Action.SIGKILL), int(abi.Action.SIGNAL))
+                for k, v in cfg.items())
+    enforcement = ""
+    if kills:
+        enforcement = ("signal sent synchronously from the hook: the process dies before "
+                       "its next instruction; the current syscall may complete")
+        if monitor:
+            enforcement = "monitor mode: the signal is only reported"
+    return HookPlan(
+        hook_id=hook_id, section=where, event=event, opcode=int(op), attach=tuple(attach),
+        config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
+        map_sizes=sizes, args=specs, return_arg=ret_spec,
+        message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
+        mechanism=mechanism, enforcement=enforcement, **names)
+
+
+def _hook_args(hook: Any) -> Sequence[Any]:
+    return list(getattr(hook, "args", None) or ())
+
+
+def _size_args(b: _HookBuilder, hook: Any, cfg: dict[str, Any], where: str) -> None:
+    """char_buf sizeArgIndex (1-based function position) -> position among captured args."""
+    for i, arg in enumerate(_hook_args(hook)):
+        sai = getattr(arg, "size_arg_index", 0) or 0
+        if not sai or getattr(arg, "return_copy", False):
+            continue
+        for pos, (index, _t) in enumerate(b.args):
+            if index == sai - 1:
+                cfg[f"args[{i}].size_arg"] = pos
+                break
+        else:
+            raise CompileError(f"{where}.args[{i}].sizeArgIndex",
+                               f"argument {sai - 1} (the size) must be captured too")

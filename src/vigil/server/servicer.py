@@ -1,0 +1,345 @@
+"""``tetragon.FineGuidanceSensors``: the RPCs Vigil serves, on Protocols only.
+
+Served: GetEvents, GetHealth, GetVersion, AddTracingPolicy, DeleteTracingPolicy,
+ListTracingPolicies, EnableTracingPolicy, DisableTracingPolicy and
+ConfigureTracingPolicy (enable/disable). Every other method of the service answers
+UNIMPLEMENTED (gRPC's own answer for a method without a handler).
+
+GetEvents: each stream gets a :class:`~vigil.server.subscriber.StreamSubscriber` on the
+event hub (bounded queue; drops counted, never blocking the reader). Its worker thread
+filters, trims (field filters) and encodes events, one ``GetEventsResponse`` per event,
+pre-serialised (see ``vigil.server.convert``) and handed to grpcio as bytes. When the
+queue overflowed, the stream first gets a ``rate_limit_info`` event carrying the number
+of events it lost (if the request's filters let that event type through), so a client
+can tell a quiet host from a lossy stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from google.protobuf import message_factory
+
+from vigil.api.tetragon import events_pb2, sensors_pb2, tetragon_pb2
+from vigil.errors import BpfError, FeatureNotSupported, PolicyError, PrivilegeError
+from vigil.events.encode import rfc3339
+from vigil.export.jsonl import RateLimitedLog
+from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyStore
+from vigil.server.convert import EncodeError, EventEncoder, policy_status, request_specs
+from vigil.server.filters import EventFilter, FieldFilters, FilterError
+from vigil.server.subscriber import StreamSubscriber
+
+log = logging.getLogger(__name__)
+
+SERVICE = "tetragon.FineGuidanceSensors"
+Event = dict[str, Any]
+
+
+class EventSource(Protocol):
+    """Where GetEvents subscribes (``vigil.hub.EventHub``)."""
+
+    def subscribe(self, sub: Any) -> None: ...
+
+    def unsubscribe(self, sub: Any) -> None: ...
+
+
+@dataclass
+class ServicerDeps:
+    """Everything the servicer needs from the agent, as narrow callables."""
+
+    events: EventSource
+    node_name: str
+    version: str
+    policies: Callable[[], PolicyStore | None]
+    health: Callable[[], tuple[bool, str]]
+    queue_events: int = 32768
+    max_subscribers: int = 64
+
+
+class Subscribers:
+    """Live GetEvents streams, a cap on their number, and drop totals."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._live: dict[int, StreamSubscriber] = {}
+        self._ids = itertools.count(1)
+        self.departed_dropped = 0
+        self.departed_delivered = 0
+        self.total = 0
+
+    def open(self, peer: str, max_events: int) -> StreamSubscriber | None:
+        with self._lock:
+            if len(self._live) >= self.limit:
+                return None
+            n = next(self._ids)
+            sub = StreamSubscriber(f"getevents-{n}", max_events, peer)
+            self._live[n] = sub
+            self.total += 1
+            return sub
+
+    def remove(self, sub: StreamSubscriber) -> None:
+        with self._lock:
+            for k, v in list(self._live.items()):
+                if v is sub:
+                    del self._live[k]
+                    self.departed_dropped += sub.dropped
+                    self.departed_delivered += sub.delivered
+
+    def live(self) -> list[StreamSubscriber]:
+        with self._lock:
+            return list(self._live.values())
+
+    def close_all(self) -> None:
+        for sub in self.live():
+            sub.close()
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped for slow clients since start (live and departed)."""
+        return self.departed_dropped + sum(s.dropped for s in self.live())
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, msg: str) -> NoReturn:
+    context.abort(code, msg)
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
+    """Map a PolicyStore exception to a gRPC status (see vigil.policy.store_api)."""
+    if isinstance(err, PolicyError):
+        diag = "\n".join(str(d) for d in err.diagnostics if str(d) not in str(err))
+        return grpc.StatusCode.INVALID_ARGUMENT, f"{err}\n{diag}".strip()
+    if isinstance(err, PolicyExistsError):
+        return grpc.StatusCode.ALREADY_EXISTS, str(err)
+    if isinstance(err, KeyError):
+        return grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found"
+    if isinstance(err, (FeatureNotSupported, BpfError, PrivilegeError)):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {what}: {err}"
+    if isinstance(err, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(err)
+    return grpc.StatusCode.INTERNAL, f"{what}: {type(err).__name__}: {err}"
+
+
+_POLICY_ERRORS = (PolicyError, PolicyExistsError, KeyError, FeatureNotSupported, BpfError,
+                  PrivilegeError, ValueError, OSError)
+
+
+class FineGuidanceSensorsServicer:
+    """The served RPCs. Method names are the proto's; see the module docstring."""
+
+    def __init__(self, deps: ServicerDeps, encoder: EventEncoder | None = None) -> None:
+        self.deps = deps
+        self.encoder = encoder or EventEncoder()
+        self.subscribers = Subscribers(deps.max_subscribers)
+        self.encode_errors = 0
+        self._droplog = RateLimitedLog(log)
+
+    # -- events ----------------------------------------------------------------------
+
+    def GetEvents(self, request: events_pb2.GetEventsRequest,  # noqa: N802 (proto name)
+                  context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            allow, deny, fields = request_specs(request)
+            flt, trim = EventFilter(allow, deny), FieldFilters(fields)
+        except FilterError as err:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
+        sub = self.subscribers.open(context.peer(), self.deps.queue_events)
+        if sub is None:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"too many GetEvents streams (limit {self.deps.max_subscribers})")
+        context.add_callback(sub.close)
+        self.deps.events.subscribe(sub)
+        log.info("GetEvents %s from %s", sub.name, sub.peer)
+        try:
+            yield from self._stream(sub, flt, trim)
+        finally:
+            self.deps.events.unsubscribe(sub)
+            sub.close()
+            self.subscribers.remove(sub)
+            log.info("GetEvents %s ended: %d delivered, %d dropped", sub.name,
+                     sub.delivered, sub.dropped)
+
+    def _stream(self, sub: StreamSubscriber, flt: EventFilter,
+                trim: FieldFilters) -> Iterator[bytes]:
+        encode = self.encoder.encode_event
+        while True:
+            got = sub.take(0.5)
+            if got is None:
+                return
+            batches, lost = got
+            if lost:
+                self._droplog(logging.WARNING, "GetEvents %s (%s) too slow: %d events "
+                              "dropped (queue of %d full)", sub.name, sub.peer, lost,
+                              sub.max_events)
+                notice = self._drop_notice(lost)
+                if flt.matches(notice):
+                    yield encode(trim.apply(notice), shared=False)
+            for batch in batches:
+                for ev in batch:
+                    if not flt.matches(ev):
+                        continue
+                    out = trim.apply(ev)
+                    try:
+                        data = encode(out, shared=out is ev)
+                    except EncodeError as err:
+                        self.encode_errors += 1
+                        self._droplog(logging.ERROR, "cannot encode event: %s", err)
+                        continue
+                    yield data
+                    sub.delivered += 1
+
+    def _drop_notice(self, lost: int) -> Event:
+        ev: Event = {"rate_limit_info": {"number_of_dropped_process_events": str(lost)}}
+        if self.deps.node_name:
+            ev["node_name"] = self.deps.node_name
+        ev["time"] = rfc3339(time.time_ns())
+        return ev
+
+    # -- status ----------------------------------------------------------------------
+
+    def GetHealth(self, request: tetragon_pb2.GetHealthStatusRequest,  # noqa: N802
+                  context: grpc.ServicerContext) -> tetragon_pb2.GetHealthStatusResponse:
+        ok, details = self.deps.health()
+        return tetragon_pb2.GetHealthStatusResponse(health_status=[tetragon_pb2.HealthStatus(
+            event=tetragon_pb2.HEALTH_STATUS_TYPE_STATUS,
+            status=tetragon_pb2.HEALTH_STATUS_RUNNING if ok else tetragon_pb2.HEALTH_STATUS_ERROR,
+            details=details)])
+
+    def GetVersion(self, request: sensors_pb2.GetVersionRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> sensors_pb2.GetVersionResponse:
+        return sensors_pb2.GetVersionResponse(version=self.deps.version)
+
+    # -- policies --------------------------------------------------------------------
+
+    def _store(self, context: grpc.ServicerContext) -> PolicyStore:
+        store = self.deps.policies()
+        if store is None:
+            _abort(context, grpc.StatusCode.UNAVAILABLE,
+                   "this agent has no tracing-policy engine")
+        return store
+
+    def _call(self, context: grpc.ServicerContext, what: str,
+              fn: Callable[[PolicyStore], Any]) -> Any:
+        store = self._store(context)
+        try:
+            return fn(store)
+        except _POLICY_ERRORS as err:
+            code, msg = _policy_error(err, what)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("policy RPC failed: %s", msg)
+        _abort(context, code, msg)
+
+    def _find(self, context: grpc.ServicerContext, name: str, namespace: str,
+              domain: str) -> PolicyInfo:
+        """The policy the request names, in the request's domain (default "grpc")."""
+        what = f"{namespace}/{name}" if namespace else name
+        if not name:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a policy name is required")
+        domain = domain or "grpc"
+        for p in self._call(context, what, lambda s: s.list()):
+            if p.name == name and p.namespace == namespace:
+                if p.domain != domain:
+                    _abort(context, grpc.StatusCode.NOT_FOUND,
+                           f"tracing policy {what} not found in domain {domain!r} "
+                           f"(it is in domain {p.domain!r})")
+                return p
+        _abort(context, grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found")
+
+    def AddTracingPolicy(self, request: sensors_pb2.AddTracingPolicyRequest,  # noqa: N802
+                         context: grpc.ServicerContext) -> sensors_pb2.AddTracingPolicyResponse:
+        domain = request.domain or "grpc"
+        if domain != "grpc":
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"policies can only be added to the 'grpc' domain, not {domain!r}")
+        info = self._call(context, "policy", lambda s: s.add(request.yaml, source="grpc"))
+        log.info("tracing policy %s added over gRPC (%s)", info.name, context.peer())
+        return sensors_pb2.AddTracingPolicyResponse()
+
+    def DeleteTracingPolicy(self, request: sensors_pb2.DeleteTracingPolicyRequest,  # noqa: N802
+                            context: grpc.ServicerContext
+                            ) -> sensors_pb2.DeleteTracingPolicyResponse:
+        p = self._find(context, request.name, request.namespace, request.domain)
+        self._call(context, p.name, lambda s: s.delete(p.name, p.namespace))
+        log.info("tracing policy %s deleted over gRPC (%s)", p.name, context.peer())
+        return sensors_pb2.DeleteTracingPolicyResponse()
+
+    def ListTracingPolicies(self, request: sensors_pb2.ListTracingPoliciesRequest,  # noqa: N802
+                            context: grpc.ServicerContext
+                            ) -> sensors_pb2.ListTracingPoliciesResponse:
+        policies = self._call(context, "policies", lambda s: s.list())
+        return sensors_pb2.ListTracingPoliciesResponse(policies=[
+            policy_status(p) for p in policies
+            if not request.domain or p.domain == request.domain])
+
+    def _set_enabled(self, context: grpc.ServicerContext, name: str, namespace: str,
+                     domain: str, enable: bool) -> None:
+        p = self._find(context, name, namespace, domain)
+        if enable:
+            self._call(context, p.name, lambda s: s.enable(p.name, p.namespace))
+        else:
+            self._call(context, p.name, lambda s: s.disable(p.name, p.namespace))
+        log.info("tracing policy %s %s over gRPC", p.name, "enabled" if enable else "disabled")
+
+    def EnableTracingPolicy(self, request: sensors_pb2.EnableTracingPolicyRequest,  # noqa: N802
+                            context: grpc.ServicerContext
+                            ) -> sensors_pb2.EnableTracingPolicyResponse:
+        self._set_enabled(context, request.name, request.namespace, request.domain, True)
+        return sensors_pb2.EnableTracingPolicyResponse()
+
+    def DisableTracingPolicy(self, request: sensors_pb2.DisableTracingPolicyRequest,  # noqa: N802
+                             context: grpc.ServicerContext
+                             ) -> sensors_pb2.DisableTracingPolicyResponse:
+        self._set_enabled(context, request.name, request.namespace, request.domain, False)
+        return sensors_pb2.DisableTracingPolicyResponse()
+
+    def ConfigureTracingPolicy(self, request: sensors_pb2.ConfigureTracingPolicyRequest,  # noqa: N802
+                               context: grpc.ServicerContext
+                               ) -> sensors_pb2.ConfigureTracingPolicyResponse:
+        if request.HasField("mode"):
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED,
+                   "changing a policy's mode is not supported by Vigil")
+        if request.HasField("enable"):
+            self._set_enabled(context, request.name, request.namespace, request.domain,
+                              request.enable)
+        return sensors_pb2.ConfigureTracingPolicyResponse()
+
+    # -- stats -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        live = self.subscribers.live()
+        return {
+            "subscribers": [s.stats() for s in live],
+            "streams_total": self.subscribers.total,
+            "dropped": self.subscribers.dropped,
+            "delivered": self.subscribers.departed_delivered + sum(s.delivered for s in live),
+            "encode_errors": self.encode_errors,
+            "encoder": self.encoder.stats(),
+        }
+
+
+def generic_handler(servicer: FineGuidanceSensorsServicer) -> grpc.GenericRpcHandler:
+    """Handlers for every served method; GetEvents sends pre-serialised bytes as is."""
+    svc = sensors_pb2.DESCRIPTOR.services_by_name["FineGuidanceSensors"]
+    handlers = {}
+    for m in svc.methods:
+        impl = getattr(servicer, m.name, None)
+        if impl is None:
+            continue  # grpc answers UNIMPLEMENTED
+        req = message_factory.GetMessageClass(m.input_type)
+        if m.server_streaming:
+            handlers[m.name] = grpc.unary_stream_rpc_method_handler(
+                impl, request_deserializer=req.FromString, response_serializer=None)
+        else:
+            resp = message_factory.GetMessageClass(m.output_type)
+            handlers[m.name] = grpc.unary_unary_rpc_method_handler(
+                impl, request_deserializer=req.FromString,
+                response_serializer=resp.SerializeToString)
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)

@@ -1,0 +1,104 @@
+"""One GetEvents stream's bounded queue between the reader thread and its gRPC worker.
+
+The reader thread calls :meth:`StreamSubscriber.offer` for every batch (through
+``vigil.hub.EventHub``); it must never wait on a client, so offer only appends the batch
+(a reference: published batches are never modified) and, when the queue already holds
+``max_events``, drops what does not fit and counts it. A client that stops reading (or
+reads slower than events arrive) therefore loses events, counted in ``dropped``, while
+the pipeline and every other subscriber go on. Filtering and encoding happen in the
+worker thread, so a subscriber with a narrow filter costs the reader nothing extra.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class StreamSubscriber:
+    """Bounded, non-blocking hand-off of event batches to one GetEvents stream.
+
+    Counters (read from any thread): ``offered`` (events handed to offer), ``dropped``
+    (refused because the queue was full), ``delivered`` (written to the stream, kept
+    by the server), ``queued`` (waiting now).
+    """
+
+    def __init__(self, name: str, max_events: int, peer: str = "") -> None:
+        if max_events <= 0:
+            raise ValueError("max_events must be positive")
+        self.name = name
+        self.peer = peer
+        self.max_events = max_events
+        self.started = time.time()
+        self._batches: deque[list[Event]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self.queued = 0
+        self.offered = 0
+        self.dropped = 0
+        self.delivered = 0
+        self._unreported = 0
+
+    # -- reader side -----------------------------------------------------------------
+
+    def offer(self, batch: list[Event]) -> int:
+        """Queue what fits of ``batch``; return how many events were dropped. Never blocks."""
+        n = len(batch)
+        with self._cond:
+            if self._closed:
+                return 0
+            self.offered += n
+            room = self.max_events - self.queued
+            if room >= n:
+                self._batches.append(batch)
+                self.queued += n
+                dropped = 0
+            else:
+                if room > 0:
+                    self._batches.append(batch[:room])
+                    self.queued += room
+                dropped = n - max(room, 0)
+                self.dropped += dropped
+                self._unreported += dropped
+            self._cond.notify()
+        return dropped
+
+    # -- stream side -----------------------------------------------------------------
+
+    def take(self, timeout: float) -> tuple[list[list[Event]], int] | None:
+        """Wait up to ``timeout`` s for events; return (batches, drops since the last take),
+        or None once closed and empty."""
+        with self._cond:
+            if not self._batches and not self._closed:
+                self._cond.wait(timeout)
+            if not self._batches and self._closed:
+                return None
+            batches = list(self._batches)
+            self._batches.clear()
+            self.queued = 0
+            lost, self._unreported = self._unreported, 0
+        return batches, lost
+
+    def close(self) -> None:
+        """Stop accepting events and wake the stream (idempotent; any thread)."""
+        with self._cond:
+            self._closed = True
+            self._batches.clear()
+            self.queued = 0
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pending(self) -> int:
+        return self.queued
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "peer": self.peer, "queued": self.queued,
+                "capacity": self.max_events, "offered": self.offered,
+                "delivered": self.delivered, "dropped": self.dropped}
