@@ -331,12 +331,14 @@ static long vg_rev_step(__u32 j, void *data)
 	struct vg_gen_buf *h;
 	__u32 zero = 0;
 
-	if (j >= c->n)
+	__u32 from = c->n - 1 - j;
+
+	if (j >= c->n || j >= VG_PFX_KEY || from >= VG_PFX_KEY)
 		return 1;
 	h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
 	if (!h)
 		return 1;
-	h->pfx.s[j & (VG_PFX_KEY - 1)] = h->tmp[(c->n - 1 - j) & (VG_PFX_KEY - 1)];
+	h->pfx.s[j] = h->tmp[from];
 	return 0;
 }
 
@@ -362,10 +364,13 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 		return (op == VG_OP_EQ || op == VG_OP_IN) ? hit : !hit;
 	case VG_OP_PREFIX:
 	case VG_OP_NOTPREFIX:
+		/* (VG_PFX_KEY is not a power of two: clamp, never mask) */
 		n = len < VG_PFX_KEY ? len : VG_PFX_KEY;
 		h->pfx.prefixlen = 32 + 8 * n;
 		h->pfx.set = set;
-		if (!bpf_probe_read_kernel(h->pfx.s, n & (VG_PFX_KEY - 1), src) || n == 0)
+		if (n > VG_PFX_KEY)
+			n = VG_PFX_KEY;
+		if (!bpf_probe_read_kernel(h->pfx.s, n, src) || n == 0)
 			hit = bpf_map_lookup_elem(&vg_str_pfx, &h->pfx) != NULL;
 		return op == VG_OP_PREFIX ? hit : !hit;
 	case VG_OP_POSTFIX:
@@ -373,8 +378,10 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 		struct vg_rev_ctx c;
 
 		n = len < VG_PFX_KEY - 1 ? len : VG_PFX_KEY - 1;
+		if (n > VG_PFX_KEY - 1)
+			n = VG_PFX_KEY - 1;
 		c.n = n;
-		if (bpf_probe_read_kernel(h->tmp, n & (VG_PFX_KEY - 1), src + (len - n)))
+		if (bpf_probe_read_kernel(h->tmp, n, src + (len - n)))
 			return op == VG_OP_NOTPOSTFIX;
 		bpf_loop(VG_PFX_KEY, vg_rev_step, &c, 0);
 		h->pfx.prefixlen = 32 + 8 * n;
@@ -734,11 +741,11 @@ int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 static __always_inline __u64 vg_regs_arg(struct pt_regs *regs, __u8 n)
 {
 	switch (n) {
-	case 0: return PT_REGS_PARM1(regs);
-	case 1: return PT_REGS_PARM2(regs);
-	case 2: return PT_REGS_PARM3(regs);
-	case 3: return PT_REGS_PARM4(regs);
-	case 4: return PT_REGS_PARM5(regs);
+	case 0: return PT_REGS_PARM1_CORE(regs);
+	case 1: return PT_REGS_PARM2_CORE(regs);
+	case 2: return PT_REGS_PARM3_CORE(regs);
+	case 3: return PT_REGS_PARM4_CORE(regs);
+	case 4: return PT_REGS_PARM5_CORE(regs);
 	}
 	return 0;
 }
@@ -759,5 +766,5 @@ int vg_gen_uretprobe(struct pt_regs *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
 
-	return vg_gen_run(ctx, raw, PT_REGS_RC(ctx), 1);
+	return vg_gen_run(ctx, raw, PT_REGS_RC_CORE(ctx), 1);
 }

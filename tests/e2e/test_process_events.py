@@ -39,7 +39,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory,
           sleeper: subprocess.Popen[bytes]) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("agent")
     with AgentProcess(tmp, "--enable-process-cred", "--enable-process-ns",
-                      "--enable-ancestors", "base") as a:
+                      "--enable-ancestors", "base", "--export-file-max-size-mb", "1000") as a:
         links = links_of(a.proc.pid)
         assert len(links) == 3, "exec, fork and exit programs attached"
         yield a

@@ -133,11 +133,15 @@ class SpecContext:
 
 @dataclass
 class HookContext:
+    """One hook being checked. ``selectors`` are (position, selector) pairs: the valid
+    ones, when some selectors of the hook have schema errors."""
+
     kind: HookKind
     hook: Hook
     path: Path
     spec: SpecContext
     resolve: ArgResolver
+    selectors: list[tuple[int, KProbeSelector]] = field(default_factory=list)
 
 
 def declared_type(hook: Hook, arg: KProbeArg) -> ArgType | None:
@@ -154,6 +158,32 @@ def _try(model: type[M], raw: Any) -> M | None:
         return model.model_validate(raw)
     except ValidationError:
         return None
+
+
+#: hook fields no other rule depends on: a schema error in one of them does not stop the
+#: rest of the hook from being checked
+_HOOK_INDEPENDENT = frozenset({"tags", "message", "ignore", "binaryDigests", "selectors"})
+
+
+def _salvage(model: type[M], raw: Any, droppable: frozenset[str] | None = None) -> M | None:
+    """Validate ``raw``; if that fails only because of unknown keys or of top-level fields
+    in ``droppable`` (None: any field), validate it without them, so the remaining fields
+    can still be checked. The dropped fields' own errors come from the schema pass."""
+    if not isinstance(raw, dict):
+        return _try(model, raw)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        bad: set[str] = set()
+        for err in exc.errors(include_url=False):
+            loc = err["loc"]
+            if not loc or (len(loc) == 1 and err["type"] == "missing"):
+                return None
+            unknown = len(loc) == 1 and err["type"] == "extra_forbidden"
+            if not (unknown or droppable is None or loc[0] in droppable):
+                return None
+            bad.add(str(loc[0]))
+    return _try(model, {k: v for k, v in raw.items() if k not in bad})
 
 
 def _alias(model: type[BaseModel], name: str) -> str:
@@ -266,7 +296,7 @@ def _spec_context(data: dict[str, Any], spec: dict[str, Any]) -> SpecContext:
     raw_macros = spec.get("selectorsMacros")
     raw_macros = raw_macros if isinstance(raw_macros, dict) else {}
     macros = {name: m for name, raw in raw_macros.items()
-              if (m := _try(KProbeSelector, raw)) is not None}
+              if (m := _salvage(KProbeSelector, raw)) is not None}
     return SpecContext(namespaced=data.get("kind") == PolicyKind.TRACING_POLICY_NAMESPACED,
                        lists=lists, macro_names=set(raw_macros), macros=macros,
                        has_enforcer=bool(spec.get("enforcers")))
@@ -274,14 +304,28 @@ def _spec_context(data: dict[str, Any], spec: dict[str, Any]) -> SpecContext:
 
 def _valid_hooks(spec: dict[str, Any], ctx: SpecContext, resolve: ArgResolver
                  ) -> Iterable[HookContext]:
+    """Each hook that passes the schema, or passes it without its independent fields
+    (tags, selectors, ...), with its selectors salvaged one by one — so one bad field
+    does not hide the rest of the hook's problems."""
     for kind in HookKind:
         items = spec.get(kind.value)
         if not isinstance(items, list):
             continue
         for i, raw in enumerate(items):
-            hook = _try(HOOK_MODELS[kind], raw)
-            if hook is not None:
-                yield HookContext(kind, hook, ("spec", kind.value, i), ctx, resolve)  # type: ignore[arg-type]
+            hook = _salvage(HOOK_MODELS[kind], raw, _HOOK_INDEPENDENT)
+            if hook is None:
+                continue
+            selectors = (list(enumerate(hook.selectors)) if hook.is_set("selectors")
+                         else _valid_selectors(raw.get("selectors")))
+            yield HookContext(kind, hook, ("spec", kind.value, i), ctx,  # type: ignore[arg-type]
+                              resolve, selectors)
+
+
+def _valid_selectors(raw: Any) -> list[tuple[int, KProbeSelector]]:
+    if not isinstance(raw, list):
+        return []
+    return [(j, sel) for j, item in enumerate(raw)
+            if (sel := _salvage(KProbeSelector, item)) is not None]
 
 
 _BOOL_TEXT = {"1", "t", "T", "true", "TRUE", "True", "0", "f", "F", "false", "FALSE",
@@ -421,7 +465,7 @@ def _check_label_selector(sel: LabelSelector, path: Path, rep: Report) -> None:
 def _check_follow_children(hooks: list[HookContext], ctx: SpecContext, rep: Report) -> None:
     count = 0
     for hc in hooks:
-        for j, sel in enumerate(hc.hook.selectors):
+        for j, sel in hc.selectors:
             merged = sel.merged(ctx.macros)
             for b in merged.match_binaries + merged.match_parent_binaries:
                 if b.follow_children:
@@ -454,7 +498,7 @@ def check_hook(hc: HookContext, rep: Report) -> None:
         _check_arg(hc, hook.return_arg_spec, path + ("returnArg",), "returnArg", rep)
     _check_return(hc, rep)
     _check_kind_specific(hc, rep)
-    for j, sel in enumerate(hook.selectors):
+    for j, sel in hc.selectors:
         _check_selector(hc, sel, path + ("selectors", j), rep)
 
 
@@ -805,7 +849,7 @@ def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
 
 def _list_problem(hc: HookContext, name: str) -> tuple[str, str] | None:
     rep = Report()
-    _check_list_ref(name, hc.spec, (), rep)
+    _check_list_ref(name, hc.spec, (), rep, syscalls_only=True)
     return (rep.findings[0].code, rep.findings[0].message) if rep.findings else None
 
 

@@ -122,9 +122,11 @@ def parse_int(text: str) -> int:
 class _HookBuilder:
     """Accumulates one hook's config fields and map keys."""
 
-    def __init__(self, where: str, view: KernelView) -> None:
+    def __init__(self, where: str, view: KernelView,
+                 lists: dict[str, list[int]] | None = None) -> None:
         self.where = where
         self.view = view
+        self.lists = lists or {}  # spec.lists of syscalls, as numbers
         self.cfg: dict[str, Any] = {}
         self.keys: dict[str, list[bytes]] = {}
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
@@ -166,6 +168,8 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     hooks: list[HookPlan] = []
     notes: list[str] = []
     next_id = hook_id_base
+    _LISTS.clear()
+    _LISTS.update(_syscall_lists(spec))
 
     for kind in ("fentries", "lsmhooks", "usdts"):
         if getattr(spec, kind, None):
@@ -182,6 +186,31 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
             next_id += 1
     mode = _s(getattr(policy, "mode", "enforce"))
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes))
+
+
+# spec.lists of the policy being compiled (compile_policy is not re-entrant).
+_LISTS: dict[str, list[int]] = {}
+
+
+def _syscall_lists(spec: Any) -> dict[str, list[int]]:
+    """``lists`` of type syscalls -> syscall numbers (for ``list:NAME`` in InMap)."""
+    out: dict[str, list[int]] = {}
+    for i, lst in enumerate(getattr(spec, "lists", None) or ()):
+        kind = _s(lst.type) if lst.type is not None else "syscalls"
+        if kind == "generated_syscalls":
+            from vigil.syscalls import SYSCALL_NAMES
+            out[lst.name] = sorted(SYSCALL_NAMES)
+            continue
+        if kind != "syscalls":
+            continue  # function lists only matter for kprobes, refused on this kernel
+        nums = []
+        for j, name in enumerate(lst.values):
+            nr = syscall_number(name.split("/", 1)[-1])
+            if nr is None:
+                raise CompileError(f"spec.lists[{i}].values[{j}]", f"unknown syscall {name}")
+            nums.append(nr)
+        out[lst.name] = nums
+    return out
 
 
 def _unsupported_reason(kind: str, view: KernelView) -> str:
@@ -465,6 +494,11 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
 def _int_values(values: list[str], t: _ArgType, w: str) -> list[int]:
     out = []
     for v in values:
+        if v.startswith("list:"):
+            if v[5:] not in _LISTS:
+                raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists")
+            out += _LISTS[v[5:]]
+            continue
         try:
             if t.out == "syscall64" and not v.lstrip("-").isdigit() and not v.startswith("0x"):
                 nr = syscall_number(v)

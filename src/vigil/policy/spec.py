@@ -469,8 +469,8 @@ def parse_int(text: str, *, bits: int = 64, signed: bool | None = None) -> int:
     lo = -(1 << (bits - 1)) if signed in (True, None) else 0
     hi = (1 << bits) - 1 if signed in (False, None) else (1 << (bits - 1)) - 1
     if not lo <= value <= hi:
-        raise ValueRangeError(f"{text} is out of range for a {'' if signed in (True, None) else 'un'}"
-                         f"signed {bits}-bit value")
+        kind = {True: "a signed", False: "an unsigned", None: "a"}[signed]
+        raise ValueRangeError(f"{text} is out of range for {kind} {bits}-bit value")
     return value
 
 
@@ -487,8 +487,10 @@ def parse_int_range(text: str, *, bits: int = 64, signed: bool | None = None
 
 def parse_port_range(text: str) -> tuple[int, int]:
     """A port or ``"min:max"`` port range (0..65535)."""
-    lo, hi = parse_int_range(text, bits=16, signed=False)
-    return lo, hi
+    try:
+        return parse_int_range(text, bits=16, signed=False)
+    except ValueRangeError:
+        raise ValueRangeError(f'port "{text}" is out of range (0..65535)') from None
 
 
 def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -1,0 +1,400 @@
+"""Read TracingPolicy YAML into a validated :class:`~vigil.policy.spec.Policy`.
+
+Every problem is reported at once and located (``file:line:col``) at the node that causes
+it: YAML is composed with PyYAML (which keeps node positions), converted to plain data
+while recording where each field path starts, validated with the pydantic models and the
+cross-field rules of :mod:`vigil.policy.checks`, and each error location (a pydantic
+``loc`` or a check's path, both spelled with the YAML keys) is mapped back to its node.
+
+Decisions:
+
+* One policy per file (like ``--tracing-policy``): a second YAML document is an error;
+  empty documents (a stray ``---``) are ignored.
+* Duplicate keys are errors (go-yaml and Kubernetes reject them too), anywhere.
+* Mapping keys are kept as their source text (``1:`` is the key ``"1"``), as
+  sigs.k8s.io/yaml turns keys into JSON strings. ``<<`` merge keys are honoured.
+* Warnings (e.g. a message longer than 256 characters) do not reject the policy; they are
+  on ``Policy.warnings``. A rejected policy's ``PolicyError.diagnostics`` lists errors and
+  warnings, sorted by position.
+* ``load_policy_file`` lets ``OSError`` through (the caller says which file it could not
+  read); undecodable bytes are a ``policy.yaml`` error.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from vigil.errors import PolicyError
+from vigil.policy.checks import Finding, check_arg_ops, check_document
+from vigil.policy.diagnostics import Diagnostic, sort_key
+from vigil.policy.spec import Policy, format_path, suggest, type_name
+
+Path = tuple[str | int, ...]
+Pos = tuple[int, int]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class Locations:
+    """Where each field path's key and value start in the source (1-based)."""
+
+    keys: dict[Path, Pos] = field(default_factory=dict)
+    values: dict[Path, Pos] = field(default_factory=dict)
+
+    def locate(self, path: Path, at: str = "value") -> Pos:
+        """The key (``at="key"``) or value of ``path``; for a path that is not in the
+        source (a missing or defaulted field), its nearest enclosing node."""
+        if at == "key" and path in self.keys:
+            return self.keys[path]
+        while path and path not in self.values:
+            path = path[:-1]
+        return self.values.get(path, (1, 1))
+
+
+def _pos(node: Node) -> Pos:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+@dataclass
+class _Problem:
+    pos: Pos
+    path: Path
+    message: str
+
+
+class _Builder:
+    """Node tree -> plain data plus :class:`Locations`, noting duplicate keys and other
+    YAML-level problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.locations = Locations()
+        self.problems: list[_Problem] = []
+        self._constructor = SafeConstructor()
+        self._active: set[int] = set()
+
+    def build(self, node: Node, path: Path) -> Any:
+        self.locations.values[path] = _pos(node)
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        if id(node) in self._active:
+            self.problems.append(_Problem(_pos(node), path, "recursive YAML alias"))
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, path)
+            return self._mapping(node, path)  # type: ignore[arg-type]
+        finally:
+            self._active.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, path: Path) -> Any:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as err:
+            self.problems.append(_Problem(_pos(node), path, f"cannot read value: {err}"))
+            return node.value
+
+    def _sequence(self, node: SequenceNode, path: Path) -> list[Any]:
+        out = []
+        for i, child in enumerate(node.value):
+            self.locations.keys[path + (i,)] = _pos(child)
+            out.append(self.build(child, path + (i,)))
+        return out
+
+    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                self._merge(out, value_node, path)
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(_Problem(_pos(key_node), path,
+                                              "mapping keys must be plain scalars"))
+                continue
+            key = key_node.value
+            if key in first:
+                self.problems.append(_Problem(
+                    _pos(key_node), path + (key,),
+                    f'duplicate key "{key}" (first defined on line {first[key]})'))
+                continue
+            first[key] = key_node.start_mark.line + 1
+            self.locations.keys[path + (key,)] = _pos(key_node)
+            out[key] = self.build(value_node, path + (key,))
+        self.locations.values[path] = _pos(node)
+        return out
+
+    def _merge(self, out: dict[str, Any], value_node: Node, path: Path) -> None:
+        """``<<: *anchor`` (or a list of them): keys not written explicitly."""
+        sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+        for src in sources:
+            if not isinstance(src, MappingNode):
+                self.problems.append(_Problem(_pos(src), path,
+                                              "a merge key (<<) needs a mapping"))
+                continue
+            merged = self.build(src, path)
+            for key, value in merged.items():
+                out.setdefault(key, value)
+
+
+# --------------------------------------------------------------------------------------
+# Composing
+# --------------------------------------------------------------------------------------
+
+
+class _Fatal(Exception):
+    """A problem after which nothing else can be checked (not YAML, no document)."""
+
+    def __init__(self, pos: Pos, message: str) -> None:
+        super().__init__(message)
+        self.pos = pos
+
+
+def _is_empty(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null" and \
+        node.value in ("", "~", "null", "Null", "NULL")
+
+
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, with where the construct it was reading started."""
+    what = err.problem or str(err)
+    if err.context and err.problem:
+        where = err.context_mark
+        at = f" started on line {where.line + 1}, column {where.column + 1}" if where else ""
+        what += f" ({err.context}{at})"
+    return what
+
+
+def _compose(text: str) -> tuple[Node, list[_Problem]]:
+    """The policy's document node, plus a problem if the file has several."""
+    loader = yaml.SafeLoader(text)
+    docs: list[Node] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None and not _is_empty(node):
+                docs.append(node)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise _Fatal(pos, f"invalid YAML: {_yaml_problem(err)}") from None
+    except yaml.YAMLError as err:
+        raise _Fatal((1, 1), f"invalid YAML: {err}") from None
+    finally:
+        loader.dispose()
+    if not docs:
+        raise _Fatal((1, 1), "no policy: the document is empty")
+    extra = [_Problem(_pos(d), (), "more than one YAML document: a policy file holds "
+                      "exactly one policy") for d in docs[1:2]]
+    return docs[0], extra
+
+
+# --------------------------------------------------------------------------------------
+# Errors -> diagnostics
+# --------------------------------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "int_type": "integer", "int_parsing": "integer", "bool_type": "boolean",
+    "bool_parsing": "boolean", "string_type": "string", "list_type": "list",
+    "dict_type": "mapping", "model_type": "mapping", "model_attributes_type": "mapping",
+    "float_type": "number", "enum": "string",
+}
+_LIMIT_NOUNS = {
+    "selectors": "selectors", "matchActions": "actions",
+    "matchReturnActions": "return actions", "matchBinaries": "matchBinaries entries",
+    "matchParentBinaries": "matchParentBinaries entries",
+    "matchNamespaces": "namespace filters",
+    "matchNamespaceChanges": "matchNamespaceChanges filters", "tags": "tags",
+    "enforcers": "enforcers", "values": "values",
+}
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated[...] and Optional[...] to the underlying type."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            inner = [a for a in get_args(tp) if a is not type(None)]
+            if len(inner) != 1:
+                return tp
+            tp = inner[0]
+        else:
+            return tp
+
+
+def _model_at(path: Path) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (for suggestions)."""
+    tp: Any = Policy
+    for seg in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            found = next((f for f in tp.model_fields.values() if f.alias == seg), None)
+            if found is None:
+                return None
+            tp = found.annotation
+        elif get_origin(tp) is list and isinstance(seg, int):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unknown_field(path: Path) -> str:
+    key = str(path[-1])
+    model = _model_at(path[:-1])
+    known = [f.alias for f in model.model_fields.values() if f.alias] if model else []
+    return f'unknown field "{key}"{suggest(key, known)}'
+
+
+def _pydantic_finding(err: Any) -> Finding:
+    """One pydantic error, in our codes and words, at the YAML path it names."""
+    loc: Path = tuple(seg for seg in err["loc"]
+                      if isinstance(seg, int) or not seg.startswith("["))
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return Finding(loc, "policy.required", f'missing required field "{loc[-1]}"',
+                       anchor=loc[:-1])
+    if kind == "extra_forbidden":
+        return Finding(loc, "policy.unknown_field", _unknown_field(loc), at="key")
+    if kind.startswith("policy."):
+        return Finding(loc, kind, err["msg"])
+    if kind in _TYPE_WORDS:
+        return Finding(loc, "policy.type",
+                       f"expected {_TYPE_WORDS[kind]}, got {type_name(err['input'])}")
+    if kind in ("greater_than_equal", "greater_than"):
+        return Finding(loc, "policy.range",
+                       f"{err['input']} is out of range (minimum {ctx.get('ge', ctx.get('gt'))})")
+    if kind in ("less_than_equal", "less_than"):
+        return Finding(loc, "policy.range",
+                       f"{err['input']} is out of range (maximum {ctx.get('le', ctx.get('lt'))})")
+    if kind == "too_long":
+        noun = _LIMIT_NOUNS.get(str(loc[-1]) if loc else "", "items")
+        return Finding(loc, "policy.limit", f"too many {noun}: {ctx.get('actual_length')} "
+                       f"(at most {ctx.get('max_length')})")
+    if kind == "string_too_long":
+        return Finding(loc, "policy.limit", f"too long: {_chars(len(err['input']))} "
+                       f"(at most {ctx.get('max_length')})")
+    if kind == "string_too_short":
+        return Finding(loc, "policy.limit", f"too short: {_chars(len(err['input']))} "
+                       f"(at least {ctx.get('min_length')})")
+    return Finding(loc, "policy.invalid_value", str(err["msg"]))
+
+
+def _chars(n: int) -> str:
+    return f"{n} character{'' if n == 1 else 's'}"
+
+
+def _diagnostic(f: Finding, locs: Locations, source: str) -> Diagnostic:
+    line, col = locs.locate(f.anchor if f.anchor is not None else f.path, f.at)
+    severity = "warning" if f.severity == "warning" else "error"
+    return Diagnostic(source, line, col, format_path(f.path), f.code, f.message, severity)
+
+
+def _sorted_unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    return sorted(set(diags), key=sort_key)
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+
+def load_policy(text: str, source: str = "<string>") -> Policy:
+    """Parse and validate one policy. Raises PolicyError listing every problem."""
+    try:
+        node, problems = _compose(text)
+    except _Fatal as fatal:
+        _raise(source, [Diagnostic(source, *fatal.pos, "", "policy.yaml", str(fatal))])
+    builder = _Builder()
+    data = builder.build(node, ())
+    diags = [Diagnostic(source, *p.pos, format_path(p.path), "policy.yaml", p.message)
+             for p in problems + builder.problems]
+    if not isinstance(data, dict):
+        diags.append(Diagnostic(source, *_pos(node), "", "policy.yaml",
+                                f"a policy must be a mapping, got {type_name(data)}"))
+        _raise(source, diags)
+    policy, findings = _validate(data)
+    diags += [_diagnostic(f, builder.locations, source) for f in findings]
+    diags = _sorted_unique(diags)
+    if policy is None or any(d.is_error for d in diags):
+        _raise(source, diags)
+    policy._source = source
+    policy._warnings = diags
+    policy._locate = builder.locations.locate
+    return policy
+
+
+def _validate(data: dict[str, Any]) -> tuple[Policy | None, list[Finding]]:
+    findings: list[Finding] = []
+    policy: Policy | None = None
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        findings += [_pydantic_finding(e) for e in exc.errors(include_url=False)]
+    findings += check_document(data)
+    return policy, findings
+
+
+def _raise(source: str, diags: list[Diagnostic]) -> Any:
+    errors = sum(1 for d in diags if d.is_error)
+    raise PolicyError(f"{source}: invalid tracing policy ({errors} error"
+                      f"{'' if errors == 1 else 's'})", diags)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+    """Load the policy in ``path``; diagnostics name the file as given."""
+    source = os.fspath(path)
+    raw = FsPath(source).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        _raise(source, [Diagnostic(source, 1, 1, "", "policy.yaml",
+                                   f"not UTF-8 text: {err.reason} at byte {err.start}")])
+    return load_policy(text, source)
+
+
+def policy_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The files ``load_policy_dir`` reads, in order: the regular files of ``directory``
+    and of its immediate sub-directories (one level, as Tetragon's
+    ``--tracing-policy-dir``, which suits Kubernetes ConfigMap mounts), no symlinks."""
+    found: list[str] = []
+    for entry in _scan(directory):
+        if entry.is_file(follow_symlinks=False):
+            found.append(entry.path)
+        elif entry.is_dir(follow_symlinks=False):
+            found += [sub.path for sub in _scan(entry.path)
+                      if sub.is_file(follow_symlinks=False)]
+    return sorted(found)
+
+
+def _scan(directory: str | os.PathLike[str]) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(directory) as it:
+        yield from list(it)
+
+
+def load_policy_dir(directory: str | os.PathLike[str]) -> list[Policy]:
+    """Every policy of a directory (see :func:`policy_files`); the first bad file raises
+    its PolicyError."""
+    return [load_policy_file(p) for p in policy_files(directory)]
+
+
+__all__ = ["Locations", "check_arg_ops", "load_policy", "load_policy_dir",
+           "load_policy_file", "policy_files"]

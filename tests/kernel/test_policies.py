@@ -1,0 +1,661 @@
+"""Tracing policies in the real kernel: every hook kind, arg type, operator and action.
+
+Each test loads a policy through the real PolicyManager (validate -> compile -> load),
+runs real processes or syscalls, drains the real ring buffer and asserts the exact
+events, and that the calls that must not match produced none.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vigil.errors import PolicyError
+from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+from vigil.policy_events import HookRegistry, PolicyEvents
+from vigil.process import procfs
+from vigil.process.cache import ProcessCache
+
+CAT = os.path.realpath("/bin/cat")
+ROOT = Path(__file__).resolve().parents[2]
+Event = dict[str, Any]
+
+
+class Env:
+    def __init__(self) -> None:
+        from vigil.daemon.policies import PolicyManager
+        from vigil.sensors.base import BaseSensor, BaseSensorConfig
+        self.base = BaseSensor(BaseSensorConfig(ring_bytes=16 << 20))
+        self.base.load()
+        bw = measure_boot_wall_ns()
+        self.pipe = Pipeline(ProcessCache(), EventOptions(node_name="test"), lambda: bw)
+        self.registry = HookRegistry()
+        self.policy_events = PolicyEvents(self.pipe, self.registry)
+        procs = procfs.scan("/proc", "test", bw)
+        self.pipe.bootstrap(procs)
+        self.base.seed_procs((p.pid, p.binary) for p in procs)
+        self.manager = PolicyManager(self.base, self.registry)
+
+    @contextlib.contextmanager
+    def policy(self, yaml_text: str) -> Iterator[Any]:
+        info = self.manager.add(yaml_text, source="test")
+        try:
+            yield info
+        finally:
+            self.manager.delete(info.name, info.namespace)
+
+    def run(self, trigger: Callable[[], Any], pids: set[int] | None = None) -> list[Event]:
+        """Policy events caused while ``trigger`` ran (optionally only these pids)."""
+        self.pipe.handle(self.base.ring.drain())
+        result = trigger()
+        time.sleep(0.3)
+        events = self.pipe.handle(self.base.ring.drain())
+        del result
+        out = [e for e in events if next(iter(e)) in
+               ("process_kprobe", "process_tracepoint", "process_uprobe")]
+        if pids:
+            out = [e for e in out if _body(e)["process"]["pid"] in pids]
+        return out
+
+    def close(self) -> None:
+        self.manager.close()
+        self.base.close()
+
+
+def _body(e: Event) -> dict[str, Any]:
+    return e[next(iter(e))]
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    e = Env()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def tdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = Path("/tmp") / f"vk-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def openat_policy(name: str, selectors: str, args: str = "") -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+      label: path
+    - index: 2
+      type: int
+{args}
+    selectors:
+{selectors}
+"""
+
+
+def touch(*paths: Path, flags: int = os.O_RDONLY) -> None:
+    for p in paths:
+        try:
+            os.close(os.open(p, flags | os.O_CREAT, 0o644))
+        except OSError:
+            pass
+
+
+def opened_paths(events: list[Event]) -> list[str]:
+    return [_body(e)["args"][1]["string_arg"] for e in events]
+
+
+ME = {os.getpid()}
+
+
+# ---- syscall hooks on tracepoints, strings --------------------------------------------
+
+def test_openat_prefix_event_fields(env: Env, tdir: Path) -> None:
+    pol = openat_policy("vk-prefix", f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/in"]""")
+    with env.policy(pol) as info:
+        assert "sys_enter_openat" in info.info
+        evs = env.run(lambda: touch(tdir / "in-a", tdir / "out-b", tdir / "in-c"), ME)
+    assert opened_paths(evs) == [f"{tdir}/in-a", f"{tdir}/in-c"]
+    body = _body(evs[0])
+    assert next(iter(evs[0])) == "process_kprobe"
+    assert body["function_name"] == "__x64_sys_openat"
+    assert body["args"][0] == {"int_arg": -100}
+    assert body["args"][1] == {"string_arg": f"{tdir}/in-a", "label": "path"}
+    assert body["args"][2]["int_arg"] & os.O_CREAT
+    assert body["action"] == "KPROBE_ACTION_POST"
+    assert body["policy_name"] == "vk-prefix"
+    assert body["process"]["pid"] == os.getpid()
+    assert evs[0]["node_name"] == "test" and evs[0]["time"].endswith("Z")
+
+
+@pytest.mark.parametrize("op,values,expect", [
+    ("Equal", ["{d}/a.conf"], ["a.conf"]),
+    ("NotEqual", ["{d}/a.conf"], ["b.txt", "c.conf"]),
+    ("Postfix", [".conf"], ["a.conf", "c.conf"]),
+    ("NotPostfix", [".conf"], ["b.txt"]),
+    ("NotPrefix", ["{d}/a", "{d}/c"], ["b.txt"]),
+    ("Prefix", ["{d}/a", "{d}/b"], ["a.conf", "b.txt"]),
+])
+def test_string_operators(env: Env, tdir: Path, op: str, values: list[str],
+                          expect: list[str]) -> None:
+    vals = ", ".join(f'"{v.format(d=tdir)}"' for v in values)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: {op}
+        values: [{vals}]"""
+    with env.policy(openat_policy("vk-strops", sel)):
+        evs = env.run(lambda: touch(tdir / "a.conf", tdir / "b.txt", tdir / "c.conf"), ME)
+    got = [p for p in opened_paths(evs) if p.startswith(str(tdir))]
+    assert got == [f"{tdir}/{n}" for n in expect]
+
+
+# os.open() adds O_CREAT (touch) and O_CLOEXEC (Python's fds are non-inheritable)
+_BASE = os.O_CREAT | os.O_CLOEXEC
+
+
+@pytest.mark.parametrize("op,values,expect", [
+    ("Equal", [str(os.O_WRONLY | _BASE)], ["w"]),
+    ("Mask", [str(os.O_RDWR)], ["rw", "excl"]),
+    ("GT", [hex(os.O_RDWR | _BASE)], ["excl"]),
+    ("LT", [hex(os.O_WRONLY | _BASE)], ["r"]),
+    ("InRange", [f"{_BASE}:{_BASE | os.O_RDWR}"], ["r", "w", "rw"]),
+])
+def test_int_operators(env: Env, tdir: Path, op: str, values: list[str],
+                       expect: list[str]) -> None:
+    vals = ", ".join(f'"{v}"' for v in values)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      - index: 2
+        operator: {op}
+        values: [{vals}]"""
+    files = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR, "excl": os.O_RDWR | os.O_EXCL}
+
+    def trigger() -> None:
+        for name, flags in files.items():
+            touch(tdir / name, flags=flags)
+    with env.policy(openat_policy("vk-intops", sel)):
+        evs = env.run(trigger, ME)
+    assert [p.rsplit("/", 1)[1] for p in opened_paths(evs)] == expect
+
+
+# ---- selectors on the process ---------------------------------------------------------
+
+def _cat(path: Path, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([CAT, str(path)], capture_output=True, **kw)
+
+
+@pytest.mark.parametrize("op,values,matches_cat", [
+    ("In", [CAT], True), ("NotIn", [CAT], False), ("Postfix", ["/cat"], True),
+    ("Prefix", ["/nonexistent/"], False),
+])
+def test_match_binaries(env: Env, tdir: Path, op: str, values: list[str],
+                        matches_cat: bool) -> None:
+    target = tdir / "f"
+    target.write_text("x")
+    vals = ", ".join(f'"{v}"' for v in values)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchBinaries:
+      - operator: {op}
+        values: [{vals}]"""
+    procs: list[int] = []
+
+    def trigger() -> None:
+        p = subprocess.Popen([CAT, str(target)], stdout=subprocess.DEVNULL)
+        p.wait()
+        procs.append(p.pid)
+        touch(target)  # this python process
+    with env.policy(openat_policy("vk-bins", sel)):
+        evs = env.run(trigger)
+    pids = [_body(e)["process"]["pid"] for e in evs if opened_paths([e]) == [str(target)]]
+    assert (procs[0] in pids) == matches_cat
+    assert (os.getpid() in pids) == (op in ("NotIn",))
+
+
+def test_match_pids(env: Env, tdir: Path) -> None:
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]"""
+    with env.policy(openat_policy("vk-pids", sel)):
+        evs = env.run(lambda: (touch(tdir / "me"), _cat(tdir / "me")))
+    assert [_body(e)["process"]["pid"] for e in evs] == [os.getpid()]
+
+
+def test_match_capabilities(env: Env, tdir: Path) -> None:
+    target = tdir / "caps"
+    target.write_text("x")
+    tdir.chmod(0o755)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchCapabilities:
+      - type: Effective
+        operator: In
+        values: ["CAP_SYS_ADMIN"]"""
+    with env.policy(openat_policy("vk-caps", sel)):
+        root = []
+        evs = env.run(lambda: (root.append(_cat(target)),
+                               _cat(target, user=65534, group=65534, extra_groups=[])))
+    assert len(evs) == 1
+    assert evs[0]["process_kprobe"]["process"]["binary"] == CAT
+
+
+def test_match_namespaces_host_net(env: Env, tdir: Path) -> None:
+    target = tdir / "ns"
+    target.write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchNamespaces:
+      - namespace: Net
+        operator: In
+        values: ["host_ns"]"""
+    with env.policy(openat_policy("vk-ns", sel)):
+        evs = env.run(lambda: (_cat(target), subprocess.run(
+            ["unshare", "--net", CAT, str(target)], capture_output=True)))
+    assert len(evs) == 1  # the process in its own network namespace does not match
+
+
+def test_raw_syscalls_syscall64_inmap(env: Env) -> None:
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-raw-syscalls
+spec:
+  lists:
+  - name: ids
+    type: syscalls
+    values: ["sys_getpgrp"]
+  tracepoints:
+  - subsystem: raw_syscalls
+    event: sys_enter
+    args:
+    - index: 4
+      type: syscall64
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 4
+        operator: InMap
+        values: ["110", "list:ids"]
+"""
+    with env.policy(pol):
+        evs = env.run(lambda: [os.getppid(), os.getpgrp(), os.getppid(), os.getpid()], ME)
+    assert [_body(e)["args"][0]["syscall_id"] for e in evs] == [
+        {"id": 110, "abi": "x64"}, {"id": 111, "abi": "x64"}, {"id": 110, "abi": "x64"}]
+    assert all(_body(e)["subsys"] == "raw_syscalls" for e in evs)
+
+
+# ---- actions ----------------------------------------------------------------------------
+
+def test_nopost_emits_nothing(env: Env, tdir: Path) -> None:
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchActions:
+      - action: NoPost"""
+    with env.policy(openat_policy("vk-nopost", sel)):
+        assert env.run(lambda: touch(tdir / "x"), ME) == []
+
+
+@pytest.mark.parametrize("action,sig,name", [
+    ("action: Sigkill", 9, "KPROBE_ACTION_SIGKILL"),
+    ("action: Signal\n        argSig: 10", 10, "KPROBE_ACTION_SIGNAL"),
+])
+def test_signal_actions_kill_the_caller(env: Env, tdir: Path, action: str, sig: int,
+                                        name: str) -> None:
+    target = tdir / "forbidden"
+    target.write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchBinaries:
+      - operator: In
+        values: ["{CAT}"]
+      matchActions:
+      - {action}"""
+    with env.policy(openat_policy("vk-kill", sel)):
+        procs: list[subprocess.CompletedProcess[bytes]] = []
+        evs = env.run(lambda: procs.append(_cat(target)))
+    assert procs[0].returncode == -sig
+    assert procs[0].stdout == b""  # killed before it could print the file
+    assert [_body(e)["action"] for e in evs] == [name]
+
+
+def test_rate_limit(env: Env, tdir: Path) -> None:
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchActions:
+      - action: Post
+        rateLimit: "1m"
+        rateLimitScope: process"""
+
+    def trigger() -> None:
+        for _ in range(5):
+            touch(tdir / "same")
+        touch(tdir / "other")
+    with env.policy(openat_policy("vk-rate", sel)):
+        evs = env.run(trigger, ME)
+    assert opened_paths(evs) == [f"{tdir}/same", f"{tdir}/other"]
+
+
+# ---- argument types --------------------------------------------------------------------
+
+def test_write_fd_char_buf_size(env: Env, tdir: Path) -> None:
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-write
+spec:
+  kprobes:
+  - call: sys_write
+    args:
+    - index: 0
+      type: fd
+    - index: 1
+      type: char_buf
+      sizeArgIndex: 3
+    - index: 2
+      type: size_t
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{tdir}/"]
+"""
+    target = tdir / "written"
+
+    def trigger() -> None:
+        with open(target, "wb", buffering=0) as f:
+            f.write(b"hello vigil")
+        with open(os.devnull, "wb", buffering=0) as f:
+            f.write(b"not this")
+    with env.policy(pol):
+        evs = env.run(trigger, ME)
+    assert [_body(e)["args"] for e in evs] == [[
+        {"file_arg": {"path": str(target)}},
+        {"bytes_arg": base64.b64encode(b"hello vigil").decode()},
+        {"size_arg": "11"},
+    ]]
+
+
+def test_read_return_copy_and_return_value(env: Env, tdir: Path) -> None:
+    src = tdir / "data"
+    src.write_bytes(b"data1234")
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-read
+spec:
+  kprobes:
+  - call: sys_read
+    return: true
+    returnArg:
+      index: 0
+      type: long
+    args:
+    - index: 0
+      type: fd
+    - index: 1
+      type: char_buf
+      returnCopy: true
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{src}"]
+      matchReturnArgs:
+      - index: 0
+        operator: GT
+        values: ["0"]
+"""
+
+    def trigger() -> None:
+        with open(src, "rb", buffering=0) as f:
+            f.read(100)
+            f.read(100)  # returns 0: filtered by matchReturnArgs
+    with env.policy(pol):
+        evs = env.run(trigger, ME)
+    assert len(evs) == 1
+    body = _body(evs[0])
+    assert body["args"] == [{"file_arg": {"path": str(src)}},
+                            {"bytes_arg": base64.b64encode(b"data1234").decode()}]
+    assert body["return"] == {"long_arg": "8"}
+
+
+def test_connect_sockaddr_daddr_dport(env: Env) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-connect
+spec:
+  kprobes:
+  - call: sys_connect
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: sockaddr
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: SAddr
+        values: ["127.0.0.0/8"]
+      - index: 1
+        operator: SPort
+        values: ["{port}"]
+"""
+
+    def trigger() -> None:
+        for host in ("127.0.0.1", "127.0.0.1"):
+            with socket.create_connection((host, port)):
+                pass
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET6) as s6:
+            s6.settimeout(0.2)
+            s6.connect(("::1", port))  # other family: no match
+    try:
+        with env.policy(pol):
+            evs = env.run(trigger, ME)
+    finally:
+        srv.close()
+    assert [_body(e)["args"][1] for e in evs] == [
+        {"sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.1", "port": port}}] * 2
+
+
+# ---- tracepoints and uprobes -------------------------------------------------------------
+
+def test_tracepoint_data_loc_and_int_fields(env: Env) -> None:
+    pol = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-tp-exec
+spec:
+  tracepoints:
+  - subsystem: sched
+    event: sched_process_exec
+    args:
+    - index: 4
+    - index: 5
+      label: pid
+    selectors:
+    - matchArgs:
+      - index: 4
+        operator: Postfix
+        values: ["/vk-true-marker"]
+"""
+    exe = Path("/tmp/vk-true-marker")
+    shutil.copy("/bin/true", exe)
+    try:
+        with env.policy(pol):
+            procs: list[subprocess.Popen[bytes]] = []
+            evs = env.run(lambda: (procs.append(subprocess.Popen([str(exe)])), procs[0].wait(),
+                                   subprocess.run(["/bin/true"])))
+    finally:
+        exe.unlink()
+    assert len(evs) == 1
+    body = _body(evs[0])
+    assert (body["subsys"], body["event"]) == ("sched", "sched_process_exec")
+    assert body["args"] == [{"string_arg": str(exe)}, {"int_arg": procs[0].pid, "label": "pid"}]
+
+
+@pytest.fixture(scope="module")
+def uprobe_target(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("uprobe") / "uprobe_target"
+    subprocess.run(["gcc", "-O1", "-o", str(out), str(ROOT / "tests/progs/uprobe_target.c")],
+                   check=True)
+    return str(out)
+
+
+def test_uprobe_symbol_args(env: Env, uprobe_target: str) -> None:
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uprobe
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    symbols: ["vigil_target"]
+    message: "target called"
+    tags: ["test"]
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: NotEqual
+        values: ["20"]
+"""
+    with env.policy(pol):
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen([uprobe_target, "a", "bc", "d e"])),
+                               procs[0].wait()))
+    bodies = [_body(e) for e in evs]
+    assert [b["args"] for b in bodies] == [
+        [{"int_arg": 10}, {"string_arg": "a"}], [{"int_arg": 30}, {"string_arg": "d e"}]]
+    assert {next(iter(e)) for e in evs} == {"process_uprobe"}
+    assert bodies[0]["path"] == uprobe_target and bodies[0]["symbol"] == "vigil_target"
+    assert bodies[0]["message"] == "target called" and bodies[0]["tags"] == ["test"]
+    assert bodies[0]["process"]["pid"] == procs[0].pid
+
+
+# ---- lifecycle ---------------------------------------------------------------------------
+
+def _my_links() -> set[int]:
+    ids = set()
+    for f in Path("/proc/self/fdinfo").iterdir():
+        try:
+            for line in f.read_text().splitlines():
+                if line.startswith("link_id:"):
+                    ids.add(int(line.split()[1]))
+        except OSError:
+            pass
+    return ids
+
+
+def test_remove_and_disable_detach_everything(env: Env, tdir: Path) -> None:
+    before = _my_links()
+    pol = openat_policy("vk-life", f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]""")
+    info = env.manager.add(pol, source="test")
+    assert len(_my_links() - before) == 1
+    env.manager.disable(info.name)
+    assert _my_links() == before
+    assert env.run(lambda: touch(tdir / "off"), ME) == []
+    env.manager.enable(info.name)
+    assert len(env.run(lambda: touch(tdir / "on"), ME)) == 1
+    env.manager.delete(info.name)
+    assert _my_links() == before
+    assert env.run(lambda: touch(tdir / "gone"), ME) == []
+
+
+def test_policy_that_cannot_load_is_rejected_whole(env: Env) -> None:
+    before = _my_links()
+    pol = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-half
+spec:
+  kprobes:
+  - call: sys_openat
+    args:
+    - index: 1
+      type: string
+  - call: fd_install
+    syscall: false
+    args:
+    - index: 0
+      type: int
+"""
+    with pytest.raises(PolicyError, match=r"spec.kprobes\[1\].call: fd_install"):
+        env.manager.add(pol, source="test")
+    assert _my_links() == before
+    assert [p.name for p in env.manager.list()] == []
