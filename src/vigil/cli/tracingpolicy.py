@@ -119,3 +119,11 @@ def list_(output: str, domain: str, client: ClientOptions) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _add_check() -> None:
+    from vigil.cli.policycheck import check
+    tracingpolicy.add_command(check)
+
+
+_add_check()

@@ -111,7 +111,7 @@ def host_namespaces(proc: str = "/proc") -> Namespaces:
                 vals.append(0)
         if any(vals):
             if pid == "self":
-                log.warning("cannot read %s/1/ns: using the agent's own namespaces as the "
+                log.info("cannot read %s/1/ns: using the agent's own namespaces as the "
                             "host's for is_host", proc)
             return Namespaces(*vals)
     return Namespaces()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError
-from vigil.policy.compiler import CompileError, KernelView, compile_policy
+from vigil.policy.compiler import CompileError, KernelView, compile_policy, diagnostic
 from vigil.policy.plan import PolicyPlan
 from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyMode, PolicyState
 from vigil.policy_events import HookRegistry, RegisteredHook
@@ -119,7 +119,8 @@ class PolicyManager:
         try:
             plan = compile_policy(policy, self._view(), hook_id_base=self._next_hook_id)
         except CompileError as err:
-            raise PolicyError(f"{source}: {err}", [err]) from err
+            d = diagnostic(err, policy, source)
+            raise PolicyError(f"{d}", [d]) from err
         self._next_hook_id += len(plan.hooks) + 1
         return plan
 

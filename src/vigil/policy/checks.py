@@ -251,8 +251,7 @@ def to_diagnostic(make: Callable[..., Diagnostic], f: Finding) -> Diagnostic:
 
 def _check_envelope(data: dict[str, Any], rep: Report) -> None:
     """Namespaced vs cluster-scoped rules and metadata label/annotation keys."""
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    meta, spec = _mapping(data.get("metadata")), _mapping(data.get("spec"))
     kind = data.get("kind")
     namespace = meta.get("namespace")
     if kind == PolicyKind.TRACING_POLICY_NAMESPACED.value:
@@ -275,6 +274,10 @@ def _check_envelope(data: dict[str, Any], rep: Report) -> None:
                     "metadata.namespace is ignored: TracingPolicy is cluster-scoped")
     _check_meta_keys(meta, "labels", rep, values=True)
     _check_meta_keys(meta, "annotations", rep, values=False)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _check_meta_keys(meta: dict[str, Any], name: str, rep: Report, values: bool) -> None:
@@ -386,9 +389,9 @@ def _check_lists(spec: dict[str, Any], rep: Report) -> None:
         if lst.pattern is not None and lst.type is not ListType.GENERATED_FTRACE:
             rep.warning(path + ("pattern",), "policy.ignored",
                         "pattern is only used by generated_ftrace lists")
-        if generated and lst.values:
+        if generated and lst.values and lst.type is not None:
             rep.warning(path + ("values",), "policy.ignored",
-                        f"values are ignored by a {lst.type.value} list")  # type: ignore[union-attr]
+                        f"values are ignored by a {lst.type.value} list")
         if not generated and not lst.values:
             rep.error(path + ("values",), "policy.required", "the list has no values")
         if lst.type is ListType.SYSCALLS:
@@ -668,10 +671,11 @@ def _check_selector_fields(hc: HookContext, sel: KProbeSelector, path: Path,
         for i, b in enumerate(getattr(sel, "match_binaries" if name == "matchBinaries"
                                       else "match_parent_binaries")):
             _check_binary(b, path + (name, i), rep)
-    for name, items in (("matchPIDs", sel.match_pids),
+    named: list[tuple[str, list[Any]]] = [("matchPIDs", sel.match_pids),
                         ("matchNamespaceChanges", sel.match_namespace_changes),
                         ("matchCapabilities", sel.match_capabilities),
-                        ("matchCapabilityChanges", sel.match_capability_changes)):
+                        ("matchCapabilityChanges", sel.match_capability_changes)]
+    for name, items in named:
         for i, item in enumerate(items):
             if not item.values:
                 rep.error(path + (name, i, "values"), "policy.required",

@@ -47,6 +47,27 @@ class CompileError(ValueError):
         self.message = message
 
 
+def where_path(where: str) -> tuple[str | int, ...]:
+    """ "spec.kprobes[1].call" -> ("spec", "kprobes", 1, "call")."""
+    out: list[str | int] = []
+    for part in where.split("."):
+        name, *idx = part.replace("]", "").split("[")
+        if name:
+            out.append(name)
+        out += [int(i) for i in idx]
+    return tuple(out)
+
+
+def diagnostic(err: CompileError, policy: Any, source: str) -> Any:
+    """A CompileError as a located Diagnostic (file:line:col of the field)."""
+    from vigil.policy.diagnostics import Diagnostic
+    try:
+        line, col = policy.locate(where_path(err.where))
+    except (AttributeError, KeyError, LookupError, TypeError):
+        line, col = 1, 1
+    return Diagnostic(source, line, col, err.where, "policy.unsupported", err.message, "error")
+
+
 @dataclass(frozen=True)
 class KernelView:
     """What the running kernel offers, as far as the compiler cares."""
@@ -163,7 +184,9 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
     spec = policy.spec
     name = policy.metadata.name
-    namespace = getattr(policy.metadata, "namespace", None) or ""
+    namespace = getattr(policy, "namespace", "") or ""
+    _SELECTORS.clear()
+    _SELECTORS["of"] = getattr(spec, "effective_selectors", lambda hook: hook.selectors or ())
     monitor = _s(getattr(policy, "mode", "enforce")) == "monitor"
     hooks: list[HookPlan] = []
     notes: list[str] = []
@@ -188,8 +211,14 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes))
 
 
-# spec.lists of the policy being compiled (compile_policy is not re-entrant).
+# spec.lists of the policy being compiled, and its selector resolver (selectorsMacros
+# merged in). compile_policy is not re-entrant: callers serialise it.
 _LISTS: dict[str, list[int]] = {}
+_SELECTORS: dict[str, Callable[[Any], Sequence[Any]]] = {}
+
+
+def _selectors(hook: Any) -> Sequence[Any]:
+    return list(_SELECTORS["of"](hook) or ())
 
 
 def _syscall_lists(spec: Any) -> dict[str, list[int]]:
@@ -239,9 +268,9 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
     ret_spec = _ret_spec(kp, where)
     wants_exit = bool(getattr(kp, "return_", False)) or any(
-        getattr(s, "match_return_args", None) for s in (kp.selectors or ())) or any(
+        getattr(s, "match_return_args", None) for s in _selectors(kp)) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
-    _compile_selectors(b, kp.selectors or (), where)
+    _compile_selectors(b, _selectors(kp), where)
     attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
     if wants_exit:
         attach.append(Attach("vg_gen_tp_ret", "tracepoint", ("syscalls", f"sys_exit_{sysname}")))
@@ -281,7 +310,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
         b.args.append((arg.index, t))
-    _compile_selectors(b, tp.selectors or (), where)
+    _compile_selectors(b, _selectors(tp), where)
     if raw:
         attach = [Attach("vg_gen_rawtp", "raw_tracepoint", (tp.event,))]
         mech = f"raw_tracepoint {tp.event}"
@@ -307,7 +336,7 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
-        _compile_selectors(b, up.selectors or (), where)
+        _compile_selectors(b, _selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset)]
         label = symbol or hex(offset)

@@ -27,7 +27,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -43,6 +43,8 @@ Path = tuple[str | int, ...]
 Pos = tuple[int, int]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
 @dataclass
@@ -68,9 +70,13 @@ def _pos(node: Node) -> Pos:
 
 @dataclass
 class _Problem:
+    """A YAML-level problem. ``unreadable``: the value at ``path`` could not be built, so
+    whatever validation says about that path is a consequence, not news."""
+
     pos: Pos
     path: Path
     message: str
+    unreadable: bool = False
 
 
 class _Builder:
@@ -90,6 +96,10 @@ class _Builder:
         if id(node) in self._active:
             self.problems.append(_Problem(_pos(node), path, "recursive YAML alias"))
             return None
+        if node.tag not in (_MAP_TAG, _SEQ_TAG):
+            self.problems.append(_Problem(_pos(node), path, "cannot read value: "
+                                          f"unsupported YAML tag {node.tag}", True))
+            return None
         self._active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -102,8 +112,9 @@ class _Builder:
         try:
             return self._constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError) as err:
-            self.problems.append(_Problem(_pos(node), path, f"cannot read value: {err}"))
-            return node.value
+            self.problems.append(_Problem(_pos(node), path, f"cannot read value: {err}",
+                                          True))
+            return None
 
     def _sequence(self, node: SequenceNode, path: Path) -> list[Any]:
         out = []
@@ -304,8 +315,10 @@ def _chars(n: int) -> str:
 
 def _diagnostic(f: Finding, locs: Locations, source: str) -> Diagnostic:
     line, col = locs.locate(f.anchor if f.anchor is not None else f.path, f.at)
-    severity = "warning" if f.severity == "warning" else "error"
-    return Diagnostic(source, line, col, format_path(f.path), f.code, f.message, severity)
+    if f.severity == "warning":
+        return Diagnostic(source, line, col, format_path(f.path), f.code, f.message,
+                          "warning")
+    return Diagnostic(source, line, col, format_path(f.path), f.code, f.message)
 
 
 def _sorted_unique(diags: list[Diagnostic]) -> list[Diagnostic]:
@@ -332,14 +345,22 @@ def load_policy(text: str, source: str = "<string>") -> Policy:
                                 f"a policy must be a mapping, got {type_name(data)}"))
         _raise(source, diags)
     policy, findings = _validate(data)
-    diags += [_diagnostic(f, builder.locations, source) for f in findings]
+    unreadable = [p.path for p in builder.problems if p.unreadable]
+    diags += [_diagnostic(f, builder.locations, source) for f in findings
+              if not any(f.path[:len(u)] == u for u in unreadable)]
     diags = _sorted_unique(diags)
     if policy is None or any(d.is_error for d in diags):
         _raise(source, diags)
-    policy._source = source
-    policy._warnings = diags
-    policy._locate = builder.locations.locate
+    _attach(policy, source, diags, builder.locations)
     return policy
+
+
+def _attach(policy: Policy, source: str, warnings: list[Diagnostic],
+            locations: Locations) -> None:
+    """What later stages need besides the document: where it came from and its nodes."""
+    policy._source = source
+    policy._warnings = warnings
+    policy._locate = locations.locate
 
 
 def _validate(data: dict[str, Any]) -> tuple[Policy | None, list[Finding]]:
@@ -353,7 +374,7 @@ def _validate(data: dict[str, Any]) -> tuple[Policy | None, list[Finding]]:
     return policy, findings
 
 
-def _raise(source: str, diags: list[Diagnostic]) -> Any:
+def _raise(source: str, diags: list[Diagnostic]) -> NoReturn:
     errors = sum(1 for d in diags if d.is_error)
     raise PolicyError(f"{source}: invalid tracing policy ({errors} error"
                       f"{'' if errors == 1 else 's'})", diags)

@@ -1213,7 +1213,7 @@ __all__ = [
     "ListSpec", "ListType", "LsmHookSpec", "Metadata", "Mode", "NamespaceChangesSelector",
     "NamespaceSelector", "NamespaceType", "Operator", "OptionSpec", "PIDSelector", "Policy",
     "PolicyKind", "RateLimitScope", "Spec", "TCP_STATES", "TracepointSpec", "UProbeIgnore",
-    "UProbeSpec", "UsdtSpec", "ValueRangeError", "WorkloadSelector", "format_path", "operators_for_type",
-    "parse_cidr", "parse_family", "parse_file_type", "parse_int", "parse_int_range",
-    "parse_port_range", "parse_protocol", "parse_rate_limit", "parse_tcp_state",
+    "UProbeSpec", "UsdtSpec", "ValueRangeError", "WorkloadSelector", "format_path",
+    "operators_for_type", "parse_cidr", "parse_family", "parse_file_type", "parse_int",
+    "parse_int_range", "parse_port_range", "parse_protocol", "parse_rate_limit", "parse_tcp_state",
 ]

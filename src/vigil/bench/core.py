@@ -1,0 +1,233 @@
+"""Base sensor and policy benchmarks; every figure is a ratio against a baseline taken
+in the same run (runs are interleaved A/B so drift hits both sides).
+
+- exec storm: fork+exec of /bin/true, without vs with the agent: exec/s, ratio, events
+  delivered vs expected, agent CPU per event, agent RSS;
+- RSS with N live processes in the cache;
+- syscall cost: getpid and openat+close loops (C) with no agent, with the base sensor,
+  and with an openat policy whose selector does not match: ns per call and ns added;
+- pipeline: events/s decoded, enriched and written as JSON lines on one core.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+TRUE = os.path.realpath("/bin/true")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, val = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(val.split()[0]) / 1024
+    return out
+
+
+class Agent:
+    """`python -m vigil agent` in the background, exporting to a temp file."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.export = tmp / "bench-events.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
+             "--no-export-stdout", "--export-file-max-size-mb", "4000",
+             "--server-address", f"unix://{tmp}/bench.sock",
+             "--server-info-file", str(tmp / "bench-info.json"), *args],
+            stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "vigil agent started" in line:
+                break
+        else:
+            raise RuntimeError("agent did not start")
+        self.stderr = self.proc.stderr
+
+    def count(self, marker: str) -> int:
+        n = 0
+        with open(self.export, "rb") as f:
+            for line in f:
+                if marker.encode() in line and b'"process_exec"' in line[:20]:
+                    n += 1
+        return n
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def exec_storm(n: int, marker: str) -> float:
+    """fork+exec n times from a shell; exec/s."""
+    t0 = time.perf_counter()
+    subprocess.run(["/bin/sh", "-c", f'i=0; while [ $i -lt {n} ]; do {TRUE} {marker}; i=$((i+1)); done'],
+                   check=True)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_exec(n: int = 4000, rounds: int = 3) -> dict[str, Any]:
+    base, with_agent = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    try:
+        for r in range(rounds):
+            base.append(exec_storm(n, f"warm{r}"))
+            agent = Agent(tmp)
+            cpu0 = _cpu_seconds(agent.proc.pid)
+            marker = f"bench-{r}"
+            with_agent.append(exec_storm(n, marker))
+            deadline = time.time() + 30
+            while agent.count(marker) < n and time.time() < deadline:
+                time.sleep(0.2)
+            delivered = agent.count(marker)
+            cpu = _cpu_seconds(agent.proc.pid) - cpu0
+            rss = _rss_mb(agent.proc.pid)
+            agent.stop()
+            agent.export.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    b, a = sorted(base)[len(base) // 2], sorted(with_agent)[len(with_agent) // 2]
+    return {"exec_per_s_without": round(b), "exec_per_s_with": round(a),
+            "ratio": round(a / b, 3), "events_expected": n, "events_delivered": delivered,
+            "lost": n - delivered, "agent_cpu_us_per_exec_event": round(cpu / max(1, 2 * delivered) * 1e6, 1),
+            "agent_rss_mb": {k: round(v, 1) for k, v in rss.items()}}
+
+
+def bench_rss_live(n: int = 10000) -> dict[str, Any]:
+    """Agent RSS with n extra live processes (each in the process cache)."""
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    sleepers = subprocess.Popen(["/bin/sh", "-c", f"i=0; while [ $i -lt {n} ]; do sleep 600 & i=$((i+1)); done; wait"],
+                                start_new_session=True)
+    try:
+        time.sleep(0.5)
+        agent = Agent(tmp)
+        time.sleep(n / 800 + 3)
+        live = len([p for p in os.listdir("/proc") if p.isdigit()])
+        rss = _rss_mb(agent.proc.pid)
+        agent.stop()
+    finally:
+        os.killpg(sleepers.pid, signal.SIGKILL)
+        sleepers.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"live_processes": live, "agent_rss_mb": {k: round(v, 1) for k, v in rss.items()}}
+
+
+def _sysloop() -> str:
+    out = Path(tempfile.gettempdir()) / "vigil-sysloop"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(ROOT / "tests/progs/sysloop.c")], check=True)
+    return str(out)
+
+
+def _loops(binary: str, n: int) -> dict[str, float]:
+    runs: dict[str, list[float]] = {"getpid": [], "openat": []}
+    for _ in range(3):
+        for mode in runs:
+            out = subprocess.run([binary, str(n), mode, "/etc/hostname"], capture_output=True,
+                                 text=True, check=True).stdout
+            runs[mode].append(float(out))
+    return {m: sorted(v)[1] for m, v in runs.items()}
+
+
+NONMATCHING_OPENAT = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: bench-openat
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["/nonexistent/vigil-bench/"]
+"""
+
+
+def bench_syscalls(n: int = 2_000_000) -> dict[str, Any]:
+    """ns per call: no BPF, base sensor, base + non-matching openat policy."""
+    from vigil.daemon.policies import PolicyManager
+    from vigil.policy_events import HookRegistry
+    from vigil.sensors.base import BaseSensor, BaseSensorConfig
+    binary = _sysloop()
+    none = _loops(binary, n)
+    base = BaseSensor(BaseSensorConfig(ring_bytes=8 << 20))
+    base.load()
+    try:
+        with_base = _loops(binary, n)
+        mgr = PolicyManager(base, HookRegistry())
+        mgr.add(NONMATCHING_OPENAT, source="bench")
+        with_policy = _loops(binary, n)
+        mgr.close()
+    finally:
+        base.close()
+    return {
+        "ns_per_call": {"none": none, "base_sensor": with_base, "openat_policy": with_policy},
+        "ns_added_by_policy": {m: round(with_policy[m] - none[m], 1) for m in none},
+        "openat_ratio": round(none["openat"] / with_policy["openat"], 3),
+    }
+
+
+def bench_pipeline(n: int = 200_000) -> dict[str, Any]:
+    """Policy-event records through decode + process enrichment + JSON lines, one core."""
+    import orjson
+
+    from vigil.daemon.policies import PolicyManager
+    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+    from vigil.policy_events import HookRegistry, PolicyEvents
+    from vigil.process import procfs
+    from vigil.process.cache import ProcessCache
+    from vigil.sensors.base import BaseSensor, BaseSensorConfig
+    base = BaseSensor(BaseSensorConfig(ring_bytes=8 << 20))
+    base.load()
+    try:
+        bw = measure_boot_wall_ns()
+        pipe = Pipeline(ProcessCache(), EventOptions(node_name="bench"), lambda: bw)
+        reg = HookRegistry()
+        PolicyEvents(pipe, reg)
+        pipe.bootstrap(procfs.scan("/proc", "bench", bw))
+        mgr = PolicyManager(base, reg)
+        mgr.add(NONMATCHING_OPENAT.replace("/nonexistent/vigil-bench/", "/etc/host"), source="bench")
+        base.ring.drain()
+        for _ in range(50):
+            open("/etc/hostname").close()
+        time.sleep(0.2)
+        sample = [r for r in base.ring.drain() if r[0] == 13]
+        records = (sample * (n // max(1, len(sample)) + 1))[:n]
+        with open(os.devnull, "wb") as out:
+            t0 = time.process_time()
+            for i in range(0, n, 4096):
+                events = pipe.handle(records[i:i + 4096])
+                out.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
+            cpu = time.process_time() - t0
+        mgr.close()
+    finally:
+        base.close()
+    return {"events": n, "events_per_cpu_second": round(n / cpu)}
+
+
+def main() -> dict[str, Any]:
+    results = {
+        "exec_storm": bench_exec(),
+        "syscall_cost": bench_syscalls(),
+        "pipeline_json": bench_pipeline(),
+        "rss_10k_live_processes": bench_rss_live(),
+    }
+    return results

@@ -1,0 +1,70 @@
+"""`vigil tracingpolicy check`: validation and per-hook mechanism, without root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from vigil.cli.policycheck import check
+
+POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: write-watch
+spec:
+  kprobes:
+  - call: sys_write
+    syscall: true
+    args:
+    - index: 0
+      type: fd
+    selectors:
+    - matchActions:
+      - action: Sigkill
+  - call: fd_install
+    syscall: false
+    args:
+    - index: 0
+      type: int
+"""
+
+
+def _features(tmp_path: Path, **feats: bool) -> str:
+    f = tmp_path / "features.json"
+    f.write_text(json.dumps(feats))
+    return str(f)
+
+
+def test_kernel_without_kprobes_rejects_the_function_hook_with_its_location(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY)
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path, kprobes=False)])
+    assert r.exit_code == 3
+    assert r.stdout.strip() == (
+        f"{pol}:15:11: error: spec.kprobes[1].call: fd_install: kprobes are not available on "
+        "this kernel (CONFIG_KPROBES is off)")
+
+
+def test_valid_policy_lists_mechanism_and_guarantee(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY.split("  - call: fd_install")[0])
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path),
+                                   "-o", "json"])
+    assert r.exit_code == 0, r.output
+    [res] = json.loads(r.stdout)["policies"]
+    assert res["mode"] == "enforce"
+    [hook] = res["hooks"]
+    assert hook["mechanism"].startswith("tracepoint syscalls/sys_enter_write")
+    assert "the current syscall may complete" in hook["enforcement"]
+
+
+def test_invalid_policy_exits_3_with_located_diagnostics(tmp_path: Path) -> None:
+    pol = tmp_path / "bad.yaml"
+    pol.write_text(POLICY.replace("action: Sigkill", "action: Sigkil"))
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path)])
+    assert r.exit_code == 3
+    assert r.stdout == (f"{pol}:14:17: error: spec.kprobes[0].selectors[0].matchActions[0]."
+                        'action: invalid action "Sigkil" (did you mean "Sigkill"?)\n')

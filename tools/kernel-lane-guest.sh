@@ -1,0 +1,28 @@
+# Sourced by /bin/sh inside a kernel-lane guest (tools/kernel-lane.sh) before the command:
+# the pseudo filesystems BPF needs, no memlock limit, loopback up, and the facts the
+# kernel tests use to tell "this kernel lacks it" (skip) from "this kernel should have
+# it" (fail): VIGIL_LANE_KERNEL and VIGIL_EXPECT_FEATURES.
+vl_mount() { # fstype target
+  grep -q " $2 $1 " /proc/mounts && return 0
+  mkdir -p "$2" && mount -t "$1" "$1" "$2" 2>/dev/null || echo "kernel-lane: cannot mount $1 on $2" >&2
+}
+vl_mount securityfs /sys/kernel/security
+vl_mount debugfs /sys/kernel/debug
+vl_mount tracefs /sys/kernel/tracing
+vl_mount bpf /sys/fs/bpf
+grep -q ' cgroup2 ' /proc/mounts || vl_mount cgroup2 /sys/fs/cgroup
+ulimit -l unlimited 2>/dev/null || true
+ip link set lo up 2>/dev/null || true
+
+VIGIL_LANE_KERNEL=$(uname -r)
+# Stock Debian kernels (amd64, BPF LSM on by default): what each must allow. A test of a
+# feature listed here fails instead of skipping when the kernel refuses it.
+case $VIGIL_LANE_KERNEL in
+  6.1.*) VIGIL_EXPECT_FEATURES="kprobe kretprobe fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
+  6.[2-9].*|6.1[0-9].*|[7-9].*)
+         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
+  *) VIGIL_EXPECT_FEATURES="" ;;
+esac
+VIGIL_TEST_STRICT=${VIGIL_TEST_STRICT:-1}
+export VIGIL_LANE_KERNEL VIGIL_EXPECT_FEATURES VIGIL_TEST_STRICT
+echo "kernel-lane: guest $VIGIL_LANE_KERNEL, expecting: $VIGIL_EXPECT_FEATURES" >&2
