@@ -36,5 +36,11 @@ ANCHOR(enum vg_op, vg_anchor_op2);
 ANCHOR(enum vg_action, vg_anchor_action);
 ANCHOR(enum vg_rate_scope, vg_anchor_rate_scope);
 ANCHOR(enum vg_gen_flag, vg_anchor_gen_flag);
+ANCHOR(enum vg_hook_flag, vg_anchor_hook_flag);
+ANCHOR(enum vg_res_limits, vg_anchor_res_limits);
+ANCHOR(struct vg_sock_rec, vg_anchor_sock_rec);
+ANCHOR(struct vg_skb_rec, vg_anchor_skb_rec);
+ANCHOR(struct vg_bpf_rec, vg_anchor_bpf_rec);
+ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

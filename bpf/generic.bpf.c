@@ -11,6 +11,13 @@
  * paths, sockaddrs) -> evaluate selectors (first match wins) -> actions (Post with
  * optional rate limit, NoPost, Sigkill, Signal). A call no selector matches writes
  * nothing to the ring buffer.
+ *
+ * Entry programs by mechanism: tracepoints (vg_gen_tp/_tp_ret), raw tracepoints, uprobes,
+ * kprobes (vg_gen_kprobe/_kretprb, or the kprobe.multi pair vg_gen_kpm/_kretpm), BTF
+ * trampolines (vg_gen_fentry/_fexit), fmod_ret (vg_gen_fmodret: Override on security_*
+ * functions) and BPF LSM (vg_gen_lsm: Override denies). Return hooks merge arguments and
+ * return value into one record: kretprobes with the raw arguments saved at entry, fexit
+ * with both at hand.
  */
 #include "vigil/common.bpf.h"
 #include <bpf/bpf_endian.h>
@@ -155,30 +162,22 @@ static __always_inline __s64 vg_int_value(__u64 raw, __u8 size, __u8 flags)
 	}
 }
 
-/* fd of the current task -> its path, copied to data[off]. Returns the bytes written. */
-static __always_inline __u32 vg_read_fd(struct vg_gen_buf *h, __u32 off, __s64 fd, __u32 *orig)
+/* Copy the resolved path of `p` (a copy on the stack) to data[off]. Returns the bytes. */
+static __always_inline __u32 vg_read_kpath(struct vg_gen_buf *h, __u32 off, struct path *p,
+					   __u32 *orig)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct files_struct *files = BPF_CORE_READ(task, files);
-	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	struct path fpath, root;
-	struct fs_struct *fs;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct path root = {};
 	__u32 pos, len, trunc = 0;
 
-	if (fd < 0 || fd >= max_fds)
+	if (!p->dentry)
 		return 0;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]);
-	if (!file)
-		return 0;
-	fs = BPF_CORE_READ(task, fs);
 	bpf_probe_read_kernel(&root, sizeof(root), &fs->root);
-	bpf_probe_read_kernel(&fpath, sizeof(fpath), &file->f_path);
-	pos = vg_gen_path(&fpath, &root, &trunc);
+	pos = vg_gen_path(p, &root, &trunc);
 	if (pos >= VG_PATH_MAX) { /* the root itself */
 		h->data[off & VG_GEN_OFF_MASK] = '/';
+		*orig = 1;
 		return 1;
 	}
 	len = VG_PATH_MAX - pos;
@@ -189,14 +188,51 @@ static __always_inline __u32 vg_read_fd(struct vg_gen_buf *h, __u32 off, __s64 f
 	return len & (VG_PATH_MAX - 1);
 }
 
+/* fd of the current task -> its path, copied to data[off]. Returns the bytes written. */
+static __always_inline __u32 vg_read_fd(struct vg_gen_buf *h, __u32 off, __s64 fd, __u32 *orig)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	struct path fpath = {};
+
+	if (fd < 0 || fd >= max_fds)
+		return 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]);
+	if (!file)
+		return 0;
+	BPF_CORE_READ_INTO(&fpath, file, f_path);
+	return vg_read_kpath(h, off, &fpath, orig);
+}
+
+/* struct file * -> its path. */
+static __always_inline __u32 vg_read_file(struct vg_gen_buf *h, __u32 off, struct file *file,
+					  __u32 *orig)
+{
+	struct path fpath = {};
+
+	if (!file)
+		return 0;
+	BPF_CORE_READ_INTO(&fpath, file, f_path);
+	return vg_read_kpath(h, off, &fpath, orig);
+}
+
 /* Normalised sockaddr in the record: u16 family, u16 port (host order), u8 addr[16]. */
-static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, __u64 uptr)
+static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, __u64 uptr,
+					       int kernel)
 {
 	struct sockaddr_in6 sa = {};
 	__u8 *out = (__u8 *)&h->data[off & VG_GEN_OFF_MASK];
 	__u16 family;
 
-	if (bpf_probe_read_user(&sa, sizeof(sa), (void *)uptr)) {
+	if (kernel) {
+		if (bpf_probe_read_kernel(&sa, sizeof(sa), (void *)uptr) &&
+		    bpf_probe_read_kernel(&sa, sizeof(struct sockaddr_in), (void *)uptr))
+			return 0;
+	} else if (bpf_probe_read_user(&sa, sizeof(sa), (void *)uptr)) {
 		if (bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), (void *)uptr))
 			return 0;
 	}
@@ -209,6 +245,191 @@ static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, _
 	else if (family == 10 /* AF_INET6 */)
 		__builtin_memcpy(out + 4, &sa.sin6_addr, 16);
 	return 20;
+}
+
+/* ---- kernel objects ------------------------------------------------------------------ */
+
+#define VG_AF_INET 2
+#define VG_AF_INET6 10
+
+static __always_inline __u32 vg_read_sock(struct vg_gen_buf *h, __u32 off, __u64 v, __u8 flags)
+{
+	struct vg_sock_rec *r = (struct vg_sock_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct sock *sk = (struct sock *)v;
+
+	if (flags & VG_ARGF_SOCKET)
+		sk = BPF_CORE_READ((struct socket *)v, sk);
+	if (!sk)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	r->type = BPF_CORE_READ(sk, sk_type);
+	r->protocol = BPF_CORE_READ(sk, sk_protocol);
+	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	r->mark = BPF_CORE_READ(sk, sk_mark);
+	r->priority = BPF_CORE_READ(sk, sk_priority);
+	r->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	r->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (r->family == VG_AF_INET) {
+		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_daddr);
+	} else if (r->family == VG_AF_INET6) {
+		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	return sizeof(*r);
+}
+
+static __always_inline __u32 vg_read_skb(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_skb_rec *r = (struct vg_skb_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct sk_buff *skb = (struct sk_buff *)v;
+	unsigned char *head;
+	__u16 nh, th;
+	__u8 ver = 0;
+
+	if (!skb)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->hash = BPF_CORE_READ(skb, hash);
+	r->len = BPF_CORE_READ(skb, len);
+	r->priority = BPF_CORE_READ(skb, priority);
+	r->mark = BPF_CORE_READ(skb, mark);
+	head = BPF_CORE_READ(skb, head);
+	nh = BPF_CORE_READ(skb, network_header);
+	th = BPF_CORE_READ(skb, transport_header);
+	bpf_probe_read_kernel(&ver, 1, head + nh);
+	ver >>= 4;
+	if (ver == 4) {
+		struct iphdr ip = {};
+
+		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
+		r->family = VG_AF_INET;
+		r->protocol = ip.protocol;
+		__builtin_memcpy(r->saddr, &ip.saddr, 4);
+		__builtin_memcpy(r->daddr, &ip.daddr, 4);
+		if (th == nh) /* transport header not set yet: right after the IP header */
+			th = nh + ip.ihl * 4;
+	} else if (ver == 6) {
+		struct ipv6hdr ip6 = {};
+
+		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
+		r->family = VG_AF_INET6;
+		r->protocol = ip6.nexthdr;
+		__builtin_memcpy(r->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(r->daddr, &ip6.daddr, 16);
+		if (th == nh)
+			th = nh + sizeof(ip6);
+	} else {
+		return sizeof(*r);
+	}
+	if ((r->protocol == 6 || r->protocol == 17) && th != 0xffff) { /* TCP, UDP */
+		__u16 ports[2] = {};
+
+		bpf_probe_read_kernel(ports, sizeof(ports), head + th);
+		r->sport = bpf_ntohs(ports[0]);
+		r->dport = bpf_ntohs(ports[1]);
+	}
+	return sizeof(*r);
+}
+
+static __always_inline __u32 vg_read_cred(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_creds *c = (struct vg_creds *)&h->data[off & VG_GEN_OFF_MASK];
+	struct cred *cred = (struct cred *)v;
+	struct user_namespace *ns;
+
+	if (!cred)
+		return 0;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->uid = BPF_CORE_READ(cred, uid.val);
+	c->gid = BPF_CORE_READ(cred, gid.val);
+	c->euid = BPF_CORE_READ(cred, euid.val);
+	c->egid = BPF_CORE_READ(cred, egid.val);
+	c->suid = BPF_CORE_READ(cred, suid.val);
+	c->sgid = BPF_CORE_READ(cred, sgid.val);
+	c->fsuid = BPF_CORE_READ(cred, fsuid.val);
+	c->fsgid = BPF_CORE_READ(cred, fsgid.val);
+	c->securebits = BPF_CORE_READ(cred, securebits);
+	/* kernel_cap_t is u32[2] before 6.3 and a u64 after: 8 bytes either way */
+	bpf_probe_read_kernel(&c->cap_permitted, 8, &cred->cap_permitted);
+	bpf_probe_read_kernel(&c->cap_effective, 8, &cred->cap_effective);
+	bpf_probe_read_kernel(&c->cap_inheritable, 8, &cred->cap_inheritable);
+	ns = BPF_CORE_READ(cred, user_ns);
+	if (ns) {
+		c->user_ns_level = BPF_CORE_READ(ns, level);
+		c->user_ns_uid = BPF_CORE_READ(ns, owner.val);
+		c->user_ns_gid = BPF_CORE_READ(ns, group.val);
+		c->user_ns_inum = BPF_CORE_READ(ns, ns.inum);
+	}
+	return sizeof(*c);
+}
+
+/* the subset of kernel/module/internal.h's struct load_info Vigil reads (CO-RE) */
+struct load_info {
+	const char *name;
+	struct module *mod;
+	bool sig_ok;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 vg_read_bpf_obj(struct vg_gen_buf *h, __u32 off, __u64 v, __u8 kind)
+{
+	struct vg_bpf_rec *r = (struct vg_bpf_rec *)&h->data[off & VG_GEN_OFF_MASK];
+
+	if (!v)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	if (kind == VG_ARG_BPF_ATTR) {
+		union bpf_attr *a = (union bpf_attr *)v;
+
+		r->type = BPF_CORE_READ(a, prog_type);
+		r->insn_cnt = BPF_CORE_READ(a, insn_cnt);
+		BPF_CORE_READ_INTO(&r->name, a, prog_name);
+	} else if (kind == VG_ARG_BPF_PROG) {
+		struct bpf_prog *p = (struct bpf_prog *)v;
+
+		r->type = BPF_CORE_READ(p, type);
+		r->insn_cnt = BPF_CORE_READ(p, len);
+		BPF_CORE_READ_INTO(&r->name, p, aux, name);
+	} else {
+		struct bpf_map *m = (struct bpf_map *)v;
+
+		r->type = BPF_CORE_READ(m, map_type);
+		r->key_size = BPF_CORE_READ(m, key_size);
+		r->value_size = BPF_CORE_READ(m, value_size);
+		r->max_entries = BPF_CORE_READ(m, max_entries);
+		BPF_CORE_READ_INTO(&r->name, m, name);
+	}
+	return sizeof(*r);
+}
+
+static __always_inline __u32 vg_read_module(struct vg_gen_buf *h, __u32 off, __u64 v, __u8 kind)
+{
+	struct vg_module_rec *r = (struct vg_module_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct module *mod = (struct module *)v;
+
+	if (!v)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->sig_ok = 0xffffffff;
+	if (kind == VG_ARG_LOAD_INFO) {
+		struct load_info *info = (struct load_info *)v;
+		const char *name = BPF_CORE_READ(info, name);
+
+		if (bpf_core_field_exists(info->sig_ok))
+			r->sig_ok = BPF_CORE_READ(info, sig_ok);
+		mod = BPF_CORE_READ(info, mod);
+		if (name) {
+			bpf_probe_read_kernel_str(r->name, sizeof(r->name), name);
+			return sizeof(*r);
+		}
+		if (!mod)
+			return sizeof(*r);
+	}
+	BPF_CORE_READ_INTO(&r->name, mod, name);
+	r->taints = BPF_CORE_READ(mod, taints);
+	return sizeof(*r);
 }
 
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
@@ -258,10 +479,70 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 			return 0;
 		return len;
 	}
+	case VG_ARG_KBUF: {
+		__u8 sa = CFG.args[i].size_arg;
+		__s64 len = 0;
+
+		if (CFG.args[i].flags & VG_ARGF_RETURN_COPY)
+			len = ret;
+		else if (sa < VG_GEN_ARGS)
+			len = (__s64)raw[sa & 7];
+		if (len <= 0)
+			return 0;
+		m->orig_len[i] = len;
+		if (len > max)
+			len = max;
+		if (len > VG_GEN_STR_MAX)
+			len = VG_GEN_STR_MAX;
+		if (bpf_probe_read_kernel(&h->data[off & VG_GEN_OFF_MASK], len, (void *)v))
+			return 0;
+		return len;
+	}
 	case VG_ARG_FD:
 		return vg_read_fd(h, off, (__s64)(__s32)v, &m->orig_len[i]);
 	case VG_ARG_SOCKADDR:
-		return vg_read_sockaddr(h, off, v);
+		return vg_read_sockaddr(h, off, v, 0);
+	case VG_ARG_KSOCKADDR:
+		return vg_read_sockaddr(h, off, v, 1);
+	case VG_ARG_FILE:
+		return vg_read_file(h, off, (struct file *)v, &m->orig_len[i]);
+	case VG_ARG_BINPRM:
+		return vg_read_file(h, off, BPF_CORE_READ((struct linux_binprm *)v, file),
+				    &m->orig_len[i]);
+	case VG_ARG_PATH: {
+		struct path p = {};
+
+		if (!v || bpf_probe_read_kernel(&p, sizeof(p), (void *)v))
+			return 0;
+		return vg_read_kpath(h, off, &p, &m->orig_len[i]);
+	}
+	case VG_ARG_DENTRY: {
+		/* no mount: the walk stops at the root of the dentry's filesystem */
+		struct path p = {.dentry = (struct dentry *)v};
+
+		return vg_read_kpath(h, off, &p, &m->orig_len[i]);
+	}
+	case VG_ARG_SOCK:
+		return vg_read_sock(h, off, v, CFG.args[i].flags);
+	case VG_ARG_SKB:
+		return vg_read_skb(h, off, v);
+	case VG_ARG_CRED:
+		return vg_read_cred(h, off, v);
+	case VG_ARG_CAPS: {
+		__u64 caps = 0;
+
+		if (bpf_probe_read_kernel(&caps, 8, (void *)v))
+			return 0;
+		__builtin_memcpy(&h->data[off & VG_GEN_OFF_MASK], &caps, 8);
+		return 8;
+	}
+	case VG_ARG_BPF_ATTR:
+	case VG_ARG_BPF_PROG:
+	case VG_ARG_BPF_MAP:
+		return vg_read_bpf_obj(h, off, v, CFG.args[i].kind);
+	case VG_ARG_MODULE:
+	case VG_ARG_LOAD_INFO:
+		return vg_read_module(h, off, v, CFG.args[i].kind);
 	case VG_ARG_DATA_LOC: {
 		/* v is the u32 __data_loc word: length << 16 | offset in the record */
 		__u32 loc = (__u32)v, len = loc >> 16;

@@ -59,6 +59,8 @@ static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, st
 	if (proc) {
 		__u32 n = len < VG_BIN_MAX ? len : VG_BIN_MAX - 1;
 
+		/* keep the mask below: older verifiers (6.1) lose the bound clang relies on */
+		barrier_var(n);
 		proc->bin_len = n;
 		bpf_probe_read_kernel(proc->bin, n & (VG_BIN_MAX - 1), &pb->path[pos & (VG_PATH_MAX - 1)]);
 	}

@@ -231,6 +231,14 @@ enum vg_hook_kind {
 	VG_HOOK_TRACEPOINT = 1, /* classic tracepoint: fields at offsets in the record */
 	VG_HOOK_RAW_TP = 2,     /* raw tracepoint: u64 args[] */
 	VG_HOOK_UPROBE = 3,     /* pt_regs function arguments */
+	VG_HOOK_KPROBE = 4,     /* kprobe / kprobe.multi: pt_regs of a kernel function */
+	VG_HOOK_BTF = 5,        /* fentry / fexit / fmod_ret / lsm: bpf_get_func_arg() */
+};
+
+/* vg_hook_cfg.flags */
+enum vg_hook_flag {
+	VG_HOOKF_DECIDE = 0x1,  /* this program enforces but does not post (its fexit posts) */
+	VG_HOOKF_REPORT = 0x2,  /* this program posts but does not enforce (fmod_ret decided) */
 };
 
 /* How one argument is read and put in the record. */
@@ -243,11 +251,34 @@ enum vg_arg_kind {
 	VG_ARG_SOCKADDR = 5,  /* user-space struct sockaddr * */
 	VG_ARG_DATA_LOC = 6,  /* tracepoint __data_loc string inside the record */
 	VG_ARG_KSTR = 7,      /* kernel NUL-terminated string pointer */
+	/* kernel objects (kprobe / fentry / lsm hooks); records in struct vg_*_rec or a path */
+	VG_ARG_FILE = 8,      /* struct file *: its path (bounded dentry walk, crosses mounts) */
+	VG_ARG_PATH = 9,      /* struct path * */
+	VG_ARG_DENTRY = 10,   /* struct dentry *: path inside its filesystem */
+	VG_ARG_BINPRM = 11,   /* struct linux_binprm *: the file being executed */
+	VG_ARG_SOCK = 12,     /* struct sock * (struct socket * with VG_ARGF_SOCKET) -> vg_sock_rec */
+	VG_ARG_SKB = 13,      /* struct sk_buff * -> vg_skb_rec */
+	VG_ARG_CRED = 14,     /* struct cred * -> vg_creds */
+	VG_ARG_CAPS = 15,     /* u64 capability set read at the pointer + offset */
+	VG_ARG_BPF_ATTR = 16, /* union bpf_attr * (BPF_PROG_LOAD) -> vg_bpf_rec */
+	VG_ARG_BPF_PROG = 17, /* struct bpf_prog * -> vg_bpf_rec */
+	VG_ARG_BPF_MAP = 18,  /* struct bpf_map * -> vg_bpf_rec */
+	VG_ARG_MODULE = 19,   /* struct module * -> vg_module_rec */
+	VG_ARG_LOAD_INFO = 20,/* struct load_info * -> vg_module_rec */
+	VG_ARG_KBUF = 21,     /* kernel buffer; length from arg `size_arg` */
+	VG_ARG_KSOCKADDR = 22,/* kernel struct sockaddr * (same record as VG_ARG_SOCKADDR) */
 };
 
 enum vg_arg_flag {
 	VG_ARGF_SIGNED = 0x1,
 	VG_ARGF_RETURN_COPY = 0x2, /* read the buffer at return (the call filled it) */
+	VG_ARGF_SOCKET = 0x4,      /* VG_ARG_SOCK: the pointer is a struct socket */
+	VG_ARGF_RES_VALUE = 0x8,   /* resolve: the last member is a value (read `size` bytes) */
+	VG_ARGF_RES_DEREF = 0x10,  /* resolve: the last member is a pointer (follow it) */
+};
+
+enum vg_res_limits {
+	VG_RES_STEPS = 4,          /* pointer hops of one `resolve` path */
 };
 
 /* Selector operators (values as Tetragon's internal numbering where one exists). */
@@ -303,8 +334,11 @@ struct vg_arg_cfg {
 	__u8 flags;     /* enum vg_arg_flag */
 	__u16 offset;   /* VG_HOOK_TRACEPOINT: field offset in the record */
 	__u8 size_arg;  /* VG_ARG_UBUF: index of the arg holding the length; 0xff: none */
-	__u8 pad;
+	__u8 nres;      /* resolve: steps used in res_off (0: the argument itself) */
 	__u32 max_len;  /* strings and buffers: bytes to read at most (<= VG_GEN_STR_MAX) */
+	/* resolve (BTF field path): v = *(u64 *)(v + res_off[k]) for k < nres - 1, then
+	 * v += res_off[nres - 1] and, by flag, follow a pointer or read a value there */
+	__u32 res_off[VG_RES_STEPS];
 };
 
 struct vg_match_arg {
@@ -336,7 +370,7 @@ struct vg_action_cfg {
 	__u8 action;    /* enum vg_action */
 	__u8 scope;     /* enum vg_rate_scope (Post with rateLimit) */
 	__u16 pad;
-	__u32 arg;      /* Signal: the signal number */
+	__u32 arg;      /* Signal: the signal number; Override: the error (s32) */
 	__u64 rate_ns;  /* Post: suppress repeats within this window; 0: off */
 };
 
@@ -369,7 +403,8 @@ struct vg_hook_cfg {
 	__u8 nsel;
 	__u8 has_return;  /* the exit program runs the selectors with the return value */
 	__u8 monitor;     /* policy mode monitor: enforcement actions are only reported */
-	__u8 pad[2];
+	__u8 flags;       /* enum vg_hook_flag */
+	__u8 pad;
 	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */
 	__u32 pad2;
 	struct vg_arg_cfg args[VG_GEN_ARGS];
@@ -396,6 +431,54 @@ struct vg_generic_msg {
 enum vg_gen_flag {
 	VG_GENF_RETURN = 0x1,     /* ret is set */
 	VG_GENF_MONITOR = 0x2,    /* an enforcement action was only reported (monitor mode) */
+};
+
+/* ---- kernel object records (in the generic record's tail) ---------------------------- */
+
+struct vg_sock_rec {
+	__u16 family;
+	__u16 type;
+	__u16 protocol;
+	__u8 state;
+	__u8 pad;
+	__u32 mark;
+	__u32 priority;
+	__u16 sport;      /* host order */
+	__u16 dport;
+	__u32 pad2;
+	__u8 saddr[16];   /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u64 cookie;
+};
+
+struct vg_skb_rec {
+	__u32 hash;
+	__u32 len;
+	__u32 priority;
+	__u32 mark;
+	__u16 family;
+	__u16 protocol;   /* L4: IPPROTO_* */
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct vg_bpf_rec {
+	__u32 type;        /* prog or map type */
+	__u32 insn_cnt;    /* programs */
+	__u32 key_size;    /* maps */
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 pad;
+	char name[16];
+};
+
+struct vg_module_rec {
+	__u32 sig_ok;      /* load_info: 1 signature ok, 0 not; 0xffffffff: unknown */
+	__u32 pad;
+	__u64 taints;
+	char name[56];
 };
 
 /* matchBinaries: each process's binary, kept by the base sensor (map vg_procs). */

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from vigil.cli.observability import observability_config, observability_options
 from vigil.errors import VigilError
 from vigil.server.config import (
     DEFAULT_ADDRESS,
@@ -83,6 +84,11 @@ def _given(param: str) -> bool:
               help="Comma list of event kinds with ancestors; 'base' for exec/exit.")
 @click.option("--rb-size-total", default="64M", show_default=True,
               help="BPF ring buffer size (K/M/G suffix; rounded up to a power of two).")
+@click.option("--tracing-policy", multiple=True, metavar="FILE",
+              help="TracingPolicy YAML to load at start (repeatable). A policy that is "
+                   "invalid or cannot load here stops start-up with its diagnostics.")
+@click.option("--tracing-policy-dir", default="/etc/vigil/tracing-policies.d", show_default=True,
+              metavar="DIR", help="Load every policy file in DIR (and one level below) at start.")
 @click.option("--exec-args-max-bytes", default=16128, show_default=True,
               help="argv bytes captured per exec (max 16128; longer argv is flagged truncArgs).")
 @click.option("--server-address", default=DEFAULT_ADDRESS, show_default=True,
@@ -108,14 +114,21 @@ def _given(param: str) -> bool:
               help="Keep policies added over gRPC across restarts.")
 @click.option("--persist-grpc-policies-dir", default=DEFAULT_PERSIST_DIR, show_default=True,
               metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
+@observability_options
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
 
     ancestors = {a.strip() for a in str(opts["enable_ancestors"]).split(",") if a.strip()}
     try:
+        obs = observability_config(opts)
         cfg = AgentConfig(
             node_name=str(opts["node_name"]),
+            cgroup_rate=obs.cgroup_rate,
+            tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]
+            tracing_policy_dir=str(opts["tracing_policy_dir"]),
+            export_rate_limit=obs.export_rate_limit,
+            metrics=obs.metrics,
             procfs=str(opts["procfs"]),
             process_cache_size=int(opts["process_cache_size"]),  # type: ignore[call-overload]
             enable_process_cred=bool(opts["enable_process_cred"]),
@@ -139,4 +152,6 @@ def agent(**opts: object) -> None:
         raise click.BadParameter(str(err)) from err
     except VigilError as err:
         click.echo(f"vigil agent: {err}", err=True)
-        sys.exit(1)
+        for d in getattr(err, "diagnostics", ()):
+            click.echo(f"  {d}", err=True)
+        sys.exit(3 if getattr(err, "diagnostics", None) else 1)

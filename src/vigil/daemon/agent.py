@@ -25,13 +25,16 @@ from typing import Any
 
 from vigil.errors import PrivilegeError
 from vigil.export.jsonl import RotatingFileWriter
+from vigil.export.ratelimit import rate_limit_export
 from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
 from vigil.hub import EventHub
 from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.model import Namespaces
+from vigil.metrics.config import MetricsConfig
 from vigil.server.config import ServerConfig
+from vigil.throttle import CgroupRate
 
 log = logging.getLogger("vigil.agent")
 
@@ -62,6 +65,11 @@ class AgentConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     # gRPC API; off unless addresses are given (`vigil agent` defaults to the unix socket)
     server: ServerConfig = field(default_factory=lambda: ServerConfig(addresses=()))
+    cgroup_rate: CgroupRate | None = None  # --cgroup-rate (None: off)
+    export_rate_limit: int = -1            # --export-rate-limit, events/minute (-1: unlimited)
+    metrics: MetricsConfig | None = None   # --metrics-server and friends (None: off)
+    tracing_policies: tuple[str, ...] = ()  # --tracing-policy FILE (repeatable)
+    tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
 
 
 def default_node_name() -> str:
@@ -140,11 +148,14 @@ class Agent:
         self._reader: threading.Thread | None = None
         self.kernel_dropped = 0
         self.started = threading.Event()
-        # Policy store the gRPC API manages. TEMPORARY in-memory default until the
-        # tracing-policy engine (issue 3) provides the real one.
-        from vigil.server.fakes import StaticPolicyStore
-        self.policies: Any = StaticPolicyStore()
+        # The tracing-policy engine (vigil.daemon.policies.PolicyManager) once the base
+        # sensor is loaded; the gRPC API and the start-up flags go through it.
+        self.policies: Any = None
+        self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
+        self.metrics: Any = None  # vigil.metrics.RunningMetrics once started
+        self.reader_heartbeat: float | None = None  # monotonic; health's progress signal
+        self._sink_subs: list[tuple[Any, Callable[[], None]]] = []  # (hub subscriber, closer)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -153,13 +164,20 @@ class Agent:
         check_btf()
         from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
         self.sensor = BaseSensor(BaseSensorConfig(ring_bytes=self.cfg.rb_size_total,
-                                                  max_args=self.cfg.max_args))
+                                                  max_args=self.cfg.max_args,
+                                                  cgroup_rate=self.cfg.cgroup_rate))
         self.sensor.load()
         try:
+            self._start_policy_engine()
             self._start_exporters()
             self._start_server()
-            self._offer(self.pipeline.bootstrap(
-                procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)))
+            if self.cfg.metrics is not None:
+                from vigil.metrics import start_metrics  # imports prometheus_client
+                self.metrics = start_metrics(self, self.cfg.metrics)
+            procs = procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)
+            self._offer(self.pipeline.bootstrap(procs))
+            self.sensor.seed_procs((p.pid, p.binary) for p in procs if p.binary)
+            self._load_startup_policies()
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
                                              daemon=True)
             self._reader.start()
@@ -171,6 +189,9 @@ class Agent:
                  self.node_name, len(self.cache))
 
     def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.server is not None:  # first: clients see a clean end of stream
             self.server.stop()
             self.server = None
@@ -178,12 +199,17 @@ class Agent:
         if self._reader is not None:
             self._reader.join(timeout=10)
             self._reader = None
+        if self.policies is not None:
+            self.policies.close()  # detach every policy program before the base sensor
         if self.sensor is not None:
             self._log_kernel_drops()
             self.sensor.close()
             self.sensor = None
+        for sub, stop_reports in self._sink_subs:
+            self.hub.unsubscribe(sub)
+            stop_reports()  # the last rate_limit_info, into the still-open sink
+        self._sink_subs.clear()
         for sink in self.sinks:
-            self.hub.unsubscribe(sink)
             sink.close(timeout=10)
         for close in reversed(self._closers):
             close()
@@ -228,6 +254,25 @@ class Agent:
                 handler, close = out, out.close
             self._add_sink("stdout", handler, close, ex.queue_events)
 
+    # -- policies --------------------------------------------------------------------
+
+    def _start_policy_engine(self) -> None:
+        from vigil.daemon.policies import PolicyManager
+        from vigil.policy_events import HookRegistry, PolicyEvents
+        registry = HookRegistry()
+        self.policy_events = PolicyEvents(self.pipeline, registry)
+        self.policies = PolicyManager(self.sensor, registry)
+
+    def _load_startup_policies(self) -> None:
+        """--tracing-policy files, then --tracing-policy-dir; any failure stops start-up."""
+        from vigil.policy.loader import policy_files
+        files = list(self.cfg.tracing_policies)
+        if self.cfg.tracing_policy_dir and os.path.isdir(self.cfg.tracing_policy_dir):
+            files += policy_files(self.cfg.tracing_policy_dir)
+        for path in files:
+            info = self.policies.add_file(path)
+            log.info("tracing policy %s loaded from %s", info.name, path)
+
     def _start_server(self) -> None:
         if not self.cfg.server.enabled:
             return
@@ -245,7 +290,9 @@ class Agent:
         sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
-        self.hub.subscribe(sink)
+        sub, stop_reports = rate_limit_export(sink, self.cfg.export_rate_limit, self.node_name)
+        self.hub.subscribe(sub)
+        self._sink_subs.append((sub, stop_reports))
         self._closers.append(close)
 
     def _offer(self, events: list[dict[str, Any]]) -> None:
@@ -257,6 +304,7 @@ class Agent:
         ring = self.sensor.ring
         next_housekeeping = time.monotonic() + 1.0
         while not self._stop.is_set():
+            self.reader_heartbeat = time.monotonic()
             ring.wait(self.cfg.poll_interval)
             while True:
                 recs = ring.drain(max_records=8192)
@@ -272,7 +320,8 @@ class Agent:
         self._offer(self.pipeline.handle(ring.drain()))
 
     def _log_kernel_drops(self) -> None:
-        total = self.sensor.counters().total_dropped()
+        drops = self.sensor.counters().drops
+        total = sum(n for (_op, reason), n in drops.items() if reason == "RINGBUF_FULL")
         if total > self.kernel_dropped:
             log.warning("%d events lost in the kernel (ring buffer full) since start",
                         total)
@@ -294,6 +343,10 @@ class Agent:
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},
             "grpc": self.server.stats() if self.server is not None else {},
+            "throttle": {"starts": self.pipeline.throttle.starts,
+                         "stops": self.pipeline.throttle.stops,
+                         "dropped": self.pipeline.throttle.dropped,
+                         "exits_suppressed": self.pipeline.throttle.exits_suppressed},
         }
 
 
