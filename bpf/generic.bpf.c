@@ -563,6 +563,35 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	return n;
 }
 
+/* `resolve`: follow a BTF field path from the raw argument (offsets computed in user space). */
+static __always_inline __u64 vg_resolve(int i, __u64 v)
+{
+	__u8 n = CFG.args[i].nres;
+	__u64 x = 0;
+
+	if (!n)
+		return v;
+	for (int k = 0; k < VG_RES_STEPS - 1; k++) {
+		if (k + 1 < n) {
+			x = 0;
+			bpf_probe_read_kernel(&x, 8, (void *)(v + CFG.args[i].res_off[k]));
+			v = x;
+		}
+	}
+	v += CFG.args[i].res_off[(n - 1) & (VG_RES_STEPS - 1)];
+	x = 0;
+	if (CFG.args[i].flags & VG_ARGF_RES_DEREF) {
+		bpf_probe_read_kernel(&x, 8, (void *)v);
+		v = x;
+	} else if (CFG.args[i].flags & VG_ARGF_RES_VALUE) {
+		__u8 size = CFG.args[i].size;
+
+		bpf_probe_read_kernel(&x, size > 8 || size == 0 ? 8 : size, (void *)v);
+		v = x;
+	}
+	return v;
+}
+
 /* ---- matching ----------------------------------------------------------------------- */
 
 static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, __s64 v)
@@ -636,6 +665,7 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 	case VG_OP_IN:
 	case VG_OP_NOTIN:
 		if (len < VG_STR_KEY) {
+			barrier_var(len); /* keep the mask below for older verifiers (6.1) */
 			__builtin_memset(h->eq.s, 0, sizeof(h->eq.s));
 			h->eq.set = set;
 			h->eq.len = len;
@@ -649,6 +679,7 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 		n = len < VG_PFX_KEY ? len : VG_PFX_KEY;
 		h->pfx.prefixlen = 32 + 8 * n;
 		h->pfx.set = set;
+		barrier_var(n); /* keep the clamp below for older verifiers (6.1) */
 		if (n > VG_PFX_KEY)
 			n = VG_PFX_KEY;
 		if (!bpf_probe_read_kernel(h->pfx.s, n, src) || n == 0)
@@ -659,10 +690,12 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 		struct vg_rev_ctx c;
 
 		n = len < VG_PFX_KEY - 1 ? len : VG_PFX_KEY - 1;
+		barrier_var(n);
 		if (n > VG_PFX_KEY - 1)
 			n = VG_PFX_KEY - 1;
 		c.n = n;
-		if (bpf_probe_read_kernel(h->tmp, n, src + (len - n)))
+		/* bounded skip: older verifiers refuse map pointer + unbounded scalar */
+		if (bpf_probe_read_kernel(h->tmp, n, src + ((len - n) & (2 * VG_GEN_STR_MAX - 1))))
 			return op == VG_OP_NOTPOSTFIX;
 		bpf_loop(VG_PFX_KEY, vg_rev_step, &c, 0);
 		h->pfx.prefixlen = 32 + 8 * n;
@@ -710,6 +743,40 @@ static __always_inline int vg_sockaddr_match(const volatile struct vg_match_arg 
 	return 0;
 }
 
+/* sock / skb records: build the source or destination side as a normalised sockaddr. */
+static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, __u16 family,
+					__u8 proto, __u8 state, __u16 sport, __u16 dport,
+					const __u8 *saddr, const __u8 *daddr)
+{
+	__u8 sa[20] = {};
+	int hit = 0;
+
+	switch (ma->op) {
+	case VG_OP_PROTOCOL:
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && proto == ma->vals[k])
+				hit = 1;
+		return hit;
+	case VG_OP_STATE:
+		for (int k = 0; k < VG_GEN_VALUES; k++)
+			if (k < ma->nvals && state == ma->vals[k])
+				hit = 1;
+		return hit;
+	case VG_OP_SADDR:
+	case VG_OP_NOTSADDR:
+	case VG_OP_SPORT:
+	case VG_OP_NOTSPORT:
+		*(__u16 *)(sa + 2) = sport;
+		__builtin_memcpy(sa + 4, saddr, 16);
+		break;
+	default:
+		*(__u16 *)(sa + 2) = dport;
+		__builtin_memcpy(sa + 4, daddr, 16);
+	}
+	*(__u16 *)sa = family;
+	return vg_sockaddr_match(ma, sa);
+}
+
 static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile struct vg_match_arg *ma,
 					__u64 *raw, __s64 ret)
 {
@@ -727,9 +794,28 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 	case VG_ARG_INT:
 		return vg_int_match(ma, vg_int_value(raw[a], CFG.args[a].size, CFG.args[a].flags));
 	case VG_ARG_SOCKADDR:
+	case VG_ARG_KSOCKADDR:
 		if (len < 20)
 			return 0;
 		return vg_sockaddr_match(ma, (__u8 *)&h->data[off]);
+	case VG_ARG_SOCK: {
+		struct vg_sock_rec *r = (struct vg_sock_rec *)&h->data[off];
+
+		if (len < sizeof(*r))
+			return 0;
+		return vg_net_match(ma, r->family, r->protocol, r->state, r->sport, r->dport,
+				    r->saddr, r->daddr);
+	}
+	case VG_ARG_SKB: {
+		struct vg_skb_rec *r = (struct vg_skb_rec *)&h->data[off];
+
+		if (len < sizeof(*r))
+			return 0;
+		return vg_net_match(ma, r->family, r->protocol, 0, r->sport, r->dport,
+				    r->saddr, r->daddr);
+	}
+	case VG_ARG_CAPS:
+		return vg_int_match(ma, *(__s64 *)&h->data[off]);
 	default:
 		return vg_str_match(h, ma->op, ma->set, &h->data[off], len);
 	}
@@ -871,11 +957,16 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 	return 1;
 }
 
+/*
+ * Run the matched selector's actions; post unless told not to. Returns the error an
+ * Override asks for (0: none) for the fmod_ret / LSM programs to return.
+ */
 static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
 {
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct vg_generic_msg *m = &h->msg;
-	int post = 1;
+	int post = !(CFG.flags & VG_HOOKF_DECIDE), enforce = !(CFG.flags & VG_HOOKF_REPORT);
+	int err = 0;
 
 	m->selector = si;
 	m->action = VG_ACT_POST;
@@ -884,11 +975,20 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
 			break;
 		switch (s->actions[ai].action) {
 		case VG_ACT_POST:
-			if (!vg_rate_ok(h, si, ai))
+			if (post && !vg_rate_ok(h, si, ai))
 				post = 0;
 			break;
 		case VG_ACT_NOPOST:
 			post = 0;
+			break;
+		case VG_ACT_OVERRIDE:
+			m->action = VG_ACT_OVERRIDE;
+			if (CFG.monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				break;
+			}
+			if (enforce)
+				err = (__s32)s->actions[ai].arg;
 			break;
 		case VG_ACT_SIGKILL:
 		case VG_ACT_SIGNAL:
@@ -897,13 +997,15 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
 				m->flags |= VG_GENF_MONITOR;
 				break;
 			}
-			bpf_send_signal(s->actions[ai].action == VG_ACT_SIGKILL ? 9 : s->actions[ai].arg);
+			if (enforce)
+				bpf_send_signal(s->actions[ai].action == VG_ACT_SIGKILL ? 9 :
+						s->actions[ai].arg);
 			break;
 		}
 	}
-	if (!post)
-		return 0;
-	return vg_send(h, size);
+	if (post)
+		vg_send(h, size);
+	return err;
 }
 
 /* ---- the pipeline --------------------------------------------------------------------- */
@@ -930,6 +1032,9 @@ static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with
 		m->ret = ret;
 		m->flags |= VG_GENF_RETURN;
 	}
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = vg_resolve(i, raw[i]);
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u32 n;
@@ -946,8 +1051,11 @@ static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with
 	if (size > sizeof(*m) + VG_GEN_DATA_MAX)
 		size = sizeof(*m) + VG_GEN_DATA_MAX;
 	m->hdr.size = size;
-	if (!CFG.nsel)
-		return vg_send(h, size);
+	if (!CFG.nsel) {
+		if (!(CFG.flags & VG_HOOKF_DECIDE))
+			vg_send(h, size);
+		return 0;
+	}
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
 		if (si < CFG.nsel && vg_selector_match(h, si, raw, ret))
 			return vg_act(h, si, size);
@@ -988,7 +1096,8 @@ int vg_gen_tp(void *ctx)
 		bpf_map_update_elem(&vg_gen_entries, &id, raw, BPF_ANY);
 		return 0;
 	}
-	return vg_gen_run(ctx, raw, 0, 0);
+	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
 }
 
 /* syscalls/sys_exit_X: `long ret` at offset 16 of the record. */
@@ -1005,7 +1114,8 @@ int vg_gen_tp_ret(void *ctx)
 	__builtin_memcpy(raw, e->raw, sizeof(raw));
 	bpf_map_delete_elem(&vg_gen_entries, &id);
 	bpf_probe_read_kernel(&ret, sizeof(ret), (char *)ctx + 16);
-	return vg_gen_run(ctx, raw, ret, 1);
+	vg_gen_run(ctx, raw, ret, 1);
+	return 0;
 }
 
 SEC("raw_tp")
@@ -1016,7 +1126,8 @@ int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
 			raw[i] = ctx->args[CFG.args[i].src % VG_GEN_RAW_ARGS];
-	return vg_gen_run(ctx, raw, 0, 0);
+	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
 }
 
 static __always_inline __u64 vg_regs_arg(struct pt_regs *regs, __u8 n)
@@ -1039,7 +1150,8 @@ int vg_gen_uprobe(struct pt_regs *ctx)
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
 			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
-	return vg_gen_run(ctx, raw, 0, 0);
+	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
 }
 
 SEC("uretprobe")
@@ -1047,5 +1159,122 @@ int vg_gen_uretprobe(struct pt_regs *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
 
-	return vg_gen_run(ctx, raw, PT_REGS_RC_CORE(ctx), 1);
+	vg_gen_run(ctx, raw, PT_REGS_RC_CORE(ctx), 1);
+	return 0;
+}
+
+/* ---- kernel functions ---------------------------------------------------------------- */
+
+static __always_inline __s64 vg_ret_value(__u64 ret)
+{
+	return CFG.ret_size ? vg_int_value(ret, CFG.ret_size, CFG.ret_flags) : (__s64)ret;
+}
+
+static __always_inline int vg_kentry(struct pt_regs *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+	if (CFG.has_return) { /* merged with the return in vg_kexit */
+		__u64 id = bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&vg_gen_entries, &id, raw, BPF_ANY);
+		return 0;
+	}
+	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
+}
+
+static __always_inline int vg_kexit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vg_gen_entry *e = bpf_map_lookup_elem(&vg_gen_entries, &id);
+	__u64 raw[VG_GEN_ARGS];
+
+	if (!e)
+		return 0;
+	__builtin_memcpy(raw, e->raw, sizeof(raw));
+	bpf_map_delete_elem(&vg_gen_entries, &id);
+	vg_gen_run(ctx, raw, vg_ret_value(PT_REGS_RC_CORE(ctx)), 1);
+	return 0;
+}
+
+SEC("kprobe")
+int vg_gen_kprobe(struct pt_regs *ctx)
+{
+	return vg_kentry(ctx);
+}
+
+SEC("kretprobe")
+int vg_gen_kretprb(struct pt_regs *ctx)
+{
+	return vg_kexit(ctx);
+}
+
+SEC("kprobe.multi")
+int vg_gen_kpm(struct pt_regs *ctx)
+{
+	return vg_kentry(ctx);
+}
+
+SEC("kretprobe.multi")
+int vg_gen_kretpm(struct pt_regs *ctx)
+{
+	return vg_kexit(ctx);
+}
+
+/* BTF trampolines: arguments by position whatever the function's prototype. */
+static __always_inline void vg_btf_args(void *ctx, __u64 *raw)
+{
+	for (int i = 0; i < VG_GEN_ARGS; i++) {
+		if (i < CFG.nargs) {
+			__u64 v = 0;
+
+			bpf_get_func_arg(ctx, CFG.args[i].src, &v);
+			raw[i] = v;
+		}
+	}
+}
+
+SEC("fentry")
+int vg_gen_fentry(void *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	vg_btf_args(ctx, raw);
+	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
+}
+
+SEC("fexit")
+int vg_gen_fexit(void *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {}, ret = 0;
+
+	vg_btf_args(ctx, raw);
+	bpf_get_func_ret(ctx, &ret);
+	vg_gen_run(ctx, raw, vg_ret_value(ret), 1);
+	return 0;
+}
+
+/* Override on security_* functions: a non-zero return skips the function and is its result. */
+SEC("fmod_ret")
+int vg_gen_fmodret(void *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	vg_btf_args(ctx, raw);
+	return vg_gen_run(ctx, raw, 0, 0);
+}
+
+/* BPF LSM: Override's error denies the operation. */
+SEC("lsm")
+int vg_gen_lsm(void *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+
+	vg_btf_args(ctx, raw);
+	return vg_gen_run(ctx, raw, 0, 0);
 }

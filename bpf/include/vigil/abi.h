@@ -307,6 +307,7 @@ enum vg_op {
 	VG_OP_NOTPREFIX = 26,
 	VG_OP_NOTPOSTFIX = 27,
 	VG_OP_FAMILY = 28,
+	VG_OP_STATE = 29,
 	VG_OP_INRANGE = 31,
 	VG_OP_NOTINRANGE = 32,
 };
@@ -406,7 +407,9 @@ struct vg_hook_cfg {
 	__u8 flags;       /* enum vg_hook_flag */
 	__u8 pad;
 	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */
-	__u32 pad2;
+	__u8 ret_size;    /* kretprobe / fexit: bytes of the return type (0: 8) */
+	__u8 ret_flags;   /* VG_ARGF_SIGNED */
+	__u16 pad2;
 	struct vg_arg_cfg args[VG_GEN_ARGS];
 	struct vg_selector_cfg sel[VG_GEN_SELECTORS];
 };

@@ -243,8 +243,13 @@ def _file_at(emoji: str, name: str, index: int) -> Callable[[_Style, list[Any]],
 
 
 def _string_at(emoji: str, name: str) -> Callable[[_Style, list[Any]], _Details]:
+    """The path is args[1] when a policy captures (dfd, path), as tetra assumes; a
+    policy that captures only the path has it first: use the first string argument."""
     def handler(st: _Style, args: list[Any]) -> _Details:
-        return _label(st, emoji, name), [_string_arg(st, _arg(args, 1))]
+        arg = _arg(args, 1)
+        if arg is None or "string_arg" not in arg:
+            arg = next((a for a in args if isinstance(a, dict) and "string_arg" in a), arg)
+        return _label(st, emoji, name), [_string_arg(st, arg)]
     return handler
 
 
