@@ -71,7 +71,7 @@ def _given(param: str) -> bool:
               help="Also write events to stdout. Default: on when there is no export file.")
 @click.option("--stdout-format", type=click.Choice(["json", "compact"]), default="json",
               show_default=True, help="Format of events on stdout.")
-@click.option("--node-name", default="", envvar="NODE_NAME",
+@click.option("--node-name", default="",
               help="node_name of events and in exec_id. Default: $HUBBLE_NODE_NAME, "
                    "$NODE_NAME, else the hostname.")
 @click.option("--procfs", default="/proc", show_default=True, help="procfs to scan at start.")
@@ -150,6 +150,9 @@ def agent(**opts: object) -> None:
         run(cfg)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
+    except OSError as err:  # a policy file or export path that cannot be used
+        click.echo(f"vigil agent: {err}", err=True)
+        sys.exit(1)
     except VigilError as err:
         click.echo(f"vigil agent: {err}", err=True)
         for d in getattr(err, "diagnostics", ()):

@@ -32,7 +32,9 @@ SWEEP_PROGRAM = "vg_rate_sweep"  # loaded, never attached
 # Maps every Vigil object declares (common.bpf.h) but only the base sensor creates;
 # other objects reuse them by fd (see shared_maps()).
 BIN_MAX = int(GenLimits.BIN_MAX)
-SHARED_MAPS = ("vg_events", "vg_cgroup_rate", "vg_procs")
+# vg_stats is shared too, so a policy hook's ring-full and throttled drops are counted
+# where the metrics read them.
+SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate", "vg_procs")
 RATE_MAP = "vg_cgroup_rate"
 
 
