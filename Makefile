@@ -20,7 +20,7 @@ APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel bench clean
+.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench clean
 
 all: bpf venv
 
@@ -80,6 +80,14 @@ test: bpf venv
 
 test-unit: venv
 	$(VPY) -m pytest -p no:cacheprovider -m 'not kernel and not e2e' $(PYTEST_ARGS)
+
+# Kernel lane: the kernel tier inside stock Debian kernels (bookworm 6.1 and 6.12) booted
+# under qemu with the host filesystem; fails if any test fails in any of them. Installs
+# qemu, virtme-ng and the kernels on first use (cached in build/kernel-lane). The 6.12 run
+# also prints the kprobe benchmark. LANE_KERNELS_RUN picks cached kernels (default: all).
+test-kernels: bpf venv
+	tools/kernel-lane.sh setup
+	tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
 
 bench: bpf venv
 	$(VPY) -m vigil.bench $(BENCH_ARGS)

@@ -42,5 +42,8 @@ ANCHOR(struct vg_sock_rec, vg_anchor_sock_rec);
 ANCHOR(struct vg_skb_rec, vg_anchor_skb_rec);
 ANCHOR(struct vg_bpf_rec, vg_anchor_bpf_rec);
 ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
+ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
+ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
+ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

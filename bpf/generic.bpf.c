@@ -272,11 +272,11 @@ static __always_inline __u32 vg_read_sock(struct vg_gen_buf *h, __u32 off, __u64
 	r->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	r->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (r->family == VG_AF_INET) {
-		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(r->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(r->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else if (r->family == VG_AF_INET6) {
-		BPF_CORE_READ_INTO(r->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(r->daddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(r->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(r->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	return sizeof(*r);
 }
@@ -454,8 +454,10 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_KSTR:
 		if (CFG.args[i].kind == VG_ARG_USTR)
 			r = bpf_probe_read_user_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)v);
-		else
+		else /* kernel functions may also take __user strings */
 			r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)v);
+		if (r <= 0 && CFG.args[i].kind == VG_ARG_KSTR)
+			r = bpf_probe_read_user_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)v);
 		if (r <= 0)
 			return 0;
 		m->orig_len[i] = r - 1;
@@ -961,11 +963,16 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
  * Run the matched selector's actions; post unless told not to. Returns the error an
  * Override asks for (0: none) for the fmod_ret / LSM programs to return.
  */
-static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
+/* what one program of a hook does with a matched selector */
+#define VG_PHASE_ALL 0    /* enforce and post */
+#define VG_PHASE_DECIDE 1 /* enforce only (fmod_ret of a pair) */
+#define VG_PHASE_REPORT 2 /* post only (fexit of a pair) */
+
+static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int phase)
 {
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct vg_generic_msg *m = &h->msg;
-	int post = !(CFG.flags & VG_HOOKF_DECIDE), enforce = !(CFG.flags & VG_HOOKF_REPORT);
+	int post = phase != VG_PHASE_DECIDE, enforce = phase != VG_PHASE_REPORT;
 	int err = 0;
 
 	m->selector = si;
@@ -1010,7 +1017,8 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size)
 
 /* ---- the pipeline --------------------------------------------------------------------- */
 
-static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with_ret)
+static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, int with_ret,
+					    int phase)
 {
 	__u32 zero = 0, off = 0, size;
 	struct vg_gen_buf *h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
@@ -1052,14 +1060,19 @@ static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with
 		size = sizeof(*m) + VG_GEN_DATA_MAX;
 	m->hdr.size = size;
 	if (!CFG.nsel) {
-		if (!(CFG.flags & VG_HOOKF_DECIDE))
+		if (phase != VG_PHASE_DECIDE)
 			vg_send(h, size);
 		return 0;
 	}
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
 		if (si < CFG.nsel && vg_selector_match(h, si, raw, ret))
-			return vg_act(h, si, size);
+			return vg_act(h, si, size, phase);
 	return 0;
+}
+
+static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with_ret)
+{
+	return vg_gen_run_phase(ctx, raw, ret, with_ret, VG_PHASE_ALL);
 }
 
 /* ---- entry points (the loader autoloads exactly one, or the syscall pair) ------------- */
@@ -1255,7 +1268,8 @@ int vg_gen_fexit(void *ctx)
 
 	vg_btf_args(ctx, raw);
 	bpf_get_func_ret(ctx, &ret);
-	vg_gen_run(ctx, raw, vg_ret_value(ret), 1);
+	vg_gen_run_phase(ctx, raw, vg_ret_value(ret), 1,
+			 CFG.flags & VG_HOOKF_PAIR ? VG_PHASE_REPORT : VG_PHASE_ALL);
 	return 0;
 }
 
@@ -1266,7 +1280,8 @@ int vg_gen_fmodret(void *ctx)
 	__u64 raw[VG_GEN_ARGS] = {};
 
 	vg_btf_args(ctx, raw);
-	return vg_gen_run(ctx, raw, 0, 0);
+	return vg_gen_run_phase(ctx, raw, 0, 0,
+				CFG.flags & VG_HOOKF_PAIR ? VG_PHASE_DECIDE : VG_PHASE_ALL);
 }
 
 /* BPF LSM: Override's error denies the operation. */

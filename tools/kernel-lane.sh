@@ -34,6 +34,8 @@ KERNELS=${LANE_KERNELS:-"bookworm:linux-image-amd64 bookworm:linux-image-6.12-am
 VNG_VERSION=1.42
 HOST_PKGS="qemu-system-x86 busybox-static udev kmod libbpf1 iproute2"
 DEFAULT_TEST_CMD='.venv/bin/python -m pytest -p no:cacheprovider -q -rs -m kernel tests/kernel'
+# kernels at least this new also run the kprobe benchmark in the same boot (LANE_BENCH=0: off)
+BENCH_MIN=6.12
 
 say() { echo "kernel-lane: $*" >&2; }
 die() { say "$*"; exit 2; }
@@ -180,18 +182,31 @@ run_guest() { # kver cmd...
   return "$rc"
 }
 
+newer_or_same() { # a b: is version a >= b?
+  [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
+}
+
 test_all() {
-  local ks=("$@") k rc failed=() t0
+  local ks=("$@") k rc failed=() t0 res=$CACHE/results
   [ ${#ks[@]} -gt 0 ] || mapfile -t ks < <(kernels)
   [ ${#ks[@]} -gt 0 ] || die "no kernels cached (tools/kernel-lane.sh setup)"
   local cmd=${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}
   local summary=()
+  mkdir -p "$res"
   for k in "${ks[@]}"; do
+    # in the guest: the tests (output kept in $res/KVER.txt), then maybe the benchmark;
+    # the guest's exit status is the tests'
+    local g="{ $cmd; echo \$? > $res/$k.rc; } 2>&1 | tee $res/$k.txt"
+    if [ "${LANE_BENCH:-1}" = 1 ] && newer_or_same "$k" "$BENCH_MIN"; then
+      g="$g; .venv/bin/python -m vigil.bench kprobe > $res/bench-$k.json || echo 'kernel-lane: benchmark failed' >&2; cat $res/bench-$k.json"
+    fi
+    g="$g; exit \$(cat $res/$k.rc)"
     say "=== $k: $cmd"
     t0=$(date +%s)
     rc=0
-    run_guest "$k" "$cmd" || rc=$?
-    summary+=("$k: exit $rc in $(( $(date +%s) - t0 ))s")
+    rm -f "$res/$k.rc"
+    run_guest "$k" "$g" || rc=$?
+    summary+=("$k: exit $rc in $(( $(date +%s) - t0 ))s: $(tail -n1 "$res/$k.txt" 2>/dev/null)")
     [ "$rc" = 0 ] || failed+=("$k")
   done
   say "summary:"

@@ -56,7 +56,8 @@ class PolicyEvents:
         self.unknown_hook = 0
         self.missing_process = 0
         self.events = Counter[tuple[str, str, str]]()  # (policy, hook, action)
-        for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE):
+        for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
+                   MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)
 
     def handle(self, rec: bytes) -> Event | None:
@@ -102,6 +103,17 @@ class PolicyEvents:
                 body["return"] = render_arg(plan.return_arg, r.ret.to_bytes(8, "little", signed=True))
             body["action"] = action
             body["policy_name"] = reg.policy
+        elif plan.event == "process_lsm":  # BPF LSM hooks (ProcessLsm field order)
+            body["function_name"] = plan.function_name
+            body["policy_name"] = reg.policy
+            if plan.message:
+                body["message"] = plan.message
+            if args:
+                body["args"] = args
+            body["action"] = action
+            if plan.tags:
+                body["tags"] = list(plan.tags)
+            return body
         elif plan.event == "process_tracepoint":
             body["subsys"] = plan.subsys
             body["event"] = plan.event_name

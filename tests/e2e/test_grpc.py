@@ -44,9 +44,11 @@ kind: TracingPolicy
 metadata:
   name: {name}
 spec:
-  kprobes:
-  - call: fd_install
-    syscall: false
+  tracepoints:
+  - subsystem: sched
+    event: sched_process_fork
+    args:
+    - index: 7
 """
 WAIT = 30.0  # generous: only bounds a hang, never asserts speed
 
@@ -347,7 +349,11 @@ def test_stuck_subscriber_alongside_live_ones(agent: Any, api: Any, tmp_path: Pa
     and the pipeline (real exec events, the export) keeps flowing."""
     queue = agent.cfg.server.queue_events
     flt = filter_from_dict({"event_set": ["PROCESS_EXEC", "TEST"]})
-    stuck = api.GetEvents(events_pb2.GetEventsRequest(allow_list=[flt]))  # never read
+    # never read; no BDP probing, so its transport window stays small (64 KiB)
+    stuck_ch = grpc.insecure_channel(agent.server.addresses[0],
+                                     options=[("grpc.http2.bdp_probe", 0)])
+    stuck = sensors_pb2_grpc.FineGuidanceSensorsStub(stuck_ch).GetEvents(
+        events_pb2.GetEventsRequest(allow_list=[flt]))
     lives = [Stream(api, events_pb2.GetEventsRequest(allow_list=[flt]), keep_synthetic=False)
              for _ in range(3)]
     wait_subscribers(agent, 4)
@@ -374,8 +380,9 @@ def test_stuck_subscriber_alongside_live_ones(agent: Any, api: Any, tmp_path: Pa
         stuck_sub = [s for s in subs if s.dropped]
         assert len(stuck_sub) == 1, [s.stats() for s in subs]
         dropped = stuck_sub[0].dropped
-        # it took in its queue plus what the transport buffers hold, and lost the rest
-        assert 0 < dropped < total - queue
+        # its queue holds every event (filtering happens on its worker), so its drops
+        # include host events as well as ours: only bounds can be asserted
+        assert dropped > 0
         assert agent.stats()["grpc"]["dropped"] >= dropped
         assert all(s.dropped == 0 for s in subs if s is not stuck_sub[0])
         assert {s.name: s.dropped for s in agent.sinks} == exporter_dropped
@@ -391,10 +398,11 @@ def test_stuck_subscriber_alongside_live_ones(agent: Any, api: Any, tmp_path: Pa
                 received += 1
             if e.get("test", {}).get("arg0") == str(n):
                 break
-        assert reported == dropped
-        assert received + dropped == total
+        assert reported == dropped  # every drop reported, once
+        assert 0 < received < total  # it got some of ours, and lost the rest
     finally:
         stuck.cancel()
+        stuck_ch.close()
         for s in lives:
             s.close()
 
@@ -431,7 +439,7 @@ def test_policy_lifecycle_over_the_api(api: Any) -> None:
     def state() -> int:
         pols = api.ListTracingPolicies(sensors_pb2.ListTracingPoliciesRequest()).policies
         (p,) = [p for p in pols if p.name == "p-life"]
-        assert p.domain == "grpc" and p.sensors == ["generic_kprobe"]
+        assert p.domain == "grpc" and p.sensors == ["generic_tracepoint"]
         return p.state
 
     assert state() == sensors_pb2.TP_STATE_ENABLED
@@ -452,22 +460,30 @@ def test_policy_lifecycle_over_the_api(api: Any) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_policy_errors_map_to_statuses(agent: Any, api: Any) -> None:
-    from vigil.errors import FeatureNotSupported, PolicyError
-    store = agent.policies
-    cases = ((PolicyError("bad selector", ["spec.kprobes[0]: too many selectors"]),
-              grpc.StatusCode.INVALID_ARGUMENT, "spec.kprobes[0]: too many selectors"),
-             (FeatureNotSupported("kprobe", "no kprobes here"),
-              grpc.StatusCode.FAILED_PRECONDITION, "no kprobes here"))
+def test_policy_events_over_the_api(agent: Any, api: Any, tmp_path: Path) -> None:
+    """A policy added over gRPC loads and its events stream over GetEvents; invalid
+    policies are refused with the engine's diagnostics."""
+    with pytest.raises(grpc.RpcError) as err:
+        api.AddTracingPolicy(sensors_pb2.AddTracingPolicyRequest(
+            yaml=POLICY.format(name="bad") + "    - index: 99\n"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.tracepoints[0]" in err.value.details()
+    sh = tmp_path / "vigil-grpc-forker"
+    shutil.copy("/bin/sh", sh)
+    s = Stream(api, events_pb2.GetEventsRequest(allow_list=[filter_from_dict(
+        {"policy_names": ["forks"], "binary_regex": [f"{sh.name}$"]})]))
+    api.AddTracingPolicy(sensors_pb2.AddTracingPolicyRequest(yaml=POLICY.format(name="forks")))
     try:
-        for err, code, text in cases:
-            store.fail_add = err
-            with pytest.raises(grpc.RpcError) as e:
-                api.AddTracingPolicy(sensors_pb2.AddTracingPolicyRequest(yaml="x"))
-            assert e.value.code() == code
-            assert text in e.value.details()
+        wait_subscribers(agent, 1)
+        subprocess.run([str(sh), "-c", "/bin/true & wait"], check=True)
+        got = s.wait(lambda evs: len(evs) >= 1)
     finally:
-        store.fail_add = None
+        s.close()
+        api.DeleteTracingPolicy(sensors_pb2.DeleteTracingPolicyRequest(name="forks"))
+    ev = got[0]["process_tracepoint"]
+    assert (ev["policy_name"], ev["subsys"], ev["event"]) == ("forks", "sched",
+                                                               "sched_process_fork")
+    assert ev["process"]["binary"] == str(sh)
 
 
 def test_cli_policy_commands(agent: Any, tmp_path: Path) -> None:
@@ -498,25 +514,34 @@ def test_cli_policy_commands(agent: Any, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- CLI events
 
-def run_getevents(agent: Any, *args: str) -> list[str]:
-    """``vigil getevents`` against the agent while samples + a marker are published."""
+def run_getevents(agent: Any, *args: str, until: int = 0) -> list[str]:
+    """``vigil getevents`` against the agent while samples + a marker are published; its
+    lines up to the marker (or ``until`` lines, or a timeout)."""
+    import selectors
     n = next(_marker_ids)
     before = len(agent.server.servicer.subscribers.live())
     proc = subprocess.Popen([sys.executable, "-m", "vigil", "getevents",
                              "--server-address", agent.server.addresses[0], *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[str] = []
     try:
         wait_subscribers(agent, before + 1)
         agent.hub.publish(list(samples().values()) + [marker(n)])
-        lines = []
-        deadline = time.monotonic() + WAIT
         assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf, deadline = b"", time.monotonic() + WAIT
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+            if not sel.select(timeout=0.5):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
                 break
-            lines.append(line.rstrip("\n"))
-            if line.startswith("TEST EVENT") or f'"arg0":"{n}"' in line:
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            lines += [d.decode() for d in done]
+            if any(ln.startswith("TEST EVENT") or f'"arg0":"{n}"' in ln for ln in lines) \
+                    or (until and len(lines) >= until):
                 break
         return lines
     finally:
@@ -537,10 +562,12 @@ def test_cli_getevents_compact_every_event_type(agent: Any) -> None:
 
 
 def test_cli_getevents_filter_flags(agent: Any) -> None:
-    lines = run_getevents(agent, "-o", "json", "-e", "PROCESS_EXEC,PROCESS_KPROBE,TEST",
-                          "--process", "curl", "--process", "init")
+    # filter flags AND together: the marker (no process) cannot pass, so stop on a count
+    lines = run_getevents(agent, "-o", "json", "-e", "PROCESS_EXEC,PROCESS_KPROBE",
+                          "--process", "^/usr/bin/curl$", "--process", "^/sbin/init$",
+                          until=4)
     got = [json.loads(ln) for ln in lines]
-    got = [e for e in got if e.get("node_name") == NODE and "test" not in e]
+    got = [e for e in got if e.get("node_name") == NODE]
     assert [next(iter(e)) for e in got] == ["process_exec", "process_exec", "process_kprobe",
                                             "process_kprobe"]
     lines = run_getevents(agent, "-o", "json", "-e", "PROCESS_EXEC,TEST", "-f",
@@ -593,8 +620,12 @@ def nobody_python() -> list[str]:
                 shutil.which(f"python{v}") or ""):
         if not exe:
             continue
-        r = subprocess.run([exe, "-c", "import vigil.cli, grpc"], user=65534, group=65534,
-                           extra_groups=[], env=env, capture_output=True, cwd="/")
+        try:
+            r = subprocess.run([exe, "-c", "import vigil.cli, grpc"], user=65534,
+                               group=65534, extra_groups=[], env=env, capture_output=True,
+                               cwd="/", timeout=WAIT)
+        except OSError:  # not executable by nobody (e.g. under /root)
+            continue
         if r.returncode == 0:
             return [exe]
     msg = "no python interpreter that user nobody can run with vigil importable"

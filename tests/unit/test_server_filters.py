@@ -352,3 +352,26 @@ def test_undecodable_strings_become_valid_utf8():
     out = response_to_dict(EventEncoder().encode_event(ev))
     assert out["process_exec"]["process"] == {"binary": "/tmp/\ufffd\ufffdevil",
                                               "arguments": "a\ufffdb"}
+
+
+def test_cli_getevents_file_applies_the_same_filters(tmp_path):
+    """`vigil getevents --file` with filter flags: same semantics, no agent, no grpc."""
+    import orjson
+    from click.testing import CliRunner
+
+    from vigil.cli import cli
+    from vigil.events.compact import render
+    f = tmp_path / "events.log"
+    f.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in S.values()))
+    r = CliRunner().invoke(cli, ["getevents", "--file", str(f), "-o", "compact",
+                                 "-e", "PROCESS_EXIT,PROCESS_KPROBE", "--process", "curl"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [render(S[n], color=False)
+                                     for n in ("exit", "kprobe", "kprobe_sock")]
+    r = CliRunner().invoke(cli, ["getevents", "--file", str(f), "-e", "PROCESS_EXIT",
+                                 "-F", "process,parent", "--max-events", "1"])
+    assert [orjson.loads(x) for x in r.output.splitlines()] == [
+        {"process_exit": {"signal": "SIGKILL", "time": "2024-01-01T00:00:06Z"},
+         "node_name": NODE, "time": S["exit"]["time"]}]
+    r = CliRunner().invoke(cli, ["getevents", "--file", str(f), "-e", "NOPE"])
+    assert r.exit_code == 2 and "unknown event type" in r.output

@@ -237,8 +237,9 @@ enum vg_hook_kind {
 
 /* vg_hook_cfg.flags */
 enum vg_hook_flag {
-	VG_HOOKF_DECIDE = 0x1,  /* this program enforces but does not post (its fexit posts) */
-	VG_HOOKF_REPORT = 0x2,  /* this program posts but does not enforce (fmod_ret decided) */
+	/* fmod_ret + fexit pair: fmod_ret enforces (Override, signals) without posting, the
+	 * fexit posts the merged record (arguments + return) without enforcing again */
+	VG_HOOKF_PAIR = 0x1,
 };
 
 /* How one argument is read and put in the record. */
@@ -489,6 +490,53 @@ struct vg_proc {
 	__u32 bin_len;
 	__u32 pad;
 	char bin[VG_BIN_MAX];
+};
+
+/* ---- cgroup socket enforcement (sockguard.bpf.c; vigil.policy.compile_lsm) ---------- */
+
+enum vg_sock_limits {
+	VG_SOCK_SELECTORS = 5, /* selectors per hook */
+	VG_SOCK_MATCH = 5,     /* matchArgs per selector */
+	VG_SOCK_VALUES = 4,    /* inline values per matchArg */
+};
+
+/* What a matchArg compares, from the cgroup program's view of the call. */
+enum vg_sock_field {
+	VG_SKF_ADDR = 1,      /* the call's address (connect/sendmsg: destination; bind: local) */
+	VG_SKF_PORT = 2,      /* its port; values are ranges min << 16 | max */
+	VG_SKF_PORT_PRIV = 3, /* compiled into VG_SKF_PORT 0:1023 */
+	VG_SKF_FAMILY = 4,    /* AF_INET / AF_INET6 (v4-mapped IPv6 counts as AF_INET) */
+	VG_SKF_PROTOCOL = 5,  /* IPPROTO_* of the socket */
+};
+
+struct vg_sock_match {
+	__u8 field;     /* enum vg_sock_field */
+	__u8 negate;    /* NotDAddr, NotDPort, ... */
+	__u8 nvals;
+	__u8 pad;
+	__u32 set;      /* VG_SKF_ADDR: address set id in vg_sk_addr */
+	__u32 vals[VG_SOCK_VALUES];
+};
+
+struct vg_sock_sel {
+	__u8 nmatch;
+	__u8 bin_op;    /* VG_OP_NONE, IN, NOTIN, PREFIX, NOTPREFIX */
+	__u8 action;    /* enum vg_action of the record: POST or OVERRIDE */
+	__u8 post;      /* 0: NoPost */
+	__s32 err;      /* Override: the negative errno the call fails with; 0: allow */
+	__u32 bin_set;  /* matchBinaries string set */
+	__u32 pad;
+	struct vg_sock_match m[VG_SOCK_MATCH];
+};
+
+/* One security_socket_* hook of one policy: .rodata.sock of one copy of sockguard.bpf.o. */
+struct vg_sock_cfg {
+	__u32 hook_id;      /* echoed in records (vg_generic_msg, op VG_MSG_GENERIC_KPROBE) */
+	__u8 nsel;          /* 0: post every call */
+	__u8 monitor;       /* policy mode monitor: report, never refuse */
+	__u8 has_sockaddr;  /* put the sockaddr (vg_read_sockaddr layout) in the record */
+	__u8 pad;
+	struct vg_sock_sel sel[VG_SOCK_SELECTORS];
 };
 
 #endif /* VIGIL_ABI_H */

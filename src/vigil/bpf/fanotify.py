@@ -149,3 +149,85 @@ def has_deny_errno(fd: int) -> bool:
     except OSError as err:
         return err.errno != _errno.EINVAL
     return True
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+@functools.cache
+def _vm_readv() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    fn = _libc().process_vm_readv
+    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+                   ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+def read_user_string(pid: int, addr: int, limit: int = 4096) -> str:
+    """A NUL-terminated string from another process's memory (process_vm_readv: one
+    syscall; reads page by page so an unmapped page after the string does not fail it)."""
+    out = b""
+    buf = ctypes.create_string_buffer(4096)
+    while len(out) < limit:
+        at = addr + len(out)
+        n = 4096 - at % 4096
+        local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), n)
+        remote = _IoVec(at, n)
+        got = _vm_readv()(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if got <= 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"process_vm_readv {pid}: {os.strerror(err)}")
+        data = buf.raw[:got]
+        nul = data.find(b"\0")
+        if nul >= 0:
+            return (out + data[:nul]).decode(errors="surrogateescape")
+        out += data
+    return out.decode(errors="surrogateescape")
+
+
+def read_small(path: str, size: int = 4096) -> bytes:
+    """One read of a small procfs file (no Python file object: this is the hot path)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+# ---- inotify: the decider re-marks a named file when its directory entry is replaced ----
+
+IN_CREATE = 0x100
+IN_MOVED_TO = 0x80
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+INOTIFY_EVENT = struct.Struct("<iIII")
+
+
+def inotify_init() -> int:
+    libc = _libc()
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+    return int(fd)
+
+
+def inotify_watch(fd: int, path: str, mask: int) -> int:
+    libc = _libc()
+    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    wd = libc.inotify_add_watch(fd, path.encode(errors="surrogateescape"), mask)
+    if wd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
+    return int(wd)
+
+
+def inotify_parse(buf: bytes) -> Iterator[tuple[int, int, str]]:
+    """(watch descriptor, mask, name) of each event in one read."""
+    off = 0
+    while off + INOTIFY_EVENT.size <= len(buf):
+        wd, mask, _cookie, length = INOTIFY_EVENT.unpack_from(buf, off)
+        name = buf[off + 16:off + 16 + length].split(b"\0", 1)[0]
+        yield wd, mask, name.decode(errors="surrogateescape")
+        off += 16 + length

@@ -110,6 +110,17 @@ class Program:
         ptr = L.lib().bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
         return self._attached(ptr, f"{'kretprobe' if retprobe else 'kprobe'} {func}")
 
+    def attach_kprobe_multi(self, funcs: list[str], retprobe: bool = False) -> Link:
+        """One kprobe.multi (fprobe) link on every function in ``funcs``."""
+        fn = L.lib().bpf_program__attach_kprobe_multi_opts
+        fn.restype = L.BpfLinkP
+        fn.argtypes = [L.BpfProgramP, ctypes.c_char_p, ctypes.POINTER(_KprobeMultiOpts)]
+        syms = (ctypes.c_char_p * len(funcs))(*(f.encode() for f in funcs))
+        o = L.opts(_KprobeMultiOpts, syms=syms, cnt=len(funcs), retprobe=retprobe)
+        ptr = fn(self._ptr, None, ctypes.byref(o))
+        kind = "kretprobe.multi" if retprobe else "kprobe.multi"
+        return self._attached(ptr, f"{kind} {','.join(funcs)}")
+
     def attach_uprobe(self, path: str, *, offset: int = 0, symbol: str | None = None,
                       retprobe: bool = False, pid: int = -1) -> Link:
         o = L.opts(L.bpf_uprobe_opts, retprobe=retprobe,
@@ -126,6 +137,19 @@ class Program:
             return self._attached(ptr, f"cgroup {cgroup_path}")
         finally:
             os.close(fd)
+
+
+class _KprobeMultiOpts(ctypes.Structure):
+    """``struct bpf_kprobe_multi_opts`` (libbpf >= 0.8)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("syms", ctypes.POINTER(ctypes.c_char_p)),
+        ("addrs", ctypes.c_void_p),
+        ("cookies", ctypes.c_void_p),
+        ("cnt", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
 
 
 class Map:

@@ -247,6 +247,15 @@ def _explain_unavailable(low: str, details: str, where: str, client: Client) -> 
         return (f"TLS handshake with {where} failed: the agent requires a client "
                 "certificate (mTLS). Pass --tls-cert-file and --tls-key-file signed by a "
                 "CA the agent trusts.")
+    closed = "socket closed" in low or "reset by peer" in low or "eof" in low
+    if tls and closed and not client.opts.tls_cert_file:
+        return (f"the agent at {where} closed the connection during the TLS handshake: it "
+                "most likely requires a client certificate (mTLS). Pass --tls-cert-file "
+                "and --tls-key-file signed by a CA the agent trusts.")
+    if tls and closed:
+        return (f"the agent at {where} closed the connection during the TLS handshake: it "
+                "did not accept our client certificate (is it signed by a CA in the "
+                "agent's --server-tls-client-ca-files?).")
     if "certificate verify failed" in low or "certificate_verify_failed" in low:
         return (f"TLS: the agent's certificate at {where} does not verify against "
                 "--tls-ca-cert-files (wrong CA, or the name does not match: see "
@@ -256,12 +265,11 @@ def _explain_unavailable(low: str, details: str, where: str, client: Client) -> 
         return (f"TLS handshake with {where} failed: the agent does not speak TLS there "
                 f"(or rejected our certificate). Drop the --tls-* options for a plain "
                 f"listener, or check the certificates. grpc said: {details}")
-    if "connection refused" in low or "no such file" in low or "failed to connect" in low \
-            and not ("socket closed" in low or "reset" in low):
+    if "connection refused" in low or "no such file" in low or (
+            "failed to connect" in low and not closed):
         return (f"cannot reach the Vigil agent at {where} (from {client.source}): "
                 "connection refused. Is the agent running, and listening there?")
-    if not tls and client.kind == "tcp" and ("socket closed" in low or "reset" in low
-                                               or "eof" in low or "http2" in low):
+    if not tls and client.kind == "tcp" and (closed or "http2" in low):
         return (f"the agent at {where} closed the connection during setup: it most "
                 "likely requires TLS. Pass --tls-ca-cert-files (and --tls-cert-file/"
                 f"--tls-key-file for mTLS). grpc said: {details}")

@@ -2,7 +2,8 @@
 
 Needs neither root nor libbpf: what this kernel allows is probed when possible (root and
 libbpf present) and otherwise read from sysfs, or taken from ``--kernel-features FILE``
-(JSON: {"kprobes": bool, "fentry": bool, "lsm": bool}). Exit 0 when every policy would
+(JSON: {"kprobes", "fentry", "lsm", "kprobe_multi", "fmod_ret", "fmod_ret_syscall": bool,
+"kprobe_mode": "auto" | "kprobe" | "kprobe_multi" | "fentry"}). Exit 0 when every policy would
 load, 3 when any is invalid or cannot load here.
 """
 
@@ -26,7 +27,12 @@ def _view(features_file: str | None) -> tuple[Any, str]:
         with open(features_file) as f:
             feats = json.load(f)
         return KernelView(kprobes=bool(feats.get("kprobes")), fentry=bool(feats.get("fentry")),
-                          lsm=bool(feats.get("lsm")), formats=formats), f"from {features_file}"
+                          lsm=bool(feats.get("lsm")), formats=formats,
+                          kprobe_multi=bool(feats.get("kprobe_multi")),
+                          fmod_ret=bool(feats.get("fmod_ret")),
+                          fmod_ret_syscall=bool(feats.get("fmod_ret_syscall")),
+                          kprobe_mode=str(feats.get("kprobe_mode") or "auto")), \
+            f"from {features_file}"
     if os.geteuid() == 0:
         try:
             from vigil.daemon.policies import kernel_view
@@ -53,8 +59,8 @@ def _check_one(path: str, view: Any) -> dict[str, Any]:
     except CompileError as err:
         return {"file": path, "ok": False, "name": policy.metadata.name,
                 "diagnostics": [str(diagnostic(err, policy, path))]}
-    hooks = [{"section": h.section, "mechanism": h.mechanism,
-              "enforcement": h.enforcement or "observe only (events)"} for h in plan.hooks]
+    hooks = [{"section": sec, "mechanism": mech, "enforcement": enf or "observe only (events)"}
+             for sec, mech, enf in plan.described()]
     return {"file": path, "ok": True, "name": plan.name, "mode": plan.mode, "hooks": hooks,
             "notes": list(plan.notes),
             "warnings": [str(w) for w in getattr(policy, "warnings", ()) or ()]}

@@ -37,12 +37,23 @@ class _Entry:
     yaml_text: str
 
 
-def kernel_view() -> KernelView:
-    """Probe what this kernel allows (cached by vigil.bpf.features)."""
+def kernel_view(kprobe_mode: str | None = None) -> KernelView:
+    """Probe what this kernel allows (cached by vigil.bpf.features). ``kprobe_mode``
+    (auto | kprobe | kprobe_multi | fentry; default: $VIGIL_KPROBE_MODE or auto) forces
+    the mechanism of kernel-function hooks."""
+    import os
+
     from vigil.bpf import features
+    from vigil.policy.kbtf import kernel_btf
     from vigil.policy.tracefs import read_format
-    return KernelView(kprobes=features.probe("kprobe").ok, fentry=features.probe("fentry").ok,
-                      lsm=features.probe("lsm").ok, host_ns=_host_ns(), formats=read_format)
+
+    def ok(name: str) -> bool:
+        return features.probe(name).ok
+    return KernelView(kprobes=ok("kprobe"), fentry=ok("fentry") and ok("fexit"), lsm=ok("lsm"),
+                      kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
+                      fmod_ret_syscall=ok("fmod_ret_syscall"),
+                      kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
+                      btf=kernel_btf(), host_ns=_host_ns(), formats=read_format)
 
 
 def _host_ns() -> dict[str, int]:
@@ -53,10 +64,14 @@ def _host_ns() -> dict[str, int]:
 
 class PolicyManager:
     def __init__(self, base: BaseSensor, registry: HookRegistry,
-                 view: Callable[[], KernelView] = kernel_view) -> None:
+                 view: Callable[[], KernelView] = kernel_view, enforcement: Any = None) -> None:
         self.base = base
         self.registry = registry
         self._view = view
+        # issue 6: vigil.enforce.service.Enforcement (fanotify decider, cgroup socket
+        # programs); made on first use when the agent does not pass one (then without events)
+        self.enforcement = enforcement
+        self._enforced: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._next_policy_id = 1
@@ -81,7 +96,8 @@ class PolicyManager:
             for note in plan.notes:
                 log.info("policy %s: %s", plan.name, note)
             log.info("policy %s loaded: %s", plan.name,
-                     "; ".join(f"{h.section} -> {h.mechanism}" for h in plan.hooks) or "no hooks")
+                     "; ".join(f"{sec} -> {mech}" for sec, mech, _e in plan.described())
+                     or "no hooks")
             return self._info(entry)
 
     def add_file(self, path: str | Path) -> PolicyInfo:
@@ -112,6 +128,8 @@ class PolicyManager:
             for entry in self._entries.values():
                 self._unload(entry)
             self._entries.clear()
+            if self.enforcement is not None:  # issue 6
+                self.enforcement.close()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -121,7 +139,7 @@ class PolicyManager:
         except CompileError as err:
             d = diagnostic(err, policy, source)
             raise PolicyError(f"{d}", [d]) from err
-        self._next_hook_id += len(plan.hooks) + 1
+        self._next_hook_id += plan.hook_count + 1
         return plan
 
     def _load(self, plan: PolicyPlan) -> LoadedPolicy:
@@ -129,20 +147,42 @@ class PolicyManager:
             loaded = load_policy(plan, self.base)
         except BpfError as err:
             raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
+        if plan.enforce:  # issue 6
+            try:
+                self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
+            except BaseException as err:
+                loaded.close()
+                if isinstance(err, BpfError):
+                    raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
+                raise
+            self.registry.add([RegisteredHook(r.event, plan.name, plan.namespace)
+                               for r in plan.enforce.sock if r.event is not None])
         self.registry.add([RegisteredHook(h, plan.name, plan.namespace) for h in plan.hooks])
         return loaded
+
+    def _enforcer(self) -> Any:  # issue 6
+        if self.enforcement is None:
+            from vigil.enforce.service import Enforcement
+            self.enforcement = Enforcement()
+        return self.enforcement
 
     def _unload(self, entry: _Entry) -> None:
         if entry.loaded is not None:
             entry.loaded.close()
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
+        enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)  # issue 6
+        if enforced is not None:
+            self.enforcement.unload(enforced)
+            self.registry.remove([r.hook_id for r in entry.plan.enforce.sock])
 
     def _info(self, e: _Entry) -> PolicyInfo:
-        sensors = tuple(sorted({f"generic_{h.event.removeprefix('process_')}" for h in e.plan.hooks}))
+        sensors = {f"generic_{h.event.removeprefix('process_')}" for h in e.plan.hooks}
+        sensors |= {"fanotify"} if e.plan.enforce.fanotify else set()  # issue 6
+        sensors |= {"cgroup_sock"} if e.plan.enforce.sock else set()
         return PolicyInfo(
             id=e.id, name=e.plan.name, namespace=e.plan.namespace,
-            info="; ".join(h.mechanism for h in e.plan.hooks), sensors=sensors,
+            info="; ".join(m for _s, m, _e in e.plan.described()), sensors=tuple(sorted(sensors)),
             state=PolicyState.ENABLED if e.loaded is not None else PolicyState.DISABLED,
             mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain)
 

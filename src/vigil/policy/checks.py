@@ -340,6 +340,9 @@ _OPTION_VALUES: dict[str, tuple[Callable[[str], bool], str]] = {
                         '"fmod-ret" or "override-return"'),
     "policy-mode": (lambda v: v in ("enforce", "monitor"), '"enforce" or "monitor"'),
     "sleepable-preload-size": (lambda v: v.isdigit() and int(v) > 0, "a positive integer"),
+    # Vigil's own (Tetragon ignores unknown options): enforcement scope, issue 6
+    "vigil-cgroups": (lambda v: any(p.strip() for p in v.split(",")) and ".." not in v,
+                      "comma-separated cgroup v2 paths (relative to the cgroup2 mount)"),
 }
 
 

@@ -75,6 +75,12 @@ class KernelView:
     kprobes: bool = False
     fentry: bool = False
     lsm: bool = False
+    # issue 7 (vigil.policy.compile_kprobe): kernel-function hooks
+    kprobe_multi: bool = False
+    fmod_ret: bool = False            # fmod_ret on security_* functions (Override)
+    fmod_ret_syscall: bool = False    # fmod_ret on syscall functions (error injection)
+    kprobe_mode: str = "auto"         # auto | kprobe | kprobe_multi | fentry
+    btf: Any = None                   # vigil.policy.kbtf.KernelBtf of the target kernel
     host_ns: dict[str, int] = field(default_factory=dict)   # "net" -> inum, for host_ns
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
 
@@ -152,6 +158,7 @@ class _HookBuilder:
         self.keys: dict[str, list[bytes]] = {}
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
         self.next_set = 1
+        self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -194,12 +201,27 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     _LISTS.clear()
     _LISTS.update(_syscall_lists(spec))
 
-    for kind in ("fentries", "lsmhooks", "usdts"):
+    for kind in ("usdts",):
         if getattr(spec, kind, None):
             raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
+    # -- issue 7: fentries, and lsmhooks on BPF LSM where the kernel has it
+    from vigil.policy import compile_kprobe
+    kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, _selectors)
+    hooks += kfn.hooks
+    next_id += len(kfn.hooks)
+    policy = kfn.without_handled(policy)
+    # -- end issue 7
+    # -- issue 6: lsmhooks and security_socket_* Override go to vigil.policy.compile_lsm
+    from vigil.policy import compile_lsm
+    routed = compile_lsm.routed_kprobes(spec, view, _selectors)
+    # -- end issue 6
     for i, kp in enumerate(spec.kprobes or ()):
-        hooks.append(_compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes))
-        next_id += 1
+        if i in routed:  # issue 6
+            continue
+        hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes)
+        if hook is not None:  # None: ignore.callNotFound and the function is missing
+            hooks.append(hook)
+            next_id += 1
     for i, tp in enumerate(spec.tracepoints or ()):
         hooks.append(_compile_tracepoint(tp, f"spec.tracepoints[{i}]", view, next_id, monitor))
         next_id += 1
@@ -208,7 +230,11 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
             hooks.append(hook)
             next_id += 1
     mode = _s(getattr(policy, "mode", "enforce"))
-    return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes))
+    # -- issue 6: fanotify (file_open, bprm_check_security) and cgroup socket programs
+    enforce = compile_lsm.compile_enforcement(policy, view, next_id, _selectors, routed,
+                                              has_generic=bool(hooks))
+    # -- end issue 6
+    return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce)
 
 
 # spec.lists of the policy being compiled, and its selector resolver (selectorsMacros
@@ -252,9 +278,12 @@ def _unsupported_reason(kind: str, view: KernelView) -> str:
 
 
 def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor: bool,
-                    notes: list[str]) -> HookPlan:
+                    notes: list[str]) -> HookPlan | None:
     call = kp.call
     nr = syscall_number(call) if kp.syscall else None
+    if nr is None and (view.kprobes or view.fentry):  # issue 7: kernel functions
+        from vigil.policy.compile_kprobe import compile_function_hook
+        return compile_function_hook(kp, where, view, hook_id, monitor, notes, _selectors(kp))
     if nr is None:
         reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
                   if not view.kprobes else
@@ -477,6 +506,11 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
+    if t.kind > K.KSTR:  # issue 7: kernel objects (vigil.policy.compile_kprobe)
+        from vigil.policy.compile_kprobe import compile_object_operator
+        t = compile_object_operator(b, slot, op, values, t, w)
+        if t is None:
+            return
     if t.kind == K.INT:
         if op not in _INT_OPS:
             raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments")
@@ -662,6 +696,11 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     actions = sel.match_actions or ()
     for k, a in enumerate(actions):
         name = _s(a.action)
+        if name == "Override" and b.override:  # issue 7: fmod_ret / BPF LSM
+            b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
+            err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
+            b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
+            continue
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
@@ -687,6 +726,7 @@ def _action_reason(name: str) -> str:
 # ---- finishing ------------------------------------------------------------------------
 
 _MAP_FLOORS = {"vg_gen_entries": 16384, "vg_gen_rate": 8192}
+_BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 
 
 def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
@@ -698,7 +738,10 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                 "syscall_nr": -1,
                 "kind": int(abi.HookKind.RAW_TP if attach[0].kind == "raw_tracepoint" else
                             abi.HookKind.UPROBE if attach[0].kind.startswith("uret") or
-                            attach[0].kind == "uprobe" else abi.HookKind.TRACEPOINT)})
+                            attach[0].kind == "uprobe" else
+                            abi.HookKind.KPROBE if "kprobe" in attach[0].kind else
+                            abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
+                            abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if has_return:

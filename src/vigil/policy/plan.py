@@ -18,8 +18,12 @@ class Attach:
     """Attach one program of the hook's object."""
 
     program: str              # vg_gen_tp | vg_gen_tp_ret | vg_gen_rawtp | vg_gen_uprobe | vg_gen_uretprobe
-    kind: str                 # tracepoint | raw_tracepoint | uprobe | uretprobe
-    target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol)
+                              # | vg_gen_kprobe | vg_gen_kretprb | vg_gen_kpm | vg_gen_kretpm
+                              # | vg_gen_fentry | vg_gen_fexit | vg_gen_fmodret | vg_gen_lsm
+    kind: str                 # tracepoint | raw_tracepoint | uprobe | uretprobe | kprobe |
+                              # kretprobe | kprobe_multi | kretprobe_multi | fentry | fexit |
+                              # fmod_ret | lsm
+    target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
     offset: int = 0           # uprobes by offset
 
 
@@ -54,7 +58,101 @@ class HookPlan:
             return f"kprobe:{self.function_name}"
         if self.event == "process_tracepoint":
             return f"tracepoint:{self.subsys}/{self.event_name}"
+        if self.event == "process_lsm":
+            return f"lsm:{self.function_name}"
         return f"uprobe:{self.path}/{self.symbol}"
+
+
+# ---- enforcement without BPF LSM (vigil.policy.compile_lsm) -------------------------
+
+@dataclass(frozen=True)
+class StrMatch:
+    """One string filter: matchArgs on a path, or matchBinaries."""
+
+    op: str                   # Equal NotEqual Prefix NotPrefix Postfix NotPostfix (In/NotIn = Equal/NotEqual)
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NsMatch:
+    ns: str                   # file name in /proc/PID/ns: mnt, pid_for_children, ...
+    negate: bool              # NotIn
+    values: tuple[int, ...]   # inode numbers (host_ns already resolved)
+
+
+@dataclass(frozen=True)
+class CapMatch:
+    field: str                # CapEff | CapInh | CapPrm (/proc/PID/status)
+    negate: bool
+    mask: int
+
+
+@dataclass(frozen=True)
+class FanSelector:
+    """A selector decided in user space: every filter must hold (AND), first match wins."""
+
+    paths: tuple[StrMatch, ...] = ()
+    binary: StrMatch | None = None
+    pids: tuple[int, ...] = ()
+    pids_negate: bool = False
+    namespaces: tuple[NsMatch, ...] = ()
+    caps: tuple[CapMatch, ...] = ()
+    action: int = 1           # vg_action of the event: POST, OVERRIDE, SIGKILL, SIGNAL
+    post: bool = True         # False with NoPost
+    deny_errno: int = 0       # Override: positive errno to refuse with
+    signal: int = 0           # Sigkill (9) / Signal argSig
+
+    def path_free(self) -> bool:
+        return not self.paths
+
+
+@dataclass(frozen=True)
+class FanotifyHook:
+    """``lsmhooks`` file_open / bprm_check_security enforced with fanotify permission events."""
+
+    hook_id: int
+    section: str              # "spec.lsmhooks[0]"
+    hook: str                 # file_open | bprm_check_security
+    selectors: tuple[FanSelector, ...]
+    arg: str = ""             # "file" / "linux_binprm" when the hook declares its argument
+    arg_label: str = ""
+    message: str = ""
+    tags: tuple[str, ...] = ()
+    mechanism: str = ""
+    enforcement: str = ""
+
+    @property
+    def hook_label(self) -> str:
+        return f"lsm:{self.hook}"
+
+
+@dataclass(frozen=True)
+class SockRule:
+    """A security_socket_* hook enforced by cgroup programs (vigil.sensors.sockguard)."""
+
+    hook_id: int
+    section: str
+    function: str             # security_socket_connect | _bind | _sendmsg
+    programs: tuple[str, ...] # vg_sk_connect4, vg_sk_connect6, ...
+    config: bytes             # struct vg_sock_cfg
+    map_keys: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    event: HookPlan | None = None   # how its records render (process_kprobe)
+    mechanism: str = ""
+    enforcement: str = ""
+
+
+@dataclass(frozen=True)
+class EnforcePlan:
+    """What a policy enforces outside generic.bpf.o, and where (``cgroups``: paths under the
+    cgroup2 mount from the ``vigil-cgroups`` option; empty: the whole host)."""
+
+    fanotify: tuple[FanotifyHook, ...] = ()
+    sock: tuple[SockRule, ...] = ()
+    cgroups: tuple[str, ...] = ()
+    monitor: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.fanotify or self.sock)
 
 
 @dataclass(frozen=True)
@@ -64,3 +162,20 @@ class PolicyPlan:
     mode: str                 # enforce | monitor | monitor_only
     hooks: tuple[HookPlan, ...]
     notes: tuple[str, ...] = ()   # things the user should know (fallbacks taken)
+    enforce: EnforcePlan = field(default_factory=EnforcePlan)
+
+    def described(self) -> list[tuple[str, str, str]]:
+        """(section, mechanism, enforcement) of every hook, for `check` and logs."""
+        rows = [(h.section, h.mechanism, h.enforcement) for h in self.hooks]
+        rows += [(h.section, h.mechanism, h.enforcement) for h in self.enforce.fanotify]
+        rows += [(r.section, r.mechanism, r.enforcement) for r in self.enforce.sock]
+        return sorted(rows, key=lambda r: _section_key(r[0]))
+
+    @property
+    def hook_count(self) -> int:
+        return len(self.hooks) + len(self.enforce.fanotify) + len(self.enforce.sock)
+
+
+def _section_key(section: str) -> tuple[str, int]:
+    head, _, idx = section.partition("[")
+    return head, int(idx.split("]")[0]) if idx else 0

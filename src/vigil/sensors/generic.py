@@ -18,6 +18,7 @@ from vigil.sensors.base import OBJECTS_DIR, BaseSensor
 log = logging.getLogger("vigil.sensors.generic")
 
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
+BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
                 "vg_gen_entries", "vg_gen_rate")
 
@@ -55,6 +56,9 @@ def load_hook(hook: HookPlan, base: BaseSensor) -> BpfObject:
         wanted = {a.program for a in hook.attach}
         for prog in obj.programs():
             prog.autoload = prog.name in wanted
+        for a in hook.attach:  # BTF programs name their target before load
+            if a.kind in BTF_ATTACH:
+                obj.program(a.program).set_attach_target(a.target[0])
         obj.set_rodata(base.rodata)
         obj.map(".rodata.hook").set_initial_value(hook.config)
         for name, fd in base.shared_maps().items():
@@ -80,6 +84,12 @@ def _attach(obj: BpfObject, a: Attach) -> None:
         prog.attach_tracepoint(*a.target)
     elif a.kind == "raw_tracepoint":
         prog.attach_raw_tracepoint(a.target[0])
+    elif a.kind in ("kprobe", "kretprobe"):
+        prog.attach_kprobe(a.target[0], retprobe=a.kind == "kretprobe")
+    elif a.kind in ("kprobe_multi", "kretprobe_multi"):
+        prog.attach_kprobe_multi([a.target[0]], retprobe=a.kind == "kretprobe_multi")
+    elif a.kind in BTF_ATTACH:
+        prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):
         path, symbol = a.target
         prog.attach_uprobe(path, offset=a.offset, symbol=symbol or None,

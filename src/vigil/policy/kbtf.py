@@ -1,0 +1,248 @@
+"""The running kernel's BTF, read directly (no bpftool, no libbpf): just enough for the
+policy compiler to check that a kernel function exists, see its parameters, and turn a
+``resolve: "a.b.c"`` field path into offsets.
+
+One pass over ``/sys/kernel/btf/vmlinux`` indexes every type's position; names of
+functions and structs go into dicts; everything else is decoded on demand.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, \
+    FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(1, 20)
+_MODIFIERS = (TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG)
+_HDR = struct.Struct("<HBBIIIII")
+_TYPE = struct.Struct("<III")
+
+
+class BtfError(ValueError):
+    """A name or field path that the kernel's BTF does not have."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type_id: int
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type_id: int
+    bit_offset: int
+    bitfield_size: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """A resolved field path: pointer hops, then the last member."""
+
+    offsets: tuple[int, ...]  # bytes; a pointer is followed between consecutive offsets
+    last: str                 # "ptr" (pointer member), "int" (integer), "struct" (by address)
+    size: int                 # bytes of the last member
+    signed: bool
+    type_name: str            # C spelling of the last member's type, for messages
+
+
+class KernelBtf:
+    def __init__(self, data: bytes) -> None:
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(data)
+        if magic != 0xEB9F:
+            raise BtfError("not BTF data")
+        self._d = data
+        self._types = hdr_len + type_off
+        self._strs = hdr_len + str_off
+        self._str_end = self._strs + str_len
+        self._pos: list[int] = [0]  # type id -> offset of its record (id 0 = void)
+        self.funcs: dict[str, int] = {}
+        self.structs: dict[str, int] = {}
+        self._index(self._types, self._types + type_len)
+
+    @classmethod
+    def load(cls, path: str = VMLINUX) -> KernelBtf:
+        return cls(Path(path).read_bytes())
+
+    def _index(self, pos: int, end: int) -> None:
+        d, pos_list = self._d, self._pos
+        unpack = _TYPE.unpack_from
+        sizes = {INT: 4, ARRAY: 12, VAR: 4, DECL_TAG: 4}
+        per_member = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
+        names: list[tuple[int, int, int]] = []
+        while pos < end:
+            name_off, info, _ = unpack(d, pos)
+            kind = (info >> 24) & 0x1F
+            tid = len(pos_list)
+            pos_list.append(pos)
+            if kind in (FUNC, STRUCT, UNION) and name_off:
+                names.append((kind, name_off, tid))
+            pos += 12 + sizes.get(kind, 0) + per_member.get(kind, 0) * (info & 0xFFFF)
+        for kind, name_off, tid in names:
+            (self.funcs if kind == FUNC else self.structs).setdefault(self._str(name_off), tid)
+
+    def _str(self, off: int) -> str:
+        start = self._strs + off
+        return self._d[start:self._d.index(b"\0", start, self._str_end)].decode()
+
+    def _t(self, tid: int) -> tuple[int, int, int, int, int]:
+        """(kind, vlen, kflag, size_or_type, name_off) of type `tid`."""
+        name_off, info, st = _TYPE.unpack_from(self._d, self._pos[tid])
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, st, name_off
+
+    def strip(self, tid: int) -> int:
+        """Skip typedefs and qualifiers."""
+        while tid:
+            kind, _, _, st, _ = self._t(tid)
+            if kind not in _MODIFIERS:
+                return tid
+            tid = st
+        return tid
+
+    def kind(self, tid: int) -> int:
+        return self._t(tid)[0] if tid else 0
+
+    def name(self, tid: int) -> str:
+        return self._str(self._t(tid)[4]) if tid else "void"
+
+    def size(self, tid: int) -> int:
+        tid = self.strip(tid)
+        kind, vlen, _, st, _ = self._t(tid)
+        if kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT):
+            return st
+        if kind == PTR:
+            return 8
+        if kind == ARRAY:
+            elem, _, n = struct.unpack_from("<III", self._d, self._pos[tid] + 12)
+            return self.size(elem) * n
+        return 0
+
+    def int_signed(self, tid: int) -> bool:
+        tid = self.strip(tid)
+        kind, _, kflag, _, _ = self._t(tid)
+        if kind == INT:
+            enc = struct.unpack_from("<I", self._d, self._pos[tid] + 12)[0]
+            return bool((enc >> 24) & 1)
+        if kind in (ENUM, ENUM64):
+            return bool(kflag)
+        return False
+
+    def spell(self, tid: int) -> str:
+        """A C-ish spelling: ``struct file *``, ``int``, ``kernel_cap_t``."""
+        if not tid:
+            return "void"
+        kind, _, _, st, name_off = self._t(tid)
+        if kind == PTR:
+            return self.spell(st) + " *"
+        if kind in (CONST, VOLATILE, RESTRICT, TYPE_TAG):
+            return self.spell(st)
+        word = {STRUCT: "struct ", UNION: "union ", ENUM: "enum ", ENUM64: "enum ",
+                FWD: "struct "}.get(kind, "")
+        return word + (self._str(name_off) if name_off else "(anon)")
+
+    def pointee(self, tid: int) -> int:
+        """The type a pointer points to (stripped), 0 if `tid` is not a pointer."""
+        tid = self.strip(tid)
+        kind, _, _, st, _ = self._t(tid)
+        return self.strip(st) if kind == PTR else 0
+
+    def members(self, tid: int) -> list[Member]:
+        tid = self.strip(tid)
+        kind, vlen, kflag, _, _ = self._t(tid)
+        if kind not in (STRUCT, UNION):
+            return []
+        out, base = [], self._pos[tid] + 12
+        for i in range(vlen):
+            name_off, mtype, off = struct.unpack_from("<III", self._d, base + 12 * i)
+            bits, bsize = (off & 0xFFFFFF, off >> 24) if kflag else (off, 0)
+            out.append(Member(self._str(name_off), mtype, bits, bsize))
+        return out
+
+    def func_params(self, name: str) -> list[Param] | None:
+        """Parameters of kernel function `name`; None if BTF has no such function."""
+        tid = self.funcs.get(name)
+        if tid is None:
+            return None
+        proto = self._t(tid)[3]
+        _, vlen, _, _, _ = self._t(proto)
+        base = self._pos[proto] + 12
+        return [Param(self._str(n), t) for n, t in
+                (struct.unpack_from("<II", self._d, base + 8 * i) for i in range(vlen))]
+
+    def func_return(self, name: str) -> int:
+        tid = self.funcs[name]
+        return self._t(self._t(tid)[3])[3]
+
+    def struct_id(self, name: str) -> int:
+        name = name.removeprefix("struct ").strip()
+        if name not in self.structs:
+            raise BtfError(f"no struct {name} in the kernel's BTF")
+        return self.structs[name]
+
+    def _find_member(self, tid: int, name: str) -> tuple[Member, int] | None:
+        """Member `name` of struct/union `tid`, looking into anonymous members; (member,
+        byte offset from `tid`)."""
+        for m in self.members(tid):
+            if m.name == name:
+                return m, m.bit_offset // 8
+            if not m.name and self.kind(self.strip(m.type_id)) in (STRUCT, UNION):
+                found = self._find_member(m.type_id, name)
+                if found:
+                    return found[0], m.bit_offset // 8 + found[1]
+        return None
+
+    def resolve(self, start: int, path: str) -> Step:
+        """Field path ``a.b[2].c`` from type `start` (a struct, or a pointer to one)."""
+        tid = self.pointee(start) or self.strip(start)
+        offsets: list[int] = []
+        cur = 0
+        last_tid = tid
+        parts = [p for p in path.split(".") if p]
+        if not parts:
+            raise BtfError("empty resolve path")
+        for i, part in enumerate(parts):
+            name, _, idx = part.partition("[")
+            if self.kind(tid) == PTR:  # the previous member was a pointer: follow it
+                offsets.append(cur)
+                cur = 0
+                tid = self.pointee(tid)
+            if self.kind(tid) not in (STRUCT, UNION):
+                raise BtfError(f"{'.'.join(parts[:i]) or 'the argument'} is "
+                               f"{self.spell(tid)}, not a struct: cannot take .{name}")
+            found = self._find_member(tid, name)
+            if found is None:
+                raise BtfError(f"{self.spell(tid)} has no member {name}")
+            m, off = found
+            if m.bitfield_size:
+                raise BtfError(f"{name} is a bit field")
+            cur += off
+            tid = self.strip(m.type_id)
+            if idx:
+                if self.kind(tid) != ARRAY:
+                    raise BtfError(f"{name} is not an array")
+                elem, _, n = struct.unpack_from("<III", self._d, self._pos[tid] + 12)
+                k = int(idx.rstrip("]"))
+                if not 0 <= k < n:
+                    raise BtfError(f"{name}[{k}] is out of bounds (0..{n - 1})")
+                cur += k * self.size(elem)
+                tid = self.strip(elem)
+            last_tid = m.type_id
+        offsets.append(cur)
+        kind = self.kind(tid)
+        last = "ptr" if kind == PTR else "int" if kind in (INT, ENUM, ENUM64) else "struct"
+        return Step(tuple(offsets), last, self.size(tid), self.int_signed(tid),
+                    self.spell(last_tid))
+
+
+@functools.cache
+def kernel_btf() -> KernelBtf | None:
+    """The running kernel's BTF, parsed once; None if the kernel exposes none."""
+    try:
+        return KernelBtf.load()
+    except OSError:
+        return None

@@ -1,0 +1,182 @@
+"""Kernel-function hooks in the compiler (vigil.policy.compile_kprobe), without root: the
+mechanism chosen per kernel view, the refusals and their reasons, resolve offsets from
+BTF, and the rendering of kernel-object records."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from vigil.abi import _generated as abi
+from vigil.events.generic import ArgSpec, render_arg
+from vigil.policy.compiler import CompileError, KernelView, compile_policy
+from vigil.policy.loader import load_policy
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+
+
+@pytest.fixture(scope="module")
+def btf():  # type: ignore[no-untyped-def]
+    if not os.access(BTF_PATH, os.R_OK):
+        pytest.skip("no readable kernel BTF")
+    from vigil.policy.kbtf import KernelBtf
+    return KernelBtf.load(BTF_PATH)
+
+
+def view(btf, **kw):  # type: ignore[no-untyped-def]
+    base = dict(kprobes=True, fentry=True, lsm=True, kprobe_multi=True, fmod_ret=True, btf=btf)
+    base.update(kw)
+    return KernelView(**base)
+
+
+def doc(spec: str) -> object:
+    return load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                       "metadata:\n  name: t\nspec:\n" + spec, source="t")
+
+
+OPEN = """  kprobes:
+  - call: security_file_open
+    syscall: false
+    args: [{index: 0, type: file}]
+"""
+OPEN_RET = """  kprobes:
+  - call: security_file_open
+    syscall: false
+    return: true
+    returnArg: {index: 0, type: int}
+    args: [{index: 0, type: file}]
+"""
+
+
+@pytest.mark.parametrize("kw,spec,mech,progs", [
+    ({}, OPEN, "fentry security_file_open", ["vg_gen_fentry"]),
+    ({}, OPEN_RET, "fexit security_file_open (arguments and return value)", ["vg_gen_fexit"]),
+    ({"fentry": False}, OPEN_RET, "kprobe.multi security_file_open + kretprobe.multi (merged)",
+     ["vg_gen_kpm", "vg_gen_kretpm"]),
+    ({"fentry": False, "kprobe_multi": False}, OPEN_RET,
+     "kprobe security_file_open + kretprobe (merged)", ["vg_gen_kprobe", "vg_gen_kretprb"]),
+    ({"kprobe_mode": "kprobe"}, OPEN, "kprobe security_file_open", ["vg_gen_kprobe"]),
+])
+def test_mechanism_choice(btf, kw, spec, mech, progs) -> None:  # type: ignore[no-untyped-def]
+    plan = compile_policy(doc(spec), view(btf, **kw))
+    (h,) = plan.hooks
+    assert h.mechanism == mech
+    assert [a.program for a in h.attach] == progs
+    assert ("vg_gen_entries" in h.map_sizes) == (progs[-1] in ("vg_gen_kretpm", "vg_gen_kretprb"))
+
+
+def test_forced_mode_missing_is_refused(btf) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CompileError, match="kprobe.multi is not available"):
+        compile_policy(doc(OPEN), view(btf, kprobe_multi=False, kprobe_mode="kprobe_multi"))
+
+
+def test_override_security_uses_fmod_ret_pair(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = """  kprobes:
+  - call: security_inode_mkdir
+    syscall: false
+    return: true
+    returnArg: {index: 0, type: int}
+    args: [{index: 1, type: dentry}]
+    selectors:
+    - matchActions: [{action: Override, argError: -1}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.kind for a in h.attach] == ["fmod_ret", "fexit"]
+    assert "returns -1 (fmod_ret)" in h.enforcement
+    with pytest.raises(CompileError, match="needs fmod_ret"):
+        compile_policy(doc(spec), view(btf, fmod_ret=False))
+
+
+def test_missing_function_and_ignore(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = """  kprobes:
+  - call: vigil_no_such_function
+    syscall: false
+"""
+    with pytest.raises(CompileError, match="no such function in this kernel"):
+        compile_policy(doc(spec), view(btf))
+    plan = compile_policy(doc(spec + "    ignore: {callNotFound: true}\n"), view(btf))
+    assert plan.hooks == () and "ignored" in plan.notes[0]
+
+
+def test_no_kprobes_no_trampolines_keeps_old_reason(btf) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CompileError, match="kprobes are not available on this kernel"):
+        compile_policy(doc(OPEN), view(btf, kprobes=False, fentry=False))
+
+
+def test_lsm_hooks_on_bpf_lsm(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = """  lsmhooks:
+  - hook: file_open
+    args: [{index: 0, type: file}]
+    selectors:
+    - matchActions: [{action: Override, argError: -13}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert (h.event, h.mechanism, h.hook_label) == ("process_lsm", "BPF LSM file_open",
+                                                    "lsm:file_open")
+    assert [(a.program, a.kind, a.target) for a in h.attach] == [("vg_gen_lsm", "lsm", ("file_open",))]
+    bad = spec.replace("-13", "5")
+    with pytest.raises(CompileError, match="negative errno"):
+        compile_policy(doc(bad), view(btf))
+
+
+def test_resolve_steps(btf) -> None:  # type: ignore[no-untyped-def]
+    step = btf.resolve(btf.struct_id("linux_binprm"), "file.f_path.dentry")
+    file_off = next(m.bit_offset // 8 for m in btf.members(btf.struct_id("linux_binprm"))
+                    if m.name == "file")
+    assert step.offsets[0] == file_off and len(step.offsets) == 2 and step.last == "ptr"
+    step = btf.resolve(btf.struct_id("cred"), "euid.val")
+    assert step.last == "int" and step.size == 4 and len(step.offsets) == 1
+    from vigil.policy.kbtf import BtfError
+    with pytest.raises(BtfError, match="has no member"):
+        btf.resolve(btf.struct_id("cred"), "nope")
+
+
+def test_unsupported_arg_type_reason(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = OPEN.replace("type: file", "type: perf_event")
+    with pytest.raises(CompileError, match="perf_event is not supported"):
+        compile_policy(doc(spec), view(btf))
+
+
+def _rec(rec: str, **vals: object) -> bytes:
+    st = getattr(abi, rec.upper())
+    fields = getattr(abi, rec.upper() + "_FIELDS")
+    idx = getattr(abi, rec.upper() + "_INDEX")
+    out = [0] * len(st.unpack(bytes(st.size)))
+    for f in fields:
+        v = vals.get(f)
+        if v is not None:
+            out[idx[f]] = v
+        elif isinstance(st.unpack(bytes(st.size))[idx[f]], bytes):
+            out[idx[f]] = b""
+    return st.pack(*out)
+
+
+def test_render_sock_and_skb() -> None:
+    raw = _rec("vg_sock_rec", family=2, type=1, protocol=6, state=2, sport=40000, dport=80,
+               saddr=bytes([127, 0, 0, 1]), daddr=bytes([10, 0, 0, 2]))
+    assert render_arg(ArgSpec("sock"), raw) == {"sock_arg": {
+        "family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
+        "saddr": "127.0.0.1", "daddr": "10.0.0.2", "sport": 40000, "dport": 80,
+        "state": "TCP_SYN_SENT"}}
+    raw = _rec("vg_skb_rec", len=33, family=2, protocol=17, sport=5000, dport=53,
+               saddr=bytes([127, 0, 0, 1]), daddr=bytes([127, 0, 0, 1]))
+    assert render_arg(ArgSpec("skb"), raw)["skb_arg"] == {
+        "len": 33, "saddr": "127.0.0.1", "daddr": "127.0.0.1", "sport": 5000, "dport": 53,
+        "proto": 17, "protocol": "IPPROTO_UDP", "family": "AF_INET"}
+
+
+def test_render_cred_caps_bpf_module() -> None:
+    raw = _rec("vg_creds", uid=1000, euid=0, cap_effective=(1 << 21) | 1)
+    cred = render_arg(ArgSpec("cred"), raw)["process_credentials_arg"]
+    assert cred["uid"] == 1000 and cred["caps"] == {"effective": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}
+    assert cred["user_ns"]["ns"]["is_host"] is True
+    assert render_arg(ArgSpec("kernel_cap_t"), struct.pack("<q", 0x1ff)) == {
+        "kernel_cap_t_arg": "00000000000001ff"}
+    raw = _rec("vg_bpf_rec", type=2, insn_cnt=7, name=b"prog\0")
+    assert render_arg(ArgSpec("bpf_prog"), raw) == {"bpf_prog_arg": {
+        "ProgType": "BPF_PROG_TYPE_KPROBE", "InsnCnt": 7, "ProgName": "prog"}}
+    raw = _rec("vg_module_rec", sig_ok=1, taints=4096, name=b"hello\0")
+    assert render_arg(ArgSpec("load_info"), raw) == {"module_arg": {
+        "name": "hello", "signature_ok": True, "tainted": ["TAINT_OUT_OF_TREE_MODULE"]}}
