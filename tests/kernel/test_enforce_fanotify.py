@@ -189,7 +189,18 @@ def test_named_file_created_after_the_policy_is_protected(env: Env) -> None:
     assert env.run("read", str(later))[1] == {"ok": False, "errno": errno.EPERM}
 
 
+def _deny_errno_supported() -> bool:
+    from vigil.bpf import fanotify as F
+    fd = F.init(F.FAN_CLASS_PRE_CONTENT | F.FAN_CLOEXEC)
+    try:
+        return F.has_deny_errno(fd)
+    finally:
+        os.close(fd)
+
+
 def test_open_custom_errno(env: Env) -> None:
+    if not _deny_errno_supported():
+        pytest.skip("this kernel refuses FAN_DENY_ERRNO (Linux < 6.14): only EPERM")
     secret = env.data / "secret"
     secret.write_text("x")
     env.load(policy(env.scope, "file_open", "Postfix", ["/secret"],
@@ -238,6 +249,28 @@ def test_prefix_rule_marks_only_its_filesystem(env: Env) -> None:
         assert g["cached"] == 1 and g["denied"] == 1
         env.enf.unload(loaded)  # type: ignore[union-attr]
     finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_new_mount_under_a_prefix_is_marked(env: Env) -> None:
+    mnt = env.tmp / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "vigil-test", str(mnt)], check=True)
+    sub = mnt / "sub"
+    try:
+        sub.mkdir()
+        env.load(policy(env.scope, "file_open", "Prefix", [f"{mnt}/"]))
+        subprocess.run(["mount", "-t", "tmpfs", "vigil-test2", str(sub)], check=True)
+        (sub / "f").write_text("x")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if env.run("read", str(sub / "f"))[1] == {"ok": False, "errno": errno.EPERM}:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("a filesystem mounted under the prefix after the policy was not marked")
+    finally:
+        subprocess.run(["umount", str(sub)], check=False)
         subprocess.run(["umount", str(mnt)], check=True)
 
 

@@ -68,3 +68,14 @@ def test_invalid_policy_exits_3_with_located_diagnostics(tmp_path: Path) -> None
     assert r.exit_code == 3
     assert r.stdout == (f"{pol}:14:17: error: spec.kprobes[0].selectors[0].matchActions[0]."
                         'action: invalid action "Sigkil" (did you mean "Sigkill"?)\n')
+
+
+def test_namespaced_policy_is_refused_not_applied_host_wide(tmp_path: Path) -> None:
+    pol = tmp_path / "ns.yaml"
+    pol.write_text(POLICY.split("  - call: fd_install")[0]
+                   .replace("kind: TracingPolicy", "kind: TracingPolicyNamespaced")
+                   .replace("  name: write-watch", "  name: write-watch\n  namespace: default"))
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path)])
+    assert r.exit_code == 3
+    assert r.stdout.startswith(f"{pol}:2:7: error: kind: TracingPolicyNamespaced needs "
+                               "Kubernetes pod scoping")

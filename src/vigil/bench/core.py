@@ -59,10 +59,10 @@ class Agent:
         self.stderr = self.proc.stderr
 
     def count(self, marker: str) -> int:
-        n = 0
+        n, needle = 0, b'"arguments":"' + marker.encode() + b'"'
         with open(self.export, "rb") as f:
-            for line in f:
-                if marker.encode() in line and b'"process_exec"' in line[:20]:
+            for line in f:  # /bin/true's own exec, not the shell that names it
+                if line.startswith(b'{"process_exec"') and needle in line:
                     n += 1
         return n
 

@@ -124,7 +124,7 @@ def run_case(enf: Any, plan: Any, measure: Any, ops: int, rounds: int) -> dict[s
         ratios.append(w / ((a1 + a2) / 2))
         cpu_ratios.append(((c1 + c2) / 2) / cw)
     b, w = _med(base), _med(withp)
-    g = next(iter(stats[-1].get("groups", {}).values()), {})
+    g: dict[str, Any] = next(iter(stats[-1].get("groups", {}).values()), {})
     lat = sorted(stats, key=lambda s: s.get("latency_us", {}).get("p99", 0))
     return {"without_per_s": round(b), "with_per_s": round(w), "ratio": round(_med(ratios), 3),
             "ratio_per_round": [round(r, 3) for r in ratios],

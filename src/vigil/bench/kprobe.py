@@ -13,6 +13,7 @@ import functools
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -99,7 +100,7 @@ def _mechanisms() -> list[str]:
     return out
 
 
-def main(exec_n: int = 300, openat_n: int = 50_000, rounds: int = 3) -> dict[str, Any]:
+def main(exec_n: int = 100, openat_n: int = 20_000, rounds: int = 2) -> dict[str, Any]:
     from vigil.daemon.policies import PolicyManager, kernel_view
     from vigil.policy_events import HookRegistry
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
@@ -111,6 +112,8 @@ def main(exec_n: int = 300, openat_n: int = 50_000, rounds: int = 3) -> dict[str
     def measure(cfg: str) -> None:
         runs[cfg]["exec"].append(exec_rate(exec_n))
         runs[cfg]["openat"].append(openat_rate(binary, openat_n))
+        print(f"# kprobe bench: {cfg}: {runs[cfg]['exec'][-1]:.1f} exec/s, "
+              f"{runs[cfg]['openat'][-1]:.0f} openat/s", file=sys.stderr, flush=True)
 
     for _ in range(rounds):
         measure("none")

@@ -89,6 +89,11 @@ def _given(param: str) -> bool:
                    "invalid or cannot load here stops start-up with its diagnostics.")
 @click.option("--tracing-policy-dir", default="/etc/vigil/tracing-policies.d", show_default=True,
               metavar="DIR", help="Load every policy file in DIR (and one level below) at start.")
+@click.option("--enforcement-fail-closed", is_flag=True,
+              help="When the fanotify decider stalls past its deadline, deny (default: allow, "
+                   "counted and logged).")
+@click.option("--fanotify-decision-timeout", default=0.5, show_default=True,
+              help="Seconds a file/exec permission decision may take before the watchdog answers.")
 @click.option("--exec-args-max-bytes", default=16128, show_default=True,
               help="argv bytes captured per exec (max 16128; longer argv is flagged truncArgs).")
 @click.option("--server-address", default=DEFAULT_ADDRESS, show_default=True,
@@ -127,6 +132,7 @@ def agent(**opts: object) -> None:
             cgroup_rate=obs.cgroup_rate,
             tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]
             tracing_policy_dir=str(opts["tracing_policy_dir"]),
+            enforce=_enforce_config(opts),
             export_rate_limit=obs.export_rate_limit,
             metrics=obs.metrics,
             procfs=str(opts["procfs"]),
@@ -158,3 +164,9 @@ def agent(**opts: object) -> None:
         for d in getattr(err, "diagnostics", ()):
             click.echo(f"  {d}", err=True)
         sys.exit(3 if getattr(err, "diagnostics", None) else 1)
+
+
+def _enforce_config(opts: dict[str, object]) -> object:
+    from vigil.enforce.service import EnforceConfig
+    return EnforceConfig(fail_closed=bool(opts["enforcement_fail_closed"]),
+                         decision_timeout=float(opts["fanotify_decision_timeout"]))  # type: ignore[arg-type]

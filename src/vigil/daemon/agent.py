@@ -70,6 +70,7 @@ class AgentConfig:
     metrics: MetricsConfig | None = None   # --metrics-server and friends (None: off)
     tracing_policies: tuple[str, ...] = ()  # --tracing-policy FILE (repeatable)
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
+    enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
 
 
 def default_node_name() -> str:
@@ -259,9 +260,12 @@ class Agent:
     def _start_policy_engine(self) -> None:
         from vigil.daemon.policies import PolicyManager
         from vigil.policy_events import HookRegistry, PolicyEvents
+        from vigil.enforce.service import EnforceConfig, Enforcement
         registry = HookRegistry()
         self.policy_events = PolicyEvents(self.pipeline, registry)
-        self.policies = PolicyManager(self.sensor, registry)
+        self.enforcement = Enforcement(self.cfg.enforce or EnforceConfig(),
+                                       pipeline=self.pipeline, publish=self.hub.publish)
+        self.policies = PolicyManager(self.sensor, registry, enforcement=self.enforcement)
 
     def _load_startup_policies(self) -> None:
         """--tracing-policy files, then --tracing-policy-dir; any failure stops start-up."""

@@ -216,8 +216,8 @@ class Decider:
             return
         self.groups.pop(g.fd, None)
         self.poller.unregister(g.fd)
-        for key, users in list(self.named.items()):
-            self.named[key] = [u for u in users if u[0] != g.fd]
+        for entry, users in list(self.named.items()):
+            self.named[entry] = [u for u in users if u[0] != g.fd]
         with self.lock:
             for key in [k for k in self.pending if k[0] == g.fd]:
                 del self.pending[key]
@@ -248,7 +248,7 @@ class Decider:
                 if required and err.errno not in (_errno.EINVAL, _errno.ENODEV,
                                                   _errno.EXDEV, _errno.EOPNOTSUPP):
                     raise
-                notes.append(f"not marked: {m.path} ({os.strerror(err.errno)})")
+                notes.append(f"not marked: {m.path} ({os.strerror(err.errno or 0)})")
         return notes
 
     def on_entries_changed(self) -> None:

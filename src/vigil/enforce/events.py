@@ -96,5 +96,5 @@ class LsmEvents:
                 out["binary"] = report["bin"]
             return out, None
         proc = self.pipeline.process_json(p)
-        parent = cache.get(p.parent_exec_id) if p.parent_exec_id else None
+        parent = cache.get(p.parent_exec_id) if cache is not None and p.parent_exec_id else None
         return proc, self.pipeline.process_json(parent) if parent is not None else None

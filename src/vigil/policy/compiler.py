@@ -190,6 +190,7 @@ class _HookBuilder:
 def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> PolicyPlan:
     """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
     spec = policy.spec
+    _refuse_workload_scoping(policy)
     name = policy.metadata.name
     namespace = getattr(policy, "namespace", "") or ""
     _SELECTORS.clear()
@@ -266,6 +267,21 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
             nums.append(nr)
         out[lst.name] = nums
     return out
+
+
+def _refuse_workload_scoping(policy: Any) -> None:
+    """Kubernetes scoping is not implemented yet: refuse, never apply host-wide."""
+    spec = policy.spec
+    if _s(getattr(policy, "kind", "")) == "TracingPolicyNamespaced":
+        raise CompileError("kind", "TracingPolicyNamespaced needs Kubernetes pod scoping, which "
+                           "this version of Vigil does not have; refusing rather than applying "
+                           "it to the whole host")
+    for field_name, yaml_name in (("pod_selector", "podSelector"),
+                                  ("container_selector", "containerSelector")):
+        if getattr(spec, field_name, None) is not None:
+            raise CompileError(f"spec.{yaml_name}", "pod/container scoping is not supported by "
+                               "this version of Vigil; refusing rather than applying the "
+                               "policy to the whole host")
 
 
 def _unsupported_reason(kind: str, view: KernelView) -> str:

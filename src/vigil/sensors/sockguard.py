@@ -87,8 +87,8 @@ def _load_rule(rule: SockRule, base: BaseSensor, cgroups: list[str]) -> BpfObjec
             for key in keys:
                 m.update(key, b"\x01")
         for cg in cgroups:
-            for prog in rule.programs:
-                obj.program(prog).attach_cgroup(cg)
+            for name in rule.programs:
+                obj.program(name).attach_cgroup(cg)
     except BaseException:
         obj.close()
         raise
