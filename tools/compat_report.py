@@ -54,7 +54,7 @@ def bench_table(res: Path) -> str:
         except (ValueError, KeyError):
             continue
         out += [f"Kernel {doc['kernel']} (ratios against no BPF, same boot; "
-                f"{doc["rounds"]} interleaved rounds, medians):", "",
+                f"{doc['rounds']} interleaved rounds, medians):", "",
                 "| configuration | exec/s | ratio | openat/s | ratio | mechanism |",
                 "|---|---|---|---|---|---|"]
         for cfg, r in doc["ratio_vs_none"].items():

@@ -180,3 +180,15 @@ def test_render_cred_caps_bpf_module() -> None:
     raw = _rec("vg_module_rec", sig_ok=1, taints=4096, name=b"hello\0")
     assert render_arg(ArgSpec("load_info"), raw) == {"module_arg": {
         "name": "hello", "signature_ok": True, "tainted": ["TAINT_OUT_OF_TREE_MODULE"]}}
+
+
+def test_syscall_override_reason_on_trampoline_kernels(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = """  kprobes:
+  - call: sys_linkat
+    syscall: true
+    args: [{index: 1, type: string}]
+    selectors:
+    - matchActions: [{action: Override, argError: -1}]
+"""
+    with pytest.raises(CompileError, match="refuses fmod_ret on syscall functions"):
+        compile_policy(doc(spec), view(btf))

@@ -199,6 +199,23 @@ def _attach(mech: str, call: str, has_return: bool) -> tuple[list[Attach], str, 
 
 # ---- hooks ------------------------------------------------------------------------------
 
+def check_syscall_override(call: str, where: str, view: Any, selectors: Sequence[Any]) -> None:
+    """Override on a syscall on a kernel with trampolines: refused with the precise reason
+    (fmod_ret on syscall functions needs them error-injectable; bookworm's 6.1 and 6.12
+    refuse it, sid's 7.2 allows it -- not implemented yet)."""
+    for si, s in enumerate(selectors):
+        for ai, a in enumerate(s.match_actions or ()):
+            if _s(a.action) != "Override":
+                continue
+            why = ("this kernel refuses fmod_ret on syscall functions (no error injection "
+                   "for them)" if not getattr(view, "fmod_ret_syscall", False) else
+                   "fmod_ret on syscall functions is not supported by this version of Vigil")
+            raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].action",
+                               f"Override on syscall {call}: {why}; no bpf_override_return "
+                               "either. Override the security_* function the syscall "
+                               "reaches (fmod_ret) or use an lsmhook (BPF LSM)")
+
+
 def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
                           notes: list[str], selectors: Sequence[Any],
                           section: str = "kprobes") -> HookPlan | None:

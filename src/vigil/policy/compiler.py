@@ -300,6 +300,9 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
     if nr is None and (view.kprobes or view.fentry):  # issue 7: kernel functions
         from vigil.policy.compile_kprobe import compile_function_hook
         return compile_function_hook(kp, where, view, hook_id, monitor, notes, _selectors(kp))
+    if nr is not None and view.fmod_ret:  # issue 7: say why Override cannot work here
+        from vigil.policy.compile_kprobe import check_syscall_override
+        check_syscall_override(call, where, view, _selectors(kp))
     if nr is None:
         reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
                   if not view.kprobes else
