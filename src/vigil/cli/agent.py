@@ -94,6 +94,10 @@ def _given(param: str) -> bool:
                    "counted and logged).")
 @click.option("--fanotify-decision-timeout", default=0.5, show_default=True,
               help="Seconds a file/exec permission decision may take before the watchdog answers.")
+@click.option("--kprobe-mode", type=click.Choice(["auto", "kprobe", "kprobe_multi", "fentry"]),
+              default="auto", show_default=True,
+              help="How kprobes on kernel functions attach; auto picks the best this kernel "
+                   "allows (fentry, then kprobe.multi, then kprobe).")
 @click.option("--exec-args-max-bytes", default=16128, show_default=True,
               help="argv bytes captured per exec (max 16128; longer argv is flagged truncArgs).")
 @click.option("--server-address", default=DEFAULT_ADDRESS, show_default=True,
@@ -133,6 +137,7 @@ def agent(**opts: object) -> None:
             tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]
             tracing_policy_dir=str(opts["tracing_policy_dir"]),
             enforce=_enforce_config(opts),
+            kprobe_mode=str(opts["kprobe_mode"]),
             export_rate_limit=obs.export_rate_limit,
             metrics=obs.metrics,
             procfs=str(opts["procfs"]),

@@ -71,6 +71,7 @@ class AgentConfig:
     tracing_policies: tuple[str, ...] = ()  # --tracing-policy FILE (repeatable)
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
     enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
+    kprobe_mode: str = "auto"               # --kprobe-mode: auto | kprobe | kprobe_multi | fentry
 
 
 def default_node_name() -> str:
@@ -265,7 +266,12 @@ class Agent:
         self.policy_events = PolicyEvents(self.pipeline, registry)
         self.enforcement = Enforcement(self.cfg.enforce or EnforceConfig(),
                                        pipeline=self.pipeline, publish=self.hub.publish)
-        self.policies = PolicyManager(self.sensor, registry, enforcement=self.enforcement)
+        from functools import partial
+
+        from vigil.daemon.policies import kernel_view
+        self.policies = PolicyManager(self.sensor, registry,
+                                      view=partial(kernel_view, self.cfg.kprobe_mode),
+                                      enforcement=self.enforcement)
 
     def _load_startup_policies(self) -> None:
         """--tracing-policy files, then --tracing-policy-dir; any failure stops start-up."""
