@@ -109,11 +109,13 @@ class Sections:
 
 
 def compile_sections(spec: Any, view: Any, hook_id: int, monitor: bool, notes: list[str],
-                     selectors_of: Callable[[Any], Sequence[Any]]) -> Sections:
+                     selectors_of: Callable[[Any], Sequence[Any]],
+                     lists: dict[str, list[int]] | None = None) -> Sections:
     out = Sections()
     for i, fe in enumerate(getattr(spec, "fentries", None) or ()):
         hook = compile_function_hook(fe, f"spec.fentries[{i}]", view, hook_id + len(out.hooks),
-                                     monitor, notes, selectors_of(fe), section="fentries")
+                                     monitor, notes, selectors_of(fe), section="fentries",
+                                     lists=lists)
         if hook is not None:
             out.hooks.append(hook)
     lsmhooks = getattr(spec, "lsmhooks", None) or ()
@@ -123,7 +125,8 @@ def compile_sections(spec: Any, view: Any, hook_id: int, monitor: bool, notes: l
     if lsmhooks and getattr(view, "lsm", False) and not scoped:
         for i, lh in enumerate(lsmhooks):
             out.hooks.append(compile_lsm_hook(lh, f"spec.lsmhooks[{i}]", view,
-                                              hook_id + len(out.hooks), monitor, selectors_of(lh)))
+                                              hook_id + len(out.hooks), monitor, selectors_of(lh),
+                                              lists=lists))
         out.lsm_done = True
     return out
 
@@ -218,7 +221,8 @@ def check_syscall_override(call: str, where: str, view: Any, selectors: Sequence
 
 def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
                           notes: list[str], selectors: Sequence[Any],
-                          section: str = "kprobes") -> HookPlan | None:
+                          section: str = "kprobes",
+                          lists: dict[str, list[int]] | None = None) -> HookPlan | None:
     """A ``kprobes``/``fentries`` entry on a kernel function; None when the function is
     missing and ``ignore.callNotFound`` is set."""
     call = kp.call
@@ -251,7 +255,7 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
     mech = _mechanism(call, view, section, override, where)
     if mech == "fmod_ret" and btf is not None and btf.kind(btf.strip(btf.func_return(call))) == 0:
         raise CompileError(f"{where}.call", f"Override on {call}: it returns void")
-    b = C._HookBuilder(where, view)
+    b = C._HookBuilder(where, view, lists)
     b.override = override
     _compile_args(b, kp.args or (), params, btf, where, call)
     C._compile_selectors(b, selectors, where)
@@ -265,7 +269,8 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
 
 
 def compile_lsm_hook(lh: Any, where: str, view: Any, hook_id: int, monitor: bool,
-                     selectors: Sequence[Any]) -> HookPlan:
+                     selectors: Sequence[Any],
+                     lists: dict[str, list[int]] | None = None) -> HookPlan:
     """An ``lsmhooks`` entry on BPF LSM."""
     name = lh.hook.removeprefix("security_")
     btf = getattr(view, "btf", None)
@@ -287,7 +292,7 @@ def compile_lsm_hook(lh: Any, where: str, view: Any, hook_id: int, monitor: bool
             if _s(a.action) == "Override" and err is not None and not -4095 <= int(err) <= 0:
                 raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].argError",
                                    "an LSM hook's verdict is 0 or a negative errno (-4095..-1)")
-    b = C._HookBuilder(where, view)
+    b = C._HookBuilder(where, view, lists)
     b.override = True
     _compile_args(b, lh.args or (), params, btf, where, f"bpf_lsm_{name}")
     C._compile_selectors(b, selectors, where)

@@ -193,59 +193,60 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     _refuse_workload_scoping(policy)
     name = policy.metadata.name
     namespace = getattr(policy, "namespace", "") or ""
-    _SELECTORS.clear()
-    _SELECTORS["of"] = getattr(spec, "effective_selectors", lambda hook: hook.selectors or ())
+    selectors = _selector_resolver(spec)
+    lists = _syscall_lists(spec)
     monitor = _s(getattr(policy, "mode", "enforce")) == "monitor"
     hooks: list[HookPlan] = []
     notes: list[str] = []
     next_id = hook_id_base
-    _LISTS.clear()
-    _LISTS.update(_syscall_lists(spec))
 
     for kind in ("usdts",):
         if getattr(spec, kind, None):
             raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
     # -- issue 7: fentries, and lsmhooks on BPF LSM where the kernel has it
     from vigil.policy import compile_kprobe
-    kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, _selectors)
+    kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, selectors,
+                                           lists)
     hooks += kfn.hooks
     next_id += len(kfn.hooks)
     policy = kfn.without_handled(policy)
     # -- end issue 7
     # -- issue 6: lsmhooks and security_socket_* Override go to vigil.policy.compile_lsm
     from vigil.policy import compile_lsm
-    routed = compile_lsm.routed_kprobes(spec, view, _selectors)
+    routed = compile_lsm.routed_kprobes(spec, view, selectors)
     # -- end issue 6
     for i, kp in enumerate(spec.kprobes or ()):
         if i in routed:  # issue 6
             continue
-        hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes)
+        hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes,
+                               selectors, lists)
         if hook is not None:  # None: ignore.callNotFound and the function is missing
             hooks.append(hook)
             next_id += 1
     for i, tp in enumerate(spec.tracepoints or ()):
-        hooks.append(_compile_tracepoint(tp, f"spec.tracepoints[{i}]", view, next_id, monitor))
+        hooks.append(_compile_tracepoint(tp, f"spec.tracepoints[{i}]", view, next_id, monitor,
+                                         selectors, lists))
         next_id += 1
     for i, up in enumerate(spec.uprobes or ()):
-        for hook in _compile_uprobe(up, f"spec.uprobes[{i}]", view, next_id, monitor):
+        for hook in _compile_uprobe(up, f"spec.uprobes[{i}]", view, next_id, monitor,
+                                    selectors, lists):
             hooks.append(hook)
             next_id += 1
     mode = _s(getattr(policy, "mode", "enforce"))
     # -- issue 6: fanotify (file_open, bprm_check_security) and cgroup socket programs
-    enforce = compile_lsm.compile_enforcement(policy, view, next_id, _selectors, routed,
+    enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
     # -- end issue 6
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce)
 
 
-# spec.lists of the policy being compiled, and its selector resolver (selectorsMacros
-# merged in). compile_policy is not re-entrant: callers serialise it.
-_LISTS: dict[str, list[int]] = {}
-_SELECTORS: dict[str, Callable[[Any], Sequence[Any]]] = {}
+Selectors = Callable[[Any], Sequence[Any]]
 
 
-def _selectors(hook: Any) -> Sequence[Any]:
-    return list(_SELECTORS["of"](hook) or ())
+def _selector_resolver(spec: Any) -> Selectors:
+    """hook -> its selectors with the policy's selectorsMacros merged in."""
+    effective = getattr(spec, "effective_selectors", lambda hook: hook.selectors or ())
+    return lambda hook: list(effective(hook) or ())
 
 
 def _syscall_lists(spec: Any) -> dict[str, list[int]]:
@@ -294,31 +295,33 @@ def _unsupported_reason(kind: str, view: KernelView) -> str:
 
 
 def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor: bool,
-                    notes: list[str]) -> HookPlan | None:
+                    notes: list[str], selectors: Selectors,
+                    lists: dict[str, list[int]]) -> HookPlan | None:
     call = kp.call
     nr = syscall_number(call) if kp.syscall else None
     if nr is None and (view.kprobes or view.fentry):  # issue 7: kernel functions
         from vigil.policy.compile_kprobe import compile_function_hook
-        return compile_function_hook(kp, where, view, hook_id, monitor, notes, _selectors(kp))
+        return compile_function_hook(kp, where, view, hook_id, monitor, notes, selectors(kp),
+                                     lists=lists)
     if nr is not None and view.fmod_ret:  # issue 7: say why Override cannot work here
         from vigil.policy.compile_kprobe import check_syscall_override
-        check_syscall_override(call, where, view, _selectors(kp))
+        check_syscall_override(call, where, view, selectors(kp))
     if nr is None:
         reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
                   if not view.kprobes else
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
-    b = _HookBuilder(where, view)
+    b = _HookBuilder(where, view, lists)
     for i, arg in enumerate(kp.args or ()):
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
     ret_spec = _ret_spec(kp, where)
     wants_exit = bool(getattr(kp, "return_", False)) or any(
-        getattr(s, "match_return_args", None) for s in _selectors(kp)) or any(
+        getattr(s, "match_return_args", None) for s in selectors(kp)) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
-    _compile_selectors(b, _selectors(kp), where)
+    _compile_selectors(b, selectors(kp), where)
     attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
     if wants_exit:
         attach.append(Attach("vg_gen_tp_ret", "tracepoint", ("syscalls", f"sys_exit_{sysname}")))
@@ -333,8 +336,9 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
 
 
 def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
-                        monitor: bool) -> HookPlan:
-    b = _HookBuilder(where, view)
+                        monitor: bool, selectors: Selectors,
+                        lists: dict[str, list[int]]) -> HookPlan:
+    b = _HookBuilder(where, view, lists)
     raw = bool(getattr(tp, "raw", False))
     fmt = None
     if not raw:
@@ -358,7 +362,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
         b.args.append((arg.index, t))
-    _compile_selectors(b, _selectors(tp), where)
+    _compile_selectors(b, selectors(tp), where)
     if raw:
         attach = [Attach("vg_gen_rawtp", "raw_tracepoint", (tp.event,))]
         mech = f"raw_tracepoint {tp.event}"
@@ -371,7 +375,8 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
 
 
 def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
-                    monitor: bool) -> list[HookPlan]:
+                    monitor: bool, selectors: Selectors,
+                    lists: dict[str, list[int]]) -> list[HookPlan]:
     targets: list[tuple[str, int]] = [(s, 0) for s in (up.symbols or ())]
     targets += [("", int(o)) for o in (getattr(up, "offsets", None) or ())]
     if not targets:
@@ -379,12 +384,12 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     ret = bool(getattr(up, "return_", False))
     out = []
     for symbol, offset in targets:
-        b = _HookBuilder(where, view)
+        b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
-        _compile_selectors(b, _selectors(up), where)
+        _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset)]
         label = symbol or hex(offset)
@@ -537,11 +542,11 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
         b.cfg[f"{slot}.op"] = int(code)
         if code in (Op.INMAP, Op.NOTINMAP):
             set_id = b.new_set()
-            for v in _int_values(values, t, w):
+            for v in _int_values(values, t, w, b.lists):
                 b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
             b.cfg[f"{slot}.set"] = set_id
             return
-        nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w)
+        nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w, b.lists)
         if len(nums) > 4:
             raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
         b.cfg[f"{slot}.vals"] = nums
@@ -573,13 +578,14 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
 
 
-def _int_values(values: list[str], t: _ArgType, w: str) -> list[int]:
+def _int_values(values: list[str], t: _ArgType, w: str,
+                lists: dict[str, list[int]]) -> list[int]:
     out = []
     for v in values:
         if v.startswith("list:"):
-            if v[5:] not in _LISTS:
+            if v[5:] not in lists:
                 raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists")
-            out += _LISTS[v[5:]]
+            out += lists[v[5:]]
             continue
         try:
             if t.out == "syscall64" and not v.lstrip("-").isdigit() and not v.startswith("0x"):
