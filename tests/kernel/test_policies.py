@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.agentproc import links_of
 from vigil.errors import PolicyError
 from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
 from vigil.policy_events import HookRegistry, PolicyEvents
@@ -606,15 +607,7 @@ spec:
 # ---- lifecycle ---------------------------------------------------------------------------
 
 def _my_links() -> set[int]:
-    ids = set()
-    for f in Path("/proc/self/fdinfo").iterdir():
-        try:
-            for line in f.read_text().splitlines():
-                if line.startswith("link_id:"):
-                    ids.add(int(line.split()[1]))
-        except OSError:
-            pass
-    return ids
+    return links_of(os.getpid())
 
 
 def test_remove_and_disable_detach_everything(env: Env, tdir: Path) -> None:

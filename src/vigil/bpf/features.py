@@ -215,10 +215,11 @@ def privileges() -> str | None:
     has = {c: bool(caps >> c & 1) for c in (CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF)}
     if has[CAP_SYS_ADMIN] or (has[CAP_BPF] and has[CAP_PERFMON]):
         return None
-    who = "root without capabilities" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    missing = [n for c, n in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")) if not has[c]]
-    return (f"running as {who}: loading BPF programs needs CAP_SYS_ADMIN, or CAP_BPF and "
-            f"CAP_PERFMON (missing {', '.join(missing)}); run as root")
+    held = [n for c, n in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"),
+                           (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")) if has[c]]
+    return (f"loading BPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this "
+            f"process (uid {os.geteuid()}) has "
+            f"{'only ' + ', '.join(held) if held else 'none of them'}. Run it as root")
 
 
 # --- probe targets ---------------------------------------------------------------------

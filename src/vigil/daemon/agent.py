@@ -80,23 +80,14 @@ def default_node_name() -> str:
 
 
 def check_privileges() -> None:
-    """Raise PrivilegeError naming what is missing, before touching libbpf.
+    """Raise PrivilegeError naming what is missing, before loading libbpf.
 
     Capabilities decide, not the uid: root with a cleared bounding set cannot load BPF.
     """
-    caps = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                caps = int(line.split()[1], 16)
-    has = {name: bool(caps >> bit & 1) for name, bit in
-           (("CAP_BPF", 39), ("CAP_PERFMON", 38), ("CAP_SYS_ADMIN", 21))}
-    if has["CAP_SYS_ADMIN"] or (has["CAP_BPF"] and has["CAP_PERFMON"]):
-        return
-    raise PrivilegeError(
-        f"the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process "
-        f"(uid {os.geteuid()}) has {'none of them' if not any(has.values()) else 'only ' + ', '.join(n for n, v in has.items() if v)}. "
-        "Run it as root: sudo vigil agent")
+    from vigil.bpf.features import privileges  # imports ctypes only, loads nothing
+    why = privileges()
+    if why:
+        raise PrivilegeError(f"{why} (sudo vigil agent)")
 
 
 def check_btf() -> None:
@@ -225,15 +216,14 @@ class Agent:
             self._stop.set()
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGHUP, lambda *_: self._reopen.set())
+        reopen = threading.Event()
+        signal.signal(signal.SIGHUP, lambda *_: reopen.set())
         while not self._stop.wait(0.5):
-            if self._reopen.is_set():
-                self._reopen.clear()
+            if reopen.is_set():
+                reopen.clear()
                 for w in self._writers:
                     w.reopen()
         self.stop()
-
-    _reopen = threading.Event()
 
     # -- exporters -------------------------------------------------------------------
 
