@@ -23,6 +23,7 @@
 #include <bpf/bpf_endian.h>
 #include "vigil/path.bpf.h"
 #include "vigil/procs.bpf.h"
+#include "vigil/task.bpf.h"
 
 const volatile struct vg_hook_cfg vg_hook SEC(".rodata.hook") = {};
 
@@ -843,11 +844,8 @@ static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
 	case 1: return BPF_CORE_READ(nsp, ipc_ns, ns.inum);
 	case 2: return BPF_CORE_READ(nsp, mnt_ns, ns.inum);
 	case 3: {
-		struct pid *tpid = BPF_CORE_READ(task, thread_pid);
-		unsigned int level = BPF_CORE_READ(tpid, level);
-		struct upid upid = {};
+		struct upid upid = vg_task_upid(task);
 
-		bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
 		return BPF_CORE_READ(upid.ns, ns.inum);
 	}
 	case 4: return BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
@@ -861,16 +859,6 @@ static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
 	return 0;
 }
 
-static __always_inline __u32 vg_ns_pid(struct task_struct *task)
-{
-	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(tpid, level);
-	struct upid upid = {};
-
-	bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
-	return upid.nr;
-}
-
 static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64 *raw, __s64 ret)
 {
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
@@ -878,7 +866,7 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 	if (s->pid_op) {
-		__u32 pid = s->pid_ns ? vg_ns_pid(task) : tgid;
+		__u32 pid = s->pid_ns ? vg_task_upid(task).nr : tgid;
 		int hit = 0;
 
 		for (int k = 0; k < VG_GEN_VALUES; k++)

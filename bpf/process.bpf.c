@@ -7,6 +7,7 @@
 #include "vigil/common.bpf.h"
 #include "vigil/path.bpf.h"
 #include "vigil/procs.bpf.h"
+#include "vigil/task.bpf.h"
 
 struct vg_exec_buf {
 	struct vg_exec_msg msg;
@@ -70,9 +71,7 @@ static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, st
 static __always_inline void vg_read_namespaces(struct task_struct *task, struct vg_namespaces *out)
 {
 	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
-	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(tpid, level);
-	struct upid upid = {};
+	struct upid upid;
 
 	if (!nsp)
 		return;
@@ -87,7 +86,7 @@ static __always_inline void vg_read_namespaces(struct task_struct *task, struct 
 	}
 	out->cgroup = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
 	out->user = BPF_CORE_READ(task, real_cred, user_ns, ns.inum);
-	bpf_probe_read_kernel(&upid, sizeof(upid), &tpid->numbers[level & 31]);
+	upid = vg_task_upid(task);
 	out->pid = BPF_CORE_READ(upid.ns, ns.inum);
 }
 
