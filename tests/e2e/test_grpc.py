@@ -141,6 +141,19 @@ def hub_streams(agent: Any) -> set[str]:
     return {s.name for s in agent.hub.subscribers if isinstance(s, StreamSubscriber)}
 
 
+def wait_own_subscription(agent: Any, s: Stream) -> None:
+    """Until ``s`` itself receives from the hub (another test's stream that is still
+    closing can satisfy a subscriber count): publish probe markers until the stream
+    receives anything at all (field masks may strip the marker's own fields)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        before = len(s.events)
+        agent.hub.publish([marker(next(_marker_ids))])
+        if len(s.wait(lambda evs: len(evs) > before, timeout=0.2)) > before:
+            return
+        assert time.monotonic() < deadline, "GetEvents stream never subscribed"
+
+
 def wait_subscribers(agent: Any, n: int) -> None:
     deadline = time.monotonic() + WAIT
     while len(hub_streams(agent)) < n:
@@ -284,7 +297,7 @@ def publish_and_collect(agent: Any, st: Any, req: events_pb2.GetEventsRequest,
         req.allow_list.append(filter_from_dict({"event_set": ["TEST"]}))
     s = Stream(st, req)
     try:
-        wait_subscribers(agent, 1)
+        wait_own_subscription(agent, s)
         agent.hub.publish(events + [marker(n)])
         s.wait(has_marker(n))
     finally:
