@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -259,6 +261,152 @@ def test_match_pids(env: Env, tdir: Path) -> None:
     with env.policy(openat_policy("vk-pids", sel)):
         evs = env.run(lambda: (touch(tdir / "me"), _cat(tdir / "me")))
     assert [_body(e)["process"]["pid"] for e in evs] == [os.getpid()]
+
+
+# ---- followChildren / followForks -----------------------------------------------------
+
+SH = os.path.realpath("/bin/sh")
+PY = os.path.realpath(sys.executable)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _started(cmd: list[str], nchildren: int = 0) -> subprocess.Popen[bytes]:
+    """A process waiting on its stdin, and once it has `nchildren` children forked."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while len(_children(p.pid)) < nchildren and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if len(_children(p.pid)) < nchildren:
+        p.kill()
+        p.wait()
+        pytest.fail(f"{cmd} did not fork {nchildren} children")
+    return p
+
+
+def _release(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def _opener(path: Path) -> str:
+    return f"import sys; sys.stdin.readline(); open({str(path)!r}).close()"
+
+
+def _events_by_path(evs: list[Event]) -> dict[str, list[Event]]:
+    out: dict[str, list[Event]] = {}
+    for e in evs:
+        out.setdefault(_body(e)["args"][1]["string_arg"], []).append(e)
+    return out
+
+
+def test_follow_children_in(env: Env, tdir: Path) -> None:
+    """A shell's descendants (forked before or after the policy loaded) match; others not."""
+    for n in ("before", "after", "direct", "grand"):
+        (tdir / n).write_text("x")
+    # running before the policy: sh -> python (forked, different binary) waiting on stdin
+    early = _started([SH, "-c", f"{PY} -c {shlex.quote(_opener(tdir / 'before'))}; true"],
+                     nchildren=1)
+    [early_child] = _children(early.pid)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchBinaries:
+      - operator: In
+        values: ["{SH}"]
+        followChildren: true"""
+    late: list[int] = []
+
+    def trigger() -> None:
+        _release(early)
+        p = subprocess.run([SH, "-c", f"{CAT} {tdir}/after; {SH} -c '{CAT} {tdir}/grand; true'; true"],
+                           capture_output=True, check=True)
+        del p
+        d = subprocess.Popen([CAT, str(tdir / "direct")], stdout=subprocess.DEVNULL)
+        d.wait()
+        late.append(d.pid)
+        touch(tdir / "direct")
+    with env.policy(openat_policy("vk-follow-in", sel)):
+        evs = env.run(trigger)
+    by = _events_by_path(evs)
+    assert set(by) == {f"{tdir}/before", f"{tdir}/after", f"{tdir}/grand"}
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/before"]] == [early_child]
+    assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/after"]] == [CAT]
+    assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/grand"]] == [CAT]
+    assert _body(by[f"{tdir}/grand"][0])["parent"]["binary"] == SH
+
+
+def test_follow_children_notin(env: Env, tdir: Path) -> None:
+    (tdir / "f").write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/f"]
+      matchBinaries:
+      - operator: NotIn
+        values: ["{SH}"]
+        followChildren: true"""
+    direct: list[int] = []
+
+    def trigger() -> None:
+        subprocess.run([SH, "-c", f"{CAT} {tdir}/f; true"], capture_output=True, check=True)
+        d = subprocess.Popen([CAT, str(tdir / "f")], stdout=subprocess.DEVNULL)
+        d.wait()
+        direct.append(d.pid)
+    with env.policy(openat_policy("vk-follow-notin", sel)):
+        evs = env.run(trigger)
+    assert [_body(e)["process"]["pid"] for e in evs] == direct
+
+
+def test_follow_forks(env: Env, tdir: Path) -> None:
+    """matchPIDs In [P] followForks: P's children from before the load (seeded from /proc)
+    and after it match; P itself matches; unrelated processes do not."""
+    for n in ("seeded", "forked", "self", "other"):
+        (tdir / n).write_text("x")
+    script = (f"import os, sys, subprocess\n"
+              f"pid = os.fork()\n"
+              f"if pid == 0:\n"
+              f"    sys.stdin.readline(); open({str(tdir / 'seeded')!r}).close(); os._exit(0)\n"
+              f"os.waitpid(pid, 0)\n"
+              f"open({str(tdir / 'self')!r}).close()\n"
+              f"subprocess.run([{CAT!r}, {str(tdir / 'forked')!r}], stdout=subprocess.DEVNULL)\n")
+    root = _started([PY, "-c", script], nchildren=1)
+    [seeded_child] = _children(root.pid)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchPIDs:
+      - operator: In
+        values: [{root.pid}]
+        followForks: true"""
+
+    def trigger() -> None:
+        _release(root)
+        subprocess.run([CAT, str(tdir / "other")], capture_output=True, check=True)
+        touch(tdir / "other")
+    with env.policy(openat_policy("vk-follow-forks", sel)):
+        evs = env.run(trigger)
+    by = _events_by_path(evs)
+    assert set(by) == {f"{tdir}/seeded", f"{tdir}/self", f"{tdir}/forked"}
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/seeded"]] == [seeded_child]
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/self"]] == [root.pid]
+    [forked] = by[f"{tdir}/forked"]
+    assert _body(forked)["process"]["binary"] == CAT
+    assert _body(forked)["parent"]["pid"] == root.pid
 
 
 def test_match_capabilities(env: Env, tdir: Path) -> None:

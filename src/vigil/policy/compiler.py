@@ -26,6 +26,7 @@ from vigil.abi import _generated as abi
 from vigil.abi.pack import pack
 from vigil.events.encode import CAP_NAMES
 from vigil.events.generic import ArgSpec
+from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat
 from vigil.syscalls import syscall_number
@@ -159,6 +160,7 @@ class _HookBuilder:
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
         self.next_set = 1
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
+        self.follow: dict[int, FollowSel] = {}  # selector -> what it follows
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -647,13 +649,19 @@ def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         return
     mb = mbs[0]
     ww = f"{w}.matchBinaries[0]"
-    if getattr(mb, "follow_children", False):
-        raise CompileError(f"{ww}.followChildren", "not supported by this version of Vigil")
     op = _BIN_OPS.get(_s(mb.operator))
     if op is None:
         raise CompileError(f"{ww}.operator", f"{_s(mb.operator)} is not a binaries operator")
     b.cfg[f"{p}.bin_op"] = int(op)
     b.cfg[f"{p}.bin_set"] = b.str_set(op, list(mb.values or ()), f"{ww}.values")
+    if getattr(mb, "follow_children", False):
+        if op not in (Op.IN, Op.NOTIN):
+            raise CompileError(f"{ww}.followChildren",
+                               "followChildren is only supported with operators In and NotIn")
+        si = int(p[4:-1])
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.BIN)
+        prev = b.follow.get(si, FollowSel(si))
+        b.follow[si] = FollowSel(si, tuple(mb.values or ()), prev.pids, prev.ns_pid)
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -664,7 +672,11 @@ def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         raise CompileError(f"{w}.matchPIDs", "one matchPIDs filter per selector")
     mp = mps[0]
     if getattr(mp, "follow_forks", False):
-        raise CompileError(f"{w}.matchPIDs[0].followForks", "not supported by this version of Vigil")
+        si = int(p[4:-1])
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
+        prev = b.follow.get(si, FollowSel(si))
+        b.follow[si] = FollowSel(si, prev.binaries, tuple(int(v) for v in mp.values),
+                                 bool(getattr(mp, "is_namespace_pid", False)))
     b.cfg[f"{p}.pid_op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
     b.cfg[f"{p}.pid_ns"] = 1 if getattr(mp, "is_namespace_pid", False) else 0
     b.cfg[f"{p}.pids"] = [int(v) for v in mp.values]
@@ -769,6 +781,12 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                             abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
+    if b.follow:
+        cfg["follow"] = sum(1 << si for si in b.follow)
+        sizes["vg_follow"] = int(abi.GenLimits.FOLLOW_ENTRIES)
+        attach = attach + [Attach(f"vg_gen_fl_{e}", "tp_btf", (f"sched_process_{e}",))
+                           for e in ("exec", "fork", "exit")]
+        mechanism += " (+ tp_btf sched_process_exec/fork/exit to follow descendants)"
     if has_return:
         sizes["vg_gen_entries"] = _MAP_FLOORS["vg_gen_entries"]
     if any(k.endswith(".rate_ns") for k in cfg):
@@ -788,7 +806,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
         map_sizes=sizes, args=specs, return_arg=ret_spec,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
-        mechanism=mechanism, enforcement=enforcement, **names)
+        mechanism=mechanism, enforcement=enforcement,
+        follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:

@@ -7,6 +7,7 @@ state and the per-process binary map are the base sensor's, shared by fd.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ log = logging.getLogger("vigil.sensors.generic")
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
-                "vg_gen_entries", "vg_gen_rate")
+                "vg_gen_entries", "vg_gen_rate", "vg_follow")
 
 
 @dataclass
@@ -70,12 +71,55 @@ def load_hook(hook: HookPlan, base: BaseSensor) -> BpfObject:
             m = obj.map(name)
             for key in keys:
                 m.update(key, b"\x01")
-        for a in hook.attach:
+        # follow programs first, then the /proc seed, then the hook: the hook never runs
+        # on a follow map that misses the processes already running
+        follow = [a for a in hook.attach if a.kind == "tp_btf"]
+        for a in follow:
             _attach(obj, a)
+        if hook.follow:
+            seed_follow(obj, hook)
+        for a in hook.attach:
+            if a.kind != "tp_btf":
+                _attach(obj, a)
     except BaseException:
         obj.close()
         raise
     return obj
+
+
+def seed_follow(obj: BpfObject, hook: HookPlan, rounds: int = 2) -> int:
+    """Mark the running processes a follow selector covers (see vigil.policy.follow).
+
+    The exec/fork programs are attached first; a second /proc snapshot catches processes
+    forked from a not-yet-seeded parent between the first snapshot and its seeding.
+    Bits are OR-ed into what the kernel recorded meanwhile. Returns the entries written.
+    """
+    from vigil.policy.follow import read_procs, seed_bits, start_time
+    m = obj.map("vg_follow")
+    written = 0
+    for _ in range(rounds):
+        procs = read_procs()
+        starts = {p.pid: p.start for p in procs}
+        for tgid, bits in seed_bits(procs, hook.follow).items():
+            key = tgid.to_bytes(4, "little")
+            try:
+                old = int.from_bytes(m.lookup(key), "little")
+            except (BpfError, KeyError):
+                old = 0
+            if old | bits == old:
+                continue
+            try:
+                m.update(key, (old | bits).to_bytes(4, "little"))
+                written += 1
+            except BpfError as err:
+                log.warning("hook %s: cannot follow pid %d: %s", hook.section, tgid, err)
+                continue
+            # exited before the entry existed: vg_gen_fl_exit could not delete it
+            if start_time(tgid) != starts[tgid]:
+                with contextlib.suppress(KeyError, BpfError):
+                    m.delete(key)
+                written -= 1
+    return written
 
 
 def _attach(obj: BpfObject, a: Attach) -> None:
@@ -88,7 +132,7 @@ def _attach(obj: BpfObject, a: Attach) -> None:
         prog.attach_kprobe(a.target[0], retprobe=a.kind == "kretprobe")
     elif a.kind in ("kprobe_multi", "kretprobe_multi"):
         prog.attach_kprobe_multi([a.target[0]], retprobe=a.kind == "kretprobe_multi")
-    elif a.kind in BTF_ATTACH:
+    elif a.kind in BTF_ATTACH or a.kind == "tp_btf":
         prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):
         path, symbol = a.target
