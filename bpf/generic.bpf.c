@@ -568,6 +568,14 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_MODULE:
 	case VG_ARG_LOAD_INFO:
 		return vg_read_module(h, off, v, CFG.args[i].kind);
+	case VG_ARG_TP_CHARS:
+		/* a fixed array inside the record: at most max_len bytes, up to its NUL */
+		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max,
+					      (char *)ctx + CFG.args[i].offset);
+		if (r <= 0)
+			return 0;
+		m->orig_len[i] = r - 1;
+		return (r - 1) & (VG_GEN_STR_MAX - 1);
 	case VG_ARG_DATA_LOC: {
 		/* v is the u32 __data_loc word: length << 16 | offset in the record */
 		__u32 loc = (__u32)v, len = loc >> 16;

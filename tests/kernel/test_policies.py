@@ -708,6 +708,64 @@ spec:
     assert body["args"] == [{"string_arg": str(exe)}, {"int_arg": procs[0].pid, "label": "pid"}]
 
 
+@pytest.mark.parametrize("op,value", [("Equal", "{name}"), ("Prefix", "{name}"[:9])])
+def test_tracepoint_char_array_is_a_string(env: Env, op: str, value: str) -> None:
+    """`char comm[16]` of sched_process_exit is read as a string, and filtered as one."""
+    name = f"vkc{uuid.uuid4().hex[:8]}"
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-tp-comm
+spec:
+  tracepoints:
+  - subsystem: sched
+    event: sched_process_exit
+    args:
+    - index: 4
+      label: comm
+    - index: 5
+    selectors:
+    - matchArgs:
+      - index: 4
+        operator: {op}
+        values: ["{value.format(name=name)}"]
+"""
+    code = (f"import ctypes; ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def trigger() -> None:
+        procs.append(subprocess.Popen([PY, "-c", code]))
+        procs[0].wait()
+        _cat(Path("/dev/null"))
+    with env.policy(pol):
+        evs = env.run(trigger)
+    assert [_body(e)["args"] for e in evs] == [
+        [{"string_arg": name, "label": "comm"}, {"int_arg": procs[0].pid}]]
+
+
+def test_syscall_arg_index_beyond_arity_is_refused(env: Env) -> None:
+    before = _my_links()
+    pol = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-arity
+spec:
+  kprobes:
+  - call: sys_dup2
+    args:
+    - index: 1
+      type: int
+    - index: 2
+      type: int
+"""
+    with pytest.raises(PolicyError, match=r"test:12:14: error: spec.kprobes\[0\].args\[1\].index: "
+                       r"dup2 takes 2 arguments \(index 0..1\), per syscalls/sys_enter_dup2"):
+        env.manager.add(pol, source="test")
+    assert _my_links() == before
+
+
 @pytest.fixture(scope="module")
 def uprobe_target(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("uprobe") / "uprobe_target"

@@ -293,6 +293,7 @@ enum vg_arg_kind {
 	VG_ARG_LOAD_INFO = 20,/* struct load_info * -> vg_module_rec */
 	VG_ARG_KBUF = 21,     /* kernel buffer; length from arg `size_arg` */
 	VG_ARG_KSOCKADDR = 22,/* kernel struct sockaddr * (same record as VG_ARG_SOCKADDR) */
+	VG_ARG_TP_CHARS = 23, /* tracepoint `char x[N]` field: the string in the record (max_len N) */
 };
 
 enum vg_arg_flag {

@@ -47,6 +47,7 @@ class ArgKind(enum.IntEnum):
     LOAD_INFO = 20
     KBUF = 21
     KSOCKADDR = 22
+    TP_CHARS = 23
 
 
 class DropReason(enum.IntEnum):

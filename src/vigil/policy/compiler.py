@@ -193,6 +193,7 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
     spec = policy.spec
     _refuse_workload_scoping(policy)
+    refuse_without_effect(spec)
     name = policy.metadata.name
     namespace = getattr(policy, "namespace", "") or ""
     selectors = _selector_resolver(spec)
@@ -272,6 +273,62 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
     return out
 
 
+_NOT_HERE = "not supported by this version of Vigil"
+
+
+def refuse_without_effect(spec: Any) -> None:
+    """Fields the schema accepts but Vigil would not honour: refused, never ignored.
+
+    (Per-hook refusals that depend on the hook kind are in the hook compilers; the
+    selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
+    """
+    if getattr(spec, "enforcers", None):
+        raise CompileError("spec.enforcers", "enforcers (the NotifyEnforcer machinery) are "
+                           f"{_NOT_HERE}")
+    if getattr(spec, "loader", False):
+        raise CompileError("spec.loader", "loader events (process_loader) are " + _NOT_HERE)
+    ns = getattr(spec, "node_selector", None)
+    if ns is not None and (ns.match_labels or ns.match_expressions):
+        raise CompileError("spec.nodeSelector", "node labels are not known to this version of "
+                           "Vigil; refusing rather than applying the policy on every node")
+    for section in ("kprobes", "fentries", "tracepoints", "uprobes", "lsmhooks"):
+        for i, hook in enumerate(getattr(spec, section, None) or ()):
+            w = f"spec.{section}[{i}]"
+            if getattr(hook, "return_arg_action", None) is not None:
+                raise CompileError(f"{w}.returnArgAction", "returnArgAction (TrackSock / "
+                                   f"UntrackSock) is {_NOT_HERE}")
+            args = [(f"{w}.args[{j}]", a) for j, a in enumerate(getattr(hook, "args", None) or ())]
+            ra = getattr(hook, "return_arg", None)
+            if ra is not None:
+                args.append((f"{w}.returnArg", ra))
+            for aw, a in args:
+                if getattr(a, "max_data", False):
+                    raise CompileError(f"{aw}.maxData", "maxData is not supported: buffers "
+                                       "are captured up to 4096 bytes (longer ones are "
+                                       "reported truncated with their size)")
+            if section == "uprobes":
+                for fld, yaml_name, why in (
+                        ("addrs", "addrs", "attach by symbols or offsets"),
+                        ("ref_ctr_offsets", "refCtrOffsets", "USDT semaphores are not supported"),
+                        ("binary_digests", "binaryDigests", "the binary's digest is not "
+                         "verified; refusing rather than attaching to an unverified binary"),
+                        ("data", "data", "data sources are not supported"),
+                        ("btf_path", "btfPath", "resolve is not supported on uprobes")):
+                    if getattr(hook, fld, None):
+                        raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
+                                           f"({why})")
+
+
+def refuse_resolve(arg: Any, where: str, kind: str) -> None:
+    """``resolve`` / ``btfType`` are only implemented on kernel-function hooks."""
+    for fld, yaml_name in (("resolve", "resolve"), ("btf_type", "btfType"),
+                           ("btf_type_module", "btfTypeModule")):
+        if getattr(arg, fld, None):
+            raise CompileError(f"{where}.{yaml_name}", f"{yaml_name} is not supported on "
+                               f"{kind} (only on kernel-function hooks: kprobes, fentries, "
+                               "lsmhooks)")
+
+
 def _refuse_workload_scoping(policy: Any) -> None:
     """Kubernetes scoping is not implemented yet: refuse, never apply host-wide."""
     spec = policy.spec
@@ -314,8 +371,18 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
+    if getattr(kp, "data", None):
+        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
+                           "supported by this version of Vigil")
     b = _HookBuilder(where, view, lists)
+    arity = _syscall_arity(view, sysname, where)
     for i, arg in enumerate(kp.args or ()):
+        refuse_resolve(arg, f"{where}.args[{i}]", "syscall hooks")
+        if arity is not None and arg.index >= arity:
+            raise CompileError(f"{where}.args[{i}].index",
+                               f"{sysname} takes {_count(arity, 'argument')}"
+                               + (f" (index 0..{arity - 1})" if arity else "")
+                               + f", per syscalls/sys_enter_{sysname}")
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
@@ -337,6 +404,27 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                    function_name=f"__x64_sys_{sysname}", mechanism=mech)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}" if n else f"no {what}s"
+
+
+def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
+    """Arguments of syscall `sysname`, from its sys_enter format (None: no tracefs to ask)."""
+    if view.formats is None:
+        return None
+    try:
+        fmt = view.formats("syscalls", f"sys_enter_{sysname}")
+    except FileNotFoundError as err:
+        if "tracefs is not mounted" in str(err):
+            return None
+        raise CompileError(f"{where}.call", f"no tracepoint syscalls/sys_enter_{sysname} on "
+                           "this kernel (the syscall hook needs it)") from err
+    except (OSError, ValueError):
+        return None
+    return sum(1 for f in fmt.fields if not f.name.startswith("common_")
+               and f.name != "__syscall_nr")
+
+
 def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                         monitor: bool, selectors: Selectors,
                         lists: dict[str, list[int]]) -> HookPlan:
@@ -353,6 +441,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
     for i, arg in enumerate(tp.args or ()):
         w = f"{where}.args[{i}]"
+        refuse_resolve(arg, w, "tracepoints")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
@@ -388,6 +477,7 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     for symbol, offset in targets:
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
+            refuse_resolve(arg, f"{where}.args[{i}]", "uprobes")
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
@@ -444,6 +534,11 @@ def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
         return _ArgType(K.DATA_LOC, 4, False, "string")
     if fld.is_pointer and "char" in fld.ctype and t in ("auto", "string", "filename"):
         return _USER_STR if subsys == "syscalls" else _ArgType(K.KSTR, 8, False, "string")
+    if _is_char_array(fld):
+        if t not in ("auto", "string", "filename", "char_buf"):
+            raise CompileError(f"{where}.type", f"field {fld.name} is a {fld.ctype} array, read as "
+                               "a string: use type auto, string or char_buf")
+        return _ArgType(K.TP_CHARS, fld.size, False, "string")
     if t == "auto":
         if fld.is_pointer or fld.size == 8:
             return _ArgType(K.INT, 8, fld.signed, "long" if fld.signed else "size")
@@ -455,6 +550,13 @@ def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
     raise CompileError(f"{where}.type", f"type {t} is not supported for tracepoint fields here")
 
 
+def _is_char_array(fld: TpField) -> bool:
+    """`char x[N]` (also `unsigned char`, `u8`): a fixed array of bytes in the record."""
+    base, sep, _n = fld.ctype.partition("[")
+    return bool(sep) and base.strip() in ("char", "unsigned char", "signed char", "u8", "__u8") \
+        and not fld.is_data_loc
+
+
 def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int = 0) -> dict[str, int]:
     flags = int(abi.ArgFlag.SIGNED) if t.signed else 0
     if getattr(arg, "return_copy", False):
@@ -464,6 +566,8 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
            f"args[{i}].size_arg": 0xFF, f"args[{i}].max_len": 4096}
     if t.kind == K.INT and size != t.size:  # read the whole field, interpret t.size bytes
         cfg[f"args[{i}].size"] = t.size
+    if t.kind == K.TP_CHARS:  # t.size: the array's length
+        cfg[f"args[{i}].max_len"] = t.size
     return cfg
 
 
@@ -490,7 +594,8 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
         for unsupported in ("match_parent_binaries", "match_namespace_changes",
-                            "match_capability_changes", "match_data", "match_return_actions"):
+                            "match_capability_changes", "match_data", "match_return_actions",
+                            "match_workloads"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
 
@@ -532,7 +637,7 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
-    if t.kind > K.KSTR:  # issue 7: kernel objects (vigil.policy.compile_kprobe)
+    if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # issue 7: kernel objects (compile_kprobe)
         from vigil.policy.compile_kprobe import compile_object_operator
         t = compile_object_operator(b, slot, op, values, t, w)
         if t is None:
@@ -733,6 +838,11 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     actions = sel.match_actions or ()
     for k, a in enumerate(actions):
         name = _s(a.action)
+        for fld, yaml_name in (("kernel_stack_trace", "kernelStackTrace"),
+                               ("user_stack_trace", "userStackTrace"), ("ima_hash", "imaHash")):
+            if getattr(a, fld, False):
+                raise CompileError(f"{w}.matchActions[{k}].{yaml_name}",
+                                   f"{yaml_name} is not supported by this version of Vigil")
         if name == "Override" and b.override:  # issue 7: fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
