@@ -190,6 +190,13 @@ _BASE = os.O_CREAT | os.O_CLOEXEC
     ("GT", [hex(os.O_RDWR | _BASE)], ["excl"]),
     ("LT", [hex(os.O_WRONLY | _BASE)], ["r"]),
     ("InRange", [f"{_BASE}:{_BASE | os.O_RDWR}"], ["r", "w", "rw"]),
+    # several values OR: greater than any = greater than the smallest
+    ("GT", [hex(os.O_RDWR | _BASE), hex(_BASE)], ["w", "rw", "excl"]),
+    ("LT", [hex(os.O_WRONLY | _BASE), hex(os.O_RDWR | _BASE)], ["r", "w"]),
+    # InMap with a min:max range and a single value
+    ("InMap", [f"{_BASE}:{_BASE | os.O_WRONLY}", str(os.O_RDWR | os.O_EXCL | _BASE)],
+     ["r", "w", "excl"]),
+    ("NotInMap", [f"{_BASE}:{_BASE | os.O_WRONLY}"], ["rw", "excl"]),
 ])
 def test_int_operators(env: Env, tdir: Path, op: str, values: list[str],
                        expect: list[str]) -> None:
@@ -473,11 +480,20 @@ spec:
       - index: 4
         operator: InMap
         values: ["110", "list:ids"]
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 4
+        operator: Equal
+        values: ["sys_getsid", "x64/getpgid"]
 """
     with env.policy(pol):
-        evs = env.run(lambda: [os.getppid(), os.getpgrp(), os.getppid(), os.getpid()], ME)
+        evs = env.run(lambda: [os.getppid(), os.getpgrp(), os.getppid(), os.getpid(),
+                               os.getsid(0), os.getpgid(0), os.getuid()], ME)
     assert [_body(e)["args"][0]["syscall_id"] for e in evs] == [
-        {"id": 110, "abi": "x64"}, {"id": 111, "abi": "x64"}, {"id": 110, "abi": "x64"}]
+        {"id": 110, "abi": "x64"}, {"id": 111, "abi": "x64"}, {"id": 110, "abi": "x64"},
+        {"id": 124, "abi": "x64"}, {"id": 121, "abi": "x64"}]
     assert all(_body(e)["subsys"] == "raw_syscalls" for e in evs)
 
 

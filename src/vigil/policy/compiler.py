@@ -29,7 +29,8 @@ from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat
-from vigil.syscalls import syscall_number
+from vigil.policy.spec import MAX_INMAP_VALUES
+from vigil.syscalls import syscall_number, syscall_value
 
 Op = abi.Op
 K = abi.ArgKind
@@ -40,12 +41,17 @@ NS_ORDER = ("uts", "ipc", "mnt", "pid", "pidforchildren", "net", "time", "timefo
 
 
 class CompileError(ValueError):
-    """A hook cannot be built on this kernel: ``where`` names the policy field."""
+    """A hook cannot be built on this kernel: ``where`` names the policy field.
 
-    def __init__(self, where: str, message: str) -> None:
+    ``invalid``: the policy itself is malformed (a value the checker should have refused
+    first; tests/unit/test_policy_agree.py asserts it did), as opposed to something this
+    kernel or version cannot do."""
+
+    def __init__(self, where: str, message: str, invalid: bool = False) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
         self.message = message
+        self.invalid = invalid
 
 
 def where_path(where: str) -> tuple[str | int, ...]:
@@ -612,7 +618,8 @@ def _arg_position(b: _HookBuilder, ma: Any, w: str) -> int:
     for pos, (index, _t) in enumerate(b.args):
         if index == ma.index:
             return pos
-    raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args")
+    raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args",
+                       invalid=True)
 
 
 def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -644,16 +651,33 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
             return
     if t.kind == K.INT:
         if op not in _INT_OPS:
-            raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments")
+            raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments",
+                               invalid=op not in ("Protocol", "State", "CelExpr"))
         code = _INT_OPS[op]
         b.cfg[f"{slot}.op"] = int(code)
         if code in (Op.INMAP, Op.NOTINMAP):
             set_id = b.new_set()
-            for v in _int_values(values, t, w, b.lists):
+            members: set[int] = set()
+            for v in values:
+                if ":" in v and not v.startswith("list:"):
+                    lo, hi = _range_values([v], w)
+                    if hi - lo >= MAX_INMAP_VALUES:
+                        raise CompileError(f"{w}.values", f"range {v!r} has {hi - lo + 1} "
+                                           f"values (at most {MAX_INMAP_VALUES} per InMap)",
+                                           invalid=True)
+                    members.update(range(lo, hi + 1))
+                else:
+                    members.update(_int_values([v], t, w, b.lists))
+                if len(members) > MAX_INMAP_VALUES:
+                    raise CompileError(f"{w}.values", f"more than {MAX_INMAP_VALUES} values")
+            for v in sorted(members):
                 b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
             b.cfg[f"{slot}.set"] = set_id
             return
         nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w, b.lists)
+        if code in (Op.GT, Op.LT) and nums:
+            # values OR: greater than any value = greater than the smallest (LT: largest)
+            nums = [min(nums)] if code == Op.GT else [max(nums)]
         if len(nums) > 4:
             raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
         b.cfg[f"{slot}.vals"] = nums
@@ -679,8 +703,12 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
             b.cfg[f"{slot}.vals"] = ports
             b.cfg[f"{slot}.nvals"] = len(ports)
     else:
+        if op in ("SubString", "SubStringIgnCase", "FileType", "NotFileType", "CelExpr"):
+            raise CompileError(f"{w}.operator", f"{op} is not supported by this version of "
+                               "Vigil")
         if op not in _STRING_OPS:
-            raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments")
+            raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments",
+                               invalid=True)
         b.cfg[f"{slot}.op"] = int(_STRING_OPS[op])
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
 
@@ -691,21 +719,24 @@ def _int_values(values: list[str], t: _ArgType, w: str,
     for v in values:
         if v.startswith("list:"):
             if v[5:] not in lists:
-                raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists")
+                raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists",
+                                   invalid=True)
             out += lists[v[5:]]
             continue
         try:
             if t.out == "syscall64" and not v.lstrip("-").isdigit() and not v.startswith("0x"):
-                nr = syscall_number(v)
+                nr = syscall_value(v)
                 if nr is None:
-                    raise ValueError(v)
+                    raise CompileError(f"{w}.values", f"unknown syscall {v!r}", invalid=True)
                 out.append(nr)
             elif t.out == "capability" and v.startswith("CAP_"):
                 out.append(cap_number(v))
             else:
                 out.append(parse_int(v))
+        except CompileError:
+            raise
         except ValueError as err:
-            raise CompileError(f"{w}.values", f"{v!r} is not a number") from err
+            raise CompileError(f"{w}.values", f"{v!r} is not a number", invalid=True) from err
     return out
 
 
@@ -722,8 +753,13 @@ def _range_values(values: list[str], w: str) -> list[int]:
     for v in values:
         lo, sep, hi = v.partition(":")
         if not sep:
-            raise CompileError(f"{w}.values", f"{v!r}: ranges are written min:max")
-        out += [parse_int(lo), parse_int(hi)]
+            raise CompileError(f"{w}.values", f"{v!r}: ranges are written min:max",
+                               invalid=True)
+        try:
+            out += [parse_int(lo), parse_int(hi)]
+        except ValueError as err:
+            raise CompileError(f"{w}.values", f"{v!r} is not a min:max range",
+                               invalid=True) from err
     return out
 
 
@@ -732,9 +768,10 @@ def _port_range(v: str, w: str) -> int:
     try:
         a, z = int(lo), int(hi or lo)
     except ValueError as err:
-        raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range") from err
+        raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range",
+                           invalid=True) from err
     if not (0 <= a <= z <= 65535):
-        raise CompileError(f"{w}.values", f"{v!r} is not a valid port range")
+        raise CompileError(f"{w}.values", f"{v!r} is not a valid port range", invalid=True)
     return a << 16 | z
 
 
@@ -742,7 +779,8 @@ def _addr_key(set_id: int, value: str, w: str) -> bytes:
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError as err:
-        raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR") from err
+        raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR",
+                           invalid=True) from err
     family = 2 if net.version == 4 else 10
     return (struct.pack("<III", 64 + net.prefixlen, set_id, family)
             + net.network_address.packed.ljust(16, b"\0"))
