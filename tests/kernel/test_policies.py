@@ -828,6 +828,52 @@ spec:
 
 # ---- lifecycle ---------------------------------------------------------------------------
 
+def test_list_reports_action_counters_and_kernel_memory(env: Env, tdir: Path) -> None:
+    for n in ("a", "b", "c"):
+        (tdir / n).write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/a"]
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/b"]
+      matchActions:
+      - action: NoPost
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/c"]
+      matchActions:
+      - action: Sigkill
+      - action: NoPost"""
+    monitor = openat_policy("vk-count-mon", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/c"]
+      matchActions:
+      - action: Sigkill""").replace("spec:\n", "spec:\n  options:\n  - name: policy-mode\n"
+                                    "    value: monitor\n", 1)
+    killed: list[int] = []
+
+    def trigger() -> None:
+        touch(tdir / "a", tdir / "a", tdir / "b")
+        killed.append(_cat(tdir / "c").returncode)
+    with env.policy(openat_policy("vk-count", sel)), env.policy(monitor):
+        env.run(trigger, ME)
+        infos = {i.name: i for i in env.manager.list()}
+    assert killed == [-9]
+    st = infos["vk-count"].stats
+    assert (st.post, st.nopost, st.signal, st.monitor_signal) == (2, 2, 1, 0)
+    mon = infos["vk-count-mon"].stats
+    assert (mon.post, mon.nopost, mon.signal, mon.monitor_signal) == (1, 0, 0, 1)
+    # the hook's own maps and programs (its per-CPU heap alone is > 28 KiB per CPU)
+    assert 28 << 10 < infos["vk-count"].kernel_memory_bytes < 256 << 20
+
+
 def _my_links() -> set[int]:
     return links_of(os.getpid())
 

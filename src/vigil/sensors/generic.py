@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 from dataclasses import dataclass, field
 
+from vigil.abi._generated import GenCount
+from vigil.bpf import _libbpf
 from vigil.bpf.object import BpfObject
 from vigil.errors import BpfError
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
@@ -24,14 +27,50 @@ PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_
                 "vg_gen_entries", "vg_gen_rate", "vg_follow")
 
 
+COUNTS_SIZE = 8 * int(GenCount.MAX)
+
+
+def fd_memlock(fd: int) -> int:
+    """What the kernel charges for a BPF map or program fd (fdinfo ``memlock``)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 @dataclass
 class LoadedPolicy:
     plan: PolicyPlan
     objects: list[BpfObject] = field(default_factory=list)
+    shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
 
     @property
     def link_count(self) -> int:
         return sum(len(o.links) for o in self.objects)
+
+    def kernel_memory(self) -> int:
+        """Bytes the kernel charges for this policy's own maps and programs."""
+        total = 0
+        for obj in self.objects:
+            total += sum(fd_memlock(m.fd) for m in obj.maps()
+                         if m.name not in self.shared and m.fd >= 0)
+            total += sum(fd_memlock(p.fd) for p in obj.programs() if p.autoload and p.fd >= 0)
+        return total
+
+    def action_counts(self) -> list[int]:
+        """vg_gen_counts summed over hooks and CPUs, indexed by vg_gen_count."""
+        ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
+        out = [0] * int(GenCount.MAX)
+        for obj in self.objects:
+            raw = obj.map("vg_gen_counts").lookup(b"\0\0\0\0", value_size=COUNTS_SIZE * ncpu)
+            for cpu in range(ncpu):
+                for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
+                    out[k] += n
+        return out
 
     def close(self) -> None:
         for obj in self.objects:
@@ -41,7 +80,7 @@ class LoadedPolicy:
 
 def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
     """Load and attach every hook; on any failure, undo all of it and raise."""
-    loaded = LoadedPolicy(plan)
+    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
     try:
         for hook in plan.hooks:
             loaded.objects.append(load_hook(hook, base))
