@@ -1238,15 +1238,32 @@ int vg_gen_uprobe(struct pt_regs *ctx)
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
 			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+	if (CFG.has_return) { /* merged with the return value in vg_gen_uretprobe */
+		__u64 id = bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&vg_gen_entries, &id, raw, BPF_ANY);
+		return 0;
+	}
 	vg_gen_run(ctx, raw, 0, 0);
 	return 0;
 }
 
+/* return: true. With arguments, the entry program saved them (has_return): the call's
+ * argument registers are gone by now. */
 SEC("uretprobe")
 int vg_gen_uretprobe(struct pt_regs *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
 
+	if (CFG.has_return) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct vg_gen_entry *e = bpf_map_lookup_elem(&vg_gen_entries, &id);
+
+		if (!e)
+			return 0;
+		__builtin_memcpy(raw, e->raw, sizeof(raw));
+		bpf_map_delete_elem(&vg_gen_entries, &id);
+	}
 	vg_gen_run(ctx, raw, PT_REGS_RC_CORE(ctx), 1);
 	return 0;
 }

@@ -826,6 +826,84 @@ spec:
     assert bodies[0]["process"]["pid"] == procs[0].pid
 
 
+def test_uretprobe_args_and_return_value(env: Env, uprobe_target: str) -> None:
+    """return: true with args: arguments saved at entry, return value appended to args."""
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uretprobe
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    symbols: ["vigil_target"]
+    return: true
+    returnArg:
+      index: 0
+      type: int
+      label: ret
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+    selectors:
+    - matchReturnArgs:
+      - index: 0
+        operator: NotEqual
+        values: ["{20 + ord("b")}"]
+"""
+    with env.policy(pol) as info:
+        assert "uretprobe" in info.info and "arguments read at entry" in info.info
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen([uprobe_target, "a", "bc", "d e"])),
+                               procs[0].wait()))
+    assert [_body(e)["args"] for e in evs] == [
+        [{"int_arg": 10}, {"string_arg": "a"}, {"int_arg": 10 + ord("a"), "label": "ret"}],
+        [{"int_arg": 30}, {"string_arg": "d e"}, {"int_arg": 30 + ord("d"), "label": "ret"}]]
+    assert all(_body(e)["process"]["pid"] == procs[0].pid for e in evs)
+
+
+def _file_offset(binary: str, symbol: str) -> int:
+    """The file offset of `symbol` (its address mapped through the LOAD segments)."""
+    nm = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    addr = next(int(ln.split()[0], 16) for ln in nm.splitlines() if ln.endswith(f" {symbol}"))
+    hdrs = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True,
+                          check=True).stdout
+    for ln in hdrs.splitlines():
+        f = ln.split()
+        if f and f[0] == "LOAD":
+            off, vaddr, memsz = int(f[1], 16), int(f[2], 16), int(f[5], 16)
+            if vaddr <= addr < vaddr + memsz:
+                return addr - vaddr + off
+    raise AssertionError(f"{symbol} is in no LOAD segment")
+
+
+def test_uprobe_by_offset_reports_the_offset(env: Env, uprobe_target: str) -> None:
+    off = _file_offset(uprobe_target, "vigil_target")
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uprobe-off
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    offsets: [{off}]
+    args:
+    - index: 0
+      type: int
+"""
+    with env.policy(pol):
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen([uprobe_target, "a", "b"])),
+                               procs[0].wait()))
+    bodies = [_body(e) for e in evs]
+    assert [b["args"] for b in bodies] == [[{"int_arg": 10}], [{"int_arg": 20}]]
+    assert all(b["offset"] == str(off) and "symbol" not in b for b in bodies)
+    assert list(bodies[0]).index("offset") == list(bodies[0]).index("action") - 1
+
+
 # ---- lifecycle ---------------------------------------------------------------------------
 
 def test_list_reports_action_counters_and_kernel_memory(env: Env, tdir: Path) -> None:

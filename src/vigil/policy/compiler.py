@@ -490,11 +490,17 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
         _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset)]
+        # return probes with arguments: the entry uprobe saves them for the uretprobe
+        paired = ret and bool(b.args)
+        if paired:
+            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset))
         label = symbol or hex(offset)
+        mech = f"{kind} {up.path}:{label}" + (" (+ uprobe: arguments read at entry)"
+                                             if paired else "")
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
                            symbol=symbol, ret_spec=_ret_spec(up, where) if ret else None,
-                           has_return=False, mechanism=f"{kind} {up.path}:{label}"))
+                           has_return=paired, mechanism=mech))
     return out
 
 
