@@ -141,6 +141,28 @@ struct {
 	__type(value, __u64);
 } vg_gen_rate SEC(".maps");
 
+/*
+ * followChildren / followForks: tgid -> bit si set when the process descends from a
+ * process selector si matched (its binary at an exec, or one of its pids). Maintained by
+ * vg_gen_fl_exec/_fork/_exit, attached only when a selector follows; seeded by user space
+ * from /proc at load. A plain hash, not an LRU: an LRU would silently forget a followed
+ * process, a full map refuses the new entry and counts it (VG_DROP_FOLLOW_FULL).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} vg_follow SEC(".maps");
+
+/* Action counters of this hook (ListTracingPolicies' stats). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_gen_counts);
+} vg_gen_counts SEC(".maps");
+
 VG_DEFINE_PATH_WALK(vg_gen_path, vg_gen_heap, struct vg_gen_buf, path)
 
 #define CFG vg_hook
@@ -546,6 +568,14 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_MODULE:
 	case VG_ARG_LOAD_INFO:
 		return vg_read_module(h, off, v, CFG.args[i].kind);
+	case VG_ARG_TP_CHARS:
+		/* a fixed array inside the record: at most max_len bytes, up to its NUL */
+		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max,
+					      (char *)ctx + CFG.args[i].offset);
+		if (r <= 0)
+			return 0;
+		m->orig_len[i] = r - 1;
+		return (r - 1) & (VG_GEN_STR_MAX - 1);
 	case VG_ARG_DATA_LOC: {
 		/* v is the u32 __data_loc word: length << 16 | offset in the record */
 		__u32 loc = (__u32)v, len = loc >> 16;
@@ -824,6 +854,41 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 	}
 }
 
+static __always_inline void vg_count(__u32 what)
+{
+	__u32 zero = 0;
+	struct vg_gen_counts *c = bpf_map_lookup_elem(&vg_gen_counts, &zero);
+
+	if (c)
+		c->n[what & (VG_GC_MAX - 1)]++;
+}
+
+/* Is the current process followed by selector si (a descendant of one it matched)? */
+static __always_inline int vg_followed(__u32 tgid, int si)
+{
+	__u32 *bits = bpf_map_lookup_elem(&vg_follow, &tgid);
+
+	return bits && (*bits & (1u << (si & 7)));
+}
+
+/* matchBinaries followChildren: the process's own binary is in the set, or it descends
+ * from a process whose binary was (the bit). The same for In and NotIn (negated). */
+static __always_inline int vg_bin_follow_match(struct vg_gen_buf *h,
+					       const volatile struct vg_selector_cfg *s,
+					       __u32 tgid, int si)
+{
+	struct vg_proc *p;
+	int hit = vg_followed(tgid, si);
+
+	if (!hit) {
+		p = bpf_map_lookup_elem(&vg_procs, &tgid);
+		if (p)
+			hit = vg_str_match(h, VG_OP_IN, s->bin_set, p->bin,
+					   p->bin_len & (VG_BIN_MAX - 1));
+	}
+	return s->bin_op == VG_OP_IN ? hit : !hit;
+}
+
 static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile struct vg_selector_cfg *s,
 					__u32 tgid)
 {
@@ -872,6 +937,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 		for (int k = 0; k < VG_GEN_VALUES; k++)
 			if (k < s->npids && s->pids[k] == pid)
 				hit = 1;
+		if (!hit && (s->follow & VG_FOLLOW_PIDS))
+			hit = vg_followed(tgid, si);
 		if (hit != (s->pid_op == VG_OP_IN))
 			return 0;
 	}
@@ -902,8 +969,12 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 				return 0;
 		}
 	}
-	if (s->bin_op && !vg_bin_match(h, s, tgid))
+	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
+		if (!vg_bin_follow_match(h, s, tgid, si))
+			return 0;
+	} else if (s->bin_op && !vg_bin_match(h, s, tgid)) {
 		return 0;
+	}
 	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
 		if (k < s->nargs && !vg_arg_match(h, &s->args[k], raw, ret))
 			return 0;
@@ -970,36 +1041,50 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 			break;
 		switch (s->actions[ai].action) {
 		case VG_ACT_POST:
-			if (post && !vg_rate_ok(h, si, ai))
+			if (post && !vg_rate_ok(h, si, ai)) {
 				post = 0;
+				vg_count(VG_GC_RATE_LIMITED);
+			}
 			break;
 		case VG_ACT_NOPOST:
+			if (post)
+				vg_count(VG_GC_NOPOST);
 			post = 0;
 			break;
 		case VG_ACT_OVERRIDE:
 			m->action = VG_ACT_OVERRIDE;
 			if (CFG.monitor) {
 				m->flags |= VG_GENF_MONITOR;
+				if (enforce)
+					vg_count(VG_GC_MONITOR_OVERRIDE);
 				break;
 			}
-			if (enforce)
+			if (enforce) {
 				err = (__s32)s->actions[ai].arg;
+				vg_count(VG_GC_OVERRIDE);
+			}
 			break;
 		case VG_ACT_SIGKILL:
 		case VG_ACT_SIGNAL:
 			m->action = s->actions[ai].action;
 			if (CFG.monitor) {
 				m->flags |= VG_GENF_MONITOR;
+				if (enforce)
+					vg_count(VG_GC_MONITOR_SIGNAL);
 				break;
 			}
-			if (enforce)
+			if (enforce) {
 				bpf_send_signal(s->actions[ai].action == VG_ACT_SIGKILL ? 9 :
 						s->actions[ai].arg);
+				vg_count(VG_GC_SIGNAL);
+			}
 			break;
 		}
 	}
-	if (post)
+	if (post) {
 		vg_send(h, size);
+		vg_count(VG_GC_POST);
+	}
 	return err;
 }
 
@@ -1048,8 +1133,10 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 		size = sizeof(*m) + VG_GEN_DATA_MAX;
 	m->hdr.size = size;
 	if (!CFG.nsel) {
-		if (phase != VG_PHASE_DECIDE)
+		if (phase != VG_PHASE_DECIDE) {
 			vg_send(h, size);
+			vg_count(VG_GC_POST);
+		}
 		return 0;
 	}
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
@@ -1151,15 +1238,32 @@ int vg_gen_uprobe(struct pt_regs *ctx)
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
 			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+	if (CFG.has_return) { /* merged with the return value in vg_gen_uretprobe */
+		__u64 id = bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&vg_gen_entries, &id, raw, BPF_ANY);
+		return 0;
+	}
 	vg_gen_run(ctx, raw, 0, 0);
 	return 0;
 }
 
+/* return: true. With arguments, the entry program saved them (has_return): the call's
+ * argument registers are gone by now. */
 SEC("uretprobe")
 int vg_gen_uretprobe(struct pt_regs *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
 
+	if (CFG.has_return) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct vg_gen_entry *e = bpf_map_lookup_elem(&vg_gen_entries, &id);
+
+		if (!e)
+			return 0;
+		__builtin_memcpy(raw, e->raw, sizeof(raw));
+		bpf_map_delete_elem(&vg_gen_entries, &id);
+	}
 	vg_gen_run(ctx, raw, PT_REGS_RC_CORE(ctx), 1);
 	return 0;
 }
@@ -1280,4 +1384,83 @@ int vg_gen_lsm(void *ctx)
 
 	vg_btf_args(ctx, raw);
 	return vg_gen_run(ctx, raw, 0, 0);
+}
+
+/* ---- followChildren / followForks (attached only when a selector follows) ------------- */
+
+static __always_inline void vg_follow_add(__u32 tgid, __u32 bits)
+{
+	__u32 *old;
+	long err;
+
+	if (!bits)
+		return;
+	old = bpf_map_lookup_elem(&vg_follow, &tgid);
+	if (old) {
+		__sync_fetch_and_or(old, bits);
+		return;
+	}
+	err = bpf_map_update_elem(&vg_follow, &tgid, &bits, BPF_NOEXIST);
+	if (err == -17 /* EEXIST: raced with another CPU */) {
+		old = bpf_map_lookup_elem(&vg_follow, &tgid);
+		if (old)
+			__sync_fetch_and_or(old, bits);
+	} else if (err) {
+		vg_count_drop(CFG.op, VG_DROP_FOLLOW_FULL);
+	}
+}
+
+/* An exec of a binary in a followChildren set marks the process (kept across later execs). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(vg_gen_fl_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0, orig = 0, len, bits = 0;
+	struct vg_gen_buf *h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
+
+	if (!h)
+		return 0;
+	len = vg_read_file(h, 0, BPF_CORE_READ(bprm, file), &orig);
+	for (int si = 0; si < VG_GEN_SELECTORS; si++)
+		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_BIN) &&
+		    vg_str_match(h, VG_OP_IN, CFG.sel[si].bin_set, h->data, len))
+			bits |= 1u << si;
+	vg_follow_add(BPF_CORE_READ(task, tgid), bits);
+	return 0;
+}
+
+/* A new process inherits its parent's marks; followForks marks children of listed pids. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(vg_gen_fl_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid), ctgid = BPF_CORE_READ(child, tgid);
+	__u32 *pbits, bits = 0;
+
+	if (BPF_CORE_READ(child, pid) != ctgid)
+		return 0; /* a thread */
+	pbits = bpf_map_lookup_elem(&vg_follow, &ptgid);
+	if (pbits)
+		bits = *pbits;
+	for (int si = 0; si < VG_GEN_SELECTORS; si++) {
+		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_PIDS)) {
+			__u32 pid = CFG.sel[si].pid_ns ? vg_task_upid(parent).nr : ptgid;
+
+			for (int k = 0; k < VG_GEN_VALUES; k++)
+				if (k < CFG.sel[si].npids && CFG.sel[si].pids[k] == pid)
+					bits |= 1u << si;
+		}
+	}
+	vg_follow_add(ctgid, bits);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(vg_gen_fl_exit, struct task_struct *task)
+{
+	__u32 tgid;
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0; /* not the last thread */
+	tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&vg_follow, &tgid);
+	return 0;
 }

@@ -128,10 +128,16 @@ class PolicyEvents:
             body["policy_name"] = reg.policy
         if plan.message:
             body["message"] = plan.message
-        if plan.event == "process_uprobe" and args:
-            body["args"] = args
+        if plan.event == "process_uprobe":
+            # ProcessUprobe has no `return`: a return probe's returnArg is the last arg
+            if plan.return_arg is not None and r.flags & GenFlag.RETURN:
+                args = [*args, render_arg(plan.return_arg, r.ret.to_bytes(8, "little", signed=True))]
+            if args:
+                body["args"] = args
         if plan.tags:
             body["tags"] = list(plan.tags)
         if plan.event == "process_uprobe":
+            if plan.attach and plan.attach[-1].offset:  # uprobes by offset (uint64: a string)
+                body["offset"] = str(plan.attach[-1].offset)
             body["action"] = action
         return body

@@ -74,3 +74,16 @@ def syscall_number(name: str) -> int | None:
             name = name[len(prefix):]
             break
     return SYSCALL_NUMBERS.get(name)
+
+
+def syscall_value(value: str) -> int | None:
+    """A ``syscall64`` selector value given by name -> its x86_64 number (None: unknown).
+
+    Accepts ``openat``, ``sys_openat``, ``__x64_sys_openat`` and the ``x64/`` ABI prefix
+    of Tetragon's syscall lists. Other ABIs (``i386/``) are None: syscall64 events here
+    carry the x86_64 number.
+    """
+    abi, sep, name = value.partition("/")
+    if sep and abi != "x64":
+        return None
+    return syscall_number(name if sep else value)

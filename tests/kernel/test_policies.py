@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -188,6 +190,13 @@ _BASE = os.O_CREAT | os.O_CLOEXEC
     ("GT", [hex(os.O_RDWR | _BASE)], ["excl"]),
     ("LT", [hex(os.O_WRONLY | _BASE)], ["r"]),
     ("InRange", [f"{_BASE}:{_BASE | os.O_RDWR}"], ["r", "w", "rw"]),
+    # several values OR: greater than any = greater than the smallest
+    ("GT", [hex(os.O_RDWR | _BASE), hex(_BASE)], ["w", "rw", "excl"]),
+    ("LT", [hex(os.O_WRONLY | _BASE), hex(os.O_RDWR | _BASE)], ["r", "w"]),
+    # InMap with a min:max range and a single value
+    ("InMap", [f"{_BASE}:{_BASE | os.O_WRONLY}", str(os.O_RDWR | os.O_EXCL | _BASE)],
+     ["r", "w", "excl"]),
+    ("NotInMap", [f"{_BASE}:{_BASE | os.O_WRONLY}"], ["rw", "excl"]),
 ])
 def test_int_operators(env: Env, tdir: Path, op: str, values: list[str],
                        expect: list[str]) -> None:
@@ -261,6 +270,152 @@ def test_match_pids(env: Env, tdir: Path) -> None:
     assert [_body(e)["process"]["pid"] for e in evs] == [os.getpid()]
 
 
+# ---- followChildren / followForks -----------------------------------------------------
+
+SH = os.path.realpath("/bin/sh")
+PY = os.path.realpath(sys.executable)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _started(cmd: list[str], nchildren: int = 0) -> subprocess.Popen[bytes]:
+    """A process waiting on its stdin, and once it has `nchildren` children forked."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while len(_children(p.pid)) < nchildren and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if len(_children(p.pid)) < nchildren:
+        p.kill()
+        p.wait()
+        pytest.fail(f"{cmd} did not fork {nchildren} children")
+    return p
+
+
+def _release(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def _opener(path: Path) -> str:
+    return f"import sys; sys.stdin.readline(); open({str(path)!r}).close()"
+
+
+def _events_by_path(evs: list[Event]) -> dict[str, list[Event]]:
+    out: dict[str, list[Event]] = {}
+    for e in evs:
+        out.setdefault(_body(e)["args"][1]["string_arg"], []).append(e)
+    return out
+
+
+def test_follow_children_in(env: Env, tdir: Path) -> None:
+    """A shell's descendants (forked before or after the policy loaded) match; others not."""
+    for n in ("before", "after", "direct", "grand"):
+        (tdir / n).write_text("x")
+    # running before the policy: sh -> python (forked, different binary) waiting on stdin
+    early = _started([SH, "-c", f"{PY} -c {shlex.quote(_opener(tdir / 'before'))}; true"],
+                     nchildren=1)
+    [early_child] = _children(early.pid)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchBinaries:
+      - operator: In
+        values: ["{SH}"]
+        followChildren: true"""
+    late: list[int] = []
+
+    def trigger() -> None:
+        _release(early)
+        p = subprocess.run([SH, "-c", f"{CAT} {tdir}/after; {SH} -c '{CAT} {tdir}/grand; true'; true"],
+                           capture_output=True, check=True)
+        del p
+        d = subprocess.Popen([CAT, str(tdir / "direct")], stdout=subprocess.DEVNULL)
+        d.wait()
+        late.append(d.pid)
+        touch(tdir / "direct")
+    with env.policy(openat_policy("vk-follow-in", sel)):
+        evs = env.run(trigger)
+    by = _events_by_path(evs)
+    assert set(by) == {f"{tdir}/before", f"{tdir}/after", f"{tdir}/grand"}
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/before"]] == [early_child]
+    assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/after"]] == [CAT]
+    assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/grand"]] == [CAT]
+    assert _body(by[f"{tdir}/grand"][0])["parent"]["binary"] == SH
+
+
+def test_follow_children_notin(env: Env, tdir: Path) -> None:
+    (tdir / "f").write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/f"]
+      matchBinaries:
+      - operator: NotIn
+        values: ["{SH}"]
+        followChildren: true"""
+    direct: list[int] = []
+
+    def trigger() -> None:
+        subprocess.run([SH, "-c", f"{CAT} {tdir}/f; true"], capture_output=True, check=True)
+        d = subprocess.Popen([CAT, str(tdir / "f")], stdout=subprocess.DEVNULL)
+        d.wait()
+        direct.append(d.pid)
+    with env.policy(openat_policy("vk-follow-notin", sel)):
+        evs = env.run(trigger)
+    assert [_body(e)["process"]["pid"] for e in evs] == direct
+
+
+def test_follow_forks(env: Env, tdir: Path) -> None:
+    """matchPIDs In [P] followForks: P's children from before the load (seeded from /proc)
+    and after it match; P itself matches; unrelated processes do not."""
+    for n in ("seeded", "forked", "self", "other"):
+        (tdir / n).write_text("x")
+    script = (f"import os, sys, subprocess\n"
+              f"pid = os.fork()\n"
+              f"if pid == 0:\n"
+              f"    sys.stdin.readline(); open({str(tdir / 'seeded')!r}).close(); os._exit(0)\n"
+              f"os.waitpid(pid, 0)\n"
+              f"open({str(tdir / 'self')!r}).close()\n"
+              f"subprocess.run([{CAT!r}, {str(tdir / 'forked')!r}], stdout=subprocess.DEVNULL)\n")
+    root = _started([PY, "-c", script], nchildren=1)
+    [seeded_child] = _children(root.pid)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchPIDs:
+      - operator: In
+        values: [{root.pid}]
+        followForks: true"""
+
+    def trigger() -> None:
+        _release(root)
+        subprocess.run([CAT, str(tdir / "other")], capture_output=True, check=True)
+        touch(tdir / "other")
+    with env.policy(openat_policy("vk-follow-forks", sel)):
+        evs = env.run(trigger)
+    by = _events_by_path(evs)
+    assert set(by) == {f"{tdir}/seeded", f"{tdir}/self", f"{tdir}/forked"}
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/seeded"]] == [seeded_child]
+    assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/self"]] == [root.pid]
+    [forked] = by[f"{tdir}/forked"]
+    assert _body(forked)["process"]["binary"] == CAT
+    assert _body(forked)["parent"]["pid"] == root.pid
+
+
 def test_match_capabilities(env: Env, tdir: Path) -> None:
     target = tdir / "caps"
     target.write_text("x")
@@ -325,11 +480,20 @@ spec:
       - index: 4
         operator: InMap
         values: ["110", "list:ids"]
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 4
+        operator: Equal
+        values: ["sys_getsid", "x64/getpgid"]
 """
     with env.policy(pol):
-        evs = env.run(lambda: [os.getppid(), os.getpgrp(), os.getppid(), os.getpid()], ME)
+        evs = env.run(lambda: [os.getppid(), os.getpgrp(), os.getppid(), os.getpid(),
+                               os.getsid(0), os.getpgid(0), os.getuid()], ME)
     assert [_body(e)["args"][0]["syscall_id"] for e in evs] == [
-        {"id": 110, "abi": "x64"}, {"id": 111, "abi": "x64"}, {"id": 110, "abi": "x64"}]
+        {"id": 110, "abi": "x64"}, {"id": 111, "abi": "x64"}, {"id": 110, "abi": "x64"},
+        {"id": 124, "abi": "x64"}, {"id": 121, "abi": "x64"}]
     assert all(_body(e)["subsys"] == "raw_syscalls" for e in evs)
 
 
@@ -560,6 +724,64 @@ spec:
     assert body["args"] == [{"string_arg": str(exe)}, {"int_arg": procs[0].pid, "label": "pid"}]
 
 
+@pytest.mark.parametrize("op,value", [("Equal", "{name}"), ("Prefix", "{name}"[:9])])
+def test_tracepoint_char_array_is_a_string(env: Env, op: str, value: str) -> None:
+    """`char comm[16]` of sched_process_exit is read as a string, and filtered as one."""
+    name = f"vkc{uuid.uuid4().hex[:8]}"
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-tp-comm
+spec:
+  tracepoints:
+  - subsystem: sched
+    event: sched_process_exit
+    args:
+    - index: 4
+      label: comm
+    - index: 5
+    selectors:
+    - matchArgs:
+      - index: 4
+        operator: {op}
+        values: ["{value.format(name=name)}"]
+"""
+    code = (f"import ctypes; ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def trigger() -> None:
+        procs.append(subprocess.Popen([PY, "-c", code]))
+        procs[0].wait()
+        _cat(Path("/dev/null"))
+    with env.policy(pol):
+        evs = env.run(trigger)
+    assert [_body(e)["args"] for e in evs] == [
+        [{"string_arg": name, "label": "comm"}, {"int_arg": procs[0].pid}]]
+
+
+def test_syscall_arg_index_beyond_arity_is_refused(env: Env) -> None:
+    before = _my_links()
+    pol = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-arity
+spec:
+  kprobes:
+  - call: sys_dup2
+    args:
+    - index: 1
+      type: int
+    - index: 2
+      type: int
+"""
+    with pytest.raises(PolicyError, match=r"test:12:14: error: spec.kprobes\[0\].args\[1\].index: "
+                       r"dup2 takes 2 arguments \(index 0..1\), per syscalls/sys_enter_dup2"):
+        env.manager.add(pol, source="test")
+    assert _my_links() == before
+
+
 @pytest.fixture(scope="module")
 def uprobe_target(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("uprobe") / "uprobe_target"
@@ -604,7 +826,131 @@ spec:
     assert bodies[0]["process"]["pid"] == procs[0].pid
 
 
+def test_uretprobe_args_and_return_value(env: Env, uprobe_target: str) -> None:
+    """return: true with args: arguments saved at entry, return value appended to args."""
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uretprobe
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    symbols: ["vigil_target"]
+    return: true
+    returnArg:
+      index: 0
+      type: int
+      label: ret
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: string
+    selectors:
+    - matchReturnArgs:
+      - index: 0
+        operator: NotEqual
+        values: ["{20 + ord("b")}"]
+"""
+    with env.policy(pol) as info:
+        assert "uretprobe" in info.info and "arguments read at entry" in info.info
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen([uprobe_target, "a", "bc", "d e"])),
+                               procs[0].wait()))
+    assert [_body(e)["args"] for e in evs] == [
+        [{"int_arg": 10}, {"string_arg": "a"}, {"int_arg": 10 + ord("a"), "label": "ret"}],
+        [{"int_arg": 30}, {"string_arg": "d e"}, {"int_arg": 30 + ord("d"), "label": "ret"}]]
+    assert all(_body(e)["process"]["pid"] == procs[0].pid for e in evs)
+
+
+def _file_offset(binary: str, symbol: str) -> int:
+    """The file offset of `symbol` (its address mapped through the LOAD segments)."""
+    nm = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    addr = next(int(ln.split()[0], 16) for ln in nm.splitlines() if ln.endswith(f" {symbol}"))
+    hdrs = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True,
+                          check=True).stdout
+    for ln in hdrs.splitlines():
+        f = ln.split()
+        if f and f[0] == "LOAD":
+            off, vaddr, memsz = int(f[1], 16), int(f[2], 16), int(f[5], 16)
+            if vaddr <= addr < vaddr + memsz:
+                return addr - vaddr + off
+    raise AssertionError(f"{symbol} is in no LOAD segment")
+
+
+def test_uprobe_by_offset_reports_the_offset(env: Env, uprobe_target: str) -> None:
+    off = _file_offset(uprobe_target, "vigil_target")
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uprobe-off
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    offsets: [{off}]
+    args:
+    - index: 0
+      type: int
+"""
+    with env.policy(pol):
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen([uprobe_target, "a", "b"])),
+                               procs[0].wait()))
+    bodies = [_body(e) for e in evs]
+    assert [b["args"] for b in bodies] == [[{"int_arg": 10}], [{"int_arg": 20}]]
+    assert all(b["offset"] == str(off) and "symbol" not in b for b in bodies)
+    assert list(bodies[0]).index("offset") == list(bodies[0]).index("action") - 1
+
+
 # ---- lifecycle ---------------------------------------------------------------------------
+
+def test_list_reports_action_counters_and_kernel_memory(env: Env, tdir: Path) -> None:
+    for n in ("a", "b", "c"):
+        (tdir / n).write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/a"]
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/b"]
+      matchActions:
+      - action: NoPost
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/c"]
+      matchActions:
+      - action: Sigkill
+      - action: NoPost"""
+    monitor = openat_policy("vk-count-mon", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{tdir}/c"]
+      matchActions:
+      - action: Sigkill""").replace("spec:\n", "spec:\n  options:\n  - name: policy-mode\n"
+                                    "    value: monitor\n", 1)
+    killed: list[int] = []
+
+    def trigger() -> None:
+        touch(tdir / "a", tdir / "a", tdir / "b")
+        killed.append(_cat(tdir / "c").returncode)
+    with env.policy(openat_policy("vk-count", sel)), env.policy(monitor):
+        env.run(trigger, ME)
+        infos = {i.name: i for i in env.manager.list()}
+    assert killed == [-9]
+    st = infos["vk-count"].stats
+    assert (st.post, st.nopost, st.signal, st.monitor_signal) == (2, 2, 1, 0)
+    mon = infos["vk-count-mon"].stats
+    assert (mon.post, mon.nopost, mon.signal, mon.monitor_signal) == (1, 0, 0, 1)
+    # the hook's own maps and programs (its per-CPU heap alone is > 28 KiB per CPU)
+    assert 28 << 10 < infos["vk-count"].kernel_memory_bytes < 256 << 20
+
 
 def _my_links() -> set[int]:
     return links_of(os.getpid())

@@ -61,6 +61,8 @@ enum vg_drop_reason {
 	VG_DROP_RINGBUF_FULL = 0, /* bpf_ringbuf_output failed: consumer too slow */
 	VG_DROP_READ_ERROR = 1,   /* a kernel/user read failed; the record was still sent */
 	VG_DROP_THROTTLED = 2,    /* suppressed by per-cgroup rate limiting */
+	VG_DROP_FOLLOW_FULL = 3,  /* a policy hook's follow map was full: a descendant of a
+				   * followChildren / followForks match is not followed */
 	VG_DROP_REASON_MAX = 4,
 };
 
@@ -224,6 +226,7 @@ enum vg_gen_limits {
 	VG_PFX_KEY = 248,       /* bytes of a string in the prefix/postfix trie keys */
 	VG_BIN_MAX = 256,       /* binary path kept per process for matchBinaries */
 	VG_PROCS_ENTRIES = 32768,
+	VG_FOLLOW_ENTRIES = 32768, /* followed processes per hook (vg_follow) */
 };
 
 /* Where a hook's raw argument values come from. */
@@ -240,6 +243,28 @@ enum vg_hook_flag {
 	/* fmod_ret + fexit pair: fmod_ret enforces (Override, signals) without posting, the
 	 * fexit posts the merged record (arguments + return) without enforcing again */
 	VG_HOOKF_PAIR = 0x1,
+};
+
+/* vg_selector_cfg.follow: the selector also matches descendants (vg_follow bit = selector) */
+enum vg_follow_flag {
+	VG_FOLLOW_BIN = 0x1,  /* matchBinaries followChildren */
+	VG_FOLLOW_PIDS = 0x2, /* matchPIDs followForks */
+};
+
+/* Per-hook action counters (map vg_gen_counts), for ListTracingPolicies' stats. */
+enum vg_gen_count {
+	VG_GC_POST = 0,            /* events written */
+	VG_GC_NOPOST = 1,          /* matched, not written (NoPost) */
+	VG_GC_SIGNAL = 2,          /* Sigkill / Signal sent */
+	VG_GC_MONITOR_SIGNAL = 3,  /* ... only reported (monitor mode) */
+	VG_GC_OVERRIDE = 4,        /* Override applied */
+	VG_GC_MONITOR_OVERRIDE = 5,
+	VG_GC_RATE_LIMITED = 6,    /* Post suppressed by rateLimit */
+	VG_GC_MAX = 8,
+};
+
+struct vg_gen_counts {
+	__u64 n[VG_GC_MAX];
 };
 
 /* How one argument is read and put in the record. */
@@ -268,6 +293,7 @@ enum vg_arg_kind {
 	VG_ARG_LOAD_INFO = 20,/* struct load_info * -> vg_module_rec */
 	VG_ARG_KBUF = 21,     /* kernel buffer; length from arg `size_arg` */
 	VG_ARG_KSOCKADDR = 22,/* kernel struct sockaddr * (same record as VG_ARG_SOCKADDR) */
+	VG_ARG_TP_CHARS = 23, /* tracepoint `char x[N]` field: the string in the record (max_len N) */
 };
 
 enum vg_arg_flag {
@@ -386,7 +412,8 @@ struct vg_selector_cfg {
 	__u8 nns;
 	__u8 ncaps;
 	__u8 nactions;
-	__u8 pad[3];
+	__u8 follow;    /* enum vg_follow_flag */
+	__u8 pad[2];
 	__u32 bin_set;  /* string set of matchBinaries values */
 	__u32 pids[VG_GEN_VALUES];
 	struct vg_match_arg args[VG_GEN_MATCH_ARGS];
@@ -406,7 +433,7 @@ struct vg_hook_cfg {
 	__u8 has_return;  /* the exit program runs the selectors with the return value */
 	__u8 monitor;     /* policy mode monitor: enforcement actions are only reported */
 	__u8 flags;       /* enum vg_hook_flag */
-	__u8 pad;
+	__u8 follow;      /* bit si: selector si follows (vg_follow_flag set in sel[si].follow) */
 	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */
 	__u8 ret_size;    /* kretprobe / fexit: bytes of the return type (0: 8) */
 	__u8 ret_flags;   /* VG_ARGF_SIGNED */

@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError
 from vigil.policy.compiler import CompileError, KernelView, compile_policy, diagnostic
 from vigil.policy.plan import PolicyPlan
-from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyMode, PolicyState
+from vigil.abi._generated import GenCount
+from vigil.policy.store_api import (ActionCounters, PolicyExistsError, PolicyInfo, PolicyMode,
+                                    PolicyState)
 from vigil.policy_events import HookRegistry, RegisteredHook
 from vigil.sensors.base import BaseSensor
 from vigil.sensors.generic import LoadedPolicy, load_policy
@@ -35,6 +37,7 @@ class _Entry:
     domain: str
     loaded: LoadedPolicy | None
     yaml_text: str
+    counts: list[int] = field(default_factory=list)  # action counts of earlier loads
 
 
 def kernel_view(kprobe_mode: str | None = None) -> KernelView:
@@ -168,6 +171,7 @@ class PolicyManager:
 
     def _unload(self, entry: _Entry) -> None:
         if entry.loaded is not None:
+            entry.counts = _add(entry.counts, _counts(entry.loaded))
             entry.loaded.close()
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
@@ -180,11 +184,31 @@ class PolicyManager:
         sensors = {f"generic_{h.event.removeprefix('process_')}" for h in e.plan.hooks}
         sensors |= {"fanotify"} if e.plan.enforce.fanotify else set()  # issue 6
         sensors |= {"cgroup_sock"} if e.plan.enforce.sock else set()
+        c = _add(e.counts, _counts(e.loaded) if e.loaded is not None else [])
+        c += [0] * (int(GenCount.MAX) - len(c))
         return PolicyInfo(
             id=e.id, name=e.plan.name, namespace=e.plan.namespace,
             info="; ".join(m for _s, m, _e in e.plan.described()), sensors=tuple(sorted(sensors)),
             state=PolicyState.ENABLED if e.loaded is not None else PolicyState.DISABLED,
-            mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain)
+            mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain,
+            kernel_memory_bytes=e.loaded.kernel_memory() if e.loaded is not None else 0,
+            stats=ActionCounters(
+                post=c[GenCount.POST], nopost=c[GenCount.NOPOST], signal=c[GenCount.SIGNAL],
+                monitor_signal=c[GenCount.MONITOR_SIGNAL], override=c[GenCount.OVERRIDE],
+                monitor_override=c[GenCount.MONITOR_OVERRIDE]))
+
+
+def _counts(loaded: LoadedPolicy) -> list[int]:
+    try:
+        return loaded.action_counts()
+    except (BpfError, KeyError) as err:  # a map that cannot be read: report zeros, say why
+        log.warning("policy %s: cannot read action counters: %s", loaded.plan.name, err)
+        return []
+
+
+def _add(a: list[int], b: list[int]) -> list[int]:
+    n = max(len(a), len(b))
+    return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n)]
 
 
 def _domain(source: str) -> str:

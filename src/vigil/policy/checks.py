@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
+from vigil.syscalls import syscall_value
 from vigil.policy.spec import (
+    MAX_INMAP_VALUES,
     ADDR_OPERATORS,
     FILE_TYPES,
     MAX_ACTIONS,
@@ -840,9 +842,17 @@ def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
             if ":" not in value:
                 return ("policy.invalid_value", f'invalid range "{value}": expected min:max')
             parse_int_range(value, bits=bits, signed=signed)
+        elif t is ArgType.SYSCALL64 and (op in (Operator.IN_MAP, Operator.NOT_IN_MAP)
+                                         or numeric) and _is_syscall_name(value):
+            if syscall_value(value) is None:
+                return ("policy.invalid_value", f'unknown syscall "{value}" (x86_64 names, '
+                        "optionally x64/)")
         elif op in (Operator.IN_MAP, Operator.NOT_IN_MAP):
             if t is None or t.is_int:
-                parse_int_range(value, bits=bits, signed=signed)
+                lo, hi = parse_int_range(value, bits=bits, signed=signed)
+                if hi - lo >= MAX_INMAP_VALUES:
+                    return ("policy.limit", f'range "{value}" has {hi - lo + 1} values (at '
+                            f"most {MAX_INMAP_VALUES} per InMap)")
         elif numeric:
             parse_int(value, bits=bits, signed=signed)
         else:
@@ -852,6 +862,11 @@ def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
     except ValueError as err:
         return ("policy.invalid_value", str(err))
     return None
+
+
+def _is_syscall_name(value: str) -> bool:
+    return bool(value) and (value[0].isalpha() or value[0] == "_") and \
+        not value.lower().startswith("0x")
 
 
 def _list_problem(hc: HookContext, name: str) -> tuple[str, str] | None:

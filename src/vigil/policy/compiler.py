@@ -26,9 +26,11 @@ from vigil.abi import _generated as abi
 from vigil.abi.pack import pack
 from vigil.events.encode import CAP_NAMES
 from vigil.events.generic import ArgSpec
+from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat
-from vigil.syscalls import syscall_number
+from vigil.policy.spec import MAX_INMAP_VALUES
+from vigil.syscalls import syscall_number, syscall_value
 
 Op = abi.Op
 K = abi.ArgKind
@@ -39,12 +41,17 @@ NS_ORDER = ("uts", "ipc", "mnt", "pid", "pidforchildren", "net", "time", "timefo
 
 
 class CompileError(ValueError):
-    """A hook cannot be built on this kernel: ``where`` names the policy field."""
+    """A hook cannot be built on this kernel: ``where`` names the policy field.
 
-    def __init__(self, where: str, message: str) -> None:
+    ``invalid``: the policy itself is malformed (a value the checker should have refused
+    first; tests/unit/test_policy_agree.py asserts it did), as opposed to something this
+    kernel or version cannot do."""
+
+    def __init__(self, where: str, message: str, invalid: bool = False) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
         self.message = message
+        self.invalid = invalid
 
 
 def where_path(where: str) -> tuple[str | int, ...]:
@@ -159,6 +166,7 @@ class _HookBuilder:
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
         self.next_set = 1
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
+        self.follow: dict[int, FollowSel] = {}  # selector -> what it follows
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -191,6 +199,7 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
     spec = policy.spec
     _refuse_workload_scoping(policy)
+    refuse_without_effect(spec)
     name = policy.metadata.name
     namespace = getattr(policy, "namespace", "") or ""
     selectors = _selector_resolver(spec)
@@ -270,6 +279,62 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
     return out
 
 
+_NOT_HERE = "not supported by this version of Vigil"
+
+
+def refuse_without_effect(spec: Any) -> None:
+    """Fields the schema accepts but Vigil would not honour: refused, never ignored.
+
+    (Per-hook refusals that depend on the hook kind are in the hook compilers; the
+    selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
+    """
+    if getattr(spec, "enforcers", None):
+        raise CompileError("spec.enforcers", "enforcers (the NotifyEnforcer machinery) are "
+                           f"{_NOT_HERE}")
+    if getattr(spec, "loader", False):
+        raise CompileError("spec.loader", "loader events (process_loader) are " + _NOT_HERE)
+    ns = getattr(spec, "node_selector", None)
+    if ns is not None and (ns.match_labels or ns.match_expressions):
+        raise CompileError("spec.nodeSelector", "node labels are not known to this version of "
+                           "Vigil; refusing rather than applying the policy on every node")
+    for section in ("kprobes", "fentries", "tracepoints", "uprobes", "lsmhooks"):
+        for i, hook in enumerate(getattr(spec, section, None) or ()):
+            w = f"spec.{section}[{i}]"
+            if getattr(hook, "return_arg_action", None) is not None:
+                raise CompileError(f"{w}.returnArgAction", "returnArgAction (TrackSock / "
+                                   f"UntrackSock) is {_NOT_HERE}")
+            args = [(f"{w}.args[{j}]", a) for j, a in enumerate(getattr(hook, "args", None) or ())]
+            ra = getattr(hook, "return_arg", None)
+            if ra is not None:
+                args.append((f"{w}.returnArg", ra))
+            for aw, a in args:
+                if getattr(a, "max_data", False):
+                    raise CompileError(f"{aw}.maxData", "maxData is not supported: buffers "
+                                       "are captured up to 4096 bytes (longer ones are "
+                                       "reported truncated with their size)")
+            if section == "uprobes":
+                for fld, yaml_name, why in (
+                        ("addrs", "addrs", "attach by symbols or offsets"),
+                        ("ref_ctr_offsets", "refCtrOffsets", "USDT semaphores are not supported"),
+                        ("binary_digests", "binaryDigests", "the binary's digest is not "
+                         "verified; refusing rather than attaching to an unverified binary"),
+                        ("data", "data", "data sources are not supported"),
+                        ("btf_path", "btfPath", "resolve is not supported on uprobes")):
+                    if getattr(hook, fld, None):
+                        raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
+                                           f"({why})")
+
+
+def refuse_resolve(arg: Any, where: str, kind: str) -> None:
+    """``resolve`` / ``btfType`` are only implemented on kernel-function hooks."""
+    for fld, yaml_name in (("resolve", "resolve"), ("btf_type", "btfType"),
+                           ("btf_type_module", "btfTypeModule")):
+        if getattr(arg, fld, None):
+            raise CompileError(f"{where}.{yaml_name}", f"{yaml_name} is not supported on "
+                               f"{kind} (only on kernel-function hooks: kprobes, fentries, "
+                               "lsmhooks)")
+
+
 def _refuse_workload_scoping(policy: Any) -> None:
     """Kubernetes scoping is not implemented yet: refuse, never apply host-wide."""
     spec = policy.spec
@@ -312,8 +377,18 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
+    if getattr(kp, "data", None):
+        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
+                           "supported by this version of Vigil")
     b = _HookBuilder(where, view, lists)
+    arity = _syscall_arity(view, sysname, where)
     for i, arg in enumerate(kp.args or ()):
+        refuse_resolve(arg, f"{where}.args[{i}]", "syscall hooks")
+        if arity is not None and arg.index >= arity:
+            raise CompileError(f"{where}.args[{i}].index",
+                               f"{sysname} takes {_count(arity, 'argument')}"
+                               + (f" (index 0..{arity - 1})" if arity else "")
+                               + f", per syscalls/sys_enter_{sysname}")
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
@@ -335,6 +410,27 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                    function_name=f"__x64_sys_{sysname}", mechanism=mech)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}" if n else f"no {what}s"
+
+
+def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
+    """Arguments of syscall `sysname`, from its sys_enter format (None: no tracefs to ask)."""
+    if view.formats is None:
+        return None
+    try:
+        fmt = view.formats("syscalls", f"sys_enter_{sysname}")
+    except FileNotFoundError as err:
+        if "tracefs is not mounted" in str(err):
+            return None
+        raise CompileError(f"{where}.call", f"no tracepoint syscalls/sys_enter_{sysname} on "
+                           "this kernel (the syscall hook needs it)") from err
+    except (OSError, ValueError):
+        return None
+    return sum(1 for f in fmt.fields if not f.name.startswith("common_")
+               and f.name != "__syscall_nr")
+
+
 def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                         monitor: bool, selectors: Selectors,
                         lists: dict[str, list[int]]) -> HookPlan:
@@ -351,6 +447,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
     for i, arg in enumerate(tp.args or ()):
         w = f"{where}.args[{i}]"
+        refuse_resolve(arg, w, "tracepoints")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
@@ -386,17 +483,24 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     for symbol, offset in targets:
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
+            refuse_resolve(arg, f"{where}.args[{i}]", "uprobes")
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
         _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset)]
+        # return probes with arguments: the entry uprobe saves them for the uretprobe
+        paired = ret and bool(b.args)
+        if paired:
+            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset))
         label = symbol or hex(offset)
+        mech = f"{kind} {up.path}:{label}" + (" (+ uprobe: arguments read at entry)"
+                                             if paired else "")
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
                            symbol=symbol, ret_spec=_ret_spec(up, where) if ret else None,
-                           has_return=False, mechanism=f"{kind} {up.path}:{label}"))
+                           has_return=paired, mechanism=mech))
     return out
 
 
@@ -442,6 +546,11 @@ def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
         return _ArgType(K.DATA_LOC, 4, False, "string")
     if fld.is_pointer and "char" in fld.ctype and t in ("auto", "string", "filename"):
         return _USER_STR if subsys == "syscalls" else _ArgType(K.KSTR, 8, False, "string")
+    if _is_char_array(fld):
+        if t not in ("auto", "string", "filename", "char_buf"):
+            raise CompileError(f"{where}.type", f"field {fld.name} is a {fld.ctype} array, read as "
+                               "a string: use type auto, string or char_buf")
+        return _ArgType(K.TP_CHARS, fld.size, False, "string")
     if t == "auto":
         if fld.is_pointer or fld.size == 8:
             return _ArgType(K.INT, 8, fld.signed, "long" if fld.signed else "size")
@@ -453,6 +562,13 @@ def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
     raise CompileError(f"{where}.type", f"type {t} is not supported for tracepoint fields here")
 
 
+def _is_char_array(fld: TpField) -> bool:
+    """`char x[N]` (also `unsigned char`, `u8`): a fixed array of bytes in the record."""
+    base, sep, _n = fld.ctype.partition("[")
+    return bool(sep) and base.strip() in ("char", "unsigned char", "signed char", "u8", "__u8") \
+        and not fld.is_data_loc
+
+
 def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int = 0) -> dict[str, int]:
     flags = int(abi.ArgFlag.SIGNED) if t.signed else 0
     if getattr(arg, "return_copy", False):
@@ -462,6 +578,8 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
            f"args[{i}].size_arg": 0xFF, f"args[{i}].max_len": 4096}
     if t.kind == K.INT and size != t.size:  # read the whole field, interpret t.size bytes
         cfg[f"args[{i}].size"] = t.size
+    if t.kind == K.TP_CHARS:  # t.size: the array's length
+        cfg[f"args[{i}].max_len"] = t.size
     return cfg
 
 
@@ -488,7 +606,8 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
         for unsupported in ("match_parent_binaries", "match_namespace_changes",
-                            "match_capability_changes", "match_data", "match_return_actions"):
+                            "match_capability_changes", "match_data", "match_return_actions",
+                            "match_workloads"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
 
@@ -505,7 +624,8 @@ def _arg_position(b: _HookBuilder, ma: Any, w: str) -> int:
     for pos, (index, _t) in enumerate(b.args):
         if index == ma.index:
             return pos
-    raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args")
+    raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args",
+                       invalid=True)
 
 
 def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -530,23 +650,40 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
-    if t.kind > K.KSTR:  # issue 7: kernel objects (vigil.policy.compile_kprobe)
+    if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # issue 7: kernel objects (compile_kprobe)
         from vigil.policy.compile_kprobe import compile_object_operator
         t = compile_object_operator(b, slot, op, values, t, w)
         if t is None:
             return
     if t.kind == K.INT:
         if op not in _INT_OPS:
-            raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments")
+            raise CompileError(f"{w}.operator", f"{op} does not apply to integer arguments",
+                               invalid=op not in ("Protocol", "State", "CelExpr"))
         code = _INT_OPS[op]
         b.cfg[f"{slot}.op"] = int(code)
         if code in (Op.INMAP, Op.NOTINMAP):
             set_id = b.new_set()
-            for v in _int_values(values, t, w, b.lists):
+            members: set[int] = set()
+            for v in values:
+                if ":" in v and not v.startswith("list:"):
+                    lo, hi = _range_values([v], w)
+                    if hi - lo >= MAX_INMAP_VALUES:
+                        raise CompileError(f"{w}.values", f"range {v!r} has {hi - lo + 1} "
+                                           f"values (at most {MAX_INMAP_VALUES} per InMap)",
+                                           invalid=True)
+                    members.update(range(lo, hi + 1))
+                else:
+                    members.update(_int_values([v], t, w, b.lists))
+                if len(members) > MAX_INMAP_VALUES:
+                    raise CompileError(f"{w}.values", f"more than {MAX_INMAP_VALUES} values")
+            for v in sorted(members):
                 b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
             b.cfg[f"{slot}.set"] = set_id
             return
         nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w, b.lists)
+        if code in (Op.GT, Op.LT) and nums:
+            # values OR: greater than any value = greater than the smallest (LT: largest)
+            nums = [min(nums)] if code == Op.GT else [max(nums)]
         if len(nums) > 4:
             raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
         b.cfg[f"{slot}.vals"] = nums
@@ -572,8 +709,12 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
             b.cfg[f"{slot}.vals"] = ports
             b.cfg[f"{slot}.nvals"] = len(ports)
     else:
+        if op in ("SubString", "SubStringIgnCase", "FileType", "NotFileType", "CelExpr"):
+            raise CompileError(f"{w}.operator", f"{op} is not supported by this version of "
+                               "Vigil")
         if op not in _STRING_OPS:
-            raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments")
+            raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments",
+                               invalid=True)
         b.cfg[f"{slot}.op"] = int(_STRING_OPS[op])
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
 
@@ -584,21 +725,24 @@ def _int_values(values: list[str], t: _ArgType, w: str,
     for v in values:
         if v.startswith("list:"):
             if v[5:] not in lists:
-                raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists")
+                raise CompileError(f"{w}.values", f"no syscall list named {v[5:]} in spec.lists",
+                                   invalid=True)
             out += lists[v[5:]]
             continue
         try:
             if t.out == "syscall64" and not v.lstrip("-").isdigit() and not v.startswith("0x"):
-                nr = syscall_number(v)
+                nr = syscall_value(v)
                 if nr is None:
-                    raise ValueError(v)
+                    raise CompileError(f"{w}.values", f"unknown syscall {v!r}", invalid=True)
                 out.append(nr)
             elif t.out == "capability" and v.startswith("CAP_"):
                 out.append(cap_number(v))
             else:
                 out.append(parse_int(v))
+        except CompileError:
+            raise
         except ValueError as err:
-            raise CompileError(f"{w}.values", f"{v!r} is not a number") from err
+            raise CompileError(f"{w}.values", f"{v!r} is not a number", invalid=True) from err
     return out
 
 
@@ -615,8 +759,13 @@ def _range_values(values: list[str], w: str) -> list[int]:
     for v in values:
         lo, sep, hi = v.partition(":")
         if not sep:
-            raise CompileError(f"{w}.values", f"{v!r}: ranges are written min:max")
-        out += [parse_int(lo), parse_int(hi)]
+            raise CompileError(f"{w}.values", f"{v!r}: ranges are written min:max",
+                               invalid=True)
+        try:
+            out += [parse_int(lo), parse_int(hi)]
+        except ValueError as err:
+            raise CompileError(f"{w}.values", f"{v!r} is not a min:max range",
+                               invalid=True) from err
     return out
 
 
@@ -625,9 +774,10 @@ def _port_range(v: str, w: str) -> int:
     try:
         a, z = int(lo), int(hi or lo)
     except ValueError as err:
-        raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range") from err
+        raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range",
+                           invalid=True) from err
     if not (0 <= a <= z <= 65535):
-        raise CompileError(f"{w}.values", f"{v!r} is not a valid port range")
+        raise CompileError(f"{w}.values", f"{v!r} is not a valid port range", invalid=True)
     return a << 16 | z
 
 
@@ -635,7 +785,8 @@ def _addr_key(set_id: int, value: str, w: str) -> bytes:
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError as err:
-        raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR") from err
+        raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR",
+                           invalid=True) from err
     family = 2 if net.version == 4 else 10
     return (struct.pack("<III", 64 + net.prefixlen, set_id, family)
             + net.network_address.packed.ljust(16, b"\0"))
@@ -647,13 +798,19 @@ def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         return
     mb = mbs[0]
     ww = f"{w}.matchBinaries[0]"
-    if getattr(mb, "follow_children", False):
-        raise CompileError(f"{ww}.followChildren", "not supported by this version of Vigil")
     op = _BIN_OPS.get(_s(mb.operator))
     if op is None:
         raise CompileError(f"{ww}.operator", f"{_s(mb.operator)} is not a binaries operator")
     b.cfg[f"{p}.bin_op"] = int(op)
     b.cfg[f"{p}.bin_set"] = b.str_set(op, list(mb.values or ()), f"{ww}.values")
+    if getattr(mb, "follow_children", False):
+        if op not in (Op.IN, Op.NOTIN):
+            raise CompileError(f"{ww}.followChildren",
+                               "followChildren is only supported with operators In and NotIn")
+        si = int(p[4:-1])
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.BIN)
+        prev = b.follow.get(si, FollowSel(si))
+        b.follow[si] = FollowSel(si, tuple(mb.values or ()), prev.pids, prev.ns_pid)
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -664,7 +821,11 @@ def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         raise CompileError(f"{w}.matchPIDs", "one matchPIDs filter per selector")
     mp = mps[0]
     if getattr(mp, "follow_forks", False):
-        raise CompileError(f"{w}.matchPIDs[0].followForks", "not supported by this version of Vigil")
+        si = int(p[4:-1])
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
+        prev = b.follow.get(si, FollowSel(si))
+        b.follow[si] = FollowSel(si, prev.binaries, tuple(int(v) for v in mp.values),
+                                 bool(getattr(mp, "is_namespace_pid", False)))
     b.cfg[f"{p}.pid_op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
     b.cfg[f"{p}.pid_ns"] = 1 if getattr(mp, "is_namespace_pid", False) else 0
     b.cfg[f"{p}.pids"] = [int(v) for v in mp.values]
@@ -721,6 +882,11 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     actions = sel.match_actions or ()
     for k, a in enumerate(actions):
         name = _s(a.action)
+        for fld, yaml_name in (("kernel_stack_trace", "kernelStackTrace"),
+                               ("user_stack_trace", "userStackTrace"), ("ima_hash", "imaHash")):
+            if getattr(a, fld, False):
+                raise CompileError(f"{w}.matchActions[{k}].{yaml_name}",
+                                   f"{yaml_name} is not supported by this version of Vigil")
         if name == "Override" and b.override:  # issue 7: fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
@@ -769,6 +935,12 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                             abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
+    if b.follow:
+        cfg["follow"] = sum(1 << si for si in b.follow)
+        sizes["vg_follow"] = int(abi.GenLimits.FOLLOW_ENTRIES)
+        attach = attach + [Attach(f"vg_gen_fl_{e}", "tp_btf", (f"sched_process_{e}",))
+                           for e in ("exec", "fork", "exit")]
+        mechanism += " (+ tp_btf sched_process_exec/fork/exit to follow descendants)"
     if has_return:
         sizes["vg_gen_entries"] = _MAP_FLOORS["vg_gen_entries"]
     if any(k.endswith(".rate_ns") for k in cfg):
@@ -788,7 +960,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
         map_sizes=sizes, args=specs, return_arg=ret_spec,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
-        mechanism=mechanism, enforcement=enforcement, **names)
+        mechanism=mechanism, enforcement=enforcement,
+        follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
+from vigil.policy.follow import FollowSel
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Attach:
                               # | vg_gen_fentry | vg_gen_fexit | vg_gen_fmodret | vg_gen_lsm
     kind: str                 # tracepoint | raw_tracepoint | uprobe | uretprobe | kprobe |
                               # kretprobe | kprobe_multi | kretprobe_multi | fentry | fexit |
-                              # fmod_ret | lsm
+                              # fmod_ret | lsm | tp_btf (vg_gen_fl_*: follow descendants)
     target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
     offset: int = 0           # uprobes by offset
 
@@ -50,6 +51,7 @@ class HookPlan:
     tags: tuple[str, ...] = ()
     mechanism: str = ""       # what implements it on this kernel, for `check` and logs
     enforcement: str = ""     # what the actions guarantee here ("" = observe only)
+    follow: tuple[FollowSel, ...] = ()  # selectors following descendants (vg_follow seeds)
 
     @property
     def hook_label(self) -> str:

@@ -7,9 +7,13 @@ state and the per-process binary map are the base sensor's, shared by fd.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import struct
 from dataclasses import dataclass, field
 
+from vigil.abi._generated import GenCount
+from vigil.bpf import _libbpf
 from vigil.bpf.object import BpfObject
 from vigil.errors import BpfError
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
@@ -20,17 +24,53 @@ log = logging.getLogger("vigil.sensors.generic")
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
-                "vg_gen_entries", "vg_gen_rate")
+                "vg_gen_entries", "vg_gen_rate", "vg_follow")
+
+
+COUNTS_SIZE = 8 * int(GenCount.MAX)
+
+
+def fd_memlock(fd: int) -> int:
+    """What the kernel charges for a BPF map or program fd (fdinfo ``memlock``)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 @dataclass
 class LoadedPolicy:
     plan: PolicyPlan
     objects: list[BpfObject] = field(default_factory=list)
+    shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
 
     @property
     def link_count(self) -> int:
         return sum(len(o.links) for o in self.objects)
+
+    def kernel_memory(self) -> int:
+        """Bytes the kernel charges for this policy's own maps and programs."""
+        total = 0
+        for obj in self.objects:
+            total += sum(fd_memlock(m.fd) for m in obj.maps()
+                         if m.name not in self.shared and m.fd >= 0)
+            total += sum(fd_memlock(p.fd) for p in obj.programs() if p.autoload and p.fd >= 0)
+        return total
+
+    def action_counts(self) -> list[int]:
+        """vg_gen_counts summed over hooks and CPUs, indexed by vg_gen_count."""
+        ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
+        out = [0] * int(GenCount.MAX)
+        for obj in self.objects:
+            raw = obj.map("vg_gen_counts").lookup(b"\0\0\0\0", value_size=COUNTS_SIZE * ncpu)
+            for cpu in range(ncpu):
+                for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
+                    out[k] += n
+        return out
 
     def close(self) -> None:
         for obj in self.objects:
@@ -40,7 +80,7 @@ class LoadedPolicy:
 
 def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
     """Load and attach every hook; on any failure, undo all of it and raise."""
-    loaded = LoadedPolicy(plan)
+    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
     try:
         for hook in plan.hooks:
             loaded.objects.append(load_hook(hook, base))
@@ -70,12 +110,55 @@ def load_hook(hook: HookPlan, base: BaseSensor) -> BpfObject:
             m = obj.map(name)
             for key in keys:
                 m.update(key, b"\x01")
-        for a in hook.attach:
+        # follow programs first, then the /proc seed, then the hook: the hook never runs
+        # on a follow map that misses the processes already running
+        follow = [a for a in hook.attach if a.kind == "tp_btf"]
+        for a in follow:
             _attach(obj, a)
+        if hook.follow:
+            seed_follow(obj, hook)
+        for a in hook.attach:
+            if a.kind != "tp_btf":
+                _attach(obj, a)
     except BaseException:
         obj.close()
         raise
     return obj
+
+
+def seed_follow(obj: BpfObject, hook: HookPlan, rounds: int = 2) -> int:
+    """Mark the running processes a follow selector covers (see vigil.policy.follow).
+
+    The exec/fork programs are attached first; a second /proc snapshot catches processes
+    forked from a not-yet-seeded parent between the first snapshot and its seeding.
+    Bits are OR-ed into what the kernel recorded meanwhile. Returns the entries written.
+    """
+    from vigil.policy.follow import read_procs, seed_bits, start_time
+    m = obj.map("vg_follow")
+    written = 0
+    for _ in range(rounds):
+        procs = read_procs()
+        starts = {p.pid: p.start for p in procs}
+        for tgid, bits in seed_bits(procs, hook.follow).items():
+            key = tgid.to_bytes(4, "little")
+            try:
+                old = int.from_bytes(m.lookup(key), "little")
+            except (BpfError, KeyError):
+                old = 0
+            if old | bits == old:
+                continue
+            try:
+                m.update(key, (old | bits).to_bytes(4, "little"))
+                written += 1
+            except BpfError as err:
+                log.warning("hook %s: cannot follow pid %d: %s", hook.section, tgid, err)
+                continue
+            # exited before the entry existed: vg_gen_fl_exit could not delete it
+            if start_time(tgid) != starts[tgid]:
+                with contextlib.suppress(KeyError, BpfError):
+                    m.delete(key)
+                written -= 1
+    return written
 
 
 def _attach(obj: BpfObject, a: Attach) -> None:
@@ -88,7 +171,7 @@ def _attach(obj: BpfObject, a: Attach) -> None:
         prog.attach_kprobe(a.target[0], retprobe=a.kind == "kretprobe")
     elif a.kind in ("kprobe_multi", "kretprobe_multi"):
         prog.attach_kprobe_multi([a.target[0]], retprobe=a.kind == "kretprobe_multi")
-    elif a.kind in BTF_ATTACH:
+    elif a.kind in BTF_ATTACH or a.kind == "tp_btf":
         prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):
         path, symbol = a.target
