@@ -130,7 +130,9 @@ def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ALREADY_EXISTS, str(err)
     if isinstance(err, KeyError):
         return grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found"
-    if isinstance(err, (FeatureNotSupported, BpfError, PrivilegeError)):
+    if isinstance(err, FeatureNotSupported):  # a valid policy this kernel cannot load
+        return grpc.StatusCode.FAILED_PRECONDITION, str(err)
+    if isinstance(err, (BpfError, PrivilegeError)):
         return grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {what}: {err}"
     if isinstance(err, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(err)
