@@ -1,6 +1,6 @@
 """GetEvents throughput: events/s delivered to 1 and 10 subscribers with zero loss.
 
-Three parts, all in one run (so ratios compare like with like on a noisy machine):
+Four parts, all in one run (so ratios compare like with like on a noisy machine):
 
 * ``transport``: the server path alone. Pre-built event dicts (the pipeline's shape: new
   event dicts, shared process dicts) are published into an ``EventHub`` served by a
