@@ -508,6 +508,76 @@ def test_policy_events_over_the_api(agent: Any, api: Any, tmp_path: Path) -> Non
     assert ev["process"]["binary"] == str(sh)
 
 
+def _unloadable_policy(agent: Any) -> str:
+    """A valid policy this kernel cannot load (a BPF feature it refuses)."""
+    view = agent.policies._view()  # noqa: SLF001 (what the agent's compiler sees)
+    if not view.lsm:
+        return LSM_POLICY
+    if not view.fentry:
+        return FENTRY_POLICY
+    pytest.skip("this kernel offers BPF LSM and fentry: no valid policy fails to load")
+
+
+LSM_POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: needs-bpf-lsm
+spec:
+  lsmhooks:
+  - hook: inode_unlink
+"""
+FENTRY_POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: needs-fentry
+spec:
+  fentries:
+  - call: security_file_open
+    args:
+    - index: 0
+      type: file
+"""
+
+
+def test_invalid_and_unloadable_policies_get_distinct_statuses(agent: Any, api: Any) -> None:
+    """Invalid policy: INVALID_ARGUMENT with the located diagnostic; valid but refused
+    by this kernel: FAILED_PRECONDITION, saying so; neither is left behind."""
+    add = sensors_pb2.AddTracingPolicyRequest
+    with pytest.raises(grpc.RpcError) as err:
+        api.AddTracingPolicy(add(yaml=POLICY.format(name="bad-idx") + "    - index: 99\n"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.tracepoints[0]" in err.value.details() and ":" in err.value.details()
+    policy = _unloadable_policy(agent)
+    with pytest.raises(grpc.RpcError) as err:
+        api.AddTracingPolicy(add(yaml=policy))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    details = err.value.details()
+    assert "not supported on this kernel" in details and "spec." in details, details
+    names = {p.name for p in api.ListTracingPolicies(
+        sensors_pb2.ListTracingPoliciesRequest()).policies}
+    assert not names & {"bad-idx", "needs-bpf-lsm", "needs-fentry"}
+
+
+def test_cli_policy_exit_codes(agent: Any, tmp_path: Path) -> None:
+    """tracingpolicy add: 3 for an invalid policy (as `check` and the agent), 1 for a
+    valid one this kernel cannot load, 0 when added."""
+    addr = ["--server-address", agent.server.addresses[0]]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.format(name="cli-bad") + "    - index: 99\n")
+    r = vigil_cli("tracingpolicy", "add", str(bad), *addr)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert "spec.tracepoints[0]" in r.stderr and "INVALID_ARGUMENT" in r.stderr
+    r = vigil_cli("tracingpolicy", "check", str(bad))
+    assert r.returncode == 3
+    unloadable = tmp_path / "unloadable.yaml"
+    unloadable.write_text(_unloadable_policy(agent))
+    r = vigil_cli("tracingpolicy", "add", str(unloadable), *addr)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "FAILED_PRECONDITION" in r.stderr and "not supported on this kernel" in r.stderr
+
+
 def test_cli_policy_commands(agent: Any, tmp_path: Path) -> None:
     addr = ["--server-address", agent.server.addresses[0]]
     pol = tmp_path / "p.yaml"

@@ -375,3 +375,16 @@ def test_cli_getevents_file_applies_the_same_filters(tmp_path):
          "node_name": NODE, "time": S["exit"]["time"]}]
     r = CliRunner().invoke(cli, ["getevents", "--file", str(f), "-e", "NOPE"])
     assert r.exit_code == 2 and "unknown event type" in r.output
+
+
+@pytest.mark.parametrize("name", sorted(samples()))
+def test_fast_encoder_writes_the_general_encoders_bytes(name: str) -> None:
+    """The generated fast path (vigil.server.fastencode) and the interpreting encoder
+    agree byte for byte; the sample shapes the pipeline makes take the fast path."""
+    ev = samples()[name]
+    enc = EventEncoder()
+    general = enc._message(enc._response, ev)  # noqa: SLF001
+    assert enc.encode_event(ev, shared=False) == general
+    camel = dict(ev, nodeName=ev.get("node_name", "n"))
+    camel.pop("node_name", None)
+    assert enc.encode_event(camel, shared=False) == enc._message(enc._response, camel)  # noqa: SLF001

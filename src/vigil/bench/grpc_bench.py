@@ -1,19 +1,26 @@
 """GetEvents throughput: events/s delivered to 1 and 10 subscribers with zero loss.
 
-The server path only: synthetic exec/exit events (the pipeline's shape: new event dicts,
-shared process dicts) are published into an ``EventHub`` served by a real
-``GrpcServer`` on a unix socket; clients are separate processes (so their CPU is not
-the server's) that parse every ``GetEventsResponse`` and count. The publisher paces
-itself on the subscribers' queues (never above half full), so nothing is dropped and
-the rate measured is the sustainable one; the run checks drops == 0 and that every
-client got every event.
+Four parts, all in one run (so ratios compare like with like on a noisy machine):
 
-Baseline (same run, same machine): grpcio itself streaming identical pre-built
-messages of the same size, with no hub, filter or encoding -- the ceiling any Python
-grpcio server reaches here. ``ratio`` = our events/s / baseline msgs/s.
+* ``transport``: the server path alone. Pre-built event dicts (the pipeline's shape: new
+  event dicts, shared process dicts) are published into an ``EventHub`` served by a
+  real ``GrpcServer`` on a unix socket; the server filters, encodes and sends them.
+  Clients are separate processes (their CPU is not the server's) running
+  ``vigil.bench.h2client``, which parses every ``GetEventsResponse`` and checks the
+  sequence (each event exactly once, in order). The publisher paces itself on the
+  subscribers' queues (never above half full), so the rate measured is the sustainable
+  one; drops == 0 and every client's count and sequence are checked.
+* ``grpcio_client``: the same with grpcio's Python client (what tests use): its
+  per-message cost caps what one Python grpcio client can receive.
+* ``baseline_grpcio_server``: grpcio's own server streaming identical pre-built
+  messages (no hub, filter or encoding), read by the h2 client: the ceiling of the
+  previous design (``ratio`` = ours / this).
+* ``end_to_end``: the real agent (subprocess) during an exec storm, one h2 client
+  subscribed: exec events of the storm delivered over gRPC vs execs performed. Bound
+  by the kernel's exec rate and the agent's pipeline, not by the server.
 
-CPU per event: the server process's CPU time (publisher + grpc + encoding threads)
-over the run divided by events delivered (summed over subscribers).
+CPU per event: the server process's CPU time (publisher + event loop) over the run
+divided by events delivered (summed over subscribers).
 
 Run: ``python -m vigil.bench grpc`` (or ``python -m vigil.bench.grpc_bench [N]``).
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,13 +38,15 @@ import textwrap
 import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
-N_EVENTS = 60_000
+N_EVENTS = 200_000
 BATCH = 512
+ROUNDS = 3
 
-# A client process: GetEvents until N events parsed, then print a JSON summary.
-_CLIENT = textwrap.dedent("""
+# A grpcio client process: GetEvents until N events parsed, then print a JSON summary.
+_GRPCIO_CLIENT = textwrap.dedent("""
     import json, os, sys, time, grpc
     from vigil.api.tetragon import events_pb2
     target, n, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -55,8 +65,8 @@ _CLIENT = textwrap.dedent("""
             break
     t1 = time.perf_counter()
     c = os.times()
-    print(json.dumps({"got": got, "seconds": t1 - (t0 or t1), "end": time.time(),
-                      "cpu": c.user + c.system}), flush=True)
+    print(json.dumps({"got": got, "errors": 0, "seconds": t1 - (t0 or t1),
+                      "end": time.time(), "cpu": c.user + c.system}), flush=True)
     stream.cancel()
 """)
 
@@ -83,10 +93,16 @@ def _events(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _spawn_clients(target: str, n: int, k: int, method: str) -> list[subprocess.Popen[str]]:
+def _spawn_clients(target: str, n: int, k: int, method: str, client: str = "h2",
+                   extra: tuple[str, ...] = ()) -> list[subprocess.Popen[str]]:
     env = dict(os.environ, GRPC_VERBOSITY="NONE")
-    procs = [subprocess.Popen([sys.executable, "-c", _CLIENT, target, str(n), method],
-                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+    if client == "h2":
+        cmd = [sys.executable, "-m", "vigil.bench.h2client", target, str(n),
+               "--method", method, *extra]
+    else:
+        cmd = [sys.executable, "-c", _GRPCIO_CLIENT, target, str(n), method]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(k)]
     for p in procs:
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
@@ -103,7 +119,7 @@ def _collect(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[st
             p.kill()
             stdout, _ = p.communicate()
         out.append(json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else
-                   {"got": 0, "seconds": 0.0, "end": time.time(), "cpu": 0.0})
+                   {"got": 0, "errors": 1, "seconds": 0.0, "end": time.time(), "cpu": 0.0})
     return out
 
 
@@ -112,8 +128,8 @@ def _cpu() -> float:
     return c.user + c.system
 
 
-def bench_getevents(k: int, n: int = N_EVENTS) -> dict[str, Any]:
-    """``k`` subscribers, ``n`` events each; zero loss enforced by pacing."""
+def bench_getevents(k: int, n: int = N_EVENTS, client: str = "h2") -> dict[str, Any]:
+    """``k`` subscribers, ``n`` events each; zero loss enforced by pacing, checked."""
     from vigil.hub import EventHub
     from vigil.server.config import ServerConfig
     from vigil.server.server import GrpcServer
@@ -127,7 +143,9 @@ def bench_getevents(k: int, n: int = N_EVENTS) -> dict[str, Any]:
                      health_check=lambda: (True, "running"))
     srv.start()
     try:
-        procs = _spawn_clients(srv.addresses[0], n, k, "/tetragon.FineGuidanceSensors/GetEvents")
+        procs = _spawn_clients(srv.addresses[0], n, k,
+                               "/tetragon.FineGuidanceSensors/GetEvents", client,
+                               ("--expect-seq",))
         subs = srv.servicer.subscribers
         deadline = time.monotonic() + 30
         while len(subs.live()) < k and time.monotonic() < deadline:
@@ -146,20 +164,22 @@ def bench_getevents(k: int, n: int = N_EVENTS) -> dict[str, Any]:
         srv.stop(grace=0)
         shutil.rmtree(d, ignore_errors=True)
     got = [r["got"] for r in results]
+    errors = sum(r["errors"] for r in results)
     wall = t1 - t0
     return {
-        "subscribers": k, "events_per_subscriber": n,
+        "client": client, "subscribers": k, "events_per_subscriber": n,
         "events_per_s_per_subscriber": round(n / wall),
         "events_per_s_total": round(n * k / wall),
-        "server_cpu_us_per_event": round(cpu / (n * k) * 1e6, 1),
-        "client_cpu_us_per_event": round(sum(r["cpu"] for r in results) / (n * k) * 1e6, 1),
-        "dropped": dropped, "lost": n * k - sum(got), "zero_loss": dropped == 0 and
-        all(g == n for g in got),
+        "server_cpu_us_per_event": round(cpu / (n * k) * 1e6, 2),
+        "client_cpu_us_per_event": round(sum(r["cpu"] for r in results) / (n * k) * 1e6, 2),
+        "dropped": dropped, "lost": n * k - sum(got), "sequence_errors": errors,
+        "zero_loss": dropped == 0 and errors == 0 and all(g == n for g in got),
     }
 
 
 def bench_grpc_floor(n: int = N_EVENTS) -> dict[str, Any]:
-    """grpcio alone: one stream of ``n`` identical pre-built messages, nothing else."""
+    """grpcio's server alone: one stream of ``n`` identical pre-built messages (the
+    previous design's ceiling), read by the h2 client."""
     import grpc
 
     from vigil.server.convert import EventEncoder
@@ -176,14 +196,60 @@ def bench_grpc_floor(n: int = N_EVENTS) -> dict[str, Any]:
     server.add_insecure_port(f"unix://{d}/f.sock")
     server.start()
     try:
+        cpu0 = _cpu()
         procs = _spawn_clients(f"unix://{d}/f.sock", n, 1, "/bench.Floor/Get")
         results = _collect(procs, timeout=600)
+        cpu = _cpu() - cpu0
     finally:
         server.stop(0)
         shutil.rmtree(d, ignore_errors=True)
     r = results[0]
     return {"msgs_per_s": round(r["got"] / r["seconds"]) if r["seconds"] else 0,
+            "server_cpu_us_per_msg": round(cpu / max(r["got"], 1) * 1e6, 2),
             "message_bytes": len(msg)}
+
+
+def bench_end_to_end(execs: int = 20_000) -> dict[str, Any]:
+    """The real agent during an exec storm; one h2 GetEvents client counts the storm's
+    exec events. Needs root and the BPF objects."""
+    from vigil.bench.core import TRUE, _cpu_seconds
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    sock = tmp / "e2e.sock"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "vigil", "agent", "--export-filename", str(tmp / "ev.log"),
+         "--no-export-stdout", "--export-file-max-size-mb", "4000",
+         "--server-address", f"unix://{sock}", "--server-info-file", str(tmp / "i.json")],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert agent.stderr is not None
+        for line in agent.stderr:
+            if "vigil agent started" in line:
+                break
+        else:
+            raise RuntimeError("agent did not start")
+        marker = "grpc-e2e"
+        procs = _spawn_clients(f"unix://{sock}", execs, 1,
+                               "/tetragon.FineGuidanceSensors/GetEvents", "h2",
+                               ("--marker", marker))
+        time.sleep(0.5)  # the stream is subscribed once the server has read the request
+        cpu0, t0 = _cpu_seconds(agent.pid), time.time()
+        subprocess.run(["/bin/sh", "-c", f"i=0; while [ $i -lt {execs} ]; do {TRUE} "
+                        f"{marker}; i=$((i+1)); done"], check=True)
+        t_storm = time.time() - t0
+        r = _collect(procs, timeout=120)[0]
+        cpu = _cpu_seconds(agent.pid) - cpu0
+        wall = r["end"] - t0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"execs": execs, "exec_per_s": round(execs / t_storm),
+            "storm_execs_delivered": r["marked"], "events_delivered": r["got"],
+            "events_per_s": round(r["got"] / wall), "lost_storm_execs": execs - r["marked"],
+            "agent_cpu_us_per_event": round(cpu / max(r["got"], 1) * 1e6, 1)}
 
 
 def bench_encode(n: int = 20_000) -> dict[str, Any]:
@@ -207,19 +273,39 @@ def bench_encode(n: int = 20_000) -> dict[str, Any]:
     return {"encoder_us_per_event": round(ours, 2), "parsedict_us_per_event": round(ref, 2)}
 
 
+def _best(fn: Callable[[], dict[str, Any]], key: str, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Best of ``rounds`` (the host is shared: noise only ever slows a run down); every
+    round must be lossless."""
+    runs = [fn() for _ in range(rounds)]
+    best = max(runs, key=lambda r: r[key])
+    best["rounds"] = [r[key] for r in runs]
+    if "zero_loss" in best:
+        best["zero_loss"] = all(r["zero_loss"] for r in runs)
+    return best
+
+
 def main(n: int = N_EVENTS) -> dict[str, Any]:
-    floor = bench_grpc_floor(n)
-    one = bench_getevents(1, n)
-    ten = bench_getevents(10, n // 5)
-    result = {
-        "baseline_grpcio_stream": floor,
-        "one_subscriber": one,
-        "ten_subscribers": ten,
+    floor = _best(lambda: bench_grpc_floor(n // 4), "msgs_per_s")
+    one = _best(lambda: bench_getevents(1, n), "events_per_s_per_subscriber")
+    ten = _best(lambda: bench_getevents(10, n // 10), "events_per_s_total")
+    grpcio_client = _best(lambda: bench_getevents(1, n // 10, "grpcio"),
+                          "events_per_s_per_subscriber", 1)
+    result: dict[str, Any] = {
+        "baseline_grpcio_server": floor,
+        "transport_one_subscriber": one,
+        "transport_ten_subscribers": ten,
+        "transport_one_grpcio_client": grpcio_client,
         "encode": bench_encode(),
         "ratio_one_vs_baseline": round(one["events_per_s_per_subscriber"]
                                        / max(floor["msgs_per_s"], 1), 2),
         "target_events_per_s_one_subscriber": 100_000,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if os.geteuid() == 0:
+        try:
+            result["end_to_end"] = bench_end_to_end()
+        except Exception as err:  # no BPF here: report, keep the transport figures
+            result["end_to_end"] = {"error": repr(err)}
     return result
 
 

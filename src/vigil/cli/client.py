@@ -103,6 +103,14 @@ class AgentUnreachable(click.ClickException):
     """Exit 1 with a sentence saying what to do."""
 
 
+class RequestRejected(AgentUnreachable):
+    """Exit 3: the agent found the request invalid (INVALID_ARGUMENT), e.g. a policy
+    with errors -- the same status as ``vigil tracingpolicy check`` and the agent use
+    for an invalid policy."""
+
+    exit_code = 3
+
+
 # --------------------------------------------------------------------------- unix precheck
 
 def _describe_socket(path: str) -> str:
@@ -208,6 +216,8 @@ class Client:
         try:
             return getattr(self.stub, method)(request, timeout=self.opts.timeout)
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise RequestRejected(self.explain(err, method)) from None
             raise AgentUnreachable(self.explain(err, method)) from None
 
     def explain(self, err: Any, method: str) -> str:

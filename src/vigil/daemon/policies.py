@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,18 @@ def _host_ns() -> dict[str, int]:
     from vigil.daemon.agent import host_namespaces
     ns = host_namespaces()
     return {k: getattr(ns, k) for k in ns.__dataclass_fields__}
+
+
+def _compiles_with_every_feature(policy: Any, view: KernelView) -> bool:
+    """Whether ``policy`` compiles for a kernel offering every BPF feature: then a
+    CompileError here means "this kernel cannot", not "this policy is wrong"."""
+    full = replace(view, kprobes=True, fentry=True, lsm=True, kprobe_multi=True,
+                   fmod_ret=True, fmod_ret_syscall=True)
+    try:
+        compile_policy(policy, full)
+    except Exception:  # invalid anyway (or not decidable): the first error stands
+        return False
+    return True
 
 
 class PolicyManager:
@@ -137,10 +149,13 @@ class PolicyManager:
     # -- helpers ---------------------------------------------------------------------
 
     def _compile(self, policy: Any, source: str) -> PolicyPlan:
+        view = self._view()
         try:
-            plan = compile_policy(policy, self._view(), hook_id_base=self._next_hook_id)
+            plan = compile_policy(policy, view, hook_id_base=self._next_hook_id)
         except CompileError as err:
             d = diagnostic(err, policy, source)
+            if _compiles_with_every_feature(policy, view):  # valid, not for this kernel
+                raise FeatureNotSupported(f"policy {policy.metadata.name}", f"{d}") from err
             raise PolicyError(f"{d}", [d]) from err
         self._next_hook_id += plan.hook_count + 1
         return plan

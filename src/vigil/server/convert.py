@@ -41,6 +41,7 @@ from google.protobuf import json_format
 
 from vigil.api.tetragon import events_pb2, sensors_pb2
 from vigil.policy.store_api import PolicyInfo
+from vigil.server.fastencode import FastEncoders, Slow
 
 Event = dict[str, Any]
 
@@ -282,6 +283,11 @@ class _IdentityCache:
         return len(self._d)
 
 
+# What makes the generated fast path give up on an event (it never writes wrong bytes:
+# the general encoder then decides, raising EncodeError for what is really invalid).
+_FAST_PATH_MISSES = (Slow, UnicodeError, ValueError, TypeError, KeyError, IndexError)
+
+
 class EventEncoder:
     """Event dicts -> ``GetEventsResponse`` wire bytes. Thread-safe, shareable."""
 
@@ -291,6 +297,9 @@ class EventEncoder:
         self.processes = _IdentityCache(process_cache)
         self.events = _IdentityCache(event_cache)
         self.unknown_keys = 0
+        self.slow_path = 0
+        self._fast = FastEncoders(_CACHED_MESSAGES, self.processes).encoder(
+            events_pb2.GetEventsResponse.DESCRIPTOR)
 
     def encode_event(self, ev: Mapping[str, Any], *, shared: bool = True) -> bytes:
         """``GetEventsResponse`` bytes of ``ev``. ``shared``: ``ev`` is a pipeline event
@@ -299,7 +308,11 @@ class EventEncoder:
             data = self.events.get(ev)
             if data is not None:
                 return data
-        data = self._message(self._response, ev)
+        try:
+            data = self._fast(ev)
+        except _FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
+            self.slow_path += 1
+            data = self._message(self._response, ev)
         if shared:
             self.events.put(ev, data)
         return data
@@ -429,7 +442,7 @@ class EventEncoder:
     def stats(self) -> dict[str, int]:
         return {"process_cache": len(self.processes), "process_hits": self.processes.hits,
                 "event_cache": len(self.events), "event_hits": self.events.hits,
-                "unknown_keys": self.unknown_keys}
+                "unknown_keys": self.unknown_keys, "slow_path": self.slow_path}
 
 
 def _seconds_nanos(secs: int, nanos: int) -> bytes:

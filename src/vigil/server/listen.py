@@ -1,12 +1,13 @@
 """Where the gRPC server listens, and how safely.
 
-* Unix socket (default ``unix:///var/run/vigil/vigil.sock``): grpcio binds it inside a
+* Unix socket (default ``unix:///var/run/vigil/vigil.sock``): bound inside a
   fresh 0700 directory next to the final path; it is then chmod 0660, chowned to
   root:<--server-socket-group> and renamed into place, so the socket is never reachable
   with looser permissions (as Tetragon's ListenWithRename). A stale socket left by a
   crashed agent is removed; a live one (another agent answers) is an error.
 * TCP: only with TLS (``--server-tls-cert-file``/``--server-tls-key-file``; client CA
-  files make it mTLS: a client certificate signed by one of them is required). Plain
+  files make it mTLS: a client certificate signed by one of them is required). TLS 1.2+
+  with ALPN ``h2``, as gRPC requires. Plain
   TCP is refused unless ``--server-allow-insecure-tcp``, and even then only on a
   loopback address, with a warning: anyone on the host could then read every event
   and change policies.
@@ -24,13 +25,12 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from vigil.errors import ConfigError
 from vigil.server.config import DEFAULT_TCP_PORT, ServerConfig
@@ -153,8 +153,11 @@ def _check_existing(path: Path) -> None:
                        "there (is another vigil agent running?)")
 
 
+_BACKLOG = 128
+
+
 class UnixListener:
-    """Binds ``server`` to a unix socket with the rename dance; ``close()`` removes it."""
+    """A listening unix socket made with the rename dance; ``close()`` removes it."""
 
     def __init__(self, addr: Address, gid: int) -> None:
         self.addr = addr
@@ -163,7 +166,10 @@ class UnixListener:
         self._tmpdir: str | None = None
         self._ino: int | None = None  # the socket we put at path (never remove another's)
 
-    def bind(self, server: grpc.Server) -> str:
+    tls_context: ssl.SSLContext | None = None  # a unix socket never uses TLS
+
+    def open(self) -> tuple[socket.socket, str]:
+        """(the listening socket, the address to advertise)."""
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         _check_existing(self.path)
@@ -172,15 +178,22 @@ class UnixListener:
         if len(tmp.encode()) > _SUN_PATH_MAX:
             raise ConfigError("server-address", f"{self.path}: path too long for a unix "
                               f"socket (the agent needs {len(tmp)} of {_SUN_PATH_MAX} bytes)")
-        if server.add_insecure_port(f"unix://{tmp}") == 0:
-            raise ConfigError("server-address", f"cannot listen on {self.addr.target}")
-        os.chmod(tmp, SOCKET_MODE)
-        os.chown(tmp, os.geteuid(), self.gid)
-        self._ino = os.lstat(tmp).st_ino
-        os.rename(tmp, self.path)
-        os.rmdir(self._tmpdir)
-        self._tmpdir = None
-        return self.addr.target
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(tmp)
+            os.chmod(tmp, SOCKET_MODE)
+            os.chown(tmp, os.geteuid(), self.gid)
+            self._ino = os.lstat(tmp).st_ino
+            os.rename(tmp, self.path)
+            os.rmdir(self._tmpdir)
+            self._tmpdir = None
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
+            raise ConfigError("server-address",
+                              f"cannot listen on {self.addr.target}: {err.strerror}") from err
+        return sock, self.addr.target
 
     def close(self) -> None:
         if self._tmpdir:
@@ -201,16 +214,31 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(what, f"cannot read {path}: {err.strerror}") from err
 
 
-def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
-    """TLS credentials; client CA files turn on mandatory client certificates (mTLS)."""
+def server_tls(cfg: ServerConfig) -> ssl.SSLContext:
+    """The TLS context (ALPN h2, TLS >= 1.2); client CA files turn on mandatory client
+    certificates (mTLS)."""
     if not (cfg.tls_cert_file and cfg.tls_key_file):
         raise ConfigError("server-tls-cert-file", "TLS needs both --server-tls-cert-file "
                           "and --server-tls-key-file")
-    key = _read(cfg.tls_key_file, "server-tls-key-file")
-    cert = _read(cfg.tls_cert_file, "server-tls-cert-file")
+    _read(cfg.tls_key_file, "server-tls-key-file")
+    _read(cfg.tls_cert_file, "server-tls-cert-file")
     cas = b"".join(_read(f, "server-tls-client-ca-files") for f in cfg.tls_client_ca_files)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=cas or None,
-                                       require_client_auth=bool(cas))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError("server-tls-cert-file", f"cannot use {cfg.tls_cert_file} with "
+                          f"{cfg.tls_key_file}: {err}") from err
+    if cas:
+        try:
+            ctx.load_verify_locations(cadata=cas.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as err:
+            raise ConfigError("server-tls-client-ca-files",
+                              f"cannot read the client CA certificates: {err}") from err
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 class TcpListener:
@@ -218,17 +246,36 @@ class TcpListener:
         self.addr = addr
         self.cfg = cfg
 
-    def bind(self, server: grpc.Server) -> str:
+        self.tls_context: ssl.SSLContext | None = None
+
+    def open(self) -> tuple[socket.socket, str]:
+        """(the listening socket, the address to advertise: the real port if 0)."""
         if self.cfg.tls:
-            port = server.add_secure_port(self.addr.target, server_credentials(self.cfg))
+            self.tls_context = server_tls(self.cfg)
         else:
             self._check_insecure()
-            port = server.add_insecure_port(self.addr.target)
-        if port == 0:
+        try:
+            infos = socket.getaddrinfo(self.addr.host, self.addr.port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as err:
+            raise ConfigError("server-address",
+                              f"{self.addr.target}: {err.strerror}") from err
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
             raise AddressInUse("server-address", f"cannot listen on {self.addr.target} "
-                               "(address in use or not available)")
+                               f"({err.strerror})") from err
+        port = sock.getsockname()[1]
         host = f"[{self.addr.host}]" if ":" in self.addr.host else self.addr.host
-        return f"{host}:{port}"
+        return sock, f"{host}:{port}"
 
     def _check_insecure(self) -> None:
         if not self.cfg.allow_insecure_tcp:
@@ -254,7 +301,7 @@ def validate(cfg: ServerConfig) -> None:
         if a.kind == "unix":
             resolve_group(cfg.socket_group)
         elif cfg.tls:
-            server_credentials(cfg)  # files readable, both given
+            server_tls(cfg)  # files readable and matching, both given
         elif not cfg.allow_insecure_tcp:
             TcpListener(a, cfg)._check_insecure()
         elif not a.loopback:

@@ -1,36 +1,47 @@
 """The agent's gRPC server: FineGuidanceSensors + grpc.health.v1 on each listener.
 
-Threading: grpcio's synchronous server; each GetEvents stream holds one worker thread
-for its lifetime (so the pool is ``max_subscribers`` plus room for unary calls), and
-gRPC refuses calls beyond that with RESOURCE_EXHAUSTED instead of queueing them.
+Layers: ``listen`` makes the listening sockets (unix 0660 with the rename dance, TCP
+with TLS) and the info file; ``protocol`` speaks gRPC over HTTP/2 (``h2``) on an asyncio
+event loop; ``servicer`` and ``health`` are the RPCs.
 
-``stop()`` closes every stream first (their queues wake and the handlers return), then
-stops grpcio with a short grace, then removes the sockets and the info file.
+Threading: one thread ("vigil-grpc") runs the event loop: every connection, all
+HTTP/2 framing, and the GetEvents streams' filtering and encoding (it is CPU work under
+the GIL either way; on the loop it costs no thread hand-offs). Unary RPCs run in a small
+thread pool, since a policy load may block for seconds. The reader thread only appends
+batches to the streams' bounded queues (``subscriber``) and wakes the loop.
+
+``stop()`` marks health NOT_SERVING, sends GOAWAY, ends every stream with OK (the
+subscriber queues close), waits up to ``grace`` for running calls, then closes the
+connections, the sockets and the info file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from vigil import __version__
 from vigil.errors import ConfigError
 from vigil.policy.store_api import PolicyStore
 from vigil.server import listen
 from vigil.server.config import ServerConfig
+from vigil.server.health import HealthService
 from vigil.server.persist import PersistentPolicyStore
+from vigil.server.protocol import GrpcConnection, ProtocolConfig, StatusCode
 from vigil.server.servicer import (
     SERVICE,
     EventSource,
     FineGuidanceSensorsServicer,
     ServicerDeps,
-    generic_handler,
+    methods,
 )
 
 log = logging.getLogger(__name__)
@@ -53,10 +64,14 @@ class GrpcServer:
             events=events, node_name=node_name, version=version, policies=self.policies,
             health=health_check, queue_events=cfg.queue_events,
             max_subscribers=cfg.max_subscribers))
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = HealthService()
         self.addresses: list[str] = []
         self._listeners: list[Any] = []
-        self._server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[GrpcConnection] = set()
 
     # -- policies (optionally persisted) ---------------------------------------------
 
@@ -78,22 +93,22 @@ class GrpcServer:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        workers = self.cfg.max_subscribers + _UNARY_WORKERS
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vigil-grpc"),
-            maximum_concurrent_rpcs=workers,
-            options=[("grpc.max_receive_message_length", self.cfg.max_recv_bytes),
-                     ("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers((generic_handler(self.servicer),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self._server = server
+        self._executor = futures.ThreadPoolExecutor(_UNARY_WORKERS,
+                                                    thread_name_prefix="vigil-grpc-call")
+        proto = ProtocolConfig(methods={**methods(self.servicer), **self.health.methods()},
+                               executor=self._executor, max_recv_bytes=self.cfg.max_recv_bytes)
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="vigil-grpc", daemon=True)
+        self._thread.start()
         try:
             self.restore_policies()
             for addr in self.cfg.addresses:
                 listener = listen.make_listener(addr, self.cfg)
                 self._listeners.append(listener)
-                self.addresses.append(listener.bind(server))
-            server.start()
+                sock, advertised = listener.open()
+                asyncio.run_coroutine_threadsafe(
+                    self._serve(sock, listener.tls_context, proto), loop).result()
+                self.addresses.append(advertised)
         except BaseException:
             self.stop(grace=0)
             raise
@@ -104,13 +119,54 @@ class GrpcServer:
             "mtls": bool(self.cfg.tls_client_ca_files)})
         log.info("gRPC API listening on %s", ", ".join(self.addresses))
 
+    def _run(self) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    async def _serve(self, sock: Any, tls: Any, proto: ProtocolConfig) -> None:
+        def factory() -> GrpcConnection:
+            return GrpcConnection(proto, self._connections)
+        loop = asyncio.get_running_loop()
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(factory, sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock, ssl=tls,
+                                              ssl_handshake_timeout=10 if tls else None)
+        self._servers.append(server)
+
+    async def _shutdown(self, grace: float) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            conn.goaway()
+        # streams end now (their queues closed); unary calls get up to `grace`
+        deadline = asyncio.get_running_loop().time() + grace
+        while any(c.calls for c in self._connections) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self._connections):
+            conn.end_all(StatusCode.UNAVAILABLE, "the agent is stopping")
+        self._servers.clear()
+
     def stop(self, grace: float = 2.0) -> None:
-        """Close streams, stop grpcio, remove sockets and the info file (idempotent)."""
+        """Close streams, stop serving, remove sockets and the info file (idempotent)."""
         self.health.enter_graceful_shutdown()
         self.servicer.subscribers.close_all()
-        if self._server is not None:
-            self._server.stop(grace).wait(grace + 5)
-            self._server = None
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop).result(grace + 5)
+            except Exception as err:  # never let a stuck connection block the agent's exit
+                log.warning("gRPC server shutdown: %r", err)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            if not thread.is_alive():
+                loop.close()
+        self._loop = self._thread = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()

@@ -6,25 +6,31 @@ ConfigureTracingPolicy (enable/disable). Every other method of the service answe
 UNIMPLEMENTED (gRPC's own answer for a method without a handler).
 
 GetEvents: each stream gets a :class:`~vigil.server.subscriber.StreamSubscriber` on the
-event hub (bounded queue; drops counted, never blocking the reader). Its worker thread
-filters, trims (field filters) and encodes events, one ``GetEventsResponse`` per event,
-pre-serialised (see ``vigil.server.convert``) and handed to grpcio as bytes. When the
-queue overflowed, the stream first gets a ``rate_limit_info`` event carrying the number
-of events it lost (if the request's filters let that event type through), so a client
-can tell a quiet host from a lossy stream.
+event hub (bounded queue; drops counted, never blocking the reader). Its
+:class:`EventStream` (drained by the transport, ``vigil.server.protocol``) filters, trims
+(field filters) and encodes events, one ``GetEventsResponse`` per event, hand-encoded
+(see ``vigil.server.convert``), and hands back all that is queued as one run of framed
+messages. When the queue overflowed, the stream first gets a ``rate_limit_info`` event
+carrying the number of events it lost (if the request's filters let that event type
+through), so a client can tell a quiet host from a lossy stream.
+
+Handlers take the request message and a :class:`~vigil.server.protocol.Context`; unary
+ones return the response message (serialised by :func:`methods`), errors are
+:class:`~vigil.server.protocol.RpcError` (``context.abort``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-import grpc
+import grpc  # StatusCode
 from google.protobuf import message_factory
 
 from vigil.api.tetragon import events_pb2, sensors_pb2, tetragon_pb2
@@ -34,12 +40,15 @@ from vigil.export.jsonl import RateLimitedLog
 from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyStore
 from vigil.server.convert import EncodeError, EventEncoder, policy_status, request_specs
 from vigil.server.filters import EventFilter, FieldFilters, FilterError
+from vigil.server.protocol import _PREFIX, Context, Method
 from vigil.server.subscriber import StreamSubscriber
 
 log = logging.getLogger(__name__)
 
 SERVICE = "tetragon.FineGuidanceSensors"
 Event = dict[str, Any]
+# Events taken from a subscriber's queue per chunk sent (bounds latency and memory).
+CHUNK_EVENTS = 4096
 
 
 class EventSource(Protocol):
@@ -107,7 +116,7 @@ class Subscribers:
         return self.departed_dropped + sum(s.dropped for s in self.live())
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, msg: str) -> NoReturn:
+def _abort(context: Context, code: grpc.StatusCode, msg: str) -> NoReturn:
     context.abort(code, msg)
     raise AssertionError("unreachable")  # context.abort raises
 
@@ -121,7 +130,9 @@ def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ALREADY_EXISTS, str(err)
     if isinstance(err, KeyError):
         return grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found"
-    if isinstance(err, (FeatureNotSupported, BpfError, PrivilegeError)):
+    if isinstance(err, FeatureNotSupported):  # a valid policy this kernel cannot load
+        return grpc.StatusCode.FAILED_PRECONDITION, str(err)
+    if isinstance(err, (BpfError, PrivilegeError)):
         return grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {what}: {err}"
     if isinstance(err, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(err)
@@ -145,7 +156,8 @@ class FineGuidanceSensorsServicer:
     # -- events ----------------------------------------------------------------------
 
     def GetEvents(self, request: events_pb2.GetEventsRequest,  # noqa: N802 (proto name)
-                  context: grpc.ServicerContext) -> Iterator[bytes]:
+                  context: Context) -> EventStream:
+        """Called on the server's event loop: must not block."""
         try:
             allow, deny, fields = request_specs(request)
             flt, trim = EventFilter(allow, deny), FieldFilters(fields)
@@ -155,46 +167,51 @@ class FineGuidanceSensorsServicer:
         if sub is None:
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                    f"too many GetEvents streams (limit {self.deps.max_subscribers})")
-        context.add_callback(sub.close)
         self.deps.events.subscribe(sub)
         log.info("GetEvents %s from %s", sub.name, sub.peer)
-        try:
-            yield from self._stream(sub, flt, trim)
-        finally:
-            self.deps.events.unsubscribe(sub)
-            sub.close()
-            self.subscribers.remove(sub)
-            log.info("GetEvents %s ended: %d delivered, %d dropped", sub.name,
-                     sub.delivered, sub.dropped)
+        return EventStream(self, sub, flt, trim)
 
-    def _stream(self, sub: StreamSubscriber, flt: EventFilter,
-                trim: FieldFilters) -> Iterator[bytes]:
+    def _end_stream(self, sub: StreamSubscriber) -> None:
+        self.deps.events.unsubscribe(sub)
+        sub.close()
+        self.subscribers.remove(sub)
+        log.info("GetEvents %s ended: %d delivered, %d dropped", sub.name, sub.delivered,
+                 sub.dropped)
+
+    def encode_chunk(self, sub: StreamSubscriber, flt: EventFilter, trim: FieldFilters,
+                     batches: list[list[Event]], lost: int) -> bytes:
+        """The framed ``GetEventsResponse`` messages of ``batches`` that pass the filter,
+        after a drop notice when ``lost``."""
         encode = self.encoder.encode_event
-        while True:
-            got = sub.take(0.5)
-            if got is None:
-                return
-            batches, lost = got
-            if lost:
-                self._droplog(logging.WARNING, "GetEvents %s (%s) too slow: %d events "
-                              "dropped (queue of %d full)", sub.name, sub.peer, lost,
-                              sub.max_events)
-                notice = self._drop_notice(lost)
-                if flt.matches(notice):
-                    yield encode(trim.apply(notice), shared=False)
-            for batch in batches:
-                for ev in batch:
-                    if not flt.matches(ev):
-                        continue
-                    out = trim.apply(ev)
-                    try:
-                        data = encode(out, shared=out is ev)
-                    except EncodeError as err:
-                        self.encode_errors += 1
-                        self._droplog(logging.ERROR, "cannot encode event: %s", err)
-                        continue
-                    yield data
-                    sub.delivered += 1
+        prefix = _PREFIX.pack
+        parts: list[bytes] = []
+        if lost:
+            self._droplog(logging.WARNING, "GetEvents %s (%s) too slow: %d events "
+                          "dropped (queue of %d full)", sub.name, sub.peer, lost,
+                          sub.max_events)
+            notice = self._drop_notice(lost)
+            if flt.matches(notice):
+                data = encode(trim.apply(notice), shared=False)
+                parts += (prefix(0, len(data)), data)
+        match = None if flt.passthrough else flt.matches
+        apply = trim.apply if trim else None
+        n = 0
+        for batch in batches:
+            for ev in batch:
+                if match is not None and not match(ev):
+                    continue
+                out = ev if apply is None else apply(ev)
+                try:
+                    data = encode(out, shared=out is ev)
+                except EncodeError as err:
+                    self.encode_errors += 1
+                    self._droplog(logging.ERROR, "cannot encode event: %s", err)
+                    continue
+                parts.append(prefix(0, len(data)))
+                parts.append(data)
+                n += 1
+        sub.delivered += n
+        return b"".join(parts)
 
     def _drop_notice(self, lost: int) -> Event:
         ev: Event = {"rate_limit_info": {"number_of_dropped_process_events": str(lost)}}
@@ -206,7 +223,7 @@ class FineGuidanceSensorsServicer:
     # -- status ----------------------------------------------------------------------
 
     def GetHealth(self, request: tetragon_pb2.GetHealthStatusRequest,  # noqa: N802
-                  context: grpc.ServicerContext) -> tetragon_pb2.GetHealthStatusResponse:
+                  context: Context) -> tetragon_pb2.GetHealthStatusResponse:
         ok, details = self.deps.health()
         return tetragon_pb2.GetHealthStatusResponse(health_status=[tetragon_pb2.HealthStatus(
             event=tetragon_pb2.HEALTH_STATUS_TYPE_STATUS,
@@ -214,19 +231,19 @@ class FineGuidanceSensorsServicer:
             details=details)])
 
     def GetVersion(self, request: sensors_pb2.GetVersionRequest,  # noqa: N802
-                   context: grpc.ServicerContext) -> sensors_pb2.GetVersionResponse:
+                   context: Context) -> sensors_pb2.GetVersionResponse:
         return sensors_pb2.GetVersionResponse(version=self.deps.version)
 
     # -- policies --------------------------------------------------------------------
 
-    def _store(self, context: grpc.ServicerContext) -> PolicyStore:
+    def _store(self, context: Context) -> PolicyStore:
         store = self.deps.policies()
         if store is None:
             _abort(context, grpc.StatusCode.UNAVAILABLE,
                    "this agent has no tracing-policy engine")
         return store
 
-    def _call(self, context: grpc.ServicerContext, what: str,
+    def _call(self, context: Context, what: str,
               fn: Callable[[PolicyStore], Any]) -> Any:
         store = self._store(context)
         try:
@@ -237,7 +254,7 @@ class FineGuidanceSensorsServicer:
             log.error("policy RPC failed: %s", msg)
         _abort(context, code, msg)
 
-    def _find(self, context: grpc.ServicerContext, name: str, namespace: str,
+    def _find(self, context: Context, name: str, namespace: str,
               domain: str) -> PolicyInfo:
         """The policy the request names, in the request's domain (default "grpc")."""
         what = f"{namespace}/{name}" if namespace else name
@@ -254,7 +271,7 @@ class FineGuidanceSensorsServicer:
         _abort(context, grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found")
 
     def AddTracingPolicy(self, request: sensors_pb2.AddTracingPolicyRequest,  # noqa: N802
-                         context: grpc.ServicerContext) -> sensors_pb2.AddTracingPolicyResponse:
+                         context: Context) -> sensors_pb2.AddTracingPolicyResponse:
         domain = request.domain or "grpc"
         if domain != "grpc":
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
@@ -264,7 +281,7 @@ class FineGuidanceSensorsServicer:
         return sensors_pb2.AddTracingPolicyResponse()
 
     def DeleteTracingPolicy(self, request: sensors_pb2.DeleteTracingPolicyRequest,  # noqa: N802
-                            context: grpc.ServicerContext
+                            context: Context
                             ) -> sensors_pb2.DeleteTracingPolicyResponse:
         p = self._find(context, request.name, request.namespace, request.domain)
         self._call(context, p.name, lambda s: s.delete(p.name, p.namespace))
@@ -272,14 +289,14 @@ class FineGuidanceSensorsServicer:
         return sensors_pb2.DeleteTracingPolicyResponse()
 
     def ListTracingPolicies(self, request: sensors_pb2.ListTracingPoliciesRequest,  # noqa: N802
-                            context: grpc.ServicerContext
+                            context: Context
                             ) -> sensors_pb2.ListTracingPoliciesResponse:
         policies = self._call(context, "policies", lambda s: s.list())
         return sensors_pb2.ListTracingPoliciesResponse(policies=[
             policy_status(p) for p in policies
             if not request.domain or p.domain == request.domain])
 
-    def _set_enabled(self, context: grpc.ServicerContext, name: str, namespace: str,
+    def _set_enabled(self, context: Context, name: str, namespace: str,
                      domain: str, enable: bool) -> None:
         p = self._find(context, name, namespace, domain)
         if enable:
@@ -289,19 +306,19 @@ class FineGuidanceSensorsServicer:
         log.info("tracing policy %s %s over gRPC", p.name, "enabled" if enable else "disabled")
 
     def EnableTracingPolicy(self, request: sensors_pb2.EnableTracingPolicyRequest,  # noqa: N802
-                            context: grpc.ServicerContext
+                            context: Context
                             ) -> sensors_pb2.EnableTracingPolicyResponse:
         self._set_enabled(context, request.name, request.namespace, request.domain, True)
         return sensors_pb2.EnableTracingPolicyResponse()
 
     def DisableTracingPolicy(self, request: sensors_pb2.DisableTracingPolicyRequest,  # noqa: N802
-                             context: grpc.ServicerContext
+                             context: Context
                              ) -> sensors_pb2.DisableTracingPolicyResponse:
         self._set_enabled(context, request.name, request.namespace, request.domain, False)
         return sensors_pb2.DisableTracingPolicyResponse()
 
     def ConfigureTracingPolicy(self, request: sensors_pb2.ConfigureTracingPolicyRequest,  # noqa: N802
-                               context: grpc.ServicerContext
+                               context: Context
                                ) -> sensors_pb2.ConfigureTracingPolicyResponse:
         if request.HasField("mode"):
             _abort(context, grpc.StatusCode.UNIMPLEMENTED,
@@ -325,21 +342,62 @@ class FineGuidanceSensorsServicer:
         }
 
 
-def generic_handler(servicer: FineGuidanceSensorsServicer) -> grpc.GenericRpcHandler:
-    """Handlers for every served method; GetEvents sends pre-serialised bytes as is."""
+class EventStream:
+    """One GetEvents stream as the transport drains it (``MessageSource``)."""
+
+    def __init__(self, servicer: FineGuidanceSensorsServicer, sub: StreamSubscriber,
+                 flt: EventFilter, trim: FieldFilters) -> None:
+        self.servicer = servicer
+        self.sub = sub
+        self.flt = flt
+        self.trim = trim
+        self._closed = False
+
+    async def next(self) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            got = self.sub.take_nowait(CHUNK_EVENTS)
+            if got is None:
+                return None
+            batches, lost = got
+            if batches or lost:
+                data = self.servicer.encode_chunk(self.sub, self.flt, self.trim, batches, lost)
+                if data:
+                    return data
+                continue
+            ready = loop.create_future()
+            if self.sub.on_ready(lambda: loop.call_soon_threadsafe(_resolve, ready)):
+                await ready
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.servicer._end_stream(self.sub)  # noqa: SLF001
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def methods(servicer: FineGuidanceSensorsServicer) -> dict[str, Method]:
+    """``/tetragon.FineGuidanceSensors/<name>`` -> Method for every served RPC (others
+    are absent: the transport answers UNIMPLEMENTED)."""
     svc = sensors_pb2.DESCRIPTOR.services_by_name["FineGuidanceSensors"]
-    handlers = {}
+    out = {}
     for m in svc.methods:
         impl = getattr(servicer, m.name, None)
         if impl is None:
-            continue  # grpc answers UNIMPLEMENTED
+            continue
         req = message_factory.GetMessageClass(m.input_type)
         if m.server_streaming:
-            handlers[m.name] = grpc.unary_stream_rpc_method_handler(
-                impl, request_deserializer=req.FromString, response_serializer=None)
+            out[f"/{SERVICE}/{m.name}"] = Method(req.FromString, impl, streaming=True)
         else:
-            resp = message_factory.GetMessageClass(m.output_type)
-            handlers[m.name] = grpc.unary_unary_rpc_method_handler(
-                impl, request_deserializer=req.FromString,
-                response_serializer=resp.SerializeToString)
-    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+            out[f"/{SERVICE}/{m.name}"] = Method(req.FromString, _serialized(impl))
+    return out
+
+
+def _serialized(impl: Callable[[Any, Context], Any]) -> Callable[[Any, Context], bytes]:
+    def call(request: Any, context: Context) -> bytes:
+        return impl(request, context).SerializeToString()
+    return call

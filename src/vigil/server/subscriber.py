@@ -1,12 +1,14 @@
-"""One GetEvents stream's bounded queue between the reader thread and its gRPC worker.
+"""One GetEvents stream's bounded queue between the reader thread and its gRPC stream.
 
 The reader thread calls :meth:`StreamSubscriber.offer` for every batch (through
 ``vigil.hub.EventHub``); it must never wait on a client, so offer only appends the batch
 (a reference: published batches are never modified) and, when the queue already holds
 ``max_events``, drops what does not fit and counts it. A client that stops reading (or
 reads slower than events arrive) therefore loses events, counted in ``dropped``, while
-the pipeline and every other subscriber go on. Filtering and encoding happen in the
-worker thread, so a subscriber with a narrow filter costs the reader nothing extra.
+the pipeline and every other subscriber go on. Filtering and encoding happen on the
+stream's side (the server's event loop), so a subscriber with a narrow filter costs the
+reader nothing extra. The stream side either blocks in :meth:`take` (a thread) or polls
+:meth:`take_nowait` and registers a wake-up with :meth:`on_ready` (an event loop).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 Event = dict[str, Any]
@@ -42,6 +45,7 @@ class StreamSubscriber:
         self.dropped = 0
         self.delivered = 0
         self._unreported = 0
+        self._waker: Callable[[], None] | None = None
 
     # -- reader side -----------------------------------------------------------------
 
@@ -65,6 +69,9 @@ class StreamSubscriber:
                 self.dropped += dropped
                 self._unreported += dropped
             self._cond.notify()
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker()
         return dropped
 
     # -- stream side -----------------------------------------------------------------
@@ -83,6 +90,31 @@ class StreamSubscriber:
             lost, self._unreported = self._unreported, 0
         return batches, lost
 
+    def take_nowait(self, max_events: int) -> tuple[list[list[Event]], int] | None:
+        """Whatever is queued now, whole batches up to about ``max_events`` (at least one
+        batch), and the drops since the last take; None once closed."""
+        with self._cond:
+            if self._closed:
+                return None
+            out: list[list[Event]] = []
+            n = 0
+            while self._batches and (not out or n + len(self._batches[0]) <= max_events):
+                b = self._batches.popleft()
+                out.append(b)
+                n += len(b)
+            self.queued -= n
+            lost, self._unreported = self._unreported, 0
+        return out, lost
+
+    def on_ready(self, waker: Callable[[], None]) -> bool:
+        """Call ``waker`` (once, from the offering or closing thread) when events arrive
+        or the queue closes. False, without registering, if that is already so."""
+        with self._cond:
+            if self._batches or self._closed or self._unreported:
+                return False
+            self._waker = waker
+            return True
+
     def close(self) -> None:
         """Stop accepting events and wake the stream (idempotent; any thread)."""
         with self._cond:
@@ -90,6 +122,9 @@ class StreamSubscriber:
             self._batches.clear()
             self.queued = 0
             self._cond.notify_all()
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker()
 
     @property
     def closed(self) -> bool:
