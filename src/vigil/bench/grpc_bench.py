@@ -93,6 +93,30 @@ def _events(n: int) -> list[dict[str, Any]]:
     return out
 
 
+def _policy_events(n: int, procs: int = 32) -> list[dict[str, Any]]:
+    """``n`` process_kprobe events (an openat policy's shape) from ``procs`` processes:
+    the common high-rate case, where each process's dict is shared by many events."""
+    from vigil.events.encode import rfc3339
+    t = 1_700_000_000_000_000_000
+    parent = {"exec_id": "bm9kZToxMDAwOjEwMA==", "pid": 100, "uid": 0, "cwd": "/root",
+              "binary": "/usr/bin/bash", "arguments": "-l", "flags": "execve clone",
+              "start_time": "2023-11-14T22:13:20.123456789Z", "auid": 0, "tid": 100,
+              "in_init_tree": False}
+    ps = [{"exec_id": f"bm9kZToxMjM0NTY3ODk6{1000 + j:08d}", "pid": 1000 + j, "uid": 0,
+           "cwd": "/root", "binary": "/usr/bin/cat", "arguments": f"/etc/file{j}",
+           "flags": "execve clone", "start_time": "2023-11-14T22:13:21.000000123Z",
+           "auid": 0, "parent_exec_id": parent["exec_id"], "tid": 1000 + j,
+           "in_init_tree": False} for j in range(procs)]
+    return [{"process_kprobe": {
+                "process": ps[i % procs], "parent": parent,
+                "function_name": "__x64_sys_openat",
+                "args": [{"int_arg": -100}, {"string_arg": f"/seq/{i}"},
+                         {"int_arg": 0}],
+                "action": "KPROBE_ACTION_POST", "policy_name": "bench-openat"},
+             "node_name": "bench-node", "time": rfc3339(t + i * 1000)}
+            for i in range(n)]
+
+
 def _spawn_clients(target: str, n: int, k: int, method: str, client: str = "h2",
                    extra: tuple[str, ...] = ()) -> list[subprocess.Popen[str]]:
     env = dict(os.environ, GRPC_VERBOSITY="NONE")
@@ -128,13 +152,16 @@ def _cpu() -> float:
     return c.user + c.system
 
 
-def bench_getevents(k: int, n: int = N_EVENTS, client: str = "h2") -> dict[str, Any]:
-    """``k`` subscribers, ``n`` events each; zero loss enforced by pacing, checked."""
+def bench_getevents(k: int, n: int = N_EVENTS, client: str = "h2",
+                    shape: str = "exec_exit") -> dict[str, Any]:
+    """``k`` subscribers, ``n`` events each; zero loss enforced by pacing, checked.
+    ``shape``: ``exec_exit`` (a new process per two events) or ``policy`` (kprobe
+    events of 32 long-lived processes)."""
     from vigil.hub import EventHub
     from vigil.server.config import ServerConfig
     from vigil.server.server import GrpcServer
 
-    events = _events(n)
+    events = _events(n) if shape == "exec_exit" else _policy_events(n)
     d = tempfile.mkdtemp(prefix="vigil-bench-")
     hub = EventHub()
     cfg = ServerConfig(addresses=(f"unix://{d}/b.sock",), info_file="",
@@ -167,7 +194,7 @@ def bench_getevents(k: int, n: int = N_EVENTS, client: str = "h2") -> dict[str, 
     errors = sum(r["errors"] for r in results)
     wall = t1 - t0
     return {
-        "client": client, "subscribers": k, "events_per_subscriber": n,
+        "client": client, "shape": shape, "subscribers": k, "events_per_subscriber": n,
         "events_per_s_per_subscriber": round(n / wall),
         "events_per_s_total": round(n * k / wall),
         "server_cpu_us_per_event": round(cpu / (n * k) * 1e6, 2),
@@ -288,12 +315,18 @@ def main(n: int = N_EVENTS) -> dict[str, Any]:
     floor = _best(lambda: bench_grpc_floor(n // 4), "msgs_per_s")
     one = _best(lambda: bench_getevents(1, n), "events_per_s_per_subscriber")
     ten = _best(lambda: bench_getevents(10, n // 10), "events_per_s_total")
+    one_policy = _best(lambda: bench_getevents(1, n, shape="policy"),
+                       "events_per_s_per_subscriber")
+    ten_policy = _best(lambda: bench_getevents(10, n // 10, shape="policy"),
+                       "events_per_s_total")
     grpcio_client = _best(lambda: bench_getevents(1, n // 10, "grpcio"),
                           "events_per_s_per_subscriber", 1)
     result: dict[str, Any] = {
         "baseline_grpcio_server": floor,
         "transport_one_subscriber": one,
         "transport_ten_subscribers": ten,
+        "transport_one_subscriber_policy_events": one_policy,
+        "transport_ten_subscribers_policy_events": ten_policy,
         "transport_one_grpcio_client": grpcio_client,
         "encode": bench_encode(),
         "ratio_one_vs_baseline": round(one["events_per_s_per_subscriber"]

@@ -7,7 +7,8 @@ messages and, per message, checks what the benchmark needs:
 
 * ``--expect-seq``: the benchmark's synthetic events carry their index in the process
   arguments (``--run <i>``; exec then exit of each process): every index must arrive,
-  in order, exactly twice: a lost, duplicated or reordered event fails the run;
+  in order, exactly twice: a lost, duplicated or reordered event fails the run
+  (kprobe events carry it as their second argument, ``/seq/<i>``, once each);
 * ``--marker M``: count exec events of processes whose arguments are exactly ``M``
   (the end-to-end exec storm); other events are counted but not checked.
 
@@ -97,7 +98,12 @@ def main(argv: list[str]) -> int:
                     pos += 5 + length
                     got += 1
                     kind = msg.WhichOneof("event")
-                    if args.expect_seq:
+                    if args.expect_seq and kind == "process_kprobe":
+                        kp = msg.process_kprobe  # policy shape: args[1] is /seq/<i>
+                        if len(kp.args) < 2 or kp.args[1].string_arg != f"/seq/{expect}":
+                            errors += 1
+                        expect += 1
+                    elif args.expect_seq:
                         proc = getattr(msg, kind).process if kind else None
                         if proc is None or proc.arguments != f"--run {expect}":
                             errors += 1

@@ -102,6 +102,9 @@ def timestamp(s: Any) -> bytes:
     return out
 
 
+# Messages with more fields than this are encoded by walking the dict (_compile_dispatch).
+_DISPATCH_ABOVE = 8
+
 _INT_KINDS = {_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64}
 _INT_WRAPPERS = {"google.protobuf.UInt32Value", "google.protobuf.Int32Value",
                  "google.protobuf.UInt64Value", "google.protobuf.Int64Value"}
@@ -125,6 +128,8 @@ class FastEncoders:
         return fn
 
     def _compile(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
+        if len(desc.fields) > _DISPATCH_ABOVE:
+            return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
         env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache}
@@ -149,6 +154,55 @@ class FastEncoders:
         fn = env[name]
         self._fns[desc.full_name] = fn
         return fn
+
+    def _compile_dispatch(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
+        """For messages with many fields of which an event sets few (oneofs such as
+        ``KprobeArgument`` and ``GetEventsResponse``, ``ProcessKprobe``): walk the dict's
+        keys and dispatch to one small function per field, instead of probing every
+        field. Fields are emitted in field-number order, as the straight-line form does."""
+        fns, full = self._fns, desc.full_name
+        fns[full] = lambda d: fns[full](d)
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
+                               "timestamp": timestamp, "cache": self._cache}
+        table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
+        for fd in desc.fields:
+            fname = f"fld_{fd.number}"
+            src = [f"def {fname}(v, out):", *("    " + b for b in self._field(fd, env))]
+            exec("\n".join(src), env)  # noqa: S102 (code built from our own descriptors)
+            table[fd.name] = (fd.number, env[fname])
+        get = table.get
+
+        def encode(d: Any) -> bytes:
+            if d.__class__ is not dict:
+                raise Slow
+            out: list[bytes] = []
+            if len(d) == 1:  # a oneof (KprobeArgument): one field, no order to keep
+                for k, v in d.items():
+                    e = get(k)
+                    if e is None or v is None:
+                        raise Slow
+                    e[1](v, out)
+                return out[0] if len(out) == 1 else b"".join(out)
+            last = 0
+            pending = None
+            for k, v in d.items():
+                e = get(k)
+                if e is None or v is None:
+                    raise Slow
+                if e[0] < last:  # not in field order: sort once, then encode
+                    pending = sorted((get(k)[0], k) for k in d)  # type: ignore[index]
+                    break
+                last = e[0]
+                e[1](v, out)
+            if pending is not None:
+                out = []
+                for _, k in pending:
+                    table[k][1](d[k], out)
+            return b"".join(out)
+
+        encode.__name__ = "enc_" + full.replace(".", "_")
+        fns[full] = encode
+        return encode
 
     def _field(self, fd: _d.FieldDescriptor, env: dict[str, Any]) -> list[str]:
         """Statements appending the encoding of ``v`` (not None) for field ``fd``."""
