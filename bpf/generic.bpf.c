@@ -262,11 +262,15 @@ static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, _
 	family = sa.sin6_family;
 	__builtin_memset(out, 0, 20);
 	*(__u16 *)out = family;
-	*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
-	if (family == 2 /* AF_INET */)
+	/* only inet families have a port and an address; elsewhere (AF_UNIX: the path) those
+	 * bytes are something else and stay zero */
+	if (family == 2 /* AF_INET */) {
+		*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
 		__builtin_memcpy(out + 4, &((struct sockaddr_in *)&sa)->sin_addr, 4);
-	else if (family == 10 /* AF_INET6 */)
+	} else if (family == 10 /* AF_INET6 */) {
+		*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
 		__builtin_memcpy(out + 4, &sa.sin6_addr, 16);
+	}
 	return 20;
 }
 
