@@ -171,3 +171,119 @@ def test_filename_and_user_strings_read_safely(env: Env, tdir: Path) -> None:
         [{"string_arg": str(tdir / "f"), "label": "name"}, {"int_arg": flags}],
         [{"string_arg": "", "label": "name"}, {"int_arg": flags}],
         [{"string_arg": long_name[:4095], "label": "name"}, {"int_arg": flags}]]
+
+
+# ---- sockaddr operators -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def servers() -> Any:
+    v4 = socket.socket()
+    v4.bind(("127.0.0.1", 0))
+    v4.listen(16)
+    v6 = socket.socket(socket.AF_INET6)
+    v6.bind(("::1", 0))
+    v6.listen(16)
+    yield v4.getsockname()[1], v6.getsockname()[1]
+    v4.close()
+    v6.close()
+
+
+def _connects(p4: int, p6: int, unix_path: str) -> dict[str, tuple[int, Any]]:
+    """Label -> (family, address) of every connect the sockaddr tests make, in order."""
+    return {"v4": (socket.AF_INET, ("127.0.0.1", p4)),
+            "v4b": (socket.AF_INET, ("127.0.0.2", p6)),  # refused: nothing listens there
+            "v6": (socket.AF_INET6, ("::1", p6)),
+            "unix": (socket.AF_UNIX, unix_path)}
+
+
+@pytest.mark.parametrize("ops,expect", [
+    ([("SAddr", ["127.0.0.1"])], ["v4"]),
+    ([("SAddr", ["127.0.0.0/8"])], ["v4", "v4b"]),
+    ([("SAddr", ["::1/128"])], ["v6"]),
+    ([("SAddr", ["::/0", "127.0.0.2/32"])], ["v4b", "v6"]),
+    # Not*: a sockaddr without an inet address (AF_UNIX) is not in the set either
+    ([("NotSAddr", ["127.0.0.1/32"])], ["v4b", "v6", "unix"]),
+    ([("NotSAddr", ["127.0.0.0/8", "::1"])], ["unix"]),
+    ([("SPort", ["{p6}"])], ["v4b", "v6"]),
+    ([("SPort", ["{p4}", "1:2"])], ["v4"]),
+    ([("NotSPort", ["{p4}:{p4}"])], ["v4b", "v6", "unix"]),
+    ([("Family", ["AF_INET6"])], ["v6"]),
+    ([("Family", ["AF_UNIX", "2"])], ["v4", "v4b", "unix"]),
+    # filters AND: an address and a port
+    ([("SAddr", ["127.0.0.0/8"]), ("NotSPort", ["{p4}"])], ["v4b"]),
+], ids=lambda v: "-".join(f"{o}" for o, _ in v) if v and isinstance(v[0], tuple) else "")
+def test_sockaddr_operators(env: Env, tdir: Path, servers: tuple[int, int],
+                            ops: list[tuple[str, list[str]]], expect: list[str]) -> None:
+    p4, p6 = servers
+    unix = socket.socket(socket.AF_UNIX)
+    upath = str(tdir / "sock")
+    unix.bind(upath)
+    unix.listen(4)
+    conns = _connects(p4, p6, upath)
+    filters = "".join(
+        f"""      - index: 1
+        operator: {op}
+        values: [{", ".join(f'"{v.format(p4=p4, p6=p6)}"' for v in vals)}]
+""" for op, vals in ops)
+    pol = policy("vc-sockaddr", f"""  kprobes:
+  - call: sys_connect
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: sockaddr
+      label: to
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+{filters}""")
+
+    def trigger() -> None:
+        for fam, addr in conns.values():
+            with socket.socket(fam) as s:
+                try:
+                    s.connect(addr)
+                except OSError:
+                    pass
+    try:
+        with env.policy(pol):
+            evs = env.run(trigger, ME)
+    finally:
+        unix.close()
+    rendered = {
+        "v4": {"family": "AF_INET", "addr": "127.0.0.1", "port": p4},
+        "v4b": {"family": "AF_INET", "addr": "127.0.0.2", "port": p6},
+        "v6": {"family": "AF_INET6", "addr": "::1", "port": p6},
+        "unix": {"family": "AF_UNIX"},
+    }
+    assert [a[1] for a in args_of(evs)] == [
+        {"sockaddr_arg": rendered[k], "label": "to"} for k in expect]
+
+
+@pytest.mark.parametrize("op,value", [
+    ("DAddr", "127.0.0.1"), ("NotDAddr", "::1"), ("DPort", "80"), ("NotDPort", "80"),
+    ("Protocol", "IPPROTO_TCP"),
+])
+def test_sockaddr_operators_tetragon_refuses(env: Env, op: str, value: str) -> None:
+    """A syscall's sockaddr takes SAddr/SPort/Family (and Not*) only, as in Tetragon:
+    the others are refused with their location and nothing is attached."""
+    before = _my_links()
+    pol = policy("vc-sockaddr-refused", f"""  kprobes:
+  - call: sys_connect
+    args:
+    - index: 1
+      type: sockaddr
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: {op}
+        values: ["{value}"]
+""")
+    with pytest.raises(PolicyError) as err:
+        env.manager.add(pol, source="test")
+    assert [str(d) for d in err.value.diagnostics] == [
+        f"test:14:19: error: spec.kprobes[0].selectors[0].matchArgs[0].operator: "
+        f"operator {op} cannot be used on an argument of type sockaddr"]
+    assert _my_links() == before
