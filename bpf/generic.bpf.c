@@ -1210,6 +1210,25 @@ int vg_gen_tp_ret(void *ctx)
 	return 0;
 }
 
+/* The verifier refuses a variable offset into the context, and a direct read of args[n]
+ * would make attaching fail for a tracepoint with fewer than n + 1 arguments (the
+ * program's largest context offset is checked against the tracepoint's): copy the one
+ * slot through a helper instead. */
+static __always_inline __u64 vg_rawtp_arg(struct bpf_raw_tracepoint_args *ctx, __u32 n)
+{
+	__u64 v = 0;
+
+	switch (n) {
+	case 0: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[0]); break;
+	case 1: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[1]); break;
+	case 2: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[2]); break;
+	case 3: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[3]); break;
+	case 4: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[4]); break;
+	case 5: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[5]); break;
+	}
+	return v;
+}
+
 SEC("raw_tp")
 int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -1217,7 +1236,7 @@ int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
-			raw[i] = ctx->args[CFG.args[i].src % VG_GEN_RAW_ARGS];
+			raw[i] = vg_rawtp_arg(ctx, CFG.args[i].src);
 	vg_gen_run(ctx, raw, 0, 0);
 	return 0;
 }
