@@ -287,3 +287,124 @@ def test_sockaddr_operators_tetragon_refuses(env: Env, op: str, value: str) -> N
         f"test:14:19: error: spec.kprobes[0].selectors[0].matchArgs[0].operator: "
         f"operator {op} cannot be used on an argument of type sockaddr"]
     assert _my_links() == before
+
+
+# ---- tracepoints: syscalls/* with user-memory types, raw tracepoints ---------------------
+
+def _tp(name: str, subsys: str, event: str, args: str, selectors: str,
+        extra: str = "") -> str:
+    return policy(name, f"""  tracepoints:
+  - subsystem: {subsys}
+    event: {event}
+{extra}    args:
+{args}    selectors:
+{selectors}""")
+
+
+def test_syscalls_tracepoint_fd_char_buf_size(env: Env, tdir: Path) -> None:
+    """syscalls/sys_enter_write: fields 5.. are the syscall's arguments; fd resolved to a
+    path, char_buf sized by the count field (sizeArgIndex = that arg's index + 1)."""
+    pol = _tp("vc-tp-write", "syscalls", "sys_enter_write", """    - index: 5
+      type: fd
+      label: file
+    - index: 6
+      type: char_buf
+      sizeArgIndex: 8
+    - index: 7
+      type: size_t
+""", f"""    - matchArgs:
+      - index: 5
+        operator: Prefix
+        values: ["{tdir}/"]
+""")
+    target = tdir / "w"
+
+    def trigger() -> None:
+        with open(target, "wb", buffering=0) as f:
+            f.write(b"abc")
+        with open(os.devnull, "wb", buffering=0) as f:
+            f.write(b"not this")
+    with env.policy(pol):
+        evs = env.run(trigger, ME)
+    assert {next(iter(e)) for e in evs} == {"process_tracepoint"}
+    assert [(_body(e)["subsys"], _body(e)["event"]) for e in evs] == [
+        ("syscalls", "sys_enter_write")]
+    assert args_of(evs) == [[{"file_arg": {"path": str(target)}, "label": "file"},
+                             {"bytes_arg": "YWJj"}, {"size_arg": "3"}]]
+
+
+def test_syscalls_tracepoint_user_string_and_sockaddr(env: Env, tdir: Path,
+                                                     servers: tuple[int, int]) -> None:
+    """A `char *` field of syscalls/* is a user string; a `struct sockaddr *` a sockaddr."""
+    opens = _tp("vc-tp-open", "syscalls", "sys_enter_openat", """    - index: 6
+      type: string
+    - index: 7
+      type: int
+""", f"""    - matchArgs:
+      - index: 6
+        operator: Postfix
+        values: ["/yes"]
+""")
+    conns = _tp("vc-tp-conn", "syscalls", "sys_enter_connect", """    - index: 6
+      type: sockaddr
+""", f"""    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 6
+        operator: SAddr
+        values: ["::1"]
+""")
+    p4, p6 = servers
+
+    def trigger() -> None:
+        touch(tdir / "yes", tdir / "no")
+        for fam, addr in ((socket.AF_INET, ("127.0.0.1", p4)), (socket.AF_INET6, ("::1", p6))):
+            with socket.socket(fam) as s:
+                s.connect(addr)
+    with env.policy(opens), env.policy(conns):
+        evs = env.run(trigger, ME)
+    assert [(_body(e)["policy_name"], _body(e)["args"]) for e in evs] == [
+        ("vc-tp-open", [{"string_arg": str(tdir / "yes")},
+                        {"int_arg": os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC}]),
+        ("vc-tp-conn", [{"sockaddr_arg": {"family": "AF_INET6", "addr": "::1", "port": p6}}])]
+
+
+def test_raw_tracepoints(env: Env) -> None:
+    """raw: true: index into the raw arguments; raw_syscalls/sys_enter's id (long) and
+    task/task_rename's comm (a kernel string)."""
+    name = f"vcr{os.getpid() % 100000}"
+    ids = _tp("vc-raw-ids", "raw_syscalls", "sys_enter", """    - index: 1
+      type: long
+      label: id
+""", f"""    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["121"]
+""", extra="    raw: true\n")
+    rename = _tp("vc-raw-rename", "task", "task_rename", """    - index: 1
+      type: string
+""", f"""    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{name}"]
+""", extra="    raw: true\n")
+    code = ("import ctypes; c = ctypes.CDLL(None); "
+            f"c.prctl(15, b'other', 0, 0, 0); c.prctl(15, b'{name}x', 0, 0, 0)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def trigger() -> None:
+        os.getpgid(0)
+        os.getsid(0)
+        procs.append(subprocess.Popen([PY, "-c", code]))
+        procs[0].wait()
+    with env.policy(ids) as info, env.policy(rename):
+        assert "raw" in info.info
+        evs = env.run(trigger)
+    got = [(_body(e)["policy_name"], _body(e)["process"]["pid"], _body(e)["args"]) for e in evs]
+    assert got == [("vc-raw-ids", os.getpid(), [{"long_arg": "121", "label": "id"}]),
+                   ("vc-raw-rename", procs[0].pid, [{"string_arg": f"{name}x"}])]
+    assert (_body(evs[1])["subsys"], _body(evs[1])["event"]) == ("task", "task_rename")
