@@ -408,3 +408,146 @@ def test_raw_tracepoints(env: Env) -> None:
     assert got == [("vc-raw-ids", os.getpid(), [{"long_arg": "121", "label": "id"}]),
                    ("vc-raw-rename", procs[0].pid, [{"string_arg": f"{name}x"}])]
     assert (_body(evs[1])["subsys"], _body(evs[1])["event"]) == ("task", "task_rename")
+
+
+# ---- selectors on the process -----------------------------------------------------------
+
+def _opens_by(env: Env, pol: str, target: Path, runs: list[dict[str, Any]]) -> tuple[
+        list[int], list[int]]:
+    """Run every subprocess in `runs` (kwargs of subprocess.run, "cmd" included) and this
+    process opening `target`; the pids that opened it, and the pids of the events."""
+    pids: list[int] = []
+
+    def trigger() -> None:
+        for r in runs:
+            kw = dict(r)
+            p = subprocess.Popen(kw.pop("cmd"), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, **kw)
+            p.wait()
+            pids.append(p.pid)
+        touch(target)
+    with env.policy(pol):
+        evs = env.run(trigger)
+    return pids, [_body(e)["process"]["pid"] for e in evs
+                  if _body(e)["args"][1]["string_arg"] == str(target)]
+
+
+@pytest.mark.parametrize("op,values,cat,me", [
+    ("Prefix", [CAT[:-1]], True, False),
+    ("NotPrefix", [CAT[:-2]], False, True),
+    ("NotPostfix", ["/cat"], False, True),
+    ("NotPostfix", ["/nonexistent"], True, True),
+    ("Postfix", ["/cat", "/nonexistent"], True, False),  # values OR
+])
+def test_match_binaries_more(env: Env, tdir: Path, op: str, values: list[str], cat: bool,
+                             me: bool) -> None:
+    target = tdir / "f"
+    target.write_text("x")
+    vals = ", ".join(f'"{v}"' for v in values)
+    pol = openat_policy("vc-bins", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchBinaries:
+      - operator: {op}
+        values: [{vals}]""")
+    (cat_pid,), pids = _opens_by(env, pol, target, [{"cmd": [CAT, str(target)]}])
+    assert pids == [cat_pid] * cat + [os.getpid()] * me
+
+
+def test_match_pids_notin_and_namespace_pid(env: Env, tdir: Path) -> None:
+    """NotIn [me]: only the others; In [1] isNamespacePID: only the process that is pid 1
+    of its own pid namespace (not init, not the plain cat)."""
+    target = tdir / "p"
+    target.write_text("x")
+    runs = [{"cmd": [CAT, str(target)]},
+            {"cmd": ["unshare", "--pid", "--fork", CAT, str(target)]}]
+    notin = openat_policy("vc-pid-notin", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchPIDs:
+      - operator: NotIn
+        values: [{os.getpid()}]""")
+    nspid = openat_policy("vc-pid-ns", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchPIDs:
+      - operator: In
+        values: [1]
+        isNamespacePID: true""")
+    (plain, unshare), pids = _opens_by(env, notin, target, runs)
+    # the plain cat, and unshare's child (pid 1 inside its namespace, another pid here)
+    assert len(pids) == 2 and pids[0] == plain and pids[1] not in (unshare, os.getpid())
+    (plain, unshare), pids = _opens_by(env, nspid, target, runs)
+    assert len(pids) == 1 and pids[0] not in (plain, unshare, os.getpid(), 1)
+
+
+def test_match_namespaces_notin(env: Env, tdir: Path) -> None:
+    target = tdir / "n"
+    target.write_text("x")
+    pol = openat_policy("vc-ns-notin", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchNamespaces:
+      - namespace: Net
+        operator: NotIn
+        values: ["host_ns"]
+      - namespace: Mnt
+        operator: In
+        values: ["host_ns"]""")
+    runs = [{"cmd": [CAT, str(target)]},
+            {"cmd": ["unshare", "--net", CAT, str(target)]},
+            {"cmd": ["unshare", "--net", "--mount", CAT, str(target)]}]
+    (_, in_netns, _), pids = _opens_by(env, pol, target, runs)
+    assert pids == [in_netns]  # not the host one, not the one with its own mount ns
+
+
+@pytest.mark.parametrize("ctype,op,root,nobody", [
+    ("Effective", "NotIn", False, True),
+    ("Permitted", "In", True, False),
+    ("Inheritable", "In", False, False),
+])
+def test_match_capabilities_more(env: Env, tdir: Path, ctype: str, op: str, root: bool,
+                                 nobody: bool) -> None:
+    target = tdir / "caps"
+    target.write_text("x")
+    tdir.chmod(0o755)
+    pol = openat_policy("vc-caps", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchCapabilities:
+      - type: {ctype}
+        operator: {op}
+        values: ["CAP_SYS_ADMIN", "CAP_NET_RAW"]""")
+    runs = [{"cmd": [CAT, str(target)]},
+            {"cmd": [CAT, str(target)], "user": 65534, "group": 65534, "extra_groups": []}]
+    (root_pid, nobody_pid), pids = _opens_by(env, pol, target, runs)
+    me_matches = ctype != "Inheritable" and op == "In"  # this process is root
+    assert pids == [root_pid] * root + [nobody_pid] * nobody + [os.getpid()] * me_matches
+
+
+def test_is_namespace_capability_refused(env: Env) -> None:
+    before = _my_links()
+    pol = openat_policy("vc-nscap", """
+    - matchCapabilities:
+      - type: Effective
+        operator: In
+        isNamespaceCapability: true
+        values: ["CAP_SYS_ADMIN"]""")
+    with pytest.raises(PolicyError) as err:
+        env.manager.add(pol, source="test")
+    [d] = err.value.diagnostics
+    assert (d.path, d.message) == (
+        "spec.kprobes[0].selectors[0].matchCapabilities[0].isNamespaceCapability",
+        "not supported by this version of Vigil")
+    assert d.line > 0 and d.col > 0
+    assert _my_links() == before
