@@ -1003,15 +1003,24 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 		key.scope_id = (__u32)bpf_get_current_pid_tgid();
 	else if (a->scope == VG_RATE_PROCESS)
 		key.scope_id = bpf_get_current_pid_tgid() >> 32;
-	/* the first 40 bytes of every argument identify "the same event" */
+	/* the first 40 bytes of every argument (and its length) identify "the same event";
+	 * the bytes past a shorter argument are whatever the scratch buffer held before, so
+	 * they are masked out */
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 w[5] = {};
 			__u32 off = h->msg.arg_off[i] & VG_GEN_OFF_MASK;
+			__u32 len = h->msg.arg_len[i];
 
 			bpf_probe_read_kernel(w, sizeof(w), &h->data[off]);
-			for (int k = 0; k < 5; k++)
+			hash = (hash ^ len) * 1099511628211ULL;
+			for (int k = 0; k < 5; k++) {
+				if (len <= k * 8)
+					w[k] = 0;
+				else if (len < (k + 1) * 8)
+					w[k] &= (1ULL << ((len - k * 8) * 8)) - 1;
 				hash = (hash ^ w[k]) * 1099511628211ULL;
+			}
 		}
 	}
 	key.hash = hash;
