@@ -551,3 +551,182 @@ def test_is_namespace_capability_refused(env: Env) -> None:
         "not supported by this version of Vigil")
     assert d.line > 0 and d.col > 0
     assert _my_links() == before
+
+
+# ---- actions and selector semantics -------------------------------------------------------
+
+@pytest.mark.parametrize("scope,expect", [
+    ("thread", ["main:same", "thread:same", "cat:same", "main:other"]),
+    ("process", ["main:same", "cat:same", "main:other"]),
+    ("global", ["main:same", "main:other"]),
+])
+def test_rate_limit_scopes(env: Env, tdir: Path, scope: str, expect: list[str]) -> None:
+    import threading
+    pol = policy("vc-rate", f"""  kprobes:
+  - call: sys_openat
+    args:
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      matchActions:
+      - action: Post
+        rateLimit: "1m"
+        rateLimitScope: {scope}
+""")
+    same, other = tdir / "same", tdir / "other"
+    same.write_text("x")
+    who: dict[tuple[int, int], str] = {}
+
+    def in_thread() -> None:
+        who[(os.getpid(), threading.get_native_id())] = "thread"
+        touch(same)
+
+    def trigger() -> None:
+        who[(os.getpid(), threading.get_native_id())] = "main"
+        touch(same, same, same)
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join()
+        p = subprocess.Popen([CAT, str(same)], stdout=subprocess.DEVNULL)
+        p.wait()
+        who[(p.pid, p.pid)] = "cat"
+        touch(other)
+    with env.policy(pol):
+        evs = env.run(trigger)
+    got = [(_body(e)["process"]["pid"], _body(e)["process"]["tid"],
+            _body(e)["args"][0]["string_arg"]) for e in evs]
+    assert [f"{who[(pid, tid)]}:{Path(path).name}" for pid, tid, path in got] == expect
+
+
+def test_first_matching_selector_wins(env: Env, tdir: Path) -> None:
+    """Selectors in order, the first that matches decides: `.quiet` files under tdir are
+    not posted (selector 0), other files under tdir are posted (1) — also a `.kill` file,
+    which selector 2 would kill for; a `.kill` file elsewhere is killed (2)."""
+    outside = Path(f"{tdir}-x.kill")
+    for p in (tdir / "a.quiet", tdir / "b.txt", tdir / "c.kill", outside):
+        p.write_text("x")
+    pol = openat_policy("vc-order", f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      - index: 1
+        operator: Postfix
+        values: [".quiet"]
+      matchActions:
+      - action: NoPost
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+    - matchArgs:
+      - index: 1
+        operator: Postfix
+        values: ["{tdir.name}-x.kill"]
+      matchActions:
+      - action: Sigkill""")
+    rcs: list[int] = []
+
+    def trigger() -> None:
+        for p in (tdir / "a.quiet", tdir / "b.txt", tdir / "c.kill", outside):
+            rcs.append(_cat(p).returncode)
+    try:
+        with env.policy(pol):
+            evs = env.run(trigger)
+    finally:
+        outside.unlink()
+    assert rcs == [0, 0, 0, -9]
+    assert [(_body(e)["args"][1]["string_arg"], _body(e)["action"]) for e in evs] == [
+        (str(tdir / "b.txt"), "KPROBE_ACTION_POST"),
+        (str(tdir / "c.kill"), "KPROBE_ACTION_POST"),
+        (str(outside), "KPROBE_ACTION_SIGKILL")]
+
+
+def test_signal_nopost_kills_silently(env: Env, tdir: Path) -> None:
+    target = tdir / "quiet"
+    target.write_text("x")
+    pol = openat_policy("vc-silent", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchBinaries:
+      - operator: In
+        values: ["{CAT}"]
+      matchActions:
+      - action: Signal
+        argSig: 15
+      - action: NoPost""")
+    with env.policy(pol):
+        rcs: list[int] = []
+        evs = env.run(lambda: (rcs.append(_cat(target).returncode),
+                               rcs.append(_cat(tdir).returncode)))
+    assert rcs == [-15, 1] and evs == []
+
+
+# ---- event fields -------------------------------------------------------------------------
+
+def test_message_tags_process_parent_on_every_event_kind(env: Env, tdir: Path) -> None:
+    target = tdir / "fields"
+    target.write_text("x")
+    pol = policy("vc-fields", f"""  kprobes:
+  - call: sys_openat
+    message: "opened by a child"
+    tags: ["cover", "kprobe"]
+    args:
+    - index: 1
+      type: string
+      label: path
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_getpgid
+    message: "getpgid"
+    tags: ["cover", "tracepoint"]
+    args:
+    - index: 5
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 5
+        operator: Equal
+        values: ["777777"]
+      matchPIDs:
+      - operator: NotIn
+        values: [{os.getpid()}]
+""")
+    code = (f"import os; open({str(target)!r}).close()\n"
+            "try: os.getpgid(777777)\nexcept OSError: pass")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def trigger() -> None:
+        for pid in (777777, 0):  # this process: not matched by the tracepoint
+            try:
+                os.getpgid(pid)
+            except OSError:
+                pass
+        procs.append(subprocess.Popen([PY, "-c", code]))
+        procs[0].wait()
+    with env.policy(pol):
+        evs = env.run(trigger)
+    child = procs[0].pid
+    assert [next(iter(e)) for e in evs] == ["process_kprobe", "process_tracepoint"]
+    kp, tp = (_body(e) for e in evs)
+    assert (kp["message"], kp["tags"], kp["args"]) == (
+        "opened by a child", ["cover", "kprobe"], [{"string_arg": str(target), "label": "path"}])
+    assert (tp["message"], tp["tags"], tp["subsys"], tp["event"]) == (
+        "getpgid", ["cover", "tracepoint"], "syscalls", "sys_enter_getpgid")
+    assert tp["args"] == [{"int_arg": 777777}]
+    for b in (kp, tp):
+        assert b["policy_name"] == "vc-fields" and b["action"] == "KPROBE_ACTION_POST"
+        assert (b["process"]["pid"], b["process"]["binary"]) == (child, PY)
+        assert (b["parent"]["pid"], b["parent"]["binary"]) == (os.getpid(), PY)
+        assert b["process"]["parent_exec_id"] == b["parent"]["exec_id"]
