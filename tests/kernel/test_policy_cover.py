@@ -730,3 +730,99 @@ def test_message_tags_process_parent_on_every_event_kind(env: Env, tdir: Path) -
         assert (b["process"]["pid"], b["process"]["binary"]) == (child, PY)
         assert (b["parent"]["pid"], b["parent"]["binary"]) == (os.getpid(), PY)
         assert b["process"]["parent_exec_id"] == b["parent"]["exec_id"]
+
+
+# ---- lifecycle: add/remove leaves nothing attached, for every hook kind -------------------
+
+def _my_bpf_ids(kind: str) -> set[int]:
+    """Ids of the BPF objects (`prog_id` / `map_id`) whose fds this process holds."""
+    ids = set()
+    fdinfo = Path(f"/proc/{os.getpid()}/fdinfo")
+    for f in fdinfo.iterdir():
+        try:
+            for line in f.read_text().splitlines():
+                if line.startswith(f"{kind}:"):
+                    ids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return ids
+
+
+def _kernel_ids(what: str) -> set[int]:
+    out = subprocess.run(["bpftool", "-j", what, "list"], capture_output=True, text=True,
+                         check=True)
+    return {o["id"] for o in json.loads(out.stdout or "[]")}
+
+
+_HOOKS = {
+    "syscall-enter": ("""  kprobes:
+  - call: sys_openat
+    args:
+    - index: 1
+      type: string
+""", 1),
+    "syscall-enter-exit": ("""  kprobes:
+  - call: sys_read
+    return: true
+    returnArg:
+      index: 0
+      type: long
+""", 2),
+    "tracepoint": ("""  tracepoints:
+  - subsystem: sched
+    event: sched_process_exit
+""", 1),
+    "raw-tracepoint": ("""  tracepoints:
+  - subsystem: task
+    event: task_rename
+    raw: true
+""", 1),
+    "uprobe": ("""  uprobes:
+  - path: "{target}"
+    symbols: ["vigil_target", "main"]
+""", 2),
+    "uretprobe-args": ("""  uprobes:
+  - path: "{target}"
+    symbols: ["vigil_target"]
+    return: true
+    returnArg:
+      index: 0
+      type: int
+    args:
+    - index: 0
+      type: int
+""", 2),
+    "follow": ("""  kprobes:
+  - call: sys_openat
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["/bin/true"]
+        followChildren: true
+""", 4),
+}
+
+
+@pytest.mark.parametrize("kind", list(_HOOKS))
+def test_add_delete_leaves_nothing_attached(env: Env, uprobe_target: str, kind: str) -> None:
+    body, nlinks = _HOOKS[kind]
+    before = (_my_links(), _my_bpf_ids("prog_id"), _my_bpf_ids("map_id"))
+    info = env.manager.add(policy(f"vc-life-{kind}", body.format(target=uprobe_target)),
+                           source="test")
+    try:
+        links = _my_links() - before[0]
+        progs = _my_bpf_ids("prog_id") - before[1]
+        maps = _my_bpf_ids("map_id") - before[2]
+        assert len(links) == nlinks
+        assert links <= _kernel_ids("link") and progs <= _kernel_ids("prog")
+        assert len(progs) >= nlinks and maps
+        env.manager.disable(info.name)
+        assert _my_links() == before[0] and not links & _kernel_ids("link")
+        env.manager.enable(info.name)
+        assert len(_my_links() - before[0]) == nlinks
+    finally:
+        env.manager.delete(info.name)
+    assert (_my_links(), _my_bpf_ids("prog_id"), _my_bpf_ids("map_id")) == before
+    # (maps are not checked in the kernel's list: a program releases them after an RCU
+    # grace period; this process's map fds are checked above)
+    assert not links & _kernel_ids("link") and not progs & _kernel_ids("prog")
