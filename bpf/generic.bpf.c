@@ -262,11 +262,15 @@ static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, _
 	family = sa.sin6_family;
 	__builtin_memset(out, 0, 20);
 	*(__u16 *)out = family;
-	*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
-	if (family == 2 /* AF_INET */)
+	/* only inet families have a port and an address; elsewhere (AF_UNIX: the path) those
+	 * bytes are something else and stay zero */
+	if (family == 2 /* AF_INET */) {
+		*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
 		__builtin_memcpy(out + 4, &((struct sockaddr_in *)&sa)->sin_addr, 4);
-	else if (family == 10 /* AF_INET6 */)
+	} else if (family == 10 /* AF_INET6 */) {
+		*(__u16 *)(out + 2) = bpf_ntohs(sa.sin6_port);
 		__builtin_memcpy(out + 4, &sa.sin6_addr, 16);
+	}
 	return 20;
 }
 
@@ -999,15 +1003,24 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 		key.scope_id = (__u32)bpf_get_current_pid_tgid();
 	else if (a->scope == VG_RATE_PROCESS)
 		key.scope_id = bpf_get_current_pid_tgid() >> 32;
-	/* the first 40 bytes of every argument identify "the same event" */
+	/* the first 40 bytes of every argument (and its length) identify "the same event";
+	 * the bytes past a shorter argument are whatever the scratch buffer held before, so
+	 * they are masked out */
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 w[5] = {};
 			__u32 off = h->msg.arg_off[i] & VG_GEN_OFF_MASK;
+			__u32 len = h->msg.arg_len[i];
 
 			bpf_probe_read_kernel(w, sizeof(w), &h->data[off]);
-			for (int k = 0; k < 5; k++)
+			hash = (hash ^ len) * 1099511628211ULL;
+			for (int k = 0; k < 5; k++) {
+				if (len <= k * 8)
+					w[k] = 0;
+				else if (len < (k + 1) * 8)
+					w[k] &= (1ULL << ((len - k * 8) * 8)) - 1;
 				hash = (hash ^ w[k]) * 1099511628211ULL;
+			}
 		}
 	}
 	key.hash = hash;
@@ -1206,6 +1219,25 @@ int vg_gen_tp_ret(void *ctx)
 	return 0;
 }
 
+/* The verifier refuses a variable offset into the context, and a direct read of args[n]
+ * would make attaching fail for a tracepoint with fewer than n + 1 arguments (the
+ * program's largest context offset is checked against the tracepoint's): copy the one
+ * slot through a helper instead. */
+static __always_inline __u64 vg_rawtp_arg(struct bpf_raw_tracepoint_args *ctx, __u32 n)
+{
+	__u64 v = 0;
+
+	switch (n) {
+	case 0: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[0]); break;
+	case 1: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[1]); break;
+	case 2: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[2]); break;
+	case 3: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[3]); break;
+	case 4: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[4]); break;
+	case 5: bpf_probe_read_kernel(&v, sizeof(v), &ctx->args[5]); break;
+	}
+	return v;
+}
+
 SEC("raw_tp")
 int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -1213,7 +1245,7 @@ int vg_gen_rawtp(struct bpf_raw_tracepoint_args *ctx)
 
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
-			raw[i] = ctx->args[CFG.args[i].src % VG_GEN_RAW_ARGS];
+			raw[i] = vg_rawtp_arg(ctx, CFG.args[i].src);
 	vg_gen_run(ctx, raw, 0, 0);
 	return 0;
 }

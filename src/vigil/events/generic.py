@@ -127,9 +127,11 @@ def _sockaddr(raw: bytes) -> dict[str, Any]:
         return {}
     family, port = struct.unpack_from("<HH", raw)
     out: dict[str, Any] = {"family": _FAMILIES.get(family, str(family))}
+    if family not in (2, 10):  # no address or port outside the inet families
+        return out
     if family == 2:
         out["addr"] = ".".join(str(b) for b in raw[4:8])
-    elif family == 10:
+    else:
         import ipaddress
         out["addr"] = str(ipaddress.IPv6Address(raw[4:20]))
     if port:

@@ -29,6 +29,7 @@ from vigil.syscalls import syscall_value
 from vigil.policy.spec import (
     MAX_INMAP_VALUES,
     ADDR_OPERATORS,
+    CAPABILITIES,
     FILE_TYPES,
     MAX_ACTIONS,
     MAX_FILE_MATCH_VALUES,
@@ -847,6 +848,11 @@ def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
             if syscall_value(value) is None:
                 return ("policy.invalid_value", f'unknown syscall "{value}" (x86_64 names, '
                         "optionally x64/)")
+        elif t is ArgType.CAPABILITY and value.startswith("CAP_") and (
+                numeric or op in (Operator.IN_MAP, Operator.NOT_IN_MAP)):
+            if value not in CAPABILITIES:
+                return ("policy.invalid_value", f'unknown capability "{value}"'
+                        f"{suggest(value, list(CAPABILITIES))}")
         elif op in (Operator.IN_MAP, Operator.NOT_IN_MAP):
             if t is None or t.is_int:
                 lo, hi = parse_int_range(value, bits=bits, signed=signed)
