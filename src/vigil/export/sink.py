@@ -94,6 +94,11 @@ class QueueSink:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def deliver_queued(self) -> None:
+        """Hand what is queued to the handler in the calling thread (a sink without a
+        worker thread: benchmarks and tests)."""
+        self._deliver_next(block=False)
+
     def _run(self) -> None:
         while self._deliver_next(block=True):
             pass
