@@ -102,10 +102,11 @@ class Pipeline:
     def handle(self, records: Iterable[bytes]) -> list[Event]:
         """Process a batch of raw records; return the events to export, in order."""
         out: list[Event] = []
+        append, counts, handlers = out.append, self.records, self._handlers
         for rec in records:
-            op = decode.op_of(rec)
-            self.records[op] += 1
-            handler = self._handlers.get(op)
+            op = rec[0] if rec else 0  # decode.op_of, inlined: this runs once per record
+            counts[op] += 1
+            handler = handlers.get(op)
             if handler is None:
                 self.unknown_ops += 1
                 continue
@@ -115,7 +116,7 @@ class Pipeline:
                 self.decode_errors[op] += 1
                 continue
             if ev is not None:
-                out.append(ev)
+                append(ev)
         return out
 
     # -- handlers --------------------------------------------------------------------
