@@ -20,8 +20,9 @@ Other sensors add their opcodes with ``add_handler``.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class Pipeline:
         self.cache = cache
         self.opts = options
         self._boot_wall_ns = boot_wall_ns
-        self.records = Counter[int]()       # by opcode
+        self.records: defaultdict[int, int] = defaultdict(int)  # by opcode (faster than Counter)
         self.decode_errors = Counter[int]()  # by opcode
         self.unknown_ops = 0
         self.duplicate_exits = 0
@@ -211,6 +212,20 @@ class Pipeline:
             self.opts.node_name,
             time_ns,
         )
+
+
+# The reader allocates a few short-lived dicts per event and makes no reference cycles.
+# With CPython's default thresholds (700, 10, 10) a young collection runs every ~100
+# events and promotes the events of the batch in flight, so that full collections keep
+# walking the whole process cache: ~15% of the reader's CPU at 200k events/s. Fewer,
+# larger young collections cost far less and leave cyclic garbage around a little longer.
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Set the process's garbage-collector thresholds for the event pipeline (the agent
+    calls this once at start; benchmarks too, to measure what the agent does)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def measure_boot_wall_ns() -> int:

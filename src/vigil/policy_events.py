@@ -12,7 +12,7 @@ registered (``CompiledHook``); process dicts are the cache's shared ones.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +109,8 @@ class PolicyEvents:
         self.registry = registry
         self.unknown_hook = 0
         self.missing_process = 0
-        self.events = Counter[tuple[str, str, str]]()  # (policy, hook, action)
+        # (policy, hook, action) -> events (a dict: faster than Counter)
+        self.events: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self._threads: dict[tuple[str, int], encode.SharedDict] = {}
         self._hook = registry.compiled
         self._cache = pipeline.cache

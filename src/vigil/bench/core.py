@@ -275,11 +275,12 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     """
     from vigil.abi._generated import MsgOp
     from vigil.daemon.policies import PolicyManager
-    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
     from vigil.policy_events import HookRegistry, PolicyEvents
     from vigil.process import procfs
     from vigil.process.cache import ProcessCache
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
+    tune_gc()  # as the agent runs
     bw = measure_boot_wall_ns()
     procs = procfs.scan("/proc", "bench", bw)
     reg = HookRegistry()
