@@ -33,6 +33,7 @@ _IX = abi.VG_GENERIC_MSG_INDEX
 _KTIME, _PID, _TID, _HOOK = _IX["hdr.ktime"], _IX["pid"], _IX["tid"], _IX["hook_id"]
 _ACTION, _NARGS, _FLAGS, _RET = _IX["action"], _IX["nargs"], _IX["flags"], _IX["ret"]
 _OFF, _LEN, _ORIG = _IX["arg_off"], _IX["arg_len"], _IX["orig_len"]
+_LEN_OF, _ORIG_OF = _LEN - _OFF, _ORIG - _OFF  # from an argument's offset to its length
 _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
 _RETURN = int(GenFlag.RETURN)
 # per-thread copies of process dicts ("tid" is the calling thread's), cleared when full
@@ -49,14 +50,16 @@ class RegisteredHook:
 class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
-    __slots__ = ("reg", "event", "renderers", "ret", "body", "function_name", "policy",
+    __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
                  "message", "tags", "metric_keys")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
         self.reg = reg
         self.event = plan.event
-        self.renderers: tuple[Renderer, ...] = tuple(arg_renderer(a) for a in plan.args)
+        # (renderer, index of the argument's offset in the unpacked record), per argument
+        self.slots: tuple[tuple[Renderer, int], ...] = tuple(
+            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS]))
         self.ret = arg_renderer(plan.return_arg) if plan.return_arg is not None else None
         self.body: BodyBuilder = _BODIES.get(plan.event, _uprobe_body)
         self.function_name = plan.function_name
@@ -114,6 +117,7 @@ class PolicyEvents:
         self._threads: dict[tuple[str, int], encode.SharedDict] = {}
         self._hook = registry.compiled
         self._cache = pipeline.cache
+        self._node_name = pipeline.opts.node_name
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)
@@ -126,15 +130,16 @@ class PolicyEvents:
         if hook is None:
             self.unknown_hook += 1
             return None
-        renderers = hook.renderers
+        slots = hook.slots
+        if v[_NARGS] != len(slots):  # the record has fewer arguments, or more (checked only)
+            slots = _check_extra_args(rec, v, slots)
         args = []
-        for i in range(min(v[_NARGS], _MAX_ARGS)):
-            start = _HEAD + v[_OFF + i]
-            end = start + v[_LEN + i]
+        for render, i in slots:
+            start = _HEAD + v[i]
+            end = start + v[i + _LEN_OF]
             if end > len(rec):
-                raise DecodeError(f"argument {i} beyond the record")
-            if i < len(renderers):
-                args.append(renderers[i](rec[start:end], v[_ORIG + i]))
+                raise DecodeError(f"argument {i - _OFF} beyond the record")
+            args.append(render(rec[start:end], v[i + _ORIG_OF]))
         ret = None
         if hook.ret is not None and v[_FLAGS] & _RETURN:
             ret = hook.ret(v[_RET].to_bytes(8, "little"), 0)
@@ -153,7 +158,7 @@ class PolicyEvents:
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
         return {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
-                "node_name": pipe.opts.node_name,
+                "node_name": self._node_name,
                 "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
 
     def _thread_view(self, exec_id: str, proc: dict[str, Any], tid: int) -> encode.SharedDict:
@@ -165,6 +170,17 @@ class PolicyEvents:
                 self._threads.clear()
             view = self._threads[key] = encode.SharedDict(proc, tid=tid)
         return view
+
+
+def _check_extra_args(rec: bytes, v: tuple[int, ...],
+                      slots: tuple[tuple[Renderer, int], ...]) -> tuple[tuple[Renderer, int], ...]:
+    """The slots to render when the record's argument count is not the hook's: the first
+    ``nargs`` of them; arguments the hook does not render must still lie in the record."""
+    n = min(v[_NARGS], _MAX_ARGS)
+    for i in range(_OFF + len(slots), _OFF + n):
+        if _HEAD + v[i] + v[i + _LEN_OF] > len(rec):
+            raise DecodeError(f"argument {i - _OFF} beyond the record")
+    return slots[:n]
 
 
 # ---- bodies, in each message's field order ------------------------------------------

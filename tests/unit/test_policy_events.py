@@ -229,3 +229,19 @@ def test_render_arg(spec: ArgSpec, raw: bytes, orig: int, expected: dict[str, An
     assert render_arg(spec, raw, orig) == expected
     # each call gives a new dict: a consumer may not change another event's argument
     assert render_arg(spec, raw, orig) is not render_arg(spec, raw, orig)
+
+
+def test_record_argument_count_differs_from_the_hook(env: Any) -> None:
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(14, "process_kprobe", function_name="f",
+                                 args=(ArgSpec("string"), ArgSpec("int"))), "pol", "")])
+    fewer = record(14, [b"/a"])
+    more = record(14, [b"/a", _Q(3), b"extra"])
+    beyond = bytearray(more)
+    arg_off = next(off for name, off, _, _ in abi.LAYOUTS["vg_generic_msg"][1] if name == "arg_off")
+    struct.pack_into("<H", beyond, arg_off + 2 * 2, 200)  # the 3rd argument's offset
+    [a, b] = pipe.handle([fewer, more])
+    assert a["process_kprobe"]["args"] == [{"string_arg": "/a"}]
+    assert b["process_kprobe"]["args"] == [{"string_arg": "/a"}, {"int_arg": 3}]
+    assert pipe.handle([bytes(beyond)]) == []
+    assert pipe.decode_errors[abi.MsgOp.GENERIC_KPROBE] == 1

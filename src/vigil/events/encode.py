@@ -441,6 +441,11 @@ def _default(obj: Any) -> Any:
     """orjson hands us every subclass of dict/list/str/int (``OPT_PASSTHROUGH_SUBCLASS``):
     a ``SharedDict`` as its cached JSON, any other as its base type, which is what orjson
     writes for it without that option."""
+    if type(obj) is SharedDict:
+        try:
+            return obj._json  # the common case, without a second call
+        except AttributeError:
+            return obj.json_fragment()
     if isinstance(obj, SharedDict):
         return obj.json_fragment()
     if isinstance(obj, dict):

@@ -135,8 +135,8 @@ _RENDER: dict[str, Renderer] = {
     "capability": _capability,
     "syscall64": lambda raw, _o: {"syscall_id": {"id": _int(raw) & 0xFFFFFFFF, "abi": "x64"}},
     # tracepoint strings may carry their NUL and padding
-    "string": lambda raw, _o: {"string_arg": raw.partition(b"\0")[0].decode(errors="replace")},
-    "file": lambda raw, _o: {"file_arg": {"path": raw.decode(errors="replace") or "/"}},
+    "string": lambda raw, _o: {"string_arg": raw.partition(b"\0")[0].decode("utf-8", "replace")},
+    "file": lambda raw, _o: {"file_arg": {"path": raw.decode("utf-8", "replace") or "/"}},
     "sockaddr": lambda raw, _o: {"sockaddr_arg": _sockaddr(raw)},
 }
 
