@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -37,8 +38,13 @@ from vigil.throttle import ThrottleTracker, decode_throttle, is_throttled, throt
 Event = dict[str, Any]
 Handler = Callable[[bytes], "Event | None"]
 
-# Flags a fork child inherits from the process it was forked from.
-_INHERITED_FLAGS = ExecFlag.TRUNC_ARGS | ExecFlag.ROOTCWD | ExecFlag.NOCWD
+# Flags a fork child inherits from the process it was forked from (plain ints: IntFlag
+# arithmetic builds enum members, at microseconds each).
+_INHERITED_FLAGS = int(ExecFlag.TRUNC_ARGS | ExecFlag.ROOTCWD | ExecFlag.NOCWD)
+_CLONE, _EXECVE = int(ExecFlag.CLONE), int(ExecFlag.EXECVE)
+# Every field of a ProcessInfo, read at once (a clone copies its parent's).
+_PROCESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessInfo))
+_process_values = operator.attrgetter(*_PROCESS_FIELDS)
 # A clone for a pid the /proc scan already saw, started within one clock tick of it,
 # is the same process seen twice (the scan raced the live ring).
 _SCAN_SLACK_NS = 20_000_000
@@ -127,8 +133,8 @@ class Pipeline:
         p = r.process
         parent = self.cache.current(r.ppid)
         prev = self.cache.current(p.pid)
-        if prev is not None and prev.flags & ExecFlag.CLONE and not prev.flags & ExecFlag.EXECVE:
-            p.flags |= ExecFlag.CLONE
+        if prev is not None and prev.flags & _CLONE and not prev.flags & _EXECVE:
+            p.flags |= _CLONE
         if parent is not None:
             p.parent_exec_id = parent.exec_id
         self.cache.add(p)
@@ -142,18 +148,19 @@ class Pipeline:
         parent = self.cache.current(c.ppid)
         if parent is None:
             return None  # forked by a process we never saw: its exec will still link
-        child = dataclasses.replace(
-            parent,
+        fields = dict(zip(_PROCESS_FIELDS, _process_values(parent)))
+        fields.update(
             exec_id=exec_id(self.opts.node_name, c.start_ktime, c.pid),
             pid=c.pid,
             tid=c.tid,
             ktime=c.start_ktime,
             start_time_ns=self._boot_wall_ns() + c.start_ktime,
-            flags=ExecFlag.CLONE | (parent.flags & _INHERITED_FLAGS),
+            flags=_CLONE | (parent.flags & _INHERITED_FLAGS),
             parent_exec_id=parent.exec_id,
             ppid=parent.pid,
             encoded=None, refcnt=0, exited=False, exit_time_ns=0,
         )
+        child = ProcessInfo(**fields)
         self.cache.add(child)
         return None
 
