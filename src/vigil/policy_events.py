@@ -51,7 +51,7 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "metric_keys")
+                 "message", "tags", "tail", "metric_keys")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -66,6 +66,8 @@ class CompiledHook:
         self.policy = reg.policy
         self.message = plan.message
         self.tags = plan.tags
+        # process_kprobe's fields after "action" that are the same in every event
+        self.tail = {"policy_name": reg.policy, **({"message": plan.message} if plan.message else {})}
         # vg_action value -> (policy, hook, action name), the key of PolicyEvents.events
         self.metric_keys: dict[int, tuple[str, str, str]] = {}
 
@@ -192,16 +194,16 @@ BodyBuilder = Callable[[CompiledHook, dict[str, Any], "dict[str, Any] | None",
 def _kprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
                  args: list[dict[str, Any]], ret: dict[str, Any] | None,
                  action: str) -> dict[str, Any]:
-    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
-    body["function_name"] = h.function_name
+    if parent is None:
+        body = {"process": proc, "function_name": h.function_name}
+    else:
+        body = {"process": proc, "parent": parent, "function_name": h.function_name}
     if args:
         body["args"] = args
     if ret is not None:
         body["return"] = ret
     body["action"] = action
-    body["policy_name"] = h.policy
-    if h.message:
-        body["message"] = h.message
+    body.update(h.tail)  # policy_name, message
     if h.tags:
         body["tags"] = list(h.tags)
     return body
