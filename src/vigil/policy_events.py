@@ -67,7 +67,9 @@ class CompiledHook:
         self.message = plan.message
         self.tags = plan.tags
         # process_kprobe's fields after "action" that are the same in every event
-        self.tail = {"policy_name": reg.policy, **({"message": plan.message} if plan.message else {})}
+        self.tail = {"policy_name": reg.policy}
+        if plan.message:
+            self.tail["message"] = plan.message
         # vg_action value -> (policy, hook, action name), the key of PolicyEvents.events
         self.metric_keys: dict[int, tuple[str, str, str]] = {}
 
