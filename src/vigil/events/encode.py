@@ -430,7 +430,10 @@ class SharedDict(dict):  # type: ignore[type-arg]
         try:
             return self._json  # type: ignore[no-any-return]
         except AttributeError:
-            self._json = orjson.Fragment(orjson.dumps(dict(self), _default, _PASSTHROUGH))
+            raw = orjson.dumps(dict(self), _default, _PASSTHROUGH)
+            # orjson's bytes keep their ~4 KiB buffer: copy to a right-sized object, as
+            # this one lives as long as the process is cached
+            self._json = orjson.Fragment(memoryview(raw).tobytes())
             return self._json  # type: ignore[no-any-return]
 
 

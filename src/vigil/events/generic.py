@@ -21,7 +21,6 @@ from vigil.events.encode import CAP_NAMES
 _MSG = abi.VG_GENERIC_MSG
 _IX = abi.VG_GENERIC_MSG_INDEX
 _NARGS = int(abi.GenLimits.GEN_ARGS)
-_I64 = struct.Struct("<q")
 
 # Tetragon's KprobeAction names, by vg_action value.
 ACTION_NAMES = {
