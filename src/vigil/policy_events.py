@@ -3,22 +3,41 @@
 ``HookRegistry`` maps the hook id carried in every record to its plan and policy; the
 policy manager fills it (under its lock) and the reader thread reads it. A record of a
 hook that was just removed is counted (``unknown_hook``) and dropped.
+
+Hot path: a record is unpacked with one ``struct`` call; what every event of a hook
+shares (argument renderers, names, the metrics key) is prepared once, when the hook is
+registered (``CompiledHook``); process dicts are the cache's shared ones.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vigil.abi import _generated as abi
 from vigil.abi._generated import GenFlag, MsgOp
 from vigil.events import encode
-from vigil.events.generic import ACTION_NAMES, GenericRecord, decode_generic, render_arg
+from vigil.events.decode import DecodeError
+from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
 from vigil.pipeline import Pipeline
 from vigil.policy.plan import HookPlan
 
 Event = dict[str, Any]
+
+_MSG = abi.VG_GENERIC_MSG
+_HEAD = _MSG.size
+_IX = abi.VG_GENERIC_MSG_INDEX
+_KTIME, _PID, _TID, _HOOK = _IX["hdr.ktime"], _IX["pid"], _IX["tid"], _IX["hook_id"]
+_ACTION, _NARGS, _FLAGS, _RET = _IX["action"], _IX["nargs"], _IX["flags"], _IX["ret"]
+_OFF, _LEN, _ORIG = _IX["arg_off"], _IX["arg_len"], _IX["orig_len"]
+_LEN_OF, _ORIG_OF = _LEN - _OFF, _ORIG - _OFF  # from an argument's offset to its length
+_MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
+_RETURN = int(GenFlag.RETURN)
+# per-thread copies of process dicts ("tid" is the calling thread's), cleared when full
+_THREAD_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -28,23 +47,65 @@ class RegisteredHook:
     namespace: str
 
 
+class CompiledHook:
+    """What every event of one registered hook shares, prepared when it is registered."""
+
+    __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
+                 "message", "tags", "tail", "metric_keys")
+
+    def __init__(self, reg: RegisteredHook) -> None:
+        plan = reg.plan
+        self.reg = reg
+        self.event = plan.event
+        # (renderer, index of the argument's offset in the unpacked record), per argument
+        self.slots: tuple[tuple[Renderer, int], ...] = tuple(
+            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS]))
+        self.ret = arg_renderer(plan.return_arg) if plan.return_arg is not None else None
+        self.body: BodyBuilder = _BODIES.get(plan.event, _uprobe_body)
+        self.function_name = plan.function_name
+        self.policy = reg.policy
+        self.message = plan.message
+        self.tags = plan.tags
+        # process_kprobe's fields after "action" that are the same in every event
+        self.tail = {"policy_name": reg.policy}
+        if plan.message:
+            self.tail["message"] = plan.message
+        # vg_action value -> (policy, hook, action name), the key of PolicyEvents.events
+        self.metric_keys: dict[int, tuple[str, str, str]] = {}
+
+    def metric_key(self, action: int) -> tuple[str, str, str]:
+        key = (self.policy, self.reg.plan.hook_label,
+               ACTION_NAMES.get(action, "KPROBE_ACTION_UNKNOWN"))
+        self.metric_keys[action] = key
+        return key
+
+
 class HookRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hooks: dict[int, RegisteredHook] = {}
+        self._compiled: dict[int, CompiledHook] = {}
 
     def add(self, hooks: list[RegisteredHook]) -> None:
+        compiled = [CompiledHook(h) for h in hooks]
         with self._lock:
-            for h in hooks:
+            for h, c in zip(hooks, compiled):
                 self._hooks[h.plan.hook_id] = h
+                self._compiled[h.plan.hook_id] = c
 
     def remove(self, hook_ids: list[int]) -> None:
         with self._lock:
             for i in hook_ids:
                 self._hooks.pop(i, None)
+                self._compiled.pop(i, None)
 
     def get(self, hook_id: int) -> RegisteredHook | None:
         return self._hooks.get(hook_id)
+
+    @property
+    def compiled(self) -> Callable[[int], CompiledHook | None]:
+        """hook id -> its CompiledHook (a dict lookup, for the reader thread)."""
+        return self._compiled.get
 
 
 class PolicyEvents:
@@ -55,89 +116,162 @@ class PolicyEvents:
         self.registry = registry
         self.unknown_hook = 0
         self.missing_process = 0
-        self.events = Counter[tuple[str, str, str]]()  # (policy, hook, action)
+        # (policy, hook, action) -> events (a dict: faster than Counter)
+        self.events: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self._threads: dict[tuple[str, int], encode.SharedDict] = {}
+        self._hook = registry.compiled
+        self._cache = pipeline.cache
+        self._node_name = pipeline.opts.node_name
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)
 
     def handle(self, rec: bytes) -> Event | None:
-        r = decode_generic(rec)
-        reg = self.registry.get(r.hook_id)
-        if reg is None:
+        if len(rec) < _HEAD:
+            raise DecodeError(f"generic record of {len(rec)} bytes < {_HEAD}")
+        v = _MSG.unpack_from(rec)
+        hook = self._hook(v[_HOOK])
+        if hook is None:
             self.unknown_hook += 1
             return None
-        plan = reg.plan
-        body = self._body(r, reg)
-        action = ACTION_NAMES.get(r.action, "KPROBE_ACTION_UNKNOWN")
-        self.events[(reg.policy, plan.hook_label, action)] += 1
-        time_ns = self.pipeline._boot_wall_ns() + r.ktime
-        return {plan.event: body, "node_name": self.pipeline.opts.node_name,
-                "time": encode.rfc3339(time_ns)}
-
-    def _process(self, r: GenericRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        cache = self.pipeline.cache
-        p = cache.current(r.pid)
+        slots = hook.slots
+        if v[_NARGS] != len(slots):  # the record has fewer arguments, or more (checked only)
+            slots = _check_extra_args(rec, v, slots)
+        args = []
+        for render, i in slots:
+            start = _HEAD + v[i]
+            end = start + v[i + _LEN_OF]
+            if end > len(rec):
+                raise DecodeError(f"argument {i - _OFF} beyond the record")
+            args.append(render(rec[start:end], v[i + _ORIG_OF]))
+        ret = None
+        if hook.ret is not None and v[_FLAGS] & _RETURN:
+            ret = hook.ret(v[_RET].to_bytes(8, "little"), 0)
+        key = hook.metric_keys.get(v[_ACTION]) or hook.metric_key(v[_ACTION])
+        self.events[key] += 1
+        # the process and its parent, as the cache's shared dicts
+        pipe = self.pipeline
+        p, parent = self._cache.current_and_parent(v[_PID])
         if p is None:
             self.missing_process += 1
-            return {"pid": r.pid, "tid": r.tid}, None
-        proc = self.pipeline.process_json(p)
-        if proc.get("tid") != r.tid:
-            proc = {**proc, "tid": r.tid}  # the calling thread, as Tetragon reports it
-        parent = cache.get(p.parent_exec_id) if p.parent_exec_id else None
-        return proc, self.pipeline.process_json(parent) if parent else None
-
-    def _body(self, r: GenericRecord, reg: RegisteredHook) -> dict[str, Any]:
-        plan = reg.plan
-        proc, parent = self._process(r)
-        args = [render_arg(spec, raw, orig) for spec, raw, orig
-                in zip(plan.args, r.args, r.orig_len)]
-        action = ACTION_NAMES.get(r.action, "KPROBE_ACTION_UNKNOWN")
-        body: dict[str, Any] = {"process": proc}
-        if parent is not None:
-            body["parent"] = parent
-        if plan.event == "process_kprobe":
-            body["function_name"] = plan.function_name
-            if args:
-                body["args"] = args
-            if plan.return_arg is not None and r.flags & GenFlag.RETURN:
-                body["return"] = render_arg(plan.return_arg, r.ret.to_bytes(8, "little", signed=True))
-            body["action"] = action
-            body["policy_name"] = reg.policy
-        elif plan.event == "process_lsm":  # BPF LSM hooks (ProcessLsm field order)
-            body["function_name"] = plan.function_name
-            body["policy_name"] = reg.policy
-            if plan.message:
-                body["message"] = plan.message
-            if args:
-                body["args"] = args
-            body["action"] = action
-            if plan.tags:
-                body["tags"] = list(plan.tags)
-            return body
-        elif plan.event == "process_tracepoint":
-            body["subsys"] = plan.subsys
-            body["event"] = plan.event_name
-            if args:
-                body["args"] = args
-            body["policy_name"] = reg.policy
-            body["action"] = action
+            proc: dict[str, Any] = {"pid": v[_PID], "tid": v[_TID]}
         else:
-            body["path"] = plan.path
-            if plan.symbol:
-                body["symbol"] = plan.symbol
-            body["policy_name"] = reg.policy
-        if plan.message:
-            body["message"] = plan.message
-        if plan.event == "process_uprobe":
-            # ProcessUprobe has no `return`: a return probe's returnArg is the last arg
-            if plan.return_arg is not None and r.flags & GenFlag.RETURN:
-                args = [*args, render_arg(plan.return_arg, r.ret.to_bytes(8, "little", signed=True))]
-            if args:
-                body["args"] = args
-        if plan.tags:
-            body["tags"] = list(plan.tags)
-        if plan.event == "process_uprobe":
-            if plan.attach and plan.attach[-1].offset:  # uprobes by offset (uint64: a string)
-                body["offset"] = str(plan.attach[-1].offset)
-            body["action"] = action
-        return body
+            proc = p.encoded if p.encoded is not None else pipe.process_json(p)
+            if p.tid != v[_TID]:  # the calling thread, as Tetragon reports it
+                proc = self._thread_view(p.exec_id, proc, v[_TID])
+            if parent is not None:
+                parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
+        return {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
+                "node_name": self._node_name,
+                "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
+
+    def _thread_view(self, exec_id: str, proc: dict[str, Any], tid: int) -> encode.SharedDict:
+        """The process dict with another thread's tid, shared by that thread's events."""
+        key = (exec_id, tid)
+        view = self._threads.get(key)
+        if view is None:
+            if len(self._threads) >= _THREAD_CACHE_MAX:
+                self._threads.clear()
+            view = self._threads[key] = encode.SharedDict(proc, tid=tid)
+        return view
+
+
+def _check_extra_args(rec: bytes, v: tuple[int, ...],
+                      slots: tuple[tuple[Renderer, int], ...]) -> tuple[tuple[Renderer, int], ...]:
+    """The slots to render when the record's argument count is not the hook's: the first
+    ``nargs`` of them; arguments the hook does not render must still lie in the record."""
+    n = min(v[_NARGS], _MAX_ARGS)
+    for i in range(_OFF + len(slots), _OFF + n):
+        if _HEAD + v[i] + v[i + _LEN_OF] > len(rec):
+            raise DecodeError(f"argument {i - _OFF} beyond the record")
+    return slots[:n]
+
+
+# ---- bodies, in each message's field order ------------------------------------------
+
+BodyBuilder = Callable[[CompiledHook, dict[str, Any], "dict[str, Any] | None",
+                        list[dict[str, Any]], "dict[str, Any] | None", str], dict[str, Any]]
+
+
+def _kprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+                 args: list[dict[str, Any]], ret: dict[str, Any] | None,
+                 action: str) -> dict[str, Any]:
+    if parent is None:
+        body = {"process": proc, "function_name": h.function_name}
+    else:
+        body = {"process": proc, "parent": parent, "function_name": h.function_name}
+    if args:
+        body["args"] = args
+    if ret is not None:
+        body["return"] = ret
+    body["action"] = action
+    body.update(h.tail)  # policy_name, message
+    if h.tags:
+        body["tags"] = list(h.tags)
+    return body
+
+
+def _lsm_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+              args: list[dict[str, Any]], ret: dict[str, Any] | None,
+              action: str) -> dict[str, Any]:
+    """BPF LSM hooks (ProcessLsm field order)."""
+    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body["function_name"] = h.function_name
+    body["policy_name"] = h.policy
+    if h.message:
+        body["message"] = h.message
+    if args:
+        body["args"] = args
+    body["action"] = action
+    if h.tags:
+        body["tags"] = list(h.tags)
+    return body
+
+
+def _tracepoint_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+                     args: list[dict[str, Any]], ret: dict[str, Any] | None,
+                     action: str) -> dict[str, Any]:
+    plan = h.reg.plan
+    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body["subsys"] = plan.subsys
+    body["event"] = plan.event_name
+    if args:
+        body["args"] = args
+    body["policy_name"] = h.policy
+    body["action"] = action
+    if h.message:
+        body["message"] = h.message
+    if h.tags:
+        body["tags"] = list(h.tags)
+    return body
+
+
+def _uprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+                 args: list[dict[str, Any]], ret: dict[str, Any] | None,
+                 action: str) -> dict[str, Any]:
+    plan = h.reg.plan
+    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body["path"] = plan.path
+    if plan.symbol:
+        body["symbol"] = plan.symbol
+    body["policy_name"] = h.policy
+    if h.message:
+        body["message"] = h.message
+    if ret is not None:  # ProcessUprobe has no `return`: a return probe's returnArg is the last arg
+        args = [*args, ret]
+    if args:
+        body["args"] = args
+    if h.tags:
+        body["tags"] = list(h.tags)
+    if plan.attach and plan.attach[-1].offset:  # uprobes by offset (uint64: a string)
+        body["offset"] = str(plan.attach[-1].offset)
+    body["action"] = action
+    return body
+
+
+_BODIES: dict[str, BodyBuilder] = {
+    "process_kprobe": _kprobe_body,
+    "process_lsm": _lsm_body,
+    "process_tracepoint": _tracepoint_body,
+    "process_uprobe": _uprobe_body,
+}

@@ -36,6 +36,7 @@ COUNTERS = [
     "events", "policy_events", "bpf_missed_events", "bpf_records_dropped", "bpf_read_errors",
     "bpf_records_sent", "observer_ringbuf_events_lost", "observer_ringbuf_events_received",
     "observer_ringbuf_errors", "msg_op", "handler_errors", "events_missing_process_info",
+    "records_discarded",
     "cgroup_rate", "throttle_exit_events_suppressed", "throttled_events",
     "process_cache_evictions", "process_cache_early_deletions", "process_cache_misses",
     "events_exported", "export_events_dropped", "export_errors",
@@ -462,3 +463,54 @@ def test_exposition_is_valid_text() -> None:
     text = generate_latest(registry_for("tetragon")).decode()
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "tetragon_observer_ringbuf_events_lost" in names
+
+
+def test_pipeline_discards_are_exported() -> None:
+    """Every record the pipeline reads but turns into no event is in some counter."""
+    from vigil.abi import _generated as abi
+    from vigil.events.generic import ArgSpec
+    from vigil.policy.plan import HookPlan
+    from vigil.policy_events import HookRegistry, PolicyEvents, RegisteredHook
+    from vigil.process.model import ProcessInfo
+
+    def exit_rec(pid: int) -> bytes:
+        vals = list(abi.VG_EXIT_MSG.unpack(bytes(abi.VG_EXIT_MSG.size)))
+        ix = abi.VG_EXIT_MSG_INDEX
+        vals[ix["hdr.op"]], vals[ix["pid"]], vals[ix["hdr.ktime"]] = abi.MsgOp.EXIT, pid, 9
+        return abi.VG_EXIT_MSG.pack(*vals)
+
+    def generic_rec(hook_id: int, pid: int) -> bytes:
+        vals = list(abi.VG_GENERIC_MSG.unpack(bytes(abi.VG_GENERIC_MSG.size)))
+        ix = abi.VG_GENERIC_MSG_INDEX
+        vals[ix["hdr.op"]], vals[ix["hook_id"]] = abi.MsgOp.GENERIC_KPROBE, hook_id
+        vals[ix["pid"]] = vals[ix["tid"]] = pid
+        return abi.VG_GENERIC_MSG.pack(*vals)
+
+    cache = ProcessCache()
+    pipe = Pipeline(cache, EventOptions(node_name="n"), lambda: 0)
+    reg = HookRegistry()
+    pe = PolicyEvents(pipe, reg)
+    reg.add([RegisteredHook(HookPlan(hook_id=1, section="s", event="process_kprobe", opcode=0,
+                                     attach=(), config=b"", function_name="f",
+                                     args=(ArgSpec("int"),)), "p", "")])
+    cache.add(ProcessInfo(exec_id="e10", pid=10, tid=10, ktime=1, start_time_ns=1, binary="/b"))
+    events = pipe.handle([
+        exit_rec(10), exit_rec(10),        # the second exit of one instance
+        exit_rec(77),                      # exit of a process never seen
+        generic_rec(2, 10),                # hook already removed
+        generic_rec(1, 78),                # policy event of a process not in the cache
+        bytes([250]) + bytes(15),          # unknown opcode
+        exit_rec(10)[:12],                 # malformed
+    ])
+    assert [next(iter(e)) for e in events] == ["process_exit", "process_kprobe"]
+    reg_ = build_registry(MetricsConfig(namespace="vigil"),
+                          MetricsSources(pipeline=lambda: pipe, policy_events=lambda: pe),
+                          event_metrics(MetricsConfig()), process=False)
+    v = reg_.get_sample_value
+    assert v("vigil_records_discarded_total", {"reason": "duplicate_exit"}) == 1
+    assert v("vigil_records_discarded_total", {"reason": "unknown_hook"}) == 1
+    assert v("vigil_events_missing_process_info_total") == 2
+    assert v("vigil_handler_errors_total", {"opcode": "unknown", "error": "unknown_opcode"}) == 1
+    assert v("vigil_handler_errors_total", {"opcode": str(int(abi.MsgOp.EXIT)),
+                                            "error": "event_handler_failed"}) == 1
+    assert v("vigil_observer_ringbuf_events_received_total") == 7

@@ -185,42 +185,150 @@ def bench_syscalls(n: int = 2_000_000) -> dict[str, Any]:
     }
 
 
-def bench_pipeline(n: int = 200_000) -> dict[str, Any]:
-    """Policy-event records through decode + process enrichment + JSON lines, one core."""
-    import orjson
+class _JsonPath:
+    """The agent's JSON export path: hub -> QueueSink -> JsonlExporter -> RotatingFileWriter,
+    driven in the calling thread (one core), writing a real file."""
 
+    def __init__(self, path: Path) -> None:
+        from vigil.export.jsonl import RotatingFileWriter
+        from vigil.export.sink import JsonlExporter, QueueSink
+        from vigil.hub import EventHub
+        self.path = path
+        self.writer = RotatingFileWriter(path, max_size_mb=1 << 20, max_backups=1)
+        self.exporter = JsonlExporter(self.writer)
+        self.sink = QueueSink("bench", self.exporter, max_events=1 << 20)
+        self.hub = EventHub()
+        self.hub.subscribe(self.sink)
+
+    def feed(self, batches: list[Any], make: Any) -> float:
+        """CPU seconds to publish ``make(batch)`` for every batch and write it out."""
+        publish, deliver = self.hub.publish, self.sink.deliver_queued
+        t0 = time.process_time()
+        for b in batches:
+            publish(make(b))
+            deliver()
+        return time.process_time() - t0
+
+    def close(self) -> dict[str, int]:
+        """Close the file; what was written, and every place an event could be lost."""
+        self.writer.close()
+        with open(self.path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+        self.path.unlink()
+        return {"json_lines": lines, "sink_dropped": self.sink.dropped,
+                "encode_errors": self.exporter.encode_errors,
+                "write_errors": self.writer.write_errors,
+                "lines_dropped": self.writer.lines_dropped}
+
+
+def _batches(records: list[bytes], size: int = 4096) -> list[list[bytes]]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def _with_ktime(rec: bytes, delta: int) -> bytes:
+    """``rec`` as if it happened ``delta`` ns later (hdr.ktime, and a clone's start_ktime),
+    so a replayed exec is a new process instance."""
+    from vigil.abi import _generated as abi
+    out = bytearray(rec)
+    for st, ix, names in ((abi.VG_MSG_HDR, abi.VG_MSG_HDR_INDEX, ("ktime",)),
+                          (abi.VG_CLONE_MSG, abi.VG_CLONE_MSG_INDEX, ("start_ktime",))):
+        if names[0] == "start_ktime" and rec[0] != abi.MsgOp.CLONE:
+            continue
+        v = list(st.unpack_from(out))
+        for name in names:
+            v[ix[name]] += delta
+        st.pack_into(out, 0, *v)
+    return bytes(out)
+
+
+def _pipeline_run(records: list[bytes], expected: int, make_pipe: Any, tmp: Path,
+                  rounds: int) -> dict[str, Any]:
+    """Best of ``rounds``: records -> Pipeline.handle -> JSON lines on disk; plus, in the
+    same run, the JSON path alone on the events already built (the serializer's share)."""
+    ref = make_pipe()
+    built = [e for b in _batches(records) for e in ref.handle(b)]
+    best: dict[str, Any] = {}
+    for r in range(rounds):
+        pipe = make_pipe()
+        out = _JsonPath(tmp / f"pipeline-{r}.log")
+        cpu = out.feed(_batches(records), pipe.handle)
+        got = out.close()
+        json_only = _JsonPath(tmp / f"json-only-{r}.log")
+        cpu_json = json_only.feed(_batches(built), lambda b: b)
+        json_only.close()
+        per_event, json_per_event = cpu / max(1, got["json_lines"]), cpu_json / len(built)
+        res = {"records": len(records), "events_expected": expected, **got,
+               "lost": expected - got["json_lines"],
+               "events_per_cpu_second": round(1 / per_event),
+               "json_path_only_events_per_cpu_second": round(1 / json_per_event),
+               "json_path_share_of_cpu": round(json_per_event / per_event, 3)}
+        if not best or res["events_per_cpu_second"] > best["events_per_cpu_second"]:
+            best = res
+    return best
+
+
+def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
+    """Real records through decode + process enrichment + the JSON export path, one core.
+
+    Policy events: openat records of a real policy, replayed ``n`` times. Exec/exit: the
+    clone, exec and exit records of real /bin/true runs, replayed with shifted
+    timestamps so each replay is a new process instance (pid reuse). Zero loss is
+    checked: JSON lines written == events expected.
+    """
+    from vigil.abi._generated import MsgOp
     from vigil.daemon.policies import PolicyManager
-    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
     from vigil.policy_events import HookRegistry, PolicyEvents
     from vigil.process import procfs
     from vigil.process.cache import ProcessCache
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
+    tune_gc()  # as the agent runs
+    bw = measure_boot_wall_ns()
+    procs = procfs.scan("/proc", "bench", bw)
+    reg = HookRegistry()
+
+    def make_pipe() -> Pipeline:
+        pipe = Pipeline(ProcessCache(), EventOptions(node_name="bench"), lambda: bw)
+        PolicyEvents(pipe, reg)
+        pipe.bootstrap(procs)
+        return pipe
+
     base = BaseSensor(BaseSensorConfig(ring_bytes=8 << 20))
     base.load()
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    mgr = PolicyManager(base, reg)
     try:
-        bw = measure_boot_wall_ns()
-        pipe = Pipeline(ProcessCache(), EventOptions(node_name="bench"), lambda: bw)
-        reg = HookRegistry()
-        PolicyEvents(pipe, reg)
-        pipe.bootstrap(procfs.scan("/proc", "bench", bw))
-        mgr = PolicyManager(base, reg)
         mgr.add(NONMATCHING_OPENAT.replace("/nonexistent/vigil-bench/", "/etc/host"), source="bench")
         base.ring.drain()
         for _ in range(50):
             open("/etc/hostname").close()
+        children = [subprocess.Popen([TRUE]) for _ in range(200)]
+        for c in children:
+            c.wait()
         time.sleep(0.2)
-        sample = [r for r in base.ring.drain() if r[0] == 13]
-        records = (sample * (n // max(1, len(sample)) + 1))[:n]
-        with open(os.devnull, "wb") as out:
-            t0 = time.process_time()
-            for i in range(0, n, 4096):
-                events = pipe.handle(records[i:i + 4096])
-                out.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
-            cpu = time.process_time() - t0
-        mgr.close()
+        pids = {c.pid for c in children}
+        recs = base.ring.drain()
+        policy_sample = [r for r in recs if r[0] in (MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_KPROBE)
+                         and int.from_bytes(r[16:20], "little") == os.getpid()]
+        proc_sample = [r for r in recs if r[0] in (MsgOp.CLONE, MsgOp.EXEC, MsgOp.EXIT)
+                       and int.from_bytes(r[16:20], "little") in pids]
+        policy_records = (policy_sample * (n // max(1, len(policy_sample)) + 1))[:n]
+        replays = max(1, n // 2 // max(1, len(proc_sample)))
+        ktimes = [int.from_bytes(r[8:16], "little") for r in proc_sample]
+        span = 1 + max(ktimes) - min(ktimes)
+        proc_records = [_with_ktime(r, k * span) for k in range(replays) for r in proc_sample]
+        execs = sum(1 for r in proc_sample if r[0] == MsgOp.EXEC)
+        exits = sum(1 for r in proc_sample if r[0] == MsgOp.EXIT)
+        return {
+            "policy": _pipeline_run(policy_records, n, make_pipe, tmp, rounds),
+            "exec_exit": {"processes": replays * len(pids),
+                          **_pipeline_run(proc_records, replays * (execs + exits), make_pipe,
+                                          tmp, rounds)},
+        }
     finally:
+        mgr.close()
         base.close()
-    return {"events": n, "events_per_cpu_second": round(n / cpu)}
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> dict[str, Any]:

@@ -28,7 +28,7 @@ from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.ratelimit import rate_limit_export
 from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
 from vigil.hub import EventHub
-from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.model import Namespaces
@@ -171,6 +171,7 @@ class Agent:
             self._offer(self.pipeline.bootstrap(procs))
             self.sensor.seed_procs((p.pid, p.binary) for p in procs if p.binary)
             self._load_startup_policies()
+            tune_gc()
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
                                              daemon=True)
             self._reader.start()

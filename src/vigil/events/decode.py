@@ -29,14 +29,21 @@ _CREDS = [_EX[f"creds.{n}"] for n in (
 _NS = [_EX[f"ns.{n}"] for n in (
     "uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "time_for_children",
     "cgroup", "user")]
+(_X_CGROUP_LEN, _X_PATH_LEN, _X_CWD_LEN, _X_ARGS_LEN, _X_PID, _X_TID, _X_PPID, _X_KTIME,
+ _X_FLAGS, _X_AUID, _X_CGROUP_ID) = (_EX[n] for n in (
+    "cgroup_len", "path_len", "cwd_len", "args_len", "pid", "tid", "ppid", "hdr.ktime",
+    "flags", "auid", "cgroup_id"))
 _CLONE = abi.VG_CLONE_MSG
 _CL = abi.VG_CLONE_MSG_INDEX
 _EXIT = abi.VG_EXIT_MSG
 _XT = abi.VG_EXIT_MSG_INDEX
 _HDR = abi.VG_MSG_HDR
+_CLONE_FIELDS = [_CL[n] for n in ("pid", "tid", "ppid", "start_ktime", "hdr.ktime")]
+_EXIT_FIELDS = [_XT[n] for n in ("pid", "tid", "exit_code", "hdr.ktime")]
 
 # Only these kernel-side flag bits are Tetragon's; VG_FLAG_TRUNC_PATH stays internal.
 _EXPORTED_FLAGS = int(sum(f for f in ExecFlag))
+_TRUNC_PATH = int(abi.ExecFlag.TRUNC_PATH)
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
@@ -62,6 +69,8 @@ def split_argv(raw: bytes) -> tuple[str, ...]:
 
 def docker_id(cgroup_name: str) -> str:
     """Tetragon's ``docker`` field: the first 31 chars of a container id in the cgroup name."""
+    if len(cgroup_name) < 64:
+        return ""
     m = _CONTAINER_ID.search(cgroup_name)
     return m.group(0)[:31] if m else ""
 
@@ -79,7 +88,7 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     if len(rec) < _EXEC.size:
         raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC.size}")
     v = _EXEC.unpack_from(rec)
-    lens = (v[_EX["cgroup_len"]], v[_EX["path_len"]], v[_EX["cwd_len"]], v[_EX["args_len"]])
+    lens = (v[_X_CGROUP_LEN], v[_X_PATH_LEN], v[_X_CWD_LEN], v[_X_ARGS_LEN])
     if _EXEC.size + sum(lens) > len(rec):
         raise DecodeError(f"exec record tail {sum(lens)} bytes > {len(rec) - _EXEC.size}")
     pos, parts = _EXEC.size, []
@@ -87,15 +96,14 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         parts.append(rec[pos:pos + n])
         pos += n
     cgroup_raw, path_raw, cwd_raw, args_raw = parts
-    pid, ktime, kflags = v[_EX["pid"]], v[_EX["hdr.ktime"]], v[_EX["flags"]]
+    pid, ktime, kflags = v[_X_PID], v[_X_KTIME], v[_X_FLAGS]
     argv = split_argv(args_raw)
     cgroup_name = cgroup_raw.decode(errors="replace")
-    c = [v[i] for i in _CREDS]
-    creds = Credentials(*c)
+    creds = Credentials(*[v[i] for i in _CREDS])
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
         pid=pid,
-        tid=v[_EX["tid"]],
+        tid=v[_X_TID],
         ktime=ktime,
         start_time_ns=boot_wall_ns + ktime,
         binary=decode_path(path_raw),
@@ -103,15 +111,15 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         cwd=decode_path(cwd_raw),
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
-        auid=v[_EX["auid"]],
-        ppid=v[_EX["ppid"]],
+        auid=v[_X_AUID],
+        ppid=v[_X_PPID],
         docker=docker_id(cgroup_name),
-        cgroup_id=v[_EX["cgroup_id"]],
+        cgroup_id=v[_X_CGROUP_ID],
         cgroup_name=cgroup_name,
         creds=creds,
-        ns=Namespaces(*(v[i] for i in _NS)),
+        ns=Namespaces(*[v[i] for i in _NS]),
     )
-    return ExecRecord(proc, proc.ppid, bool(kflags & abi.ExecFlag.TRUNC_PATH))
+    return ExecRecord(proc, proc.ppid, bool(kflags & _TRUNC_PATH))
 
 
 class CloneRecord(NamedTuple):
@@ -126,8 +134,7 @@ def decode_clone(rec: bytes) -> CloneRecord:
     if len(rec) < _CLONE.size:
         raise DecodeError(f"clone record of {len(rec)} bytes < {_CLONE.size}")
     v = _CLONE.unpack_from(rec)
-    return CloneRecord(v[_CL["pid"]], v[_CL["tid"]], v[_CL["ppid"]], v[_CL["start_ktime"]],
-                       v[_CL["hdr.ktime"]])
+    return CloneRecord(*[v[i] for i in _CLONE_FIELDS])
 
 
 class ExitRecord(NamedTuple):
@@ -141,4 +148,4 @@ def decode_exit(rec: bytes) -> ExitRecord:
     if len(rec) < _EXIT.size:
         raise DecodeError(f"exit record of {len(rec)} bytes < {_EXIT.size}")
     v = _EXIT.unpack_from(rec)
-    return ExitRecord(v[_XT["pid"]], v[_XT["tid"]], v[_XT["exit_code"]], v[_XT["hdr.ktime"]])
+    return ExitRecord(*[v[i] for i in _EXIT_FIELDS])

@@ -21,6 +21,9 @@ What is omitted, and why (proto3 JSON mapping, ``EmitUnpopulated`` false):
   depends on timing, so it has no stable meaning for consumers;
 * ``pod``, ``binary_properties``, ``user`` and ``environment_variables`` are not
   produced by this module (no k8s API, and the others are opt-in in Tetragon).
+
+Process dicts are ``SharedDict``s: one per process, shared by every event that names the
+process, read-only, and serialized to JSON once (``dumps`` reuses those bytes).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "capabilities_dict",
     "credentials_dict",
     "dumps",
+    "dumps_all",
     "exec_event",
     "exit_event",
     "exit_signal_status",
@@ -56,6 +60,7 @@ __all__ = [
     "process_dict",
     "rfc3339",
     "securebits_list",
+    "SharedDict",
 ]
 
 # CapabilitiesType enum names, indexed by Linux capability number (0..40).
@@ -135,18 +140,30 @@ _TIME_NAMESPACES = frozenset({"time", "time_for_children"})
 
 # --------------------------------------------------------------------------- scalars
 
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last second formatted: events come in bursts
+# within one second. Replaced as a whole, so readers in other threads see a consistent pair.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def rfc3339(ns: int) -> str:
     """Format UNIX-epoch nanoseconds as protojson formats a Timestamp.
 
     UTC with a ``Z`` suffix; the fraction has 0, 3, 6 or 9 digits, the shortest
     of those that is exact.
     """
+    global _last_second
     secs, nanos = divmod(ns, _NS_PER_S)
-    t = time.gmtime(secs)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{_fraction(nanos)}Z"
-    )
+    last = _last_second
+    if last[0] == secs:
+        prefix = last[1]
+    else:
+        t = time.gmtime(secs)
+        prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+        _last_second = (secs, prefix)
+    if nanos % 1_000:
+        return "%s.%09dZ" % (prefix, nanos)  # noqa: UP031 - faster than an f-string here
+    return f"{prefix}{_fraction(nanos)}Z"
 
 
 def _fraction(nanos: int) -> str:
@@ -311,10 +328,10 @@ def process_dict(
     cred: bool = False,
     ns: bool = False,
     host_ns: Namespaces | None = None,
-) -> dict[str, Any]:
+) -> SharedDict:
     """``Process`` message for ``p`` (``cred``/``ns`` as Tetragon's
     ``--enable-process-cred``/``--enable-process-ns``)."""
-    out: dict[str, Any] = {}
+    out = SharedDict()
     if p.exec_id:
         out["exec_id"] = p.exec_id
     out["pid"] = p.pid
@@ -402,6 +419,59 @@ def exit_event(
     return _envelope("process_exit", body, node_name, time_ns)
 
 
+class SharedDict(dict):  # type: ignore[type-arg]
+    """A message dict shared by many events (a process): never change it after it is
+    published. Its JSON is made once, on first need, and ``dumps`` splices those bytes
+    into every event that contains it; for every other consumer it is a plain dict."""
+
+    __slots__ = ("_json",)
+
+    def json_fragment(self) -> orjson.Fragment:
+        try:
+            return self._json  # type: ignore[no-any-return]
+        except AttributeError:
+            raw = orjson.dumps(dict(self), _default, _PASSTHROUGH)
+            # orjson's bytes keep their ~4 KiB buffer: copy to a right-sized object, as
+            # this one lives as long as the process is cached
+            self._json = orjson.Fragment(memoryview(raw).tobytes())
+            return self._json  # type: ignore[no-any-return]
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _default(obj: Any) -> Any:
+    """orjson hands us every subclass of dict/list/str/int (``OPT_PASSTHROUGH_SUBCLASS``):
+    a ``SharedDict`` as its cached JSON, any other as its base type, which is what orjson
+    writes for it without that option."""
+    if type(obj) is SharedDict:
+        try:
+            return obj._json  # the common case, without a second call
+        except AttributeError:
+            return obj.json_fragment()
+    if isinstance(obj, SharedDict):
+        return obj.json_fragment()
+    if isinstance(obj, dict):
+        return dict(obj)
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)  # the string's own characters, whatever __str__ says
+    if isinstance(obj, int):
+        return int.__int__(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
 def dumps(event: dict[str, Any]) -> bytes:
-    """Serialize one event as compact JSON bytes (no trailing newline)."""
-    return orjson.dumps(event)
+    """Serialize one event as compact JSON bytes (no trailing newline).
+
+    The same bytes as ``orjson.dumps(event)``; shared process dicts are not serialized
+    again. Raises ``orjson.JSONEncodeError`` (a TypeError) for what JSON cannot hold.
+    """
+    return orjson.dumps(event, _default, _PASSTHROUGH)
+
+
+def dumps_all(events: Sequence[dict[str, Any]]) -> list[bytes]:
+    """``dumps`` of each event; raises on the first one that cannot be encoded."""
+    dumps_, default, option = orjson.dumps, _default, _PASSTHROUGH
+    return [dumps_(ev, default, option) for ev in events]

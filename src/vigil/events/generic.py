@@ -8,7 +8,9 @@ how to render each one (§2.5 of the interface reference).
 from __future__ import annotations
 
 import base64
+import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,6 @@ from vigil.events.encode import CAP_NAMES
 _MSG = abi.VG_GENERIC_MSG
 _IX = abi.VG_GENERIC_MSG_INDEX
 _NARGS = int(abi.GenLimits.GEN_ARGS)
-_I64 = struct.Struct("<q")
 
 # Tetragon's KprobeAction names, by vg_action value.
 ACTION_NAMES = {
@@ -82,44 +83,69 @@ def _signed64(v: int) -> int:
 
 
 def _int(raw: bytes) -> int:
-    return _I64.unpack(raw[:8].ljust(8, b"\0"))[0] if raw else 0
+    """The first 8 bytes as a signed 64-bit value; fewer bytes are zero-extended."""
+    if len(raw) >= 8:
+        return int.from_bytes(raw[:8], "little", signed=True)
+    return int.from_bytes(raw, "little")
+
+
+Renderer = Callable[[bytes, int], dict[str, Any]]
 
 
 def render_arg(spec: ArgSpec, raw: bytes, orig_len: int = 0) -> dict[str, Any]:
     """One KprobeArgument dict (protojson shape), with ``label`` if the policy set one."""
-    out = spec.out
-    if out in ("int", "uint", "long", "size", "capability", "syscall64"):
-        v = _int(raw)
-        if out == "int":
-            arg: dict[str, Any] = {"int_arg": ((v + (1 << 31)) % (1 << 32)) - (1 << 31)}
-        elif out == "uint":
-            arg = {"uint_arg": v % (1 << 32)}
-        elif out == "long":
-            arg = {"long_arg": str(v)}
-        elif out == "size":
-            arg = {"size_arg": str(v % (1 << 64))}
-        elif out == "capability":
-            name = CAP_NAMES[v] if 0 <= v < len(CAP_NAMES) else str(v)
-            arg = {"capability_arg": {"value": v, "name": name}}
-        else:
-            arg = {"syscall_id": {"id": v % (1 << 32), "abi": "x64"}}
-    elif out == "string":  # tracepoint strings may carry their NUL and padding
-        arg = {"string_arg": raw.split(b"\0", 1)[0].decode(errors="replace")}
-    elif out == "file":
-        arg = {"file_arg": {"path": raw.decode(errors="replace") or "/"}}
-    elif out == "sockaddr":
-        arg = {"sockaddr_arg": _sockaddr(raw)}
-    elif out in _OBJECT_RENDER:
-        arg = _OBJECT_RENDER[out](raw) if raw else {}
-    else:  # bytes
-        b64 = base64.b64encode(raw).decode()
-        if orig_len > len(raw):
-            arg = {"truncated_bytes_arg": {"bytes_arg": b64, "orig_size": str(orig_len)}}
-        else:
-            arg = {"bytes_arg": b64} if raw else {}
-    if spec.label:
-        arg["label"] = spec.label
-    return arg
+    return arg_renderer(spec)(raw, orig_len)
+
+
+@functools.lru_cache(maxsize=1024)
+def arg_renderer(spec: ArgSpec) -> Renderer:
+    """``render_arg`` for one ``spec``, chosen once: (raw bytes, original length) -> a new
+    KprobeArgument dict. Policy hooks keep one per argument."""
+    render = _RENDER.get(spec.out) or _object_renderer(spec.out)
+    if not spec.label:
+        return render
+    label = spec.label
+
+    def labelled(raw: bytes, orig_len: int) -> dict[str, Any]:
+        arg = render(raw, orig_len)
+        arg["label"] = label
+        return arg
+    return labelled
+
+
+def _capability(raw: bytes, _orig: int) -> dict[str, Any]:
+    v = _int(raw)
+    name = CAP_NAMES[v] if 0 <= v < len(CAP_NAMES) else str(v)
+    return {"capability_arg": {"value": v, "name": name}}
+
+
+def _bytes(raw: bytes, orig_len: int) -> dict[str, Any]:
+    b64 = base64.b64encode(raw).decode()
+    if orig_len > len(raw):
+        return {"truncated_bytes_arg": {"bytes_arg": b64, "orig_size": str(orig_len)}}
+    return {"bytes_arg": b64} if raw else {}
+
+
+_RENDER: dict[str, Renderer] = {
+    "int": lambda raw, _o: {"int_arg": ((_int(raw) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)},
+    "uint": lambda raw, _o: {"uint_arg": _int(raw) & 0xFFFFFFFF},
+    "long": lambda raw, _o: {"long_arg": str(_int(raw))},
+    "size": lambda raw, _o: {"size_arg": str(_int(raw) & 0xFFFFFFFFFFFFFFFF)},
+    "capability": _capability,
+    "syscall64": lambda raw, _o: {"syscall_id": {"id": _int(raw) & 0xFFFFFFFF, "abi": "x64"}},
+    # tracepoint strings may carry their NUL and padding
+    "string": lambda raw, _o: {"string_arg": raw.partition(b"\0")[0].decode("utf-8", "replace")},
+    "file": lambda raw, _o: {"file_arg": {"path": raw.decode("utf-8", "replace") or "/"}},
+    "sockaddr": lambda raw, _o: {"sockaddr_arg": _sockaddr(raw)},
+}
+
+
+def _object_renderer(out: str) -> Renderer:
+    """Kernel objects (``_OBJECT_RENDER``), else raw bytes."""
+    obj = _OBJECT_RENDER.get(out)
+    if obj is None:
+        return _bytes
+    return lambda raw, _o: obj(raw) if raw else {}
 
 
 def _sockaddr(raw: bytes) -> dict[str, Any]:

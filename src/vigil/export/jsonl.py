@@ -416,6 +416,10 @@ class RotatingFileWriter:
 
     def _write_batch(self, lines: Sequence[bytes]) -> None:
         """Write ``lines`` in as few chunks as rotation boundaries allow."""
+        total = sum(map(len, lines)) + len(lines)
+        if self._size + total <= self.max_bytes:  # no rotation inside the batch
+            self._emit(lines)
+            return
         chunk: list[bytes] = []
         chunk_len = 0
         may_rotate = True
@@ -423,28 +427,30 @@ class RotatingFileWriter:
             n = len(line) + 1
             used = self._size + chunk_len
             if may_rotate and used > 0 and used + n > self.max_bytes:
-                self._emit(chunk, chunk_len)
+                self._emit(chunk)
                 chunk, chunk_len = [], 0
                 may_rotate = self._rotate()  # don't retry a failing rename per line
                 if self._fd is None:  # rotated but the new file could not be opened
                     self.lines_dropped += len(lines) - i
                     return
             chunk.append(line)
-            chunk.append(b"\n")
             chunk_len += n
-        self._emit(chunk, chunk_len)
+        self._emit(chunk)
 
-    def _emit(self, chunk: list[bytes], chunk_len: int) -> None:
-        """Write one chunk (alternating line, newline items) with a single write loop."""
-        if not chunk or self._fd is None:
+    def _emit(self, lines: Sequence[bytes]) -> None:
+        """Write ``lines``, each followed by a newline, with a single write loop."""
+        if not lines or self._fd is None:
             return
-        nlines = len(chunk) // 2
-        prefix = b"\n" if self._needs_newline else b""
-        data = memoryview(prefix + b"".join(chunk))
+        nlines = len(lines)
+        prefix = self._needs_newline  # the last write stopped mid-line: end that line first
+        data = b"\n".join([b"", *lines, b""] if prefix else [*lines, b""])
         done = 0
         try:
-            while done < len(data):
-                done += os.write(self._fd, data[done:])
+            done = os.write(self._fd, data)
+            if done < len(data):
+                view = memoryview(data)
+                while done < len(data):
+                    done += os.write(self._fd, view[done:])
         except OSError as e:
             self._count_error("write", e)
         self._size += done
@@ -453,10 +459,11 @@ class RotatingFileWriter:
             self._needs_newline = False
             self.lines_written += nlines
             return
-        written = data[len(prefix) : max(done, len(prefix))].tobytes().count(b"\n")
+        start = 1 if prefix else 0
+        written = data[start:max(done, start)].count(b"\n")
         self.lines_written += written
         self.lines_dropped += nlines - written
-        self._needs_newline = done > 0 and data[done - 1 : done] != b"\n"
+        self._needs_newline = done > 0 and data[done - 1:done] != b"\n"
 
     def _unique_backup(self) -> str:
         """Backup name for now; bumps the millisecond if that name is taken (fast rotations)."""

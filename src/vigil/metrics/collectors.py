@@ -55,6 +55,7 @@ class MetricsSources:
     kernel: Callable[[], list[KernelView]] = list
     ring: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)  # pending, size, discarded
     pipeline: Callable[[], Any] = lambda: None     # vigil.pipeline.Pipeline
+    policy_events: Callable[[], Any] = lambda: None  # vigil.policy_events.PolicyEvents
     cache: Callable[[], Any] = lambda: None        # vigil.process.cache.ProcessCache
     sinks: Callable[[], list[SinkView]] = list
     ratelimit_dropped: Callable[[], int] = lambda: 0
@@ -161,9 +162,19 @@ class AgentCollector(Collector):
         if p.unknown_ops:
             errs.add_metric(["unknown", "unknown_opcode"], p.unknown_ops)
         yield errs
+        pe = self.src.policy_events()
         yield CounterMetricFamily(
             self._n("events_missing_process_info"),
-            "Exits of processes the agent never saw.", value=p.missing_process)
+            "Exits of processes the agent never saw (dropped), and policy events of "
+            "processes not in the cache (sent with pid and tid only).",
+            value=p.missing_process + (pe.missing_process if pe is not None else 0))
+        discarded = CounterMetricFamily(
+            self._n("records_discarded"), "Records read and understood but turned into "
+            "no event: a second exit of one process instance, a record of a policy hook "
+            "already removed.", labels=["reason"])
+        discarded.add_metric(["duplicate_exit"], p.duplicate_exits)
+        discarded.add_metric(["unknown_hook"], pe.unknown_hook if pe is not None else 0)
+        yield discarded
         yield from self._throttle(p.throttle)
 
     def _throttle(self, t: Any) -> Iterator[Metric]:

@@ -56,6 +56,7 @@ def sources_from_agent(agent: Any) -> MetricsSources:
         kernel=_safe(lambda: _kernel(agent), []),
         ring=_safe(lambda: _ring(agent), (0, 0, 0)),
         pipeline=lambda: agent.pipeline,
+        policy_events=lambda: getattr(agent, "policy_events", None),
         cache=lambda: agent.cache,
         sinks=_safe(lambda: [_sink(s) for s in list(agent.sinks)], []),
         ratelimit_dropped=_safe(lambda: _ratelimit_dropped(agent), 0),

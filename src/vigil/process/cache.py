@@ -160,6 +160,29 @@ class ProcessCache:
             self._count(p)
             return p
 
+    def current_and_parent(self, pid: int) -> tuple[ProcessInfo | None, ProcessInfo | None]:
+        """``current(pid)`` and, if it is cached, its parent (``get(parent_exec_id)``).
+
+        For the writer thread only: it is the one thread that changes the table, so it
+        reads without the lock (the policy-event hot path). Its hit/miss counts may race
+        with a reader thread's (they are statistics).
+        """
+        eid = self._current.get(pid)
+        p = self._procs.get(eid) if eid is not None else None
+        if p is None:
+            self.misses += 1
+            return None, None
+        if not p.parent_exec_id:
+            self.hits += 1
+            return p, None
+        parent = self._procs.get(p.parent_exec_id)
+        if parent is None:
+            self.hits += 1
+            self.misses += 1
+        else:
+            self.hits += 2
+        return p, parent
+
     def ancestors(self, p: ProcessInfo, limit: int = DEFAULT_ANCESTOR_LIMIT) -> list[ProcessInfo]:
         """Return ``p``'s ancestors from the grandparent upwards (Tetragon's ``ancestors``).
 
