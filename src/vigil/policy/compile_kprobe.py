@@ -229,6 +229,9 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
     if call.startswith("list:"):
         raise CompileError(f"{where}.call", "function lists (list:NAME) on kernel functions "
                            "are not supported by this version of Vigil")
+    if getattr(kp, "return_arg_action", None) is not None:  # TrackSock/UntrackSock
+        raise CompileError(f"{where}.returnArgAction", "socket tracking (TrackSock) is not "
+                           "supported by this version of Vigil")
     btf = getattr(view, "btf", None)
     params = None
     if btf is not None:

@@ -312,6 +312,8 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
+    if getattr(kp, "return_arg_action", None) is not None:
+        raise CompileError(f"{where}.returnArgAction", "not supported by this version of Vigil")
     b = _HookBuilder(where, view, lists)
     for i, arg in enumerate(kp.args or ()):
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
@@ -728,6 +730,10 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             continue
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
+        for extra in ("kernel_stack_trace", "user_stack_trace", "ima_hash"):
+            if getattr(a, extra, False):  # refused, never silently dropped
+                raise CompileError(f"{w}.matchActions[{k}].{_camel(extra)}",
+                                   "not supported by this version of Vigil")
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
         if name == "Signal":
             b.cfg[f"{p}.actions[{k}].arg"] = int(a.arg_sig)
