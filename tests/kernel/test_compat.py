@@ -1080,8 +1080,10 @@ def _missing(needs: tuple[str, ...]) -> list[str]:
 
 def _reason(err: Exception) -> str:
     diags = getattr(err, "diagnostics", None)
-    if diags:
-        return "; ".join(getattr(d, "message", str(d)) for d in diags)
+    if diags:  # a generic message says what by its field: name it
+        return "; ".join(f"{d.path.rsplit('.', 1)[-1]}: {d.message}"
+                         if d.message.startswith("not supported") else d.message
+                         for d in diags)
     return str(err).split("\n")[0]
 
 
