@@ -21,6 +21,7 @@ RUN_ARGS   ?=
 PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
 LANE_REQUIRE ?=
+LANE_BENCH ?= 1
 
 .PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench clean
 
@@ -90,7 +91,8 @@ test-unit: venv
 # LANE_PARALLEL=1 boots them at once; LANE_REQUIRE="6.1 6.12" fails unless both ran (CI).
 test-kernels: bpf venv
 	tools/kernel-lane.sh setup
-	LANE_PARALLEL=$(LANE_PARALLEL) LANE_REQUIRE="$(LANE_REQUIRE)" tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
+	LANE_PARALLEL=$(LANE_PARALLEL) LANE_REQUIRE="$(LANE_REQUIRE)" LANE_BENCH=$(LANE_BENCH) \
+	  tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
 
 bench: bpf venv
 	$(VPY) -m vigil.bench $(BENCH_ARGS)

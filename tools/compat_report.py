@@ -27,7 +27,7 @@ def _cell(c: dict | None) -> str:
     if status == "pass":
         return f"pass: {c.get('mechanism', '')}"
     if status == "loads":
-        return f"loads: {c['detail']}"
+        return f"loads: {c['detail'].lstrip(': ')}"
     return f"{status}: {c.get('detail', '')}"
 
 

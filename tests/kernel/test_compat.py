@@ -1126,7 +1126,7 @@ def test_example(env: ModeEnv, tdir: Path, report: list[dict[str, str]], case: C
             report.append(row)
             pytest.skip(f"{case.example}: {row['detail']}")
         if case.trigger is None:  # loaded and attached; no trigger that is safe here
-            row.update(status="loads", detail=f"{info.info}: {case.note}")
+            row.update(status="loads", detail=": ".join(x for x in (info.info, case.note) if x))
             report.append(row)
             return
         trigger = case.trigger
