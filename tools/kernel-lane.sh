@@ -227,7 +227,7 @@ test_all() {
   t0=$(date +%s)
   for k in "${ks[@]}"; do
     vmlinuz "$k" >/dev/null || die "kernel $k is not in $CACHE (tools/kernel-lane.sh setup)"
-    rm -f "$RES/$k.rc" "$RES/$k.txt" "$RES/$k.exit" "$RES/compat-$k.json" "$RES/bench-$k.json"
+    rm -f "$RES/$k".{rc,txt,exit,console} "$RES/compat-$k.json" "$RES/bench-$k.json"
     if [ "${LANE_PARALLEL:-0}" = 1 ]; then
       say "=== $k (parallel; console in $RES/$k.console)"
       { rc=0; run_guest "$k" "$(guest_script "$k")" > "$RES/$k.console" 2>&1 || rc=$?

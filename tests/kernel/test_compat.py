@@ -865,7 +865,7 @@ CASES += [
     selectors:
     - matchActions: [{action: Post, kernelStackTrace: true, userStackTrace: true}]
 """, None, _nonempty, refused="StackTrace",
-         note="consume_skb: kfree_skb_reason is not in 6.12's BTF"),
+         note="consume_skb: kfree_skb_reason is not in these kernels' BTF"),
     Case("symlink-observe.yaml", """
   kprobes:
   - call: sys_symlinkat
