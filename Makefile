@@ -19,6 +19,9 @@ BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
 APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
+LANE_PARALLEL ?= 0
+LANE_REQUIRE ?=
+LANE_BENCH ?= 1
 
 .PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench clean
 
@@ -84,10 +87,12 @@ test-unit: venv
 # Kernel lane: the kernel tier inside stock Debian kernels (bookworm 6.1 and 6.12) booted
 # under qemu with the host filesystem; fails if any test fails in any of them. Installs
 # qemu, virtme-ng and the kernels on first use (cached in build/kernel-lane). The 6.12 run
-# also prints the kprobe benchmark. LANE_KERNELS_RUN picks cached kernels (default: all).
+# also prints the kprobe benchmark. LANE_KERNELS_RUN picks cached kernels (default: all);
+# LANE_PARALLEL=1 boots them at once; LANE_REQUIRE="6.1 6.12" fails unless both ran (CI).
 test-kernels: bpf venv
 	tools/kernel-lane.sh setup
-	tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
+	LANE_PARALLEL=$(LANE_PARALLEL) LANE_REQUIRE="$(LANE_REQUIRE)" LANE_BENCH=$(LANE_BENCH) \
+	  tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
 
 bench: bpf venv
 	$(VPY) -m vigil.bench $(BENCH_ARGS)

@@ -27,7 +27,7 @@ def _cell(c: dict | None) -> str:
     if status == "pass":
         return f"pass: {c.get('mechanism', '')}"
     if status == "loads":
-        return f"loads: {c['detail']}"
+        return f"loads: {c['detail'].lstrip(': ')}"
     return f"{status}: {c.get('detail', '')}"
 
 
@@ -36,14 +36,25 @@ def compat_table(res: Path) -> str:
     if not kernels:
         return "(no compat-*.json in the results: run `make test-kernels`)\n"
     examples: list[str] = []
+    notes: dict[str, str] = {}
     for _k, cases in kernels:
         examples += [e for e in cases if e not in examples]
+        notes.update({e: c.get("note", "") for e, c in cases.items() if c.get("note")})
+    examples.sort()
     lines = ["| example (our equivalent) | " + " | ".join(k for k, _ in kernels) + " |",
              "|---|" + "---|" * len(kernels)]
     for e in examples:
-        lines.append(f"| {e} | " + " | ".join(_cell(c.get(e)).replace("|", "\\|")
-                                                for _k, c in kernels) + " |")
-    return "\n".join(lines) + "\n"
+        name = e + (f" ({notes[e]})" if notes.get(e) else "")
+        lines.append(f"| {name} | " + " | ".join(_cell(c.get(e)).replace("|", "\\|")
+                                                   for _k, c in kernels) + " |")
+    counts = []
+    for k, cases in kernels:
+        n: dict[str, int] = {}
+        for c in cases.values():
+            n[c["status"]] = n.get(c["status"], 0) + 1
+        counts.append(f"- {k}: {len(cases)} examples: " +
+                      ", ".join(f"{v} {s}" for s, v in sorted(n.items())))
+    return "\n".join(counts) + "\n\n" + "\n".join(lines) + "\n"
 
 
 def bench_table(res: Path) -> str:

@@ -19,6 +19,8 @@
 #   LANE_TEST_CMD  what `test` runs in each guest (default: the kernel test tier)
 #   LANE_MEM, LANE_CPUS  guest size (2G, 2)
 #   LANE_TIMEOUT   seconds one guest may run before it is killed (default 1500)
+#   LANE_PARALLEL=1  boot the kernels at the same time (consoles kept in results/KVER.console)
+#   LANE_REQUIRE   e.g. "6.1 6.12": fail unless a kernel of each of these versions is run
 #   LANE_9P=1      9p root instead of virtiofs (slower Python start-up)
 #   LANE_APPEND    extra kernel command line
 #
@@ -40,8 +42,14 @@ BENCH_MIN=6.12
 say() { echo "kernel-lane: $*" >&2; }
 die() { say "$*"; exit 2; }
 
+RES=$CACHE/results
+
 case $CACHE in
   /tmp/*|/run/*|/var/tmp/*|/dev/shm/*) die "LANE_CACHE=$CACHE is a tmpfs inside the guest";;
+esac
+case $(realpath -m "$RES") in # the guest writes there: only the project dir is writable
+  "$ROOT"/*) ;;
+  *) [ "${1:-}" != test ] || die "results dir $(realpath -m "$RES") is outside $ROOT: the guest cannot write it";;
 esac
 
 # ---- apt, also for suites the host does not list (trixie for virtiofsd) ---------------
@@ -186,30 +194,64 @@ newer_or_same() { # a b: is version a >= b?
   [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
 }
 
+guest_script() { # kver -> what runs in the guest: the tests (output kept in $res/KVER.txt,
+  # status in $res/KVER.rc), then maybe the benchmark; the guest's exit status is the tests'
+  local k=$1 cmd=${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}
+  local g="{ $cmd; echo \$? > $RES/$k.rc; } 2>&1 | tee $RES/$k.txt"
+  if [ "${LANE_BENCH:-1}" = 1 ] && newer_or_same "$k" "$BENCH_MIN"; then
+    g="$g; .venv/bin/python -m vigil.bench kprobe > $RES/bench-$k.json || echo 'kernel-lane: benchmark failed' >&2; cat $RES/bench-$k.json"
+  fi
+  echo "$g; exit \$(cat $RES/$k.rc)"
+}
+
+verdict() { # kver guest-status -> one summary line; fails unless the guest ran tests, all passed
+  local k=$1 rc=$2 last why=""
+  last=$(tail -n1 "$RES/$k.txt" 2>/dev/null || true)
+  if [ ! -s "$RES/$k.rc" ]; then why="the tests did not finish (no $k.rc: boot failure, crash or timeout)"
+  elif [ "$(cat "$RES/$k.rc")" != 0 ] || [ "$rc" != 0 ]; then why="tests exit $(cat "$RES/$k.rc"), guest exit $rc"
+  elif [ -z "${LANE_TEST_CMD:-}" ] && ! [[ $last =~ (^|[^0-9])[1-9][0-9]*\ passed ]]; then why="no test passed"
+  elif [[ $last =~ (failed|error) ]]; then why="failures"
+  fi
+  echo "$k: ${why:-ok}: $last"
+  [ -z "$why" ]
+}
+
 test_all() {
-  local ks=("$@") k rc failed=() t0 res=$CACHE/results
+  local ks=("$@") k t0 failed=() summary=() pids=()
   [ ${#ks[@]} -gt 0 ] || mapfile -t ks < <(kernels)
   [ ${#ks[@]} -gt 0 ] || die "no kernels cached (tools/kernel-lane.sh setup)"
-  local cmd=${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}
-  local summary=()
-  mkdir -p "$res"
-  for k in "${ks[@]}"; do
-    # in the guest: the tests (output kept in $res/KVER.txt), then maybe the benchmark;
-    # the guest's exit status is the tests'
-    local g="{ $cmd; echo \$? > $res/$k.rc; } 2>&1 | tee $res/$k.txt"
-    if [ "${LANE_BENCH:-1}" = 1 ] && newer_or_same "$k" "$BENCH_MIN"; then
-      g="$g; .venv/bin/python -m vigil.bench kprobe > $res/bench-$k.json || echo 'kernel-lane: benchmark failed' >&2; cat $res/bench-$k.json"
-    fi
-    g="$g; exit \$(cat $res/$k.rc)"
-    say "=== $k: $cmd"
-    t0=$(date +%s)
-    rc=0
-    rm -f "$res/$k.rc"
-    run_guest "$k" "$g" || rc=$?
-    summary+=("$k: exit $rc in $(( $(date +%s) - t0 ))s: $(tail -n1 "$res/$k.txt" 2>/dev/null)")
-    [ "$rc" = 0 ] || failed+=("$k")
+  for k in ${LANE_REQUIRE:-}; do # e.g. "6.1 6.12": each must be among the kernels run
+    printf '%s\n' "${ks[@]}" | grep -q "^$k\." || die "no $k.* kernel to run (have: ${ks[*]})"
   done
-  say "summary:"
+  mkdir -p "$RES"
+  t0=$(date +%s)
+  for k in "${ks[@]}"; do
+    vmlinuz "$k" >/dev/null || die "kernel $k is not in $CACHE (tools/kernel-lane.sh setup)"
+    rm -f "$RES/$k".{rc,txt,exit,console} "$RES/compat-$k.json" "$RES/bench-$k.json"
+    if [ "${LANE_PARALLEL:-0}" = 1 ]; then
+      say "=== $k (parallel; console in $RES/$k.console)"
+      { rc=0; run_guest "$k" "$(guest_script "$k")" > "$RES/$k.console" 2>&1 || rc=$?
+        echo "$rc $(( $(date +%s) - t0 ))" > "$RES/$k.exit"; } &
+      pids+=($!)
+    else
+      say "=== $k"
+      local t1 rc=0
+      t1=$(date +%s)
+      run_guest "$k" "$(guest_script "$k")" || rc=$?
+      echo "$rc $(( $(date +%s) - t1 ))" > "$RES/$k.exit"
+    fi
+  done
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}" || true
+  for k in "${ks[@]}"; do
+    if [ "${LANE_PARALLEL:-0}" = 1 ]; then
+      say "=== $k: console"; cat "$RES/$k.console" >&2 || true
+    fi
+    local rc=255 secs=?
+    [ -s "$RES/$k.exit" ] && read -r rc secs < "$RES/$k.exit"
+    if line=$(verdict "$k" "$rc"); then :; else failed+=("$k"); fi
+    summary+=("$line (${secs}s)")
+  done
+  say "summary ($(( $(date +%s) - t0 ))s in all):"
   printf '  %s\n' "${summary[@]}" >&2
   if [ ${#failed[@]} -gt 0 ]; then
     say "FAILED in: ${failed[*]}"

@@ -285,6 +285,10 @@ def test_proc_parsers_and_mode_string() -> None:
     assert rules.mode_string(0o100644) == "-rw-r--r--"
     assert rules.mode_string(0o104755) == "-rwsr-xr-x"
     assert rules.mode_string(0o041777) == "drwxrwxrwt"
+    assert rules.parse_fdinfo_mnt_id("pos:\t0\nflags:\t0100000\nmnt_id:\t47\nino:\t9\n") == 47
+    assert rules.parse_fdinfo_mnt_id("pos:\t0\n") is None
+    assert rules.mountinfo_ids("22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+                               "47 22 0:40 / /usr rw - overlay o rw\n") == {22, 47}
 
 
 # ---- elf -------------------------------------------------------------------------------

@@ -349,6 +349,9 @@ class Decider:
             d = rules.decide(hook, path, subj, scope=g.scope, monitor=g.monitor)
             if d is None:
                 continue
+            if self.unreachable_mount(ev, subj):
+                g.stats["backing"] += 1
+                return F.FAN_ALLOW
             if bit == F.FAN_OPEN_EXEC_PERM and self.interpreter_load(ev):
                 g.stats["interpreter"] += 1
                 return F.FAN_ALLOW
@@ -407,6 +410,26 @@ class Decider:
             g.stats["cached"] += 1
         except OSError:
             g.stats["cache_errors"] += 1
+
+    def unreachable_mount(self, ev: F.Event, subj: ProcSubject) -> bool:
+        """Is the event's file on a mount the task cannot reach by any path?
+
+        That is a stacking filesystem's backing file: an open on overlayfs (or FUSE
+        passthrough) opens the real file on the layer's private mount, and since Linux 6.8
+        the kernel reports that open too, with a path relative to the layer (``/bin/true``
+        for ``/usr/bin/true`` when ``/usr`` is an overlay). The task's own open of the
+        file it named has an event of its own, judged by its real path; the backing one
+        is not judged by a path the task never used. A task whose mounts cannot be read
+        (gone) is judged normally."""
+        try:
+            mnt = rules.parse_fdinfo_mnt_id(F.read_small(f"/proc/self/fdinfo/{ev.fd}").decode())
+            if mnt is None:
+                return False
+            with open(f"/proc/{subj.pid}/mountinfo", "rb") as f:
+                ids = rules.mountinfo_ids(f.read().decode(errors="surrogateescape"))
+        except OSError:
+            return False
+        return bool(ids) and mnt not in ids
 
     def interpreter_load(self, ev: F.Event) -> bool:
         """Is this exec-open the dynamic loader of another program being executed?"""

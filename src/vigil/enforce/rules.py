@@ -124,6 +124,28 @@ def parse_caps(status: str) -> dict[str, int]:
     return out
 
 
+def parse_fdinfo_mnt_id(fdinfo: str) -> int | None:
+    """The ``mnt_id`` of /proc/PID/fdinfo/FD."""
+    for line in fdinfo.splitlines():
+        key, _, val = line.partition(":")
+        if key == "mnt_id":
+            try:
+                return int(val.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def mountinfo_ids(mountinfo: str) -> set[int]:
+    """The mount IDs (first field) of /proc/PID/mountinfo."""
+    out = set()
+    for line in mountinfo.splitlines():
+        head = line.split(" ", 1)[0]
+        if head.isdigit():
+            out.add(int(head))
+    return out
+
+
 def mode_string(mode: int) -> str:
     """``ls``-style permission string, as Tetragon's ``permission`` field."""
     kinds = {0o140000: "s", 0o120000: "l", 0o100000: "-", 0o060000: "b", 0o040000: "d",
