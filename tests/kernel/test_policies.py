@@ -316,12 +316,26 @@ def _events_by_path(evs: list[Event]) -> dict[str, list[Event]]:
     return out
 
 
-def test_follow_children_in(env: Env, tdir: Path) -> None:
+@pytest.fixture
+def own_sh(tdir: Path) -> Iterator[str]:
+    """A private copy of the shell on its own tmpfs: the followed binary must not be an
+    ancestor of the test itself (in the kernel lane pytest runs under /bin/sh)."""
+    d = tdir / "bin"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=755", "vk-sh", str(d)], check=True)
+    try:
+        shutil.copy(SH, d / "vk-sh")
+        yield str(d / "vk-sh")
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_follow_children_in(env: Env, tdir: Path, own_sh: str) -> None:
     """A shell's descendants (forked before or after the policy loaded) match; others not."""
     for n in ("before", "after", "direct", "grand"):
         (tdir / n).write_text("x")
     # running before the policy: sh -> python (forked, different binary) waiting on stdin
-    early = _started([SH, "-c", f"{PY} -c {shlex.quote(_opener(tdir / 'before'))}; true"],
+    early = _started([own_sh, "-c", f"{PY} -c {shlex.quote(_opener(tdir / 'before'))}; true"],
                      nchildren=1)
     [early_child] = _children(early.pid)
     sel = f"""
@@ -331,13 +345,13 @@ def test_follow_children_in(env: Env, tdir: Path) -> None:
         values: ["{tdir}/"]
       matchBinaries:
       - operator: In
-        values: ["{SH}"]
+        values: ["{own_sh}"]
         followChildren: true"""
     late: list[int] = []
 
     def trigger() -> None:
         _release(early)
-        p = subprocess.run([SH, "-c", f"{CAT} {tdir}/after; {SH} -c '{CAT} {tdir}/grand; true'; true"],
+        p = subprocess.run([own_sh, "-c", f"{CAT} {tdir}/after; {own_sh} -c '{CAT} {tdir}/grand; true'; true"],
                            capture_output=True, check=True)
         del p
         d = subprocess.Popen([CAT, str(tdir / "direct")], stdout=subprocess.DEVNULL)
@@ -351,10 +365,10 @@ def test_follow_children_in(env: Env, tdir: Path) -> None:
     assert [_body(e)["process"]["pid"] for e in by[f"{tdir}/before"]] == [early_child]
     assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/after"]] == [CAT]
     assert [_body(e)["process"]["binary"] for e in by[f"{tdir}/grand"]] == [CAT]
-    assert _body(by[f"{tdir}/grand"][0])["parent"]["binary"] == SH
+    assert _body(by[f"{tdir}/grand"][0])["parent"]["binary"] == own_sh
 
 
-def test_follow_children_notin(env: Env, tdir: Path) -> None:
+def test_follow_children_notin(env: Env, tdir: Path, own_sh: str) -> None:
     (tdir / "f").write_text("x")
     sel = f"""
     - matchArgs:
@@ -363,12 +377,12 @@ def test_follow_children_notin(env: Env, tdir: Path) -> None:
         values: ["{tdir}/f"]
       matchBinaries:
       - operator: NotIn
-        values: ["{SH}"]
+        values: ["{own_sh}"]
         followChildren: true"""
     direct: list[int] = []
 
     def trigger() -> None:
-        subprocess.run([SH, "-c", f"{CAT} {tdir}/f; true"], capture_output=True, check=True)
+        subprocess.run([own_sh, "-c", f"{CAT} {tdir}/f; true"], capture_output=True, check=True)
         d = subprocess.Popen([CAT, str(tdir / "f")], stdout=subprocess.DEVNULL)
         d.wait()
         direct.append(d.pid)
