@@ -388,3 +388,78 @@ def test_fast_encoder_writes_the_general_encoders_bytes(name: str) -> None:
     camel = dict(ev, nodeName=ev.get("node_name", "n"))
     camel.pop("node_name", None)
     assert enc.encode_event(camel, shared=False) == enc._message(enc._response, camel)  # noqa: SLF001
+
+
+def _fast_and_general(ev: dict) -> tuple[bytes, bytes, int]:
+    enc = EventEncoder()
+    fast = enc.encode_event(ev, shared=False)
+    return fast, enc._message(enc._response, ev), enc.slow_path  # noqa: SLF001
+
+
+def test_oneof_members_are_written_even_when_zero() -> None:
+    """``KprobeArgument{int_arg: 0}`` must reach the client as int_arg 0, not as an
+    argument with no member set (proto3 skips zero scalars, but not in a oneof)."""
+    ev = {"process_kprobe": {"function_name": "f", "args": [
+        {"int_arg": 0}, {"string_arg": ""}, {"size_arg": "0"}, {"int_arg": -100},
+        {"long_arg": 0}, {"uint_arg": 7}]}, "time": "2024-01-01T00:00:00Z"}
+    fast, general, slow = _fast_and_general(ev)
+    ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
+    assert fast == general == ref.SerializeToString() and slow == 0
+    args = response_to_dict(fast)["process_kprobe"]["args"]
+    assert args[:3] == [{"int_arg": 0}, {"string_arg": ""}, {"size_arg": "0"}]
+
+
+def test_fast_path_takes_dict_subclasses() -> None:
+    """The pipeline may hand out dict subclasses (shared process dicts): same bytes,
+    and no detour through the interpreting encoder."""
+    class SharedDict(dict):
+        __slots__ = ()
+
+    def sub(v):
+        if isinstance(v, dict):
+            return SharedDict({k: sub(x) for k, x in v.items()})
+        if isinstance(v, list):
+            return [sub(x) for x in v]
+        return v
+    fast_ones = 0
+    for name in sorted(S):
+        enc = EventEncoder()
+        plain = enc.encode_event(S[name], shared=False)
+        fast, general, slow = _fast_and_general(sub(S[name]))
+        assert fast == general == plain
+        assert slow == enc.slow_path, name
+        fast_ones += not slow
+    assert fast_ones >= 10
+
+
+def test_fast_path_many_shapes_same_bytes() -> None:
+    """Past the per-message limit of generated shapes the fast path walks the dict:
+    still the general encoder's bytes, and field-number order whatever the key order."""
+    from vigil.server import fastencode
+    enc = EventEncoder()
+    names = ["int_arg", "string_arg", "size_arg", "long_arg", "uint_arg", "label"]
+    n = 0
+    for i in range(fastencode._MAX_SHAPES + 20):  # noqa: SLF001
+        ks = names[i % 6:] + names[:i % 6]
+        arg = {k: (f"s{i}" if k in ("string_arg", "label") else i) for k in ks[:1 + i % 3]}
+        arg2 = dict(reversed(list(arg.items())))
+        for a in (arg, arg2):
+            ev = {"process_kprobe": {"args": [a], "policy_name": f"p{i}",
+                                     "function_name": "f"}, "node_name": "n"}
+            if i % 2:
+                ev = dict(reversed(list(ev.items())))
+            assert enc.encode_event(ev, shared=False) == enc._message(  # noqa: SLF001
+                enc._response, ev)
+            n += 1
+    assert enc.slow_path == 0
+
+
+@pytest.mark.parametrize("shape", ["exec_exit", "policy"])
+def test_benchmark_shapes_take_the_fast_path(shape: str) -> None:
+    from vigil.bench.grpc_bench import _events, _policy_events
+    evs = _events(20) if shape == "exec_exit" else _policy_events(20)
+    enc = EventEncoder()
+    for ev in evs:
+        ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
+        assert enc.encode_event(ev) == ref.SerializeToString()
+    assert enc.slow_path == 0

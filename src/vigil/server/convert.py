@@ -183,13 +183,16 @@ class _Field:
     """How to write one proto field; built once per descriptor field."""
 
     __slots__ = ("number", "kind", "repeated", "packed", "key", "packed_key", "msg",
-                 "enum", "wkt", "map_key", "map_value", "cached")
+                 "enum", "wkt", "map_key", "map_value", "cached", "presence")
 
     def __init__(self, fd: _d.FieldDescriptor, schema: _Schema) -> None:
         self.number = fd.number
         self.kind = fd.type
         self.repeated = fd.is_repeated
         self.packed = self.repeated and fd.is_packed
+        # a oneof member (or proto3 ``optional``) is written even when zero: the
+        # receiver must see which member is set (``KprobeArgument{int_arg: 0}``)
+        self.presence = fd.containing_oneof is not None
         if fd.type in _VARINT_KINDS:
             wire = 0
         elif fd.type in _FIXED32_KINDS:
@@ -354,7 +357,7 @@ class EventEncoder:
                 payload = b"".join(self._scalar(f, x, keep_zero=True)[len(f.key):] for x in v)
                 return _ld(f.packed_key, payload) if payload else b""
             return b"".join(self._single(f, x, keep_zero=True) for x in v)
-        return self._single(f, v, keep_zero=False)
+        return self._single(f, v, keep_zero=f.presence)
 
     def _single(self, f: _Field, v: Any, *, keep_zero: bool) -> bytes:
         if f.msg is not None:

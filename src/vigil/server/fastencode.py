@@ -29,19 +29,31 @@ class Slow(Exception):
 
 
 _SV = [bytes([i]) for i in range(128)]
+# Every varint below 2**14 (one or two bytes: message lengths, most ports, uids, small
+# pids), so generated code writes them with one list index. ~0.5 MiB.
+_V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
+_V_MAX = 1 << 14
+# Small negative numbers (AT_FDCWD, -errno return values) take 10 bytes: cached.
+_NEG: dict[int, bytes] = {}
 
 
 def _varint(n: int) -> bytes:
-    if 0 <= n < 128:
-        return _SV[n]
-    if 0 < n < 1 << 28:  # unrolled: most lengths, pids, nanoseconds
-        if n < 1 << 14:
-            return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 <= n < _V_MAX:
+        return _V[n]
+    if 0 < n < 1 << 35:  # unrolled: pids, nanoseconds, inode numbers
         if n < 1 << 21:
             return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
+        if n < 1 << 28:
+            return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
+                          n >> 21))
         return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
-                      n >> 21))
+                      (n >> 21) & 0x7F | 0x80, n >> 28))
     if n < 0:
+        if n >= -65536:
+            b = _NEG.get(n)
+            if b is None:
+                b = _NEG[n] = _varint(n + (1 << 64))
+            return b
         n += 1 << 64
     out = bytearray()
     while n > 0x7F:
@@ -104,6 +116,8 @@ def timestamp(s: Any) -> bytes:
 
 # Messages with more fields than this are encoded by walking the dict (_compile_dispatch).
 _DISPATCH_ABOVE = 8
+# Distinct key tuples remembered per message (each a generated function).
+_MAX_SHAPES = 64
 
 _INT_KINDS = {_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64}
 _INT_WRAPPERS = {"google.protobuf.UInt32Value", "google.protobuf.Int32Value",
@@ -131,10 +145,10 @@ class FastEncoders:
         if len(desc.fields) > _DISPATCH_ABOVE:
             return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache}
         lines = [f"def {name}(d):",
-                 "    if d.__class__ is not dict:",
+                 "    if d.__class__ is not dict and not isinstance(d, dict):",
                  "        raise Slow",
                  "    out = []",
                  "    n = 0"]
@@ -157,12 +171,57 @@ class FastEncoders:
 
     def _compile_dispatch(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """For messages with many fields of which an event sets few (oneofs such as
-        ``KprobeArgument`` and ``GetEventsResponse``, ``ProcessKprobe``): walk the dict's
-        keys and dispatch to one small function per field, instead of probing every
-        field. Fields are emitted in field-number order, as the straight-line form does."""
+        ``KprobeArgument`` and ``GetEventsResponse``, ``ProcessKprobe``): the dict's key
+        tuple selects a straight-line function generated for exactly those keys (the
+        pipeline builds each kind of event with the same keys in the same order, so a
+        stream sees a handful of shapes). Fields are written in field-number order.
+        More than ``_MAX_SHAPES`` shapes (never in practice): walk the dict instead."""
         fns, full = self._fns, desc.full_name
         fns[full] = lambda d: fns[full](d)
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
+        fields = {fd.name: fd for fd in desc.fields}
+        shapes: dict[tuple[str, ...], Callable[[Any], bytes]] = {}
+        walk = self._walker(desc)
+        make = self._shape_maker(desc, fields)
+
+        def encode(d: Any) -> bytes:
+            if d.__class__ is not dict and not isinstance(d, dict):
+                raise Slow
+            keys = tuple(d)
+            fn = shapes.get(keys)
+            if fn is None:
+                if len(shapes) >= _MAX_SHAPES:
+                    return walk(d)
+                fn = shapes[keys] = make(keys)
+            return fn(d)
+
+        encode.__name__ = "enc_" + full.replace(".", "_")
+        encode.shapes = shapes  # type: ignore[attr-defined]  (tests)
+        fns[full] = encode
+        return encode
+
+    def _shape_maker(self, desc: _d.Descriptor, fields: dict[str, _d.FieldDescriptor]
+                     ) -> Callable[[tuple[str, ...]], Callable[[Any], bytes]]:
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
+                               "timestamp": timestamp, "cache": self._cache}
+
+        def slow(d: Any) -> bytes:
+            raise Slow
+
+        def make(keys: tuple[str, ...]) -> Callable[[Any], bytes]:
+            if any(k.__class__ is not str or k not in fields for k in keys):
+                return slow  # an unknown or camelCase key: the general encoder decides
+            lines = ["def shape(d):", "    out = []"]
+            for k in sorted(keys, key=lambda k: fields[k].number):
+                lines += [f"    v = d[{k!r}]", "    if v is not None:"]
+                lines += ["        " + b for b in self._field(fields[k], env)]
+            lines.append("    return b''.join(out)")
+            exec("\n".join(lines), env)  # noqa: S102 (code built from our own descriptors)
+            return env["shape"]
+        return make
+
+    def _walker(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
+        """Encode by walking the dict's items, one small function per field."""
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache}
         table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
         for fd in desc.fields:
@@ -172,37 +231,20 @@ class FastEncoders:
             table[fd.name] = (fd.number, env[fname])
         get = table.get
 
-        def encode(d: Any) -> bytes:
-            if d.__class__ is not dict:
-                raise Slow
-            out: list[bytes] = []
-            if len(d) == 1:  # a oneof (KprobeArgument): one field, no order to keep
-                for k, v in d.items():
-                    e = get(k)
-                    if e is None or v is None:
-                        raise Slow
-                    e[1](v, out)
-                return out[0] if len(out) == 1 else b"".join(out)
-            last = 0
-            pending = None
+        def walk(d: Any) -> bytes:
+            entries = []
             for k, v in d.items():
                 e = get(k)
-                if e is None or v is None:
+                if e is None:
                     raise Slow
-                if e[0] < last:  # not in field order: sort once, then encode
-                    pending = sorted((get(k)[0], k) for k in d)  # type: ignore[index]
-                    break
-                last = e[0]
-                e[1](v, out)
-            if pending is not None:
-                out = []
-                for _, k in pending:
-                    table[k][1](d[k], out)
+                if v is not None:
+                    entries.append((e[0], e[1], v))
+            entries.sort(key=lambda t: t[0])
+            out: list[bytes] = []
+            for _, fn, v in entries:
+                fn(v, out)
             return b"".join(out)
-
-        encode.__name__ = "enc_" + full.replace(".", "_")
-        fns[full] = encode
-        return encode
+        return walk
 
     def _field(self, fd: _d.FieldDescriptor, env: dict[str, Any]) -> list[str]:
         """Statements appending the encoding of ``v`` (not None) for field ``fd``."""
@@ -215,7 +257,7 @@ class FastEncoders:
                         "for x in v:",
                         f"    b = {sub}(x)",
                         "    k = len(b)",
-                        f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
             if fd.type == _T.TYPE_STRING:
                 key = _key(fd.number, 2)
                 return ["if v.__class__ is not list:", "    raise Slow",
@@ -223,26 +265,39 @@ class FastEncoders:
                         "    if x.__class__ is not str:", "        raise Slow",
                         "    b = x.encode()",
                         "    k = len(b)",
-                        f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
-            return ["raise Slow"]  # maps, packed scalars: rare, the general encoder
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
+            if fd.is_packed and fd.type == _T.TYPE_ENUM:  # capabilities, securebits
+                key = _key(fd.number, 2)
+                enum = f"enum_{fd.number}_{id(fd)}"
+                env[enum] = {v.name: v.number for v in fd.enum_type.values}
+                return ["if v.__class__ is not list:", "    raise Slow",
+                        "if v:",
+                        f"    b = b''.join([_V[{enum}[x]] for x in v])",
+                        "    k = len(b)",
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
+            return ["raise Slow"]  # maps, other packed scalars: rare, the general encoder
         t = fd.type
+        # zero values are skipped (proto3), except in a oneof / optional field
+        nonzero = "if True:" if fd.containing_oneof is not None else "if v:"
         if t == _T.TYPE_STRING:
             key = _key(fd.number, 2)
             return ["if v.__class__ is not str:", "    raise Slow",
-                    "if v:",
+                    nonzero,
                     "    b = v.encode()",
                     "    k = len(b)",
-                    f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
+                    f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
         if t in _INT_KINDS:
             key = _key(fd.number, 0)
             return ["if v.__class__ is str:", "    v = int(v)",  # protojson's int64
                     "elif v.__class__ is not int:", "    raise Slow",
-                    "if v:",
-                    f"    out.append({key!r} + (_SV[v] if 0 <= v < 128 else _varint(v)))"]
+                    nonzero,
+                    f"    out.append({key!r} + (_V[v] if 0 <= v < 16384 else _varint(v)))"]
         if t == _T.TYPE_BOOL:
             key = _key(fd.number, 0)
+            false = (f"    out.append({key!r} + b'\\x00')" if fd.containing_oneof is not None
+                     else "    pass")
             return ["if v is True:", f"    out.append({key!r} + b'\\x01')",
-                    "elif v is not False:", "    raise Slow"]
+                    "elif v is False:", false, "else:", "    raise Slow"]
         if t == _T.TYPE_ENUM:
             key = _key(fd.number, 0)
             enum = f"enum_{fd.number}_{id(fd)}"
@@ -252,8 +307,8 @@ class FastEncoders:
                     "    if e is None:", "        raise Slow",
                     "elif v.__class__ is int:", "    e = v",
                     "else:", "    raise Slow",
-                    "if e:",
-                    f"    out.append({key!r} + (_SV[e] if 0 <= e < 128 else _varint(e)))"]
+                    "if e:" if fd.containing_oneof is None else "if True:",
+                    f"    out.append({key!r} + (_V[e] if 0 <= e < 16384 else _varint(e)))"]
         if t != _T.TYPE_MESSAGE:
             return ["raise Slow"]  # bytes (base64), fixed, float, sint: rare
         mt = fd.message_type
@@ -264,7 +319,7 @@ class FastEncoders:
         if mt.full_name in _INT_WRAPPERS:
             return ["if v.__class__ is not int:", "    raise Slow",
                     "if v:",
-                    "    b = b'\\x08' + (_SV[v] if 0 <= v < 128 else _varint(v))",
+                    "    b = b'\\x08' + (_V[v] if 0 <= v < 16384 else _varint(v))",
                     f"    out.append({key!r} + _SV[len(b)] + b)",
                     "else:",
                     f"    out.append({key!r} + b'\\x00')"]
@@ -278,7 +333,7 @@ class FastEncoders:
         env[sub] = self._lazy(mt)
         enc = [f"b = {sub}(v)",
                "k = len(b)",
-               "body = (_SV[k] if k < 128 else _varint(k)) + b"]
+               "body = (_V[k] if k < 16384 else _varint(k)) + b"]
         if mt.full_name in self._cached:
             return ["body = cache.get(v)",
                     "if body is None:",
