@@ -108,7 +108,7 @@ class Subscribers:
 
     def close_all(self) -> None:
         for sub in self.live():
-            sub.close()
+            sub.close()  # the streams drain what is queued, then end
 
     @property
     def dropped(self) -> int:
@@ -173,7 +173,7 @@ class FineGuidanceSensorsServicer:
 
     def _end_stream(self, sub: StreamSubscriber) -> None:
         self.deps.events.unsubscribe(sub)
-        sub.close()
+        sub.close(discard=True)  # undelivered events count as dropped
         self.subscribers.remove(sub)
         log.info("GetEvents %s ended: %d delivered, %d dropped", sub.name, sub.delivered,
                  sub.dropped)
