@@ -258,8 +258,10 @@ def test_encoder_caches_by_identity_and_is_not_fooled_by_equal_copies():
     changed["process_exec"]["process"]["binary"] = "/bin/other"
     assert response_to_dict(enc.encode_event(changed))["process_exec"]["process"][
         "binary"] == "/bin/other"
-    enc.encode_event(S["exit"])  # shares CURL and BASH with the exec
-    assert enc.processes.hits >= 2
+    stored = enc.processes.stored
+    assert stored >= 2  # the exec's process and parent
+    enc.encode_event(S["exit"])  # shares CURL and BASH with the exec: no new encodings
+    assert enc.processes.stored == stored
 
 
 def test_encoder_skips_unknown_keys_and_rejects_bad_values():

@@ -256,20 +256,21 @@ class _Schema:
 # --------------------------------------------------------------------------- encoder
 
 class _IdentityCache:
-    """Bounded ``id(obj) -> (obj, bytes)``; evicts the oldest eighth when full."""
+    """Bounded ``id(obj) -> (obj, bytes)``; evicts the oldest eighth when full.
+
+    ``lookup(id(obj))`` is the raw dict lookup for generated code (the entry counts
+    only if ``entry[0] is obj``); ``stored`` counts encodings put (misses)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 8)
-        self._d: dict[int, tuple[Any, bytes]] = {}
-        self.hits = 0
-        self.misses = 0
+        self._d: dict[int, tuple[Any, bytes]] = {}  # never rebound: lookup is bound to it
+        self.lookup = self._d.get
+        self.stored = 0
 
     def get(self, obj: Any) -> bytes | None:
         entry = self._d.get(id(obj))
         if entry is not None and entry[0] is obj:
-            self.hits += 1
             return entry[1]
-        self.misses += 1
         return None
 
     def put(self, obj: Any, data: bytes) -> None:
@@ -281,6 +282,7 @@ class _IdentityCache:
             except RuntimeError:  # resized by another thread mid-iteration: skip this round
                 pass
         d[id(obj)] = (obj, data)
+        self.stored += 1
 
     def __len__(self) -> int:
         return len(self._d)
@@ -308,9 +310,9 @@ class EventEncoder:
         """``GetEventsResponse`` bytes of ``ev``. ``shared``: ``ev`` is a pipeline event
         (immutable, worth caching); pass False for per-subscriber copies."""
         if shared:
-            data = self.events.get(ev)
-            if data is not None:
-                return data
+            entry = self.events.lookup(id(ev))
+            if entry is not None and entry[0] is ev:
+                return entry[1]
         try:
             data = self._fast(ev)
         except _FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
@@ -443,8 +445,9 @@ class EventEncoder:
         return f.key + struct.pack(fmt, x)
 
     def stats(self) -> dict[str, int]:
-        return {"process_cache": len(self.processes), "process_hits": self.processes.hits,
-                "event_cache": len(self.events), "event_hits": self.events.hits,
+        return {"process_cache": len(self.processes),
+                "process_encoded": self.processes.stored,
+                "event_cache": len(self.events), "event_encoded": self.events.stored,
                 "unknown_keys": self.unknown_keys, "slow_path": self.slow_path}
 
 

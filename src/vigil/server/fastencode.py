@@ -146,7 +146,8 @@ class FastEncoders:
             return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
         env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache}
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
         lines = [f"def {name}(d):",
                  "    if d.__class__ is not dict and not isinstance(d, dict):",
                  "        raise Slow",
@@ -202,7 +203,8 @@ class FastEncoders:
     def _shape_maker(self, desc: _d.Descriptor, fields: dict[str, _d.FieldDescriptor]
                      ) -> Callable[[tuple[str, ...]], Callable[[Any], bytes]]:
         env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache}
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
 
         def slow(d: Any) -> bytes:
             raise Slow
@@ -222,7 +224,8 @@ class FastEncoders:
     def _walker(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """Encode by walking the dict's items, one small function per field."""
         env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache}
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
         table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
         for fd in desc.fields:
             fname = f"fld_{fd.number}"
@@ -335,8 +338,10 @@ class FastEncoders:
                "k = len(b)",
                "body = (_V[k] if k < 16384 else _varint(k)) + b"]
         if mt.full_name in self._cached:
-            return ["body = cache.get(v)",
-                    "if body is None:",
+            return ["e = cache_lookup(id(v))",
+                    "if e is not None and e[0] is v:",
+                    "    body = e[1]",
+                    "else:",
                     *("    " + e for e in enc),
                     "    cache.put(v, body)",
                     f"out.append({key!r} + body)"]

@@ -102,6 +102,9 @@ class Subscribers:
                     self.departed_dropped += sub.dropped
                     self.departed_delivered += sub.delivered
 
+    def count(self) -> int:
+        return len(self._live)
+
     def live(self) -> list[StreamSubscriber]:
         with self._lock:
             return list(self._live.values())
@@ -195,6 +198,8 @@ class FineGuidanceSensorsServicer:
                 parts += (prefix(0, len(data)), data)
         match = None if flt.passthrough else flt.matches
         apply = trim.apply if trim else None
+        # the event cache only pays when another stream may encode the same events
+        many = self.subscribers.count() > 1
         n = 0
         for batch in batches:
             for ev in batch:
@@ -202,7 +207,7 @@ class FineGuidanceSensorsServicer:
                     continue
                 out = ev if apply is None else apply(ev)
                 try:
-                    data = encode(out, shared=out is ev)
+                    data = encode(out, shared=many and out is ev)
                 except EncodeError as err:
                     self.encode_errors += 1
                     self._droplog(logging.ERROR, "cannot encode event: %s", err)
