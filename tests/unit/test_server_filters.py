@@ -465,3 +465,20 @@ def test_benchmark_shapes_take_the_fast_path(shape: str) -> None:
         ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
         assert enc.encode_event(ev) == ref.SerializeToString()
     assert enc.slow_path == 0
+
+
+def test_fast_varints_and_timestamps_match_the_general_encoder() -> None:
+    import random
+
+    from vigil.server.convert import _seconds_nanos
+    from vigil.server.fastencode import _varint, timestamp
+    rnd = random.Random(4)
+    edges = [(1 << k) + d for k in range(64) for d in (-1, 0, 1)]
+    for n in [*range(0, 20000, 7), *edges, *(rnd.randrange(1 << 64) for _ in range(5000)),
+              -1, -100, -65536, -65537, -(1 << 63)]:
+        if n < 1 << 64:
+            assert _varint(n) == varint(n), n
+    for ns in [0, 1, 16383, 16384, 999_999_999, *(rnd.randrange(10**9) for _ in range(2000))]:
+        for digits in (1, 3, 6, 9):
+            s = f"2024-03-05T06:07:08.{str(ns).rjust(9, '0')[:digits]}Z"
+            assert timestamp(s) == _seconds_nanos(*parse_timestamp(s)), s

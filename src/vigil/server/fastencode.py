@@ -33,6 +33,8 @@ _SV = [bytes([i]) for i in range(128)]
 # pids), so generated code writes them with one list index. ~0.5 MiB.
 _V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
 _V_MAX = 1 << 14
+# The low 14 bits of a larger number: two bytes, both with the continuation bit.
+_LO = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14)]
 # Small negative numbers (AT_FDCWD, -errno return values) take 10 bytes: cached.
 _NEG: dict[int, bytes] = {}
 
@@ -40,14 +42,8 @@ _NEG: dict[int, bytes] = {}
 def _varint(n: int) -> bytes:
     if 0 <= n < _V_MAX:
         return _V[n]
-    if 0 < n < 1 << 35:  # unrolled: pids, nanoseconds, inode numbers
-        if n < 1 << 21:
-            return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
-        if n < 1 << 28:
-            return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
-                          n >> 21))
-        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
-                      (n >> 21) & 0x7F | 0x80, n >> 28))
+    if 0 < n < 1 << 28:  # pids, nanoseconds: two table lookups
+        return _LO[n & 0x3FFF] + _V[n >> 14]
     if n < 0:
         if n >= -65536:
             b = _NEG.get(n)
@@ -98,7 +94,9 @@ def timestamp(s: Any) -> bytes:
     """Timestamp message body of ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``."""
     if s.__class__ is not str or s[-1] != "Z" or s[10] != "T":
         raise Slow
-    out = _seconds(s[:19])
+    out = _SECONDS.get(s[:19])
+    if out is None:
+        out = _seconds(s[:19])
     n = len(s)
     if n > 20:
         if s[19] != "." or n > 30:
@@ -107,8 +105,12 @@ def timestamp(s: Any) -> bytes:
         if not frac.isdigit():
             raise Slow
         nanos = int(frac) * _SCALE[n - 21]
+        if nanos >= _V_MAX:  # < 10**9 < 2**30: low 14 bits, then the rest
+            hi = nanos >> 14
+            return out + b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
+                                                         _varint(hi))
         if nanos:
-            out += b"\x10" + _varint(nanos)
+            return out + b"\x10" + _V[nanos]
     elif n != 20:
         raise Slow
     return out
@@ -116,6 +118,9 @@ def timestamp(s: Any) -> bytes:
 
 # Messages with more fields than this are encoded by walking the dict (_compile_dispatch).
 _DISPATCH_ABOVE = 8
+# Per string field: encodings of up to this many distinct values this short, by value.
+_STR_CACHE_N = 256
+_STR_CACHE_LEN = 64
 # Distinct key tuples remembered per message (each a generated function).
 _MAX_SHAPES = 64
 
@@ -132,6 +137,7 @@ class FastEncoders:
 
     def __init__(self, cached: set[str], cache: Any) -> None:
         self._fns: dict[str, Callable[[Any], bytes]] = {}
+        self._shapes: dict[str, dict[tuple[str, ...], Any]] = {}
         self._cached = cached
         self._cache = cache
 
@@ -180,7 +186,7 @@ class FastEncoders:
         fns, full = self._fns, desc.full_name
         fns[full] = lambda d: fns[full](d)
         fields = {fd.name: fd for fd in desc.fields}
-        shapes: dict[tuple[str, ...], Callable[[Any], bytes]] = {}
+        shapes = self._shapes_of(desc)
         walk = self._walker(desc)
         make = self._shape_maker(desc, fields)
 
@@ -255,10 +261,10 @@ class FastEncoders:
             if fd.type == _T.TYPE_MESSAGE and not fd.message_type.GetOptions().map_entry:
                 key = _key(fd.number, 2)
                 sub = f"sub_{fd.number}_{id(fd)}"
-                env[sub] = self._lazy(fd.message_type)
+                call = self._call_sub(sub, fd.message_type, env, "x")
                 return ["if v.__class__ is not list:", "    raise Slow",
                         "for x in v:",
-                        f"    b = {sub}(x)",
+                        f"    b = {call}",
                         "    k = len(b)",
                         f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
             if fd.type == _T.TYPE_STRING:
@@ -283,12 +289,24 @@ class FastEncoders:
         # zero values are skipped (proto3), except in a oneof / optional field
         nonzero = "if True:" if fd.containing_oneof is not None else "if v:"
         if t == _T.TYPE_STRING:
+            # the whole encoded field by value, for short values (names, actions,
+            # node and policy names repeat; unique ones stop being stored at the bound)
             key = _key(fd.number, 2)
-            return ["if v.__class__ is not str:", "    raise Slow",
-                    nonzero,
-                    "    b = v.encode()",
-                    "    k = len(b)",
-                    f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
+            sc = f"strs_{fd.number}_{id(fd)}"
+            env[sc] = {}
+            return [f"c = {sc}.get(v)",
+                    "if c is None:",
+                    "    if v.__class__ is not str:", "        raise Slow",
+                    "    " + nonzero,
+                    "        b = v.encode()",
+                    "        k = len(b)",
+                    f"        c = {key!r} + (_V[k] if k < 16384 else _varint(k)) + b",
+                    "    else:",
+                    "        c = b''",
+                    f"    if len(v) <= {_STR_CACHE_LEN} and len({sc}) < {_STR_CACHE_N}:",
+                    f"        {sc}[v] = c",
+                    "if c:",
+                    "    out.append(c)"]
         if t in _INT_KINDS:
             key = _key(fd.number, 0)
             return ["if v.__class__ is str:", "    v = int(v)",  # protojson's int64
@@ -304,14 +322,16 @@ class FastEncoders:
         if t == _T.TYPE_ENUM:
             key = _key(fd.number, 0)
             enum = f"enum_{fd.number}_{id(fd)}"
-            env[enum] = {v.name: v.number for v in fd.enum_type.values}
-            return ["if v.__class__ is str:",
-                    f"    e = {enum}.get(v)",
-                    "    if e is None:", "        raise Slow",
-                    "elif v.__class__ is int:", "    e = v",
-                    "else:", "    raise Slow",
-                    "if e:" if fd.containing_oneof is None else "if True:",
-                    f"    out.append({key!r} + (_V[e] if 0 <= e < 16384 else _varint(e)))"]
+            keep0 = fd.containing_oneof is not None
+            env[enum] = {v.name: key + _varint(v.number) if v.number or keep0 else b""
+                         for v in fd.enum_type.values}
+            return [f"c = {enum}.get(v)",
+                    "if c is None:",
+                    "    if v.__class__ is not int:", "        raise Slow",
+                    "    " + ("if True:" if keep0 else "if v:"),
+                    f"        out.append({key!r} + (_V[v] if 0 <= v < 16384 else _varint(v)))",
+                    "elif c:",
+                    "    out.append(c)"]
         if t != _T.TYPE_MESSAGE:
             return ["raise Slow"]  # bytes (base64), fixed, float, sint: rare
         mt = fd.message_type
@@ -333,8 +353,7 @@ class FastEncoders:
         if mt.full_name.startswith("google.protobuf.") or mt.GetOptions().map_entry:
             return ["raise Slow"]
         sub = f"sub_{fd.number}_{id(fd)}"
-        env[sub] = self._lazy(mt)
-        enc = [f"b = {sub}(v)",
+        enc = [f"b = {self._call_sub(sub, mt, env, 'v')}",
                "k = len(b)",
                "body = (_V[k] if k < 16384 else _varint(k)) + b"]
         if mt.full_name in self._cached:
@@ -346,6 +365,22 @@ class FastEncoders:
                     "    cache.put(v, body)",
                     f"out.append({key!r} + body)"]
         return [*enc, f"out.append({key!r} + body)"]
+
+    def _shapes_of(self, desc: _d.Descriptor) -> dict[tuple[str, ...], Any]:
+        """The shape table of a dispatch message (made before it compiles, so that
+        parents, even recursive ones, can look shapes up without calling through)."""
+        return self._shapes.setdefault(desc.full_name, {})
+
+    def _call_sub(self, sub: str, desc: _d.Descriptor, env: dict[str, Any], arg: str
+                  ) -> str:
+        """An expression encoding ``arg`` with ``desc``'s encoder (named ``sub`` in
+        ``env``); for dispatch messages the shape lookup is inlined."""
+        env[sub] = self._lazy(desc)
+        if len(desc.fields) <= _DISPATCH_ABOVE:
+            return f"{sub}({arg})"
+        env[sub + "_s"] = self._shapes_of(desc).get
+        return (f"(({sub}_s(tuple({arg})) or {sub}) if {arg}.__class__ is dict "
+                f"else {sub})({arg})")
 
     def _lazy(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """The encoder of ``desc`` (a placeholder while it compiles: recursive types)."""
