@@ -640,3 +640,24 @@ def test_a_client_that_never_reads_stays_bounded_and_others_get_everything() -> 
         call.cancel()
         stuck.close()
         ch.close()
+
+
+def test_a_stuck_client_that_disconnects_is_freed() -> None:
+    """The server stopped reading a client whose answers fill the socket; when that
+    client goes away, the write fails and its stream and queue are freed anyway."""
+    with serving() as s:
+        stuck = Raw(s.path)
+        stuck.auto_ack = False
+        stuck.request("GetEvents", getevents_req())
+        s.wait(lambda: len(s.streams()) == 1, "the stream")
+        sub = s.streams()[0]
+        i = 0
+        while sub.dropped == 0:  # until its window, the socket and its queue are full
+            s.hub.publish([marker(j) for j in range(i, i + 500)])
+            i += 500
+            assert i < 1_000_000, "a client that never reads was never throttled"
+        stuck.close()
+        s.wait(lambda: not s.streams() and not s.hub_streams(), "the stream to be freed")
+        s.wait(lambda: s.conn_stats()["open"] == 0, "the connection to close")
+        assert sub.queued == 0 and sub.offered == sub.delivered + sub.dropped
+        still_serves(s)
