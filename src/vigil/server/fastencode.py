@@ -33,6 +33,8 @@ _SV = [bytes([i]) for i in range(128)]
 # pids), so generated code writes them with one list index. ~0.5 MiB.
 _V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
 _V_MAX = 1 << 14
+# The body of an integer wrapper (UInt32Value...) of a small value, length first.
+_W = [b"\x00"] + [bytes((1 + len(_V[n]), 8)) + _V[n] for n in range(1, 1 << 14)]
 # The low 14 bits of a larger number: two bytes, both with the continuation bit.
 _LO = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14)]
 # Small negative numbers (AT_FDCWD, -errno return values) take 10 bytes: cached.
@@ -74,7 +76,7 @@ def _seconds(prefix: str) -> bytes:
     if secs is None:
         y, m, day = int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10])
         if not (1 <= m <= 12 and 1 <= day <= 31 and prefix[4] == "-" and prefix[7] == "-"
-                and prefix[13] == ":" and prefix[16] == ":"):
+                and prefix[10] == "T" and prefix[13] == ":" and prefix[16] == ":"):
             raise Slow
         y -= m <= 2
         era = y // 400
@@ -92,12 +94,21 @@ def _seconds(prefix: str) -> bytes:
 
 def timestamp(s: Any) -> bytes:
     """Timestamp message body of ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``."""
+    out = _SECONDS.get(s[:19])  # only str prefixes are stored, each validated
+    n = len(s)
+    if out is not None and n == 30 and s[29] == "Z" and s[19] == ".":
+        frac = s[20:29]  # nanoseconds: the pipeline's common form
+        if frac.isdigit():
+            nanos = int(frac)
+            if nanos >= _V_MAX:
+                hi = nanos >> 14
+                return out + b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
+                                                             _varint(hi))
+            return out + b"\x10" + _V[nanos] if nanos else out
     if s.__class__ is not str or s[-1] != "Z" or s[10] != "T":
         raise Slow
-    out = _SECONDS.get(s[:19])
     if out is None:
         out = _seconds(s[:19])
-    n = len(s)
     if n > 20:
         if s[19] != "." or n > 30:
             raise Slow
@@ -151,7 +162,7 @@ class FastEncoders:
         if len(desc.fields) > _DISPATCH_ABOVE:
             return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache,
                                "cache_lookup": self._cache.lookup}
         lines = [f"def {name}(d):",
@@ -208,7 +219,7 @@ class FastEncoders:
 
     def _shape_maker(self, desc: _d.Descriptor, fields: dict[str, _d.FieldDescriptor]
                      ) -> Callable[[tuple[str, ...]], Callable[[Any], bytes]]:
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache,
                                "cache_lookup": self._cache.lookup}
 
@@ -229,7 +240,7 @@ class FastEncoders:
 
     def _walker(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """Encode by walking the dict's items, one small function per field."""
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_varint": _varint,
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
                                "timestamp": timestamp, "cache": self._cache,
                                "cache_lookup": self._cache.lookup}
         table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
@@ -341,11 +352,11 @@ class FastEncoders:
                     f"out.append({key!r} + _SV[len(b)] + b)"]
         if mt.full_name in _INT_WRAPPERS:
             return ["if v.__class__ is not int:", "    raise Slow",
-                    "if v:",
-                    "    b = b'\\x08' + (_V[v] if 0 <= v < 16384 else _varint(v))",
-                    f"    out.append({key!r} + _SV[len(b)] + b)",
+                    "if 0 <= v < 16384:",
+                    f"    out.append({key!r} + _W[v])",
                     "else:",
-                    f"    out.append({key!r} + b'\\x00')"]
+                    "    b = b'\\x08' + _varint(v)",
+                    f"    out.append({key!r} + _SV[len(b)] + b)"]
         if mt.full_name == "google.protobuf.BoolValue":
             return ["if v is True:", f"    out.append({key!r} + b'\\x02\\x08\\x01')",
                     "elif v is False:", f"    out.append({key!r} + b'\\x00')",
