@@ -482,3 +482,12 @@ def test_fast_varints_and_timestamps_match_the_general_encoder() -> None:
         for digits in (1, 3, 6, 9):
             s = f"2024-03-05T06:07:08.{str(ns).rjust(9, '0')[:digits]}Z"
             assert timestamp(s) == _seconds_nanos(*parse_timestamp(s)), s
+            assert timestamp(s) == _seconds_nanos(*parse_timestamp(s)), s  # remembered
+    enc = EventEncoder()
+    for bad in ("", "1970-01-01T00:00:00", "x"):  # the last-value memo never answers these
+        enc.encode_event({"time": "1970-01-01T00:00:00Z"}, shared=False)
+        with pytest.raises(EncodeError):
+            enc.encode_event({"time": bad}, shared=False)
+    for odd in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.+12345678Z"):
+        ev = {"time": odd}  # whatever is decided, both encoders decide the same
+        assert enc.encode_event(ev, shared=False) == enc._message(enc._response, ev)  # noqa: SLF001

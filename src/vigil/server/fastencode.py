@@ -92,8 +92,17 @@ def _seconds(prefix: str) -> bytes:
     return secs
 
 
+# The last timestamp encoded (an exit event carries the same time twice); the initial
+# entry is a true one.
+_LAST_TS: tuple[str, bytes] = ("1970-01-01T00:00:00Z", b"")
+
+
 def timestamp(s: Any) -> bytes:
     """Timestamp message body of ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``."""
+    global _LAST_TS
+    last = _LAST_TS
+    if last[0] == s and s.__class__ is str:
+        return last[1]
     out = _SECONDS.get(s[:19])  # only str prefixes are stored, each validated
     n = len(s)
     if out is not None and n == 30 and s[29] == "Z" and s[19] == ".":
@@ -102,9 +111,12 @@ def timestamp(s: Any) -> bytes:
             nanos = int(frac)
             if nanos >= _V_MAX:
                 hi = nanos >> 14
-                return out + b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
-                                                             _varint(hi))
-            return out + b"\x10" + _V[nanos] if nanos else out
+                out += b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
+                                                       _varint(hi))
+            elif nanos:
+                out += b"\x10" + _V[nanos]
+            _LAST_TS = (s, out)
+            return out
     if s.__class__ is not str or s[-1] != "Z" or s[10] != "T":
         raise Slow
     if out is None:
@@ -118,12 +130,12 @@ def timestamp(s: Any) -> bytes:
         nanos = int(frac) * _SCALE[n - 21]
         if nanos >= _V_MAX:  # < 10**9 < 2**30: low 14 bits, then the rest
             hi = nanos >> 14
-            return out + b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
-                                                         _varint(hi))
-        if nanos:
-            return out + b"\x10" + _V[nanos]
+            out += b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else _varint(hi))
+        elif nanos:
+            out += b"\x10" + _V[nanos]
     elif n != 20:
         raise Slow
+    _LAST_TS = (s, out)
     return out
 
 
