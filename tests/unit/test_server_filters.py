@@ -491,3 +491,28 @@ def test_fast_varints_and_timestamps_match_the_general_encoder() -> None:
     for odd in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.+12345678Z"):
         ev = {"time": odd}  # whatever is decided, both encoders decide the same
         assert enc.encode_event(ev, shared=False) == enc._message(enc._response, ev)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_encode_chunk_fast_loop_falls_back_and_counts(streams: int) -> None:
+    """A plain stream's chunk: fast events, a slow-path one and an invalid one (counted
+    in encode_errors, not sent); same bytes with and without the event cache."""
+    from vigil.server.filters import EventFilter, FieldFilters
+    from vigil.server.servicer import FineGuidanceSensorsServicer, ServicerDeps
+    srv = FineGuidanceSensorsServicer(ServicerDeps(
+        events=None, node_name="n", version="v", policies=lambda: None,  # type: ignore[arg-type]
+        health=lambda: (True, "")))
+    subs = [srv.subscribers.open("p", 16) for _ in range(streams)]
+    camel = {"test": {"arg0": "7"}, "nodeName": "n"}
+    bad = {"process_exec": {"process": {"pid": "x"}}}
+    batch = [S["exec"], camel, bad, S["exit"]]
+    data = srv.encode_chunk(subs[0], EventFilter([], []), FieldFilters([]), [batch], 0)
+    msgs, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos + 1:pos + 5], "big")
+        msgs.append(data[pos + 5:pos + 5 + n])
+        pos += 5 + n
+    enc = EventEncoder()
+    assert msgs == [enc.encode_event(e, shared=False) for e in (S["exec"], camel, S["exit"])]
+    assert srv.encode_errors == 1 and subs[0].delivered == 3
+    assert srv.encoder.slow_path >= 2  # camel and bad went to the interpreting encoder

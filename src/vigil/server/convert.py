@@ -290,7 +290,7 @@ class _IdentityCache:
 
 # What makes the generated fast path give up on an event (it never writes wrong bytes:
 # the general encoder then decides, raising EncodeError for what is really invalid).
-_FAST_PATH_MISSES = (Slow, UnicodeError, ValueError, TypeError, KeyError, IndexError)
+FAST_PATH_MISSES = (Slow, UnicodeError, ValueError, TypeError, KeyError, IndexError)
 
 
 class EventEncoder:
@@ -305,6 +305,9 @@ class EventEncoder:
         self.slow_path = 0
         self._fast = FastEncoders(_CACHED_MESSAGES, self.processes).encoder(
             events_pb2.GetEventsResponse.DESCRIPTOR)
+        # the generated encoder alone (raises one of FAST_PATH_MISSES when the event is
+        # not in its shape: then encode_event decides); no caching
+        self.fast = self._fast
 
     def encode_event(self, ev: Mapping[str, Any], *, shared: bool = True) -> bytes:
         """``GetEventsResponse`` bytes of ``ev``. ``shared``: ``ev`` is a pipeline event
@@ -315,7 +318,7 @@ class EventEncoder:
                 return entry[1]
         try:
             data = self._fast(ev)
-        except _FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
+        except FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
             self.slow_path += 1
             data = self._message(self._response, ev)
         if shared:

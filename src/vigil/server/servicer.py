@@ -38,7 +38,13 @@ from vigil.errors import BpfError, FeatureNotSupported, PolicyError, PrivilegeEr
 from vigil.events.encode import rfc3339
 from vigil.export.jsonl import RateLimitedLog
 from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyStore
-from vigil.server.convert import EncodeError, EventEncoder, policy_status, request_specs
+from vigil.server.convert import (
+    FAST_PATH_MISSES,
+    EncodeError,
+    EventEncoder,
+    policy_status,
+    request_specs,
+)
 from vigil.server.filters import EventFilter, FieldFilters, FilterError
 from vigil.server.protocol import _PREFIX, Context, Method
 from vigil.server.subscriber import StreamSubscriber
@@ -201,6 +207,25 @@ class FineGuidanceSensorsServicer:
         # the event cache only pays when another stream may encode the same events
         many = self.subscribers.count() > 1
         n = 0
+        if match is None and apply is None and not many:  # the plain stream: no detours
+            fast, misses = self.encoder.fast, FAST_PATH_MISSES
+            append = parts.append
+            for batch in batches:
+                for ev in batch:
+                    try:
+                        data = fast(ev)
+                    except misses:
+                        try:
+                            data = encode(ev, shared=False)  # counts slow_path
+                        except EncodeError as err:
+                            self.encode_errors += 1
+                            self._droplog(logging.ERROR, "cannot encode event: %s", err)
+                            continue
+                    append(prefix(0, len(data)))
+                    append(data)
+                    n += 1
+            sub.delivered += n
+            return b"".join(parts)
         for batch in batches:
             for ev in batch:
                 if match is not None and not match(ev):
