@@ -127,7 +127,7 @@ def serving(**kw: Any) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    with serving(handshake_timeout=1.0) as s:
+    with serving(handshake_timeout=2.0) as s:
         yield s
 
 
@@ -328,13 +328,15 @@ def test_unary_deadline_expires_while_the_handler_runs(served: Served) -> None:
 def test_getevents_deadline_ends_the_stream_and_frees_the_subscriber(served: Served
                                                                      ) -> None:
     raw = Raw(served.path)
-    sid = raw.request("GetEvents", getevents_req(), headers=[("grpc-timeout", "300m")])
+    sid = raw.request("GetEvents", getevents_req(), headers=[("grpc-timeout", "500m")])
     served.wait(lambda: len(served.streams()) == 1, "the stream to subscribe")
     served.hub.publish([marker(1)])
     raw.read_until(lambda: raw.resps[sid].ended, "the deadline")
     r = raw.resps[sid]
     assert r.status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-    assert len(r.messages()) == 1  # the event before the deadline arrived
+    assert r.messages() in ([], [events_pb2.GetEventsResponse(  # delivered, if in time
+        test={"arg0": 1}, node_name="proto-node",
+        time={"seconds": 1704153600}).SerializeToString()])
     served.wait(lambda: not served.streams() and not served.hub_streams(),
                 "the subscriber to go")
     raw.close()
@@ -382,7 +384,9 @@ def test_client_pings_are_answered(served: Served) -> None:
 
 
 def test_server_keepalive_pings_and_drops_silent_peers() -> None:
-    with serving(keepalive_time=0.3, keepalive_timeout=0.5) as s:
+    # PING after 0.3 s of silence; 3 s to answer (ample for the answering thread even on
+    # a loaded host)
+    with serving(keepalive_time=0.3, keepalive_timeout=3.0) as s:
         live = Raw(s.path)          # answers PINGs (h2 acknowledges them)
         stop = threading.Event()
 
@@ -530,7 +534,7 @@ def test_garbage_preface_and_silent_clients_are_closed(served: Served) -> None:
     for c in silent:
         c.settimeout(WAIT)
         c.connect(served.path)
-    for c in silent:  # closed after handshake_timeout (1 s here)
+    for c in silent:  # closed after handshake_timeout (2 s here)
         while c.recv(65536):
             pass
         c.close()
