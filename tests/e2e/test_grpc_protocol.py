@@ -561,6 +561,20 @@ def test_connection_limit() -> None:
         still_serves(s)
 
 
+def test_many_connections_at_once_under_the_default_limit(served: Served) -> None:
+    """200 connections open together (the default limit is 256), each with a call in
+    flight before any is answered; all are served, and all are gone once closed."""
+    clients = [Raw(served.path) for _ in range(200)]
+    sids = [c.request("GetVersion", version_req()) for c in clients]
+    for c, sid in zip(clients, sids, strict=True):
+        c.read_until(lambda c=c, sid=sid: c.resps[sid].ended, "GetVersion")
+        assert c.resps[sid].status == 0
+    assert served.conn_stats()["refused"] == 0
+    for c in clients:
+        c.close()
+    served.wait(lambda: served.conn_stats()["open"] == 0, "connections to close")
+
+
 def test_compressed_requests(served: Served) -> None:
     """gzip and deflate requests are accepted (grpcio's compression option); other
     encodings UNIMPLEMENTED, naming the accepted ones; corrupt data INTERNAL; a
