@@ -169,7 +169,14 @@ class Raw:
                  ) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(WAIT)
-        self.sock.connect(path)
+        deadline = time.monotonic() + WAIT
+        while True:  # a full listen backlog answers EAGAIN: retry, as clients do
+            try:
+                self.sock.connect(path)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "could not connect"
+                time.sleep(0.01)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         self.resps: dict[int, Resp] = {}
