@@ -258,8 +258,10 @@ def test_encoder_caches_by_identity_and_is_not_fooled_by_equal_copies():
     changed["process_exec"]["process"]["binary"] = "/bin/other"
     assert response_to_dict(enc.encode_event(changed))["process_exec"]["process"][
         "binary"] == "/bin/other"
-    enc.encode_event(S["exit"])  # shares CURL and BASH with the exec
-    assert enc.processes.hits >= 2
+    stored = enc.processes.stored
+    assert stored >= 2  # the exec's process and parent
+    enc.encode_event(S["exit"])  # shares CURL and BASH with the exec: no new encodings
+    assert enc.processes.stored == stored
 
 
 def test_encoder_skips_unknown_keys_and_rejects_bad_values():
@@ -388,3 +390,129 @@ def test_fast_encoder_writes_the_general_encoders_bytes(name: str) -> None:
     camel = dict(ev, nodeName=ev.get("node_name", "n"))
     camel.pop("node_name", None)
     assert enc.encode_event(camel, shared=False) == enc._message(enc._response, camel)  # noqa: SLF001
+
+
+def _fast_and_general(ev: dict) -> tuple[bytes, bytes, int]:
+    enc = EventEncoder()
+    fast = enc.encode_event(ev, shared=False)
+    return fast, enc._message(enc._response, ev), enc.slow_path  # noqa: SLF001
+
+
+def test_oneof_members_are_written_even_when_zero() -> None:
+    """``KprobeArgument{int_arg: 0}`` must reach the client as int_arg 0, not as an
+    argument with no member set (proto3 skips zero scalars, but not in a oneof)."""
+    ev = {"process_kprobe": {"function_name": "f", "args": [
+        {"int_arg": 0}, {"string_arg": ""}, {"size_arg": "0"}, {"int_arg": -100},
+        {"long_arg": 0}, {"uint_arg": 7}]}, "time": "2024-01-01T00:00:00Z"}
+    fast, general, slow = _fast_and_general(ev)
+    ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
+    assert fast == general == ref.SerializeToString() and slow == 0
+    args = response_to_dict(fast)["process_kprobe"]["args"]
+    assert args[:3] == [{"int_arg": 0}, {"string_arg": ""}, {"size_arg": "0"}]
+
+
+def test_fast_path_takes_dict_subclasses() -> None:
+    """The pipeline may hand out dict subclasses (shared process dicts): same bytes,
+    and no detour through the interpreting encoder."""
+    class SharedDict(dict):
+        __slots__ = ()
+
+    def sub(v):
+        if isinstance(v, dict):
+            return SharedDict({k: sub(x) for k, x in v.items()})
+        if isinstance(v, list):
+            return [sub(x) for x in v]
+        return v
+    fast_ones = 0
+    for name in sorted(S):
+        enc = EventEncoder()
+        plain = enc.encode_event(S[name], shared=False)
+        fast, general, slow = _fast_and_general(sub(S[name]))
+        assert fast == general == plain
+        assert slow == enc.slow_path, name
+        fast_ones += not slow
+    assert fast_ones >= 10
+
+
+def test_fast_path_many_shapes_same_bytes() -> None:
+    """Past the per-message limit of generated shapes the fast path walks the dict:
+    still the general encoder's bytes, and field-number order whatever the key order."""
+    from vigil.server import fastencode
+    enc = EventEncoder()
+    names = ["int_arg", "string_arg", "size_arg", "long_arg", "uint_arg", "label"]
+    n = 0
+    for i in range(fastencode._MAX_SHAPES + 20):  # noqa: SLF001
+        ks = names[i % 6:] + names[:i % 6]
+        arg = {k: (f"s{i}" if k in ("string_arg", "label") else i) for k in ks[:1 + i % 3]}
+        arg2 = dict(reversed(list(arg.items())))
+        for a in (arg, arg2):
+            ev = {"process_kprobe": {"args": [a], "policy_name": f"p{i}",
+                                     "function_name": "f"}, "node_name": "n"}
+            if i % 2:
+                ev = dict(reversed(list(ev.items())))
+            assert enc.encode_event(ev, shared=False) == enc._message(  # noqa: SLF001
+                enc._response, ev)
+            n += 1
+    assert enc.slow_path == 0
+
+
+@pytest.mark.parametrize("shape", ["exec_exit", "policy"])
+def test_benchmark_shapes_take_the_fast_path(shape: str) -> None:
+    from vigil.bench.grpc_bench import _events, _policy_events
+    evs = _events(20) if shape == "exec_exit" else _policy_events(20)
+    enc = EventEncoder()
+    for ev in evs:
+        ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
+        assert enc.encode_event(ev) == ref.SerializeToString()
+    assert enc.slow_path == 0
+
+
+def test_fast_varints_and_timestamps_match_the_general_encoder() -> None:
+    import random
+
+    from vigil.server.convert import _seconds_nanos
+    from vigil.server.fastencode import _varint, timestamp
+    rnd = random.Random(4)
+    edges = [(1 << k) + d for k in range(64) for d in (-1, 0, 1)]
+    for n in [*range(0, 20000, 7), *edges, *(rnd.randrange(1 << 64) for _ in range(5000)),
+              -1, -100, -65536, -65537, -(1 << 63)]:
+        if n < 1 << 64:
+            assert _varint(n) == varint(n), n
+    for ns in [0, 1, 16383, 16384, 999_999_999, *(rnd.randrange(10**9) for _ in range(2000))]:
+        for digits in (1, 3, 6, 9):
+            s = f"2024-03-05T06:07:08.{str(ns).rjust(9, '0')[:digits]}Z"
+            assert timestamp(s) == _seconds_nanos(*parse_timestamp(s)), s
+            assert timestamp(s) == _seconds_nanos(*parse_timestamp(s)), s  # remembered
+    enc = EventEncoder()
+    for bad in ("", "1970-01-01T00:00:00", "x"):  # the last-value memo never answers these
+        enc.encode_event({"time": "1970-01-01T00:00:00Z"}, shared=False)
+        with pytest.raises(EncodeError):
+            enc.encode_event({"time": bad}, shared=False)
+    for odd in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.+12345678Z"):
+        ev = {"time": odd}  # whatever is decided, both encoders decide the same
+        assert enc.encode_event(ev, shared=False) == enc._message(enc._response, ev)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_encode_chunk_fast_loop_falls_back_and_counts(streams: int) -> None:
+    """A plain stream's chunk: fast events, a slow-path one and an invalid one (counted
+    in encode_errors, not sent); same bytes with and without the event cache."""
+    from vigil.server.filters import EventFilter, FieldFilters
+    from vigil.server.servicer import FineGuidanceSensorsServicer, ServicerDeps
+    srv = FineGuidanceSensorsServicer(ServicerDeps(
+        events=None, node_name="n", version="v", policies=lambda: None,  # type: ignore[arg-type]
+        health=lambda: (True, "")))
+    subs = [srv.subscribers.open("p", 16) for _ in range(streams)]
+    camel = {"test": {"arg0": "7"}, "nodeName": "n"}
+    bad = {"process_exec": {"process": {"pid": "x"}}}
+    batch = [S["exec"], camel, bad, S["exit"]]
+    data = srv.encode_chunk(subs[0], EventFilter([], []), FieldFilters([]), [batch], 0)
+    msgs, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos + 1:pos + 5], "big")
+        msgs.append(data[pos + 5:pos + 5 + n])
+        pos += 5 + n
+    enc = EventEncoder()
+    assert msgs == [enc.encode_event(e, shared=False) for e in (S["exec"], camel, S["exit"])]
+    assert srv.encode_errors == 1 and subs[0].delivered == 3
+    assert srv.encoder.slow_path >= 2  # camel and bad went to the interpreting encoder

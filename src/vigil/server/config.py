@@ -31,6 +31,10 @@ class ServerConfig:
     queue_events: int = 32768              # per GetEvents client; overflow dropped, counted
     max_subscribers: int = 64              # concurrent GetEvents streams
     max_recv_bytes: int = 10 << 20         # largest request (a policy YAML)
+    max_connections: int = 256             # concurrent client connections; more refused
+    handshake_timeout: float = 10.0        # a connection must send its HTTP/2 preface by then
+    keepalive_time: float = 120.0          # PING a connection idle this long...
+    keepalive_timeout: float = 20.0        # ...and close it if unanswered after this
     # False when the addresses are the built-in default: then an address another agent
     # already serves leaves this agent without an API (logged) instead of failing it.
     explicit: bool = True

@@ -183,13 +183,16 @@ class _Field:
     """How to write one proto field; built once per descriptor field."""
 
     __slots__ = ("number", "kind", "repeated", "packed", "key", "packed_key", "msg",
-                 "enum", "wkt", "map_key", "map_value", "cached")
+                 "enum", "wkt", "map_key", "map_value", "cached", "presence")
 
     def __init__(self, fd: _d.FieldDescriptor, schema: _Schema) -> None:
         self.number = fd.number
         self.kind = fd.type
         self.repeated = fd.is_repeated
         self.packed = self.repeated and fd.is_packed
+        # a oneof member (or proto3 ``optional``) is written even when zero: the
+        # receiver must see which member is set (``KprobeArgument{int_arg: 0}``)
+        self.presence = fd.containing_oneof is not None
         if fd.type in _VARINT_KINDS:
             wire = 0
         elif fd.type in _FIXED32_KINDS:
@@ -253,20 +256,21 @@ class _Schema:
 # --------------------------------------------------------------------------- encoder
 
 class _IdentityCache:
-    """Bounded ``id(obj) -> (obj, bytes)``; evicts the oldest eighth when full."""
+    """Bounded ``id(obj) -> (obj, bytes)``; evicts the oldest eighth when full.
+
+    ``lookup(id(obj))`` is the raw dict lookup for generated code (the entry counts
+    only if ``entry[0] is obj``); ``stored`` counts encodings put (misses)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 8)
-        self._d: dict[int, tuple[Any, bytes]] = {}
-        self.hits = 0
-        self.misses = 0
+        self._d: dict[int, tuple[Any, bytes]] = {}  # never rebound: lookup is bound to it
+        self.lookup = self._d.get
+        self.stored = 0
 
     def get(self, obj: Any) -> bytes | None:
         entry = self._d.get(id(obj))
         if entry is not None and entry[0] is obj:
-            self.hits += 1
             return entry[1]
-        self.misses += 1
         return None
 
     def put(self, obj: Any, data: bytes) -> None:
@@ -278,6 +282,7 @@ class _IdentityCache:
             except RuntimeError:  # resized by another thread mid-iteration: skip this round
                 pass
         d[id(obj)] = (obj, data)
+        self.stored += 1
 
     def __len__(self) -> int:
         return len(self._d)
@@ -285,7 +290,7 @@ class _IdentityCache:
 
 # What makes the generated fast path give up on an event (it never writes wrong bytes:
 # the general encoder then decides, raising EncodeError for what is really invalid).
-_FAST_PATH_MISSES = (Slow, UnicodeError, ValueError, TypeError, KeyError, IndexError)
+FAST_PATH_MISSES = (Slow, UnicodeError, ValueError, TypeError, KeyError, IndexError)
 
 
 class EventEncoder:
@@ -300,17 +305,20 @@ class EventEncoder:
         self.slow_path = 0
         self._fast = FastEncoders(_CACHED_MESSAGES, self.processes).encoder(
             events_pb2.GetEventsResponse.DESCRIPTOR)
+        # the generated encoder alone (raises one of FAST_PATH_MISSES when the event is
+        # not in its shape: then encode_event decides); no caching
+        self.fast = self._fast
 
     def encode_event(self, ev: Mapping[str, Any], *, shared: bool = True) -> bytes:
         """``GetEventsResponse`` bytes of ``ev``. ``shared``: ``ev`` is a pipeline event
         (immutable, worth caching); pass False for per-subscriber copies."""
         if shared:
-            data = self.events.get(ev)
-            if data is not None:
-                return data
+            entry = self.events.lookup(id(ev))
+            if entry is not None and entry[0] is ev:
+                return entry[1]
         try:
             data = self._fast(ev)
-        except _FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
+        except FAST_PATH_MISSES:  # not the common shape: interpret it (same bytes)
             self.slow_path += 1
             data = self._message(self._response, ev)
         if shared:
@@ -354,7 +362,7 @@ class EventEncoder:
                 payload = b"".join(self._scalar(f, x, keep_zero=True)[len(f.key):] for x in v)
                 return _ld(f.packed_key, payload) if payload else b""
             return b"".join(self._single(f, x, keep_zero=True) for x in v)
-        return self._single(f, v, keep_zero=False)
+        return self._single(f, v, keep_zero=f.presence)
 
     def _single(self, f: _Field, v: Any, *, keep_zero: bool) -> bytes:
         if f.msg is not None:
@@ -440,8 +448,9 @@ class EventEncoder:
         return f.key + struct.pack(fmt, x)
 
     def stats(self) -> dict[str, int]:
-        return {"process_cache": len(self.processes), "process_hits": self.processes.hits,
-                "event_cache": len(self.events), "event_hits": self.events.hits,
+        return {"process_cache": len(self.processes),
+                "process_encoded": self.processes.stored,
+                "event_cache": len(self.events), "event_encoded": self.events.stored,
                 "unknown_keys": self.unknown_keys, "slow_path": self.slow_path}
 
 

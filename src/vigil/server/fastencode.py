@@ -29,19 +29,29 @@ class Slow(Exception):
 
 
 _SV = [bytes([i]) for i in range(128)]
+# Every varint below 2**14 (one or two bytes: message lengths, most ports, uids, small
+# pids), so generated code writes them with one list index. ~0.5 MiB.
+_V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
+_V_MAX = 1 << 14
+# The body of an integer wrapper (UInt32Value...) of a small value, length first.
+_W = [b"\x00"] + [bytes((1 + len(_V[n]), 8)) + _V[n] for n in range(1, 1 << 14)]
+# The low 14 bits of a larger number: two bytes, both with the continuation bit.
+_LO = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14)]
+# Small negative numbers (AT_FDCWD, -errno return values) take 10 bytes: cached.
+_NEG: dict[int, bytes] = {}
 
 
 def _varint(n: int) -> bytes:
-    if 0 <= n < 128:
-        return _SV[n]
-    if 0 < n < 1 << 28:  # unrolled: most lengths, pids, nanoseconds
-        if n < 1 << 14:
-            return bytes((n & 0x7F | 0x80, n >> 7))
-        if n < 1 << 21:
-            return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
-        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, (n >> 14) & 0x7F | 0x80,
-                      n >> 21))
+    if 0 <= n < _V_MAX:
+        return _V[n]
+    if 0 < n < 1 << 28:  # pids, nanoseconds: two table lookups
+        return _LO[n & 0x3FFF] + _V[n >> 14]
     if n < 0:
+        if n >= -65536:
+            b = _NEG.get(n)
+            if b is None:
+                b = _NEG[n] = _varint(n + (1 << 64))
+            return b
         n += 1 << 64
     out = bytearray()
     while n > 0x7F:
@@ -66,7 +76,7 @@ def _seconds(prefix: str) -> bytes:
     if secs is None:
         y, m, day = int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10])
         if not (1 <= m <= 12 and 1 <= day <= 31 and prefix[4] == "-" and prefix[7] == "-"
-                and prefix[13] == ":" and prefix[16] == ":"):
+                and prefix[10] == "T" and prefix[13] == ":" and prefix[16] == ":"):
             raise Slow
         y -= m <= 2
         era = y // 400
@@ -82,12 +92,35 @@ def _seconds(prefix: str) -> bytes:
     return secs
 
 
+# The last timestamp encoded (an exit event carries the same time twice); the initial
+# entry is a true one.
+_LAST_TS: tuple[str, bytes] = ("1970-01-01T00:00:00Z", b"")
+
+
 def timestamp(s: Any) -> bytes:
     """Timestamp message body of ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``."""
+    global _LAST_TS
+    last = _LAST_TS
+    if last[0] == s and s.__class__ is str:
+        return last[1]
+    out = _SECONDS.get(s[:19])  # only str prefixes are stored, each validated
+    n = len(s)
+    if out is not None and n == 30 and s[29] == "Z" and s[19] == ".":
+        frac = s[20:29]  # nanoseconds: the pipeline's common form
+        if frac.isdigit():
+            nanos = int(frac)
+            if nanos >= _V_MAX:
+                hi = nanos >> 14
+                out += b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else
+                                                       _varint(hi))
+            elif nanos:
+                out += b"\x10" + _V[nanos]
+            _LAST_TS = (s, out)
+            return out
     if s.__class__ is not str or s[-1] != "Z" or s[10] != "T":
         raise Slow
-    out = _seconds(s[:19])
-    n = len(s)
+    if out is None:
+        out = _seconds(s[:19])
     if n > 20:
         if s[19] != "." or n > 30:
             raise Slow
@@ -95,15 +128,24 @@ def timestamp(s: Any) -> bytes:
         if not frac.isdigit():
             raise Slow
         nanos = int(frac) * _SCALE[n - 21]
-        if nanos:
-            out += b"\x10" + _varint(nanos)
+        if nanos >= _V_MAX:  # < 10**9 < 2**30: low 14 bits, then the rest
+            hi = nanos >> 14
+            out += b"\x10" + _LO[nanos & 0x3FFF] + (_V[hi] if hi < _V_MAX else _varint(hi))
+        elif nanos:
+            out += b"\x10" + _V[nanos]
     elif n != 20:
         raise Slow
+    _LAST_TS = (s, out)
     return out
 
 
 # Messages with more fields than this are encoded by walking the dict (_compile_dispatch).
 _DISPATCH_ABOVE = 8
+# Per string field: encodings of up to this many distinct values this short, by value.
+_STR_CACHE_N = 256
+_STR_CACHE_LEN = 64
+# Distinct key tuples remembered per message (each a generated function).
+_MAX_SHAPES = 64
 
 _INT_KINDS = {_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_UINT32, _T.TYPE_UINT64}
 _INT_WRAPPERS = {"google.protobuf.UInt32Value", "google.protobuf.Int32Value",
@@ -118,6 +160,7 @@ class FastEncoders:
 
     def __init__(self, cached: set[str], cache: Any) -> None:
         self._fns: dict[str, Callable[[Any], bytes]] = {}
+        self._shapes: dict[str, dict[tuple[str, ...], Any]] = {}
         self._cached = cached
         self._cache = cache
 
@@ -131,10 +174,11 @@ class FastEncoders:
         if len(desc.fields) > _DISPATCH_ABOVE:
             return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache}
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
         lines = [f"def {name}(d):",
-                 "    if d.__class__ is not dict:",
+                 "    if d.__class__ is not dict and not isinstance(d, dict):",
                  "        raise Slow",
                  "    out = []",
                  "    n = 0"]
@@ -157,13 +201,60 @@ class FastEncoders:
 
     def _compile_dispatch(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """For messages with many fields of which an event sets few (oneofs such as
-        ``KprobeArgument`` and ``GetEventsResponse``, ``ProcessKprobe``): walk the dict's
-        keys and dispatch to one small function per field, instead of probing every
-        field. Fields are emitted in field-number order, as the straight-line form does."""
+        ``KprobeArgument`` and ``GetEventsResponse``, ``ProcessKprobe``): the dict's key
+        tuple selects a straight-line function generated for exactly those keys (the
+        pipeline builds each kind of event with the same keys in the same order, so a
+        stream sees a handful of shapes). Fields are written in field-number order.
+        More than ``_MAX_SHAPES`` shapes (never in practice): walk the dict instead."""
         fns, full = self._fns, desc.full_name
         fns[full] = lambda d: fns[full](d)
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache}
+        fields = {fd.name: fd for fd in desc.fields}
+        shapes = self._shapes_of(desc)
+        walk = self._walker(desc)
+        make = self._shape_maker(desc, fields)
+
+        def encode(d: Any) -> bytes:
+            if d.__class__ is not dict and not isinstance(d, dict):
+                raise Slow
+            keys = tuple(d)
+            fn = shapes.get(keys)
+            if fn is None:
+                if len(shapes) >= _MAX_SHAPES:
+                    return walk(d)
+                fn = shapes[keys] = make(keys)
+            return fn(d)
+
+        encode.__name__ = "enc_" + full.replace(".", "_")
+        encode.shapes = shapes  # type: ignore[attr-defined]  (tests)
+        fns[full] = encode
+        return encode
+
+    def _shape_maker(self, desc: _d.Descriptor, fields: dict[str, _d.FieldDescriptor]
+                     ) -> Callable[[tuple[str, ...]], Callable[[Any], bytes]]:
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
+
+        def slow(d: Any) -> bytes:
+            raise Slow
+
+        def make(keys: tuple[str, ...]) -> Callable[[Any], bytes]:
+            if any(k.__class__ is not str or k not in fields for k in keys):
+                return slow  # an unknown or camelCase key: the general encoder decides
+            lines = ["def shape(d):", "    out = []"]
+            for k in sorted(keys, key=lambda k: fields[k].number):
+                lines += [f"    v = d[{k!r}]", "    if v is not None:"]
+                lines += ["        " + b for b in self._field(fields[k], env)]
+            lines.append("    return b''.join(out)")
+            exec("\n".join(lines), env)  # noqa: S102 (code built from our own descriptors)
+            return env["shape"]
+        return make
+
+    def _walker(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
+        """Encode by walking the dict's items, one small function per field."""
+        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
+                               "timestamp": timestamp, "cache": self._cache,
+                               "cache_lookup": self._cache.lookup}
         table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
         for fd in desc.fields:
             fname = f"fld_{fd.number}"
@@ -172,37 +263,20 @@ class FastEncoders:
             table[fd.name] = (fd.number, env[fname])
         get = table.get
 
-        def encode(d: Any) -> bytes:
-            if d.__class__ is not dict:
-                raise Slow
-            out: list[bytes] = []
-            if len(d) == 1:  # a oneof (KprobeArgument): one field, no order to keep
-                for k, v in d.items():
-                    e = get(k)
-                    if e is None or v is None:
-                        raise Slow
-                    e[1](v, out)
-                return out[0] if len(out) == 1 else b"".join(out)
-            last = 0
-            pending = None
+        def walk(d: Any) -> bytes:
+            entries = []
             for k, v in d.items():
                 e = get(k)
-                if e is None or v is None:
+                if e is None:
                     raise Slow
-                if e[0] < last:  # not in field order: sort once, then encode
-                    pending = sorted((get(k)[0], k) for k in d)  # type: ignore[index]
-                    break
-                last = e[0]
-                e[1](v, out)
-            if pending is not None:
-                out = []
-                for _, k in pending:
-                    table[k][1](d[k], out)
+                if v is not None:
+                    entries.append((e[0], e[1], v))
+            entries.sort(key=lambda t: t[0])
+            out: list[bytes] = []
+            for _, fn, v in entries:
+                fn(v, out)
             return b"".join(out)
-
-        encode.__name__ = "enc_" + full.replace(".", "_")
-        fns[full] = encode
-        return encode
+        return walk
 
     def _field(self, fd: _d.FieldDescriptor, env: dict[str, Any]) -> list[str]:
         """Statements appending the encoding of ``v`` (not None) for field ``fd``."""
@@ -210,12 +284,12 @@ class FastEncoders:
             if fd.type == _T.TYPE_MESSAGE and not fd.message_type.GetOptions().map_entry:
                 key = _key(fd.number, 2)
                 sub = f"sub_{fd.number}_{id(fd)}"
-                env[sub] = self._lazy(fd.message_type)
+                call = self._call_sub(sub, fd.message_type, env, "x")
                 return ["if v.__class__ is not list:", "    raise Slow",
                         "for x in v:",
-                        f"    b = {sub}(x)",
+                        f"    b = {call}",
                         "    k = len(b)",
-                        f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
             if fd.type == _T.TYPE_STRING:
                 key = _key(fd.number, 2)
                 return ["if v.__class__ is not list:", "    raise Slow",
@@ -223,37 +297,64 @@ class FastEncoders:
                         "    if x.__class__ is not str:", "        raise Slow",
                         "    b = x.encode()",
                         "    k = len(b)",
-                        f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
-            return ["raise Slow"]  # maps, packed scalars: rare, the general encoder
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
+            if fd.is_packed and fd.type == _T.TYPE_ENUM:  # capabilities, securebits
+                key = _key(fd.number, 2)
+                enum = f"enum_{fd.number}_{id(fd)}"
+                env[enum] = {v.name: v.number for v in fd.enum_type.values}
+                return ["if v.__class__ is not list:", "    raise Slow",
+                        "if v:",
+                        f"    b = b''.join([_V[{enum}[x]] for x in v])",
+                        "    k = len(b)",
+                        f"    out.append({key!r} + (_V[k] if k < 16384 else _varint(k)) + b)"]
+            return ["raise Slow"]  # maps, other packed scalars: rare, the general encoder
         t = fd.type
+        # zero values are skipped (proto3), except in a oneof / optional field
+        nonzero = "if True:" if fd.containing_oneof is not None else "if v:"
         if t == _T.TYPE_STRING:
+            # the whole encoded field by value, for short values (names, actions,
+            # node and policy names repeat; unique ones stop being stored at the bound)
             key = _key(fd.number, 2)
-            return ["if v.__class__ is not str:", "    raise Slow",
-                    "if v:",
-                    "    b = v.encode()",
-                    "    k = len(b)",
-                    f"    out.append({key!r} + (_SV[k] if k < 128 else _varint(k)) + b)"]
+            sc = f"strs_{fd.number}_{id(fd)}"
+            env[sc] = {}
+            return [f"c = {sc}.get(v)",
+                    "if c is None:",
+                    "    if v.__class__ is not str:", "        raise Slow",
+                    "    " + nonzero,
+                    "        b = v.encode()",
+                    "        k = len(b)",
+                    f"        c = {key!r} + (_V[k] if k < 16384 else _varint(k)) + b",
+                    "    else:",
+                    "        c = b''",
+                    f"    if len(v) <= {_STR_CACHE_LEN} and len({sc}) < {_STR_CACHE_N}:",
+                    f"        {sc}[v] = c",
+                    "if c:",
+                    "    out.append(c)"]
         if t in _INT_KINDS:
             key = _key(fd.number, 0)
             return ["if v.__class__ is str:", "    v = int(v)",  # protojson's int64
                     "elif v.__class__ is not int:", "    raise Slow",
-                    "if v:",
-                    f"    out.append({key!r} + (_SV[v] if 0 <= v < 128 else _varint(v)))"]
+                    nonzero,
+                    f"    out.append({key!r} + (_V[v] if 0 <= v < 16384 else _varint(v)))"]
         if t == _T.TYPE_BOOL:
             key = _key(fd.number, 0)
+            false = (f"    out.append({key!r} + b'\\x00')" if fd.containing_oneof is not None
+                     else "    pass")
             return ["if v is True:", f"    out.append({key!r} + b'\\x01')",
-                    "elif v is not False:", "    raise Slow"]
+                    "elif v is False:", false, "else:", "    raise Slow"]
         if t == _T.TYPE_ENUM:
             key = _key(fd.number, 0)
             enum = f"enum_{fd.number}_{id(fd)}"
-            env[enum] = {v.name: v.number for v in fd.enum_type.values}
-            return ["if v.__class__ is str:",
-                    f"    e = {enum}.get(v)",
-                    "    if e is None:", "        raise Slow",
-                    "elif v.__class__ is int:", "    e = v",
-                    "else:", "    raise Slow",
-                    "if e:",
-                    f"    out.append({key!r} + (_SV[e] if 0 <= e < 128 else _varint(e)))"]
+            keep0 = fd.containing_oneof is not None
+            env[enum] = {v.name: key + _varint(v.number) if v.number or keep0 else b""
+                         for v in fd.enum_type.values}
+            return [f"c = {enum}.get(v)",
+                    "if c is None:",
+                    "    if v.__class__ is not int:", "        raise Slow",
+                    "    " + ("if True:" if keep0 else "if v:"),
+                    f"        out.append({key!r} + (_V[v] if 0 <= v < 16384 else _varint(v)))",
+                    "elif c:",
+                    "    out.append(c)"]
         if t != _T.TYPE_MESSAGE:
             return ["raise Slow"]  # bytes (base64), fixed, float, sint: rare
         mt = fd.message_type
@@ -263,11 +364,11 @@ class FastEncoders:
                     f"out.append({key!r} + _SV[len(b)] + b)"]
         if mt.full_name in _INT_WRAPPERS:
             return ["if v.__class__ is not int:", "    raise Slow",
-                    "if v:",
-                    "    b = b'\\x08' + (_SV[v] if 0 <= v < 128 else _varint(v))",
-                    f"    out.append({key!r} + _SV[len(b)] + b)",
+                    "if 0 <= v < 16384:",
+                    f"    out.append({key!r} + _W[v])",
                     "else:",
-                    f"    out.append({key!r} + b'\\x00')"]
+                    "    b = b'\\x08' + _varint(v)",
+                    f"    out.append({key!r} + _SV[len(b)] + b)"]
         if mt.full_name == "google.protobuf.BoolValue":
             return ["if v is True:", f"    out.append({key!r} + b'\\x02\\x08\\x01')",
                     "elif v is False:", f"    out.append({key!r} + b'\\x00')",
@@ -275,17 +376,34 @@ class FastEncoders:
         if mt.full_name.startswith("google.protobuf.") or mt.GetOptions().map_entry:
             return ["raise Slow"]
         sub = f"sub_{fd.number}_{id(fd)}"
-        env[sub] = self._lazy(mt)
-        enc = [f"b = {sub}(v)",
+        enc = [f"b = {self._call_sub(sub, mt, env, 'v')}",
                "k = len(b)",
-               "body = (_SV[k] if k < 128 else _varint(k)) + b"]
+               "body = (_V[k] if k < 16384 else _varint(k)) + b"]
         if mt.full_name in self._cached:
-            return ["body = cache.get(v)",
-                    "if body is None:",
+            return ["e = cache_lookup(id(v))",
+                    "if e is not None and e[0] is v:",
+                    "    body = e[1]",
+                    "else:",
                     *("    " + e for e in enc),
                     "    cache.put(v, body)",
                     f"out.append({key!r} + body)"]
         return [*enc, f"out.append({key!r} + body)"]
+
+    def _shapes_of(self, desc: _d.Descriptor) -> dict[tuple[str, ...], Any]:
+        """The shape table of a dispatch message (made before it compiles, so that
+        parents, even recursive ones, can look shapes up without calling through)."""
+        return self._shapes.setdefault(desc.full_name, {})
+
+    def _call_sub(self, sub: str, desc: _d.Descriptor, env: dict[str, Any], arg: str
+                  ) -> str:
+        """An expression encoding ``arg`` with ``desc``'s encoder (named ``sub`` in
+        ``env``); for dispatch messages the shape lookup is inlined."""
+        env[sub] = self._lazy(desc)
+        if len(desc.fields) <= _DISPATCH_ABOVE:
+            return f"{sub}({arg})"
+        env[sub + "_s"] = self._shapes_of(desc).get
+        return (f"(({sub}_s(tuple({arg})) or {sub}) if {arg}.__class__ is dict "
+                f"else {sub})({arg})")
 
     def _lazy(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """The encoder of ``desc`` (a placeholder while it compiles: recursive types)."""

@@ -153,7 +153,10 @@ def _check_existing(path: Path) -> None:
                        "there (is another vigil agent running?)")
 
 
-_BACKLOG = 128
+# Pending connections the kernel holds before the server accepts them: above
+# max_connections, so a burst of clients is refused by the server (counted), not with
+# EAGAIN by the kernel.
+_BACKLOG = 1024
 
 
 class UnixListener:

@@ -33,8 +33,9 @@ import concurrent.futures
 import logging
 import struct
 import time
+import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -55,6 +56,11 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 _RECV_WINDOW = 4 << 20
 _MAX_STREAMS = 256
 _FLUSH_BYTES = 256 << 10  # hand the socket at most this much at once
+# Largest header block a client may send (grpcio's own default limit is 8 KiB); with
+# the default 16 KiB frame size, h2 buffers at most 64 CONTINUATION frames (~1 MiB).
+_MAX_HEADER_LIST = 64 << 10
+# Request encodings we decompress (the gRPC names); others are UNIMPLEMENTED.
+ACCEPT_ENCODING = "identity,gzip,deflate"
 
 
 def frame(message: bytes) -> bytes:
@@ -82,6 +88,24 @@ class RpcError(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+def decompress(encoding: str, data: bytes, limit: int) -> bytes:
+    """A compressed request message, at most ``limit`` bytes once inflated (a
+    decompression bomb ends as RESOURCE_EXHAUSTED, corrupt data as INTERNAL)."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as err:
+        raise RpcError(StatusCode.INTERNAL, f"cannot decompress the {encoding} "
+                       f"request: {err}") from err
+    if len(out) > limit:
+        raise RpcError(StatusCode.RESOURCE_EXHAUSTED, f"request larger than {limit} "
+                       "bytes once decompressed")
+    if not d.eof or d.unused_data:
+        raise RpcError(StatusCode.INTERNAL, f"truncated or trailing {encoding} data")
+    return out
 
 
 class Context:
@@ -147,7 +171,7 @@ class Method:
 
 class _Call:
     __slots__ = ("sid", "path", "ctx", "body", "body_len", "method", "task",
-                 "headers_sent", "ended", "remote_closed", "timer")
+                 "headers_sent", "ended", "remote_closed", "timer", "encoding", "charged")
 
     def __init__(self, sid: int, path: str, ctx: Context, method: Method | None) -> None:
         self.sid = sid
@@ -161,6 +185,23 @@ class _Call:
         self.ended = False
         self.remote_closed = False
         self.timer: asyncio.TimerHandle | None = None
+        self.encoding = "identity"
+        self.charged = 0  # bytes of this request counted in ProtocolConfig.buffered
+
+
+class ConnectionStats:
+    """Server-wide connection counters (one event loop: plain ints suffice)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused = 0             # over max_connections
+        self.handshake_timeouts = 0  # no HTTP/2 preface/SETTINGS in time
+        self.protocol_errors = 0     # bad preface, malformed frames: GOAWAY + close
+        self.keepalive_timeouts = 0  # PING not answered
+        self.buffer_refusals = 0     # requests refused for the request-buffer budget
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
 
 
 @dataclass
@@ -170,6 +211,13 @@ class ProtocolConfig:
     max_recv_bytes: int = 10 << 20
     keepalive_time: float = 120.0      # PING an idle connection after this long...
     keepalive_timeout: float = 20.0    # ...and drop it if no PING ACK arrives by then
+    handshake_timeout: float = 10.0    # close a connection with no HTTP/2 preface by then
+    max_connections: int = 256         # more are refused (GOAWAY, then closed)
+    # Request bytes held (received, not yet answered) across all connections; a request
+    # that would go over is refused with RESOURCE_EXHAUSTED.
+    max_buffered_bytes: int = 64 << 20
+    buffered: int = 0
+    stats: ConnectionStats = field(default_factory=ConnectionStats)
 
 
 class GrpcConnection(asyncio.Protocol):
@@ -191,14 +239,29 @@ class GrpcConnection(asyncio.Protocol):
         self._last_rx = time.monotonic()
         self._ping_sent: float | None = None
         self._keepalive: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.TimerHandle | None = None
+        self._greeted = False  # the client's preface and SETTINGS arrived
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self._connections.add(self)
         self.peer = _peer_name(transport)
+        stats = self.cfg.stats
+        if len(self._connections) >= self.cfg.max_connections:
+            stats.refused += 1
+            log.warning("gRPC: refusing a connection from %s: %d connections already "
+                        "(the limit)", self.peer, len(self._connections))
+            self.conn.initiate_connection()
+            self.conn.close_connection(h2.errors.ErrorCodes.REFUSED_STREAM,
+                                       additional_data=b"too many connections")
+            transport.write(self.conn.data_to_send())
+            transport.close()
+            self._closed = True
+            return
+        self._connections.add(self)
+        stats.accepted += 1
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None and ssl_obj.selected_alpn_protocol() != "h2":
             log.debug("gRPC: %s did not negotiate h2 over TLS; closing", self.peer)
@@ -208,16 +271,27 @@ class GrpcConnection(asyncio.Protocol):
         self.conn.update_settings({
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _RECV_WINDOW,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20})
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST})
         self.conn.increment_flow_control_window(_RECV_WINDOW)
         self._flush()
+        self._handshake = self.loop.call_later(self.cfg.handshake_timeout,
+                                               self._handshake_expired)
         self._arm_keepalive()
+
+    def _handshake_expired(self) -> None:
+        if not self._greeted and not self._closed:
+            self.cfg.stats.handshake_timeouts += 1
+            log.debug("gRPC: %s sent no HTTP/2 preface in %.0f s; closing", self.peer,
+                      self.cfg.handshake_timeout)
+            self._abort_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._connections.discard(self)
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._handshake is not None:
+            self._handshake.cancel()
         for call in list(self.calls.values()):
             self._end(call, cancelled=True)
         self.calls.clear()
@@ -225,18 +299,26 @@ class GrpcConnection(asyncio.Protocol):
         self._writable.set()
 
     def pause_writing(self) -> None:
+        """The transport's buffer is full (the peer does not read): stop reading too,
+        so a peer that sends PINGs or requests but never reads the answers cannot grow
+        the buffer without bound."""
         self._writable.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as err:
+            self.cfg.stats.protocol_errors += 1
             log.debug("gRPC: HTTP/2 protocol error from %s: %s", self.peer, err)
-            self._flush()
+            self._flush()  # h2 queued a GOAWAY with the error code
             self._abort_connection()
             return
         for ev in events:
@@ -252,6 +334,7 @@ class GrpcConnection(asyncio.Protocol):
                     self._end(call, cancelled=True)
             elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
                 self._window_open.set()
+                self._greeted = True
             elif isinstance(ev, h2.events.PingAckReceived):
                 self._ping_sent = None
             elif isinstance(ev, h2.events.ConnectionTerminated):
@@ -286,10 +369,12 @@ class GrpcConnection(asyncio.Protocol):
             self._finish(call, StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             return
         enc = str(headers.get("grpc-encoding", "identity"))
-        if enc != "identity":
+        if enc not in ("identity", "gzip", "deflate"):
             self._finish(call, StatusCode.UNIMPLEMENTED,
-                         f"grpc-encoding {enc!r} is not supported (use identity)")
+                         f"grpc-encoding {enc!r} is not supported (use one of "
+                         f"{ACCEPT_ENCODING})")
             return
+        call.encoding = enc
         if deadline is not None:
             call.timer = self.loop.call_later(max(0.0, deadline - time.monotonic()),
                                               self._deadline, call)
@@ -299,11 +384,20 @@ class GrpcConnection(asyncio.Protocol):
         call = self.calls.get(ev.stream_id)
         if call is None or call.ended:
             return
-        call.body_len += len(ev.data)
+        n = len(ev.data)
+        call.body_len += n
         if call.body_len > self.cfg.max_recv_bytes + 5:
             self._finish(call, StatusCode.RESOURCE_EXHAUSTED,
                          f"request larger than {self.cfg.max_recv_bytes} bytes")
             return
+        cfg = self.cfg
+        if cfg.buffered + n > cfg.max_buffered_bytes:
+            cfg.stats.buffer_refusals += 1
+            self._finish(call, StatusCode.RESOURCE_EXHAUSTED,
+                         "the server holds too many unanswered request bytes; retry")
+            return
+        cfg.buffered += n
+        call.charged += n
         call.body.append(ev.data)
 
     def _on_stream_ended(self, sid: int) -> None:
@@ -315,12 +409,16 @@ class GrpcConnection(asyncio.Protocol):
             return
         body = b"".join(call.body)
         call.body.clear()
+        if not body:  # gRPC: a request cardinality violation is UNIMPLEMENTED
+            self._finish(call, StatusCode.UNIMPLEMENTED, "no request message")
+            return
         if len(body) < 5:
-            self._finish(call, StatusCode.INTERNAL, "missing request message")
+            self._finish(call, StatusCode.INTERNAL, "truncated request message")
             return
         flag, length = _PREFIX.unpack_from(body)
-        if flag:
-            self._finish(call, StatusCode.UNIMPLEMENTED, "compressed requests are not supported")
+        if flag > 1 or (flag and call.encoding == "identity"):
+            self._finish(call, StatusCode.INTERNAL, "compressed message without a "
+                         "grpc-encoding" if flag == 1 else "invalid message flags")
             return
         if length > self.cfg.max_recv_bytes:
             self._finish(call, StatusCode.RESOURCE_EXHAUSTED,
@@ -329,11 +427,19 @@ class GrpcConnection(asyncio.Protocol):
             return
         if len(body) != 5 + length:
             self._finish(call, StatusCode.UNIMPLEMENTED if len(body) > 5 + length else
-                         StatusCode.INTERNAL, "expected exactly one request message")
+                         StatusCode.INTERNAL, "expected exactly one request message"
+                         if len(body) > 5 + length else "truncated request message")
             return
         assert call.method is not None
+        payload = body[5:]
+        if flag:
+            try:
+                payload = decompress(call.encoding, payload, self.cfg.max_recv_bytes)
+            except RpcError as err:
+                self._finish(call, err.code, err.details)
+                return
         try:
-            request = call.method.deserialize(body[5:])
+            request = call.method.deserialize(payload)
         except Exception as err:
             self._finish(call, StatusCode.INTERNAL, f"cannot parse request: {err}")
             return
@@ -420,7 +526,8 @@ class GrpcConnection(asyncio.Protocol):
             return
         call.headers_sent = True
         self.conn.send_headers(call.sid, [(":status", "200"),
-                                          ("content-type", "application/grpc")])
+                                          ("content-type", "application/grpc"),
+                                          ("grpc-accept-encoding", ACCEPT_ENCODING)])
         self._flush()
 
     def _finish(self, call: _Call, code: grpc.StatusCode, details: str) -> None:
@@ -431,6 +538,8 @@ class GrpcConnection(asyncio.Protocol):
         trailers = [("grpc-status", str(code.value[0]))]
         if details:
             trailers.append(("grpc-message", grpc_message_escape(details)))
+        if code == StatusCode.UNIMPLEMENTED and not call.headers_sent:
+            trailers.append(("grpc-accept-encoding", ACCEPT_ENCODING))
         try:
             if call.headers_sent:
                 self.conn.send_headers(call.sid, trailers, end_stream=True)
@@ -453,6 +562,10 @@ class GrpcConnection(asyncio.Protocol):
         self._end(call, cancelled=False)
 
     def _end(self, call: _Call, *, cancelled: bool) -> None:
+        if call.charged:
+            self.cfg.buffered -= call.charged
+            call.charged = 0
+        call.body.clear()
         if call.ended:
             return
         call.ended = True
@@ -503,6 +616,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         now = time.monotonic()
         if self._ping_sent is not None and now - self._ping_sent >= self.cfg.keepalive_timeout:
+            self.cfg.stats.keepalive_timeouts += 1
             log.info("gRPC: %s did not answer a keepalive PING; closing", self.peer)
             self._abort_connection()
             return

@@ -72,6 +72,7 @@ class GrpcServer:
         self._executor: futures.ThreadPoolExecutor | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[GrpcConnection] = set()
+        self._proto: ProtocolConfig | None = None
 
     # -- policies (optionally persisted) ---------------------------------------------
 
@@ -95,8 +96,12 @@ class GrpcServer:
     def start(self) -> None:
         self._executor = futures.ThreadPoolExecutor(_UNARY_WORKERS,
                                                     thread_name_prefix="vigil-grpc-call")
-        proto = ProtocolConfig(methods={**methods(self.servicer), **self.health.methods()},
-                               executor=self._executor, max_recv_bytes=self.cfg.max_recv_bytes)
+        cfg = self.cfg
+        proto = self._proto = ProtocolConfig(
+            methods={**methods(self.servicer), **self.health.methods()},
+            executor=self._executor, max_recv_bytes=cfg.max_recv_bytes,
+            keepalive_time=cfg.keepalive_time, keepalive_timeout=cfg.keepalive_timeout,
+            handshake_timeout=cfg.handshake_timeout, max_connections=cfg.max_connections)
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="vigil-grpc", daemon=True)
         self._thread.start()
@@ -175,7 +180,12 @@ class GrpcServer:
             self.addresses = []
 
     def stats(self) -> dict[str, Any]:
-        return {"addresses": list(self.addresses), **self.servicer.stats()}
+        proto = self._proto
+        conns = {"open": len(self._connections), "limit": self.cfg.max_connections,
+                 "request_bytes_buffered": proto.buffered if proto else 0,
+                 **(proto.stats.as_dict() if proto else {})}
+        return {"addresses": list(self.addresses), "connections": conns,
+                **self.servicer.stats()}
 
 
 def start_server(cfg: ServerConfig, agent: Any) -> GrpcServer | None:

@@ -38,7 +38,13 @@ from vigil.errors import BpfError, FeatureNotSupported, PolicyError, PrivilegeEr
 from vigil.events.encode import rfc3339
 from vigil.export.jsonl import RateLimitedLog
 from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyStore
-from vigil.server.convert import EncodeError, EventEncoder, policy_status, request_specs
+from vigil.server.convert import (
+    FAST_PATH_MISSES,
+    EncodeError,
+    EventEncoder,
+    policy_status,
+    request_specs,
+)
 from vigil.server.filters import EventFilter, FieldFilters, FilterError
 from vigil.server.protocol import _PREFIX, Context, Method
 from vigil.server.subscriber import StreamSubscriber
@@ -102,13 +108,16 @@ class Subscribers:
                     self.departed_dropped += sub.dropped
                     self.departed_delivered += sub.delivered
 
+    def count(self) -> int:
+        return len(self._live)
+
     def live(self) -> list[StreamSubscriber]:
         with self._lock:
             return list(self._live.values())
 
     def close_all(self) -> None:
         for sub in self.live():
-            sub.close()
+            sub.close()  # the streams drain what is queued, then end
 
     @property
     def dropped(self) -> int:
@@ -173,7 +182,7 @@ class FineGuidanceSensorsServicer:
 
     def _end_stream(self, sub: StreamSubscriber) -> None:
         self.deps.events.unsubscribe(sub)
-        sub.close()
+        sub.close(discard=True)  # undelivered events count as dropped
         self.subscribers.remove(sub)
         log.info("GetEvents %s ended: %d delivered, %d dropped", sub.name, sub.delivered,
                  sub.dropped)
@@ -195,14 +204,35 @@ class FineGuidanceSensorsServicer:
                 parts += (prefix(0, len(data)), data)
         match = None if flt.passthrough else flt.matches
         apply = trim.apply if trim else None
+        # the event cache only pays when another stream may encode the same events
+        many = self.subscribers.count() > 1
         n = 0
+        if match is None and apply is None and not many:  # the plain stream: no detours
+            fast, misses = self.encoder.fast, FAST_PATH_MISSES
+            append = parts.append
+            for batch in batches:
+                for ev in batch:
+                    try:
+                        data = fast(ev)
+                    except misses:
+                        try:
+                            data = encode(ev, shared=False)  # counts slow_path
+                        except EncodeError as err:
+                            self.encode_errors += 1
+                            self._droplog(logging.ERROR, "cannot encode event: %s", err)
+                            continue
+                    append(prefix(0, len(data)))
+                    append(data)
+                    n += 1
+            sub.delivered += n
+            return b"".join(parts)
         for batch in batches:
             for ev in batch:
                 if match is not None and not match(ev):
                     continue
                 out = ev if apply is None else apply(ev)
                 try:
-                    data = encode(out, shared=out is ev)
+                    data = encode(out, shared=many and out is ev)
                 except EncodeError as err:
                     self.encode_errors += 1
                     self._droplog(logging.ERROR, "cannot encode event: %s", err)

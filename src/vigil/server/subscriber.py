@@ -92,9 +92,9 @@ class StreamSubscriber:
 
     def take_nowait(self, max_events: int) -> tuple[list[list[Event]], int] | None:
         """Whatever is queued now, whole batches up to about ``max_events`` (at least one
-        batch), and the drops since the last take; None once closed."""
+        batch), and the drops since the last take; None once closed and drained."""
         with self._cond:
-            if self._closed:
+            if self._closed and not self._batches and not self._unreported:
                 return None
             out: list[list[Event]] = []
             n = 0
@@ -115,12 +115,16 @@ class StreamSubscriber:
             self._waker = waker
             return True
 
-    def close(self) -> None:
-        """Stop accepting events and wake the stream (idempotent; any thread)."""
+    def close(self, *, discard: bool = False) -> None:
+        """Stop accepting events and wake the stream (idempotent; any thread). What is
+        queued can still be taken (a stopping server drains its streams), unless
+        ``discard``: then it is freed and counted in ``dropped`` (the stream is gone)."""
         with self._cond:
             self._closed = True
-            self._batches.clear()
-            self.queued = 0
+            if discard:
+                self.dropped += self.queued
+                self._batches.clear()
+                self.queued = 0
             self._cond.notify_all()
             waker, self._waker = self._waker, None
         if waker is not None:
