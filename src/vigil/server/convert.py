@@ -42,6 +42,8 @@ from google.protobuf import json_format
 from vigil.api.tetragon import events_pb2, sensors_pb2
 from vigil.policy.store_api import PolicyInfo
 from vigil.server.fastencode import FastEncoders, Slow
+from vigil.server.fastencode import field_key as _key
+from vigil.server.fastencode import varint
 
 Event = dict[str, Any]
 
@@ -66,27 +68,6 @@ class EncodeError(ValueError):
 
 
 # --------------------------------------------------------------------------- wire primitives
-
-_SMALL_VARINTS = [bytes([i]) for i in range(128)]
-
-
-def varint(n: int) -> bytes:
-    """Base-128 varint; negative numbers as 64-bit two's complement (10 bytes)."""
-    if 0 <= n < 128:
-        return _SMALL_VARINTS[n]
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return varint((number << 3) | wire_type)
-
 
 def _ld(key: bytes, payload: bytes) -> bytes:
     """A length-delimited field: key, length, payload."""

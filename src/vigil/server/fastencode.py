@@ -65,6 +65,12 @@ def _key(number: int, wire: int) -> bytes:
     return _varint((number << 3) | wire)
 
 
+# The one varint writer of the server (the general encoder in convert.py uses these too):
+# base-128; negative numbers as 64-bit two's complement (10 bytes).
+varint = _varint
+field_key = _key
+
+
 _SECONDS: dict[str, bytes] = {}
 _SCALE = [10 ** (9 - i) for i in range(10)]
 
