@@ -1,8 +1,8 @@
-"""Policy-hook records (VG_MSG_GENERIC_*) -> Tetragon ``KprobeArgument`` dicts. Pure.
+"""Policy-hook arguments -> Tetragon ``KprobeArgument`` dicts. Pure.
 
-The record says which hook fired, which selector matched, the action, the return value
-and each argument's bytes; the hook's ``ArgSpec`` list (from the policy compiler) says
-how to render each one (§2.5 of the interface reference).
+``vigil.policy_events`` decodes a VG_MSG_GENERIC_* record (hook, action, return value,
+each argument's bytes); the hook's ``ArgSpec`` list (from the policy compiler) says how
+to render each argument here (§2.5 of the interface reference).
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.abi import _generated as abi
-from vigil.events.decode import DecodeError
 from vigil.events.encode import CAP_NAMES
 
-_MSG = abi.VG_GENERIC_MSG
-_IX = abi.VG_GENERIC_MSG_INDEX
-_NARGS = int(abi.GenLimits.GEN_ARGS)
 
 # Tetragon's KprobeAction names, by vg_action value.
 ACTION_NAMES = {
@@ -36,50 +32,6 @@ class ArgSpec:
 
     out: str           # int | uint | long | size | string | bytes | file | sockaddr | capability | syscall64
     label: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class GenericRecord:
-    op: int
-    ktime: int
-    pid: int
-    tid: int
-    hook_id: int
-    selector: int
-    action: int
-    flags: int
-    ret: int
-    args: tuple[bytes, ...]
-    orig_len: tuple[int, ...]
-
-    @property
-    def has_return(self) -> bool:
-        return bool(self.flags & abi.GenFlag.RETURN)
-
-
-def decode_generic(rec: bytes) -> GenericRecord:
-    if len(rec) < _MSG.size:
-        raise DecodeError(f"generic record of {len(rec)} bytes < {_MSG.size}")
-    v = _MSG.unpack_from(rec)
-    nargs = min(v[_IX["nargs"]], _NARGS)
-    offs = v[_IX["arg_off"]:_IX["arg_off"] + _NARGS]
-    lens = v[_IX["arg_len"]:_IX["arg_len"] + _NARGS]
-    origs = v[_IX["orig_len"]:_IX["orig_len"] + _NARGS]
-    tail = memoryview(rec)[_MSG.size:]
-    args = []
-    for i in range(nargs):
-        if offs[i] + lens[i] > len(tail):
-            raise DecodeError(f"argument {i} beyond the record")
-        args.append(bytes(tail[offs[i]:offs[i] + lens[i]]))
-    return GenericRecord(
-        op=v[_IX["hdr.op"]], ktime=v[_IX["hdr.ktime"]], pid=v[_IX["pid"]], tid=v[_IX["tid"]],
-        hook_id=v[_IX["hook_id"]], selector=v[_IX["selector"]], action=v[_IX["action"]],
-        flags=v[_IX["flags"]], ret=_signed64(v[_IX["ret"]]),
-        args=tuple(args), orig_len=tuple(origs[:nargs]))
-
-
-def _signed64(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def _int(raw: bytes) -> int:
