@@ -145,7 +145,8 @@ def timestamp(s: Any) -> bytes:
     return out
 
 
-# Messages with more fields than this are encoded by walking the dict (_compile_dispatch).
+# Messages with more fields than this get one generated function per key tuple
+# (_compile_dispatch) instead of probing every field.
 _DISPATCH_ABOVE = 8
 # Per string field: encodings of up to this many distinct values this short, by value.
 _STR_CACHE_N = 256
@@ -170,6 +171,11 @@ class FastEncoders:
         self._cached = cached
         self._cache = cache
 
+    def _env(self) -> dict[str, Any]:
+        """The globals of generated encoder code."""
+        return {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
+                "timestamp": timestamp, "cache": self._cache, "cache_lookup": self._cache.lookup}
+
     def encoder(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         fn = self._fns.get(desc.full_name)
         if fn is None:
@@ -180,9 +186,7 @@ class FastEncoders:
         if len(desc.fields) > _DISPATCH_ABOVE:
             return self._compile_dispatch(desc)
         name = "enc_" + desc.full_name.replace(".", "_")
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache,
-                               "cache_lookup": self._cache.lookup}
+        env = self._env()
         lines = [f"def {name}(d):",
                  "    if d.__class__ is not dict and not isinstance(d, dict):",
                  "        raise Slow",
@@ -237,9 +241,7 @@ class FastEncoders:
 
     def _shape_maker(self, desc: _d.Descriptor, fields: dict[str, _d.FieldDescriptor]
                      ) -> Callable[[tuple[str, ...]], Callable[[Any], bytes]]:
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache,
-                               "cache_lookup": self._cache.lookup}
+        env = self._env()
 
         def slow(d: Any) -> bytes:
             raise Slow
@@ -258,9 +260,7 @@ class FastEncoders:
 
     def _walker(self, desc: _d.Descriptor) -> Callable[[Any], bytes]:
         """Encode by walking the dict's items, one small function per field."""
-        env: dict[str, Any] = {"Slow": Slow, "_SV": _SV, "_V": _V, "_W": _W, "_varint": _varint,
-                               "timestamp": timestamp, "cache": self._cache,
-                               "cache_lookup": self._cache.lookup}
+        env = self._env()
         table: dict[str, tuple[int, Callable[[Any, list[bytes]], None]]] = {}
         for fd in desc.fields:
             fname = f"fld_{fd.number}"
