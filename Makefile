@@ -77,9 +77,13 @@ run: bpf venv
 	$(VENV)/bin/vigil agent $(RUN_ARGS)
 
 # The whole suite; VIGIL_TEST_STRICT turns "skipped: needs root/BPF" into failures,
-# so a run that cannot reach the kernel fails instead of passing empty.
+# so a run that cannot reach the kernel fails instead of passing empty. It runs as on a
+# freshly booted host (tools/fresh-host.sh: a private mount namespace without tracefs,
+# debugfs or bpffs), so what the code under test mounts is gone afterwards and nothing
+# passes because of an earlier run's mounts.
 test: bpf venv
-	VIGIL_TEST_STRICT=$${VIGIL_TEST_STRICT:-1} $(VPY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	VIGIL_TEST_STRICT=$${VIGIL_TEST_STRICT:-1} tools/fresh-host.sh \
+	  $(VPY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: venv
 	$(VPY) -m pytest -p no:cacheprovider -m 'not kernel and not e2e' $(PYTEST_ARGS)

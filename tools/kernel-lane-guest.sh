@@ -1,5 +1,5 @@
 # Sourced by /bin/sh inside a kernel-lane guest (tools/kernel-lane.sh) before the command:
-# the pseudo filesystems BPF needs, no memlock limit, loopback up, and the facts the
+# securityfs and cgroup2, no memlock limit, loopback up, and the facts the
 # kernel tests use to tell "this kernel lacks it" (skip) from "this kernel should have
 # it" (fail): VIGIL_LANE_KERNEL and VIGIL_EXPECT_FEATURES.
 vl_mount() { # fstype target
@@ -7,9 +7,8 @@ vl_mount() { # fstype target
   mkdir -p "$2" && mount -t "$1" "$1" "$2" 2>/dev/null || echo "kernel-lane: cannot mount $1 on $2" >&2
 }
 vl_mount securityfs /sys/kernel/security
-vl_mount debugfs /sys/kernel/debug
-vl_mount tracefs /sys/kernel/tracing
-vl_mount bpf /sys/fs/bpf
+# tracefs, debugfs and bpffs are left unmounted, as on a freshly booted host: the code
+# under test mounts what it needs (vigil.bpf.mounts), and the lane proves it does
 grep -q ' cgroup2 ' /proc/mounts || vl_mount cgroup2 /sys/fs/cgroup
 ulimit -l unlimited 2>/dev/null || true
 ip link set lo up 2>/dev/null || true

@@ -21,12 +21,13 @@ class AgentProcess:
     """A running agent writing JSON lines to ``<tmp>/events.log``. Use as a context manager."""
 
     def __init__(self, tmp: Path, *args: str, export_name: str = "events.log",
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, wrapper: tuple[str, ...] = ()) -> None:
         self.export = tmp / export_name
         self.stderr: list[str] = []
         # a private socket and info file: tests never touch /var/run/vigil
         self.socket = tmp / "vigil.sock"
-        cmd = [sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
+        # ``wrapper``: a command the agent runs under (e.g. tools/fresh-host.sh)
+        cmd = [*wrapper, sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
                "--no-export-stdout", "--server-address", f"unix://{self.socket}",
                "--server-info-file", str(tmp / "vigil-info.json"), *args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")

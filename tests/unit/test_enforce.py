@@ -221,7 +221,9 @@ def test_check_command_reports_mechanism_and_guarantee(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + lsm("file_open", DENY_SHADOW.replace("-1", "-13")))
     res = CliRunner().invoke(check, [str(bad), "--kernel-features", str(feats)])
-    assert res.exit_code == 3 and "cannot be honoured" in res.output
+    # valid (BPF LSM honours any errno), but fanotify cannot: exit 4, naming the feature
+    assert res.exit_code == 4 and "cannot be honoured" in res.output
+    assert "it would load with: lsm: BPF LSM" in res.output
 
 
 # ---- rules -----------------------------------------------------------------------------

@@ -38,14 +38,33 @@ def _features(tmp_path: Path, **feats: bool) -> str:
     return str(f)
 
 
-def test_kernel_without_kprobes_rejects_the_function_hook_with_its_location(tmp_path: Path) -> None:
+def test_kernel_without_kprobes_cannot_load_the_function_hook_exit_4(tmp_path: Path) -> None:
     pol = tmp_path / "p.yaml"
     pol.write_text(POLICY)
     r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path, kprobes=False)])
-    assert r.exit_code == 3
-    assert r.stdout.strip() == (
-        f"{pol}:15:11: error: spec.kprobes[1].call: fd_install: kprobes are not available on "
-        "this kernel (CONFIG_KPROBES is off)")
+    assert r.exit_code == 4
+    assert r.stdout.splitlines()[:3] == [
+        f"{pol}: valid, but this kernel cannot load TracingPolicy 'write-watch':",
+        f"  {pol}:15:11: error: spec.kprobes[1].call: fd_install: kprobes are not available "
+        "on this kernel (CONFIG_KPROBES is off)",
+        "  it would load with: kprobes: kernel-function hooks (kprobes, kretprobes)"]
+
+
+def test_named_profile_full_loads_what_the_hardened_profile_cannot(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY)
+    assert CliRunner().invoke(check, [str(pol), "--kernel-features", "none"]).exit_code == 4
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", "full"])
+    assert r.exit_code == 0, r.output
+    assert "spec.kprobes[1]: fentry fd_install" in r.stdout
+
+
+def test_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY)
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", "debian-9"])
+    assert r.exit_code == 2
+    assert "no such profile or file" in r.output
 
 
 def test_valid_policy_lists_mechanism_and_guarantee(tmp_path: Path) -> None:

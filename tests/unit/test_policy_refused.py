@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.cli.policycheck import _check_one
+from vigil.cli.policycheck import _check_one, _Formats, _Target
 from vigil.policy.compiler import KernelView
 from vigil.policy.tracefs import read_format
 
@@ -27,13 +27,17 @@ def fixture_view() -> KernelView:
     return KernelView(formats=lambda s, e: read_format(s, e, root=TRACEFS))
 
 
+def fixture_target() -> _Target:
+    return _Target(fixture_view(), "fixture", _Formats())
+
+
 def test_corpus() -> None:
     assert len(REFUSED) >= 10
 
 
 @pytest.mark.parametrize("path", REFUSED, ids=[p.name for p in REFUSED])
 def test_refused_with_location(path: Path) -> None:
-    res = _check_one(str(path), fixture_view())
-    assert not res["ok"]
+    res = _check_one(str(path), fixture_target())
+    assert res["verdict"] == "invalid"
     got = [d.replace(str(path.parent) + "/", "") for d in res["diagnostics"]]
     assert got == path.with_suffix(".expected").read_text().splitlines()

@@ -12,15 +12,14 @@ is pinned. Results are cached per process (``clear_cache()`` forgets them).
     require("lsm")    -> None, or raises FeatureNotSupported(feature, reason)
 
 Kernel facts that are not program loads: ``btf_available()``, ``bpf_lsm_enabled()``,
-``lockdown()``, ``kprobes_available()``, ``privileges()``; ``mount_fs()`` mounts bpffs,
-tracefs and securityfs where they are missing.
+``lockdown()``, ``kprobes_available()``, ``privileges()``; ``mount_fs()`` mounts
+what is missing (``vigil.bpf.mounts``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno as _errno
 import functools
 import logging
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.bpf import _libbpf as L
+from vigil.bpf import mounts
 from vigil.bpf.object import BpfObject, Link, Program
 from vigil.errors import AttachError, BpfError, FeatureNotSupported
 
@@ -42,10 +42,7 @@ log = logging.getLogger("vigil.features")
 
 OBJECT = Path(__file__).parent / "objects" / "probe.bpf.o"
 
-SECURITYFS = "/sys/kernel/security"
-BPFFS = "/sys/fs/bpf"
-TRACEFS = "/sys/kernel/tracing"
-DEBUGFS = "/sys/kernel/debug"
+SECURITYFS = mounts.SECURITYFS
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
 BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -92,77 +89,25 @@ def _quiet_libbpf() -> Iterator[None]:
 
 def _mounts() -> list[tuple[str, str]]:
     """(mount point, fstype) of every mount of this process."""
-    out = []
-    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3:
-                out.append((parts[1].replace("\\040", " "), parts[2]))
-    return out
-
-
-def _mounted(fstype: str, target: str) -> bool:
-    return (target, fstype) in _mounts()
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
-    libc.mount.restype = ctypes.c_int
-    return libc
-
-
-def _mount(fstype: str, target: str) -> bool:
-    """mount -t fstype fstype target; False (logged) if the kernel refuses."""
-    if not os.path.isdir(target):
-        return False
-    ret = _libc().mount(fstype.encode(), target.encode(), fstype.encode(), 0, None)
-    if ret != 0:
-        log.debug("mount %s on %s: %s", fstype, target, _errtext(ctypes.get_errno()))
-        return False
-    return True
+    return mounts.mounts()
 
 
 # --- mounts ----------------------------------------------------------------------------
 
-def mount_bpffs() -> str | None:
-    """Mount bpffs at /sys/fs/bpf unless it is there; the mount point if mounted now."""
-    if _mounted("bpf", BPFFS):
-        return None
-    return BPFFS if _mount("bpf", BPFFS) else None
-
-
 def tracefs_path() -> str | None:
     """Where tracefs is mounted (/sys/kernel/tracing or debugfs/tracing), if anywhere."""
-    for target, fstype in _mounts():
-        if fstype == "tracefs" and target in (TRACEFS, f"{DEBUGFS}/tracing"):
-            return target
-    return None
-
-
-def mount_tracefs() -> str | None:
-    """Mount tracefs (or debugfs, which automounts tracing/) unless one is mounted."""
-    if tracefs_path():
-        return None
-    if _mount("tracefs", TRACEFS):
-        return TRACEFS
-    if not _mounted("debugfs", DEBUGFS) and _mount("debugfs", DEBUGFS):
-        return DEBUGFS
-    return None
+    return mounts.tracefs_path()
 
 
 def mount_securityfs() -> str | None:
     """Mount securityfs at /sys/kernel/security unless it is there."""
-    if _mounted("securityfs", SECURITYFS):
-        return None
-    return SECURITYFS if _mount("securityfs", SECURITYFS) else None
+    return mounts.ensure(("securityfs",)).mounted.get("securityfs")
 
 
 def mount_fs() -> list[str]:
-    """Ensure bpffs, tracefs and securityfs are mounted; return what was mounted now."""
-    done = [mount_bpffs(), mount_tracefs(), mount_securityfs()]
-    return [m for m in done if m]
+    """Ensure tracefs, bpffs, cgroup2 and securityfs are mounted (as the agent does at
+    start); return the mount points mounted now."""
+    return list(mounts.ensure().mounted.values())
 
 
 # --- kernel facts ----------------------------------------------------------------------
@@ -248,7 +193,7 @@ def _uprobe_target() -> tuple[str, str]:
 
 
 def _cgroup2_root() -> str | None:
-    return next((t for t, fs in _mounts() if fs == "cgroup2"), None)
+    return mounts.cgroup2_path()
 
 
 @contextlib.contextmanager
@@ -507,6 +452,5 @@ def kprobes_available() -> bool:
 __all__ = [
     "FEATURES", "ProbeResult", "probe", "probe_all", "require", "clear_cache",
     "btf_available", "bpf_lsm_enabled", "active_lsms", "lockdown", "kprobes_available",
-    "privileges", "syscall_fn", "tracefs_path", "mount_fs", "mount_bpffs",
-    "mount_tracefs", "mount_securityfs",
+    "privileges", "syscall_fn", "tracefs_path", "mount_fs", "mount_securityfs",
 ]

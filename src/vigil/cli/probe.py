@@ -15,13 +15,19 @@ import click
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format.")
 @click.option("--mount/--no-mount", default=True, show_default=True,
-              help="Mount bpffs, tracefs and securityfs first if missing (as the agent does).")
+              help="Mount tracefs, bpffs, cgroup2 and securityfs first if missing (as the "
+                   "agent does).")
 def probe(output: str, mount: bool) -> None:
     """Probe which BPF features this kernel allows (loads tiny programs; root)."""
     from vigil.bpf import features as F
+    from vigil.bpf import mounts
 
     if mount:
-        F.mount_fs()
+        report = mounts.ensure()
+        for kind, where in report.mounted.items():
+            click.echo(f"mounted {kind} on {where}", err=True)
+        for why in report.failed.values():
+            click.echo(f"warning: {why}", err=True)
     why = F.privileges()
     if why:
         click.echo(f"warning: {why}", err=True)

@@ -1,6 +1,6 @@
 """The agent: ordered start-up steps, one reader thread, reverse teardown.
 
-start: check privileges -> load base sensor (programs attached, ring live) -> start
+start: check privileges -> mount what is missing (tracefs, bpffs, cgroup2) -> load base sensor (programs attached, ring live) -> start
 exporters -> scan /proc (procFS events) -> start the reader thread.
 stop:  stop reader -> detach and close BPF -> drain and close exporters.
 
@@ -147,6 +147,7 @@ class Agent:
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
         self.metrics: Any = None  # vigil.metrics.RunningMetrics once started
+        self.mounts: Any = None   # vigil.bpf.mounts.MountReport of the start-up mounts
         self.reader_heartbeat: float | None = None  # monotonic; health's progress signal
         self._sink_subs: list[tuple[Any, Callable[[], None]]] = []  # (hub subscriber, closer)
 
@@ -155,6 +156,8 @@ class Agent:
     def start(self) -> None:
         check_privileges()
         check_btf()
+        from vigil.bpf import mounts
+        self.mounts = mounts.ensure()  # tracefs, bpffs, cgroup2, securityfs
         from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
         self.sensor = BaseSensor(BaseSensorConfig(ring_bytes=self.cfg.rb_size_total,
                                                   max_args=self.cfg.max_args,

@@ -17,6 +17,7 @@ from typing import Any
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError
 from vigil.policy.compiler import CompileError, KernelView, compile_policy, diagnostic
 from vigil.policy.plan import PolicyPlan
+from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
 from vigil.policy.store_api import (ActionCounters, PolicyExistsError, PolicyInfo, PolicyMode,
                                     PolicyState)
@@ -48,7 +49,6 @@ def kernel_view(kprobe_mode: str | None = None) -> KernelView:
 
     from vigil.bpf import features
     from vigil.policy.kbtf import kernel_btf
-    from vigil.policy.tracefs import read_format
 
     def ok(name: str) -> bool:
         return features.probe(name).ok
@@ -56,7 +56,22 @@ def kernel_view(kprobe_mode: str | None = None) -> KernelView:
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
-                      btf=kernel_btf(), host_ns=_host_ns(), formats=read_format)
+                      btf=kernel_btf(), host_ns=_host_ns(), formats=read_format_mounting)
+
+
+def read_format_mounting(subsystem: str, event: str) -> TpFormat:
+    """A tracepoint's format, mounting tracefs first when it is missing (a fresh host has
+    nothing mounted); when the mount is refused, the error names the mount."""
+    from vigil.policy.tracefs import TracefsUnavailable, read_format
+    try:
+        return read_format(subsystem, event)
+    except TracefsUnavailable:
+        from vigil.bpf import mounts
+        try:
+            root = mounts.ensure_tracefs()
+        except OSError as err:
+            raise TracefsUnavailable(err.errno, err.strerror) from err
+        return read_format(subsystem, event, root)
 
 
 def _host_ns() -> dict[str, int]:

@@ -28,7 +28,7 @@ from vigil.events.encode import CAP_NAMES
 from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
-from vigil.policy.tracefs import TpField, TpFormat
+from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
 from vigil.syscalls import syscall_number, syscall_value
 
@@ -420,9 +420,9 @@ def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
         return None
     try:
         fmt = view.formats("syscalls", f"sys_enter_{sysname}")
+    except TracefsUnavailable:
+        return None
     except FileNotFoundError as err:
-        if "tracefs is not mounted" in str(err):
-            return None
         raise CompileError(f"{where}.call", f"no tracepoint syscalls/sys_enter_{sysname} on "
                            "this kernel (the syscall hook needs it)") from err
     except (OSError, ValueError):
@@ -442,6 +442,9 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
             raise CompileError(where, "tracefs is not available to read the tracepoint format")
         try:
             fmt = view.formats(tp.subsystem, tp.event)
+        except TracefsUnavailable as err:
+            raise CompileError(where, f"the format of tracepoint {tp.subsystem}/{tp.event} "
+                               f"cannot be read: {err}") from err
         except FileNotFoundError as err:
             raise CompileError(f"{where}.event",
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err

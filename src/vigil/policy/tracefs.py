@@ -62,21 +62,71 @@ def parse_format(text: str, subsystem: str = "", event: str = "") -> TpFormat:
     return TpFormat(subsystem, event, int(id_m.group(1)) if id_m else 0, tuple(fields))
 
 
+class TracefsUnavailable(OSError):
+    """tracefs cannot be read (not mounted, or not readable by this user): the formats of
+    tracepoints are unknown, which says nothing about whether the kernel has them."""
+
+
 def tracefs_root() -> str | None:
+    """The first readable tracefs root, if any."""
     for root in TRACEFS_ROOTS:
-        if os.path.isdir(os.path.join(root, "events")):
+        if os.access(os.path.join(root, "events"), os.R_OK | os.X_OK):
             return root
     return None
 
 
+def _why_unavailable() -> str:
+    for root in TRACEFS_ROOTS:
+        if os.path.isdir(os.path.join(root, "events")):
+            return f"{root} is not readable by this user"
+    try:
+        os.listdir(TRACEFS_ROOTS[0])
+    except PermissionError:
+        return f"{TRACEFS_ROOTS[0]} is not readable by this user"
+    except OSError:
+        pass
+    return f"tracefs is not mounted ({TRACEFS_ROOTS[0]})"
+
+
 def read_format(subsystem: str, event: str, root: str | None = None) -> TpFormat:
-    """The format of a tracepoint; FileNotFoundError if this kernel has no such event."""
+    """The format of a tracepoint. FileNotFoundError if this kernel has no such event;
+    TracefsUnavailable if tracefs cannot be read at all."""
     base = root or tracefs_root()
     if base is None:
-        raise FileNotFoundError("tracefs is not mounted (/sys/kernel/tracing)")
+        raise TracefsUnavailable(_why_unavailable())
     path = os.path.join(base, "events", subsystem, event, "format")
     with open(path) as f:
         return parse_format(f.read(), subsystem, event)
+
+
+#: the fields every tracepoint record starts with (struct trace_entry)
+_COMMON = (TpField("common_type", "unsigned short", 0, 2, False),
+           TpField("common_flags", "unsigned char", 2, 1, False),
+           TpField("common_preempt_count", "unsigned char", 3, 1, False),
+           TpField("common_pid", "int", 4, 4, True))
+
+
+def stand_in_format(subsystem: str, event: str) -> TpFormat:
+    """A format to check a policy against when tracefs cannot be read: the layout is
+    exact for syscall tracepoints (``__syscall_nr``, then six 8-byte arguments, or the
+    8-byte ``ret``) and generic elsewhere (16 8-byte fields). Field names and C types are
+    unknown, so a policy checked against it has its indexes and types unverified."""
+    fields = list(_COMMON)
+    if subsystem == "syscalls":
+        fields.append(TpField("__syscall_nr", "int", 8, 4, True))
+        if event.startswith("sys_exit_"):
+            fields.append(TpField("ret", "long", 16, 8, True))
+        else:
+            fields += [TpField(f"arg{i}", "unsigned long", 16 + 8 * i, 8, False)
+                       for i in range(6)]
+    elif subsystem == "raw_syscalls":
+        fields.append(TpField("id", "long", 8, 8, True))
+        fields.append(TpField("ret", "long", 16, 8, True) if event == "sys_exit"
+                      else TpField("args", "unsigned long[6]", 16, 48, False))
+    else:
+        fields += [TpField(f"field{i}", "unsigned long", 8 + 8 * i, 8, False)
+                   for i in range(16)]
+    return TpFormat(subsystem, event, 0, tuple(fields))
 
 
 def syscall_numbers(root: str | None = None) -> dict[str, int]:

@@ -1,0 +1,73 @@
+"""The agent on a freshly booted host: nothing mounted for it.
+
+Each test runs the agent (or ``vigil probe``) under tools/fresh-host.sh, a private mount
+namespace in which tracefs, debugfs and bpffs are unmounted first, whatever the machine or
+an earlier test left mounted. The agent must mount what it needs, say so in its log, load
+a syscall policy and deliver its events; the mounts vanish with the namespace, so the
+test's own view of the machine is unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.agentproc import AgentProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+FRESH = (str(ROOT / "tools" / "fresh-host.sh"),)
+EXAMPLE = ROOT / "examples" / "etc-writes.yaml"
+
+
+def _pseudo_mounts() -> list[str]:
+    out = subprocess.run(["findmnt", "-rn", "-t", "tracefs,debugfs,bpf", "-o", "TARGET,FSTYPE"],
+                         capture_output=True, text=True)
+    return sorted(out.stdout.splitlines())
+
+
+def _etc_write_probe() -> int:
+    """Open an existing /etc file for writing (O_WRONLY|O_APPEND, nothing written: the
+    file is unchanged) in a child process; its pid."""
+    code = "import os; os.close(os.open('/etc/hostname', os.O_WRONLY | os.O_APPEND))"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    child.wait()
+    return child.pid
+
+
+def test_agent_mounts_tracefs_and_runs_the_readme_policy(tmp_path: Path) -> None:
+    before = _pseudo_mounts()
+    with AgentProcess(tmp_path, "--tracing-policy", str(EXAMPLE), wrapper=FRESH) as agent:
+        log = "".join(agent.stderr)
+        assert "mounted tracefs on /sys/kernel/tracing" in log, log
+        assert "policy etc-writes loaded" in log, log
+        pid = _etc_write_probe()
+        events = agent.wait_for(lambda e: e.get("process_kprobe", {}).get("process", {})
+                                .get("pid") == pid)
+        assert events, "".join(agent.stderr[-20:])
+        kp = events[0]["process_kprobe"]
+        assert kp["policy_name"] == "etc-writes"
+        assert kp["args"][0] == {"string_arg": "/etc/hostname", "label": "path"}
+        assert agent.stop() == 0
+    assert _pseudo_mounts() == before
+
+
+def test_probe_mounts_what_it_needs_and_reports_tracepoints(tmp_path: Path) -> None:
+    before = _pseudo_mounts()
+    out = subprocess.run([*FRESH, sys.executable, "-m", "vigil", "probe", "-o", "json"],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert out.returncode == 0, out.stderr
+    assert "mounted tracefs on /sys/kernel/tracing" in out.stderr
+    probes = {p["name"]: p for p in json.loads(out.stdout)["probes"]}
+    assert probes["tracepoint"]["ok"], probes["tracepoint"]
+    assert _pseudo_mounts() == before
+
+
+def test_fresh_namespace_really_has_no_tracefs() -> None:
+    """The wrapper itself: inside, no tracefs/debugfs/bpffs, whatever is mounted outside."""
+    out = subprocess.run([*FRESH, "findmnt", "-rn", "-t", "tracefs,debugfs,bpf"],
+                         capture_output=True, text=True)
+    assert out.stdout == ""
