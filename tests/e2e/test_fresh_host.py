@@ -71,3 +71,26 @@ def test_fresh_namespace_really_has_no_tracefs() -> None:
     out = subprocess.run([*FRESH, "findmnt", "-rn", "-t", "tracefs,debugfs,bpf"],
                          capture_output=True, text=True)
     assert out.stdout == ""
+
+
+def test_a_refused_mount_is_named_in_the_policy_error() -> None:
+    """Where tracefs cannot be mounted (here: a user namespace on a fresh host, where the
+    kernel refuses tracefs mounts), a syscall policy is refused with the mount's errno,
+    not with "not supported on this kernel"."""
+    code = ("from vigil.daemon.policies import read_format_mounting\n"
+            "from vigil.policy.compiler import CompileError, KernelView, compile_policy, "
+            "diagnostic\n"
+            "from vigil.policy.loader import load_policy_file\n"
+            f"p = load_policy_file({str(EXAMPLE)!r})\n"
+            "try:\n"
+            "    compile_policy(p, KernelView(formats=read_format_mounting))\n"
+            "except CompileError as e:\n"
+            "    print(diagnostic(e, p, 'etc-writes.yaml'))\n")
+    out = subprocess.run([*FRESH, "unshare", "--user", "--map-root-user", "--mount",
+                          sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == (
+        "etc-writes.yaml:8:11: error: spec.kprobes[0].call: syscall hooks run on tracepoint "
+        "syscalls/sys_enter_openat, whose format cannot be read: cannot mount tracefs on "
+        "/sys/kernel/tracing: EPERM (Operation not permitted); debugfs on /sys/kernel/debug: "
+        "EPERM (Operation not permitted)"), out.stderr

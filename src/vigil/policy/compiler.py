@@ -420,8 +420,10 @@ def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
         return None
     try:
         fmt = view.formats("syscalls", f"sys_enter_{sysname}")
-    except TracefsUnavailable:
-        return None
+    except TracefsUnavailable as err:
+        raise CompileError(f"{where}.call", f"syscall hooks run on tracepoint syscalls/"
+                           f"sys_enter_{sysname}, whose format cannot be read: "
+                           f"{err.strerror or err}") from err
     except FileNotFoundError as err:
         raise CompileError(f"{where}.call", f"no tracepoint syscalls/sys_enter_{sysname} on "
                            "this kernel (the syscall hook needs it)") from err
@@ -444,7 +446,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
             fmt = view.formats(tp.subsystem, tp.event)
         except TracefsUnavailable as err:
             raise CompileError(where, f"the format of tracepoint {tp.subsystem}/{tp.event} "
-                               f"cannot be read: {err}") from err
+                               f"cannot be read: {err.strerror or err}") from err
         except FileNotFoundError as err:
             raise CompileError(f"{where}.event",
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
