@@ -521,7 +521,8 @@ def _check_message(hook: Hook, path: Path, rep: Report) -> None:
                     f"message is {length} characters long; truncated to {MAX_MESSAGE_LEN}")
 
 
-_RESOLVE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?"
+#: ``a.b[2].c``; may start with an index into the argument itself: ``[0]`` or ``[1].a``
+_RESOLVE_RE = re.compile(r"^(\[[0-9]+\]|[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)"
                          r"(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*$")
 _DATA_SOURCES = ("current_task", "pt_regs")
 
@@ -561,7 +562,7 @@ def _check_resolve(arg: KProbeArg, path: Path, rep: Report) -> None:
     if not _RESOLVE_RE.match(arg.resolve):
         rep.error(path + ("resolve",), "policy.invalid_value",
                   f'invalid resolve path "{arg.resolve}": expected field names separated '
-                  "by '.', optionally indexed like name[3]")
+                  "by '.', optionally indexed like name[3] (or starting with [N])")
     elif len(arg.resolve.split(".")) > MAX_RESOLVE_DEPTH:
         rep.error(path + ("resolve",), "policy.limit",
                   f"resolve path is too deep: {len(arg.resolve.split('.'))} components "
@@ -751,12 +752,27 @@ def _check_namespace_values(values: list[str], op: Operator, path: Path,
 
 def _check_arg_selector(hc: HookContext, a: ArgSelector, path: Path,
                         arglist: list[KProbeArg], listname: str, rep: Report) -> None:
-    target = _referenced_arg(a, path, arglist, listname, rep)
+    target = _referenced_arg(a, path, arglist, listname, rep,
+                             tracepoint=hc.kind is HookKind.TRACEPOINTS and listname == "args")
     _check_arg_values(hc, a, path, _resolve(hc, target), rep)
 
 
+def tracepoint_arg_position(index: int, args: list[KProbeArg]) -> int | None:
+    """The position in a tracepoint's ``args`` that a matchArgs ``index`` selects.
+
+    Tetragon renames the filter's index in the order of ``args``: for each argument
+    (position i, field index f), an index equal to f becomes i. Whatever remains is then
+    read as a position. So ``index`` may name the field (``args: [{index: 4}]`` with
+    ``index: 4``) or the position (``index: 0``); a field index wins over a position.
+    None: the result is not a position of ``args``."""
+    for pos, arg in enumerate(args):
+        if index == arg.index:
+            index = pos
+    return index if index < len(args) else None
+
+
 def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listname: str,
-                    rep: Report) -> KProbeArg | None:
+                    rep: Report, tracepoint: bool = False) -> KProbeArg | None:
     """The hook argument a filter applies to: ``args`` positions win over ``index``."""
     if a.args:
         if len(a.args) > 1 and a.operator is not Operator.CAPABILITIES_GAINED:
@@ -773,6 +789,16 @@ def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listna
             rep.error(path + ("index",), "policy.required",
                       'missing required field "index" (or "args")')
         return None
+    if tracepoint:
+        pos = tracepoint_arg_position(a.index, arglist)
+        if pos is None:
+            have = sorted({arg.index for arg in arglist})
+            known = (f"field indexes {', '.join(map(str, have))} or positions "
+                     f"0..{len(arglist) - 1}" if have else "the hook has no args")
+            rep.error(path + ("index",), "policy.invalid_value",
+                      f"index {a.index} does not refer to an argument in args ({known})")
+            return None
+        return arglist[pos]
     found = next((arg for arg in arglist if arg.index == a.index), None)
     if found is None:
         have = sorted({arg.index for arg in arglist})

@@ -173,9 +173,15 @@ def _actions(sel: Any, w: str, *, fanotify: bool) -> tuple[int, bool, int, int]:
         elif name == "NoPost":
             post = False
         elif name == "Override":
-            if a.arg_error is None or a.arg_error >= 0:
-                raise CompileError(f"{aw}.argError", "Override needs a negative argError "
-                                   "(e.g. -1 for EPERM)")
+            if a.arg_error is None or a.arg_error == 0:
+                raise CompileError(f"{aw}.argError", "Override needs a non-zero argError "
+                                   "(e.g. -1 for EPERM): 0 would let the call go on")
+            if fanotify and a.arg_error > 0:
+                raise CompileError(f"{aw}.argError", f"{a.arg_error} cannot be honoured: a "
+                                   "fanotify permission event can only refuse with an errno "
+                                   "(use a negative argError, e.g. -1 for EPERM)")
+            # the value the call returns: -errno refuses it; a positive value (as Tetragon's
+            # fmod_ret returns it from security_socket_*) ends the call with that result
             err = -int(a.arg_error)
             if fanotify and err not in FANOTIFY_ERRNOS:
                 names = ", ".join(sorted(_errno.errorcode[e] for e in FANOTIFY_ERRNOS))

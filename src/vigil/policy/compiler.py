@@ -167,6 +167,7 @@ class _HookBuilder:
         self.next_set = 1
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
         self.follow: dict[int, FollowSel] = {}  # selector -> what it follows
+        self.tracepoint = False  # matchArgs index: field index or position (Tetragon)
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -435,6 +436,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                         monitor: bool, selectors: Selectors,
                         lists: dict[str, list[int]]) -> HookPlan:
     b = _HookBuilder(where, view, lists)
+    b.tracepoint = True
     raw = bool(getattr(tp, "raw", False))
     fmt = None
     if not raw:
@@ -621,9 +623,17 @@ def _arg_position(b: _HookBuilder, ma: Any, w: str) -> int:
     positions = getattr(ma, "args", None)
     if positions:
         return int(positions[0])
-    for pos, (index, _t) in enumerate(b.args):
-        if index == ma.index:
-            return pos
+    if b.tracepoint:  # Tetragon: a field index, else a position in args
+        index = ma.index
+        for pos, (field_index, _t) in enumerate(b.args):
+            if index == field_index:
+                index = pos
+        if index < len(b.args):
+            return index
+    else:
+        for pos, (index, _t) in enumerate(b.args):
+            if index == ma.index:
+                return pos
     raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args",
                        invalid=True)
 

@@ -205,6 +205,18 @@ class KernelBtf:
         parts = [p for p in path.split(".") if p]
         if not parts:
             raise BtfError("empty resolve path")
+        if parts[0].startswith("["):  # "[N]...": the N-th element the argument points at
+            k = int(parts[0][1:].partition("]")[0])
+            elem = tid
+            cur += k * self.size(elem)
+            rest = parts[0].partition("]")[2]
+            parts = ([rest.lstrip(".")] if rest.lstrip(".") else []) + parts[1:]
+            if not parts:
+                kind = self.kind(elem)
+                last = "ptr" if kind == PTR else "int" if kind in (INT, ENUM, ENUM64) \
+                    else "struct"
+                return Step((cur,), last, self.size(elem), self.int_signed(elem),
+                            self.spell(elem))
         for i, part in enumerate(parts):
             name, _, idx = part.partition("[")
             if self.kind(tid) == PTR:  # the previous member was a pointer: follow it
