@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
-from vigil.syscalls import syscall_value
+from vigil.syscalls import SYSCALL_NUMBERS, syscall_number, syscall_value
 from vigil.policy.spec import (
     MAX_INMAP_VALUES,
     ADDR_OPERATORS,
@@ -67,6 +67,7 @@ from vigil.policy.spec import (
     OptionSpec,
     Policy,
     PolicyKind,
+    TracepointSpec,
     UProbeSpec,
     ValueRangeError,
     dns_label_error,
@@ -600,6 +601,26 @@ def _check_return(hc: HookContext, rep: Report) -> None:
                   "returnArgAction requires return: true")
 
 
+#: syscall tracepoint names that are not the x86_64 table's names (old ABI names kept by
+#: the kernel) or newer than the table; the compiler asks tracefs for the final word
+_EXTRA_SYSCALL_EVENTS = frozenset({
+    "newfstat", "newlstat", "newstat", "newuname", "sendfile64", "umount", "file_getattr",
+    "file_setattr", "open_tree_attr", "uprobe", "uretprobe"})
+
+
+def known_syscall(name: str) -> bool:
+    """Whether ``name`` (without ``sys_``) is a syscall Vigil knows of."""
+    return syscall_number(name) is not None or name in _EXTRA_SYSCALL_EVENTS
+
+
+def _syscall_of_call(call: str) -> str | None:
+    """The syscall a kprobe ``call`` names (``sys_x``, ``__x64_sys_x``), else None."""
+    for prefix in ("__x64_sys_", "sys_"):
+        if call.startswith(prefix):
+            return call[len(prefix):]
+    return None
+
+
 def _check_kind_specific(hc: HookContext, rep: Report) -> None:
     hook, path = hc.hook, hc.path
     if isinstance(hook, KProbeSpec):
@@ -607,6 +628,18 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
             rep.error(path + ("call",), "policy.required", "call must not be empty")
         elif hook.list_name is not None:
             _check_list_ref(hook.list_name, hc.spec, path + ("call",), rep)
+        elif hook.syscall and hc.kind is HookKind.KPROBES and \
+                (name := _syscall_of_call(hook.call)) is not None and not known_syscall(name):
+            rep.error(path + ("call",), "policy.invalid_value",
+                      f'unknown syscall "{hook.call}" (syscall: true)'
+                      f"{suggest('sys_' + name, ['sys_' + n for n in SYSCALL_NUMBERS])}")
+    elif isinstance(hook, TracepointSpec) and hook.subsystem == "syscalls" and \
+            hook.event.startswith(("sys_enter_", "sys_exit_")):
+        name = hook.event.split("_", 2)[2]
+        if not known_syscall(name):
+            rep.error(path + ("event",), "policy.invalid_value",
+                      f'unknown syscall tracepoint "syscalls/{hook.event}": there is no '
+                      f'syscall "{name}"')
     elif isinstance(hook, UProbeSpec):
         targets = [name for name, values in (("symbols", hook.symbols),
                                              ("offsets", hook.offsets),
