@@ -166,7 +166,7 @@ class _HookBuilder:
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
         self.next_set = 1
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
-        self.follow: dict[int, FollowSel] = {}  # selector -> what it follows
+        self.follow: dict[int, FollowSel] = {}  # vg_follow bit -> what it follows
         self.tracepoint = False  # matchArgs index: field index or position (Tetragon)
 
     def new_set(self) -> int:
@@ -819,27 +819,32 @@ def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                                "followChildren is only supported with operators In and NotIn")
         si = int(p[4:-1])
         b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.BIN)
-        prev = b.follow.get(si, FollowSel(si))
-        b.follow[si] = FollowSel(si, tuple(mb.values or ()), prev.pids, prev.ns_pid)
+        b.follow[si] = FollowSel(si, tuple(mb.values or ()))
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    """matchPIDs: each filter in its own slot, all must hold (Tetragon ANDs them)."""
     mps = sel.match_pids or ()
     if not mps:
         return
-    if len(mps) > 1:
-        raise CompileError(f"{w}.matchPIDs", "one matchPIDs filter per selector")
-    mp = mps[0]
-    if getattr(mp, "follow_forks", False):
-        si = int(p[4:-1])
-        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
-        prev = b.follow.get(si, FollowSel(si))
-        b.follow[si] = FollowSel(si, prev.binaries, tuple(int(v) for v in mp.values),
-                                 bool(getattr(mp, "is_namespace_pid", False)))
-    b.cfg[f"{p}.pid_op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
-    b.cfg[f"{p}.pid_ns"] = 1 if getattr(mp, "is_namespace_pid", False) else 0
-    b.cfg[f"{p}.pids"] = [int(v) for v in mp.values]
-    b.cfg[f"{p}.npids"] = len(mp.values)
+    limit = int(abi.GenLimits.GEN_PIDF)
+    if len(mps) > limit:
+        raise CompileError(f"{w}.matchPIDs", f"at most {limit} matchPIDs filters per "
+                           "selector here")
+    si = int(p[4:-1])
+    for k, mp in enumerate(mps):
+        ns_pid = bool(getattr(mp, "is_namespace_pid", False))
+        q = f"{p}.pids[{k}]"
+        if getattr(mp, "follow_forks", False):
+            bit = int(abi.FollowFlag.PID_BIT) + si * limit + k
+            b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
+            b.cfg[f"{q}.follow"] = 1
+            b.follow[bit] = FollowSel(bit, (), tuple(int(v) for v in mp.values), ns_pid)
+        b.cfg[f"{q}.op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{q}.ns"] = 1 if ns_pid else 0
+        b.cfg[f"{q}.vals"] = [int(v) for v in mp.values]
+        b.cfg[f"{q}.nvals"] = len(mp.values)
+    b.cfg[f"{p}.npidf"] = len(mps)
 
 
 def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -946,7 +951,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
     _size_args(b, hook, cfg, where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if b.follow:
-        cfg["follow"] = sum(1 << si for si in b.follow)
+        cfg["follow"] = sum(1 << si for si in range(int(abi.GenLimits.GEN_SELECTORS))
+                            if cfg.get(f"sel[{si}].follow"))
         sizes["vg_follow"] = int(abi.GenLimits.FOLLOW_ENTRIES)
         attach = attach + [Attach(f"vg_gen_fl_{e}", "tp_btf", (f"sched_process_{e}",))
                            for e in ("exec", "fork", "exit")]
