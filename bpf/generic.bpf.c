@@ -638,7 +638,7 @@ static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, 
 	switch (ma->op) {
 	case VG_OP_EQ:
 	case VG_OP_NEQ:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && ma->vals[k] == v)
 				hit = 1;
 		return ma->op == VG_OP_EQ ? hit : !hit;
@@ -647,13 +647,13 @@ static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, 
 	case VG_OP_LT:
 		return v < ma->vals[0];
 	case VG_OP_MASK:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && (v & ma->vals[k]))
 				hit = 1;
 		return hit;
 	case VG_OP_INRANGE:
 	case VG_OP_NOTINRANGE:
-		for (int k = 0; k + 1 < VG_GEN_VALUES; k += 2)
+		for (int k = 0; k + 1 < VG_GEN_MATCH_VALUES; k += 2)
 			if (k < ma->nvals && v >= ma->vals[k] && v <= ma->vals[k + 1])
 				hit = 1;
 		return ma->op == VG_OP_INRANGE ? hit : !hit;
@@ -766,13 +766,13 @@ static __always_inline int vg_sockaddr_match(const volatile struct vg_match_arg 
 	case VG_OP_NOTSPORT:
 	case VG_OP_NOTDPORT:
 		/* each value is a range packed as min << 16 | max */
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && port >= (ma->vals[k] >> 16) &&
 			    port <= (ma->vals[k] & 0xffff))
 				hit = 1;
 		return (ma->op == VG_OP_SPORT || ma->op == VG_OP_DPORT) ? hit : !hit;
 	case VG_OP_FAMILY:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && family == ma->vals[k])
 				hit = 1;
 		return hit;
@@ -790,12 +790,12 @@ static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, 
 
 	switch (ma->op) {
 	case VG_OP_PROTOCOL:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && proto == ma->vals[k])
 				hit = 1;
 		return hit;
 	case VG_OP_STATE:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && state == ma->vals[k])
 				hit = 1;
 		return hit;

@@ -197,6 +197,14 @@ _BASE = os.O_CREAT | os.O_CLOEXEC
     ("InMap", [f"{_BASE}:{_BASE | os.O_WRONLY}", str(os.O_RDWR | os.O_EXCL | _BASE)],
      ["r", "w", "excl"]),
     ("NotInMap", [f"{_BASE}:{_BASE | os.O_WRONLY}"], ["rw", "excl"]),
+    # four ranges (Tetragon's limit counts ranges, not their ends); the last one counts
+    ("InRange", [f"{_BASE}:{_BASE}", f"{_BASE | os.O_WRONLY}:{_BASE | os.O_WRONLY}", "1:2",
+                 f"{_BASE | os.O_RDWR | os.O_EXCL}:{_BASE | os.O_RDWR | os.O_EXCL}"],
+     ["r", "w", "excl"]),
+    # unsigned 32-bit ends on an int argument: the same 32 bits (negative above 2^31 - 1)
+    ("InRange", ["0:4294967295"], ["r", "w", "rw", "excl"]),
+    ("NotInRange", ["2147483648:4294967295"], ["r", "w", "rw", "excl"]),
+    ("InRange", ["2147483648:4294967295"], []),
 ])
 def test_int_operators(env: Env, tdir: Path, op: str, values: list[str],
                        expect: list[str]) -> None:

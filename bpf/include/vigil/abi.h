@@ -215,6 +215,7 @@ enum vg_gen_limits {
 	VG_GEN_MATCH_ARGS = 5,  /* matchArgs per selector */
 	VG_GEN_MATCH_RET = 2,   /* matchReturnArgs per selector */
 	VG_GEN_VALUES = 4,      /* inline values per numeric matchArg / matchPIDs / namespace */
+	VG_GEN_MATCH_VALUES = 8,/* inline numbers of one matchArg: 4 values or 4 (min, max) ranges */
 	VG_GEN_NS = 4,          /* matchNamespaces filters per selector */
 	VG_GEN_CAPS = 2,        /* matchCapabilities filters per selector */
 	VG_GEN_PIDF = 4,        /* matchPIDs filters per selector (all must hold) */
@@ -379,7 +380,7 @@ struct vg_match_arg {
 	__u8 nvals;     /* inline values used */
 	__u8 pad;
 	__u32 set;      /* string / address / int-set id in this object's maps */
-	__s64 vals[VG_GEN_VALUES]; /* numbers; ranges as (min, max) pairs */
+	__s64 vals[VG_GEN_MATCH_VALUES]; /* numbers; ranges as (min, max) pairs */
 };
 
 struct vg_ns_match {

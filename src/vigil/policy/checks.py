@@ -881,6 +881,8 @@ def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
                    numeric: bool) -> tuple[str, str] | None:
     """(code, message) if ``value`` is not valid for ``op`` on type ``t``."""
     bits, signed = (t.int_layout if t is not None and t.int_layout else (64, None))
+    if (bits, signed) == (32, True) and op not in (Operator.IN_MAP, Operator.NOT_IN_MAP):
+        signed = None  # Tetragon takes -2147483648..4294967295: the same 32 bits
     try:
         if op in (Operator.IN_MAP, Operator.NOT_IN_MAP) and value.startswith("list:"):
             return _list_problem(hc, value[5:])

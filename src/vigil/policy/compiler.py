@@ -690,11 +690,25 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
                 b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
             b.cfg[f"{slot}.set"] = set_id
             return
-        nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w, b.lists)
+        ranges = code in (Op.INRANGE, Op.NOTINRANGE)
+        if ranges:
+            if len(values) > 4:
+                raise CompileError(f"{w}.values", "at most 4 ranges (use InMap for more)",
+                                   invalid=True)
+            nums = _range_values(values, w)
+            if t.size == 4 and t.signed:
+                nums = _int32_ranges(nums)
+            if len(nums) > int(abi.GenLimits.GEN_MATCH_VALUES):
+                raise CompileError(f"{w}.values", "these ranges cross 2147483647 too often: "
+                                   "at most 8 range pieces on an int argument here")
+        else:
+            nums = _int_values(values, t, w, b.lists)
+            if t.size == 4 and t.signed:  # Tetragon reads 0x80000000.. as the same 32 bits
+                nums = [v - (1 << 32) if v > _I32_MAX else v for v in nums]
         if code in (Op.GT, Op.LT) and nums:
             # values OR: greater than any value = greater than the smallest (LT: largest)
             nums = [min(nums)] if code == Op.GT else [max(nums)]
-        if len(nums) > 4:
+        if not ranges and len(nums) > 4:
             raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
         b.cfg[f"{slot}.vals"] = nums
         b.cfg[f"{slot}.nvals"] = len(nums)
@@ -753,6 +767,22 @@ def _int_values(values: list[str], t: _ArgType, w: str,
             raise
         except ValueError as err:
             raise CompileError(f"{w}.values", f"{v!r} is not a number", invalid=True) from err
+    return out
+
+
+_I32_MAX = (1 << 31) - 1
+
+
+def _int32_ranges(nums: list[int]) -> list[int]:
+    """(min, max) pairs for a signed 32-bit argument, ends up to 4294967295 allowed (as
+    Tetragon takes them): the part of a range above 2147483647 is the same 32 bits read
+    as negative numbers, so it becomes its own range there."""
+    out: list[int] = []
+    for lo, hi in zip(nums[::2], nums[1::2]):
+        if lo <= _I32_MAX:
+            out += [lo, min(hi, _I32_MAX)]
+        if hi > _I32_MAX:
+            out += [max(lo, _I32_MAX + 1) - (1 << 32), hi - (1 << 32)]
     return out
 
 

@@ -279,6 +279,8 @@ def operators_for_type(t: ArgType) -> frozenset[Operator] | None:
     if t in (ArgType.FILE, ArgType.PATH):
         return STRING_OPERATORS | {Operator.FILE_TYPE, Operator.NOT_FILE_TYPE,
                                    Operator.CEL_EXPR}
+    if t is ArgType.SOCKADDR_UN:
+        return STRING_OPERATORS | {Operator.FAMILY, Operator.CEL_EXPR}
     if t.is_string:
         return STRING_OPERATORS | {Operator.CEL_EXPR}
     if t in NETWORK_ARG_TYPES:
