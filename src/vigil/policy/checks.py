@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
+from vigil.policy.lsm_hooks import LSM_HOOKS
 from vigil.syscalls import SYSCALL_NUMBERS, syscall_number, syscall_value
 from vigil.policy.spec import (
     MAX_INMAP_VALUES,
@@ -32,7 +33,6 @@ from vigil.policy.spec import (
     CAPABILITIES,
     FILE_TYPES,
     MAX_ACTIONS,
-    MAX_FILE_MATCH_VALUES,
     MAX_FOLLOW_CHILDREN_SELECTORS,
     MAX_HOOK_ARGS,
     MAX_MATCH_ARGS,
@@ -603,6 +603,9 @@ def _check_return(hc: HookContext, rep: Report) -> None:
 
 #: syscall tracepoint names that are not the x86_64 table's names (old ABI names kept by
 #: the kernel) or newer than the table; the compiler asks tracefs for the final word
+#: raw tracepoints read at most 6 arguments (Tetragon: index 0..5)
+MAX_RAW_TP_INDEX = 5
+
 _EXTRA_SYSCALL_EVENTS = frozenset({
     "newfstat", "newlstat", "newstat", "newuname", "sendfile64", "umount", "file_getattr",
     "file_setattr", "open_tree_attr", "uprobe", "uretprobe"})
@@ -633,7 +636,13 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
             rep.error(path + ("call",), "policy.invalid_value",
                       f'unknown syscall "{hook.call}" (syscall: true)'
                       f"{suggest('sys_' + name, ['sys_' + n for n in SYSCALL_NUMBERS])}")
-    elif isinstance(hook, TracepointSpec) and hook.subsystem == "syscalls" and \
+    elif isinstance(hook, TracepointSpec) and hook.raw:
+        for i, arg in enumerate(hook.args):
+            if arg.index > MAX_RAW_TP_INDEX:
+                rep.error(path + ("args", i, "index"), "policy.range",
+                          f"a raw tracepoint argument index is at most {MAX_RAW_TP_INDEX} "
+                          f"(got {arg.index})")
+    if isinstance(hook, TracepointSpec) and hook.subsystem == "syscalls" and \
             hook.event.startswith(("sys_enter_", "sys_exit_")):
         name = hook.event.split("_", 2)[2]
         if not known_syscall(name):
@@ -653,6 +662,11 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
     elif isinstance(hook, LsmHookSpec) and hook.hook.startswith("security_"):
         rep.error(path + ("hook",), "policy.invalid_value",
                   f'LSM hook names have no security_ prefix: use "{hook.hook[9:]}"')
+    elif isinstance(hook, LsmHookSpec) and not hook.hook:
+        rep.error(path + ("hook",), "policy.required", "hook must not be empty")
+    elif isinstance(hook, LsmHookSpec) and hook.hook not in LSM_HOOKS:
+        rep.error(path + ("hook",), "policy.invalid_value",
+                  f'unknown LSM hook "{hook.hook}"{suggest(hook.hook, sorted(LSM_HOOKS))}')
 
 
 # --------------------------------------------------------------------------------------
@@ -864,9 +878,8 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
         rep.error(vpath, "policy.limit",
                   f"too many values for operator {op.value}: {len(values)} (at most "
                   f"{MAX_MATCH_VALUES}; use InMap for more)")
-    if t in (ArgType.FD, ArgType.FILE) and len(values) > MAX_FILE_MATCH_VALUES:
-        rep.error(vpath, "policy.limit", f"too many values for a {t.value} argument: "
-                  f"{len(values)} (at most {MAX_FILE_MATCH_VALUES})")
+    # no count limit on string values of fd/file/path arguments: Tetragon puts them in
+    # hash and LPM-trie maps (the old limit of 8 inline values is gone), and so do we
     if op in (Operator.SUBSTRING, Operator.SUBSTRING_IGN_CASE) and len(values) > MAX_SUBSTRINGS:
         rep.error(vpath, "policy.limit", f"too many values for operator {op.value}: "
                   f"{len(values)} (at most {MAX_SUBSTRINGS})")

@@ -447,8 +447,16 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         except FileNotFoundError as err:
             raise CompileError(f"{where}.event",
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
+    arity = None
+    if raw and view.btf is not None:
+        arity = view.btf.raw_tp_arity(tp.event)
     for i, arg in enumerate(tp.args or ()):
         w = f"{where}.args[{i}]"
+        if arity is not None and arg.index >= arity:
+            raise CompileError(f"{w}.index", f"raw tracepoint {tp.event} has "
+                               f"{_count(arity, 'argument')}"
+                               + (f" (index 0..{arity - 1})" if arity else "")
+                               + f", per btf_trace_{tp.event} in the kernel's BTF")
         refuse_resolve(arg, w, "tracepoints")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
