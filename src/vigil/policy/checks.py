@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
+from vigil.policy import celexpr
 from vigil.policy.lsm_hooks import LSM_HOOKS
 from vigil.syscalls import SYSCALL_NUMBERS, syscall_number, syscall_value
 from vigil.policy.spec import (
@@ -218,7 +219,21 @@ def check_document(data: Any) -> list[Finding]:
     for hc in hooks:
         check_hook(hc, rep)
     _check_follow_children(hooks, ctx, rep)
+    _check_cel_count(hooks, ctx, rep)
     return rep.findings
+
+
+def _check_cel_count(hooks: list[HookContext], ctx: SpecContext, rep: Report) -> None:
+    count = 0
+    for hc in hooks:
+        for j, sel in hc.selectors:
+            for i, a in enumerate(sel.merged(ctx.macros).match_args):
+                if a.operator is Operator.CEL_EXPR:
+                    count += 1
+                    if count == MAX_CEL_EXPRS + 1:
+                        rep.error(hc.path + ("selectors", j, "matchArgs", i),
+                                  "policy.limit", "too many CelExpr filters in one policy "
+                                  f"(at most {MAX_CEL_EXPRS})")
 
 
 def check_arg_ops(policy: Policy, resolve_type: ArgResolver) -> list[Diagnostic]:
@@ -864,6 +879,7 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
     if not values and op not in PRIV_PORT_OPERATORS:
         rep.error(vpath, "policy.required", f"operator {op.value} needs at least one value")
     if op is Operator.CEL_EXPR:
+        _check_cel(hc, values, vpath, rep)
         return
     if t is not None:
         allowed = operators_for_type(t)
@@ -888,6 +904,24 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
         if problem is not None:
             code, message = problem
             rep.error(vpath + (k,), code, message)
+
+
+#: CelExpr filters one policy can have (Tetragon: generated BPF functions per policy)
+MAX_CEL_EXPRS = 8
+
+
+def _check_cel(hc: HookContext, values: list[str], vpath: Path, rep: Report) -> None:
+    """One CEL expression per CelExpr filter, in the subset Tetragon compiles, over the
+    hook's args (``arg0`` is the first entry of ``args``)."""
+    if len(values) > 1:
+        rep.error(vpath, "policy.invalid_value",
+                  f"CelExpr takes a single expression, got {len(values)} values")
+    if len(values) != 1:
+        return
+    types = [hc.resolve(hc.hook, arg) for arg in hc.hook.args]
+    problem = celexpr.check(values[0], types)
+    if problem:
+        rep.error(vpath + (0,), "policy.invalid_value", problem)
 
 
 def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,

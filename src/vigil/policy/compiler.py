@@ -652,6 +652,10 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                 for i, m in enumerate(getattr(sel, "match_return_args", None) or ())]
     na = nr = 0
     for ma, is_ret, mw in entries:
+        if _s(ma.operator) == "CelExpr":
+            raise CompileError(f"{mw}.operator", "CelExpr expressions are not evaluated in "
+                               "the kernel by this version of Vigil; refusing rather than "
+                               "ignoring the filter")
         if is_ret:
             slot, pos, t = f"{p}.ret[{nr}]", 0xFF, _INT_TYPES["long"]
             nr += 1
