@@ -657,6 +657,10 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                                "the kernel by this version of Vigil; refusing rather than "
                                "ignoring the filter")
         if is_ret:
+            if _string_filter(_s(ma.operator), [str(v) for v in ma.values or ()]):
+                raise CompileError(f"{mw}.operator", "matchReturnArgs on a string return "
+                                   "value is not supported by this version of Vigil (return "
+                                   "values are read as integers)")
             slot, pos, t = f"{p}.ret[{nr}]", 0xFF, _INT_TYPES["long"]
             nr += 1
         else:
@@ -668,6 +672,20 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         _compile_operator(b, slot, _s(ma.operator), [str(v) for v in ma.values or ()], t, mw)
     b.cfg[f"{p}.nargs"] = na
     b.cfg[f"{p}.nret"] = nr
+
+
+def _string_filter(op: str, values: list[str]) -> bool:
+    """A filter only a string can satisfy (a string operator, or Equal on text)."""
+    if op in ("Prefix", "NotPrefix", "Postfix", "NotPostfix", "SubString",
+              "SubStringIgnCase"):
+        return True
+    if op in ("Equal", "NotEqual"):
+        for v in values:
+            try:
+                parse_int(v)
+            except ValueError:
+                return True
+    return False
 
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
