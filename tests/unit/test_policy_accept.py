@@ -227,7 +227,7 @@ def test_celexpr_is_refused_at_compile_time_not_ignored() -> None:
 
 # ---- Override with a positive value on a socket hook ---------------------------------------
 
-def test_positive_arg_error_on_a_socket_hook_is_the_call_result() -> None:
+def test_positive_arg_error_on_a_socket_hook_is_the_call_result_or_refused() -> None:
     policy = load_policy(HEADER + """\
   kprobes:
   - call: security_socket_connect
@@ -244,9 +244,16 @@ def test_positive_arg_error_on_a_socket_hook_is_the_call_result() -> None:
       - action: Override
         argError: 1
 """)
-    plan = compile_policy(policy, KernelView())
-    [rule] = plan.enforce.sock
-    assert unpack_field("vg_sock_cfg", "sel[0].err", rule.config) == 1
+    # with fmod_ret, security_socket_connect returns 1 itself, as under Tetragon
+    plan = compile_policy(policy, KernelView(kprobes=True, fentry=True, fmod_ret=True))
+    [hook] = plan.hooks
+    assert not plan.enforce.sock and "fmod_ret" in hook.mechanism
+    # cgroup socket programs can only refuse with an errno: refused with the reason
+    with pytest.raises(CompileError) as info:
+        compile_policy(policy, KernelView())
+    assert not info.value.invalid
+    assert info.value.where == "spec.kprobes[0].selectors[0].matchActions[0].argError"
+    assert "1 cannot be honoured here" in info.value.message
 
 
 # ---- field names in another letter case -----------------------------------------------------

@@ -562,8 +562,7 @@ struct vg_sock_sel {
 	__u8 bin_op;    /* VG_OP_NONE, IN, NOTIN, PREFIX, NOTPREFIX */
 	__u8 action;    /* enum vg_action of the record: POST or OVERRIDE */
 	__u8 post;      /* 0: NoPost */
-	__s32 err;      /* Override: the value the call returns (-errno: refused; > 0: that
-			 * result without doing the call); 0: allow */
+	__s32 err;      /* Override: the negative errno the call fails with; 0: allow */
 	__u32 bin_set;  /* matchBinaries string set */
 	__u32 pad;
 	struct vg_sock_match m[VG_SOCK_MATCH];
