@@ -638,7 +638,7 @@ static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, 
 	switch (ma->op) {
 	case VG_OP_EQ:
 	case VG_OP_NEQ:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && ma->vals[k] == v)
 				hit = 1;
 		return ma->op == VG_OP_EQ ? hit : !hit;
@@ -647,13 +647,13 @@ static __always_inline int vg_int_match(const volatile struct vg_match_arg *ma, 
 	case VG_OP_LT:
 		return v < ma->vals[0];
 	case VG_OP_MASK:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && (v & ma->vals[k]))
 				hit = 1;
 		return hit;
 	case VG_OP_INRANGE:
 	case VG_OP_NOTINRANGE:
-		for (int k = 0; k + 1 < VG_GEN_VALUES; k += 2)
+		for (int k = 0; k + 1 < VG_GEN_MATCH_VALUES; k += 2)
 			if (k < ma->nvals && v >= ma->vals[k] && v <= ma->vals[k + 1])
 				hit = 1;
 		return ma->op == VG_OP_INRANGE ? hit : !hit;
@@ -766,13 +766,13 @@ static __always_inline int vg_sockaddr_match(const volatile struct vg_match_arg 
 	case VG_OP_NOTSPORT:
 	case VG_OP_NOTDPORT:
 		/* each value is a range packed as min << 16 | max */
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && port >= (ma->vals[k] >> 16) &&
 			    port <= (ma->vals[k] & 0xffff))
 				hit = 1;
 		return (ma->op == VG_OP_SPORT || ma->op == VG_OP_DPORT) ? hit : !hit;
 	case VG_OP_FAMILY:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && family == ma->vals[k])
 				hit = 1;
 		return hit;
@@ -790,12 +790,12 @@ static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, 
 
 	switch (ma->op) {
 	case VG_OP_PROTOCOL:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && proto == ma->vals[k])
 				hit = 1;
 		return hit;
 	case VG_OP_STATE:
-		for (int k = 0; k < VG_GEN_VALUES; k++)
+		for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 			if (k < ma->nvals && state == ma->vals[k])
 				hit = 1;
 		return hit;
@@ -868,11 +868,17 @@ static __always_inline void vg_count(__u32 what)
 }
 
 /* Is the current process followed by selector si (a descendant of one it matched)? */
-static __always_inline int vg_followed(__u32 tgid, int si)
+static __always_inline int vg_followed(__u32 tgid, int bit)
 {
 	__u32 *bits = bpf_map_lookup_elem(&vg_follow, &tgid);
 
-	return bits && (*bits & (1u << (si & 7)));
+	return bits && (*bits & (1u << (bit & 31)));
+}
+
+/* The vg_follow bit of selector si's k-th matchPIDs filter (followForks). */
+static __always_inline int vg_pid_bit(int si, int k)
+{
+	return VG_FOLLOW_PID_BIT + si * VG_GEN_PIDF + k;
 }
 
 /* matchBinaries followChildren: the process's own binary is in the set, or it descends
@@ -934,17 +940,20 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-	if (s->pid_op) {
-		__u32 pid = s->pid_ns ? vg_task_upid(task).nr : tgid;
-		int hit = 0;
+	/* matchPIDs: every filter must hold (values of one filter are OR-ed) */
+	for (int f = 0; f < VG_GEN_PIDF; f++) {
+		if (f < s->npidf) {
+			__u32 pid = s->pids[f].ns ? vg_task_upid(task).nr : tgid;
+			int hit = 0;
 
-		for (int k = 0; k < VG_GEN_VALUES; k++)
-			if (k < s->npids && s->pids[k] == pid)
-				hit = 1;
-		if (!hit && (s->follow & VG_FOLLOW_PIDS))
-			hit = vg_followed(tgid, si);
-		if (hit != (s->pid_op == VG_OP_IN))
-			return 0;
+			for (int k = 0; k < VG_GEN_VALUES; k++)
+				if (k < s->pids[f].nvals && s->pids[f].vals[k] == pid)
+					hit = 1;
+			if (!hit && s->pids[f].follow)
+				hit = vg_followed(tgid, vg_pid_bit(si, f));
+			if (hit != (s->pids[f].op == VG_OP_IN))
+				return 0;
+		}
 	}
 	for (int k = 0; k < VG_GEN_NS; k++) {
 		if (k < s->nns) {
@@ -1473,12 +1482,18 @@ int BPF_PROG(vg_gen_fl_fork, struct task_struct *parent, struct task_struct *chi
 	if (pbits)
 		bits = *pbits;
 	for (int si = 0; si < VG_GEN_SELECTORS; si++) {
-		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_PIDS)) {
-			__u32 pid = CFG.sel[si].pid_ns ? vg_task_upid(parent).nr : ptgid;
+		if (si >= CFG.nsel || !(CFG.sel[si].follow & VG_FOLLOW_PIDS))
+			continue;
+		for (int f = 0; f < VG_GEN_PIDF; f++) {
+			const volatile struct vg_pid_match *m = &CFG.sel[si].pids[f];
+			__u32 pid;
 
+			if (f >= CFG.sel[si].npidf || !m->follow)
+				continue;
+			pid = m->ns ? vg_task_upid(parent).nr : ptgid;
 			for (int k = 0; k < VG_GEN_VALUES; k++)
-				if (k < CFG.sel[si].npids && CFG.sel[si].pids[k] == pid)
-					bits |= 1u << si;
+				if (k < m->nvals && m->vals[k] == pid)
+					bits |= 1u << (vg_pid_bit(si, f) & 31);
 		}
 	}
 	vg_follow_add(ctgid, bits);

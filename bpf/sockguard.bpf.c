@@ -236,6 +236,12 @@ static __always_inline int vg_sk_run(struct bpf_sock_addr *ctx, int v6)
 		if (CFG.sel[si].post)
 			vg_sk_post(h, si, CFG.sel[si].action, 0);
 		if (CFG.sel[si].action == VG_ACT_OVERRIDE) {
+			if (CFG.sel[si].err > 0) {
+				/* a positive Override value: the call ends with it, not an errno
+				 * (the kernel would turn a refusal with it into EPERM) */
+				bpf_set_retval(CFG.sel[si].err);
+				return 1;
+			}
 			if (CFG.sel[si].err)
 				bpf_set_retval(CFG.sel[si].err);
 			return 0;

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from vigil.bench.flood import Cgroup
+from vigil.errors import PolicyError
 from vigil.throttle import cgroup2_mount
 
 PY = os.path.realpath(sys.executable)
@@ -36,6 +37,14 @@ VICTIM = textwrap.dedent("""\
         if op == "connect":
             s.settimeout(5)
             s.connect((host, port))
+        elif op == "rawconnect":  # connect(2)'s own result, whatever its sign
+            import ctypes, struct
+            libc = ctypes.CDLL(None, use_errno=True)
+            sa = struct.pack("<HH4s8x", socket.AF_INET, socket.htons(port),
+                             socket.inet_aton(host))
+            out = {"ok": True, "ret": libc.connect(s.fileno(), sa, len(sa))}
+            print(json.dumps(out), flush=True)
+            sys.exit(0)
         elif op == "bind":
             s.bind((host, port))
         else:
@@ -189,6 +198,19 @@ def test_not_daddr_allow_list_and_eperm(env: Env, server: socket.socket) -> None
     env.add(policy(env.scope, connect_rule(port, err=-1, op="NotDAddr", addr="10.0.0.0/8")))
     assert env.run("connect", "127.0.0.1", port)[1] == {"ok": False, "errno": errno.EPERM}
     assert accepted(server) == 0
+
+
+def test_positive_arg_error_is_refused_without_fmod_ret(env: Env,
+                                                       server: socket.socket) -> None:
+    """Override argError: 1 means "the call returns 1" (Tetragon's fmod_ret). A cgroup
+    program cannot return that (the kernel turns any refusal into an errno: checked here
+    with connect(2)'s own result), so without fmod_ret the policy is refused whole."""
+    port = server.getsockname()[1]
+    with pytest.raises(PolicyError, match=r"argError: 1 cannot be honoured here"):
+        env.add(policy(env.scope, connect_rule(port, err=1)))
+    assert not enf_loaded(env.mgr)
+    assert env.run("rawconnect", "127.0.0.1", port)[1] == {"ok": True, "ret": 0}
+    assert accepted(server) == 1
 
 
 def test_monitor_mode_only_reports(env: Env, server: socket.socket) -> None:

@@ -197,6 +197,14 @@ _BASE = os.O_CREAT | os.O_CLOEXEC
     ("InMap", [f"{_BASE}:{_BASE | os.O_WRONLY}", str(os.O_RDWR | os.O_EXCL | _BASE)],
      ["r", "w", "excl"]),
     ("NotInMap", [f"{_BASE}:{_BASE | os.O_WRONLY}"], ["rw", "excl"]),
+    # four ranges (Tetragon's limit counts ranges, not their ends); the last one counts
+    ("InRange", [f"{_BASE}:{_BASE}", f"{_BASE | os.O_WRONLY}:{_BASE | os.O_WRONLY}", "1:2",
+                 f"{_BASE | os.O_RDWR | os.O_EXCL}:{_BASE | os.O_RDWR | os.O_EXCL}"],
+     ["r", "w", "excl"]),
+    # unsigned 32-bit ends on an int argument: the same 32 bits (negative above 2^31 - 1)
+    ("InRange", ["0:4294967295"], ["r", "w", "rw", "excl"]),
+    ("NotInRange", ["2147483648:4294967295"], ["r", "w", "rw", "excl"]),
+    ("InRange", ["2147483648:4294967295"], []),
 ])
 def test_int_operators(env: Env, tdir: Path, op: str, values: list[str],
                        expect: list[str]) -> None:
@@ -268,6 +276,68 @@ def test_match_pids(env: Env, tdir: Path) -> None:
     with env.policy(openat_policy("vk-pids", sel)):
         evs = env.run(lambda: (touch(tdir / "me"), _cat(tdir / "me")))
     assert [_body(e)["process"]["pid"] for e in evs] == [os.getpid()]
+
+
+def test_several_match_pids_filters_all_hold(env: Env, tdir: Path) -> None:
+    """Two matchPIDs filters in one selector are AND-ed, as in Tetragon: NotIn [0, 1, me]
+    drops this process, isNamespacePID NotIn [1] drops the init of a new pid namespace;
+    only a plain child of neither kind matches."""
+    target = tdir / "pids"
+    target.write_text("x")
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+      matchPIDs:
+      - operator: NotIn
+        values: [0, 1, {os.getpid()}]
+      - operator: NotIn
+        isNamespacePID: true
+        values: [1]"""
+    plain: list[subprocess.CompletedProcess[bytes]] = []
+    with env.policy(openat_policy("vk-pids-and", sel)):
+        evs = env.run(lambda: (touch(target),
+                               subprocess.run(["unshare", "--pid", "--fork", CAT, str(target)],
+                                              capture_output=True, check=True),
+                               plain.append(_cat(target))))
+    assert len(evs) == 1
+    body = _body(evs[0])
+    assert body["process"]["binary"] == CAT
+    assert body["parent"]["pid"] == os.getpid()  # the plain cat, not unshare's child
+
+
+def _tp_openat_policy(name: str, match_index: int, prefix: str) -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_openat
+    args:
+    - index: 6
+      type: string
+    selectors:
+    - matchArgs:
+      - index: {match_index}
+        operator: Prefix
+        values: ["{prefix}"]
+"""
+
+
+@pytest.mark.parametrize("match_index", [6, 0], ids=["field-index", "position"])
+def test_tracepoint_match_args_index_field_or_position(env: Env, tdir: Path,
+                                                       match_index: int) -> None:
+    """A tracepoint matchArgs index names the format field (6: filename) or, as Tetragon
+    reads an index no argument has, the position in args (0): the same filter."""
+    (tdir / "in").write_text("x")
+    with env.policy(_tp_openat_policy("vk-tp-index", match_index, f"{tdir}/")):
+        evs = env.run(lambda: (_cat(tdir / "in"), _cat(Path("/dev/null"))))
+    mine = [e for e in evs if _body(e)["process"]["binary"] == CAT]
+    assert [_body(e)["args"] for e in mine] == [[{"string_arg": f"{tdir}/in"}]]
 
 
 # ---- followChildren / followForks -----------------------------------------------------

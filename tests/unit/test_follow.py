@@ -62,7 +62,8 @@ def test_compiler_adds_follow_programs_and_flags() -> None:
         values: [7]
         followForks: true"""), KernelView())
     [hook] = plan.hooks
-    assert hook.follow == (FollowSel(1, ("/bin/bash",), (7,), False),)
+    pid_bit = int(abi.FollowFlag.PID_BIT) + 1 * int(abi.GenLimits.GEN_PIDF) + 0
+    assert hook.follow == (FollowSel(1, ("/bin/bash",)), FollowSel(pid_bit, (), (7,), False))
     assert [a.program for a in hook.attach] == ["vg_gen_tp", "vg_gen_fl_exec", "vg_gen_fl_fork",
                                                 "vg_gen_fl_exit"]
     assert hook.map_sizes["vg_follow"] == int(abi.GenLimits.FOLLOW_ENTRIES)
@@ -71,6 +72,8 @@ def test_compiler_adds_follow_programs_and_flags() -> None:
     assert field("follow") == 0b10
     assert field("sel[0].follow") == 0
     assert field("sel[1].follow") == int(abi.FollowFlag.BIN | abi.FollowFlag.PIDS)
+    assert field("sel[1].pids[0].follow") == 1 and field("sel[1].npidf") == 1
+    assert field("sel[0].pids[0].follow") == 0
     assert "follow descendants" in hook.mechanism
 
 
@@ -79,3 +82,25 @@ def test_no_follow_no_programs() -> None:
                             KernelView()).hooks
     assert [a.program for a in hook.attach] == ["vg_gen_tp"] and not hook.follow
     assert "vg_follow" not in hook.map_sizes
+
+
+def test_each_matchpids_filter_has_its_own_slot_and_follow_bit() -> None:
+    """Several matchPIDs filters in one selector all must hold (Tetragon ANDs them): each
+    gets its own slot, and a followForks filter its own vg_follow bit."""
+    plan = compile_policy(_policy("""matchPIDs:
+      - operator: NotIn
+        values: [0, 1]
+      - operator: NotIn
+        isNamespacePID: true
+        followForks: true
+        values: [1]"""), KernelView())
+    [hook] = plan.hooks
+
+    def field(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, hook.config)
+    assert field("sel[1].npidf") == 2
+    assert field("sel[1].pids[0].op") == int(abi.Op.NOTIN)
+    assert field("sel[1].pids[0].nvals") == 2 and field("sel[1].pids[0].ns") == 0
+    assert field("sel[1].pids[1].ns") == 1 and field("sel[1].pids[1].follow") == 1
+    bit = int(abi.FollowFlag.PID_BIT) + int(abi.GenLimits.GEN_PIDF) + 1
+    assert hook.follow == (FollowSel(bit, (), (1,), True),)

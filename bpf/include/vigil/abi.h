@@ -215,8 +215,10 @@ enum vg_gen_limits {
 	VG_GEN_MATCH_ARGS = 5,  /* matchArgs per selector */
 	VG_GEN_MATCH_RET = 2,   /* matchReturnArgs per selector */
 	VG_GEN_VALUES = 4,      /* inline values per numeric matchArg / matchPIDs / namespace */
+	VG_GEN_MATCH_VALUES = 8,/* inline numbers of one matchArg: 4 values or 4 (min, max) ranges */
 	VG_GEN_NS = 4,          /* matchNamespaces filters per selector */
 	VG_GEN_CAPS = 2,        /* matchCapabilities filters per selector */
+	VG_GEN_PIDF = 4,        /* matchPIDs filters per selector (all must hold) */
 	VG_GEN_ACTIONS = 3,     /* actions per selector */
 	VG_GEN_RAW_ARGS = 6,    /* raw argument slots fetched per call */
 	VG_GEN_STR_MAX = 4096,  /* bytes of one string / buffer argument */
@@ -248,7 +250,10 @@ enum vg_hook_flag {
 /* vg_selector_cfg.follow: the selector also matches descendants (vg_follow bit = selector) */
 enum vg_follow_flag {
 	VG_FOLLOW_BIN = 0x1,  /* matchBinaries followChildren */
-	VG_FOLLOW_PIDS = 0x2, /* matchPIDs followForks */
+	VG_FOLLOW_PIDS = 0x2, /* matchPIDs followForks (one of the selector's pid filters) */
+	/* vg_follow bits: bit si for selector si's followChildren; bit VG_FOLLOW_PID_BIT +
+	 * si * VG_GEN_PIDF + k for its k-th matchPIDs filter with followForks */
+	VG_FOLLOW_PID_BIT = 8,
 };
 
 /* Per-hook action counters (map vg_gen_counts), for ListTracingPolicies' stats. */
@@ -375,7 +380,7 @@ struct vg_match_arg {
 	__u8 nvals;     /* inline values used */
 	__u8 pad;
 	__u32 set;      /* string / address / int-set id in this object's maps */
-	__s64 vals[VG_GEN_VALUES]; /* numbers; ranges as (min, max) pairs */
+	__s64 vals[VG_GEN_MATCH_VALUES]; /* numbers; ranges as (min, max) pairs */
 };
 
 struct vg_ns_match {
@@ -383,6 +388,14 @@ struct vg_ns_match {
 	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
 	__u8 nvals;
 	__u8 pad;
+	__u32 vals[VG_GEN_VALUES];
+};
+
+struct vg_pid_match {
+	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
+	__u8 ns;        /* isNamespacePID: compare the pid in the process's own namespace */
+	__u8 nvals;
+	__u8 follow;    /* followForks: descendants (forked after a listed pid) match too */
 	__u32 vals[VG_GEN_VALUES];
 };
 
@@ -406,16 +419,15 @@ struct vg_selector_cfg {
 	__u8 nargs;
 	__u8 nret;
 	__u8 bin_op;    /* VG_OP_NONE, IN, NOTIN, PREFIX, NOTPREFIX, POSTFIX, NOTPOSTFIX */
-	__u8 pid_op;    /* VG_OP_NONE, IN, NOTIN */
-	__u8 pid_ns;    /* matchPIDs isNamespacePID */
-	__u8 npids;
+	__u8 npidf;     /* matchPIDs filters used in pids[] */
+	__u8 pad0[2];
 	__u8 nns;
 	__u8 ncaps;
 	__u8 nactions;
 	__u8 follow;    /* enum vg_follow_flag */
 	__u8 pad[2];
 	__u32 bin_set;  /* string set of matchBinaries values */
-	__u32 pids[VG_GEN_VALUES];
+	struct vg_pid_match pids[VG_GEN_PIDF];
 	struct vg_match_arg args[VG_GEN_MATCH_ARGS];
 	struct vg_match_arg ret[VG_GEN_MATCH_RET];
 	struct vg_ns_match ns[VG_GEN_NS];

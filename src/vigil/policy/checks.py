@@ -25,14 +25,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
-from vigil.syscalls import syscall_value
+from vigil.policy import celexpr
+from vigil.policy.lsm_hooks import LSM_HOOKS
+from vigil.syscalls import SYSCALL_NUMBERS, syscall_number, syscall_value
 from vigil.policy.spec import (
     MAX_INMAP_VALUES,
     ADDR_OPERATORS,
     CAPABILITIES,
     FILE_TYPES,
     MAX_ACTIONS,
-    MAX_FILE_MATCH_VALUES,
     MAX_FOLLOW_CHILDREN_SELECTORS,
     MAX_HOOK_ARGS,
     MAX_MATCH_ARGS,
@@ -67,6 +68,7 @@ from vigil.policy.spec import (
     OptionSpec,
     Policy,
     PolicyKind,
+    TracepointSpec,
     UProbeSpec,
     ValueRangeError,
     dns_label_error,
@@ -217,7 +219,21 @@ def check_document(data: Any) -> list[Finding]:
     for hc in hooks:
         check_hook(hc, rep)
     _check_follow_children(hooks, ctx, rep)
+    _check_cel_count(hooks, ctx, rep)
     return rep.findings
+
+
+def _check_cel_count(hooks: list[HookContext], ctx: SpecContext, rep: Report) -> None:
+    count = 0
+    for hc in hooks:
+        for j, sel in hc.selectors:
+            for i, a in enumerate(sel.merged(ctx.macros).match_args):
+                if a.operator is Operator.CEL_EXPR:
+                    count += 1
+                    if count == MAX_CEL_EXPRS + 1:
+                        rep.error(hc.path + ("selectors", j, "matchArgs", i),
+                                  "policy.limit", "too many CelExpr filters in one policy "
+                                  f"(at most {MAX_CEL_EXPRS})")
 
 
 def check_arg_ops(policy: Policy, resolve_type: ArgResolver) -> list[Diagnostic]:
@@ -521,7 +537,8 @@ def _check_message(hook: Hook, path: Path, rep: Report) -> None:
                     f"message is {length} characters long; truncated to {MAX_MESSAGE_LEN}")
 
 
-_RESOLVE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?"
+#: ``a.b[2].c``; may start with an index into the argument itself: ``[0]`` or ``[1].a``
+_RESOLVE_RE = re.compile(r"^(\[[0-9]+\]|[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)"
                          r"(\.[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])?)*$")
 _DATA_SOURCES = ("current_task", "pt_regs")
 
@@ -561,7 +578,7 @@ def _check_resolve(arg: KProbeArg, path: Path, rep: Report) -> None:
     if not _RESOLVE_RE.match(arg.resolve):
         rep.error(path + ("resolve",), "policy.invalid_value",
                   f'invalid resolve path "{arg.resolve}": expected field names separated '
-                  "by '.', optionally indexed like name[3]")
+                  "by '.', optionally indexed like name[3] (or starting with [N])")
     elif len(arg.resolve.split(".")) > MAX_RESOLVE_DEPTH:
         rep.error(path + ("resolve",), "policy.limit",
                   f"resolve path is too deep: {len(arg.resolve.split('.'))} components "
@@ -599,6 +616,29 @@ def _check_return(hc: HookContext, rep: Report) -> None:
                   "returnArgAction requires return: true")
 
 
+#: syscall tracepoint names that are not the x86_64 table's names (old ABI names kept by
+#: the kernel) or newer than the table; the compiler asks tracefs for the final word
+#: raw tracepoints read at most 6 arguments (Tetragon: index 0..5)
+MAX_RAW_TP_INDEX = 5
+
+_EXTRA_SYSCALL_EVENTS = frozenset({
+    "newfstat", "newlstat", "newstat", "newuname", "sendfile64", "umount", "file_getattr",
+    "file_setattr", "open_tree_attr", "uprobe", "uretprobe"})
+
+
+def known_syscall(name: str) -> bool:
+    """Whether ``name`` (without ``sys_``) is a syscall Vigil knows of."""
+    return syscall_number(name) is not None or name in _EXTRA_SYSCALL_EVENTS
+
+
+def _syscall_of_call(call: str) -> str | None:
+    """The syscall a kprobe ``call`` names (``sys_x``, ``__x64_sys_x``), else None."""
+    for prefix in ("__x64_sys_", "sys_"):
+        if call.startswith(prefix):
+            return call[len(prefix):]
+    return None
+
+
 def _check_kind_specific(hc: HookContext, rep: Report) -> None:
     hook, path = hc.hook, hc.path
     if isinstance(hook, KProbeSpec):
@@ -606,6 +646,24 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
             rep.error(path + ("call",), "policy.required", "call must not be empty")
         elif hook.list_name is not None:
             _check_list_ref(hook.list_name, hc.spec, path + ("call",), rep)
+        elif hook.syscall and hc.kind is HookKind.KPROBES and \
+                (name := _syscall_of_call(hook.call)) is not None and not known_syscall(name):
+            rep.error(path + ("call",), "policy.invalid_value",
+                      f'unknown syscall "{hook.call}" (syscall: true)'
+                      f"{suggest('sys_' + name, ['sys_' + n for n in SYSCALL_NUMBERS])}")
+    elif isinstance(hook, TracepointSpec) and hook.raw:
+        for i, arg in enumerate(hook.args):
+            if arg.index > MAX_RAW_TP_INDEX:
+                rep.error(path + ("args", i, "index"), "policy.range",
+                          f"a raw tracepoint argument index is at most {MAX_RAW_TP_INDEX} "
+                          f"(got {arg.index})")
+    if isinstance(hook, TracepointSpec) and hook.subsystem == "syscalls" and \
+            hook.event.startswith(("sys_enter_", "sys_exit_")):
+        name = hook.event.split("_", 2)[2]
+        if not known_syscall(name):
+            rep.error(path + ("event",), "policy.invalid_value",
+                      f'unknown syscall tracepoint "syscalls/{hook.event}": there is no '
+                      f'syscall "{name}"')
     elif isinstance(hook, UProbeSpec):
         targets = [name for name, values in (("symbols", hook.symbols),
                                              ("offsets", hook.offsets),
@@ -619,6 +677,11 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
     elif isinstance(hook, LsmHookSpec) and hook.hook.startswith("security_"):
         rep.error(path + ("hook",), "policy.invalid_value",
                   f'LSM hook names have no security_ prefix: use "{hook.hook[9:]}"')
+    elif isinstance(hook, LsmHookSpec) and not hook.hook:
+        rep.error(path + ("hook",), "policy.required", "hook must not be empty")
+    elif isinstance(hook, LsmHookSpec) and hook.hook not in LSM_HOOKS:
+        rep.error(path + ("hook",), "policy.invalid_value",
+                  f'unknown LSM hook "{hook.hook}"{suggest(hook.hook, sorted(LSM_HOOKS))}')
 
 
 # --------------------------------------------------------------------------------------
@@ -751,12 +814,27 @@ def _check_namespace_values(values: list[str], op: Operator, path: Path,
 
 def _check_arg_selector(hc: HookContext, a: ArgSelector, path: Path,
                         arglist: list[KProbeArg], listname: str, rep: Report) -> None:
-    target = _referenced_arg(a, path, arglist, listname, rep)
+    target = _referenced_arg(a, path, arglist, listname, rep,
+                             tracepoint=hc.kind is HookKind.TRACEPOINTS and listname == "args")
     _check_arg_values(hc, a, path, _resolve(hc, target), rep)
 
 
+def tracepoint_arg_position(index: int, args: list[KProbeArg]) -> int | None:
+    """The position in a tracepoint's ``args`` that a matchArgs ``index`` selects.
+
+    Tetragon renames the filter's index in the order of ``args``: for each argument
+    (position i, field index f), an index equal to f becomes i. Whatever remains is then
+    read as a position. So ``index`` may name the field (``args: [{index: 4}]`` with
+    ``index: 4``) or the position (``index: 0``); a field index wins over a position.
+    None: the result is not a position of ``args``."""
+    for pos, arg in enumerate(args):
+        if index == arg.index:
+            index = pos
+    return index if index < len(args) else None
+
+
 def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listname: str,
-                    rep: Report) -> KProbeArg | None:
+                    rep: Report, tracepoint: bool = False) -> KProbeArg | None:
     """The hook argument a filter applies to: ``args`` positions win over ``index``."""
     if a.args:
         if len(a.args) > 1 and a.operator is not Operator.CAPABILITIES_GAINED:
@@ -773,6 +851,16 @@ def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listna
             rep.error(path + ("index",), "policy.required",
                       'missing required field "index" (or "args")')
         return None
+    if tracepoint:
+        pos = tracepoint_arg_position(a.index, arglist)
+        if pos is None:
+            have = sorted({arg.index for arg in arglist})
+            known = (f"field indexes {', '.join(map(str, have))} or positions "
+                     f"0..{len(arglist) - 1}" if have else "the hook has no args")
+            rep.error(path + ("index",), "policy.invalid_value",
+                      f"index {a.index} does not refer to an argument in args ({known})")
+            return None
+        return arglist[pos]
     found = next((arg for arg in arglist if arg.index == a.index), None)
     if found is None:
         have = sorted({arg.index for arg in arglist})
@@ -791,6 +879,7 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
     if not values and op not in PRIV_PORT_OPERATORS:
         rep.error(vpath, "policy.required", f"operator {op.value} needs at least one value")
     if op is Operator.CEL_EXPR:
+        _check_cel(hc, values, vpath, rep)
         return
     if t is not None:
         allowed = operators_for_type(t)
@@ -805,9 +894,8 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
         rep.error(vpath, "policy.limit",
                   f"too many values for operator {op.value}: {len(values)} (at most "
                   f"{MAX_MATCH_VALUES}; use InMap for more)")
-    if t in (ArgType.FD, ArgType.FILE) and len(values) > MAX_FILE_MATCH_VALUES:
-        rep.error(vpath, "policy.limit", f"too many values for a {t.value} argument: "
-                  f"{len(values)} (at most {MAX_FILE_MATCH_VALUES})")
+    # no count limit on string values of fd/file/path arguments: Tetragon puts them in
+    # hash and LPM-trie maps (the old limit of 8 inline values is gone), and so do we
     if op in (Operator.SUBSTRING, Operator.SUBSTRING_IGN_CASE) and len(values) > MAX_SUBSTRINGS:
         rep.error(vpath, "policy.limit", f"too many values for operator {op.value}: "
                   f"{len(values)} (at most {MAX_SUBSTRINGS})")
@@ -818,10 +906,30 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
             rep.error(vpath + (k,), code, message)
 
 
+#: CelExpr filters one policy can have (Tetragon: generated BPF functions per policy)
+MAX_CEL_EXPRS = 8
+
+
+def _check_cel(hc: HookContext, values: list[str], vpath: Path, rep: Report) -> None:
+    """One CEL expression per CelExpr filter, in the subset Tetragon compiles, over the
+    hook's args (``arg0`` is the first entry of ``args``)."""
+    if len(values) > 1:
+        rep.error(vpath, "policy.invalid_value",
+                  f"CelExpr takes a single expression, got {len(values)} values")
+    if len(values) != 1:
+        return
+    types = [hc.resolve(hc.hook, arg) for arg in hc.hook.args]
+    problem = celexpr.check(values[0], types)
+    if problem:
+        rep.error(vpath + (0,), "policy.invalid_value", problem)
+
+
 def _value_problem(hc: HookContext, op: Operator, value: str, t: ArgType | None,
                    numeric: bool) -> tuple[str, str] | None:
     """(code, message) if ``value`` is not valid for ``op`` on type ``t``."""
     bits, signed = (t.int_layout if t is not None and t.int_layout else (64, None))
+    if (bits, signed) == (32, True) and op not in (Operator.IN_MAP, Operator.NOT_IN_MAP):
+        signed = None  # Tetragon takes -2147483648..4294967295: the same 32 bits
     try:
         if op in (Operator.IN_MAP, Operator.NOT_IN_MAP) and value.startswith("list:"):
             return _list_problem(hc, value[5:])

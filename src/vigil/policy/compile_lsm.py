@@ -83,9 +83,17 @@ def routed_kprobes(spec: Any, view: Any, selectors_of: Callable[[Any], Sequence[
     out = set()
     for i, kp in enumerate(getattr(spec, "kprobes", None) or ()):
         if kp.call in SOCK_HOOKS and not kp.syscall:
+            if _positive_override(selectors_of(kp)) and getattr(view, "fmod_ret", False):
+                continue  # fmod_ret returns the value itself, as Tetragon does
             if _has_override(selectors_of(kp)) or not getattr(view, "kprobes", False):
                 out.add(i)
     return out
+
+
+def _positive_override(selectors: Sequence[Any]) -> bool:
+    """Override with a positive argError: the call's result, not an errno."""
+    return any(_s(a.action) == "Override" and (getattr(a, "arg_error", None) or 0) > 0
+               for s in selectors for a in s.match_actions or ())
 
 
 def scope_of(spec: Any) -> tuple[str, ...]:
@@ -173,9 +181,15 @@ def _actions(sel: Any, w: str, *, fanotify: bool) -> tuple[int, bool, int, int]:
         elif name == "NoPost":
             post = False
         elif name == "Override":
-            if a.arg_error is None or a.arg_error >= 0:
-                raise CompileError(f"{aw}.argError", "Override needs a negative argError "
-                                   "(e.g. -1 for EPERM)")
+            if a.arg_error is None or a.arg_error == 0:
+                raise CompileError(f"{aw}.argError", "Override needs a non-zero argError "
+                                   "(e.g. -1 for EPERM): 0 would let the call go on")
+            if a.arg_error > 0:  # Tetragon's fmod_ret returns it: the call ends with it
+                what = ("a fanotify permission event" if fanotify else
+                        "a cgroup socket program (the kernel turns it into EPERM)")
+                raise CompileError(f"{aw}.argError", f"{a.arg_error} cannot be honoured "
+                                   f"here: {what} can only refuse with an errno, and fmod_ret"
+                                   " (which would return it) is not available on this kernel")
             err = -int(a.arg_error)
             if fanotify and err not in FANOTIFY_ERRNOS:
                 names = ", ".join(sorted(_errno.errorcode[e] for e in FANOTIFY_ERRNOS))

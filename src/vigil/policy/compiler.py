@@ -166,7 +166,8 @@ class _HookBuilder:
         self.args: list[tuple[int, _ArgType]] = []  # (function position, type)
         self.next_set = 1
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
-        self.follow: dict[int, FollowSel] = {}  # selector -> what it follows
+        self.follow: dict[int, FollowSel] = {}  # vg_follow bit -> what it follows
+        self.tracepoint = False  # matchArgs index: field index or position (Tetragon)
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -437,6 +438,7 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                         monitor: bool, selectors: Selectors,
                         lists: dict[str, list[int]]) -> HookPlan:
     b = _HookBuilder(where, view, lists)
+    b.tracepoint = True
     raw = bool(getattr(tp, "raw", False))
     fmt = None
     if not raw:
@@ -450,8 +452,16 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         except FileNotFoundError as err:
             raise CompileError(f"{where}.event",
                                f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
+    arity = None
+    if raw and view.btf is not None:
+        arity = view.btf.raw_tp_arity(tp.event)
     for i, arg in enumerate(tp.args or ()):
         w = f"{where}.args[{i}]"
+        if arity is not None and arg.index >= arity:
+            raise CompileError(f"{w}.index", f"raw tracepoint {tp.event} has "
+                               f"{_count(arity, 'argument')}"
+                               + (f" (index 0..{arity - 1})" if arity else "")
+                               + f", per btf_trace_{tp.event} in the kernel's BTF")
         refuse_resolve(arg, w, "tracepoints")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
@@ -626,9 +636,17 @@ def _arg_position(b: _HookBuilder, ma: Any, w: str) -> int:
     positions = getattr(ma, "args", None)
     if positions:
         return int(positions[0])
-    for pos, (index, _t) in enumerate(b.args):
-        if index == ma.index:
-            return pos
+    if b.tracepoint:  # Tetragon: a field index, else a position in args
+        index = ma.index
+        for pos, (field_index, _t) in enumerate(b.args):
+            if index == field_index:
+                index = pos
+        if index < len(b.args):
+            return index
+    else:
+        for pos, (index, _t) in enumerate(b.args):
+            if index == ma.index:
+                return pos
     raise CompileError(f"{w}.index", f"argument {ma.index} is not among the hook's args",
                        invalid=True)
 
@@ -639,7 +657,15 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                 for i, m in enumerate(getattr(sel, "match_return_args", None) or ())]
     na = nr = 0
     for ma, is_ret, mw in entries:
+        if _s(ma.operator) == "CelExpr":
+            raise CompileError(f"{mw}.operator", "CelExpr expressions are not evaluated in "
+                               "the kernel by this version of Vigil; refusing rather than "
+                               "ignoring the filter")
         if is_ret:
+            if _string_filter(_s(ma.operator), [str(v) for v in ma.values or ()]):
+                raise CompileError(f"{mw}.operator", "matchReturnArgs on a string return "
+                                   "value is not supported by this version of Vigil (return "
+                                   "values are read as integers)")
             slot, pos, t = f"{p}.ret[{nr}]", 0xFF, _INT_TYPES["long"]
             nr += 1
         else:
@@ -651,6 +677,20 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         _compile_operator(b, slot, _s(ma.operator), [str(v) for v in ma.values or ()], t, mw)
     b.cfg[f"{p}.nargs"] = na
     b.cfg[f"{p}.nret"] = nr
+
+
+def _string_filter(op: str, values: list[str]) -> bool:
+    """A filter only a string can satisfy (a string operator, or Equal on text)."""
+    if op in ("Prefix", "NotPrefix", "Postfix", "NotPostfix", "SubString",
+              "SubStringIgnCase"):
+        return True
+    if op in ("Equal", "NotEqual"):
+        for v in values:
+            try:
+                parse_int(v)
+            except ValueError:
+                return True
+    return False
 
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
@@ -685,11 +725,25 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
                 b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
             b.cfg[f"{slot}.set"] = set_id
             return
-        nums = _range_values(values, w) if code in (Op.INRANGE, Op.NOTINRANGE) else _int_values(values, t, w, b.lists)
+        ranges = code in (Op.INRANGE, Op.NOTINRANGE)
+        if ranges:
+            if len(values) > 4:
+                raise CompileError(f"{w}.values", "at most 4 ranges (use InMap for more)",
+                                   invalid=True)
+            nums = _range_values(values, w)
+            if t.size == 4 and t.signed:
+                nums = _int32_ranges(nums)
+            if len(nums) > int(abi.GenLimits.GEN_MATCH_VALUES):
+                raise CompileError(f"{w}.values", "these ranges cross 2147483647 too often: "
+                                   "at most 8 range pieces on an int argument here")
+        else:
+            nums = _int_values(values, t, w, b.lists)
+            if t.size == 4 and t.signed:  # Tetragon reads 0x80000000.. as the same 32 bits
+                nums = [v - (1 << 32) if v > _I32_MAX else v for v in nums]
         if code in (Op.GT, Op.LT) and nums:
             # values OR: greater than any value = greater than the smallest (LT: largest)
             nums = [min(nums)] if code == Op.GT else [max(nums)]
-        if len(nums) > 4:
+        if not ranges and len(nums) > 4:
             raise CompileError(f"{w}.values", "at most 4 values (use InMap for more)")
         b.cfg[f"{slot}.vals"] = nums
         b.cfg[f"{slot}.nvals"] = len(nums)
@@ -748,6 +802,22 @@ def _int_values(values: list[str], t: _ArgType, w: str,
             raise
         except ValueError as err:
             raise CompileError(f"{w}.values", f"{v!r} is not a number", invalid=True) from err
+    return out
+
+
+_I32_MAX = (1 << 31) - 1
+
+
+def _int32_ranges(nums: list[int]) -> list[int]:
+    """(min, max) pairs for a signed 32-bit argument, ends up to 4294967295 allowed (as
+    Tetragon takes them): the part of a range above 2147483647 is the same 32 bits read
+    as negative numbers, so it becomes its own range there."""
+    out: list[int] = []
+    for lo, hi in zip(nums[::2], nums[1::2]):
+        if lo <= _I32_MAX:
+            out += [lo, min(hi, _I32_MAX)]
+        if hi > _I32_MAX:
+            out += [max(lo, _I32_MAX + 1) - (1 << 32), hi - (1 << 32)]
     return out
 
 
@@ -814,27 +884,32 @@ def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                                "followChildren is only supported with operators In and NotIn")
         si = int(p[4:-1])
         b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.BIN)
-        prev = b.follow.get(si, FollowSel(si))
-        b.follow[si] = FollowSel(si, tuple(mb.values or ()), prev.pids, prev.ns_pid)
+        b.follow[si] = FollowSel(si, tuple(mb.values or ()))
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    """matchPIDs: each filter in its own slot, all must hold (Tetragon ANDs them)."""
     mps = sel.match_pids or ()
     if not mps:
         return
-    if len(mps) > 1:
-        raise CompileError(f"{w}.matchPIDs", "one matchPIDs filter per selector")
-    mp = mps[0]
-    if getattr(mp, "follow_forks", False):
-        si = int(p[4:-1])
-        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
-        prev = b.follow.get(si, FollowSel(si))
-        b.follow[si] = FollowSel(si, prev.binaries, tuple(int(v) for v in mp.values),
-                                 bool(getattr(mp, "is_namespace_pid", False)))
-    b.cfg[f"{p}.pid_op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
-    b.cfg[f"{p}.pid_ns"] = 1 if getattr(mp, "is_namespace_pid", False) else 0
-    b.cfg[f"{p}.pids"] = [int(v) for v in mp.values]
-    b.cfg[f"{p}.npids"] = len(mp.values)
+    limit = int(abi.GenLimits.GEN_PIDF)
+    if len(mps) > limit:
+        raise CompileError(f"{w}.matchPIDs", f"at most {limit} matchPIDs filters per "
+                           "selector here")
+    si = int(p[4:-1])
+    for k, mp in enumerate(mps):
+        ns_pid = bool(getattr(mp, "is_namespace_pid", False))
+        q = f"{p}.pids[{k}]"
+        if getattr(mp, "follow_forks", False):
+            bit = int(abi.FollowFlag.PID_BIT) + si * limit + k
+            b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PIDS)
+            b.cfg[f"{q}.follow"] = 1
+            b.follow[bit] = FollowSel(bit, (), tuple(int(v) for v in mp.values), ns_pid)
+        b.cfg[f"{q}.op"] = int(Op.IN if _s(mp.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{q}.ns"] = 1 if ns_pid else 0
+        b.cfg[f"{q}.vals"] = [int(v) for v in mp.values]
+        b.cfg[f"{q}.nvals"] = len(mp.values)
+    b.cfg[f"{p}.npidf"] = len(mps)
 
 
 def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -941,7 +1016,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
     _size_args(b, hook, cfg, where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if b.follow:
-        cfg["follow"] = sum(1 << si for si in b.follow)
+        cfg["follow"] = sum(1 << si for si in range(int(abi.GenLimits.GEN_SELECTORS))
+                            if cfg.get(f"sel[{si}].follow"))
         sizes["vg_follow"] = int(abi.GenLimits.FOLLOW_ENTRIES)
         attach = attach + [Attach(f"vg_gen_fl_{e}", "tp_btf", (f"sched_process_{e}",))
                            for e in ("exec", "fork", "exit")]

@@ -1,7 +1,7 @@
 """followChildren / followForks: which running processes a hook's follow map starts with.
 
-In the kernel (``bpf/generic.bpf.c``, map ``vg_follow``), a process gets bit ``si`` when
-selector ``si`` follows it: at an exec of a binary in the selector's ``matchBinaries``
+In the kernel (``bpf/generic.bpf.c``, map ``vg_follow``), a process gets a selector's bit
+(``si`` for followChildren; one bit per matchPIDs filter with followForks) when it follows it: at an exec of a binary in the selector's ``matchBinaries``
 values (followChildren), at a fork from a process with one of the ``matchPIDs`` values
 (followForks), and at every fork from a process that has the bit. Those programs only see
 what happens after the policy loads; the processes already running are marked here, from
@@ -22,7 +22,7 @@ from vigil.process.procfs import parse_stat
 
 @dataclass(frozen=True)
 class FollowSel:
-    """One selector that follows descendants."""
+    """One selector (or one of its matchPIDs filters) that follows descendants."""
 
     selector: int                    # the bit in vg_follow
     binaries: tuple[str, ...] = ()   # followChildren: matchBinaries values (exact paths)

@@ -63,6 +63,7 @@ class KernelBtf:
         self._pos: list[int] = [0]  # type id -> offset of its record (id 0 = void)
         self.funcs: dict[str, int] = {}
         self.structs: dict[str, int] = {}
+        self.tp_typedefs: dict[str, int] = {}  # btf_trace_<event> typedefs (raw tracepoints)
         self._index(self._types, self._types + type_len)
 
     @classmethod
@@ -80,11 +81,16 @@ class KernelBtf:
             kind = (info >> 24) & 0x1F
             tid = len(pos_list)
             pos_list.append(pos)
-            if kind in (FUNC, STRUCT, UNION) and name_off:
+            if kind in (FUNC, STRUCT, UNION, TYPEDEF) and name_off:
                 names.append((kind, name_off, tid))
             pos += 12 + sizes.get(kind, 0) + per_member.get(kind, 0) * (info & 0xFFFF)
         for kind, name_off, tid in names:
-            (self.funcs if kind == FUNC else self.structs).setdefault(self._str(name_off), tid)
+            name = self._str(name_off)
+            if kind == TYPEDEF:
+                if name.startswith("btf_trace_"):
+                    self.tp_typedefs.setdefault(name[10:], tid)
+                continue
+            (self.funcs if kind == FUNC else self.structs).setdefault(name, tid)
 
     def _str(self, off: int) -> str:
         start = self._strs + off
@@ -174,6 +180,18 @@ class KernelBtf:
         return [Param(self._str(n), t) for n, t in
                 (struct.unpack_from("<II", self._d, base + 8 * i) for i in range(vlen))]
 
+    def raw_tp_arity(self, event: str) -> int | None:
+        """Arguments of raw tracepoint `event` (its TP_PROTO, from the ``btf_trace_<event>``
+        typedef: a pointer to a function taking a context and then those arguments);
+        None if BTF does not describe it."""
+        tid = self.tp_typedefs.get(event)
+        if tid is None:
+            return None
+        proto = self.pointee(tid)
+        if not proto or self.kind(proto) != FUNC_PROTO:
+            return None
+        return max(self._t(proto)[1] - 1, 0)
+
     def func_return(self, name: str) -> int:
         tid = self.funcs[name]
         return self._t(self._t(tid)[3])[3]
@@ -205,6 +223,18 @@ class KernelBtf:
         parts = [p for p in path.split(".") if p]
         if not parts:
             raise BtfError("empty resolve path")
+        if parts[0].startswith("["):  # "[N]...": the N-th element the argument points at
+            k = int(parts[0][1:].partition("]")[0])
+            elem = tid
+            cur += k * self.size(elem)
+            rest = parts[0].partition("]")[2]
+            parts = ([rest.lstrip(".")] if rest.lstrip(".") else []) + parts[1:]
+            if not parts:
+                kind = self.kind(elem)
+                last = "ptr" if kind == PTR else "int" if kind in (INT, ENUM, ENUM64) \
+                    else "struct"
+                return Step((cur,), last, self.size(elem), self.int_signed(elem),
+                            self.spell(elem))
         for i, part in enumerate(parts):
             name, _, idx = part.partition("[")
             if self.kind(tid) == PTR:  # the previous member was a pointer: follow it

@@ -268,6 +268,54 @@ def _model_at(path: Path) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+def _fold_field_case(data: dict[str, Any], builder: _Builder,
+                     null_lists: list[Path]) -> dict[str, Any]:
+    """Field names in another letter case, renamed to the schema's spelling.
+
+    Tetragon decodes the policy with Go's encoding/json, which matches struct fields
+    case-insensitively at every level (``apiversion``, ``Spec``, ``Call``...). The one
+    exception is ``kind``: the first, unstructured decoding reads it by its exact key and
+    refuses an object without it, so ``Kind`` stays unknown (and ``kind`` is then missing).
+    Keys of maps (labels, selectorsMacros names) are data, never renamed. A key that
+    is already spelled right wins over a differently cased duplicate (which stays unknown).
+
+    Also collects, in ``null_lists``, list fields written as an explicit ``null``: the
+    CRD declares no field nullable and Tetragon refuses ``kprobes: null``, where other
+    explicit nulls read as "not set".
+    """
+    renames: list[tuple[Path, Path]] = []
+
+    def walk(value: Any, tp: Any, path: Path) -> Any:
+        tp = _unwrap(tp)
+        if isinstance(value, dict) and isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias: f for f in tp.model_fields.values() if f.alias}
+            folded = {a.lower(): a for a in fields if not (tp is Policy and a == "kind")}
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                name = key
+                if key not in fields and key.lower() in folded and \
+                        folded[key.lower()] not in value and folded[key.lower()] not in out:
+                    name = folded[key.lower()]
+                    renames.append((path + (key,), path + (name,)))
+                field_tp = fields[name].annotation if name in fields else None
+                if item is None and get_origin(_unwrap(field_tp)) is list:
+                    null_lists.append(path + (name,))
+                out[name] = walk(item, field_tp, path + (name,))
+            return out
+        if isinstance(value, list) and get_origin(tp) is list:
+            return [walk(v, get_args(tp)[0], path + (i,)) for i, v in enumerate(value)]
+        if isinstance(value, dict) and get_origin(tp) is dict:
+            return {k: walk(v, get_args(tp)[1], path + (k,)) for k, v in value.items()}
+        return value
+
+    folded_data = walk(data, Policy, ())
+    for old, new in renames:
+        for table in (builder.locations.keys, builder.locations.values):
+            for p in [p for p in table if p[:len(old)] == old]:
+                table[new + p[len(old):]] = table.pop(p)
+    return folded_data
+
+
 def _unknown_field(path: Path) -> str:
     key = str(path[-1])
     model = _model_at(path[:-1])
@@ -344,7 +392,11 @@ def load_policy(text: str, source: str = "<string>") -> Policy:
         diags.append(Diagnostic(source, *_pos(node), "", "policy.yaml",
                                 f"a policy must be a mapping, got {type_name(data)}"))
         _raise(source, diags)
+    null_lists: list[Path] = []
+    data = _fold_field_case(data, builder, null_lists)
     policy, findings = _validate(data)
+    findings += [Finding(p, "policy.type", "expected list, got null (leave the field "
+                         "out instead)") for p in null_lists]
     unreadable = [p.path for p in builder.problems if p.unreadable]
     diags += [_diagnostic(f, builder.locations, source) for f in findings
               if not any(f.path[:len(u)] == u for u in unreadable)]

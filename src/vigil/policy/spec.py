@@ -279,6 +279,8 @@ def operators_for_type(t: ArgType) -> frozenset[Operator] | None:
     if t in (ArgType.FILE, ArgType.PATH):
         return STRING_OPERATORS | {Operator.FILE_TYPE, Operator.NOT_FILE_TYPE,
                                    Operator.CEL_EXPR}
+    if t is ArgType.SOCKADDR_UN:
+        return STRING_OPERATORS | {Operator.FAMILY, Operator.CEL_EXPR}
     if t.is_string:
         return STRING_OPERATORS | {Operator.CEL_EXPR}
     if t in NETWORK_ARG_TYPES:
@@ -433,7 +435,6 @@ MAX_SUBSTRINGS = 100
 MAX_SUBSTRING_LEN = 99
 MAX_MATCH_VALUES = 4
 MAX_INMAP_VALUES = 65536   # InMap / NotInMap: values once ranges are expanded (Vigil)
-MAX_FILE_MATCH_VALUES = 8
 MAX_SELECTORS = 5
 MAX_ACTIONS = 3
 MAX_HOOK_ARGS = 5
