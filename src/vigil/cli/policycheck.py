@@ -31,7 +31,8 @@ def _view(features_file: str | None) -> tuple[Any, str]:
                           kprobe_multi=bool(feats.get("kprobe_multi")),
                           fmod_ret=bool(feats.get("fmod_ret")),
                           fmod_ret_syscall=bool(feats.get("fmod_ret_syscall")),
-                          kprobe_mode=str(feats.get("kprobe_mode") or "auto")), \
+                          kprobe_mode=str(feats.get("kprobe_mode") or "auto"),
+                          host_ns_deferred=True), \
             f"from {features_file}"
     if os.geteuid() == 0:
         try:
@@ -42,7 +43,8 @@ def _view(features_file: str | None) -> tuple[Any, str]:
     else:
         reason = "not root: BPF features not probed"
     kprobes = os.path.isdir("/sys/bus/event_source/devices/kprobe")
-    return KernelView(kprobes=kprobes, formats=formats), f"{reason}; kprobes from sysfs"
+    return KernelView(kprobes=kprobes, formats=formats, host_ns_deferred=True), \
+        f"{reason}; kprobes from sysfs"
 
 
 def _check_one(path: str, view: Any) -> dict[str, Any]:
@@ -63,7 +65,9 @@ def _check_one(path: str, view: Any) -> dict[str, Any]:
              for sec, mech, enf in plan.described()]
     return {"file": path, "ok": True, "name": plan.name, "mode": plan.mode, "hooks": hooks,
             "notes": list(plan.notes),
-            "warnings": [str(w) for w in getattr(policy, "warnings", ()) or ()]}
+            "warnings": [str(w) for w in getattr(policy, "warnings", ()) or ()]
+            + [str(diagnostic(CompileError(where, msg), policy, path, "warning"))
+               for where, msg in plan.warnings]}
 
 
 def _print_text(r: dict[str, Any]) -> None:

@@ -56,13 +56,16 @@ def kernel_view(kprobe_mode: str | None = None) -> KernelView:
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
-                      btf=kernel_btf(), host_ns=_host_ns(), formats=read_format)
+                      btf=kernel_btf(), formats=read_format, **_host_ns())
 
 
-def _host_ns() -> dict[str, int]:
-    from vigil.daemon.agent import host_namespaces
-    ns = host_namespaces()
-    return {k: getattr(ns, k) for k in ns.__dataclass_fields__}
+def _host_ns() -> dict[str, Any]:
+    """KernelView's host_ns fields: the inums, or why a policy using host_ns is refused."""
+    from vigil.daemon.agent import cached_host_namespaces
+    known = cached_host_namespaces()
+    if known.ns is None:
+        return {"host_ns": {}, "host_ns_unknown": f"the host's namespaces are unknown: {known.source}"}
+    return {"host_ns": {k: getattr(known.ns, k) for k in known.ns.__dataclass_fields__}}
 
 
 def _compiles_with_every_feature(policy: Any, view: KernelView) -> bool:
