@@ -24,7 +24,6 @@ from vigil.daemon.agent import INIT_PID_NS_INUM, learn_host_namespaces
 from vigil.process import procfs
 from vigil.process.model import Namespaces
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = tuple(Namespaces.__dataclass_fields__)
 
 
@@ -105,7 +104,9 @@ def test_fresh_namespaces_still_learn_the_hosts(flags: tuple[str, ...], differ: 
     assert {n for n in NAMES if getattr(own, n) != getattr(host, n)} == differ
     for key in ("pid1", "init", "agent"):
         assert Namespaces(**r[key]) == host, key  # type: ignore[arg-type]
-    assert str(r["source"]).startswith("the kernel (BPF task iterator)")
+    # its /proc/1 is the host's (and used when readable) unless it has its own pid namespace
+    proc1 = ns_of(1) is not None and "--pid" not in flags
+    assert r["source"] == ("/proc/1/ns" if proc1 else "the kernel (BPF task iterator): pid 1's")
 
 
 def test_unprivileged_knows_nothing_and_loads_nothing() -> None:
@@ -182,8 +183,8 @@ def test_tracepoint_host_ns_net(env: Env, tmp_path: Path, op: str, fires: list[s
     assert sorted(pids[_body(e)["process"]["pid"]] for e in evs) == sorted(fires)
 
 
-def test_host_ns_unknown_refuses_the_policy_with_the_reason(env: Env, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_ns_unknown_refuses_the_policy_with_the_reason(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vigil.daemon import agent
     from vigil.errors import PolicyError
     monkeypatch.setitem(agent._host_ns_cache, "/proc",

@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from vigil.abi._generated import LAYOUTS
@@ -116,7 +117,8 @@ def test_host_ns_is_left_for_load_time_with_a_warning(tmp_path: Path) -> None:
     assert res["ok"] and len(res["warnings"]) == 2
 
 
-def test_host_ns_without_root_is_a_warning(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_host_ns_without_root_is_a_warning(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 65534)
     pol = tmp_path / "hostns.yaml"
     pol.write_text(HOST_NS_POLICY)

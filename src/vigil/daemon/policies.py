@@ -64,7 +64,8 @@ def _host_ns() -> dict[str, Any]:
     from vigil.daemon.agent import cached_host_namespaces
     known = cached_host_namespaces()
     if known.ns is None:
-        return {"host_ns": {}, "host_ns_unknown": f"the host's namespaces are unknown: {known.source}"}
+        return {"host_ns": {},
+                "host_ns_unknown": f"the host's namespaces are unknown: {known.source}"}
     return {"host_ns": {k: getattr(known.ns, k) for k in known.ns.__dataclass_fields__}}
 
 
