@@ -321,7 +321,8 @@ class Agent:
 
         from vigil.daemon.policies import kernel_view
         self.policies = PolicyManager(self.sensor, registry,
-                                      view=partial(kernel_view, self.cfg.kprobe_mode),
+                                      view=partial(kernel_view, self.cfg.kprobe_mode,
+                                                   procfs=self.cfg.procfs),
                                       enforcement=self.enforcement)
 
     def _load_startup_policies(self) -> None:
