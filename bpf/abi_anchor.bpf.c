@@ -12,6 +12,8 @@
 ANCHOR(struct vg_msg_hdr, vg_anchor_hdr);
 ANCHOR(struct vg_creds, vg_anchor_creds);
 ANCHOR(struct vg_namespaces, vg_anchor_ns);
+ANCHOR(struct vg_host_ns, vg_anchor_host_ns);
+ANCHOR(enum vg_host_ns_flag, vg_anchor_host_ns_flag);
 ANCHOR(struct vg_exec_msg, vg_anchor_exec);
 ANCHOR(struct vg_clone_msg, vg_anchor_clone);
 ANCHOR(struct vg_exit_msg, vg_anchor_exit);

@@ -68,28 +68,6 @@ static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, st
 	return len;
 }
 
-static __always_inline void vg_read_namespaces(struct task_struct *task, struct vg_namespaces *out)
-{
-	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
-	struct upid upid;
-
-	if (!nsp)
-		return;
-	out->uts = BPF_CORE_READ(nsp, uts_ns, ns.inum);
-	out->ipc = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
-	out->mnt = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
-	out->pid_for_children = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
-	out->net = BPF_CORE_READ(nsp, net_ns, ns.inum);
-	if (bpf_core_field_exists(nsp->time_ns)) {
-		out->time = BPF_CORE_READ(nsp, time_ns, ns.inum);
-		out->time_for_children = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
-	}
-	out->cgroup = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
-	out->user = BPF_CORE_READ(task, real_cred, user_ns, ns.inum);
-	upid = vg_task_upid(task);
-	out->pid = BPF_CORE_READ(upid.ns, ns.inum);
-}
-
 static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
 {
 	const struct cred *cred = BPF_CORE_READ(task, real_cred);

@@ -151,6 +151,21 @@ def test_namespaces_are_the_hosts(agent: AgentProcess) -> None:
         assert ns[name]["is_host"] is True, name
 
 
+def test_is_host_is_the_hosts_not_the_agents(agent: AgentProcess) -> None:
+    """is_host compares with the host's namespaces, learned from the kernel where /proc/1/ns
+    is unreadable: a process in its own network namespace is not in the host's."""
+    ex, _, _ = spawn_and_wait(agent, ["unshare", "--net", TRUE, "own-netns"])
+    ns = ex["process"]["ns"]
+    assert ex["process"]["binary"] == TRUE
+    assert not ns["net"].get("is_host") and ns["uts"]["is_host"] and ns["mnt"]["is_host"]
+    try:
+        os.readlink("/proc/1/ns/net")
+        source = "/proc/1/ns"
+    except OSError:
+        source = "the kernel (BPF task iterator): pid 1's"
+    assert f"host namespaces from {source}" in "".join(agent.stderr)
+
+
 def test_ancestors_and_parent_links(agent: AgentProcess) -> None:
     outer = subprocess.Popen([SH, "-c", f'{SH} -c "{TRUE} ancestry-marker; :"; :'])
     outer.wait()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from vigil.abi._generated import LAYOUTS
 from vigil.cli.policycheck import check
 
 POLICY = """\
@@ -98,3 +101,70 @@ def test_namespaced_policy_is_refused_not_applied_host_wide(tmp_path: Path) -> N
     assert r.exit_code == 3
     assert r.stdout.startswith(f"{pol}:2:7: error: kind: TracingPolicyNamespaced needs "
                                "Kubernetes pod scoping")
+
+
+HOST_NS_POLICY = POLICY.split("  - call: fd_install")[0].replace("""    selectors:
+    - matchActions:
+      - action: Sigkill
+""", """    selectors:
+    - matchNamespaces:
+      - namespace: Net
+        operator: NotIn
+        values: [host_ns]
+      - namespace: Mnt
+        operator: In
+        values: ["4026531840", host_ns]
+""")
+
+
+def test_host_ns_is_left_for_load_time_with_a_warning(tmp_path: Path) -> None:
+    """A profile describes another kernel, whose host namespaces cannot be known here."""
+    pol = tmp_path / "hostns.yaml"
+    pol.write_text(HOST_NS_POLICY)
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path)])
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.stdout.splitlines() if ln.startswith("  warning:")]
+    assert warnings == [
+        f"  warning: {pol}:16:18: warning: spec.kprobes[0].selectors[0].matchNamespaces[0]."
+        "values[0]: host_ns is resolved when the policy is loaded",
+        f"  warning: {pol}:19:32: warning: spec.kprobes[0].selectors[0].matchNamespaces[1]."
+        "values[1]: host_ns is resolved when the policy is loaded"]
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path),
+                                   "-o", "json"])
+    assert r.exit_code == 0
+    [res] = json.loads(r.stdout)["policies"]
+    assert res["ok"] and len(res["warnings"]) == 2
+
+
+def test_host_ns_without_root_is_a_warning(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 65534)
+    pol = tmp_path / "hostns.yaml"
+    pol.write_text(HOST_NS_POLICY)
+    r = CliRunner().invoke(check, [str(pol)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("host_ns is resolved when the policy is loaded") == 2
+
+
+def test_host_ns_unknown_where_it_loads_is_refused() -> None:
+    """The agent's view: host namespaces that cannot be learned refuse the policy, saying why."""
+    from vigil.policy.compiler import CompileError, KernelView, compile_policy
+    from vigil.policy.loader import load_policy
+    policy = load_policy(HOST_NS_POLICY, source="p.yaml")
+    view = KernelView(host_ns_unknown="the host's namespaces are unknown: no BPF here")
+    try:
+        compile_policy(policy, view)
+    except CompileError as err:
+        assert err.where == "spec.kprobes[0].selectors[0].matchNamespaces[0].values"
+        assert err.message == "the host's namespaces are unknown: no BPF here"
+    else:
+        raise AssertionError("compiled without the host's namespaces")
+    plan = compile_policy(policy, KernelView(host_ns={"net": 7, "mnt": 9}))
+    assert plan.warnings == ()
+    [hook] = plan.hooks
+    layout = {f[0]: f[1:] for f in LAYOUTS["vg_hook_cfg"][1]}
+
+    def ns_vals(k: int) -> tuple[int, ...]:
+        off, _size, count = layout[f"sel[0].ns[{k}].vals"]
+        return struct.unpack_from(f"<{count}I", hook.config, off)
+    assert ns_vals(0) == (7, 0, 0, 0) and ns_vals(1) == (4026531840, 9, 0, 0)

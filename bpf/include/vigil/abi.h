@@ -122,6 +122,24 @@ struct vg_namespaces {
 };
 
 /*
+ * The host's namespaces as the kernel knows them, written once by hostns.bpf.c's task
+ * iterator for hosts where /proc/1/ns cannot be read. `pid1` is pid 1 of the initial
+ * pid namespace (what /proc/1/ns shows, the host_ns of Tetragon's policies); `init` is
+ * init_task's (pid 0): the initial namespaces, which every kernel thread shares.
+ */
+enum vg_host_ns_flag {
+	VG_HOST_NS_PID1 = 1, /* pid1 is filled in */
+	VG_HOST_NS_INIT = 2, /* init is filled in */
+};
+
+struct vg_host_ns {
+	struct vg_namespaces pid1;
+	struct vg_namespaces init;
+	__u32 flags;  /* enum vg_host_ns_flag */
+	__u32 hops;   /* parents walked from the reader to pid 0 */
+};
+
+/*
  * VG_MSG_EXEC, sent from sched_process_exec. The tail `data` holds, in order:
  *   cgroup name (cgroup_len bytes, no NUL)
  *   binary path, resolved in the kernel (path_len bytes, no NUL)

@@ -134,6 +134,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         BpfLinkP, [BpfProgramP, c_int, c_char_p, c_size_t, POINTER(bpf_uprobe_opts)]),
     "bpf_program__attach_cgroup": (BpfLinkP, [BpfProgramP, c_int]),
     "bpf_program__attach_lsm": (BpfLinkP, [BpfProgramP]),
+    "bpf_program__attach_iter": (BpfLinkP, [BpfProgramP, c_void_p]),
+    "bpf_iter_create": (c_int, [c_int]),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)]),
     "bpf_link__destroy": (c_int, [BpfLinkP]),
     "bpf_link__fd": (c_int, [BpfLinkP]),

@@ -43,6 +43,23 @@ class Link:
     def attached(self) -> bool:
         return bool(self._ptr)
 
+    def read_iter(self, limit: int = 1 << 20) -> bytes:
+        """Run an iterator link once (a new seq file from bpf_iter_create) and return what
+        its program wrote, read to the end or to ``limit`` bytes."""
+        fd = L.check_int(L.lib().bpf_iter_create(self.fd), "create iterator", self.target)
+        out = bytearray()
+        try:
+            while len(out) < limit:
+                chunk = os.read(fd, min(limit - len(out), 1 << 16))
+                if not chunk:
+                    break
+                out += chunk
+        except OSError as err:
+            raise BpfError(err.errno or 5, "read iterator", self.target) from err
+        finally:
+            os.close(fd)
+        return bytes(out)
+
 
 class Program:
     """One program of an object."""
@@ -105,6 +122,11 @@ class Program:
     def attach_raw_tracepoint(self, name: str) -> Link:
         ptr = L.lib().bpf_program__attach_raw_tracepoint(self._ptr, name.encode())
         return self._attached(ptr, f"raw_tracepoint {name}")
+
+    def attach_iter(self) -> Link:
+        """Attach an iterator program (``iter/task``, ...) without parameters; each
+        ``Link.read_iter()`` then runs it over the kernel objects once."""
+        return self._attached(L.lib().bpf_program__attach_iter(self._ptr, None), self.section)
 
     def attach_kprobe(self, func: str, retprobe: bool = False) -> Link:
         ptr = L.lib().bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())

@@ -69,7 +69,7 @@ def _target(features: str | None) -> _Target:
     formats = _Formats()
     if features:
         feats, how = load_profile(features)
-        view = KernelView(**feats, btf=kernel_btf(), formats=formats)
+        view = KernelView(**feats, btf=kernel_btf(), formats=formats, host_ns_deferred=True)
         return _Target(view, f"{how} (BTF and tracepoint formats of this host)", formats)
     if os.geteuid() == 0:
         try:
@@ -81,7 +81,8 @@ def _target(features: str | None) -> _Target:
     else:
         reason = "not root: BPF program features not probed"
     kprobes = os.path.isdir("/sys/bus/event_source/devices/kprobe")
-    view = KernelView(kprobes=kprobes, btf=kernel_btf(), formats=formats)
+    view = KernelView(kprobes=kprobes, btf=kernel_btf(), formats=formats,
+                      host_ns_deferred=True)
     return _Target(view, f"{reason}; kprobes from sysfs ({str(kprobes).lower()}); fentry, "
                    "kprobe.multi, fmod_ret and BPF LSM treated as missing", formats)
 
@@ -141,7 +142,9 @@ def _check_one(path: str, target: _Target) -> dict[str, Any]:
              for sec, mech, enf in plan.described()]
     return {"file": path, "verdict": "ok", "name": plan.name, "mode": plan.mode,
             "hooks": hooks, "notes": list(plan.notes),
-            "warnings": warnings + _unverified(target)}
+            "warnings": warnings + [str(diagnostic(CompileError(where, msg), policy, path,
+                                                   "warning"))
+                                    for where, msg in plan.warnings] + _unverified(target)}
 
 
 def _unverified(target: _Target) -> list[str]:

@@ -98,24 +98,84 @@ def check_btf() -> None:
             "CONFIG_DEBUG_INFO_BTF=y")
 
 
-def host_namespaces(proc: str = "/proc") -> Namespaces:
-    """The host's namespace inums, which ``is_host`` compares against: pid 1's, or the
-    agent's own when pid 1's are unreadable (some sandboxes hide them)."""
-    names = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
-             "time_for_children", "cgroup", "user")
-    for pid in ("1", "self"):
-        vals = []
-        for n in names:
-            try:
-                vals.append(procfs.parse_ns_link(os.readlink(f"{proc}/{pid}/ns/{n}")))
-            except (OSError, ValueError):
-                vals.append(0)
-        if any(vals):
-            if pid == "self":
-                log.info("cannot read %s/1/ns: using the agent's own namespaces as the "
-                            "host's for is_host", proc)
-            return Namespaces(*vals)
-    return Namespaces()
+# PROC_PID_INIT_INO: the initial pid namespace's inum, the same on every kernel. A /proc
+# whose pid 1 is in another pid namespace belongs to a container, not to the host.
+INIT_PID_NS_INUM = 0xEFFFFFFC
+
+
+@dataclass(frozen=True)
+class HostNamespaces:
+    """The host's namespace inums and where they came from; ``ns`` None: unknown, and
+    ``source`` says why."""
+
+    ns: Namespaces | None
+    source: str
+
+
+def _procfs_host_namespaces(proc: str) -> tuple[Namespaces | None, str]:
+    """pid 1's namespaces from ``proc`` (None and why when unreadable or not the host's)."""
+    vals = []
+    for name in Namespaces.__dataclass_fields__:
+        path = f"{proc}/1/ns/{name}"
+        try:
+            vals.append(procfs.parse_ns_link(os.readlink(path)))
+        except FileNotFoundError:
+            vals.append(0)  # a namespace type this kernel lacks (time before 5.6)
+        except OSError as err:
+            return None, f"cannot read {path}: {err.strerror}"
+    ns = Namespaces(*vals)
+    if not ns.pid:
+        return None, f"cannot read {proc}/1/ns"
+    if ns.pid != INIT_PID_NS_INUM:
+        return None, (f"{proc}/1 is not the host's pid 1 (its pid namespace {ns.pid} is not "
+                      "the initial one)")
+    return ns, f"{proc}/1/ns"
+
+
+def learn_host_namespaces(proc: str = "/proc") -> HostNamespaces:
+    """The host's namespaces (those of pid 1 of the initial pid namespace, what Tetragon's
+    ``host_ns`` and ``is_host`` mean): from ``proc``/1/ns when it can be read and is the
+    host's; else from the kernel through BPF (root only: nothing is imported or loaded
+    otherwise); else unknown. Never the agent's own namespaces: in a container they are
+    the container's."""
+    ns, why = _procfs_host_namespaces(proc)
+    if ns is not None:
+        return HostNamespaces(ns, why)
+    if os.geteuid() != 0:
+        return HostNamespaces(None, f"{why}, and only root may ask the kernel (BPF)")
+    try:
+        from vigil.bpf.hostns import read_kernel_host_namespaces  # imports libbpf
+        kernel = read_kernel_host_namespaces()
+    except Exception as err:  # noqa: BLE001 - any failure means "the kernel could not say"
+        return HostNamespaces(None, f"{why}, and the kernel could not be asked (BPF): {err}")
+    if kernel.pid1 is not None:
+        return HostNamespaces(kernel.pid1, "the kernel (BPF task iterator): pid 1's")
+    if kernel.init is not None:  # the agent does not descend from pid 1 (a usermode helper)
+        return HostNamespaces(kernel.init, "the kernel (BPF task iterator): init_task's")
+    return HostNamespaces(None, f"{why}, and the kernel (BPF) found neither pid 1 nor pid 0 "
+                          "among the agent's ancestors")
+
+
+_host_ns_cache: dict[str, HostNamespaces] = {}
+
+
+def cached_host_namespaces(proc: str = "/proc") -> HostNamespaces:
+    """``learn_host_namespaces``, learned once per ``proc`` and logged with its source."""
+    got = _host_ns_cache.get(proc)
+    if got is None:
+        got = _host_ns_cache[proc] = learn_host_namespaces(proc)
+        if got.ns is not None:
+            log.info("host namespaces from %s", got.source)
+        else:
+            log.warning("host namespaces unknown (is_host is never set, policies using "
+                        "host_ns are refused): %s", got.source)
+    return got
+
+
+def host_namespaces(proc: str = "/proc") -> Namespaces | None:
+    """The host's namespace inums, which ``is_host`` compares against; None if unknown
+    (see ``learn_host_namespaces``)."""
+    return cached_host_namespaces(proc).ns
 
 
 class Agent:
@@ -264,7 +324,8 @@ class Agent:
 
         from vigil.daemon.policies import kernel_view
         self.policies = PolicyManager(self.sensor, registry,
-                                      view=partial(kernel_view, self.cfg.kprobe_mode),
+                                      view=partial(kernel_view, self.cfg.kprobe_mode,
+                                                   procfs=self.cfg.procfs),
                                       enforcement=self.enforcement)
 
     def _load_startup_policies(self) -> None:

@@ -41,10 +41,11 @@ class _Entry:
     counts: list[int] = field(default_factory=list)  # action counts of earlier loads
 
 
-def kernel_view(kprobe_mode: str | None = None) -> KernelView:
+def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> KernelView:
     """Probe what this kernel allows (cached by vigil.bpf.features). ``kprobe_mode``
     (auto | kprobe | kprobe_multi | fentry; default: $VIGIL_KPROBE_MODE or auto) forces
-    the mechanism of kernel-function hooks."""
+    the mechanism of kernel-function hooks; ``procfs`` is where the host's namespaces are
+    read first (``host_ns``; the agent's --procfs)."""
     import os
 
     from vigil.bpf import features
@@ -56,7 +57,7 @@ def kernel_view(kprobe_mode: str | None = None) -> KernelView:
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
-                      btf=kernel_btf(), host_ns=_host_ns(), formats=read_format_mounting)
+                      btf=kernel_btf(), formats=read_format_mounting, **_host_ns(procfs))
 
 
 def read_format_mounting(subsystem: str, event: str) -> TpFormat:
@@ -74,10 +75,14 @@ def read_format_mounting(subsystem: str, event: str) -> TpFormat:
         return read_format(subsystem, event, root)
 
 
-def _host_ns() -> dict[str, int]:
-    from vigil.daemon.agent import host_namespaces
-    ns = host_namespaces()
-    return {k: getattr(ns, k) for k in ns.__dataclass_fields__}
+def _host_ns(procfs: str) -> dict[str, Any]:
+    """KernelView's host_ns fields: the inums, or why a policy using host_ns is refused."""
+    from vigil.daemon.agent import cached_host_namespaces
+    known = cached_host_namespaces(procfs)
+    if known.ns is None:
+        return {"host_ns": {},
+                "host_ns_unknown": f"the host's namespaces are unknown: {known.source}"}
+    return {"host_ns": {k: getattr(known.ns, k) for k in known.ns.__dataclass_fields__}}
 
 
 def _compiles_with_every_feature(policy: Any, view: KernelView) -> bool:

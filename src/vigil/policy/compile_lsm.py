@@ -33,7 +33,7 @@ from typing import Any
 from vigil.abi import _generated as abi
 from vigil.abi.pack import pack
 from vigil.events.generic import ArgSpec
-from vigil.policy.compiler import CompileError
+from vigil.policy.compiler import CompileError, host_ns_inum
 from vigil.policy.plan import (
     CapMatch, EnforcePlan, FanotifyHook, FanSelector, HookPlan, NsMatch, SockRule, StrMatch,
 )
@@ -312,16 +312,12 @@ def _selector_actions(sel: Any, w: str) -> dict[str, Any]:
 
 def _namespaces(sel: Any, w: str, view: Any) -> list[NsMatch]:
     out = []
-    host = getattr(view, "host_ns", None) or {}
     for k, f in enumerate(sel.match_namespaces or ()):
         ns = _NS_FILES[_s(f.namespace)]
         vals = []
         for v in f.values:
             if str(v) == "host_ns":
-                if ns not in host:
-                    raise CompileError(f"{w}.matchNamespaces[{k}].values",
-                                       "the host's namespace is unknown")
-                vals.append(int(host[ns]))
+                vals.append(host_ns_inum(view, ns, f"{w}.matchNamespaces[{k}].values"))
             else:
                 vals.append(int(str(v), 0))
         out.append(NsMatch(ns, _s(f.operator) == "NotIn", tuple(vals)))

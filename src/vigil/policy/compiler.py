@@ -65,14 +65,16 @@ def where_path(where: str) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def diagnostic(err: CompileError, policy: Any, source: str) -> Any:
-    """A CompileError as a located Diagnostic (file:line:col of the field)."""
+def diagnostic(err: CompileError, policy: Any, source: str, severity: str = "error") -> Any:
+    """A CompileError (or a plan warning as one) as a located Diagnostic (file:line:col
+    of the field)."""
     from vigil.policy.diagnostics import Diagnostic
     try:
         line, col = policy.locate(where_path(err.where))
     except (AttributeError, KeyError, LookupError, TypeError):
         line, col = 1, 1
-    return Diagnostic(source, line, col, err.where, "policy.unsupported", err.message, "error")
+    return Diagnostic(source, line, col, err.where, "policy.unsupported", err.message,
+                      severity)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ class KernelView:
     kprobe_mode: str = "auto"         # auto | kprobe | kprobe_multi | fentry
     btf: Any = None                   # vigil.policy.kbtf.KernelBtf of the target kernel
     host_ns: dict[str, int] = field(default_factory=dict)   # "net" -> inum, for host_ns
+    # Why host_ns is empty: the reason a policy using it is refused.
+    host_ns_unknown: str = "the host's namespaces are unknown"
+    # This view is not where the policy will load (`check` with a profile, or without
+    # root): host_ns compiles to a placeholder and the plan carries a warning instead.
+    host_ns_deferred: bool = False
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
 
 
@@ -247,7 +254,8 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
     # -- end issue 6
-    return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce)
+    return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
+                      tuple(_deferred_host_ns(spec, view)))
 
 
 Selectors = Callable[[Any], Sequence[Any]]
@@ -912,6 +920,34 @@ def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     b.cfg[f"{p}.npidf"] = len(mps)
 
 
+HOST_NS_DEFERRED = "host_ns is resolved when the policy is loaded"
+
+
+def host_ns_inum(view: Any, ns: str, where: str) -> int:
+    """The host's inum of namespace ``ns`` (its /proc/PID/ns name) for a ``host_ns``
+    value; 0 as a placeholder when the view defers host_ns; else CompileError."""
+    host = getattr(view, "host_ns", None) or {}
+    if ns in host:
+        return int(host[ns])
+    if getattr(view, "host_ns_deferred", False):
+        return 0  # a plan compiled for display only: never loaded
+    raise CompileError(where, getattr(view, "host_ns_unknown", "the host's namespaces are unknown"))
+
+
+def _deferred_host_ns(spec: Any, view: KernelView) -> list[tuple[str, str]]:
+    """(field path, warning) of every ``host_ns`` value left unresolved by the view."""
+    if not getattr(view, "host_ns_deferred", False) or view.host_ns or not hasattr(spec, "hooks"):
+        return []
+    effective = getattr(spec, "effective_selectors", lambda hook: hook.selectors or ())
+    out = []
+    for kind, i, hook in spec.hooks():
+        for si, sel in enumerate(effective(hook) or ()):
+            for k, f in enumerate(getattr(sel, "match_namespaces", None) or ()):
+                out += [(f"spec.{_s(kind)}[{i}].selectors[{si}].matchNamespaces[{k}].values[{j}]",
+                         HOST_NS_DEFERRED) for j, v in enumerate(f.values) if str(v) == "host_ns"]
+    return out
+
+
 def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     filters = sel.match_namespaces or ()
     if len(filters) > 4:
@@ -924,9 +960,7 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             if v == "host_ns":
                 key = {"pidforchildren": "pid_for_children",
                        "timeforchildren": "time_for_children"}.get(ns, ns)
-                if key not in b.view.host_ns:
-                    raise CompileError(f"{w}.matchNamespaces[{k}].values", "host namespace unknown")
-                vals.append(b.view.host_ns[key])
+                vals.append(host_ns_inum(b.view, key, f"{w}.matchNamespaces[{k}].values"))
             else:
                 vals.append(parse_int(v))
         b.cfg[f"{p}.ns[{k}].ns"] = NS_ORDER.index(ns)

@@ -165,6 +165,8 @@ class PolicyPlan:
     hooks: tuple[HookPlan, ...]
     notes: tuple[str, ...] = ()   # things the user should know (fallbacks taken)
     enforce: EnforcePlan = field(default_factory=EnforcePlan)
+    # (field path, message): compiled, but not as it will load (host_ns left for load time)
+    warnings: tuple[tuple[str, str], ...] = ()
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""
