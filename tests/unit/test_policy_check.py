@@ -133,7 +133,7 @@ def test_host_ns_is_left_for_load_time_with_a_warning(tmp_path: Path) -> None:
                                    "-o", "json"])
     assert r.exit_code == 0
     [res] = json.loads(r.stdout)["policies"]
-    assert res["ok"] and len(res["warnings"]) == 2
+    assert res["verdict"] == "ok" and len(res["warnings"]) == 2
 
 
 def test_host_ns_without_root_is_a_warning(tmp_path: Path,
