@@ -14,10 +14,13 @@ if [[ "${1:-}" != --in-namespace ]]; then
 fi
 shift
 # deepest first: debugfs' tracing/ automount before debugfs itself
-findmnt -rn -t tracefs,debugfs,bpf -o TARGET | sort -r | while read -r target; do
+# (findmnt exits 1 when it finds nothing)
+pseudo_mounts() { findmnt -rn -t tracefs,debugfs,bpf -o TARGET || true; }
+pseudo_mounts | sort -r | while read -r target; do
     umount -l "$target"
 done
-if left=$(findmnt -rn -t tracefs,debugfs,bpf -o TARGET) && [[ -n $left ]]; then
+left=$(pseudo_mounts)
+if [[ -n $left ]]; then
     echo "fresh-host: could not unmount: $left" >&2
     exit 1
 fi
