@@ -116,8 +116,8 @@ class PolicyManager:
             return self._info(entry)
 
     def add_file(self, path: str | Path) -> PolicyInfo:
-        p = Path(path)
-        return self.add(p.read_text(), source=str(p))
+        from vigil.policy.loader import read_policy_text  # reads no more than the limit
+        return self.add(read_policy_text(path), source=str(path))
 
     def delete(self, name: str, namespace: str = "") -> None:
         with self._lock:
