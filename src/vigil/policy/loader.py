@@ -465,7 +465,7 @@ def check_policy_size(text: str, source: str = "<string>", *, complete: bool = T
     """Raise PolicyError when ``text`` is longer than :data:`MAX_POLICY_BYTES` in UTF-8.
     ``complete=False``: ``text`` is only the start of the policy (its size is unknown)."""
     size = len(text)
-    if size * 4 > MAX_POLICY_BYTES:  # a character is at most 4 bytes: count them
+    if size * 4 > MAX_POLICY_BYTES and not text.isascii():  # up to 4 bytes a character
         size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_BYTES:
         _too_large(source, size if complete else None)
