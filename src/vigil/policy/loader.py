@@ -325,10 +325,10 @@ def _compose(text: str) -> tuple[Node, list[_Problem]]:
     loader = _BoundedLoader(text)
     docs: list[Node] = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None and not _is_empty(node) and len(docs) < 2:
-                docs.append(node)  # a second one is an error: later ones are not kept
+        while len(docs) < 2 and loader.check_node():  # a second one is an error already:
+            node = loader.get_node()                   # the rest is not read
+            if node is not None and not _is_empty(node):
+                docs.append(node)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -474,7 +474,8 @@ def check_policy_size(text: str, source: str = "<string>", *, complete: bool = T
 def _too_large(source: str, size: int | None) -> NoReturn:
     """Reject a policy of ``size`` bytes (None: unknown, only that it is too large)."""
     message = f"policy too large: {size} bytes (at most {MAX_POLICY_BYTES})" \
-        if size is not None else f"policy too large: over the limit of {MAX_POLICY_BYTES} bytes"
+        if size is not None else \
+        f"policy too large: over the limit of {MAX_POLICY_BYTES} bytes"
     _raise(source, [Diagnostic(source, 1, 1, "", "policy.limit", message)])
 
 
@@ -576,6 +577,6 @@ def load_policy_dir(directory: str | os.PathLike[str]) -> list[Policy]:
     return [load_policy_file(p) for p in policy_files(directory)]
 
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_POLICY_BYTES", "Locations", "node_budget", "check_arg_ops",
+__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_POLICY_BYTES", "Locations", "check_arg_ops",
            "check_policy_size", "load_policy", "load_policy_dir", "load_policy_file",
-           "policy_files", "read_policy_text"]
+           "node_budget", "policy_files", "read_policy_text"]
