@@ -97,6 +97,20 @@ def test_alias_bomb_over_grpc_costs_nothing(short_tmp: Path) -> None:
             assert after_deep - before < RSS_SLACK
             assert after_big - after_deep < 8 * MAX_POLICY_BYTES
 
+            # the command line shows the located error (and reads a huge file no further
+            # than the limit, refusing it without sending it)
+            bomb, huge = short_tmp / "bomb.yaml", short_tmp / "huge.yaml"
+            bomb.write_text(billion_laughs())
+            with open(huge, "wb") as f:
+                f.truncate(10 << 30)
+            for path, error in ((bomb, BOMB_ERROR), (huge, f"{huge}:1:1: error: policy too "
+                                                      "large: over the limit")):
+                r = subprocess.run([sys.executable, "-m", "vigil", "tracingpolicy", "add",
+                                    str(path), "--server-address", f"unix://{ag.socket}"],
+                                   capture_output=True, text=True, timeout=WAIT)
+                assert r.returncode == 3 and error in r.stderr, r.stderr
+                assert "Traceback" not in r.stderr, r.stderr
+
             # still serving, and nothing was added
             listed = st.ListTracingPolicies(sensors_pb2.ListTracingPoliciesRequest(),
                                             timeout=WAIT)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import orjson
 
-from vigil.cli.client import Client, ClientOptions, client_options
+from vigil.cli.client import Client, ClientOptions, RequestRejected, client_options
 
 _namespace = click.option("-n", "--namespace", default="", metavar="NS",
                           help="Namespace of a TracingPolicyNamespaced.")
@@ -47,7 +47,7 @@ def add(file: Any, client: ClientOptions) -> None:
     try:
         check_policy_size(text, file.name, complete=len(text) <= MAX_POLICY_BYTES)
     except PolicyError as err:  # the agent would refuse it: do not send it
-        raise click.ClickException("\n".join(str(d) for d in err.diagnostics)) from None
+        raise RequestRejected("\n".join(str(d) for d in err.diagnostics)) from None
     with Client(client) as c:
         c.call("AddTracingPolicy", sensors_pb2.AddTracingPolicyRequest(yaml=text))
     name = _policy_name(text)
