@@ -117,7 +117,8 @@ class PolicyManager:
 
     def add_file(self, path: str | Path) -> PolicyInfo:
         from vigil.policy.loader import read_policy_text  # reads no more than the limit
-        return self.add(read_policy_text(path), source=str(path))
+        p = Path(path)
+        return self.add(read_policy_text(p), source=str(p))
 
     def delete(self, name: str, namespace: str = "") -> None:
         with self._lock:
