@@ -251,7 +251,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         event = self.peek_event()
         if isinstance(event, AliasEvent):
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise _Fatal(_mark_pos(event.start_mark), f"too many YAML nodes: more than "
@@ -259,7 +259,7 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(event, ScalarEvent):
             node = super().compose_node(parent, index)
             node.end_mark = None  # never shown: dropping it saves a third of a node's cost
-            return node  # type: ignore[no-any-return]
+            return node
         if self._depth >= MAX_DEPTH:
             raise _Fatal(_mark_pos(event.start_mark), f"too deeply nested: more than "
                          f"{MAX_DEPTH} levels of lists and mappings", "policy.limit")
@@ -270,7 +270,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
         node.end_mark = None
         self._measure_collection(node)
-        return node  # type: ignore[no-any-return]
+        return node
 
     def _measure_collection(self, node: Node) -> None:
         children = node.value if isinstance(node, SequenceNode) else \
