@@ -13,7 +13,7 @@ from typing import Any
 import click
 import orjson
 
-from vigil.cli.client import Client, ClientOptions, client_options
+from vigil.cli.client import Client, ClientOptions, RequestRejected, client_options
 
 _namespace = click.option("-n", "--namespace", default="", metavar="NS",
                           help="Namespace of a TracingPolicyNamespaced.")
@@ -41,7 +41,13 @@ def _policy_name(text: str) -> str:
 def add(file: Any, client: ClientOptions) -> None:
     """Load the TracingPolicy in FILE ('-' for stdin) into the agent."""
     from vigil.api.tetragon import sensors_pb2
-    text = file.read()
+    from vigil.errors import PolicyError
+    from vigil.policy.loader import MAX_POLICY_BYTES, check_policy_size
+    text = file.read(MAX_POLICY_BYTES + 1)  # characters: a larger file is refused anyway
+    try:
+        check_policy_size(text, file.name, complete=len(text) <= MAX_POLICY_BYTES)
+    except PolicyError as err:  # the agent would refuse it: do not send it
+        raise RequestRejected("\n".join(str(d) for d in err.diagnostics)) from None
     with Client(client) as c:
         c.call("AddTracingPolicy", sensors_pb2.AddTracingPolicyRequest(yaml=text))
     name = _policy_name(text)

@@ -136,8 +136,9 @@ class PolicyManager:
             return self._info(entry)
 
     def add_file(self, path: str | Path) -> PolicyInfo:
+        from vigil.policy.loader import read_policy_text  # reads no more than the limit
         p = Path(path)
-        return self.add(p.read_text(), source=str(p))
+        return self.add(read_policy_text(p), source=str(p))
 
     def delete(self, name: str, namespace: str = "") -> None:
         with self._lock:

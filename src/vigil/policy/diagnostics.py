@@ -15,7 +15,8 @@ parsing messages:
 ``policy.type``        wrong YAML type (string where an integer is expected, ...)
 ``policy.invalid_value``  right type, value not allowed (enum, format, reference)
 ``policy.range``       number out of range
-``policy.limit``       too many items / too long (selectors, actions, values, ...)
+``policy.limit``       too many items / too long (selectors, actions, values, ...), or
+                       the document over a bound (size, nodes, nesting, aliasing)
 ``policy.option``      unknown ``spec.options`` entry (warning)
 ``policy.truncated``   value shortened (message > 256 characters; warning)
 ``policy.ignored``     a field that has no effect where it is used (warning)

@@ -18,20 +18,46 @@ Decisions:
   warnings, sorted by position.
 * ``load_policy_file`` lets ``OSError`` through (the caller says which file it could not
   read); undecodable bytes are a ``policy.yaml`` error.
+
+Bounds. Policies arrive from untrusted places (any gRPC client, a mounted ConfigMap), so
+reading one costs little memory and time whatever it holds; a document over a bound is
+rejected whole with a located ``policy.limit`` error before anything is built from it:
+
+* Size: at most :data:`MAX_POLICY_BYTES` (1 MiB) of text. Kubernetes stores no object over
+  about 1.5 MB and real policies are a few kB (Tetragon's examples: under 3 kB), so this
+  is far above any real policy; files are read no further than the limit.
+* Nodes: at most :data:`MAX_NODES` (100,000) keys, scalars, lists and mappings, aliases
+  expanded: room for the largest value list a selector takes (65,536 ``InMap`` values)
+  while composing the largest document stays near 30 MB and building and validating its
+  data near 100 MB. PyYAML spends some 300 bytes per composed node, so a megabyte of
+  ``[1,1,1,...]`` (half a million nodes) is refused as it is composed, at the first node
+  over the limit.
+* Nesting: at most :data:`MAX_DEPTH` (64) levels of lists and mappings inside each other,
+  aliases expanded (real policies nest under 10). Checked while composing, so a deep
+  ``[[[[...]]]]`` stops at level 65 instead of recursing into a RecursionError.
+* Alias expansion: PyYAML's composer shares an anchored node between its aliases, so a
+  "billion laughs" document (anchors whose lists repeat earlier anchors, level after
+  level) composes into a few dozen nodes; but the plain data built from it repeats each
+  alias, exponentially. The composer records the size each node has with its aliases
+  expanded, and a document whose data would hold more than :func:`node_budget` nodes (10
+  times the nodes written in it, at least 10,000, at most :data:`MAX_NODES`) is refused
+  before anything is built from it. go-yaml (which Tetragon and Kubernetes use) refuses
+  such documents too ("excessive aliasing"), by a ratio of alias to plain decoding work.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vigil.errors import PolicyError
@@ -45,6 +71,23 @@ Pos = tuple[int, int]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+
+MAX_POLICY_BYTES = 1 << 20
+"""Largest policy text, in UTF-8 bytes (see the module docstring)."""
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings in a policy, aliases expanded."""
+MAX_NODES = 100_000
+"""Most nodes (keys, scalars, lists, mappings) in a policy's data, aliases expanded."""
+ALIAS_FACTOR = 10
+MIN_NODE_BUDGET = 10_000
+
+
+def node_budget(written: int) -> int:
+    """How many nodes the data of a document with ``written`` composed nodes may hold once
+    its aliases are expanded: ``ALIAS_FACTOR`` times as many, at least
+    ``MIN_NODE_BUDGET`` (so a small policy may reuse a block freely) and at most
+    :data:`MAX_NODES` (so building the data stays cheap however aliases nest)."""
+    return min(MAX_NODES, max(MIN_NODE_BUDGET, ALIAS_FACTOR * written))
 
 
 @dataclass
@@ -167,11 +210,98 @@ class _Builder:
 
 
 class _Fatal(Exception):
-    """A problem after which nothing else can be checked (not YAML, no document)."""
+    """A problem after which nothing else can be checked (not YAML, no document, over a
+    bound)."""
 
-    def __init__(self, pos: Pos, message: str) -> None:
+    def __init__(self, pos: Pos, message: str, code: str = "policy.yaml") -> None:
         super().__init__(message)
         self.pos = pos
+        self.code = code
+
+
+def _mark_pos(mark: Any) -> Pos:
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing within :data:`MAX_NODES`, :data:`MAX_DEPTH` and
+    :func:`node_budget`.
+
+    For every list and mapping it records the size and height the node has once its
+    aliases are expanded (an alias is the anchored node itself, already measured), so
+    the check costs one pass over the composed nodes, however much aliases would
+    expand. Nesting is refused when a collection starts too deep, before PyYAML's
+    recursive composer goes further."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0                                 # collections open now
+        self._nodes = 0                                 # nodes composed in this document
+        self._measure: dict[int, tuple[int, int]] = {}  # id(collection) -> size, height
+        self._completed: list[Node] = []                # collections, as they closed
+
+    def compose_document(self) -> Node:
+        self._nodes = 0
+        self._measure.clear()
+        self._completed.clear()
+        node = super().compose_document()
+        self._check_aliases(node)
+        return node
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
+            return super().compose_node(parent, index)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Fatal(_mark_pos(event.start_mark), f"too many YAML nodes: more than "
+                         f"{MAX_NODES} keys, values, lists and mappings", "policy.limit")
+        if isinstance(event, ScalarEvent):
+            node = super().compose_node(parent, index)
+            node.end_mark = None  # never shown: dropping it saves a third of a node's cost
+            return node
+        if self._depth >= MAX_DEPTH:
+            raise _Fatal(_mark_pos(event.start_mark), f"too deeply nested: more than "
+                         f"{MAX_DEPTH} levels of lists and mappings", "policy.limit")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        node.end_mark = None
+        self._measure_collection(node)
+        return node
+
+    def _measure_collection(self, node: Node) -> None:
+        children = node.value if isinstance(node, SequenceNode) else \
+            [n for pair in node.value for n in pair]
+        size, height = 1, 0
+        for child in children:
+            # scalars, and a collection still open (a recursive alias): one node
+            child_size, child_height = self._measure.get(id(child), (1, 0))
+            size += child_size
+            height = max(height, child_height)
+        height += 1
+        if self._depth + height > MAX_DEPTH:
+            raise _Fatal(_pos(node), f"too deeply nested: with its aliases expanded this "
+                         f"value nests {height} levels of lists and mappings, "
+                         f"{self._depth + height} in all (at most {MAX_DEPTH})",
+                         "policy.limit")
+        self._measure[id(node)] = (size, height)
+        self._completed.append(node)
+
+    def _check_aliases(self, root: Node) -> None:
+        """Refuse the document when its data would hold more than :func:`node_budget`
+        nodes, located at the first (innermost) value that alone expands past it."""
+        budget = node_budget(self._nodes)
+        if self._measure.get(id(root), (1, 0))[0] <= budget:
+            return
+        culprit = next(n for n in self._completed if self._measure[id(n)][0] > budget)
+        size = self._measure[id(culprit)][0]
+        shown = f"{size}" if size < 10 ** 15 else "more than 10^15"
+        raise _Fatal(_pos(culprit), f"excessive YAML aliasing: aliases expand this value "
+                     f"to {shown} nodes; a policy written in {self._nodes} nodes may "
+                     f"expand to at most {budget}", "policy.limit")
 
 
 def _is_empty(node: Node) -> bool:
@@ -190,12 +320,13 @@ def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
 
 
 def _compose(text: str) -> tuple[Node, list[_Problem]]:
-    """The policy's document node, plus a problem if the file has several."""
-    loader = yaml.SafeLoader(text)
+    """The policy's document node, plus a problem if the file has several. Raises
+    :class:`_Fatal` for text that is not YAML or is over a bound."""
+    loader = _BoundedLoader(text)
     docs: list[Node] = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
+        while len(docs) < 2 and loader.check_node():  # a second one is an error already:
+            node = loader.get_node()                   # the rest is not read
             if node is not None and not _is_empty(node):
                 docs.append(node)
     except yaml.MarkedYAMLError as err:
@@ -378,12 +509,31 @@ def _sorted_unique(diags: list[Diagnostic]) -> list[Diagnostic]:
 # --------------------------------------------------------------------------------------
 
 
+def check_policy_size(text: str, source: str = "<string>", *, complete: bool = True) -> None:
+    """Raise PolicyError when ``text`` is longer than :data:`MAX_POLICY_BYTES` in UTF-8.
+    ``complete=False``: ``text`` is only the start of the policy (its size is unknown)."""
+    size = len(text)
+    if size * 4 > MAX_POLICY_BYTES and not text.isascii():  # up to 4 bytes a character
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_BYTES:
+        _too_large(source, size if complete else None)
+
+
+def _too_large(source: str, size: int | None) -> NoReturn:
+    """Reject a policy of ``size`` bytes (None: unknown, only that it is too large)."""
+    message = f"policy too large: {size} bytes (at most {MAX_POLICY_BYTES})" \
+        if size is not None else \
+        f"policy too large: over the limit of {MAX_POLICY_BYTES} bytes"
+    _raise(source, [Diagnostic(source, 1, 1, "", "policy.limit", message)])
+
+
 def load_policy(text: str, source: str = "<string>") -> Policy:
     """Parse and validate one policy. Raises PolicyError listing every problem."""
+    check_policy_size(text, source)
     try:
         node, problems = _compose(text)
     except _Fatal as fatal:
-        _raise(source, [Diagnostic(source, *fatal.pos, "", "policy.yaml", str(fatal))])
+        _raise(source, [Diagnostic(source, *fatal.pos, "", fatal.code, str(fatal))])
     builder = _Builder()
     data = builder.build(node, ())
     diags = [Diagnostic(source, *p.pos, format_path(p.path), "policy.yaml", p.message)
@@ -432,16 +582,26 @@ def _raise(source: str, diags: list[Diagnostic]) -> NoReturn:
                       f"{'' if errors == 1 else 's'})", diags)
 
 
-def load_policy_file(path: str | os.PathLike[str]) -> Policy:
-    """Load the policy in ``path``; diagnostics name the file as given."""
+def read_policy_text(path: str | os.PathLike[str]) -> str:
+    """The text of the policy file ``path``, read no further than one byte past
+    :data:`MAX_POLICY_BYTES`. PolicyError (named as ``path`` is given) when it is larger
+    or not UTF-8; OSError when it cannot be read."""
     source = os.fspath(path)
-    raw = FsPath(source).read_bytes()
+    with open(source, "rb") as f:
+        raw = f.read(MAX_POLICY_BYTES + 1)
+        if len(raw) > MAX_POLICY_BYTES:
+            st = os.fstat(f.fileno())
+            _too_large(source, st.st_size if stat.S_ISREG(st.st_mode) else None)
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         _raise(source, [Diagnostic(source, 1, 1, "", "policy.yaml",
                                    f"not UTF-8 text: {err.reason} at byte {err.start}")])
-    return load_policy(text, source)
+
+
+def load_policy_file(path: str | os.PathLike[str]) -> Policy:
+    """Load the policy in ``path``; diagnostics name the file as given."""
+    return load_policy(read_policy_text(path), os.fspath(path))
 
 
 def policy_files(directory: str | os.PathLike[str]) -> list[str]:
@@ -469,5 +629,6 @@ def load_policy_dir(directory: str | os.PathLike[str]) -> list[Policy]:
     return [load_policy_file(p) for p in policy_files(directory)]
 
 
-__all__ = ["Locations", "check_arg_ops", "load_policy", "load_policy_dir",
-           "load_policy_file", "policy_files"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_POLICY_BYTES", "Locations", "check_arg_ops",
+           "check_policy_size", "load_policy", "load_policy_dir", "load_policy_file",
+           "node_budget", "policy_files", "read_policy_text"]

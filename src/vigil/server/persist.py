@@ -109,10 +109,11 @@ class PersistentPolicyStore:
 
     def restore(self) -> list[PolicyInfo]:
         """Re-add every saved policy (in name order); return those that loaded."""
+        from vigil.policy.loader import read_policy_text  # reads no more than the limit
         loaded = []
         for path in sorted(self.dir.glob("*.yaml")):
             try:
-                info = self.inner.add(path.read_text(), source=self.domain)
+                info = self.inner.add(read_policy_text(path), source=self.domain)
                 if path.with_name(path.name + ".disabled").exists():
                     self.inner.disable(info.name, info.namespace)
                 loaded.append(info)
