@@ -38,6 +38,6 @@ def test_corpus() -> None:
 @pytest.mark.parametrize("path", REFUSED, ids=[p.name for p in REFUSED])
 def test_refused_with_location(path: Path) -> None:
     res = _check_one(str(path), fixture_target())
-    assert res["verdict"] == "invalid"
+    assert res["verdict"] in ("invalid", "unsupported")
     got = [d.replace(str(path.parent) + "/", "") for d in res["diagnostics"]]
     assert got == path.with_suffix(".expected").read_text().splitlines()

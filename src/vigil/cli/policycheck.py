@@ -16,9 +16,11 @@ checked against a stand-in layout and the report says their field indexes and ty
 not verified: a warning, not an error. Nothing is mounted or loaded by ``check`` itself,
 except the feature probes when run as root.
 
-Exit status: 0 every policy is valid and loads on that kernel; 3 a policy is invalid
-(located errors); 4 valid, but that kernel cannot load it (the reason, and which kernel
-features would); 2 usage errors.
+Exit status: 0 every policy is valid and loads on that kernel; 3 a policy is refused on
+every kernel: invalid (located errors), or valid but asking for a feature this version of
+Vigil does not have (verdict ``unsupported``, naming it); 4 valid, but that kernel cannot
+load it (the reason, and which kernel features, or which kernel build, would); 2 usage
+errors.
 """
 
 from __future__ import annotations
@@ -87,10 +89,22 @@ def _target(features: str | None) -> _Target:
                    "kprobe.multi, fmod_ret and BPF LSM treated as missing", formats)
 
 
-def _needs(policy: Any, view: Any) -> list[str] | None:
-    """The kernel features that would let ``policy`` compile (a minimal set, found by
-    dropping features from a full kernel one at a time, rarest first), or None if even a full kernel
-    refuses it (then the policy itself is at fault)."""
+def _full_error(policy: Any, view: Any) -> Any:
+    """The CompileError ``policy`` meets on a kernel with every BPF feature (same BTF and
+    tracepoints), or None if it compiles there."""
+    from vigil.policy.compiler import CompileError, compile_policy
+    from vigil.policy.profiles import FEATURES
+    try:
+        compile_policy(policy, replace(view, **{f: True for f in FEATURES}))
+    except CompileError as err:
+        return err
+    return None
+
+
+def _needs(policy: Any, view: Any) -> list[str]:
+    """The kernel features that let ``policy`` compile, which a full kernel does: a
+    minimal set, found by dropping features from a full kernel one at a time, rarest
+    first, so the answer names the commonest mechanism."""
     from vigil.policy.compiler import CompileError, compile_policy
     from vigil.policy.profiles import FEATURES
     have = {f: True for f in FEATURES}
@@ -101,9 +115,6 @@ def _needs(policy: Any, view: Any) -> list[str] | None:
         except CompileError:
             return False
         return True
-    if not compiles(have):
-        return None
-    # drop the rarest features first, so the answer names the commonest mechanism
     for f in reversed(FEATURES):
         if getattr(view, f):
             continue
@@ -113,10 +124,34 @@ def _needs(policy: Any, view: Any) -> list[str] | None:
     return [f for f in FEATURES if have[f] and not getattr(view, f)]
 
 
+def _refusal(err: Any, policy: Any, path: str, target: _Target) -> dict[str, Any]:
+    """Why ``policy`` does not compile for the target, classified: invalid (its own
+    fault), unsupported (a feature this version of Vigil lacks, on every kernel), or
+    unloadable (valid; another kernel, or other BPF features, would load it)."""
+    from vigil.policy.compiler import diagnostic
+    from vigil.policy.profiles import FEATURES
+    out: dict[str, Any] = {"file": path, "name": policy.metadata.name}
+    if not err.kernel_lacks:
+        full = _full_error(policy, target.view)
+        if full is None:
+            return {**out, "verdict": "unloadable",
+                    "diagnostics": [str(diagnostic(err, policy, path))],
+                    "needs": [f"{f}: {FEATURES[f]}" for f in _needs(policy, target.view)]}
+        if full.kernel_lacks or full.unsupported:
+            err = full  # what stands in the way on any kernel is the news
+        else:
+            return {**out, "verdict": "invalid",
+                    "diagnostics": [str(diagnostic(err, policy, path))]}
+    diag = [str(diagnostic(err, policy, path))]
+    if err.kernel_lacks:  # valid for another kernel build: no BPF feature helps
+        return {**out, "verdict": "unloadable", "diagnostics": diag,
+                "needs": [f"a kernel with {err.kernel_lacks} (this kernel has none)"]}
+    return {**out, "verdict": "unsupported", "diagnostics": diag}
+
+
 def _check_one(path: str, target: _Target) -> dict[str, Any]:
     from vigil.policy.compiler import CompileError, compile_policy, diagnostic
     from vigil.policy.loader import load_policy_file
-    from vigil.policy.profiles import FEATURES
     target.formats.unverified.clear()
     try:
         policy = load_policy_file(path)
@@ -130,13 +165,7 @@ def _check_one(path: str, target: _Target) -> dict[str, Any]:
     try:
         plan = compile_policy(policy, target.view)
     except CompileError as err:
-        diag = str(diagnostic(err, policy, path))
-        needs = _needs(policy, target.view)
-        if needs is None:
-            return {"file": path, "verdict": "invalid", "name": policy.metadata.name,
-                    "diagnostics": [diag], "warnings": warnings}
-        return {"file": path, "verdict": "unloadable", "name": policy.metadata.name,
-                "diagnostics": [diag], "needs": [f"{f}: {FEATURES[f]}" for f in needs],
+        return {**_refusal(err, policy, path, target),
                 "warnings": warnings + _unverified(target)}
     hooks = [{"section": sec, "mechanism": mech, "enforcement": enf or "observe only (events)"}
              for sec, mech, enf in plan.described()]
@@ -157,6 +186,12 @@ def _print_text(r: dict[str, Any]) -> None:
         for d in r["diagnostics"]:
             click.echo(d)
         return
+    if r["verdict"] == "unsupported":
+        click.echo(f"{r['file']}: valid, but this version of Vigil cannot load "
+                   f"TracingPolicy {r['name']!r} on any kernel:")
+        for d in r["diagnostics"]:
+            click.echo(f"  {d}")
+        return
     if r["verdict"] == "unloadable":
         click.echo(f"{r['file']}: valid, but this kernel cannot load TracingPolicy "
                    f"{r['name']!r}:")
@@ -165,8 +200,8 @@ def _print_text(r: dict[str, Any]) -> None:
         click.echo("  it would load with: " + "; ".join(r["needs"]))
     else:
         click.echo(f"{r['file']}: ok: TracingPolicy {r['name']!r} (mode {r['mode']})")
-    for w in r["warnings"]:
-        click.echo(f"  warning: {w}")
+    for w in r["warnings"]:  # located ones read "file:line:col: warning: ..." already
+        click.echo(f"  {w}" if ": warning: " in w else f"  warning: {w}")
     for h in r.get("hooks", ()):
         click.echo(f"  {h['section']}: {h['mechanism']}")
         click.echo(f"      {h['enforcement']}")
@@ -197,7 +232,7 @@ def check(files: tuple[str, ...], kernel_features: str | None, output: str) -> N
         for r in results:
             _print_text(r)
     verdicts = {r["verdict"] for r in results}
-    if "invalid" in verdicts:
+    if verdicts & {"invalid", "unsupported"}:
         sys.exit(EXIT_INVALID)
     if "unloadable" in verdicts:
         sys.exit(EXIT_UNLOADABLE)

@@ -175,7 +175,8 @@ class PolicyManager:
             plan = compile_policy(policy, view, hook_id_base=self._next_hook_id)
         except CompileError as err:
             d = diagnostic(err, policy, source)
-            if _compiles_with_every_feature(policy, view):  # valid, not for this kernel
+            if err.kernel_lacks or _compiles_with_every_feature(policy, view):
+                # valid, not for this kernel
                 raise FeatureNotSupported(f"policy {policy.metadata.name}", f"{d}") from err
             raise PolicyError(f"{d}", [d]) from err
         self._next_hook_id += plan.hook_count + 1

@@ -240,7 +240,7 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                              "(ignore.callNotFound)")
                 return None
             raise CompileError(f"{where}.call", f"{call}: no such function in this kernel "
-                               "(not in its BTF)")
+                               "(not in its BTF)", kernel_lacks=f"function {call}")
     if getattr(kp, "data", None):
         raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
                            "supported by this version of Vigil")
@@ -279,7 +279,8 @@ def compile_lsm_hook(lh: Any, where: str, view: Any, hook_id: int, monitor: bool
         params = btf.func_params(f"bpf_lsm_{name}")
         if params is None:
             raise CompileError(f"{where}.hook", f"no LSM hook {name} in this kernel "
-                               f"(bpf_lsm_{name} is not in its BTF)")
+                               f"(bpf_lsm_{name} is not in its BTF)",
+                               kernel_lacks=f"LSM hook {name}")
     for si, s in enumerate(selectors):
         if getattr(s, "match_return_args", None):
             raise CompileError(f"{where}.selectors[{si}].matchReturnArgs",
@@ -327,8 +328,12 @@ def _compile_args(b: Any, args: Sequence[Any], params: Any, btf: Any, where: str
     for i, arg in enumerate(args):
         w = f"{where}.args[{i}]"
         if params is not None and arg.index >= len(params):
+            # a policy written for another kernel's signature (tty_write had 4
+            # parameters before 5.10): Tetragon would read whatever the register holds;
+            # refused here as not for this kernel, naming the signature
             raise CompileError(f"{w}.index", f"{fn} has {len(params)} parameters "
-                               f"(0..{len(params) - 1})")
+                               f"(0..{len(params) - 1}) in this kernel",
+                               kernel_lacks=f"{fn} with parameter {arg.index}")
         if arg.index >= int(abi.GenLimits.GEN_RAW_ARGS) - 1:
             raise CompileError(f"{w}.index", "arguments 0..4 can be read here")
         ptype = params[arg.index].type_id if params is not None else 0
@@ -403,7 +408,8 @@ def _resolve(t: Any, path: str, btf_type: str | None, ptype: int, btf: Any,
     except BtfError as err:
         raise CompileError(f"{w}.resolve", str(err)) from err
     if len(step.offsets) > RES_STEPS:
-        raise CompileError(f"{w}.resolve", f"at most {RES_STEPS} pointer hops")
+        raise CompileError(f"{w}.resolve", f"at most {RES_STEPS} pointer hops are followed "
+                           "by this version of Vigil (Tetragon: 10 path components)")
     if t.kind == K.INT and step.last == "struct":
         raise CompileError(f"{w}.resolve", f"{path} is {step.type_name}, not an integer or "
                            "pointer: give a type that takes a pointer (file, path, ...)")

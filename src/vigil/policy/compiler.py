@@ -45,13 +45,21 @@ class CompileError(ValueError):
 
     ``invalid``: the policy itself is malformed (a value the checker should have refused
     first; tests/unit/test_policy_agree.py asserts it did), as opposed to something this
-    kernel or version cannot do."""
+    kernel or version cannot do. ``kernel_lacks``: what this kernel's build does not have
+    (a function, tracepoint or signature the policy names), which no BPF feature would
+    supply: the policy is valid, for another kernel. ``unsupported``: a valid policy
+    asks for something this version of Vigil does not do on any kernel; such messages
+    say "by this version of Vigil", which is what sets it by default."""
 
-    def __init__(self, where: str, message: str, invalid: bool = False) -> None:
+    def __init__(self, where: str, message: str, invalid: bool = False,
+                 kernel_lacks: str = "", unsupported: bool | None = None) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
         self.message = message
         self.invalid = invalid
+        self.kernel_lacks = kernel_lacks
+        self.unsupported = ("this version of Vigil" in message if unsupported is None
+                            else unsupported)
 
 
 def where_path(where: str) -> tuple[str | int, ...]:
@@ -320,7 +328,8 @@ def refuse_without_effect(spec: Any) -> None:
                 if getattr(a, "max_data", False):
                     raise CompileError(f"{aw}.maxData", "maxData is not supported: buffers "
                                        "are captured up to 4096 bytes (longer ones are "
-                                       "reported truncated with their size)")
+                                       "reported truncated with their size)",
+                                       unsupported=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
                         ("addrs", "addrs", "attach by symbols or offsets"),
@@ -435,7 +444,8 @@ def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
                            f"{err.strerror or err}") from err
     except FileNotFoundError as err:
         raise CompileError(f"{where}.call", f"no tracepoint syscalls/sys_enter_{sysname} on "
-                           "this kernel (the syscall hook needs it)") from err
+                           "this kernel (the syscall hook needs it)",
+                           kernel_lacks=f"tracepoint syscalls/sys_enter_{sysname}") from err
     except (OSError, ValueError):
         return None
     return sum(1 for f in fmt.fields if not f.name.startswith("common_")
@@ -459,7 +469,8 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                f"cannot be read: {err.strerror or err}") from err
         except FileNotFoundError as err:
             raise CompileError(f"{where}.event",
-                               f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})") from err
+                               f"no tracepoint {tp.subsystem}/{tp.event} on this kernel ({err})",
+                               kernel_lacks=f"tracepoint {tp.subsystem}/{tp.event}") from err
     arity = None
     if raw and view.btf is not None:
         arity = view.btf.raw_tp_arity(tp.event)
@@ -558,7 +569,8 @@ def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
         return _USER_STR if user else _ArgType(K.KSTR, 8, False, "string")
     if t == "char_buf" and user:
         return _ArgType(K.UBUF, 8, False, "bytes")
-    raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here")
+    raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here",
+                       unsupported=True)
 
 
 def _tp_arg_type(arg: Any, fld: TpField, subsys: str, where: str) -> _ArgType:
