@@ -674,9 +674,8 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     for ma, is_ret, mw in entries:
         if _s(ma.operator) == "CelExpr":
             if is_ret:
-                raise CompileError(f"{mw}.operator", "CelExpr applies to matchArgs (the "
-                                   "hook's arguments), not to the return value",
-                                   invalid=True)
+                raise CompileError(f"{mw}.operator", "CelExpr on the return value is not "
+                                   "supported by this version of Vigil (matchArgs only)")
             _compile_cel(b, f"{p}.args[{na}]", [str(v) for v in ma.values or ()], mw)
             na += 1
             continue
