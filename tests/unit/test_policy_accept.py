@@ -187,6 +187,45 @@ def test_string_return_filters_are_accepted_and_refused_by_the_compiler_with_a_r
     assert "string return value" in info.value.message
 
 
+def test_uretprobe_string_return_reads_the_string_and_filters_it_with_string_maps() -> None:
+    policy = load_policy(HEADER + """\
+  uprobes:
+  - path: /bin/bash
+    symbols: [readline]
+    return: true
+    returnArg:
+      index: 0
+      type: string
+      label: line
+    selectors:
+    - matchReturnArgs:
+      - index: 0
+        operator: Postfix
+        values: ["--force"]
+""")
+    hook = compile_policy(policy, fixture_view()).hooks[0]
+    assert field(hook, "ret_kind") == int(abi.ArgKind.USTR)
+    assert field(hook, "sel[0].nret") == 1 and field(hook, "sel[0].ret[0].arg") == 0xFF
+    assert field(hook, "sel[0].ret[0].op") == int(abi.Op.POSTFIX)
+    assert len(hook.map_keys["vg_str_sfx"]) == 1
+    assert hook.return_arg.out == "string" and hook.return_arg.label == "line"
+
+
+def test_a_string_return_value_of_a_syscall_renders_as_its_value() -> None:
+    """Only uprobes read a string return (a syscall returns a number)."""
+    policy = load_policy(HEADER + """\
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    returnArg:
+      index: 0
+      type: string
+""")
+    hook = compile_policy(policy, fixture_view()).hooks[0]
+    assert field(hook, "ret_kind") == 0 and hook.return_arg.out == "long"
+
+
 # ---- CelExpr ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("expr,problem", [

@@ -523,7 +523,7 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
                                              if paired else "")
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
-                           symbol=symbol, ret_spec=_ret_spec(up, where) if ret else None,
+                           symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,
                            has_return=paired, mechanism=mech))
     return out
 
@@ -607,12 +607,15 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
     return cfg
 
 
-def _ret_spec(hook: Any, where: str) -> ArgSpec | None:
+def _ret_spec(hook: Any, where: str, strings: bool = False) -> ArgSpec | None:
+    """How the return value renders; ``strings``: a string returnArg is read as one
+    (uprobes), else it renders as the pointer's value."""
     ra = getattr(hook, "return_arg", None)
     if ra is None:
         return None
     t = _type_name(ra)
-    out = _INT_TYPES[t].out if t in _INT_TYPES else "string" if t in _STRING_TYPES else "long"
+    out = (_INT_TYPES[t].out if t in _INT_TYPES else
+           "string" if strings and t in _STRING_TYPES else "long")
     return ArgSpec(out, getattr(ra, "label", "") or "")
 
 
@@ -707,7 +710,7 @@ def _cel_type(t: _ArgType) -> str:
     if t.kind == K.INT and t.size in (4, 8):
         return {(8, True): "int", (8, False): "uint", (4, True): "s32",
                 (4, False): "u32"}[(t.size, t.signed)]
-    return t.out if t.kind == K.INT else "string"
+    return f"{8 * t.size}-bit integer" if t.kind == K.INT else "string"
 
 
 def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str) -> None:
@@ -718,8 +721,9 @@ def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str) -> None:
     try:
         code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
     except celexpr.CelError as err:
+        # a tracepoint field's type may be known only here (auto): the checker could not
         raise CompileError(f"{w}.values[0]", f"invalid CEL expression {values[0]!r}: {err}",
-                           invalid=True) from err
+                           invalid=not b.tracepoint) from err
     limit, insns = int(abi.CelLimits.GEN_CEL), int(abi.CelLimits.CEL_INSNS)
     if b.ncel >= limit:
         raise CompileError(f"{w}.operator", f"at most {limit} CelExpr filters per hook here")
