@@ -42,6 +42,8 @@ ANCHOR(enum vg_hook_flag, vg_anchor_hook_flag);
 ANCHOR(enum vg_res_limits, vg_anchor_res_limits);
 ANCHOR(enum vg_follow_flag, vg_anchor_follow_flag);
 ANCHOR(enum vg_gen_count, vg_anchor_gen_count);
+ANCHOR(enum vg_cel_limits, vg_anchor_cel_limits);
+ANCHOR(enum vg_cel_op, vg_anchor_cel_op);
 ANCHOR(struct vg_gen_counts, vg_anchor_gen_counts);
 ANCHOR(struct vg_sock_rec, vg_anchor_sock_rec);
 ANCHOR(struct vg_skb_rec, vg_anchor_skb_rec);

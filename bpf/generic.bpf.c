@@ -814,6 +814,84 @@ static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, 
 	return vg_sockaddr_match(ma, sa);
 }
 
+/*
+ * CelExpr: run program p of CFG.cel over the raw arguments. The program is read-only
+ * and known at load time, so the verifier walks each instruction with its op known and
+ * keeps only the cases it uses; hooks without CelExpr never call this. Kept out of line:
+ * one copy, however many selector slots refer to it.
+ */
+static __noinline int vg_cel_eval(__u64 *raw, __u32 p)
+{
+	__s64 st[VG_CEL_STACK] = {};
+	__u32 sp = 0; /* values on the stack */
+
+	if (p >= VG_GEN_CEL)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (__u32 k = 0; k < VG_CEL_INSNS; k++) {
+		const volatile struct vg_cel_insn *in = &CFG.cel[p].insn[k];
+		__u8 op = in->op;
+		__s64 a, b;
+
+		if (k >= CFG.cel[p].n)
+			break;
+		if (op == VG_CEL_ARG || op == VG_CEL_CONST) {
+			if (sp >= VG_CEL_STACK)
+				return 0;
+			if (op == VG_CEL_CONST) {
+				a = in->imm;
+			} else {
+				__u8 i = in->arg;
+
+				if (i >= VG_GEN_ARGS)
+					return 0;
+				a = vg_int_value(raw[i], CFG.args[i].size, CFG.args[i].flags);
+			}
+			st[sp & (VG_CEL_STACK - 1)] = a;
+			sp++;
+			continue;
+		}
+		if (sp < 1 || sp > VG_CEL_STACK)
+			return 0;
+		b = st[(sp - 1) & (VG_CEL_STACK - 1)];
+		switch (op) { /* unary */
+		case VG_CEL_S32:
+			st[(sp - 1) & (VG_CEL_STACK - 1)] = (__s64)(__s32)b;
+			continue;
+		case VG_CEL_U32:
+			st[(sp - 1) & (VG_CEL_STACK - 1)] = (__s64)(__u32)b;
+			continue;
+		case VG_CEL_NOT:
+			st[(sp - 1) & (VG_CEL_STACK - 1)] = !b;
+			continue;
+		}
+		if (sp < 2)
+			return 0;
+		a = st[(sp - 2) & (VG_CEL_STACK - 1)];
+		switch (op) {
+		case VG_CEL_ADD: a = (__s64)((__u64)a + (__u64)b); break;
+		case VG_CEL_SUB: a = (__s64)((__u64)a - (__u64)b); break;
+		case VG_CEL_EQ: a = a == b; break;
+		case VG_CEL_NE: a = a != b; break;
+		case VG_CEL_LT: a = a < b; break;
+		case VG_CEL_LE: a = a <= b; break;
+		case VG_CEL_LTU: a = (__u64)a < (__u64)b; break;
+		case VG_CEL_LEU: a = (__u64)a <= (__u64)b; break;
+		case VG_CEL_AND: a = a && b; break;
+		case VG_CEL_OR: a = a || b; break;
+		case VG_CEL_SWAP:
+			st[(sp - 1) & (VG_CEL_STACK - 1)] = a;
+			st[(sp - 2) & (VG_CEL_STACK - 1)] = b;
+			continue;
+		default:
+			return 0;
+		}
+		sp--;
+		st[(sp - 1) & (VG_CEL_STACK - 1)] = a;
+	}
+	return sp == 1 && st[0] != 0;
+}
+
 static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile struct vg_match_arg *ma,
 					__u64 *raw, __s64 ret)
 {
@@ -821,6 +899,11 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 	__u8 a = ma->arg;
 	__u32 off, len;
 
+	if (ma->op == VG_OP_CEL)
+		return vg_cel_eval(raw, ma->set);
+	if (a == 0xff && CFG.ret_kind > VG_ARG_INT) /* a string return value */
+		return vg_str_match(h, ma->op, ma->set, &h->data[m->ret_off & VG_GEN_OFF_MASK],
+				    m->ret_len);
 	if (a == 0xff) /* the return value */
 		return vg_int_match(ma, ret);
 	if (a >= VG_GEN_ARGS)
@@ -1149,6 +1232,22 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 			if (off > VG_GEN_DATA_MAX - VG_GEN_STR_MAX)
 				off = VG_GEN_DATA_MAX - VG_GEN_STR_MAX;
 		}
+	}
+	if (with_ret && CFG.ret_kind > VG_ARG_INT) {
+		/* a string return value (a char * function): after the arguments */
+		__u32 max = VG_GEN_STR_MAX;
+		long r;
+
+		if (CFG.ret_kind == VG_ARG_USTR)
+			r = bpf_probe_read_user_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)ret);
+		else
+			r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max, (void *)ret);
+		m->flags |= VG_GENF_RET_STR;
+		m->ret_off = off;
+		m->ret_len = r > 0 ? (r - 1) & (VG_GEN_STR_MAX - 1) : 0;
+		off += (m->ret_len + 8) & ~7;
+		if (off > VG_GEN_DATA_MAX)
+			off = VG_GEN_DATA_MAX;
 	}
 	size = sizeof(*m) + off;
 	if (size > sizeof(*m) + VG_GEN_DATA_MAX)

@@ -36,6 +36,8 @@ _OFF, _LEN, _ORIG = _IX["arg_off"], _IX["arg_len"], _IX["orig_len"]
 _LEN_OF, _ORIG_OF = _LEN - _OFF, _ORIG - _OFF  # from an argument's offset to its length
 _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
 _RETURN = int(GenFlag.RETURN)
+_RET_STR = int(GenFlag.RET_STR)
+_RET_OFF, _RET_LEN = _IX["ret_off"], _IX["ret_len"]
 # per-thread copies of process dicts ("tid" is the calling thread's), cleared when full
 _THREAD_CACHE_MAX = 4096
 
@@ -146,7 +148,11 @@ class PolicyEvents:
             args.append(render(rec[start:end], v[i + _ORIG_OF]))
         ret = None
         if hook.ret is not None and v[_FLAGS] & _RETURN:
-            ret = hook.ret(v[_RET].to_bytes(8, "little"), 0)
+            if v[_FLAGS] & _RET_STR:  # a string return value, in the tail
+                start = _HEAD + v[_RET_OFF]
+                ret = hook.ret(rec[start:start + v[_RET_LEN]], v[_RET_LEN])
+            else:
+                ret = hook.ret((v[_RET] & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), 0)
         key = hook.metric_keys.get(v[_ACTION]) or hook.metric_key(v[_ACTION])
         self.events[key] += 1
         # the process and its parent, as the cache's shared dicts

@@ -1083,3 +1083,142 @@ spec:
         env.manager.add(pol, source="test")
     assert _my_links() == before
     assert [p.name for p in env.manager.list()] == []
+
+
+# ---- CelExpr ----------------------------------------------------------------------------
+
+def _lseek_cel_policy(name: str, expr: str, types: tuple[str, str, str]) -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: sys_lseek
+    syscall: true
+    args:
+    - index: 0
+      type: {types[0]}
+    - index: 1
+      type: {types[1]}
+    - index: 2
+      type: {types[2]}
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 0
+        operator: CelExpr
+        values: [{expr!r}]
+"""
+
+
+_SEEKS = [(3, 10, 0), (3, 17, 0), (0, 100, 0), (3, 4294967291, 0), (3, 5, 2), (3, -1, 2),
+          (3, 1 << 40, 1)]
+
+
+@pytest.mark.parametrize("expr,types,expect", [
+    # 64-bit signed arithmetic and comparisons, && over two clauses (fd 0 never matches)
+    ("arg1 + 16 > 32 && arg0 != 0", ("int64", "int64", "uint32"),
+     [(3, 17, 0), (3, 4294967291, 0), (3, 1 << 40, 1)]),
+    # int32(): the offset's low 32 bits as a signed number
+    ("int32(arg1) < int32(0) || !(arg1 >= 0)", ("int64", "int64", "uint32"),
+     [(3, 4294967291, 0), (3, -1, 2)]),
+    # u32 arithmetic wraps in 32 bits: whence + 0xffffffff == whence - 1
+    ("arg2 + uint32(4294967295u) == uint32(1u)", ("int64", "int64", "uint32"),
+     [(3, 5, 2), (3, -1, 2)]),
+    # uint: unsigned compare, -1 is the largest; 2**40 is not below 2**32
+    ("arg1 > 4294967296u && arg1 - 1u != 18446744073709551614u", ("int64", "uint64", "uint32"),
+     [(3, 1 << 40, 1)]),
+    # s32 argument: fd as int
+    ("arg0 == int32(3) && arg1 <= 17 && arg1 - 10 >= 0", ("int", "int64", "uint32"),
+     [(3, 10, 0), (3, 17, 0)]),
+])
+def test_cel_expr_selector(env: Env, tdir: Path, expr: str, types: tuple[str, str, str],
+                           expect: list[tuple[int, int, int]]) -> None:
+    """CelExpr evaluated in the kernel: an event for each lseek the expression holds for."""
+    path = tdir / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    real = {3: fd, 0: 0}  # in the cases, 3 stands for the file's descriptor
+
+    def trigger() -> None:
+        for f, off, whence in _SEEKS:
+            with contextlib.suppress(OSError):
+                os.lseek(real[f], off, whence)
+    try:
+        with env.policy(_lseek_cel_policy("vk-cel", expr.replace("int32(3)",
+                                                                 f"int32({fd})"), types)):
+            evs = env.run(trigger, ME)
+    finally:
+        os.close(fd)
+    got = [tuple(int(next(iter(x.values()))) for x in _body(e)["args"]) for e in evs]
+    mask = (1 << 64) - 1 if types[1] == "uint64" else -1
+    want = [(real[f], off & mask if mask > 0 else off, whence) for f, off, whence in expect]
+    assert got == want
+
+
+@pytest.mark.parametrize("expr,why", [
+    ("arg0 + 1u > 2u", "no matching overload for int + uint"),
+    ("arg1 + 1", "not bool"),
+    ("size(arg0) > 1", "undeclared reference to 'size'"),
+])
+def test_cel_expr_invalid_is_refused(env: Env, expr: str, why: str) -> None:
+    """Refused whole, with the location and the reason (the checker's, as Tetragon's)."""
+    before = _my_links()
+    with pytest.raises(PolicyError) as err:
+        env.manager.add(_lseek_cel_policy("vk-cel-bad", expr, ("int64", "int64", "uint32")),
+                        source="test")
+    text = "\n".join(str(d) for d in err.value.diagnostics) or str(err.value)
+    assert "selectors[0].matchArgs[0].values[0]" in text and why in text, text
+    assert _my_links() == before
+
+
+# ---- string return values ----------------------------------------------------------------
+
+def _uret_string_policy(uprobe_target: str, op: str, values: list[str]) -> str:
+    vals = ", ".join(f'"{v}"' for v in values)
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uret-str
+spec:
+  uprobes:
+  - path: "{uprobe_target}"
+    symbols: ["vigil_name"]
+    return: true
+    returnArg:
+      index: 0
+      type: string
+      label: name
+    selectors:
+    - matchReturnArgs:
+      - index: 0
+        operator: {op}
+        values: [{vals}]
+"""
+
+
+@pytest.mark.parametrize("op,values,expect", [
+    ("Equal", ["lpha"], ["lpha"]),
+    ("NotEqual", ["lpha", ""], ["eta", "amma-ray"]),
+    ("Prefix", ["amm", "e"], ["eta", "amma-ray"]),
+    ("NotPrefix", ["e"], ["lpha", "amma-ray", ""]),
+    ("Postfix", ["ray", "ha"], ["lpha", "amma-ray"]),
+    ("NotPostfix", ["ray"], ["lpha", "eta", ""]),
+])
+def test_uretprobe_string_return_value(env: Env, uprobe_target: str, op: str,
+                                       values: list[str], expect: list[str]) -> None:
+    """returnArg type string: the char * read at return (user memory), filtered in the
+    kernel with the string operators, reported as the last of args with its label."""
+    with env.policy(_uret_string_policy(uprobe_target, op, values)):
+        procs: list[subprocess.Popen[bytes]] = []
+        evs = env.run(lambda: (procs.append(subprocess.Popen(
+            [uprobe_target, "alpha", "beta", "gamma-ray", "x"])), procs[0].wait()))
+    assert [_body(e)["args"] for e in evs] == [
+        [{"string_arg": s, "label": "name"}] for s in expect]
+    assert all(_body(e)["process"]["pid"] == procs[0].pid for e in evs)
+    assert all(_body(e)["symbol"] == "vigil_name" for e in evs)

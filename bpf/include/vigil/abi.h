@@ -360,6 +360,51 @@ enum vg_op {
 	VG_OP_STATE = 29,
 	VG_OP_INRANGE = 31,
 	VG_OP_NOTINRANGE = 32,
+	VG_OP_CEL = 35,       /* CelExpr: run program `set` of vg_hook_cfg.cel */
+};
+
+/*
+ * CelExpr programs: a CEL expression compiled in user space (vigil.policy.celexpr) to a
+ * postfix program over a stack of s64 values, its 32-bit / 64-bit and signed / unsigned
+ * typing resolved at compile time (the ops below carry it). Evaluated in the kernel by
+ * a bounded loop; the result is the last value left on the stack (non-zero: match).
+ */
+enum vg_cel_limits {
+	VG_GEN_CEL = 4,       /* CelExpr programs per hook */
+	VG_CEL_INSNS = 24,    /* instructions per program */
+	VG_CEL_STACK = 8,     /* stack depth (the compiler checks its program's depth) */
+};
+
+enum vg_cel_op {
+	VG_CEL_ARG = 1,       /* push argument `arg` (as read: 32-bit ones sign/zero-extended) */
+	VG_CEL_CONST = 2,     /* push imm */
+	VG_CEL_ADD = 3,       /* a + b, 64-bit two's complement */
+	VG_CEL_SUB = 4,
+	VG_CEL_S32 = 5,       /* top = (s64)(s32)top: int32(), and s32 arithmetic wraps */
+	VG_CEL_U32 = 6,       /* top = (u64)(u32)top: uint32(), and u32 arithmetic wraps */
+	VG_CEL_EQ = 7,
+	VG_CEL_NE = 8,
+	VG_CEL_LT = 9,        /* signed: int, s32 */
+	VG_CEL_LE = 10,
+	VG_CEL_LTU = 11,      /* unsigned: uint, u32 */
+	VG_CEL_LEU = 12,
+	VG_CEL_NOT = 13,      /* bool */
+	VG_CEL_AND = 14,      /* both bools (no short circuit: nothing has side effects) */
+	VG_CEL_OR = 15,
+	VG_CEL_SWAP = 16,     /* exchange the two top values (a > b is b < a) */
+};
+
+struct vg_cel_insn {
+	__u8 op;        /* enum vg_cel_op */
+	__u8 arg;       /* VG_CEL_ARG: index into vg_hook_cfg.args */
+	__u8 pad[6];
+	__s64 imm;      /* VG_CEL_CONST */
+};
+
+struct vg_cel_prog {
+	__u8 n;         /* instructions used */
+	__u8 pad[7];
+	struct vg_cel_insn insn[VG_CEL_INSNS];
 };
 
 /* Actions; values are Tetragon's KprobeAction numbers. */
@@ -467,9 +512,12 @@ struct vg_hook_cfg {
 	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */
 	__u8 ret_size;    /* kretprobe / fexit: bytes of the return type (0: 8) */
 	__u8 ret_flags;   /* VG_ARGF_SIGNED */
-	__u16 pad2;
+	__u8 ret_kind;    /* VG_ARG_INT (0 too) or VG_ARG_USTR / VG_ARG_KSTR: a string return
+			   * value, read at return into the record (ret_off / ret_len) */
+	__u8 ncel;        /* CelExpr programs used in cel[] */
 	struct vg_arg_cfg args[VG_GEN_ARGS];
 	struct vg_selector_cfg sel[VG_GEN_SELECTORS];
+	struct vg_cel_prog cel[VG_GEN_CEL];
 };
 
 /* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */
@@ -486,12 +534,15 @@ struct vg_generic_msg {
 	__u16 arg_off[VG_GEN_ARGS]; /* offset of argument i in the tail */
 	__u16 arg_len[VG_GEN_ARGS]; /* bytes of argument i in the tail */
 	__u32 orig_len[VG_GEN_ARGS];/* buffers: bytes the call had (> arg_len: truncated) */
+	__u16 ret_off;  /* VG_GENF_RET_STR: the return value's string in the tail */
+	__u16 ret_len;
 	__u32 pad;
 };
 
 enum vg_gen_flag {
 	VG_GENF_RETURN = 0x1,     /* ret is set */
 	VG_GENF_MONITOR = 0x2,    /* an enforcement action was only reported (monitor mode) */
+	VG_GENF_RET_STR = 0x4,    /* the return value is a string at ret_off (ret: the pointer) */
 };
 
 /* ---- kernel object records (in the generic record's tail) ---------------------------- */

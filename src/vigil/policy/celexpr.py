@@ -8,6 +8,18 @@ plain literals), ``uint`` (64-bit unsigned, literals with a ``u`` suffix), ``s32
 type), ``< <= > >= + -`` (same integer type), ``&& || !`` (bools). Anything else (another
 function, mixing int and uint, a string argument) is refused there, and so here.
 
+Tetragon compiles the expression to BPF instructions; Vigil compiles it to a short postfix
+program (:func:`compile_expr`: push an argument or a constant, binary and unary ops) that
+``bpf/generic.bpf.c`` runs with a bounded loop. Typing is applied here: ``+``/``-`` on
+``s32``/``u32`` wrap in 32 bits (as Tetragon's 32-bit loads and compares do), on ``int`` /
+``uint`` in 64 bits (two's complement, no overflow error, as in Tetragon's BPF);
+``int32()``/``uint32()`` keep the low 32 bits, sign- or zero-extended; ``<`` on ``uint``
+and ``u32`` compares unsigned. ``&&``/``||`` evaluate both sides (nothing has side effects).
+
+The parser is this module's own: the subset is a dozen tokens, and the typing rules
+(``s32``/``u32`` and the casts) are Tetragon's, not standard CEL's, so a full CEL
+library's parse tree would still need this checker and code generator on top.
+
 Pure logic: :func:`check` returns the problem or None.
 """
 
@@ -30,8 +42,24 @@ class CelError(ValueError):
     pass
 
 
+#: one instruction of a compiled program: (op, argument index, constant)
+Insn = tuple[int, int, int]
+
+# operation codes, the same numbers as ``enum vg_cel_op`` in abi.h (pure logic: no import
+# of vigil.abi here; tests/unit check the two agree)
+ARG, CONST, ADD, SUB, S32, U32, EQ, NE, LT, LE, LTU, LEU, NOT, AND, OR, SWAP = range(1, 17)
+#: depth of the kernel's value stack (VG_CEL_STACK)
+STACK_MAX = 8
+_SIGNED = ("int", "s32")
+
+
 class _Parser:
-    def __init__(self, text: str, arg_types: list[ArgType | None]) -> None:
+    """Recursive descent over the token list. Each rule returns (type, code): the CEL
+    type of the subexpression and its postfix program, with the 32-bit and signedness
+    choices already made (``s32 + s32`` is an add followed by a wrap to 32 bits; ``<`` on
+    ``uint`` an unsigned compare)."""
+
+    def __init__(self, text: str, arg_types: list[str | None]) -> None:
         self.toks: list[tuple[str, str]] = []
         pos = 0
         text = text.rstrip()
@@ -57,114 +85,160 @@ class _Parser:
         self.i += 1
         return tok
 
-    def parse(self) -> str:
+    def parse(self) -> tuple[str, list[Insn]]:
         t = self.or_()
         if self.i != len(self.toks):
             raise CelError(f"unexpected {self.toks[self.i][1]!r}")
         return t
 
-    def _logic(self, op: str, sub) -> str:  # type: ignore[no-untyped-def]
-        t = sub()
+    def _logic(self, op: str, code: int, sub) -> tuple[str, list[Insn]]:  # type: ignore[no-untyped-def]
+        t, c = sub()
         while self.peek() == op:
             self.take()
-            u = sub()
+            u, d = sub()
             if not {t, u} <= {"bool", "?"}:
                 raise CelError(f"{op} needs booleans, got {t} and {u}")
-        return t
+            t, c = "bool", c + d + [(code, 0, 0)]
+        return t, c
 
-    def or_(self) -> str:
-        return self._logic("||", self.and_)
+    def or_(self) -> tuple[str, list[Insn]]:
+        return self._logic("||", OR, self.and_)
 
-    def and_(self) -> str:
-        return self._logic("&&", self.eq)
+    def and_(self) -> tuple[str, list[Insn]]:
+        return self._logic("&&", AND, self.eq)
 
-    def eq(self) -> str:
-        t = self.rel()
+    def eq(self) -> tuple[str, list[Insn]]:
+        t, c = self.rel()
         while self.peek() in ("==", "!="):
             op = self.take()[1]
-            u = self.rel()
+            u, d = self.rel()
             if t != u and "?" not in (t, u):
                 raise CelError(f"no matching overload for {t} {op} {u}")
-            t = "bool"
-        return t
+            t, c = "bool", c + d + [(EQ if op == "==" else NE, 0, 0)]
+        return t, c
 
-    def rel(self) -> str:
-        t = self.add()
+    def rel(self) -> tuple[str, list[Insn]]:
+        t, c = self.add()
         while self.peek() in ("<", "<=", ">", ">="):
             op = self.take()[1]
-            u = self.add()
+            u, d = self.add()
             if "?" not in (t, u) and (t != u or t not in _INTS):
                 raise CelError(f"no matching overload for {t} {op} {u}")
-            t = "bool"
-        return t
+            signed = (t if t != "?" else u) in _SIGNED or "?" == t == u
+            less = (LT, LE) if signed else (LTU, LEU)
+            code = less[op.endswith("=")]
+            swap = [(SWAP, 0, 0)] if op.startswith(">") else []  # a > b is b < a
+            t, c = "bool", c + d + swap + [(code, 0, 0)]
+        return t, c
 
-    def add(self) -> str:
-        t = self.unary()
+    def add(self) -> tuple[str, list[Insn]]:
+        t, c = self.unary()
         while self.peek() in ("+", "-"):
             op = self.take()[1]
-            u = self.unary()
+            u, d = self.unary()
             if "?" not in (t, u) and (t != u or t not in _INTS):
                 raise CelError(f"no matching overload for {t} {op} {u}")
             t = u if t == "?" else t
-        return t
+            wrap = [(S32, 0, 0)] if t == "s32" else [(U32, 0, 0)] if t == "u32" else []
+            c = c + d + [(ADD if op == "+" else SUB, 0, 0)] + wrap
+        return t, c
 
-    def unary(self) -> str:
+    def unary(self) -> tuple[str, list[Insn]]:
         if self.peek() == "!":
             self.take()
-            t = self.unary()
+            t, c = self.unary()
             if t not in ("bool", "?"):
                 raise CelError(f"! needs a boolean, got {t}")
-            return "bool"
+            return "bool", c + [(NOT, 0, 0)]
         if self.peek() == "-" and self.i + 1 < len(self.toks) and \
                 self.toks[self.i + 1][0] == "num":
             self.take()
             kind, text = self.take()
             if text[-1] in "uU":
                 raise CelError(f"-{text}: an unsigned literal cannot be negative")
-            return "int"
+            v = -int(text, 0)
+            if v < -(1 << 63):
+                raise CelError(f"-{text} does not fit a 64-bit int")
+            return "int", [(CONST, 0, v)]
         return self.primary()
 
-    def primary(self) -> str:
+    def primary(self) -> tuple[str, list[Insn]]:
         kind, text = self.take()
         if kind == "num":
-            return "uint" if text[-1] in "uU" else "int"
+            if text[-1] in "uU":
+                v = int(text[:-1], 0)
+                if v >= 1 << 64:
+                    raise CelError(f"{text} does not fit a 64-bit uint")
+                return "uint", [(CONST, 0, v - (1 << 64) if v >= 1 << 63 else v)]
+            v = int(text, 0)
+            if v >= 1 << 63:
+                raise CelError(f"{text} does not fit a 64-bit int (write {text}u for a uint)")
+            return "int", [(CONST, 0, v)]
         if text == "(":
-            t = self.or_()
+            r = self.or_()
             self.take(")")
-            return t
+            return r
         if kind == "id":
             if text in ("true", "false"):
-                return "bool"
+                return "bool", [(CONST, 0, int(text == "true"))]
             if text in _CASTS:
                 self.take("(")
-                t = self.or_()
+                t, c = self.or_()
                 self.take(")")
                 want, out = _CASTS[text]
                 if t not in (want, "?"):
                     raise CelError(f"{text}() takes an {want}, got {t}")
-                return out
+                return out, c + [(S32 if out == "s32" else U32, 0, 0)]
             m = re.fullmatch(r"arg([0-9]+)", text)
             if m:
                 k = int(m.group(1))
                 if k >= len(self.arg_types):
                     raise CelError(f"{text}: the hook has {len(self.arg_types)} args")
-                at = self.arg_types[k]
-                if at is None:
-                    return "?"  # type not known yet (tracepoint auto): any integer
-                t = _ARG_TYPES.get(at.canonical)
+                t = self.arg_types[k]
                 if t is None:
-                    raise CelError(f"{text} is of type {at.value}, which CEL expressions "
+                    return "?", [(ARG, k, 0)]  # type not known yet (tracepoint auto)
+                if t not in _INTS:
+                    raise CelError(f"{text} is of type {t}, which CEL expressions "
                                    "cannot use (64- or 32-bit integers only)")
-                return t
+                return t, [(ARG, k, 0)]
             raise CelError(f"undeclared reference to {text!r}")
         raise CelError(f"unexpected {text!r}")
+
+
+def _cel_types(arg_types: list[ArgType | None]) -> list[str | None]:
+    out: list[str | None] = []
+    for at in arg_types:
+        out.append(None if at is None else _ARG_TYPES.get(at.canonical, at.value))
+    return out
+
+
+def stack_depth(code: list[Insn]) -> int:
+    """The most values the program keeps on the stack at once."""
+    depth = most = 0
+    for op, _a, _v in code:
+        if op in (ARG, CONST):
+            depth += 1
+        elif op not in (S32, U32, NOT, SWAP):
+            depth -= 1
+        most = max(most, depth)
+    return most
+
+
+def compile_expr(expr: str, arg_types: list[str]) -> list[Insn]:
+    """The postfix program of ``expr`` for a hook whose args have these CEL types
+    (``int``, ``uint``, ``s32``, ``u32``, or another name for an argument CEL cannot use).
+    Raises CelError when it is invalid or not a boolean."""
+    t, code = _Parser(expr, list(arg_types)).parse()
+    if t != "bool":
+        raise CelError(f"the expression is of type {t}, not bool")
+    return code
 
 
 def check(expr: str, arg_types: list[ArgType | None]) -> str | None:
     """Why ``expr`` is not a valid CelExpr value for a hook whose args have these types
     (None: not known yet), or None when it is."""
     try:
-        t = _Parser(expr, arg_types).parse()
+        t, _code = _Parser(expr, _cel_types(arg_types)).parse()
     except CelError as err:
         return f"invalid CEL expression {expr!r}: {err}"
     if t not in ("bool", "?"):
@@ -172,4 +246,4 @@ def check(expr: str, arg_types: list[ArgType | None]) -> str | None:
     return None
 
 
-__all__ = ["check"]
+__all__ = ["CelError", "Insn", "check", "compile_expr", "stack_depth"]

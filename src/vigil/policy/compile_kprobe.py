@@ -258,6 +258,7 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
     b = C._HookBuilder(where, view, lists)
     b.override = override
     _compile_args(b, kp.args or (), params, btf, where, call)
+    b.hook = kp
     C._compile_selectors(b, selectors, where)
     _return_cfg(b, kp, btf, call)
     attach, mech_text, flags = _attach(mech, call, has_return)

@@ -26,6 +26,7 @@ from vigil.abi import _generated as abi
 from vigil.abi.pack import pack
 from vigil.events.encode import CAP_NAMES
 from vigil.events.generic import ArgSpec
+from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
@@ -183,6 +184,9 @@ class _HookBuilder:
         self.override = False  # Override can be honoured (fmod_ret / BPF LSM hooks)
         self.follow: dict[int, FollowSel] = {}  # vg_follow bit -> what it follows
         self.tracepoint = False  # matchArgs index: field index or position (Tetragon)
+        self.ncel = 0  # CelExpr programs in cfg cel[]
+        self.ret_type = _INT_TYPES["long"]  # how matchReturnArgs read the return value
+        self.hook: Any = None
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -414,6 +418,7 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
     wants_exit = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors(kp)) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
+    b.hook = kp
     _compile_selectors(b, selectors(kp), where)
     attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
     if wants_exit:
@@ -521,6 +526,10 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+        b.hook = up
+        if ret and _returns_string(up):  # a char * in user memory, read at return
+            b.ret_type = _USER_STR
+            b.cfg["ret_kind"] = int(K.USTR)
         _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset)]
@@ -533,7 +542,7 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
                                              if paired else "")
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
-                           symbol=symbol, ret_spec=_ret_spec(up, where) if ret else None,
+                           symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,
                            has_return=paired, mechanism=mech))
     return out
 
@@ -618,13 +627,22 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
     return cfg
 
 
-def _ret_spec(hook: Any, where: str) -> ArgSpec | None:
+def _ret_spec(hook: Any, where: str, strings: bool = False) -> ArgSpec | None:
+    """How the return value renders; ``strings``: a string returnArg is read as one
+    (uprobes), else it renders as the pointer's value."""
     ra = getattr(hook, "return_arg", None)
     if ra is None:
         return None
     t = _type_name(ra)
-    out = _INT_TYPES[t].out if t in _INT_TYPES else "long"
+    out = (_INT_TYPES[t].out if t in _INT_TYPES else
+           "string" if strings and t in _STRING_TYPES else "long")
     return ArgSpec(out, getattr(ra, "label", "") or "")
+
+
+def _returns_string(hook: Any) -> bool:
+    """returnArg is a string: the function returns a char * to read at return."""
+    ra = getattr(hook, "return_arg", None) if hook is not None else None
+    return ra is not None and _type_name(ra) in _STRING_TYPES
 
 
 # ---- selectors ------------------------------------------------------------------------
@@ -678,15 +696,23 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     na = nr = 0
     for ma, is_ret, mw in entries:
         if _s(ma.operator) == "CelExpr":
-            raise CompileError(f"{mw}.operator", "CelExpr expressions are not evaluated in "
-                               "the kernel by this version of Vigil; refusing rather than "
-                               "ignoring the filter")
+            if is_ret:
+                raise CompileError(f"{mw}.operator", "CelExpr on the return value is not "
+                                   "supported by this version of Vigil (matchArgs only)")
+            _compile_cel(b, f"{p}.args[{na}]", [str(v) for v in ma.values or ()], mw)
+            na += 1
+            continue
         if is_ret:
-            if _string_filter(_s(ma.operator), [str(v) for v in ma.values or ()]):
-                raise CompileError(f"{mw}.operator", "matchReturnArgs on a string return "
-                                   "value is not supported by this version of Vigil (return "
-                                   "values are read as integers)")
-            slot, pos, t = f"{p}.ret[{nr}]", 0xFF, _INT_TYPES["long"]
+            t = b.ret_type
+            if t.kind == K.INT and _string_filter(_s(ma.operator),
+                                                  [str(v) for v in ma.values or ()]):
+                if _returns_string(b.hook):
+                    raise CompileError(f"{mw}.operator", "string return values are read "
+                                       "for uprobes only by this version of Vigil")
+                raise CompileError(f"{mw}.operator", "a string operator on an integer return "
+                                   "value: declare returnArg with type string",
+                                   invalid=True)
+            slot, pos = f"{p}.ret[{nr}]", 0xFF
             nr += 1
         else:
             pos = _arg_position(b, ma, mw)
@@ -697,6 +723,47 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         _compile_operator(b, slot, _s(ma.operator), [str(v) for v in ma.values or ()], t, mw)
     b.cfg[f"{p}.nargs"] = na
     b.cfg[f"{p}.nret"] = nr
+
+
+def _cel_type(t: _ArgType) -> str:
+    """An argument's CEL type: the integers Tetragon's CEL knows, else a name to refuse."""
+    if t.kind == K.INT and t.size in (4, 8):
+        return {(8, True): "int", (8, False): "uint", (4, True): "s32",
+                (4, False): "u32"}[(t.size, t.signed)]
+    return f"{8 * t.size}-bit integer" if t.kind == K.INT else "string"
+
+
+def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str) -> None:
+    """One CelExpr filter: its program into the hook's next ``cel[]`` slot."""
+    if len(values) != 1:
+        raise CompileError(f"{w}.values", f"CelExpr takes a single expression, got "
+                           f"{len(values)} values", invalid=True)
+    try:
+        code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
+    except celexpr.CelError as err:
+        # a tracepoint field's type may be known only here (auto): the checker could not
+        raise CompileError(f"{w}.values[0]", f"invalid CEL expression {values[0]!r}: {err}",
+                           invalid=not b.tracepoint) from err
+    limit, insns = int(abi.CelLimits.GEN_CEL), int(abi.CelLimits.CEL_INSNS)
+    if b.ncel >= limit:
+        raise CompileError(f"{w}.operator", f"at most {limit} CelExpr filters per hook here")
+    if len(code) > insns:
+        raise CompileError(f"{w}.values[0]", f"CEL expression {values[0]!r} compiles to "
+                           f"{len(code)} steps; the kernel runs at most {insns}")
+    if celexpr.stack_depth(code) > int(abi.CelLimits.CEL_STACK):
+        raise CompileError(f"{w}.values[0]", f"CEL expression {values[0]!r} nests too deeply "
+                           f"(at most {int(abi.CelLimits.CEL_STACK)} pending values)")
+    k = b.ncel
+    b.ncel += 1
+    b.cfg["ncel"] = b.ncel
+    b.cfg[f"cel[{k}].n"] = len(code)
+    for j, (op, arg, imm) in enumerate(code):
+        b.cfg[f"cel[{k}].insn[{j}].op"] = op
+        b.cfg[f"cel[{k}].insn[{j}].arg"] = arg
+        b.cfg[f"cel[{k}].insn[{j}].imm"] = imm
+    b.cfg[f"{slot}.op"] = int(Op.CEL)
+    b.cfg[f"{slot}.set"] = k
+    b.cfg[f"{slot}.arg"] = 0xFE  # no single argument: the program reads its own
 
 
 def _string_filter(op: str, values: list[str]) -> bool:
