@@ -490,6 +490,8 @@ def test_match_pids_notin_and_namespace_pid(env: Env, tdir: Path) -> None:
 def test_match_namespaces_notin(env: Env, tdir: Path) -> None:
     target = tdir / "n"
     target.write_text("x")
+    # the test's own mount namespace (make test runs in a private one, not the host's)
+    mnt = os.readlink("/proc/self/ns/mnt").split("[")[1].rstrip("]")
     pol = openat_policy("vc-ns-notin", f"""
     - matchArgs:
       - index: 1
@@ -501,7 +503,7 @@ def test_match_namespaces_notin(env: Env, tdir: Path) -> None:
         values: ["host_ns"]
       - namespace: Mnt
         operator: In
-        values: ["host_ns"]""")
+        values: ["{mnt}"]""")
     runs = [{"cmd": [CAT, str(target)]},
             {"cmd": ["unshare", "--net", CAT, str(target)]},
             {"cmd": ["unshare", "--net", "--mount", CAT, str(target)]}]
