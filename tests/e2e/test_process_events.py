@@ -159,7 +159,13 @@ def test_namespaces_are_the_hosts(agent: AgentProcess) -> None:
 def test_is_host_is_the_hosts_not_the_agents(agent: AgentProcess) -> None:
     """is_host compares with the host's namespaces, learned from the kernel where /proc/1/ns
     is unreadable: a process in its own network namespace is not in the host's."""
-    ex, _, _ = spawn_and_wait(agent, ["unshare", "--net", TRUE, "own-netns"])
+    p = subprocess.Popen(["unshare", "--net", TRUE, "own-netns"])
+    p.wait()
+    # two execs of one pid (unshare, then true): wait for the second
+    [ev] = agent.wait_for(lambda e: exec_of(p.pid)(e) and
+                          e["process_exec"]["process"]["binary"] == TRUE) or [None]
+    assert ev is not None, "no exec event of true"
+    ex = ev["process_exec"]
     ns = ex["process"]["ns"]
     assert ex["process"]["binary"] == TRUE
     assert not ns["net"].get("is_host") and ns["uts"]["is_host"]
