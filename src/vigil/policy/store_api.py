@@ -12,6 +12,7 @@ Errors a store raises and what the API answers:
 * ``KeyError``                           -> NOT_FOUND
 * ``vigil.errors.FeatureNotSupported``,
   ``vigil.errors.BpfError``              -> FAILED_PRECONDITION (cannot load on this kernel)
+* :class:`PolicyModeError`               -> FAILED_PRECONDITION (mode cannot change)
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class PolicyExistsError(VigilError):
         self.namespace = namespace
 
 
+class PolicyModeError(VigilError):
+    """A policy's mode cannot be changed as asked (e.g. enforce on a policy without
+    enforcement actions, whose mode is monitor_only)."""
+
+
 @runtime_checkable
 class PolicyStore(Protocol):
     """Loaded tracing policies. Thread-safe: the gRPC server calls it from its workers."""
@@ -123,6 +129,12 @@ class PolicyStore(Protocol):
         """Every policy, in load order."""
         ...
 
+    def set_mode(self, name: str, namespace: str, mode: PolicyMode) -> None:
+        """Switch a policy between ENFORCE and MONITOR in place (no reload; counters
+        keep counting). KeyError if unknown; PolicyModeError when the policy is
+        MONITOR_ONLY and ENFORCE is asked, or for a mode other than the two."""
+        ...
 
-__all__ = ["ActionCounters", "PolicyExistsError", "PolicyInfo", "PolicyMode", "PolicyState",
+
+__all__ = ["ActionCounters", "PolicyExistsError", "PolicyModeError", "PolicyInfo", "PolicyMode", "PolicyState",
            "PolicyStore"]
