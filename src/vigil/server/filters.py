@@ -624,7 +624,8 @@ def cli_filter(*, event_types: Sequence[str] = (), binaries: Sequence[str] = (),
                namespaces: Sequence[str] = (), pods: Sequence[str] = (),
                policy_names: Sequence[str] = (), pids: Sequence[int] = (),
                namespace_regex: Sequence[str] = (), containers: Sequence[str] = (),
-               host: bool = False) -> dict[str, Any] | None:
+               host: bool = False, cel_expressions: Sequence[str] = ()
+               ) -> dict[str, Any] | None:
     """The one allow-list Filter ``tetra getevents`` builds from its flags (None if empty)."""
     spec: dict[str, Any] = {}
     if event_types:
@@ -644,6 +645,8 @@ def cli_filter(*, event_types: Sequence[str] = (), binaries: Sequence[str] = (),
         spec["namespace_regex"] = list(namespace_regex)
     if containers:
         spec["container_name_regex"] = list(containers)
+    if cel_expressions:
+        spec["cel_expression"] = list(cel_expressions)
     return spec or None
 
 
