@@ -231,6 +231,10 @@ def test_set_mode_switches_enforcement_in_the_kernel(api: Any) -> None:
     try:
         p = policy(api, "mode-dup")
         assert p.mode == sensors_pb2.TP_MODE_ENFORCE
+        assert [(h.section, h.state, h.hook_description, h.hook_idx)
+                for h in p.hook_statuses] == [
+            ("spec.tracepoints[0]", sensors_pb2.STATUS_LOADED,
+             "tracepoint syscalls/sys_enter_dup", 0)]
         links = links_of(os.getpid())
         assert subprocess.run(DUP).returncode == -9
         c = policy(api, "mode-dup").stats.action_counters

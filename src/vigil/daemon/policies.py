@@ -19,8 +19,8 @@ from vigil.policy.compiler import CompileError, KernelView, compile_policy, diag
 from vigil.policy.plan import PolicyPlan
 from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
-from vigil.policy.store_api import (ActionCounters, PolicyExistsError, PolicyInfo, PolicyMode,
-                                    PolicyModeError, PolicyState)
+from vigil.policy.store_api import (ActionCounters, HookInfo, PolicyExistsError, PolicyInfo,
+                                    PolicyMode, PolicyModeError, PolicyState)
 from vigil.policy_events import HookRegistry, RegisteredHook
 from vigil.sensors.base import BaseSensor
 from vigil.sensors.generic import LoadedPolicy, load_policy
@@ -248,6 +248,8 @@ class PolicyManager:
             state=PolicyState.ENABLED if e.loaded is not None else PolicyState.DISABLED,
             mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain,
             kernel_memory_bytes=e.loaded.kernel_memory() if e.loaded is not None else 0,
+            hooks=tuple(HookInfo(sec, mech, e.loaded is not None)
+                        for sec, mech, _enf in e.plan.described()),
             stats=ActionCounters(
                 post=c[GenCount.POST], nopost=c[GenCount.NOPOST], signal=c[GenCount.SIGNAL],
                 monitor_signal=c[GenCount.MONITOR_SIGNAL], override=c[GenCount.OVERRIDE],

@@ -64,6 +64,16 @@ class ActionCounters:
 
 
 @dataclass(frozen=True)
+class HookInfo:
+    """One hook of a policy (TracingPolicyStatus.hook_statuses): the spec section it
+    comes from, how it is attached, and whether it is in the kernel now."""
+
+    section: str          # e.g. "spec.tracepoints[0]"
+    description: str      # e.g. "tracepoint syscalls/sys_enter_dup"
+    loaded: bool = True
+
+
+@dataclass(frozen=True)
 class PolicyInfo:
     """One row of ListTracingPolicies (TracingPolicyStatus)."""
 
@@ -79,6 +89,7 @@ class PolicyInfo:
     kernel_memory_bytes: int = 0
     domain: str = "grpc"          # "static" (files), "grpc" (added over the API)
     stats: ActionCounters | None = None
+    hooks: tuple[HookInfo, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -136,5 +147,5 @@ class PolicyStore(Protocol):
         ...
 
 
-__all__ = ["ActionCounters", "PolicyExistsError", "PolicyModeError", "PolicyInfo", "PolicyMode", "PolicyState",
+__all__ = ["ActionCounters", "HookInfo", "PolicyExistsError", "PolicyModeError", "PolicyInfo", "PolicyMode", "PolicyState",
            "PolicyStore"]
