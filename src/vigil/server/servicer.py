@@ -276,6 +276,9 @@ class FineGuidanceSensorsServicer:
 
     def GetInfo(self, request: sensors_pb2.GetInfoRequest,  # noqa: N802
                 context: Context) -> sensors_pb2.GetInfoResponse:
+        """Version, name, feature probes (Tetragon's names where they map), the agent's
+        settings (StringValue in Any) and the build (the Python version stands in for
+        Go's)."""
         ctl = self.deps.control
         resp = sensors_pb2.GetInfoResponse(version=self.deps.version, name=ctl.name)
         try:
@@ -475,9 +478,9 @@ class FineGuidanceSensorsServicer:
                               request.enable)
         if request.HasField("mode"):
             p = self._find(context, request.name, request.namespace, request.domain)
-            mode = PolicyMode(request.mode) if request.mode in PolicyMode._value2member_map_ \
-                else None
-            if mode is None:
+            try:
+                mode = PolicyMode(request.mode)
+            except ValueError:
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                        f"unknown policy mode {request.mode}")
             self._call(context, p.name, lambda s: s.set_mode(p.name, p.namespace, mode))
