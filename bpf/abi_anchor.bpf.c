@@ -28,6 +28,7 @@ ANCHOR(enum vg_drop_reason, vg_anchor_drop);
 ANCHOR(enum vg_hdr_flag, vg_anchor_hdr_flag);
 ANCHOR(enum vg_throttle_type, vg_anchor_throttle_type);
 ANCHOR(struct vg_hook_cfg, vg_anchor_hook_cfg);
+ANCHOR(struct vg_hook_mode, vg_anchor_hook_mode);
 ANCHOR(struct vg_generic_msg, vg_anchor_generic);
 ANCHOR(struct vg_proc, vg_anchor_proc);
 ANCHOR(enum vg_gen_limits, vg_anchor_gen_limits);

@@ -163,6 +163,23 @@ struct {
 	__type(value, struct vg_gen_counts);
 } vg_gen_counts SEC(".maps");
 
+/* This hook's policy mode, live: user space writes it at load and on every
+ * ConfigureTracingPolicy mode change (one update, no reload). Read once per match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_hook_mode);
+} vg_gen_mode SEC(".maps");
+
+static __always_inline int vg_monitor(void)
+{
+	__u32 zero = 0;
+	struct vg_hook_mode *m = bpf_map_lookup_elem(&vg_gen_mode, &zero);
+
+	return m && m->monitor;
+}
+
 VG_DEFINE_PATH_WALK(vg_gen_path, vg_gen_heap, struct vg_gen_buf, path)
 
 #define CFG vg_hook
@@ -1137,6 +1154,7 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct vg_generic_msg *m = &h->msg;
 	int post = phase != VG_PHASE_DECIDE, enforce = phase != VG_PHASE_REPORT;
+	int monitor = vg_monitor();
 	int err = 0;
 
 	m->selector = si;
@@ -1158,7 +1176,7 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 			break;
 		case VG_ACT_OVERRIDE:
 			m->action = VG_ACT_OVERRIDE;
-			if (CFG.monitor) {
+			if (monitor) {
 				m->flags |= VG_GENF_MONITOR;
 				if (enforce)
 					vg_count(VG_GC_MONITOR_OVERRIDE);
@@ -1172,7 +1190,7 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 		case VG_ACT_SIGKILL:
 		case VG_ACT_SIGNAL:
 			m->action = s->actions[ai].action;
-			if (CFG.monitor) {
+			if (monitor) {
 				m->flags |= VG_GENF_MONITOR;
 				if (enforce)
 					vg_count(VG_GC_MONITOR_SIGNAL);

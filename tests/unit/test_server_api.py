@@ -14,7 +14,7 @@ import pytest
 from vigil.api.tetragon import sensors_pb2, sensors_pb2_grpc
 from vigil.errors import BpfError, ConfigError, FeatureNotSupported, PolicyError
 from vigil.hub import EventHub
-from vigil.policy.store_api import PolicyState
+from vigil.policy.store_api import PolicyMode, PolicyState
 from vigil.server import listen
 from vigil.server.config import ServerConfig
 from vigil.server.fakes import StaticPolicyStore
@@ -76,10 +76,13 @@ def test_domains_and_not_found(served):
     assert store.list()[0].state == PolicyState.DISABLED
     listed = api.ListTracingPolicies(sensors_pb2.ListTracingPoliciesRequest(domain="grpc"))
     assert not listed.policies
+    api.ConfigureTracingPolicy(sensors_pb2.ConfigureTracingPolicyRequest(
+        name="from-file", domain="static", mode=sensors_pb2.TP_MODE_MONITOR))
+    assert store.list()[0].mode == PolicyMode.MONITOR
     with pytest.raises(grpc.RpcError) as err:
         api.ConfigureTracingPolicy(sensors_pb2.ConfigureTracingPolicyRequest(
-            name="from-file", domain="static", mode=sensors_pb2.TP_MODE_MONITOR))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            name="from-file", domain="static", mode=sensors_pb2.TP_MODE_MONITOR_ONLY))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_no_policy_engine_is_unavailable(tmp_path: Path):

@@ -157,9 +157,31 @@ def test_process_fields_never_match_processless_events():
         assert not {"throttle", "rate_limit", "test"} & matching([f]), f
 
 
-def test_cel_is_refused_not_ignored():
-    with pytest.raises(F.FilterError, match="CEL"):
-        F.EventFilter([{"cel_expression": ["true"]}])
+def test_cel_expression_binds_the_event_key():
+    proc = {"binary": "/usr/bin/curl", "pid": 42, "arguments": "-s example"}
+    exec_ev = {"process_exec": {"process": proc}, "node_name": "n"}
+    kprobe_ev = {"process_kprobe": {"process": proc, "function_name": "tcp_connect",
+                                    "policy_name": "p"}}
+    f = F.EventFilter([{"cel_expression": [
+        'process_exec.process.binary.endsWith("curl") && process_exec.process.pid > 40']}])
+    assert f.matches(exec_ev) and not f.matches(kprobe_ev)
+    # another event type's variable: no match (not an error); alternatives are OR-ed
+    f = F.EventFilter([{"cel_expression": ['process_kprobe.function_name == "tcp_connect"',
+                                           "process_exec.process.pid == 7"]}])
+    assert f.matches(kprobe_ev) and not f.matches(exec_ev)
+    # a non-bool result or a run-time type error does not match
+    assert not F.EventFilter([{"cel_expression": ["process_exec.process.pid"]}]).matches(exec_ev)
+    assert not F.EventFilter([{"cel_expression": ['process_exec.process.pid + "x" == 1']}]
+                             ).matches(exec_ev)
+    # AND with the other fields of the same Filter
+    f = F.EventFilter([{"cel_expression": ["true"], "event_set": ["PROCESS_KPROBE"]}])
+    assert f.matches(kprobe_ev) and not f.matches(exec_ev)
+
+
+def test_cel_syntax_error_names_the_position():
+    with pytest.raises(F.FilterError, match=r"cel_expression: invalid expression "
+                       r"'process_exec.process.pid ==' at line 1, column 28"):
+        F.EventFilter([{"cel_expression": ["process_exec.process.pid =="]}])
 
 
 def test_unknown_filter_field_is_an_error():

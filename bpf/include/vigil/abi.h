@@ -286,6 +286,11 @@ enum vg_gen_count {
 	VG_GC_MAX = 8,
 };
 
+/* Value of a hook's map vg_gen_mode: its policy mode, switchable at run time. */
+struct vg_hook_mode {
+	__u32 monitor;  /* 1: enforcement actions are only reported (counted as monitor_*) */
+};
+
 struct vg_gen_counts {
 	__u64 n[VG_GC_MAX];
 };
@@ -506,7 +511,7 @@ struct vg_hook_cfg {
 	__u8 nargs;
 	__u8 nsel;
 	__u8 has_return;  /* the exit program runs the selectors with the return value */
-	__u8 monitor;     /* policy mode monitor: enforcement actions are only reported */
+	__u8 pad0;        /* (the policy mode is live in map vg_gen_mode, not here) */
 	__u8 flags;       /* enum vg_hook_flag */
 	__u8 follow;      /* bit si: selector si follows (vg_follow_flag set in sel[si].follow) */
 	__s32 syscall_nr; /* raw_syscalls hooks: only this id (-1: any) */

@@ -17,6 +17,12 @@ import click
 # name -> (module, attribute, one-line help shown by `vigil --help` without importing)
 _COMMANDS = {
     "agent": ("vigil.cli.agent", "agent", "Run the agent (root)."),
+    "debug": ("vigil.cli.control", "debug", "Debug dumps from the agent (process cache)."),
+    "eventlog": ("vigil.cli.control", "eventlog",
+                 "Get or set the export file's rotation parameters."),
+    "info": ("vigil.cli.control", "info", "Print the agent's version, probes and config."),
+    "loglevel": ("vigil.cli.control", "loglevel", "Get or set the agent's log level."),
+    "sensors": ("vigil.cli.control", "sensors", "List the agent's sensors."),
     "getevents": ("vigil.cli.getevents", "getevents",
                   "Stream events from the agent (or an export file)."),
     "probe": ("vigil.cli.probe", "probe", "Probe which BPF features this kernel allows."),

@@ -33,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ClientOptions:
     server_address: str = ""
     info_file: str = DEFAULT_INFO_FILE
-    timeout: float = 10.0
+    timeout: float = 30.0  # tetra's default
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_cert_files: tuple[str, ...] = ()
@@ -53,7 +53,7 @@ def client_options(f: F) -> F:
         click.option("--server-info-file", envvar="VIGIL_SERVER_INFO_FILE",
                      default=DEFAULT_INFO_FILE, show_default=True, metavar="PATH",
                      help="Info file the agent writes with its address."),
-        click.option("--timeout", default=10.0, show_default=True, metavar="SECONDS",
+        click.option("--timeout", default=30.0, show_default=True, metavar="SECONDS",
                      help="Connection and request timeout."),
         click.option("--tls-ca-cert-files", multiple=True, metavar="PATH",
                      help="CA certificate(s) to verify the agent's TLS certificate "
@@ -174,7 +174,7 @@ class Client:
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         import grpc
 
-        from vigil.api.tetragon import sensors_pb2_grpc
+        from vigil.api.tetragon import eventlogservice_pb2_grpc, sensors_pb2_grpc
         from vigil.server.listen import parse_address
         from vigil.errors import ConfigError
 
@@ -209,12 +209,21 @@ class Client:
         else:
             self.channel = grpc.insecure_channel(addr.target, options=options)
         self.stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
+        self.eventlog = eventlogservice_pb2_grpc.EventLogServiceStub(self.channel)
 
-    def call(self, method: str, request: Any) -> Any:
+    def call(self, method: str, request: Any, *, stub: Any = None) -> Any:
         """A unary RPC, with grpc errors turned into ClickExceptions."""
+        return self.call_with_trailers(method, request, stub=stub)[0]
+
+    def call_with_trailers(self, method: str, request: Any, *,
+                           stub: Any = None) -> tuple[Any, dict[str, str]]:
+        """A unary RPC and its trailing metadata (``stub``: default FineGuidanceSensors)."""
         import grpc
         try:
-            return getattr(self.stub, method)(request, timeout=self.opts.timeout)
+            resp, call = getattr(stub or self.stub, method).with_call(
+                request, timeout=self.opts.timeout)
+            return resp, {k: v for k, v in (call.trailing_metadata() or ())
+                          if isinstance(v, str)}
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise RequestRejected(self.explain(err, method)) from None

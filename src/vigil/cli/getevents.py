@@ -43,7 +43,8 @@ def _filters(opts: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str
             namespaces=_split(opts["namespace"]), pods=_split(opts["pod"]),
             policy_names=_split(opts["policy_names"]), pids=[int(p) for p in opts["pid"]],
             namespace_regex=_split(opts["namespace_regex"]),
-            containers=_split(opts["containers"]), host=opts["host"])
+            containers=_split(opts["containers"]), host=opts["host"],
+            cel_expressions=list(opts["cel_expression"]))
     except FilterError as err:
         raise click.BadParameter(str(err)) from None
     fields = []
@@ -122,6 +123,10 @@ def _from_agent(client_opts: ClientOptions, allow: dict[str, Any] | None,
 @click.option("--containers", multiple=True, metavar="REGEX", hidden=True,
               help="Only containers whose name matches.")
 @click.option("--pid", multiple=True, type=int, metavar="PID", help="Only these pids.")
+@click.option("--cel-expression", multiple=True, metavar="EXPR",
+              help="Only events for which this CEL expression is true (repeatable: any "
+                   "of them); variables are the event keys, e.g. "
+                   "'process_exec.process.binary.endsWith(\"/curl\")'.")
 @click.option("-f", "--include-fields", multiple=True, metavar="FIELDS",
               help="Only these fields (e.g. process.binary,process.pid).")
 @click.option("-F", "--exclude-fields", multiple=True, metavar="FIELDS",

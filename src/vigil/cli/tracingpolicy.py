@@ -1,6 +1,6 @@
 """``vigil tracingpolicy`` (alias ``tp``): manage the agent's policies over the API.
 
-add/delete/enable/disable/list, as ``tetra tracingpolicy``. Mutating commands act on the
+add/delete/enable/disable/list/set-mode/domains, as ``tetra tracingpolicy``. Mutating commands act on the
 ``grpc`` domain unless ``--domain`` says otherwise. (``check``, offline validation, is
 added to this group by the policy engine.)
 """
@@ -75,6 +75,34 @@ tracingpolicy.command("enable")(_named("EnableTracingPolicy", "EnableTracingPoli
                                        "enabled"))
 tracingpolicy.command("disable")(_named("DisableTracingPolicy", "DisableTracingPolicyRequest",
                                         "disabled"))
+
+
+@tracingpolicy.command("set-mode")
+@click.argument("name")
+@click.argument("mode", type=click.Choice(["enforce", "monitor"]))
+@_namespace
+@_domain
+@client_options
+def set_mode(name: str, mode: str, namespace: str, domain: str,
+             client: ClientOptions) -> None:
+    """Switch the tracing policy NAME to MODE (enforce or monitor), in place."""
+    from vigil.api.tetragon import sensors_pb2
+    value = sensors_pb2.TP_MODE_ENFORCE if mode == "enforce" else sensors_pb2.TP_MODE_MONITOR
+    with Client(client) as c:
+        c.call("ConfigureTracingPolicy", sensors_pb2.ConfigureTracingPolicyRequest(
+            name=name, namespace=namespace, domain=domain, mode=value))
+    click.echo(f"tracing policy {name!r} set to {mode} mode")
+
+
+@tracingpolicy.command("domains")
+@client_options
+def domains(client: ClientOptions) -> None:
+    """List the policy domains the agent has (one a line)."""
+    from vigil.api.tetragon import sensors_pb2
+    with Client(client) as c:
+        resp = c.call("ListDomains", sensors_pb2.ListDomainsRequest())
+    for d in resp.domains:
+        click.echo(d)
 
 
 def _human_bytes(n: int) -> str:

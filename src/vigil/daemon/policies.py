@@ -19,8 +19,8 @@ from vigil.policy.compiler import CompileError, KernelView, compile_policy, diag
 from vigil.policy.plan import PolicyPlan
 from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
-from vigil.policy.store_api import (ActionCounters, PolicyExistsError, PolicyInfo, PolicyMode,
-                                    PolicyState)
+from vigil.policy.store_api import (ActionCounters, HookInfo, PolicyExistsError, PolicyInfo,
+                                    PolicyMode, PolicyModeError, PolicyState)
 from vigil.policy_events import HookRegistry, RegisteredHook
 from vigil.sensors.base import BaseSensor
 from vigil.sensors.generic import LoadedPolicy, load_policy
@@ -159,6 +159,32 @@ class PolicyManager:
         with self._lock:
             return [self._info(e) for e in self._entries.values()]
 
+    def set_mode(self, name: str, namespace: str, mode: PolicyMode) -> None:
+        """Flip monitor <-> enforce: one update of each hook's mode map when loaded; the
+        plan keeps the new mode so a later enable loads it in that mode."""
+        names = {PolicyMode.ENFORCE: "enforce", PolicyMode.MONITOR: "monitor"}
+        if mode not in names:
+            raise PolicyModeError(f"mode {PolicyMode(mode).name} cannot be set; "
+                                  "only ENFORCE or MONITOR")
+        with self._lock:
+            entry = self._entries[(name, namespace)]
+            if entry.plan.mode == "monitor_only":
+                if mode == PolicyMode.ENFORCE:
+                    raise PolicyModeError(f"tracing policy {name} is monitor_only (it has no "
+                                          "enforcement action): it cannot be set to enforce")
+                return
+            if entry.plan.enforce:
+                raise PolicyModeError(
+                    f"tracing policy {name} enforces through fanotify or cgroup socket "
+                    "programs, whose mode is fixed at load: delete and add it again with "
+                    "policy-mode set instead")
+            if entry.plan.mode == names[mode]:
+                return
+            if entry.loaded is not None:
+                entry.loaded.set_monitor(mode == PolicyMode.MONITOR)
+            entry.plan = replace(entry.plan, mode=names[mode])
+            log.info("policy %s: mode set to %s", name, names[mode])
+
     def close(self) -> None:
         with self._lock:
             for entry in self._entries.values():
@@ -229,6 +255,8 @@ class PolicyManager:
             state=PolicyState.ENABLED if e.loaded is not None else PolicyState.DISABLED,
             mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain,
             kernel_memory_bytes=e.loaded.kernel_memory() if e.loaded is not None else 0,
+            hooks=tuple(HookInfo(sec, mech, e.loaded is not None)
+                        for sec, mech, _enf in e.plan.described()),
             stats=ActionCounters(
                 post=c[GenCount.POST], nopost=c[GenCount.NOPOST], signal=c[GenCount.SIGNAL],
                 monitor_signal=c[GenCount.MONITOR_SIGNAL], override=c[GenCount.OVERRIDE],

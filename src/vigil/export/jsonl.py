@@ -298,6 +298,9 @@ class RotatingFileWriter:
         self.path = os.path.abspath(os.fspath(path))
         self.max_bytes = max(1, int(max_size_mb * MIB))
         self.max_backups = max_backups
+        # seconds a file is written before it is rotated (0: by size only); settable at
+        # run time (EventLogService.SetEventLogParams), checked at each write
+        self.rotation_interval = 0.0
         self.compress = compress
         self.perm = mask_perm(perm)
         self._clock = clock
@@ -336,6 +339,12 @@ class RotatingFileWriter:
             if self._fd is None and not self._try_reopen():
                 self.lines_dropped += len(lines)
                 return
+            if (self.rotation_interval > 0 and self._size > 0
+                    and time.monotonic() - self._opened_at >= self.rotation_interval):
+                self._rotate()
+                if self._fd is None:
+                    self.lines_dropped += len(lines)
+                    return
             self._write_batch(lines)
 
     def reopen(self) -> None:
@@ -345,6 +354,25 @@ class RotatingFileWriter:
                 return
             self._close_fd()
             self._try_reopen()
+
+    def set_params(self, *, max_size_mb: float | None = None,
+                   rotation_interval: float | None = None,
+                   max_backups: int | None = None) -> None:
+        """Change the rotation parameters of the open file at run time; the next write
+        applies them. Raises ValueError for a non-positive size or negative counts."""
+        if max_size_mb is not None and max_size_mb <= 0:
+            raise ValueError("max_size must be positive")
+        if rotation_interval is not None and rotation_interval < 0:
+            raise ValueError("rotation_interval must not be negative")
+        if max_backups is not None and max_backups < 0:
+            raise ValueError("max_backups must be >= 0")
+        with self._lock:
+            if max_size_mb is not None:
+                self.max_bytes = max(1, int(max_size_mb * MIB))
+            if rotation_interval is not None:
+                self.rotation_interval = rotation_interval
+            if max_backups is not None:
+                self.max_backups = max_backups
 
     def rotate(self) -> None:
         """Rotate now (e.g. for a time-based rotation interval); no-op on an empty file."""
@@ -391,6 +419,7 @@ class RotatingFileWriter:
     def _open(self) -> None:
         fd = open_private(self.path, self.perm)
         self._fd = fd
+        self._opened_at = time.monotonic()  # for rotation_interval (the clock names files)
         self._size = os.fstat(fd).st_size
         self._needs_newline = False
 

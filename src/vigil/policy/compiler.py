@@ -1118,7 +1118,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
             ret_spec: ArgSpec | None = None, mechanism: str = "", **names: Any) -> HookPlan:
     cfg = dict(b.cfg)
     cfg.update({"hook_id": hook_id, "op": int(op), "nargs": len(b.args),
-                "has_return": 1 if has_return else 0, "monitor": 1 if monitor else 0,
+                "has_return": 1 if has_return else 0,
                 "syscall_nr": -1,
                 "kind": int(abi.HookKind.RAW_TP if attach[0].kind == "raw_tracepoint" else
                             abi.HookKind.UPROBE if attach[0].kind.startswith("uret") or

@@ -12,6 +12,7 @@ Errors a store raises and what the API answers:
 * ``KeyError``                           -> NOT_FOUND
 * ``vigil.errors.FeatureNotSupported``,
   ``vigil.errors.BpfError``              -> FAILED_PRECONDITION (cannot load on this kernel)
+* :class:`PolicyModeError`               -> FAILED_PRECONDITION (mode cannot change)
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class ActionCounters:
 
 
 @dataclass(frozen=True)
+class HookInfo:
+    """One hook of a policy (TracingPolicyStatus.hook_statuses): the spec section it
+    comes from, how it is attached, and whether it is in the kernel now."""
+
+    section: str          # e.g. "spec.tracepoints[0]"
+    description: str      # e.g. "tracepoint syscalls/sys_enter_dup"
+    loaded: bool = True
+
+
+@dataclass(frozen=True)
 class PolicyInfo:
     """One row of ListTracingPolicies (TracingPolicyStatus)."""
 
@@ -78,6 +89,7 @@ class PolicyInfo:
     kernel_memory_bytes: int = 0
     domain: str = "grpc"          # "static" (files), "grpc" (added over the API)
     stats: ActionCounters | None = None
+    hooks: tuple[HookInfo, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +105,11 @@ class PolicyExistsError(VigilError):
         super().__init__(f"tracing policy {where} already exists")
         self.name = name
         self.namespace = namespace
+
+
+class PolicyModeError(VigilError):
+    """A policy's mode cannot be changed as asked (e.g. enforce on a policy without
+    enforcement actions, whose mode is monitor_only)."""
 
 
 @runtime_checkable
@@ -123,6 +140,12 @@ class PolicyStore(Protocol):
         """Every policy, in load order."""
         ...
 
+    def set_mode(self, name: str, namespace: str, mode: PolicyMode) -> None:
+        """Switch a policy between ENFORCE and MONITOR in place (no reload; counters
+        keep counting). KeyError if unknown; PolicyModeError when the policy is
+        MONITOR_ONLY and ENFORCE is asked, or for a mode other than the two."""
+        ...
 
-__all__ = ["ActionCounters", "PolicyExistsError", "PolicyInfo", "PolicyMode", "PolicyState",
+
+__all__ = ["ActionCounters", "HookInfo", "PolicyExistsError", "PolicyModeError", "PolicyInfo", "PolicyMode", "PolicyState",
            "PolicyStore"]

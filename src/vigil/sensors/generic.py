@@ -72,6 +72,12 @@ class LoadedPolicy:
                     out[k] += n
         return out
 
+    def set_monitor(self, monitor: bool) -> None:
+        """Switch every hook between monitor and enforce mode: one update of each hook's
+        ``vg_gen_mode``; programs, links and counters stay as they are."""
+        for obj in self.objects:
+            write_mode(obj, monitor)
+
     def close(self) -> None:
         for obj in self.objects:
             obj.close()
@@ -81,16 +87,22 @@ class LoadedPolicy:
 def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
     """Load and attach every hook; on any failure, undo all of it and raise."""
     loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
+    monitor = plan.mode == "monitor"
     try:
         for hook in plan.hooks:
-            loaded.objects.append(load_hook(hook, base))
+            loaded.objects.append(load_hook(hook, base, monitor=monitor))
     except BaseException:
         loaded.close()
         raise
     return loaded
 
 
-def load_hook(hook: HookPlan, base: BaseSensor) -> BpfObject:
+def write_mode(obj: BpfObject, monitor: bool) -> None:
+    """Set one loaded hook's live policy mode (map ``vg_gen_mode``)."""
+    obj.map("vg_gen_mode").update(b"\0\0\0\0", struct.pack("<I", 1 if monitor else 0))
+
+
+def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> BpfObject:
     obj = BpfObject(GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
         wanted = {a.program for a in hook.attach}
@@ -106,6 +118,7 @@ def load_hook(hook: HookPlan, base: BaseSensor) -> BpfObject:
         for name in PRIVATE_MAPS:
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))
         obj.load()
+        write_mode(obj, monitor)  # before attach: the first match sees the policy's mode
         for name, keys in hook.map_keys.items():
             m = obj.map(name)
             for key in keys:

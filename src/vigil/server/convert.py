@@ -515,6 +515,10 @@ def policy_status(p: PolicyInfo) -> sensors_pb2.TracingPolicyStatus:
             notify_enforcer=c.notify_enforcer,
             monitor_notify_enforcer=c.monitor_notify_enforcer, set=c.set,
             monitor_set=c.monitor_set, nopost=c.nopost))
+    for i, h in enumerate(p.hooks):
+        st.hook_statuses.add(section=h.section, hook_description=h.description, hook_idx=i,
+                             state=sensors_pb2.STATUS_LOADED if h.loaded
+                             else sensors_pb2.STATUS_UNSPECIFIED)
     return st
 
 

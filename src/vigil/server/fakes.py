@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from vigil.errors import PolicyError
-from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyMode, PolicyState
+from vigil.policy.store_api import (PolicyExistsError, PolicyInfo, PolicyMode, PolicyModeError,
+                                    PolicyState)
 
 API_VERSION = "cilium.io/v1alpha1"
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
@@ -100,3 +101,14 @@ class StaticPolicyStore:
     def list(self) -> list[PolicyInfo]:
         with self._lock:
             return list(self._policies.values())
+
+    def set_mode(self, name: str, namespace: str, mode: PolicyMode) -> None:
+        if mode not in (PolicyMode.ENFORCE, PolicyMode.MONITOR):
+            raise PolicyModeError(f"mode {PolicyMode(mode).name} cannot be set")
+        with self._lock:
+            key = (namespace, name)
+            if self._policies[key].mode == PolicyMode.MONITOR_ONLY:
+                if mode == PolicyMode.ENFORCE:
+                    raise PolicyModeError(f"tracing policy {name} is monitor_only")
+                return
+            self._policies[key] = replace(self._policies[key], mode=mode)

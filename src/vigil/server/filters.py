@@ -16,6 +16,13 @@ Semantics (Tetragon's ``pkg/filters`` and ``pkg/fieldfilters`` as documented):
   ``re`` accepts every RE2 pattern Tetragon users write in practice;
 * ``pid_set`` matches the listed pids and, from then on, their descendants (a process
   whose parent is in the set joins it) -- state kept per request, as Tetragon does;
+* ``cel_expression``: each expression is compiled once per request (a syntax error is a
+  FilterError naming the line and column); an event matches when an expression
+  evaluates to ``true`` with one variable bound: the event's oneof key
+  (``process_exec``, ``process_kprobe``, ...) to the inner event as the export writes it
+  (timestamps are RFC 3339 strings, 64-bit counters as the JSON form has them). An
+  expression naming another event type's variable, or failing at run time, does not
+  match (Tetragon's rule: an evaluation error is no match);
 * field filters apply to the inner event message (paths like ``process.binary``); per
   event type, every applicable INCLUDE path is kept (union) and then every applicable
   EXCLUDE path removed, so any INCLUDE makes the other fields excluded and exclusion wins.
@@ -65,9 +72,7 @@ CAP_NAMES: tuple[str, ...] = (
 _CAP_BY_NAME = {n: i for i, n in enumerate(CAP_NAMES)}
 
 # Filter fields Vigil does not evaluate: refusing them beats silently matching everything.
-UNSUPPORTED_FIELDS = {
-    "cel_expression": "CEL filter expressions are not supported by Vigil",
-}
+UNSUPPORTED_FIELDS: dict[str, str] = {}
 _KNOWN_FIELDS = {
     "binary_regex", "namespace", "health_check", "pid", "pid_set", "event_set",
     "pod_regex", "arguments_regex", "labels", "policy_names", "capabilities",
@@ -299,6 +304,44 @@ def _pred_for(field: str, value: Any) -> Predicate | None:
     return builder(value)
 
 
+def _cel(value: Any) -> Predicate:
+    """``cel_expression``: any of the expressions is true (see the module docstring)."""
+    import cel  # the common-expression-language package: only requests that use CEL
+
+    programs = []
+    for expr in _as_list("cel_expression", value):
+        try:
+            programs.append(cel.compile(str(expr)))
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise FilterError(f"cel_expression: {_cel_error(str(expr), err)}") from err
+
+    def pred(ev: Event, kind: str, body: dict[str, Any]) -> bool:
+        env = {kind: body}
+        for prog in programs:
+            try:
+                if prog.execute(env) is True:
+                    return True
+            except (ValueError, RuntimeError, TypeError, KeyError):
+                continue
+        return False
+    return pred
+
+
+_CEL_POS = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+
+
+def _cel_error(expr: str, err: Exception) -> str:
+    """``invalid expression "x ==" at line 1, column 5: <reason>`` from the library's
+    message (which carries ``<input>:LINE:COL: reason``)."""
+    text = str(err)
+    m = _CEL_POS.search(text)
+    if m:
+        reason = m.group(3).split("\n")[0].strip()
+        return (f"invalid expression {expr!r} at line {m.group(1)}, column "
+                f"{m.group(2)}: {reason}")
+    return f"invalid expression {expr!r}: {text.splitlines()[0] if text else type(err).__name__}"
+
+
 def _event_set(value: Any) -> Predicate:
     kinds = {event_type_key(v) for v in _as_list("event_set", value)}
     return lambda ev, kind, body: kind in kinds
@@ -403,6 +446,7 @@ _BUILDERS: dict[str, Callable[[Any], Predicate]] = {
     "policy_names": _policy_names,
     "ancestor_binary_regex": _ancestor_binary,
     "capabilities": _capabilities,
+    "cel_expression": _cel,
 }
 
 
@@ -580,7 +624,8 @@ def cli_filter(*, event_types: Sequence[str] = (), binaries: Sequence[str] = (),
                namespaces: Sequence[str] = (), pods: Sequence[str] = (),
                policy_names: Sequence[str] = (), pids: Sequence[int] = (),
                namespace_regex: Sequence[str] = (), containers: Sequence[str] = (),
-               host: bool = False) -> dict[str, Any] | None:
+               host: bool = False, cel_expressions: Sequence[str] = ()
+               ) -> dict[str, Any] | None:
     """The one allow-list Filter ``tetra getevents`` builds from its flags (None if empty)."""
     spec: dict[str, Any] = {}
     if event_types:
@@ -600,6 +645,8 @@ def cli_filter(*, event_types: Sequence[str] = (), binaries: Sequence[str] = (),
         spec["namespace_regex"] = list(namespace_regex)
     if containers:
         spec["container_name_regex"] = list(containers)
+    if cel_expressions:
+        spec["cel_expression"] = list(cel_expressions)
     return spec or None
 
 

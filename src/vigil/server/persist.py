@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from vigil.errors import VigilError
-from vigil.policy.store_api import PolicyInfo, PolicyStore
+from vigil.policy.store_api import PolicyInfo, PolicyMode, PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,11 @@ class PersistentPolicyStore:
 
     def list(self) -> list[PolicyInfo]:
         return self.inner.list()
+
+    def set_mode(self, name: str, namespace: str, mode: PolicyMode) -> None:
+        """Forwarded; a mode set at run time is not persisted (a restart restores the
+        policy-mode its YAML states, as Tetragon does)."""
+        self.inner.set_mode(name, namespace, mode)
 
     def _mark_disabled(self, name: str, namespace: str, disabled: bool) -> None:
         try:

@@ -34,7 +34,7 @@ import logging
 import struct
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -116,9 +116,14 @@ class Context:
         self.deadline = deadline  # time.monotonic() value, or None
         self._callbacks: list[Callable[[], None]] = []
         self._done = False
+        self.trailing_metadata: tuple[tuple[str, str], ...] = ()
 
     def peer(self) -> str:
         return self._peer
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        """Extra trailers sent with the status (lower-case ASCII keys, as gRPC wants)."""
+        self.trailing_metadata = tuple((k.lower(), v) for k, v in metadata)
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise RpcError(code, details)
@@ -536,6 +541,7 @@ class GrpcConnection(asyncio.Protocol):
             self._end(call, cancelled=False)
             return
         trailers = [("grpc-status", str(code.value[0]))]
+        trailers += call.ctx.trailing_metadata
         if details:
             trailers.append(("grpc-message", grpc_message_escape(details)))
         if code == StatusCode.UNIMPLEMENTED and not call.headers_sent:

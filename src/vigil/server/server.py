@@ -33,6 +33,7 @@ from vigil.errors import ConfigError
 from vigil.policy.store_api import PolicyStore
 from vigil.server import listen
 from vigil.server.config import ServerConfig
+from vigil.server.control import AgentControl, ProcessEntry, feature_probes
 from vigil.server.health import HealthService
 from vigil.server.persist import PersistentPolicyStore
 from vigil.server.protocol import GrpcConnection, ProtocolConfig, StatusCode
@@ -56,14 +57,14 @@ class GrpcServer:
     def __init__(self, cfg: ServerConfig, *, events: EventSource, node_name: str,
                  policies: Callable[[], PolicyStore | None],
                  health_check: Callable[[], tuple[bool, str]],
-                 version: str = __version__) -> None:
+                 version: str = __version__, control: AgentControl | None = None) -> None:
         self.cfg = cfg
         self._policies = policies
         self._persist: PersistentPolicyStore | None = None
         self.servicer = FineGuidanceSensorsServicer(ServicerDeps(
             events=events, node_name=node_name, version=version, policies=self.policies,
             health=health_check, queue_events=cfg.queue_events,
-            max_subscribers=cfg.max_subscribers))
+            max_subscribers=cfg.max_subscribers, control=control or AgentControl()))
         self.health = HealthService()
         self.addresses: list[str] = []
         self._listeners: list[Any] = []
@@ -194,9 +195,48 @@ def start_server(cfg: ServerConfig, agent: Any) -> GrpcServer | None:
         return None
     server = GrpcServer(cfg, events=agent.hub, node_name=agent.node_name,
                         policies=lambda: getattr(agent, "policies", None),
-                        health_check=_agent_health(agent))
+                        health_check=_agent_health(agent), control=agent_control(agent, cfg))
     server.start()
     return server
+
+
+def agent_control(agent: Any, cfg: ServerConfig) -> AgentControl:
+    """The control RPCs' view of ``agent``: probes, configuration, process cache, export
+    file writer."""
+    import platform
+
+    def processes() -> list[ProcessEntry]:
+        from vigil.events.encode import process_dict
+        return [ProcessEntry(p.encoded if getattr(p, "encoded", None) else process_dict(p),
+                             p.refcnt) for p in agent.cache.snapshot()]
+
+    def conf() -> dict[str, str]:
+        a = agent.cfg
+        ex = a.export
+        return {
+            "node-name": agent.node_name,
+            "server-address": ",".join(cfg.addresses),
+            "export-filename": ex.filename or "",
+            "export-file-max-size-mb": f"{ex.max_size_mb:g}",
+            "export-file-max-backups": str(ex.max_backups),
+            "export-file-compress": str(bool(ex.compress)).lower(),
+            "process-cache-size": str(a.process_cache_size),
+            "enable-process-cred": str(a.enable_process_cred).lower(),
+            "enable-process-ns": str(a.enable_process_ns).lower(),
+            "enable-ancestors": str(a.enable_ancestors).lower(),
+            "rb-size-total": str(a.rb_size_total),
+            "export-rate-limit": str(a.export_rate_limit),
+            "tracing-policy-dir": a.tracing_policy_dir,
+            "kprobe-mode": a.kprobe_mode,
+        }
+
+    def event_log() -> Any:
+        writers = getattr(agent, "_writers", None) or []
+        return writers[0] if writers else None
+
+    return AgentControl(name="vigil", probes=feature_probes, conf=conf, processes=processes,
+                        event_log=event_log,
+                        build={"python_version": f"python{platform.python_version()}"})
 
 
 def _agent_health(agent: Any) -> Callable[[], tuple[bool, str]]:
@@ -217,4 +257,4 @@ def _agent_health(agent: Any) -> Callable[[], tuple[bool, str]]:
     return check
 
 
-__all__ = ["ConfigError", "GrpcServer", "ServerConfig", "start_server"]
+__all__ = ["ConfigError", "GrpcServer", "ServerConfig", "agent_control", "start_server"]

@@ -1,9 +1,12 @@
 """``tetragon.FineGuidanceSensors``: the RPCs Vigil serves, on Protocols only.
 
-Served: GetEvents, GetHealth, GetVersion, AddTracingPolicy, DeleteTracingPolicy,
-ListTracingPolicies, EnableTracingPolicy, DisableTracingPolicy and
-ConfigureTracingPolicy (enable/disable). Every other method of the service answers
-UNIMPLEMENTED (gRPC's own answer for a method without a handler).
+Served: GetEvents, GetHealth, GetVersion, GetInfo, GetDebug, SetDebug, AddTracingPolicy,
+DeleteTracingPolicy, ListTracingPolicies, EnableTracingPolicy, DisableTracingPolicy,
+ConfigureTracingPolicy (enable/disable and monitor <-> enforce mode), ListSensors,
+ListDomains and RuntimeHook; and ``tetragon.EventLogService`` (Get/SetEventLogParams).
+EnableSensor, DisableSensor and RemoveSensor answer UNIMPLEMENTED (gRPC's own answer for
+a method without a handler): Vigil's sensors are a policy's hooks, managed through the
+policy.
 
 GetEvents: each stream gets a :class:`~vigil.server.subscriber.StreamSubscriber` on the
 event hub (bounded queue; drops counted, never blocking the reader). Its
@@ -27,17 +30,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 import grpc  # StatusCode
-from google.protobuf import message_factory
+from google.protobuf import any_pb2, json_format, message_factory, wrappers_pb2
 
-from vigil.api.tetragon import events_pb2, sensors_pb2, tetragon_pb2
+from vigil.api.tetragon import eventlogservice_pb2, events_pb2, sensors_pb2, tetragon_pb2
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError, PrivilegeError
 from vigil.events.encode import rfc3339
 from vigil.export.jsonl import RateLimitedLog
-from vigil.policy.store_api import PolicyExistsError, PolicyInfo, PolicyStore
+from vigil.policy.store_api import (PolicyExistsError, PolicyInfo, PolicyMode,
+                                    PolicyModeError, PolicyState, PolicyStore)
+from vigil.server import control
+from vigil.server.control import AgentControl
 from vigil.server.convert import (
     FAST_PATH_MISSES,
     EncodeError,
@@ -76,6 +82,7 @@ class ServicerDeps:
     health: Callable[[], tuple[bool, str]]
     queue_events: int = 32768
     max_subscribers: int = 64
+    control: AgentControl = field(default_factory=AgentControl)
 
 
 class Subscribers:
@@ -139,6 +146,8 @@ def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ALREADY_EXISTS, str(err)
     if isinstance(err, KeyError):
         return grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found"
+    if isinstance(err, PolicyModeError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(err)
     if isinstance(err, FeatureNotSupported):  # a valid policy this kernel cannot load
         return grpc.StatusCode.FAILED_PRECONDITION, str(err)
     if isinstance(err, (BpfError, PrivilegeError)):
@@ -148,7 +157,7 @@ def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{what}: {type(err).__name__}: {err}"
 
 
-_POLICY_ERRORS = (PolicyError, PolicyExistsError, KeyError, FeatureNotSupported, BpfError,
+_POLICY_ERRORS = (PolicyError, PolicyExistsError, PolicyModeError, KeyError, FeatureNotSupported, BpfError,
                   PrivilegeError, ValueError, OSError)
 
 
@@ -160,6 +169,7 @@ class FineGuidanceSensorsServicer:
         self.encoder = encoder or EventEncoder()
         self.subscribers = Subscribers(deps.max_subscribers)
         self.encode_errors = 0
+        self.runtime_hooks = 0
         self._droplog = RateLimitedLog(log)
 
     # -- events ----------------------------------------------------------------------
@@ -264,6 +274,118 @@ class FineGuidanceSensorsServicer:
                    context: Context) -> sensors_pb2.GetVersionResponse:
         return sensors_pb2.GetVersionResponse(version=self.deps.version)
 
+    def GetInfo(self, request: sensors_pb2.GetInfoRequest,  # noqa: N802
+                context: Context) -> sensors_pb2.GetInfoResponse:
+        """Version, name, feature probes (Tetragon's names where they map), the agent's
+        settings (StringValue in Any) and the build (the Python version stands in for
+        Go's)."""
+        ctl = self.deps.control
+        resp = sensors_pb2.GetInfoResponse(version=self.deps.version, name=ctl.name)
+        try:
+            probes = ctl.probes()
+        except Exception as err:  # a probe that cannot run must not fail GetInfo
+            log.warning("GetInfo: feature probes failed: %s", err)
+            probes = []
+        for name, ok in probes:
+            resp.probes.add(Name=name, Enabled=wrappers_pb2.BoolValue(value=ok))
+        for key, value in sorted(ctl.conf().items()):
+            val = any_pb2.Any()
+            val.Pack(wrappers_pb2.StringValue(value=str(value)))
+            resp.conf.add(key=key, value=val)
+        b = ctl.build
+        resp.build.go_version = b.get("python_version", "")
+        resp.build.commit = b.get("commit", "")
+        resp.build.time = b.get("time", "")
+        resp.build.modified = b.get("modified", "")
+        return resp
+
+    # -- debug -----------------------------------------------------------------------
+
+    def GetDebug(self, request: sensors_pb2.GetDebugRequest,  # noqa: N802
+                 context: Context) -> sensors_pb2.GetDebugResponse:
+        if request.flag == sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
+            return sensors_pb2.GetDebugResponse(flag=request.flag,
+                                                level=control.get_log_level())
+        if request.flag == sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE:
+            return self._dump_processes(request, context)
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
+
+    def _dump_processes(self, request: sensors_pb2.GetDebugRequest,
+                        context: Context) -> sensors_pb2.GetDebugResponse:
+        """The process cache, at most PROCESS_DUMP_CAP entries (oldest first); the
+        trailer ``vigil-process-cache-total`` gives the count before the cap."""
+        snap = self.deps.control.processes
+        if snap is None:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "this agent has no process cache")
+        entries = snap()
+        if request.dump.skip_zero_refcnt:
+            entries = [e for e in entries if e.refcnt > 0]
+        total = len(entries)
+        resp = sensors_pb2.GetDebugResponse(flag=request.flag)
+        out = resp.processes.processes
+        for e in entries[:control.PROCESS_DUMP_CAP]:
+            item = out.add()
+            json_format.ParseDict(e.process, item.process, ignore_unknown_fields=True)
+            item.refcnt.value = max(0, e.refcnt)
+        if total > control.PROCESS_DUMP_CAP:
+            log.info("GetDebug: process cache dump capped at %d of %d entries",
+                     control.PROCESS_DUMP_CAP, total)
+        resp.processes.SetInParent()
+        context.set_trailing_metadata([("vigil-process-cache-total", str(total)),
+                                       ("vigil-process-cache-cap",
+                                        str(control.PROCESS_DUMP_CAP))])
+        return resp
+
+    def SetDebug(self, request: sensors_pb2.SetDebugRequest,  # noqa: N802
+                 context: Context) -> sensors_pb2.SetDebugResponse:
+        if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"debug flag {sensors_pb2.ConfigFlag.Name(request.flag)} cannot be set"
+                   if request.flag in sensors_pb2.ConfigFlag.values()
+                   else f"unknown debug flag {request.flag}")
+        try:
+            level = control.set_log_level(request.level)
+        except ValueError as err:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        log.warning("log level of the vigil loggers set to %s over gRPC (%s)",
+                    sensors_pb2.LogLevel.Name(level), context.peer())
+        return sensors_pb2.SetDebugResponse(flag=request.flag, level=level)
+
+    # -- sensors, domains, runtime hook ----------------------------------------------
+
+    def ListSensors(self, request: sensors_pb2.ListSensorsRequest,  # noqa: N802
+                    context: Context) -> sensors_pb2.ListSensorsResponse:
+        """The base sensor, then each policy's sensors (collection: the policy)."""
+        resp = sensors_pb2.ListSensorsResponse()
+        resp.sensors.add(name="__base__", enabled=True, collection="base")
+        store = self.deps.policies()
+        for p in (store.list() if store is not None else []):
+            coll = f"{p.namespace}/{p.name}" if p.namespace else p.name
+            for sensor in p.sensors:
+                resp.sensors.add(name=sensor, enabled=p.state == PolicyState.ENABLED,
+                                 collection=coll)
+        return resp
+
+    def ListDomains(self, request: sensors_pb2.ListDomainsRequest,  # noqa: N802
+                    context: Context) -> sensors_pb2.ListDomainsResponse:
+        """Where policies come from: files at start-up (static) and this API (grpc);
+        Vigil watches no Kubernetes API, so there is no k8s domain."""
+        return sensors_pb2.ListDomainsResponse(domains=["static", "grpc"])
+
+    def RuntimeHook(self, request: tetragon_pb2.RuntimeHookRequest,  # noqa: N802
+                    context: Context) -> tetragon_pb2.RuntimeHookResponse:
+        """Accept a container runtime's CreateContainer notice; it is logged and counted
+        (containers are not yet attributed from it)."""
+        if request.WhichOneof("event") != "createContainer":
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   "RuntimeHook needs a createContainer event")
+        c = request.createContainer
+        self.runtime_hooks += 1
+        log.info("RuntimeHook CreateContainer: id=%s name=%s pod=%s/%s cgroups=%s image=%s",
+                 c.containerID, c.containerName, c.podNamespace, c.podName, c.cgroupsPath,
+                 c.containerImage)
+        return tetragon_pb2.RuntimeHookResponse()
+
     # -- policies --------------------------------------------------------------------
 
     def _store(self, context: Context) -> PolicyStore:
@@ -350,12 +472,20 @@ class FineGuidanceSensorsServicer:
     def ConfigureTracingPolicy(self, request: sensors_pb2.ConfigureTracingPolicyRequest,  # noqa: N802
                                context: Context
                                ) -> sensors_pb2.ConfigureTracingPolicyResponse:
-        if request.HasField("mode"):
-            _abort(context, grpc.StatusCode.UNIMPLEMENTED,
-                   "changing a policy's mode is not supported by Vigil")
+        """Enable/disable first, then the mode (not atomic, as in Tetragon)."""
         if request.HasField("enable"):
             self._set_enabled(context, request.name, request.namespace, request.domain,
                               request.enable)
+        if request.HasField("mode"):
+            p = self._find(context, request.name, request.namespace, request.domain)
+            try:
+                mode = PolicyMode(request.mode)
+            except ValueError:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                       f"unknown policy mode {request.mode}")
+            self._call(context, p.name, lambda s: s.set_mode(p.name, p.namespace, mode))
+            log.info("tracing policy %s mode set to %s over gRPC (%s)", p.name,
+                     mode.name.lower(), context.peer())
         return sensors_pb2.ConfigureTracingPolicyResponse()
 
     # -- stats -----------------------------------------------------------------------
@@ -368,6 +498,7 @@ class FineGuidanceSensorsServicer:
             "dropped": self.subscribers.dropped,
             "delivered": self.subscribers.departed_delivered + sum(s.delivered for s in live),
             "encode_errors": self.encode_errors,
+            "runtime_hooks": self.runtime_hooks,
             "encoder": self.encoder.stats(),
         }
 
@@ -410,10 +541,60 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class EventLogServicer:
+    """``tetragon.EventLogService``: the export file's rotation parameters at run time.
+    ``max_size`` is in MiB (the ``--export-file-max-size-mb`` unit), ``rotation_interval``
+    a Go duration ("0s": by size only), ``max_backups`` the rotated files kept."""
+
+    def __init__(self, deps: ServicerDeps) -> None:
+        self.deps = deps
+
+    def _log(self, context: Context) -> control.EventLog:
+        writer = self.deps.control.event_log()
+        if writer is None:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                   "this agent writes no export file (--export-filename is not set)")
+        return writer
+
+    def GetEventLogParams(self, request: eventlogservice_pb2.GetEventLogParamsRequest,  # noqa: N802
+                          context: Context) -> eventlogservice_pb2.GetEventLogParamsResponse:
+        w = self._log(context)
+        return eventlogservice_pb2.GetEventLogParamsResponse(
+            max_size=max(1, w.max_bytes // (1 << 20)), max_backups=w.max_backups,
+            rotation_interval=control.format_go_duration(w.rotation_interval))
+
+    def SetEventLogParams(self, request: eventlogservice_pb2.SetEventLogParamsRequest,  # noqa: N802
+                          context: Context) -> eventlogservice_pb2.SetEventLogParamsResponse:
+        w = self._log(context)
+        try:
+            interval = (control.parse_go_duration(request.rotation_interval)
+                        if request.HasField("rotation_interval") else None)
+            w.set_params(
+                max_size_mb=request.max_size if request.HasField("max_size") else None,
+                rotation_interval=interval,
+                max_backups=request.max_backups if request.HasField("max_backups") else None)
+        except ValueError as err:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        log.info("export file rotation set over gRPC (%s): max_size=%d MiB, "
+                 "rotation_interval=%s, max_backups=%d", context.peer(),
+                 w.max_bytes >> 20, control.format_go_duration(w.rotation_interval),
+                 w.max_backups)
+        return eventlogservice_pb2.SetEventLogParamsResponse()
+
+
 def methods(servicer: FineGuidanceSensorsServicer) -> dict[str, Method]:
-    """``/tetragon.FineGuidanceSensors/<name>`` -> Method for every served RPC (others
-    are absent: the transport answers UNIMPLEMENTED)."""
-    svc = sensors_pb2.DESCRIPTOR.services_by_name["FineGuidanceSensors"]
+    """``/tetragon.FineGuidanceSensors/<name>`` and ``/tetragon.EventLogService/<name>``
+    -> Method for every served RPC (others are absent: the transport answers
+    UNIMPLEMENTED)."""
+    out = _service_methods(sensors_pb2.DESCRIPTOR.services_by_name["FineGuidanceSensors"],
+                           servicer)
+    out.update(_service_methods(
+        eventlogservice_pb2.DESCRIPTOR.services_by_name["EventLogService"],
+        EventLogServicer(servicer.deps)))
+    return out
+
+
+def _service_methods(svc: Any, servicer: Any) -> dict[str, Method]:
     out = {}
     for m in svc.methods:
         impl = getattr(servicer, m.name, None)
@@ -421,9 +602,9 @@ def methods(servicer: FineGuidanceSensorsServicer) -> dict[str, Method]:
             continue
         req = message_factory.GetMessageClass(m.input_type)
         if m.server_streaming:
-            out[f"/{SERVICE}/{m.name}"] = Method(req.FromString, impl, streaming=True)
+            out[f"/{svc.full_name}/{m.name}"] = Method(req.FromString, impl, streaming=True)
         else:
-            out[f"/{SERVICE}/{m.name}"] = Method(req.FromString, _serialized(impl))
+            out[f"/{svc.full_name}/{m.name}"] = Method(req.FromString, _serialized(impl))
     return out
 
 

@@ -106,6 +106,26 @@ class FineGuidanceSensorsStub:
                 request_serializer=tetragon_dot_sensors__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=tetragon_dot_sensors__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/tetragon.FineGuidanceSensors/GetInfo',
+                request_serializer=tetragon_dot_sensors__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=tetragon_dot_sensors__pb2.GetInfoResponse.FromString,
+                _registered_method=True)
+        self.RuntimeHook = channel.unary_unary(
+                '/tetragon.FineGuidanceSensors/RuntimeHook',
+                request_serializer=tetragon_dot_tetragon__pb2.RuntimeHookRequest.SerializeToString,
+                response_deserializer=tetragon_dot_tetragon__pb2.RuntimeHookResponse.FromString,
+                _registered_method=True)
+        self.GetDebug = channel.unary_unary(
+                '/tetragon.FineGuidanceSensors/GetDebug',
+                request_serializer=tetragon_dot_sensors__pb2.GetDebugRequest.SerializeToString,
+                response_deserializer=tetragon_dot_sensors__pb2.GetDebugResponse.FromString,
+                _registered_method=True)
+        self.SetDebug = channel.unary_unary(
+                '/tetragon.FineGuidanceSensors/SetDebug',
+                request_serializer=tetragon_dot_sensors__pb2.SetDebugRequest.SerializeToString,
+                response_deserializer=tetragon_dot_sensors__pb2.SetDebugResponse.FromString,
+                _registered_method=True)
 
 
 class FineGuidanceSensorsServicer:
@@ -195,6 +215,30 @@ class FineGuidanceSensorsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RuntimeHook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDebug(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDebug(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FineGuidanceSensorsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +311,26 @@ def add_FineGuidanceSensorsServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=tetragon_dot_sensors__pb2.GetVersionRequest.FromString,
                     response_serializer=tetragon_dot_sensors__pb2.GetVersionResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=tetragon_dot_sensors__pb2.GetInfoRequest.FromString,
+                    response_serializer=tetragon_dot_sensors__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'RuntimeHook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RuntimeHook,
+                    request_deserializer=tetragon_dot_tetragon__pb2.RuntimeHookRequest.FromString,
+                    response_serializer=tetragon_dot_tetragon__pb2.RuntimeHookResponse.SerializeToString,
+            ),
+            'GetDebug': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDebug,
+                    request_deserializer=tetragon_dot_sensors__pb2.GetDebugRequest.FromString,
+                    response_serializer=tetragon_dot_sensors__pb2.GetDebugResponse.SerializeToString,
+            ),
+            'SetDebug': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDebug,
+                    request_deserializer=tetragon_dot_sensors__pb2.SetDebugRequest.FromString,
+                    response_serializer=tetragon_dot_sensors__pb2.SetDebugResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -647,6 +711,114 @@ class FineGuidanceSensors:
             '/tetragon.FineGuidanceSensors/GetVersion',
             tetragon_dot_sensors__pb2.GetVersionRequest.SerializeToString,
             tetragon_dot_sensors__pb2.GetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetragon.FineGuidanceSensors/GetInfo',
+            tetragon_dot_sensors__pb2.GetInfoRequest.SerializeToString,
+            tetragon_dot_sensors__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RuntimeHook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetragon.FineGuidanceSensors/RuntimeHook',
+            tetragon_dot_tetragon__pb2.RuntimeHookRequest.SerializeToString,
+            tetragon_dot_tetragon__pb2.RuntimeHookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDebug(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetragon.FineGuidanceSensors/GetDebug',
+            tetragon_dot_sensors__pb2.GetDebugRequest.SerializeToString,
+            tetragon_dot_sensors__pb2.GetDebugResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDebug(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tetragon.FineGuidanceSensors/SetDebug',
+            tetragon_dot_sensors__pb2.SetDebugRequest.SerializeToString,
+            tetragon_dot_sensors__pb2.SetDebugResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -835,3 +835,56 @@ class GetHealthStatusResponse(_message.Message):
     HEALTH_STATUS_FIELD_NUMBER: _ClassVar[int]
     health_status: _containers.RepeatedCompositeFieldContainer[HealthStatus]
     def __init__(self, health_status: _Optional[_Iterable[_Union[HealthStatus, _Mapping]]] = ...) -> None: ...
+
+class RuntimeHookRequest(_message.Message):
+    __slots__ = ("createContainer",)
+    CREATECONTAINER_FIELD_NUMBER: _ClassVar[int]
+    createContainer: CreateContainer
+    def __init__(self, createContainer: _Optional[_Union[CreateContainer, _Mapping]] = ...) -> None: ...
+
+class RuntimeHookResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Mount(_message.Message):
+    __slots__ = ("destination", "type", "source", "options")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    type: str
+    source: str
+    options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, destination: _Optional[str] = ..., type: _Optional[str] = ..., source: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateContainer(_message.Message):
+    __slots__ = ("cgroupsPath", "rootDir", "annotations", "containerName", "containerID", "podName", "podUID", "podNamespace", "containerImage", "mounts")
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CGROUPSPATH_FIELD_NUMBER: _ClassVar[int]
+    ROOTDIR_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERNAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERID_FIELD_NUMBER: _ClassVar[int]
+    PODNAME_FIELD_NUMBER: _ClassVar[int]
+    PODUID_FIELD_NUMBER: _ClassVar[int]
+    PODNAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERIMAGE_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    cgroupsPath: str
+    rootDir: str
+    annotations: _containers.ScalarMap[str, str]
+    containerName: str
+    containerID: str
+    podName: str
+    podUID: str
+    podNamespace: str
+    containerImage: str
+    mounts: _containers.RepeatedCompositeFieldContainer[Mount]
+    def __init__(self, cgroupsPath: _Optional[str] = ..., rootDir: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ..., containerName: _Optional[str] = ..., containerID: _Optional[str] = ..., podName: _Optional[str] = ..., podUID: _Optional[str] = ..., podNamespace: _Optional[str] = ..., containerImage: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ...) -> None: ...
