@@ -393,3 +393,14 @@ def test_policy_events_carry_refcnt_and_return_action(tmp_path: Path) -> None:
     assert keys.index("policy_name") + 1 == keys.index("return_action")
     # the exec event's process has no refcnt (Tetragon's exec'd processes carry none)
     assert "refcnt" not in ex["process_exec"]["process"]
+
+
+def test_script_binary_is_the_script(agent: AgentProcess, tmp_path: Path) -> None:
+    """A ``#!`` script: the binary is the script executed (bprm->filename, as Tetragon),
+    the arguments those the interpreter got after its own name."""
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    ex, _, _ = spawn_and_wait(agent, [str(script), "script-marker"])
+    assert ex["process"]["binary"] == str(script)
+    assert ex["process"]["arguments"] == f"{script} script-marker"
