@@ -14,7 +14,8 @@ Linking rules (as Tetragon's user-visible behaviour):
   execve) and refcnt 1 in its dict; not exported itself, it is the process of its exit
   event when it exits without exec, and the parent of what it execs or forks.
 - exit: of the current instance of the tgid; a second exit of the same instance (two
-  threads finishing at once) is dropped and counted. An exit flagged as sent while its
+  threads finishing at once) is dropped and counted. Kernel threads (found by the /proc
+  scan, or forked by one and not exec'd) are cached but, as Tetragon, never exported. An exit flagged as sent while its
   cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing.
 - throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
 
@@ -166,7 +167,7 @@ class Pipeline:
             flags=_EXECVE,
             parent_exec_id=parent.exec_id,
             ppid=parent.pid,
-            forked=True, kthread=False,
+            forked=True, kthread=parent.kthread,
             encoded=None, refcnt=0, exited=False, exit_time_ns=0,
         )
         child = ProcessInfo(**fields)
@@ -185,6 +186,8 @@ class Pipeline:
             return None
         if is_throttled(rec):
             self.throttle.on_suppressed_exit(p.cgroup_id)
+            return None
+        if p.kthread:  # kernel threads are never announced, their exits neither
             return None
         parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
         return encode.exit_event(

@@ -150,3 +150,24 @@ def test_bootstrap_announces_kernel_and_not_kernel_threads(tmp_path: Any) -> Non
     # a usermode helper forked by a kernel thread names it in brackets
     [ev] = pipe.handle([exec_rec(90, 2, 100, b"/sbin/modprobe", [b"modprobe", b"x"])])
     assert ev["process_exec"]["parent"]["binary"] == "[kthreadd]"
+
+
+def test_kernel_threads_forked_later_are_not_announced_either() -> None:
+    pipe = Pipeline(ProcessCache(), EventOptions(node_name=NODE), lambda: BOOT_WALL)
+    kernel = procfs.kernel_process(NODE, BOOT_WALL)
+    kthreadd = ProcessInfo(exec_id=exec_id(NODE, 5, 2), pid=2, tid=2, ktime=5,
+                           start_time_ns=BOOT_WALL + 5, binary="[kthreadd]",
+                           flags=int(ExecFlag.PROCFS), parent_exec_id=kernel.exec_id,
+                           kthread=True)
+    pipe.bootstrap([kernel, kthreadd])
+    # a new kworker comes and goes: nothing exported
+    assert pipe.handle([clone_rec(300, 2, 100), exit_rec(300, 200)]) == []
+    assert pipe.cache.current(300).exited
+    # one that becomes a usermode helper is announced from its exec on, its parent named
+    # as Tetragon names kernel threads
+    evs = pipe.handle([clone_rec(301, 2, 300),
+                       exec_rec(301, 2, 310, b"/sbin/modprobe", [b"modprobe", b"x"]),
+                       exit_rec(301, 320)])
+    assert [next(iter(e)) for e in evs] == ["process_exec", "process_exit"]
+    assert evs[0]["process_exec"]["parent"]["binary"] == "[kthreadd]"
+    assert evs[0]["process_exec"]["process"]["flags"] == "execve clone"
