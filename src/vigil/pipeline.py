@@ -14,9 +14,10 @@ Linking rules (as Tetragon's user-visible behaviour):
   execve) and refcnt 1 in its dict; not exported itself, it is the process of its exit
   event when it exits without exec, and the parent of what it execs or forks.
 - exit: of the current instance of the tgid; a second exit of the same instance (two
-  threads finishing at once) is dropped and counted. Kernel threads (found by the /proc
-  scan, or forked by one and not exec'd) are cached but, as Tetragon, never exported. An exit flagged as sent while its
-  cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing.
+  threads finishing at once) is dropped and counted. An exit flagged as sent while its
+  cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing. Kernel
+  threads (found by the /proc scan, or forked by one and not exec'd) are cached but, as
+  in Tetragon, neither announced nor their exits exported.
 - throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
 
 Other sensors add their opcodes with ``add_handler``.

@@ -37,8 +37,9 @@ _OFF, _LEN, _ORIG = _IX["arg_off"], _IX["arg_len"], _IX["orig_len"]
 _LEN_OF, _ORIG_OF = _LEN - _OFF, _ORIG - _OFF  # from an argument's offset to its length
 _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
 _RETURN = int(GenFlag.RETURN)
-# per-thread copies of process dicts ("tid" is the calling thread's), cleared when full
-_THREAD_CACHE_MAX = 4096
+# copies of process dicts for policy events (the calling thread's "tid", the cache's
+# "refcnt"), cleared when full
+_VIEW_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -154,21 +155,20 @@ class PolicyEvents:
             self.missing_process += 1
             proc: dict[str, Any] = {"pid": v[_PID], "tid": v[_TID]}
         else:
-            proc = p.encoded if p.encoded is not None else pipe.process_json(p)
             # the calling thread and the cache's reference count, as Tetragon reports them
-            view = self._views.get((p.exec_id, v[_TID], p.refcnt))
-            proc = view if view is not None else self._view(p, proc, v[_TID])
+            proc = self._views.get((p.exec_id, v[_TID], p.refcnt)) or self._view(p, v[_TID])
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
         return {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
                 "node_name": self._node_name,
                 "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
 
-    def _view(self, p: ProcessInfo, proc: dict[str, Any], tid: int) -> encode.SharedDict:
+    def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared
         by the events that have both the same."""
-        if len(self._views) >= _THREAD_CACHE_MAX:
+        if len(self._views) >= _VIEW_CACHE_MAX:
             self._views.clear()
+        proc = p.encoded if p.encoded is not None else self.pipeline.process_json(p)
         view = self._views[(p.exec_id, tid, p.refcnt)] = encode.process_view(proc, tid, p.refcnt)
         return view
 
