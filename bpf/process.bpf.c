@@ -36,12 +36,36 @@ struct {
 VG_DEFINE_PATH_WALK(vg_proc_path, vg_path_heap, struct vg_path_buf, path)
 
 /*
- * Resolve `p` and copy it (a forward path, no NUL) to the exec tail at `off`; for the
- * binary also record it in vg_procs for matchBinaries. Returns the bytes copied
- * (0: the path is "/").
+ * The executed file, resolved (the interpreter for a `#!` script: the file the process
+ * now runs), into vg_procs for matchBinaries, as Tetragon compares its binary filters
+ * with the exe file's path.
  */
+static __always_inline void vg_proc_binary(struct path *p, struct path *root, __u32 *flags,
+					   struct vg_proc *proc)
+{
+	__u32 zero = 0, trunc = 0, pos, len, n;
+	struct vg_path_buf *pb;
+
+	pos = vg_proc_path(p, root, &trunc);
+	if (trunc)
+		*flags |= VG_FLAG_TRUNC_PATH;
+	if (pos >= VG_PATH_MAX)
+		return;
+	pb = bpf_map_lookup_elem(&vg_path_heap, &zero);
+	if (!pb)
+		return;
+	len = (VG_PATH_MAX - pos) & (VG_PATH_MAX - 1);
+	n = len < VG_BIN_MAX ? len : VG_BIN_MAX - 1;
+	/* keep the mask below: older verifiers (6.1) lose the bound clang relies on */
+	barrier_var(n);
+	proc->bin_len = n;
+	bpf_probe_read_kernel(proc->bin, n & (VG_BIN_MAX - 1), &pb->path[pos & (VG_PATH_MAX - 1)]);
+}
+
+/* Resolve `p` and copy it (a forward path, no NUL) to the exec tail at `off`; returns
+ * the bytes copied (0: the path is "/"). */
 static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, struct path *p,
-					  struct path *root, __u32 *flags, struct vg_proc *proc)
+					  struct path *root, __u32 *flags)
 {
 	__u32 zero = 0, trunc = 0, pos, len;
 	struct vg_path_buf *pb;
@@ -57,15 +81,26 @@ static __always_inline __u32 vg_copy_path(struct vg_exec_buf *buf, __u32 off, st
 	len = (VG_PATH_MAX - pos) & (VG_PATH_MAX - 1);
 	if (bpf_probe_read_kernel(&buf->data[off & VG_OFF_MASK], len, &pb->path[pos & (VG_PATH_MAX - 1)]))
 		return 0;
-	if (proc) {
-		__u32 n = len < VG_BIN_MAX ? len : VG_BIN_MAX - 1;
-
-		/* keep the mask below: older verifiers (6.1) lose the bound clang relies on */
-		barrier_var(n);
-		proc->bin_len = n;
-		bpf_probe_read_kernel(proc->bin, n & (VG_BIN_MAX - 1), &pb->path[pos & (VG_PATH_MAX - 1)]);
-	}
 	return len;
+}
+
+/*
+ * The name the exec was asked for (bprm->filename: the execve path as given, possibly
+ * relative to the cwd or through symlinks; the script for a `#!` script), copied to the
+ * exec tail at `off` without its NUL. Returns the bytes copied (0: unreadable).
+ */
+static __always_inline __u32 vg_copy_filename(struct vg_exec_buf *buf, __u32 off,
+					      struct linux_binprm *bprm)
+{
+	const char *name = BPF_CORE_READ(bprm, filename);
+	long n;
+
+	if (!name)
+		return 0;
+	n = bpf_probe_read_kernel_str(&buf->data[off & VG_OFF_MASK], VG_PATH_MAX, name);
+	if (n <= 1)
+		return 0;
+	return n - 1;
 }
 
 static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
@@ -171,11 +206,12 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	bpf_probe_read_kernel(&pwd, sizeof(pwd), &fs->pwd);
 	bpf_probe_read_kernel(&exe, sizeof(exe), &bprm->file->f_path);
 
-	msg->path_len = vg_copy_path(buf, off, &exe, &root, &msg->flags, &proc);
+	vg_proc_binary(&exe, &root, &msg->flags, &proc);
+	msg->path_len = vg_copy_filename(buf, off, bprm);
 	if (!msg->path_len)
 		msg->flags |= VG_FLAG_ERROR_FILENAME;
 	off += msg->path_len;
-	msg->cwd_len = vg_copy_path(buf, off, &pwd, &root, &msg->flags, NULL);
+	msg->cwd_len = vg_copy_path(buf, off, &pwd, &root, &msg->flags);
 	if (!msg->cwd_len)
 		msg->flags |= VG_FLAG_ROOTCWD;
 	off += msg->cwd_len;

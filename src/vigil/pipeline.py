@@ -5,13 +5,19 @@ it counts it and goes on. Each process's JSON dict is built once (``ProcessInfo.
 and shared by every event that mentions the process.
 
 Linking rules (as Tetragon's user-visible behaviour):
-- exec: the parent is the current instance of the real parent's tgid; the flags carry
-  ``clone`` when the pid's previous instance came from a fork.
-- clone: a new process instance copying its parent's binary, args and cwd, flagged
-  ``clone``; internal only (never exported), it exists so exits and later execs link.
+- exec: after a fork (the pid's current instance is a clone not yet exec'd) the parent
+  is the current instance of the real parent's tgid and the flags carry ``clone``; an
+  exec without a fork (``env`` exec'ing ``true``) has the program the pid ran before as
+  its parent; a pid never seen links to the real parent's current instance.
+- clone: a new process instance copying its parent's binary, args and cwd, with
+  Tetragon's flags for it (``execve``: its BPF marks clones with the bit that decodes as
+  execve) and refcnt 1 in its dict; not exported itself, it is the process of its exit
+  event when it exits without exec, and the parent of what it execs or forks.
 - exit: of the current instance of the tgid; a second exit of the same instance (two
   threads finishing at once) is dropped and counted. An exit flagged as sent while its
-  cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing.
+  cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing. Kernel
+  threads (found by the /proc scan, or forked by one and not exec'd) are cached but, as
+  in Tetragon, neither announced nor their exits exported.
 - throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
 
 Other sensors add their opcodes with ``add_handler``.
@@ -38,9 +44,7 @@ from vigil.throttle import ThrottleTracker, decode_throttle, is_throttled, throt
 Event = dict[str, Any]
 Handler = Callable[[bytes], "Event | None"]
 
-# Flags a fork child inherits from the process it was forked from (plain ints: IntFlag
-# arithmetic builds enum members, at microseconds each).
-_INHERITED_FLAGS = int(ExecFlag.TRUNC_ARGS | ExecFlag.ROOTCWD | ExecFlag.NOCWD)
+# Plain ints: IntFlag arithmetic builds enum members, at microseconds each.
 _CLONE, _EXECVE = int(ExecFlag.CLONE), int(ExecFlag.EXECVE)
 # Every field of a ProcessInfo, read at once (a clone copies its parent's).
 _PROCESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessInfo))
@@ -94,7 +98,8 @@ class Pipeline:
     # -- entry points ----------------------------------------------------------------
 
     def bootstrap(self, procs: Iterable[ProcessInfo]) -> list[Event]:
-        """Add processes found by the /proc scan (parents first); one procFS exec each.
+        """Add processes found by the /proc scan (parents first); one procFS exec each,
+        except for kernel threads (cached, as parents, but not announced, as Tetragon).
 
         A pid the live ring already reported is skipped: the ring's view is newer.
         """
@@ -103,7 +108,8 @@ class Pipeline:
             if self.cache.current(p.pid) is not None:
                 continue
             self.cache.add(p)
-            events.append(self._exec_event(p, p.start_time_ns))
+            if not p.kthread:
+                events.append(self._exec_event(p, p.start_time_ns))
         return events
 
     def handle(self, records: Iterable[bytes]) -> list[Event]:
@@ -131,10 +137,14 @@ class Pipeline:
     def _on_exec(self, rec: bytes) -> Event:
         r = decode.decode_exec(rec, self.opts.node_name, self._boot_wall_ns())
         p = r.process
-        parent = self.cache.current(r.ppid)
         prev = self.cache.current(p.pid)
-        if prev is not None and prev.flags & _CLONE and not prev.flags & _EXECVE:
+        if prev is None or prev.exited:
+            parent = self.cache.current(r.ppid)
+        elif prev.forked:
             p.flags |= _CLONE
+            parent = self.cache.current(r.ppid)
+        else:
+            parent = prev  # exec without fork: the pid's previous program
         if parent is not None:
             p.parent_exec_id = parent.exec_id
         self.cache.add(p)
@@ -155,9 +165,10 @@ class Pipeline:
             tid=c.tid,
             ktime=c.start_ktime,
             start_time_ns=self._boot_wall_ns() + c.start_ktime,
-            flags=_CLONE | (parent.flags & _INHERITED_FLAGS),
+            flags=_EXECVE,
             parent_exec_id=parent.exec_id,
             ppid=parent.pid,
+            forked=True, kthread=parent.kthread,
             encoded=None, refcnt=0, exited=False, exit_time_ns=0,
         )
         child = ProcessInfo(**fields)
@@ -176,6 +187,8 @@ class Pipeline:
             return None
         if is_throttled(rec):
             self.throttle.on_suppressed_exit(p.cgroup_id)
+            return None
+        if p.kthread:  # kernel threads are never announced, their exits neither
             return None
         parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
         return encode.exit_event(

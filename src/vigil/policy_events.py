@@ -24,6 +24,7 @@ from vigil.events.decode import DecodeError
 from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
 from vigil.pipeline import Pipeline
 from vigil.policy.plan import HookPlan
+from vigil.process.model import ProcessInfo
 
 Event = dict[str, Any]
 
@@ -38,8 +39,9 @@ _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
 _RETURN = int(GenFlag.RETURN)
 _RET_STR = int(GenFlag.RET_STR)
 _RET_OFF, _RET_LEN = _IX["ret_off"], _IX["ret_len"]
-# per-thread copies of process dicts ("tid" is the calling thread's), cleared when full
-_THREAD_CACHE_MAX = 4096
+# copies of process dicts for policy events (the calling thread's "tid", the cache's
+# "refcnt"), cleared when full
+_VIEW_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "tail", "metric_keys")
+                 "message", "tags", "metric_keys")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -68,10 +70,6 @@ class CompiledHook:
         self.policy = reg.policy
         self.message = plan.message
         self.tags = plan.tags
-        # process_kprobe's fields after "action" that are the same in every event
-        self.tail = {"policy_name": reg.policy}
-        if plan.message:
-            self.tail["message"] = plan.message
         # vg_action value -> (policy, hook, action name), the key of PolicyEvents.events
         self.metric_keys: dict[int, tuple[str, str, str]] = {}
 
@@ -120,7 +118,8 @@ class PolicyEvents:
         self.missing_process = 0
         # (policy, hook, action) -> events (a dict: faster than Counter)
         self.events: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self._threads: dict[tuple[str, int], encode.SharedDict] = {}
+        # (exec_id, tid, refcnt) -> the process dict policy events carry
+        self._views: dict[tuple[str, int, int], encode.SharedDict] = {}
         self._hook = registry.compiled
         self._cache = pipeline.cache
         self._node_name = pipeline.opts.node_name
@@ -162,23 +161,21 @@ class PolicyEvents:
             self.missing_process += 1
             proc: dict[str, Any] = {"pid": v[_PID], "tid": v[_TID]}
         else:
-            proc = p.encoded if p.encoded is not None else pipe.process_json(p)
-            if p.tid != v[_TID]:  # the calling thread, as Tetragon reports it
-                proc = self._thread_view(p.exec_id, proc, v[_TID])
+            # the calling thread and the cache's reference count, as Tetragon reports them
+            proc = self._views.get((p.exec_id, v[_TID], p.refcnt)) or self._view(p, v[_TID])
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
         return {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
                 "node_name": self._node_name,
                 "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
 
-    def _thread_view(self, exec_id: str, proc: dict[str, Any], tid: int) -> encode.SharedDict:
-        """The process dict with another thread's tid, shared by that thread's events."""
-        key = (exec_id, tid)
-        view = self._threads.get(key)
-        if view is None:
-            if len(self._threads) >= _THREAD_CACHE_MAX:
-                self._threads.clear()
-            view = self._threads[key] = encode.SharedDict(proc, tid=tid)
+    def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
+        """The process dict with the calling thread's tid and the process's refcnt, shared
+        by the events that have both the same."""
+        if len(self._views) >= _VIEW_CACHE_MAX:
+            self._views.clear()
+        proc = p.encoded if p.encoded is not None else self.pipeline.process_json(p)
+        view = self._views[(p.exec_id, tid, p.refcnt)] = encode.process_view(proc, tid, p.refcnt)
         return view
 
 
@@ -211,7 +208,13 @@ def _kprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
     if ret is not None:
         body["return"] = ret
     body["action"] = action
-    body.update(h.tail)  # policy_name, message
+    body["policy_name"] = h.policy
+    if ret is not None:
+        # Tetragon merges a return probe's event into its entry's and reports the return
+        # probe's action as return_action: POST (the selectors act once, in the event)
+        body["return_action"] = "KPROBE_ACTION_POST"
+    if h.message:
+        body["message"] = h.message
     if h.tags:
         body["tags"] = list(h.tags)
     return body

@@ -261,3 +261,184 @@ def test_missing_capabilities_is_a_clear_error(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" in r.stderr
+
+
+# ----------------------------------------------------------- what Tetragon calls things
+
+
+def test_binary_is_the_executed_name_and_exec_without_fork_links_to_the_previous_program(
+        agent: AgentProcess) -> None:
+    """``/bin/sh -c 'exec /bin/echo hi'``: the binaries are the names executed (on
+    Debian /bin links to /usr/bin, the resolved files are /usr/bin/dash and
+    /usr/bin/echo), and echo's parent is the sh it replaced."""
+    p = subprocess.Popen(["/bin/sh", "-c", "exec /bin/echo hi"], stdout=subprocess.DEVNULL)
+    p.wait()
+    [sh_ev, echo_ev] = agent.wait_for(exec_of(p.pid), count=2)
+    sh = sh_ev["process_exec"]["process"]
+    echo = echo_ev["process_exec"]
+    assert sh["binary"] == "/bin/sh" and sh["flags"] == "execve clone"
+    assert echo["process"]["binary"] == "/bin/echo" and echo["process"]["arguments"] == "hi"
+    assert echo["process"]["flags"] == "execve"
+    assert echo["parent"]["binary"] == "/bin/sh"
+    assert echo["parent"]["exec_id"] == sh["exec_id"] == echo["process"]["parent_exec_id"]
+    [xt] = agent.wait_for(exit_of(p.pid))
+    assert xt["process_exit"]["process"]["exec_id"] == echo["process"]["exec_id"]
+    assert xt["process_exit"]["parent"]["binary"] == "/bin/sh"
+
+
+def test_env_exec_has_env_as_parent(agent: AgentProcess) -> None:
+    p = subprocess.Popen(["/usr/bin/env", "/bin/true"])
+    p.wait()
+    [env_ev, true_ev] = agent.wait_for(exec_of(p.pid), count=2)
+    assert env_ev["process_exec"]["process"]["binary"] == "/usr/bin/env"
+    assert env_ev["process_exec"]["parent"]["pid"] == os.getpid()
+    body = true_ev["process_exec"]
+    assert body["process"]["binary"] == "/bin/true"
+    assert body["parent"]["binary"] == "/usr/bin/env"
+    assert body["parent"]["exec_id"] == env_ev["process_exec"]["process"]["exec_id"]
+
+
+def test_relative_exec_is_made_absolute_against_the_cwd(agent: AgentProcess,
+                                                        tmp_path: Path) -> None:
+    p = subprocess.Popen(["/bin/sh", "-c", "cd /usr && exec ./bin/true relative-marker"])
+    p.wait()
+    evs = agent.wait_for(lambda e: e.get("process_exec", {}).get("process", {})
+                         .get("arguments") == "relative-marker")
+    assert evs and evs[-1]["process_exec"]["process"]["binary"] == "/usr/bin/true"
+
+
+def test_fork_only_child_exit_has_tetragons_clone_flags(agent: AgentProcess) -> None:
+    """A subshell that exits without exec: flags "execve" and refcnt 1, as Tetragon
+    reports its clone entries; its parent is the shell that forked it."""
+    p = subprocess.Popen(["/bin/sh", "-c", "(exit 3); true"])
+    p.wait()
+    [sh_ev] = agent.wait_for(exec_of(p.pid))
+    sh = sh_ev["process_exec"]["process"]
+    exits = agent.wait_for(lambda e: e.get("process_exit", {}).get("process", {})
+                           .get("parent_exec_id") == sh["exec_id"])
+    assert exits, "no exit of the forked subshell"
+    xt = exits[-1]["process_exit"]
+    assert xt["process"]["pid"] != p.pid
+    assert xt["process"]["flags"] == "execve"
+    assert xt["process"]["refcnt"] == 1
+    assert xt["process"]["binary"] == "/bin/sh"          # the shell's, copied at fork
+    assert xt["status"] == 3
+    assert xt["parent"]["exec_id"] == sh["exec_id"]
+
+
+def test_startup_scan_announces_kernel_and_no_kernel_threads(agent: AgentProcess) -> None:
+    [kev] = agent.wait_for(exec_of(0))
+    kernel = kev["process_exec"]["process"]
+    assert kernel["binary"] == "<kernel>" and kernel["flags"] == "procFS"
+    node, ktime, pid = base64.b64decode(kernel["exec_id"]).decode().rsplit(":", 2)
+    assert (ktime, pid) == ("1", "0")
+    procfs_execs = [e["process_exec"]["process"] for e in agent.events()
+                    if "procFS" in e.get("process_exec", {}).get("process", {}).get("flags", "")]
+    kthreads = {int(d) for d in os.listdir("/proc") if d.isdigit()
+                and _is_kthread(int(d))}
+    assert kthreads, "this host has kernel threads"
+    assert not [p for p in procfs_execs if p["pid"] in kthreads]
+    assert not [p for p in procfs_execs if p.get("binary", "").startswith("[")]
+    # pid 1 (its exe and cwd are unreadable on some hosts: the record still exists)
+    # is a child of <kernel>
+    init = [p for p in procfs_execs if p["pid"] == 1]
+    if Path("/proc/1/stat").exists():
+        assert init and init[0]["parent_exec_id"] == kernel["exec_id"]
+        [iev] = agent.wait_for(exec_of(1))
+        assert iev["process_exec"]["parent"]["binary"] == "<kernel>"
+
+
+def _is_kthread(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return bool(int(stat[stat.rindex(")") + 2:].split()[6]) & 0x00200000)
+
+
+POLICY_REFCNT = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: refcnt-test
+spec:
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_fchmodat
+    args:
+    - index: 7
+      type: int
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{chmod}"]
+  kprobes:
+  - call: sys_fchmodat
+    syscall: true
+    return: true
+    args:
+    - index: 2
+      type: int
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{chmod}"]
+"""
+
+
+@pytest.fixture
+def tracefs() -> Iterator[None]:
+    """tracefs mounted for the test's tracepoint policy (unmounted after if it was not)."""
+    from vigil.bpf import features
+    mounted = features.mount_tracefs()
+    yield
+    if mounted:
+        subprocess.run(["umount", mounted], check=False)
+
+
+@pytest.mark.usefixtures("tracefs")
+def test_policy_events_carry_refcnt_and_return_action(tmp_path: Path) -> None:
+    """A tracepoint and a return kprobe on the same call: the process carries the cache's
+    reference count (1: running, no children) and the return probe's event has
+    return_action, as Tetragon's; matchBinaries matches the resolved file while the
+    event names the binary as executed (/bin/chmod)."""
+    chmod = os.path.realpath("/bin/chmod")
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY_REFCNT.replace("{chmod}", chmod))
+    target = tmp_path / "f"
+    target.touch()
+    with AgentProcess(tmp_path, "--tracing-policy", str(pol)) as a:
+        p = subprocess.Popen(["/bin/chmod", "600", str(target)])
+        p.wait()
+        tp = a.wait_for(lambda e: e.get("process_tracepoint", {}).get("process", {})
+                        .get("pid") == p.pid)
+        kp = a.wait_for(lambda e: e.get("process_kprobe", {}).get("process", {})
+                        .get("pid") == p.pid)
+        [ex] = a.wait_for(exec_of(p.pid))
+    assert tp and kp
+    tpe, kpe = tp[-1]["process_tracepoint"], kp[-1]["process_kprobe"]
+    for body in (tpe, kpe):
+        assert body["process"]["binary"] == "/bin/chmod"
+        assert body["process"]["refcnt"] == 1
+        assert "refcnt" not in body["parent"]
+    assert "return_action" not in tpe                     # ProcessTracepoint has none
+    assert kpe["return"] == {"int_arg": 0}
+    assert kpe["action"] == kpe["return_action"] == "KPROBE_ACTION_POST"
+    keys = list(kpe)
+    assert keys.index("policy_name") + 1 == keys.index("return_action")
+    # the exec event's process has no refcnt (Tetragon's exec'd processes carry none)
+    assert "refcnt" not in ex["process_exec"]["process"]
+
+
+def test_script_binary_is_the_script(agent: AgentProcess, tmp_path: Path) -> None:
+    """A ``#!`` script: the binary is the script executed (bprm->filename, as Tetragon),
+    the arguments those the interpreter got after its own name."""
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    ex, _, _ = spawn_and_wait(agent, [str(script), "script-marker"])
+    assert ex["process"]["binary"] == str(script)
+    assert ex["process"]["arguments"] == f"{script} script-marker"

@@ -52,6 +52,20 @@ POD_PROC: dict[str, Any] = {
     "docker": "0123456789abcdef0123456789abcde", "parent_exec_id": INIT["exec_id"],
     "tid": 300, "in_init_tree": True,
 }
+# A fork child that has not exec'd, as Tetragon shows one (flags "execve", refcnt 1).
+FORKED: dict[str, Any] = {
+    **{k: v for k, v in BASH.items() if k not in ("tid", "in_init_tree")},
+    "exec_id": "bm9kZS0xOjE1MDA6MTUw", "pid": 150, "flags": "execve",
+    "start_time": "2024-01-01T00:00:01.700Z", "parent_exec_id": BASH["exec_id"],
+    "refcnt": 1, "tid": 150, "in_init_tree": False,
+}
+# The process of a policy event: the calling thread and the cache's reference count.
+CURL_IN_POLICY: dict[str, Any] = {
+    **{k: v for k, v in CURL.items() if k not in ("tid", "process_credentials", "in_init_tree",
+                                                   "cap", "ns")},
+    "refcnt": 2, "cap": CURL["cap"], "ns": CURL["ns"], "tid": 201,
+    "process_credentials": CURL["process_credentials"], "in_init_tree": False,
+}
 
 
 def _env(key: str, body: dict[str, Any], t: str = "2024-01-01T00:00:05.000001Z") -> Event:
@@ -113,6 +127,22 @@ def samples() -> dict[str, Event]:
                                               "cgroup": "session-429.scope"}),
         "rate_limit": _env("rate_limit_info", {"number_of_dropped_process_events": "42"}),
         "test": _env("test", {"arg0": "1", "arg3": "18446744073709551615"}),
+    }
+
+
+def encoder_samples() -> dict[str, Event]:
+    """``samples()`` plus the shapes only the encoder tests need: a fork child's exit
+    (refcnt in the process), a return probe's kprobe event (return_action, the process
+    with the calling thread and refcnt)."""
+    return {
+        **samples(),
+        "exit_fork": _env("process_exit", {"process": FORKED, "parent": BASH, "status": 3,
+                                           "time": "2024-01-01T00:00:06.500Z"}),
+        "kprobe_return": _env("process_kprobe", {
+            "process": CURL_IN_POLICY, "parent": BASH, "function_name": "__x64_sys_openat",
+            "args": [{"int_arg": -100}], "return": {"int_arg": 3},
+            "action": "KPROBE_ACTION_POST", "policy_name": "open-watch",
+            "return_action": "KPROBE_ACTION_POST", "message": "opened"}),
     }
 
 

@@ -17,6 +17,7 @@ from vigil.events.encode import (
     join_arguments,
     namespaces_dict,
     process_dict,
+    process_view,
     rfc3339,
     securebits_list,
 )
@@ -192,7 +193,7 @@ def test_exec_event_matches_starwars_example() -> None:
     assert list(event) == ["process_exec", "node_name", "time"]
 
 
-def test_process_dict_wrappers_always_present_and_no_refcnt() -> None:
+def test_process_dict_wrappers_always_present_and_no_refcnt_of_exec() -> None:
     p = ProcessInfo(exec_id="", pid=0, tid=0, ktime=0, start_time_ns=0, binary="", refcnt=7)
     assert list(process_dict(p).items()) == [
         ("pid", 0), ("uid", 0), ("start_time", "1970-01-01T00:00:00Z"),
@@ -423,3 +424,26 @@ def test_shared_process_json_is_stored_right_sized() -> None:
         tracemalloc.stop()
     size = len(dumps(procs[0]))
     assert used / len(procs) < size + 400, (used / len(procs), size)
+
+
+def test_process_dict_of_a_fork_child_has_refcnt_1() -> None:
+    p = ProcessInfo(exec_id="x", pid=9, tid=9, ktime=1, start_time_ns=0, binary="/bin/sh",
+                    flags=1, parent_exec_id="y", forked=True, refcnt=5)
+    d = process_dict(p, cred=True)
+    assert d["flags"] == "execve" and d["refcnt"] == 1
+    assert list(d).index("refcnt") == list(d).index("parent_exec_id") + 1
+    assert list(d).index("refcnt") + 1 == list(d).index("cap")
+
+
+def test_process_view_places_refcnt_and_tid() -> None:
+    p = ProcessInfo(exec_id="x", pid=9, tid=9, ktime=1, start_time_ns=0, binary="/bin/sh",
+                    flags=1, parent_exec_id="y")
+    base = process_dict(p, ns=True)
+    v = process_view(base, 10, 3)
+    assert v["refcnt"] == 3 and v["tid"] == 10
+    keys = list(v)
+    assert keys.index("parent_exec_id") + 1 == keys.index("refcnt") == keys.index("ns") - 1
+    assert "refcnt" not in base and base["tid"] == 9          # the shared dict is untouched
+    assert "refcnt" not in process_view(base, 9, 0)           # 0: omitted, as protojson
+    minimal = process_view({"pid": 5, "tid": 5}, 6, 1)
+    assert list(minimal.items()) == [("pid", 5), ("refcnt", 1), ("tid", 6)]

@@ -404,9 +404,12 @@ def test_lsm_event_shape_and_process_attribution() -> None:
         "args: [{index: 0, type: file}]", "message: shadow read\n    tags: [secrets]\n"
         "    args: [{index: 0, type: file, label: target}]"))
     h = plan.enforce.fanotify[0]
-    parent = SimpleNamespace(exec_id="P", pid=1, binary="/bin/sh", parent_exec_id="", ktime=1)
-    old = SimpleNamespace(exec_id="A", pid=42, binary="/usr/bin/cat", parent_exec_id="P", ktime=100)
-    new = SimpleNamespace(exec_id="B", pid=42, binary="/usr/bin/vi", parent_exec_id="P", ktime=900)
+    parent = SimpleNamespace(exec_id="P", pid=1, tid=1, binary="/bin/sh", parent_exec_id="",
+                             ktime=1, refcnt=2)
+    old = SimpleNamespace(exec_id="A", pid=42, tid=42, binary="/usr/bin/cat",
+                          parent_exec_id="P", ktime=100, refcnt=1)
+    new = SimpleNamespace(exec_id="B", pid=42, tid=42, binary="/usr/bin/vi",
+                          parent_exec_id="P", ktime=900, refcnt=1)
     cache = FakeCache({42: old}, {"P": parent})
     ev = LsmEvents(FakePipeline(cache))
     ev.hooks[h.hook_id] = HookRef(h, "t")
@@ -417,6 +420,8 @@ def test_lsm_event_shape_and_process_attribution() -> None:
     assert list(body) == ["process", "parent", "function_name", "policy_name", "message", "args",
                           "action", "tags"]
     assert body["process"]["exec_id"] == "A" and body["parent"]["exec_id"] == "P"
+    # the process with the cache's reference count, as in every policy event
+    assert body["process"]["refcnt"] == 1 and "refcnt" not in body["parent"]
     assert body["args"] == [{"file_arg": {"path": "/etc/shadow", "permission": "-rw-r-----"},
                              "label": "target"}]
     assert body["action"] == "KPROBE_ACTION_OVERRIDE" and body["tags"] == ["secrets"]

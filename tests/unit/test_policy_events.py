@@ -82,6 +82,10 @@ PROCESS = {"exec_id": exec_id(NODE, 2_000_000_000, 100), "pid": 100, "uid": 1000
            "start_time": "2023-11-14T22:13:22Z", "auid": 1000,
            "parent_exec_id": exec_id(NODE, 1_000_000_000, 50), "tid": 100,
            "in_init_tree": False}
+# The process of a policy event: as PROCESS plus the cache's reference count (1: the
+# process itself, no children), as Tetragon's events carry it (in field order, before tid)
+EV_PROCESS = {**{k: v for k, v in PROCESS.items() if k not in ("tid", "in_init_tree")},
+              "refcnt": 1, "tid": 100, "in_init_tree": False}
 TIME = "2023-11-14T22:13:25.123456789Z"
 
 
@@ -96,16 +100,18 @@ def test_kprobe_event_all_parts(env: Any) -> None:
                  flags=abi.GenFlag.RETURN, ret=-2, orig=[0, 0, 10])
     [ev] = pipe.handle([rec])
     assert ev == {"process_kprobe": {
-        "process": PROCESS, "parent": PARENT, "function_name": "__x64_sys_openat",
+        "process": EV_PROCESS, "parent": PARENT, "function_name": "__x64_sys_openat",
         "args": [{"int_arg": -100, "label": "dirfd"}, {"string_arg": "/etc/passwd"},
                  {"truncated_bytes_arg": {"bytes_arg": base64.b64encode(b"abc").decode(),
                                           "orig_size": "10"}, "label": "buf"}],
         "return": {"int_arg": -2}, "action": "KPROBE_ACTION_POST", "policy_name": "pol",
-        "message": "opened", "tags": ["fs", "t2"]},
+        "return_action": "KPROBE_ACTION_POST", "message": "opened", "tags": ["fs", "t2"]},
         "node_name": NODE, "time": TIME}
     # field order is the JSON order (Tetragon's field numbers)
     assert list(ev["process_kprobe"]) == ["process", "parent", "function_name", "args",
-                                          "return", "action", "policy_name", "message", "tags"]
+                                          "return", "action", "policy_name", "return_action",
+                                          "message", "tags"]
+    assert list(ev["process_kprobe"]["process"]) == list(EV_PROCESS)
     assert orjson.dumps(ev).startswith(b'{"process_kprobe":{"process":{"exec_id":')
     assert pe.events == {("pol", "kprobe:__x64_sys_openat", "KPROBE_ACTION_POST"): 1}
 
@@ -116,12 +122,13 @@ def test_kprobe_minimal_no_return_flag_and_other_thread(env: Any) -> None:
                                  return_arg=ArgSpec("int")), "pol", "")])
     [ev] = pipe.handle([record(8, [], tid=101, action=9, ret=5)])
     assert ev == {"process_kprobe": {
-        "process": {**PROCESS, "tid": 101}, "parent": PARENT, "function_name": "f",
+        "process": {**EV_PROCESS, "tid": 101}, "parent": PARENT, "function_name": "f",
         "action": "KPROBE_ACTION_NOPOST", "policy_name": "pol"},
         "node_name": NODE, "time": TIME}
     # the cached process dict itself is never changed by a per-thread event
     [ev2] = pipe.handle([record(8, [])])
-    assert ev2["process_kprobe"]["process"] == PROCESS
+    assert ev2["process_kprobe"]["process"] == EV_PROCESS
+    assert "refcnt" not in pipe.cache.current(100).encoded
 
 
 def test_tracepoint_event(env: Any) -> None:
@@ -134,7 +141,7 @@ def test_tracepoint_event(env: Any) -> None:
                                    struct.pack("<q", -1)],
                                op=abi.MsgOp.GENERIC_TRACEPOINT, ktime=5_000_000_000)])
     assert ev == {"process_tracepoint": {
-        "process": PROCESS, "parent": PARENT, "subsys": "syscalls", "event": "sys_enter_openat",
+        "process": EV_PROCESS, "parent": PARENT, "subsys": "syscalls", "event": "sys_enter_openat",
         "args": [{"uint_arg": 4294967295}, {"long_arg": "-1"},
                  {"size_arg": "18446744073709551615"}],
         "policy_name": "tp", "action": "KPROBE_ACTION_POST"},
@@ -149,7 +156,7 @@ def test_uprobe_event(env: Any) -> None:
     [ev] = pipe.handle([record(10, [struct.pack("<q", 21)], op=abi.MsgOp.GENERIC_UPROBE,
                                ktime=5_120_000_000)])
     assert ev == {"process_uprobe": {
-        "process": PROCESS, "parent": PARENT, "path": "/usr/lib/libc.so.6", "symbol": "malloc",
+        "process": EV_PROCESS, "parent": PARENT, "path": "/usr/lib/libc.so.6", "symbol": "malloc",
         "policy_name": "up", "message": "m",
         "args": [{"capability_arg": {"value": 21, "name": "CAP_SYS_ADMIN"}}],
         "tags": ["a"], "action": "KPROBE_ACTION_POST"},
@@ -164,7 +171,7 @@ def test_lsm_event(env: Any) -> None:
     [ev] = pipe.handle([record(11, [b"/etc/shadow"], op=abi.MsgOp.GENERIC_LSM, action=3,
                                ktime=5_123_456_000)])
     assert ev == {"process_lsm": {
-        "process": PROCESS, "parent": PARENT, "function_name": "file_open",
+        "process": EV_PROCESS, "parent": PARENT, "function_name": "file_open",
         "policy_name": "lsm", "message": "m",
         "args": [{"file_arg": {"path": "/etc/shadow"}, "label": "f"}],
         "action": "KPROBE_ACTION_SIGKILL", "tags": ["x"]},

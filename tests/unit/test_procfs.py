@@ -42,9 +42,10 @@ CapEff:\t0000000000002000
 """
 
 
-def stat_line(pid: int, comm: str, ppid: int, start: int, state: str = "S") -> str:
-    # fields 5..21 (17 values), then 22 = starttime, then a few trailing fields
-    middle = [str(pid), str(pid), "0", "-1", "4194560"] + ["0"] * 12
+def stat_line(pid: int, comm: str, ppid: int, start: int, state: str = "S",
+              flags: int = 4194560) -> str:
+    # fields 5..21 (17 values; 9 = flags), then 22 = starttime, then a few trailing fields
+    middle = [str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12
     return " ".join([f"{pid} ({comm}) {state} {ppid}", *middle, str(start), "1000", "200", "0"]) + "\n"
 
 
@@ -62,10 +63,11 @@ def make_proc(
     cgroup: str = "0::/init.scope\n",
     loginuid: str | None = "4294967295",
     ns_base: int = 4026531830,
+    flags: int = 4194560,
 ) -> Path:
     d = root / str(pid)
     d.mkdir(parents=True)
-    (d / "stat").write_text(stat_line(pid, comm, ppid, start))
+    (d / "stat").write_text(stat_line(pid, comm, ppid, start, flags=flags))
     (d / "status").write_text(status)
     (d / "cmdline").write_bytes(cmdline)
     (d / "cgroup").write_text(cgroup)
@@ -91,7 +93,8 @@ def fake_proc(tmp_path: Path) -> Path:
     (root / "meminfo").write_text("MemTotal: 1 kB\n")
     make_proc(root, 1, comm="systemd", ppid=0, start=1, cmdline=b"/sbin/init\0splash\0",
               exe="/usr/lib/systemd/systemd")
-    make_proc(root, 2, comm="kthreadd", ppid=0, start=1, cmdline=b"", exe=None)
+    make_proc(root, 2, comm="kthreadd", ppid=0, start=1, cmdline=b"", exe=None,
+              flags=procfs.PF_KTHREAD | 0x40)
     make_proc(root, 7, comm="kworker/0:1", ppid=2, start=3, cmdline=b"", exe=None,
               cgroup="0::/\n", loginuid=None)
     make_proc(root, 100, comm="my (weird) prog) x", ppid=1, start=500,
@@ -195,17 +198,18 @@ def test_parse_cgroup(text: str, name: str, docker: str) -> None:
 def test_scan_fake_tree(fake_proc: Path) -> None:
     procs = procfs.scan(str(fake_proc), node_name="node1", boot_wall_ns=WALL0)
     got = by_pid(procs)
-    assert sorted(got) == [1, 2, 7, 100, 150, 200]     # 300 vanished, self/meminfo ignored
+    assert sorted(got) == [0, 1, 2, 7, 100, 150, 200]  # 300 vanished, self/meminfo ignored
 
-    # parents first: sorted by (ktime, pid)
-    assert [p.pid for p in procs] == [1, 2, 7, 100, 150, 200]
-    keys = [(p.ktime, p.pid) for p in procs]
+    # Tetragon's <kernel> first, then parents first: sorted by (ktime, pid)
+    assert [p.pid for p in procs] == [0, 1, 2, 7, 100, 150, 200]
+    keys = [(p.ktime, p.pid) for p in procs[1:]]
     assert keys == sorted(keys)
 
     init = got[1]
     assert init.ktime == 1 * TICK_NS
     assert init.exec_id == exec_id("node1", TICK_NS, 1)
-    assert init.parent_exec_id == "" and init.ppid == 0
+    assert init.parent_exec_id == exec_id("node1", 1, 0) and init.ppid == 0  # <kernel>
+    assert not init.kthread
     assert init.binary == "/usr/lib/systemd/systemd"
     assert init.args == ("splash",)
     assert init.cwd == "/"
@@ -219,9 +223,12 @@ def test_scan_fake_tree(fake_proc: Path) -> None:
 def test_scan_kernel_threads(fake_proc: Path) -> None:
     got = by_pid(procfs.scan(str(fake_proc), node_name="n", boot_wall_ns=WALL0))
     kthreadd, worker = got[2], got[7]
-    assert kthreadd.binary == "kthreadd" and kthreadd.args == ()
-    assert kthreadd.parent_exec_id == ""
-    assert worker.binary == "kworker/0:1" and worker.args == ()
+    # Tetragon's names for kernel threads; kthreadd by PF_KTHREAD, the worker by the
+    # empty cmdline and unreadable exe
+    assert kthreadd.binary == "[kthreadd]" and kthreadd.args == ()
+    assert kthreadd.kthread and worker.kthread
+    assert kthreadd.parent_exec_id == got[0].exec_id == exec_id("n", 1, 0)
+    assert worker.binary == "[kworker/0:1]" and worker.args == ()
     assert worker.parent_exec_id == kthreadd.exec_id
     assert worker.flags == ExecFlag.PROCFS | ExecFlag.ROOTCWD
     assert worker.auid == 4294967295                  # no loginuid file
@@ -314,9 +321,12 @@ def test_scan_degrades_unreadable_optional_files(tmp_path: Path) -> None:
     d = make_proc(root, 42, comm="x", ppid=0, start=9, cmdline=b"/bin/x\0a\0", exe=None, cwd=None)
     shutil.rmtree(d / "ns")
     (d / "cgroup").unlink()
-    (p,) = procfs.scan(str(root), boot_wall_ns=WALL0)
-    assert p.binary == ""                             # user process without readable exe
-    assert p.flags == ExecFlag.PROCFS | ExecFlag.ERROR_FILENAME | ExecFlag.ROOTCWD | ExecFlag.ERROR_CWD
+    make_proc(root, 43, comm="y", ppid=0, start=9, cmdline=b"y\0", exe=None)
+    (_, p, q) = procfs.scan(str(root), boot_wall_ns=WALL0)
+    # user process without readable exe (pid 1 here): argv[0] when absolute, else nothing
+    assert p.binary == "/bin/x" and not p.kthread
+    assert p.flags == ExecFlag.PROCFS | ExecFlag.ROOTCWD | ExecFlag.ERROR_CWD
+    assert q.binary == "" and q.flags & ExecFlag.ERROR_FILENAME
     assert p.cwd == ""
     assert p.args == ("a",)
     assert p.ns == Namespaces()
@@ -324,9 +334,9 @@ def test_scan_degrades_unreadable_optional_files(tmp_path: Path) -> None:
 
 
 def test_scan_empty_and_default_boot_wall(tmp_path: Path) -> None:
-    assert procfs.scan(str(tmp_path)) == []
+    assert [p.binary for p in procfs.scan(str(tmp_path))] == ["<kernel>"]
     make_proc(tmp_path, 5, comm="x", ppid=0, start=0, cmdline=b"x\0", exe="/x")
-    (p,) = procfs.scan(str(tmp_path))
+    (_, p) = procfs.scan(str(tmp_path))
     expected = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     assert abs(p.start_time_ns - expected) < 10**9
 
@@ -335,7 +345,8 @@ def test_kernel_process() -> None:
     k = procfs.kernel_process("n", boot_wall_ns=WALL0)
     assert (k.pid, k.ktime, k.binary) == (0, 1, "<kernel>")
     assert k.exec_id == exec_id("n", 1, 0)
-    assert k.flags == ExecFlag.PROCFS and k.parent_exec_id == ""
+    # its own parent, as Tetragon links a ppid of 0 to <kernel>
+    assert k.flags == ExecFlag.PROCFS and k.parent_exec_id == k.exec_id
 
 
 # ------------------------------------------------------------------ real /proc

@@ -8,7 +8,7 @@ import copy
 import pytest
 from google.protobuf import json_format
 
-from tests.unit.grpc_samples import BASH, CURL, INIT, NODE, samples
+from tests.unit.grpc_samples import BASH, CURL, INIT, NODE, encoder_samples, samples
 from vigil.api.tetragon import events_pb2, sensors_pb2
 from vigil.policy.store_api import ActionCounters, PolicyInfo, PolicyState
 from vigil.server import filters as F
@@ -250,10 +250,13 @@ def test_field_filter_errors():
 SHARED_ENCODER = EventEncoder()  # caches warm across the parametrized cases, as in a stream
 
 
-@pytest.mark.parametrize("name", sorted(S))
+ENC_S = encoder_samples()
+
+
+@pytest.mark.parametrize("name", sorted(ENC_S))
 @pytest.mark.parametrize("encoder", ["fresh", "shared"])
 def test_encoder_matches_protobuf_for_every_event_type(name, encoder):
-    ev = S[name]
+    ev = ENC_S[name]
     ref = json_format.ParseDict(copy.deepcopy(ev), events_pb2.GetEventsResponse())
     enc = EventEncoder() if encoder == "fresh" else SHARED_ENCODER
     data = enc.encode_event(ev)
@@ -401,11 +404,11 @@ def test_cli_getevents_file_applies_the_same_filters(tmp_path):
     assert r.exit_code == 2 and "unknown event type" in r.output
 
 
-@pytest.mark.parametrize("name", sorted(samples()))
+@pytest.mark.parametrize("name", sorted(encoder_samples()))
 def test_fast_encoder_writes_the_general_encoders_bytes(name: str) -> None:
     """The generated fast path (vigil.server.fastencode) and the interpreting encoder
     agree byte for byte; the sample shapes the pipeline makes take the fast path."""
-    ev = samples()[name]
+    ev = encoder_samples()[name]
     enc = EventEncoder()
     general = enc._message(enc._response, ev)  # noqa: SLF001
     assert enc.encode_event(ev, shared=False) == general

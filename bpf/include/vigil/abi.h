@@ -142,7 +142,8 @@ struct vg_host_ns {
 /*
  * VG_MSG_EXEC, sent from sched_process_exec. The tail `data` holds, in order:
  *   cgroup name (cgroup_len bytes, no NUL)
- *   binary path, resolved in the kernel (path_len bytes, no NUL)
+ *   the executed name, bprm->filename: the path given to execve, not resolved,
+ *     relative to the cwd when it does not start with "/" (path_len bytes, no NUL)
  *   cwd (cwd_len bytes; 0 = "/")
  *   argv as in /proc/pid/cmdline, NUL-separated (args_len bytes)
  */

@@ -232,7 +232,8 @@ class Agent:
                 self.metrics = start_metrics(self, self.cfg.metrics)
             procs = procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)
             self._offer(self.pipeline.bootstrap(procs))
-            self.sensor.seed_procs((p.pid, p.binary) for p in procs if p.binary)
+            self.sensor.seed_procs((p.pid, p.binary) for p in procs
+                                   if p.binary and p.pid and not p.kthread)
             self._load_startup_policies()
             tune_gc()
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",

@@ -95,6 +95,7 @@ class LsmEvents:
             if report.get("bin"):
                 out["binary"] = report["bin"]
             return out, None
-        proc = self.pipeline.process_json(p)
+        # with the cache's reference count, as in every policy event (Tetragon's copy)
+        proc = encode.process_view(self.pipeline.process_json(p), p.tid, p.refcnt)
         parent = cache.get(p.parent_exec_id) if cache is not None and p.parent_exec_id else None
         return proc, self.pipeline.process_json(parent) if parent is not None else None

@@ -7,6 +7,7 @@ those and carries on.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -57,6 +58,16 @@ def decode_path(raw: bytes) -> str:
     return raw.decode(errors="replace") if raw else "/"
 
 
+def executed_binary(raw: bytes, cwd: str) -> str:
+    """The exec's ``binary``: the name execve was given (not resolved: ``/bin/sh`` stays
+    ``/bin/sh``), made absolute against ``cwd`` and cleaned when it was relative, as
+    Tetragon does. Empty when the kernel could not read it."""
+    name = raw.decode(errors="replace")
+    if name.startswith("/") or not name:
+        return name
+    return posixpath.normpath(posixpath.join(cwd or "/", name))
+
+
 def split_argv(raw: bytes) -> tuple[str, ...]:
     """NUL-separated argv as in /proc/PID/cmdline -> argv (invalid UTF-8 -> U+FFFD)."""
     if not raw:
@@ -99,6 +110,7 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     pid, ktime, kflags = v[_X_PID], v[_X_KTIME], v[_X_FLAGS]
     argv = split_argv(args_raw)
     cgroup_name = cgroup_raw.decode(errors="replace")
+    cwd = decode_path(cwd_raw)
     creds = Credentials(*[v[i] for i in _CREDS])
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
@@ -106,9 +118,9 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         tid=v[_X_TID],
         ktime=ktime,
         start_time_ns=boot_wall_ns + ktime,
-        binary=decode_path(path_raw),
+        binary=executed_binary(path_raw, cwd),
         args=argv[1:],
-        cwd=decode_path(cwd_raw),
+        cwd=cwd,
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
         auid=v[_X_AUID],

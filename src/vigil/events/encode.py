@@ -17,8 +17,9 @@ What is omitted, and why (proto3 JSON mapping, ``EmitUnpopulated`` false):
   Tetragon always sets, so they are always written, even as ``0``/``false``;
 * set sub-messages are written even when all their fields are zero (``{}``),
   e.g. ``cap`` of a process without capabilities, or a namespace inum of 0;
-* ``refcnt`` is never written: it is a process-cache debug counter whose value
-  depends on timing, so it has no stable meaning for consumers;
+* ``refcnt`` (a process-cache debug counter) is written where Tetragon writes it: 1 in
+  the dict of a fork child that has not exec'd (Tetragon's clone entries carry it), and
+  the cache's current count in the process of a policy event (``process_view``);
 * ``pod``, ``binary_properties``, ``user`` and ``environment_variables`` are not
   produced by this module (no k8s API, and the others are opt-in in Tetragon).
 
@@ -58,6 +59,7 @@ __all__ = [
     "join_arguments",
     "namespaces_dict",
     "process_dict",
+    "process_view",
     "rfc3339",
     "securebits_list",
     "SharedDict",
@@ -344,6 +346,8 @@ def process_dict(
     out["auid"] = p.auid
     _put_str(out, "docker", p.docker)
     _put_str(out, "parent_exec_id", p.parent_exec_id)
+    if p.forked:
+        out["refcnt"] = 1
     if cred:
         out["cap"] = capabilities_dict(p.creds)
     if ns:
@@ -352,6 +356,30 @@ def process_dict(
     if cred:
         out["process_credentials"] = credentials_dict(p.creds)
     out["in_init_tree"] = p.in_init_tree
+    return out
+
+
+# Process fields after refcnt (field 13), in field order: where refcnt goes in a view.
+_AFTER_REFCNT = frozenset({"cap", "ns", "tid", "process_credentials", "binary_properties",
+                           "user", "in_init_tree"})
+
+
+def process_view(proc: dict[str, Any], tid: int, refcnt: int) -> SharedDict:
+    """A copy of the process dict ``proc`` with another ``tid`` and ``refcnt`` (0: none),
+    in field order: the process of a policy event, as Tetragon reports it (the calling
+    thread, and the process's reference count in the cache at that moment)."""
+    out = SharedDict()
+    placed = refcnt == 0
+    for k, v in proc.items():
+        if k == "refcnt":
+            continue
+        if not placed and k in _AFTER_REFCNT:
+            out["refcnt"] = refcnt
+            placed = True
+        out[k] = v
+    if not placed:
+        out["refcnt"] = refcnt
+    out["tid"] = tid
     return out
 
 

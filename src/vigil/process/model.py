@@ -135,6 +135,12 @@ class ProcessInfo:
     creds: Credentials = field(default_factory=Credentials)
     ns: Namespaces = field(default_factory=Namespaces)
     in_init_tree: bool = False
+    # a fork child that has not exec'd (yet): Tetragon's clone-only process, exported
+    # (by its exit, or as a parent) with flags "execve" and refcnt 1
+    forked: bool = False
+    # a kernel thread found by the /proc scan: cached (a parent of usermode helpers),
+    # never exported as an exec of its own
+    kthread: bool = False
     # the Tetragon JSON dict of this process, built once on first use by the pipeline
     encoded: dict[str, object] | None = field(default=None, repr=False, compare=False)
     # bookkeeping owned by the process cache

@@ -10,22 +10,24 @@ Decisions (where Tetragon's behaviour is not forced on us):
   ``CLK_TCK = os.sysconf("SC_CLK_TCK")``. Tetragon hard-codes 100 ticks/s; that is
   USER_HZ on every mainstream Linux ABI, so both agree in practice, and reading the
   real value keeps exec_ids right on an exotic build.
-* Kernel threads (and zombies): Tetragon's rule, an empty ``cmdline`` plus an
-  unreadable ``exe`` link, gives ``binary = comm`` (e.g. ``kthreadd``,
-  ``kworker/0:1``) and no args. They are kept: kthreadd (pid 2) is the parent of
-  every kernel thread.
+* Kernel threads (``PF_KTHREAD`` in ``stat`` flags; or, as Tetragon's rule, an empty
+  ``cmdline`` plus an unreadable ``exe``): ``binary = "[comm]"`` (e.g.
+  ``[kthreadd]``, ``[kworker/0:1]``), as Tetragon names them where they appear (as the
+  parent of a usermode helper), no args, and ``kthread`` set: they are cached but never
+  announced, as Tetragon emits no exec for them.
 * A process whose ``stat``, ``status`` or ``cmdline`` cannot be read (it vanished,
   or we may not look at it) is skipped. Failures on the other files degrade the
   record instead, unless the process directory is gone by then (it exited mid-scan),
   in which case it is skipped too:
-  unreadable ``exe`` on a user process -> ``binary = ""`` (as Tetragon) plus
-  ``errorFilename`` (Vigil's addition, so consumers can tell; seen for pid 1 in
-  sandboxes without CAP_SYS_PTRACE);
+  unreadable ``exe`` on a user process -> ``binary`` = argv[0] when it is an
+  absolute path (the name it was most likely executed by: pid 1 on hosts that hide
+  its ``exe`` even from root), else ``""`` plus ``errorFilename`` (Vigil's addition,
+  so consumers can tell);
   unreadable ``cwd`` -> ``cwd = ""`` plus ``rootcwd errorCWD`` (Tetragon's flags);
   missing ``ns/*`` -> inode 0; missing ``loginuid`` -> 4294967295.
 * ``parent_exec_id`` comes from ``ppid`` and the parent's starttime; ppid 0 (init,
-  kthreadd) means no parent. The synthetic pid-0 ``<kernel>`` process Tetragon also
-  announces is available separately from ``kernel_process()``.
+  kthreadd) names Tetragon's synthetic pid-0 ``<kernel>`` process (ktime 1), which
+  ``scan()`` returns first (``kernel_process()``).
 * ``cgroup_id`` is left 0: it is not exposed by /proc (BPF events provide it).
 """
 
@@ -45,6 +47,7 @@ from vigil.process.model import (
 )
 
 INVALID_UID = 0xFFFFFFFF
+KERNEL_KTIME = 1  # the <kernel> process's ktime (Tetragon's)
 _DELETED_SUFFIX = " (deleted)"
 _CONTAINER_ID_RE = re.compile(r"[0-9a-f]{64}")
 _DOCKER_ID_LEN = 31
@@ -73,6 +76,15 @@ def parse_stat(text: str) -> tuple[int, int]:
         raise ValueError("malformed stat: too few fields")
     # rest[0] is field 3 (state): field N lives at rest[N - 3].
     return int(rest[1]), int(rest[19])
+
+
+PF_KTHREAD = 0x00200000
+
+
+def parse_stat_flags(text: str) -> int:
+    """Return the task flags (``stat`` field 9: ``PF_*``) from ``/proc/<pid>/stat`` text."""
+    _, rest = _split_stat(text)
+    return int(rest[6])
 
 
 def parse_stat_comm(text: str) -> str:
@@ -240,11 +252,12 @@ class _Reader:
 # ---------------------------------------------------------------------- scan
 
 
-def _binary_and_flags(exe: str | None, cmdline: bytes, comm: str) -> tuple[str, int]:
+def _binary_and_flags(exe: str | None, cmdline: bytes) -> tuple[str, int]:
     if exe is not None:
         return exe.removesuffix(_DELETED_SUFFIX), 0
-    if not cmdline:
-        return comm, 0  # kernel thread (or zombie): Tetragon reports the comm
+    argv0 = cmdline.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if argv0.startswith("/"):
+        return argv0, 0
     return "", ExecFlag.ERROR_FILENAME
 
 
@@ -273,9 +286,15 @@ def _read_process(
         cmdline = reader.required("cmdline")
         ppid, start_ticks = parse_stat(stat)
         comm = parse_stat_comm(stat)
-    except (OSError, ValueError):
+        kflags = parse_stat_flags(stat)
+    except (OSError, ValueError, IndexError):
         return None
-    binary, bflags = _binary_and_flags(reader.link("exe"), cmdline, comm)
+    exe = reader.link("exe")
+    kthread = bool(kflags & PF_KTHREAD) or (not cmdline and exe is None)
+    if kthread:
+        binary, bflags = f"[{comm}]", 0
+    else:
+        binary, bflags = _binary_and_flags(exe, cmdline)
     cwd, cflags = _cwd_and_flags(reader.link("cwd"))
     loginuid = reader.optional("loginuid")
     cgroup = reader.optional("cgroup")
@@ -302,6 +321,7 @@ def _read_process(
         cgroup_name=cgroup_name,
         creds=creds,
         ns=ns,
+        kthread=kthread,
     )
 
 
@@ -321,8 +341,10 @@ def _parent_ktime(procfs: str, ppid: int, tick_ns: int) -> int | None:
 
 def _link_parents(procs: list[ProcessInfo], procfs: str, node_name: str, tick_ns: int) -> None:
     ktimes = {p.pid: p.ktime for p in procs}
+    kernel = exec_id(node_name, KERNEL_KTIME, 0)
     for p in procs:
         if p.ppid == 0:
+            p.parent_exec_id = kernel
             continue
         pktime = ktimes.get(p.ppid)
         if pktime is None:
@@ -332,7 +354,8 @@ def _link_parents(procs: list[ProcessInfo], procfs: str, node_name: str, tick_ns
 
 
 def scan(procfs: str = "/proc", node_name: str = "", boot_wall_ns: int | None = None) -> list[ProcessInfo]:
-    """Return one ProcessInfo per running thread group, parents first (by ktime, pid).
+    """Return Tetragon's pid-0 ``<kernel>`` process, then one ProcessInfo per running
+    thread group, parents first (by ktime, pid).
 
     ``boot_wall_ns`` is the wall-clock time of boot-clock zero used for
     ``start_time_ns`` (default: measured now). Processes that vanish or cannot be read
@@ -347,19 +370,23 @@ def scan(procfs: str = "/proc", node_name: str = "", boot_wall_ns: int | None = 
             procs.append(p)
     _link_parents(procs, procfs, node_name, tick_ns)
     procs.sort(key=lambda p: (p.ktime, p.pid))
-    return procs
+    return [kernel_process(node_name, wall0), *procs]
 
 
 def kernel_process(node_name: str = "", boot_wall_ns: int | None = None) -> ProcessInfo:
-    """Return Tetragon's synthetic pid-0 ``<kernel>`` process (ktime 1, flag procFS)."""
+    """Return Tetragon's synthetic pid-0 ``<kernel>`` process (ktime 1, flag procFS):
+    the parent of the processes whose ppid is 0 (init, kthreadd). Its own parent is
+    itself, as Tetragon links a ppid of 0 to ``<kernel>``."""
     wall0 = measure_boot_wall_ns() if boot_wall_ns is None else boot_wall_ns
+    eid = exec_id(node_name, KERNEL_KTIME, 0)
     return ProcessInfo(
-        exec_id=exec_id(node_name, 1, 0),
+        exec_id=eid,
         pid=0,
         tid=0,
-        ktime=1,
-        start_time_ns=wall0 + 1,
+        ktime=KERNEL_KTIME,
+        start_time_ns=wall0 + KERNEL_KTIME,
         binary="<kernel>",
         flags=int(ExecFlag.PROCFS),
         auid=INVALID_UID,
+        parent_exec_id=eid,
     )
