@@ -389,17 +389,6 @@ spec:
 """
 
 
-@pytest.fixture
-def tracefs() -> Iterator[None]:
-    """tracefs mounted for the test's tracepoint policy (unmounted after if it was not)."""
-    from vigil.bpf import features
-    mounted = features.mount_tracefs()
-    yield
-    if mounted:
-        subprocess.run(["umount", mounted], check=False)
-
-
-@pytest.mark.usefixtures("tracefs")
 def test_policy_events_carry_refcnt_and_return_action(tmp_path: Path) -> None:
     """A tracepoint and a return kprobe on the same call: the process carries the cache's
     reference count (1: running, no children) and the return probe's event has
