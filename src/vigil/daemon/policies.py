@@ -85,13 +85,17 @@ def _host_ns(procfs: str) -> dict[str, Any]:
     return {"host_ns": {k: getattr(known.ns, k) for k in known.ns.__dataclass_fields__}}
 
 
-def _compiles_with_every_feature(policy: Any, view: KernelView) -> bool:
-    """Whether ``policy`` compiles for a kernel offering every BPF feature: then a
-    CompileError here means "this kernel cannot", not "this policy is wrong"."""
+def _loads_on_another_kernel(policy: Any, view: KernelView) -> bool:
+    """Whether ``policy`` compiles for a kernel offering every BPF feature, or fails
+    there only because this kernel's build lacks a function, tracepoint or signature it
+    names: then a CompileError here means "this kernel cannot", not "this policy is
+    wrong"."""
     full = replace(view, kprobes=True, fentry=True, lsm=True, kprobe_multi=True,
                    fmod_ret=True, fmod_ret_syscall=True)
     try:
         compile_policy(policy, full)
+    except CompileError as err:
+        return bool(err.kernel_lacks)
     except Exception:  # invalid anyway (or not decidable): the first error stands
         return False
     return True
@@ -201,7 +205,7 @@ class PolicyManager:
             plan = compile_policy(policy, view, hook_id_base=self._next_hook_id)
         except CompileError as err:
             d = diagnostic(err, policy, source)
-            if err.kernel_lacks or _compiles_with_every_feature(policy, view):
+            if err.kernel_lacks or _loads_on_another_kernel(policy, view):
                 # valid, not for this kernel
                 raise FeatureNotSupported(f"policy {policy.metadata.name}", f"{d}") from err
             raise PolicyError(f"{d}", [d]) from err
