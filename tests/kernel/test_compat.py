@@ -232,13 +232,6 @@ def _getpid(d: Path) -> None:
     os.getppid()
 
 
-def _write_stdout(d: Path) -> int:
-    """A child writes to its stdout (fd 1); returns its pid."""
-    p = subprocess.Popen([PY, "-c", "import os; os.write(1, b'vk')"], stdout=subprocess.PIPE)
-    p.communicate()
-    return p.pid
-
-
 def _bash(d: Path) -> int:
     """/usr/bin/bash starts (main, malloc) and runs a command."""
     p = subprocess.Popen(["/usr/bin/bash", "-c", "echo vk"], stdout=subprocess.DEVNULL)
@@ -342,19 +335,6 @@ def _str_arg(name: str, want: str) -> Check:
         got = [a.get("string_arg") for b in _mine(evs) if _name(b) == name
                for a in b.get("args", [])]
         assert want.format(d=d) in got, got
-    return check
-
-
-def _and(*checks: Check) -> Check:
-    def check(evs: list[Event], r: Any, d: Path) -> None:
-        for c in checks:
-            c(evs, r, d)
-    return check
-
-
-def _rc(want: int) -> Check:
-    def check(evs: list[Event], rc: Any, _d: Path) -> None:
-        assert rc == want, rc
     return check
 
 
