@@ -192,3 +192,18 @@ def test_syscall_override_reason_on_trampoline_kernels(btf) -> None:  # type: ig
 """
     with pytest.raises(CompileError, match="refuses fmod_ret on syscall functions"):
         compile_policy(doc(spec), view(btf))
+
+
+def test_trailing_nul_of_a_string_value_is_dropped(btf) -> None:  # type: ignore[no-untyped-def]
+    """As Tetragon: Equal "security.capability\\0" matches the string security.capability
+    (tetragon-examples/cves/cve-2023-2640-overlayfs-ubuntu.yaml)."""
+    def keys(value: str) -> object:
+        plan = compile_policy(doc(f"""  kprobes:
+  - call: security_kernel_module_request
+    syscall: false
+    args: [{{index: 0, type: string}}]
+    selectors:
+    - matchArgs: [{{index: 0, operator: Equal, values: ["{value}"]}}]
+"""), view(btf))
+        return plan.hooks[0].map_keys["vg_str_eq"]
+    assert keys("net-pf-12\\0") == keys("net-pf-12")

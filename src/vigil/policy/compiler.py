@@ -861,6 +861,10 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
         if op not in _STRING_OPS:
             raise CompileError(f"{w}.operator", f"{op} does not apply to string arguments",
                                invalid=True)
+        if t.kind in (K.USTR, K.KSTR) and op in ("Equal", "NotEqual"):
+            # Tetragon drops trailing NULs of string values ("security.capability\0"
+            # matches the string security.capability)
+            values = [v.rstrip("\0") for v in values]
         b.cfg[f"{slot}.op"] = int(_STRING_OPS[op])
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
 
