@@ -178,9 +178,8 @@ def test_host_ns_unknown_where_it_loads_is_refused() -> None:
 def test_verdicts_of_tetragons_examples_name_what_is_missing() -> None:
     """Unsupported (a Vigil feature, any kernel): exit 3, naming it; a function this
     kernel's BTF lacks: exit 4, naming it (no BPF feature would help)."""
-    examples = Path(__file__).resolve().parents[3] / "shared" / "tetragon-examples"
-    if not examples.is_dir():
-        raise AssertionError(f"Tetragon's examples are missing: {examples}")
+    from tests.tetragon_examples import examples_dir
+    examples = examples_dir()
     r = CliRunner().invoke(check, [str(examples / "usdt.yaml"), "--kernel-features", "full",
                                    "-o", "json"])
     assert r.exit_code == 3

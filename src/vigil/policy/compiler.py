@@ -1093,6 +1093,9 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
         if name == "Signal":
+            if a.arg_sig is None:
+                raise CompileError(f"{w}.matchActions[{k}].argSig",
+                                   "action Signal requires argSig", invalid=True)
             b.cfg[f"{p}.actions[{k}].arg"] = int(a.arg_sig)
         rate_ms = getattr(a, "rate_limit_ms", 0) or 0
         if name == "Post" and rate_ms:
