@@ -139,6 +139,7 @@ def agent(**opts: object) -> None:
             export_filters=op.export_filters,
             health_address=op.health_address,
             health_interval=op.health_interval,
+            health_explicit=op.health_explicit,
             keep_sensors_on_exit=op.keep_sensors_on_exit,
             node_name=str(opts["node_name"]),
             cgroup_rate=obs.cgroup_rate,

@@ -71,6 +71,7 @@ class OperatorConfig:
     export_filters: Any               # vigil.export.filters.ExportFilterConfig
     health_address: str
     health_interval: float
+    health_explicit: bool      # address set by the operator: failing to bind stops start-up
     keep_sensors_on_exit: bool
 
 
@@ -98,8 +99,15 @@ def operator_config(opts: Mapping[str, Any]) -> OperatorConfig:
         export_filters=filters,
         health_address=str(opts["health_server_address"]).strip(),
         health_interval=float(opts["health_server_interval"]),
+        health_explicit=_given(ctx, "health_server_address"),
         keep_sensors_on_exit=bool(opts["keep_sensors_on_exit"]),
     )
+
+
+def _given(ctx: click.Context | None, param: str) -> bool:
+    if ctx is None:
+        return True
+    return ctx.get_parameter_source(param) not in (click.core.ParameterSource.DEFAULT, None)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -75,6 +75,7 @@ class AgentConfig:
     export_filters: Any = None              # vigil.export.filters.ExportFilterConfig (None: all)
     health_address: str = ""                # --health-server-address ("" : no health server)
     health_interval: float = 10.0           # --health-server-interval, seconds
+    health_explicit: bool = True            # False: the default address, busy -> log, go on
     keep_sensors_on_exit: bool = False      # --keep-sensors-on-exit: pin BPF links on exit
     keep_root: str = ""                     # where kept links are pinned ("" : vigil.bpf.keep's)
 
@@ -392,7 +393,7 @@ class Agent:
 
     def _fanotify_active(self) -> bool:
         enforcement = getattr(self, "enforcement", None)
-        return enforcement is not None and enforcement.decider_pid() is not None
+        return enforcement is not None and enforcement.decider_pid is not None
 
     def _keep_links(self) -> None:
         from vigil.bpf.keep import keep_links
@@ -415,9 +416,19 @@ class Agent:
             return
         from vigil.server.healthserver import HealthServer
         from vigil.server.server import _agent_health
-        self.health_server = HealthServer(self.cfg.health_address, self.cfg.health_interval,
-                                          _agent_health(self))
-        self.health_server.start()
+        from vigil.errors import ConfigError
+        server = HealthServer(self.cfg.health_address, self.cfg.health_interval,
+                              _agent_health(self))
+        try:
+            server.start()
+        except ConfigError as err:
+            if self.cfg.health_explicit:
+                raise
+            log.error("health server disabled: %s; set --health-server-address to serve "
+                      "elsewhere", err)
+            server.stop()
+            return
+        self.health_server = server
 
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
                   close: Callable[[], Any], queue_events: int) -> None:
