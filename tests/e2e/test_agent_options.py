@@ -22,7 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.agentproc import AgentProcess
+from tests.e2e.agentproc import AgentProcess, live_links
 from tests.e2e.test_grpc import Stream, stub
 from vigil.api.tetragon import events_pb2
 from vigil.bpf.keep import KEEP_ROOT, kept_links, release_kept
@@ -126,7 +126,7 @@ def test_config_precedence(tmp_path: Path) -> None:
     assert conf["export-rate-limit"] == "700"         # env over config dir
     assert conf["node-name"] == "from-flag"           # flag over env
     assert f"configuration read from {conf_dir}/node-name" in stderr
-    assert "configuration read from vigil.yaml" in stderr
+    assert f"configuration read from {cwd}/vigil.yaml" in stderr
 
 
 def test_unknown_key_in_a_config_file_names_the_file(tmp_path: Path) -> None:
@@ -193,6 +193,12 @@ def _tracepoints_of(events: list[dict[str, Any]], pid: int) -> list[dict[str, An
             if e.get("process_tracepoint", {}).get("process", {}).get("pid") == pid]
 
 
+def _pinned_link_id(path: Path) -> int:
+    out = subprocess.run(["bpftool", "-j", "link", "show", "pinned", str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout)["id"])
+
+
 def test_keep_sensors_on_exit(tmp_path: Path) -> None:
     if kept_links():
         pytest.skip(f"{KEEP_ROOT} holds another agent's links")
@@ -207,6 +213,7 @@ def test_keep_sensors_on_exit(tmp_path: Path) -> None:
         assert ag.proc.returncode == 0
         pins = kept_links()
         assert pins, "".join(ag.stderr[-20:])
+        kept_ids = {_pinned_link_id(p) for p in pins}
         assert any("BPF links pinned under" in ln for ln in ag.stderr)
 
         # no agent runs: the kernel still kills
@@ -233,6 +240,7 @@ def test_keep_sensors_on_exit(tmp_path: Path) -> None:
         with AgentProcess(tmp_path, export_name="c.log") as ag:
             assert any("BPF links kept by the previous agent" in ln for ln in ag.stderr)
         assert not kept_links() and not Path(KEEP_ROOT).exists()
+        assert not live_links(kept_ids)  # the kernel dropped the kept links
         assert _cat(target).returncode == 0
     finally:
         release_kept()

@@ -95,9 +95,10 @@ def read_yaml(path: str | Path, into: Loaded) -> None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigFileError(f"{p}: expected a mapping of option keys to values")
-    into.files.append(str(p))
+    where = str(p.absolute())
+    into.files.append(where)
     for key, value in data.items():
-        into.set(str(key), value, str(p))
+        into.set(str(key), value, where)
 
 
 def load(config_dir: str | None, *, system_drop_ins: Sequence[str] = SYSTEM_DROP_INS,
