@@ -511,6 +511,15 @@ def _compact_stdout() -> Callable[[list[dict[str, Any]]], None]:
 
 def run(cfg: AgentConfig) -> None:
     agent = Agent(cfg)
+
+    def _early_stop(signum: int, _frame: object) -> None:
+        log.info("signal %s during start-up: stopping once started",
+                 signal.Signals(signum).name)
+        agent._stop.set()  # noqa: SLF001
+    # a SIGTERM racing the end of start-up still stops cleanly (pins kept, exporters
+    # drained) instead of killing the process; wait() installs the lasting handlers
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
     agent.start()
     agent.wait()
 
