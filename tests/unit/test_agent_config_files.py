@@ -128,3 +128,14 @@ def test_deny_wins_and_fields_trim() -> None:
     sub.offer([ev("/ok"), ev("/bad"), {"process_exit": {"process": {"binary": "/ok"}}}])
     assert sink.got == [{"process_exec": {"process": {"binary": "/ok"}}, "time": "t"}]
     assert sub.filtered == 2
+
+
+def test_json_log_lines_parse() -> None:
+    import json
+    import logging
+    from vigil.cli.operator import JsonLogFormatter
+    rec = logging.LogRecord("vigil.agent", logging.WARNING, __file__, 1, "a %s \"b\"", ("x",),
+                            None)
+    out = json.loads(JsonLogFormatter().format(rec))
+    assert out["level"] == "warning" and out["logger"] == "vigil.agent"
+    assert out["msg"] == 'a x "b"' and out["time"].endswith("Z")
