@@ -21,7 +21,8 @@ class AgentProcess:
     """A running agent writing JSON lines to ``<tmp>/events.log``. Use as a context manager."""
 
     def __init__(self, tmp: Path, *args: str, export_name: str = "events.log",
-                 start_timeout: float = 30.0, wrapper: tuple[str, ...] = ()) -> None:
+                 start_timeout: float = 30.0, wrapper: tuple[str, ...] = (),
+                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.export = tmp / export_name
         self.stderr: list[str] = []
         # a private socket and info file: tests never touch /var/run/vigil
@@ -30,9 +31,9 @@ class AgentProcess:
         cmd = [*wrapper, sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
                "--no-export-stdout", "--server-address", f"unix://{self.socket}",
                "--server-info-file", str(tmp / "vigil-info.json"), *args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env)
+                                     text=True, env=full_env, cwd=cwd)
         self._started = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._started.wait(start_timeout):

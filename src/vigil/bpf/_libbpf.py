@@ -141,6 +141,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link__fd": (c_int, [BpfLinkP]),
     "bpf_link__pin": (c_int, [BpfLinkP, c_char_p]),
     "bpf_link__unpin": (c_int, [BpfLinkP]),
+    "bpf_link__disconnect": (None, [BpfLinkP]),
     "bpf_map__name": (c_char_p, [BpfMapP]),
     "bpf_map__fd": (c_int, [BpfMapP]),
     "bpf_map__max_entries": (c_uint32, [BpfMapP]),

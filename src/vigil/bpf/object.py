@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import itertools
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,17 @@ class Link:
 
     def pin(self, path: str) -> None:
         L.check_int(L.lib().bpf_link__pin(self._ptr, path.encode()), "pin link", path)
+
+    def keep_pinned(self, path: str) -> None:
+        """Pin the link at ``path`` and let go of it without detaching: it stays attached
+        as long as the pin exists (``unlink(path)`` detaches it), whatever this process
+        does. Unlike ``destroy()``, this never disables a tracepoint's perf event (a perf
+        link's perf event descriptor stays open until the process exits)."""
+        self.pin(path)
+        fd = self.fd
+        L.lib().bpf_link__disconnect(self._ptr)
+        self.destroy()
+        os.close(fd)  # the pin now holds the link
 
     def destroy(self) -> None:
         if self._ptr:
@@ -253,8 +266,11 @@ class BpfObject:
         o = L.opts(L.bpf_object_open_opts, object_name=name.encode() if name else None)
         ptr = L.lib().bpf_object__open_file(self.path.encode(), ctypes.byref(o))
         self._ptr = L.check_ptr(ptr, "open object", self.path)
+        self.name = name or Path(self.path).stem
+        self._seq = next(_created)
         self._links: list[Link] = []
         self.loaded = False
+        _open_objects.add(self)
 
     def __enter__(self) -> BpfObject:
         return self
@@ -316,3 +332,15 @@ class BpfObject:
         if self._ptr:
             L.lib().bpf_object__close(self._ptr)
             self._ptr = None
+        _open_objects.discard(self)
+
+
+# Every BpfObject not yet closed, in creation order of the live ones (``open_objects``):
+# what ``vigil.bpf.keep`` pins when the agent keeps its sensors on exit.
+_open_objects: weakref.WeakSet[BpfObject] = weakref.WeakSet()
+_created: itertools.count[int] = itertools.count()
+
+
+def open_objects() -> list[BpfObject]:
+    """The BpfObjects not closed yet, oldest first."""
+    return sorted(_open_objects, key=lambda o: o._seq)  # noqa: SLF001

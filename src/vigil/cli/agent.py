@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from vigil.cli.config import ConfiguredCommand
 from vigil.cli.observability import observability_config, observability_options
+from vigil.cli.operator import operator_config, operator_options
 from vigil.errors import VigilError
 from vigil.server.config import (
     DEFAULT_ADDRESS,
@@ -56,7 +58,7 @@ def _given(param: str) -> bool:
     return ctx.get_parameter_source(param) not in (click.core.ParameterSource.DEFAULT, None)
 
 
-@click.command("agent")
+@click.command("agent", cls=ConfiguredCommand)
 @click.option("--export-filename", default="", metavar="PATH",
               help="Write events as JSON lines to PATH (created 0600). Default: none, "
                    "events go to stdout.")
@@ -124,6 +126,7 @@ def _given(param: str) -> bool:
 @click.option("--persist-grpc-policies-dir", default=DEFAULT_PERSIST_DIR, show_default=True,
               metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
 @observability_options
+@operator_options
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -131,7 +134,13 @@ def agent(**opts: object) -> None:
     ancestors = {a.strip() for a in str(opts["enable_ancestors"]).split(",") if a.strip()}
     try:
         obs = observability_config(opts)
+        op = operator_config(opts)
         cfg = AgentConfig(
+            export_filters=op.export_filters,
+            health_address=op.health_address,
+            health_interval=op.health_interval,
+            health_explicit=op.health_explicit,
+            keep_sensors_on_exit=op.keep_sensors_on_exit,
             node_name=str(opts["node_name"]),
             cgroup_rate=obs.cgroup_rate,
             tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]

@@ -72,6 +72,12 @@ class AgentConfig:
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
     enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
     kprobe_mode: str = "auto"               # --kprobe-mode: auto | kprobe | kprobe_multi | fentry
+    export_filters: Any = None              # vigil.export.filters.ExportFilterConfig (None: all)
+    health_address: str = ""                # --health-server-address ("" : no health server)
+    health_interval: float = 10.0           # --health-server-interval, seconds
+    health_explicit: bool = True            # False: the default address, busy -> log, go on
+    keep_sensors_on_exit: bool = False      # --keep-sensors-on-exit: pin BPF links on exit
+    keep_root: str = ""                     # where kept links are pinned ("" : vigil.bpf.keep's)
 
 
 def default_node_name() -> str:
@@ -206,6 +212,7 @@ class Agent:
         self.policies: Any = None
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
+        self.health_server: Any = None  # vigil.server.healthserver.HealthServer once started
         self.metrics: Any = None  # vigil.metrics.RunningMetrics once started
         self.mounts: Any = None   # vigil.bpf.mounts.MountReport of the start-up mounts
         self.reader_heartbeat: float | None = None  # monotonic; health's progress signal
@@ -235,10 +242,12 @@ class Agent:
             self.sensor.seed_procs((p.pid, p.binary) for p in procs
                                    if p.binary and p.pid and not p.kthread)
             self._load_startup_policies()
+            self._replace_kept_links()
             tune_gc()
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
                                              daemon=True)
             self._reader.start()
+            self._start_health_server()  # once the reader runs: the first check passes
         except BaseException:
             self.stop()
             raise
@@ -247,6 +256,9 @@ class Agent:
                  self.node_name, len(self.cache))
 
     def stop(self) -> None:
+        if self.health_server is not None:
+            self.health_server.stop()
+            self.health_server = None
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
@@ -257,6 +269,8 @@ class Agent:
         if self._reader is not None:
             self._reader.join(timeout=10)
             self._reader = None
+        if self.cfg.keep_sensors_on_exit and self.sensor is not None and self.started.is_set():
+            self._keep_links()
         if self.policies is not None:
             self.policies.close()  # detach every policy program before the base sensor
         if self.sensor is not None:
@@ -294,6 +308,14 @@ class Agent:
 
     def _start_exporters(self) -> None:
         ex = self.cfg.export
+        flt = self.cfg.export_filters
+        if flt is not None and flt.active:
+            log.info("export filters: %d allow, %d deny, %d field filter(s) (JSON export "
+                     "only)", len(flt.allow), len(flt.deny), len(flt.fields))
+        if flt is not None and flt.aggregation:
+            log.info("export aggregation on (window %gs, buffer %d): events pass through "
+                     "unchanged, as Tetragon's aggregator does", flt.aggregation_window,
+                     flt.aggregation_buffer)
         self._writers: list[RotatingFileWriter] = []
         if ex.filename:
             writer = RotatingFileWriter(ex.filename, max_size_mb=ex.max_size_mb,
@@ -351,12 +373,71 @@ class Agent:
                 raise
             log.error("gRPC API disabled: %s; set --server-address to serve elsewhere", err)
 
+    # -- kept sensors and health server -----------------------------------------------
+
+    def _keep_root(self) -> str:
+        from vigil.bpf.keep import KEEP_ROOT
+        return self.cfg.keep_root or KEEP_ROOT
+
+    def _replace_kept_links(self) -> None:
+        """Detach the links a previous agent kept (--keep-sensors-on-exit), now that this
+        agent's own sensors and start-up policies are attached."""
+        from vigil.bpf.keep import release_kept
+        n = release_kept(self._keep_root())
+        if n:
+            log.info("replaced %d BPF links kept by the previous agent under %s", n,
+                     self._keep_root())
+        if self.cfg.keep_sensors_on_exit and self._fanotify_active():
+            log.warning("keep-sensors-on-exit: fanotify-based enforcement will stop with the "
+                        "agent (a fanotify group lives only as long as its process)")
+
+    def _fanotify_active(self) -> bool:
+        enforcement = getattr(self, "enforcement", None)
+        return enforcement is not None and enforcement.decider_pid is not None
+
+    def _keep_links(self) -> None:
+        from vigil.bpf.keep import keep_links
+        root = self._keep_root()
+        try:
+            n = keep_links(root)
+        except OSError as err:
+            log.error("keep-sensors-on-exit: cannot pin under %s: %s; sensors detach", root,
+                      err)
+            return
+        log.info("keep-sensors-on-exit: %d BPF links pinned under %s; they keep running "
+                 "until the next agent starts", n, root)
+        if self._fanotify_active():
+            log.warning("keep-sensors-on-exit: fanotify-based enforcement stops now: a "
+                        "fanotify group dies with its process; its rules are not enforced "
+                        "until the next agent starts")
+
+    def _start_health_server(self) -> None:
+        if not self.cfg.health_address:
+            return
+        from vigil.server.healthserver import HealthServer
+        from vigil.server.server import _agent_health
+        from vigil.errors import ConfigError
+        server = HealthServer(self.cfg.health_address, self.cfg.health_interval,
+                              _agent_health(self))
+        try:
+            server.start()
+        except ConfigError as err:
+            if self.cfg.health_explicit:
+                raise
+            log.error("health server disabled: %s; set --health-server-address to serve "
+                      "elsewhere", err)
+            server.stop()
+            return
+        self.health_server = server
+
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
                   close: Callable[[], Any], queue_events: int) -> None:
         sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
+        from vigil.export.filters import filter_export
         sub, stop_reports = rate_limit_export(sink, self.cfg.export_rate_limit, self.node_name)
+        sub = filter_export(sub, self.cfg.export_filters)  # filtered before rate limiting
         self.hub.subscribe(sub)
         self._sink_subs.append((sub, stop_reports))
         self._closers.append(close)
@@ -430,6 +511,15 @@ def _compact_stdout() -> Callable[[list[dict[str, Any]]], None]:
 
 def run(cfg: AgentConfig) -> None:
     agent = Agent(cfg)
+
+    def _early_stop(signum: int, _frame: object) -> None:
+        log.info("signal %s during start-up: stopping once started",
+                 signal.Signals(signum).name)
+        agent._stop.set()  # noqa: SLF001
+    # a SIGTERM racing the end of start-up still stops cleanly (pins kept, exporters
+    # drained) instead of killing the process; wait() installs the lasting handlers
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
     agent.start()
     agent.wait()
 

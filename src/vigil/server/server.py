@@ -228,6 +228,11 @@ def agent_control(agent: Any, cfg: ServerConfig) -> AgentControl:
             "export-rate-limit": str(a.export_rate_limit),
             "tracing-policy-dir": a.tracing_policy_dir,
             "kprobe-mode": a.kprobe_mode,
+            "health-server-address": a.health_address,
+            "health-server-interval": f"{a.health_interval:g}",
+            "keep-sensors-on-exit": str(bool(a.keep_sensors_on_exit)).lower(),
+            "enable-export-aggregation": str(bool(
+                a.export_filters is not None and a.export_filters.aggregation)).lower(),
         }
 
     def event_log() -> Any:
