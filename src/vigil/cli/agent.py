@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from vigil.cli.export_options import export_config, export_options
 from vigil.cli.observability import observability_config, observability_options
 from vigil.errors import VigilError
 from vigil.server.config import (
@@ -124,6 +125,7 @@ def _given(param: str) -> bool:
 @click.option("--persist-grpc-policies-dir", default=DEFAULT_PERSIST_DIR, show_default=True,
               metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
 @observability_options
+@export_options
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -131,7 +133,10 @@ def agent(**opts: object) -> None:
     ancestors = {a.strip() for a in str(opts["enable_ancestors"]).split(",") if a.strip()}
     try:
         obs = observability_config(opts)
+        remote = export_config(opts)  # --redaction-filters, --export-syslog-*, --export-otlp-*
         cfg = AgentConfig(
+            redaction_filters=remote.redaction_filters,
+            remote_export=remote,
             node_name=str(opts["node_name"]),
             cgroup_rate=obs.cgroup_rate,
             tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]

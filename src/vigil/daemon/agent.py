@@ -72,6 +72,8 @@ class AgentConfig:
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
     enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
     kprobe_mode: str = "auto"               # --kprobe-mode: auto | kprobe | kprobe_multi | fentry
+    redaction_filters: str = ""             # --redaction-filters (vigil.process.redact)
+    remote_export: Any = None               # vigil.cli.export_options.ExportOptions
 
 
 def default_node_name() -> str:
@@ -186,7 +188,10 @@ class Agent:
         self.node_name = cfg.node_name or default_node_name()
         self.cache = ProcessCache(capacity=cfg.process_cache_size)
         self._boot_wall = measure_boot_wall_ns()
+        from vigil.process.redact import redactor_from_flag
+        self.redactor = redactor_from_flag(cfg.redaction_filters)
         self.pipeline = Pipeline(self.cache, EventOptions(
+            redactor=self.redactor,
             node_name=self.node_name,
             process_cred=cfg.enable_process_cred,
             process_ns=cfg.enable_process_ns,
@@ -195,6 +200,7 @@ class Agent:
         ), lambda: self._boot_wall)
         self.hub = EventHub()
         self.sinks: list[QueueSink] = []
+        self.remote_sinks: list[Any] = []  # vigil.export.remote.RemoteSink (also in sinks)
         self._closers: list[Callable[[], Any]] = []
         self.sensor: Any = None
         self._stop = threading.Event()
@@ -269,6 +275,7 @@ class Agent:
         self._sink_subs.clear()
         for sink in self.sinks:
             sink.close(timeout=10)
+        self.remote_sinks.clear()
         for close in reversed(self._closers):
             close()
         self.sinks.clear()
@@ -310,6 +317,27 @@ class Agent:
                 out = StdoutExporter()
                 handler, close = out, out.close
             self._add_sink("stdout", handler, close, ex.queue_events)
+        self._start_remote_exporters()
+
+    def _start_remote_exporters(self) -> None:
+        """--export-syslog-address, --export-otlp-endpoint: network exporters on bounded
+        queues (vigil.export.remote), rate limited like the other exporters."""
+        rx = self.cfg.remote_export
+        if rx is None:
+            return
+        from vigil.export.remote import RemoteSink
+        exporters = []
+        if rx.syslog is not None:
+            from vigil.export.syslog import SyslogExporter
+            exporters.append((SyslogExporter(rx.syslog), rx.syslog_queue))
+        if rx.otlp is not None:
+            from vigil.export.otlp import OtlpExporter
+            exporters.append((OtlpExporter(rx.otlp, self.node_name), rx.otlp_queue))
+        for exporter, queue in exporters:
+            sink = RemoteSink(exporter, max_events=queue)
+            self._add_sink(exporter.name, exporter, lambda: None, queue, sink=sink)
+            self.remote_sinks.append(sink)
+            log.info("exporting events to %s (%s)", exporter.destination, exporter.kind)
 
     # -- policies --------------------------------------------------------------------
 
@@ -352,8 +380,9 @@ class Agent:
             log.error("gRPC API disabled: %s; set --server-address to serve elsewhere", err)
 
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
-                  close: Callable[[], Any], queue_events: int) -> None:
-        sink = QueueSink(name, handler, max_events=queue_events)
+                  close: Callable[[], Any], queue_events: int,
+                  sink: QueueSink | None = None) -> None:
+        sink = sink or QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
         sub, stop_reports = rate_limit_export(sink, self.cfg.export_rate_limit, self.node_name)
@@ -408,6 +437,8 @@ class Agent:
             "cache_size": len(self.cache),
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},
+            "remote": [s.view() for s in self.remote_sinks],
+            "redacted": self.redactor.redacted if self.redactor else 0,
             "grpc": self.server.stats() if self.server is not None else {},
             "throttle": {"starts": self.pipeline.throttle.starts,
                          "stops": self.pipeline.throttle.stops,
