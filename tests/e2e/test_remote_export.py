@@ -110,7 +110,7 @@ class Rsyslog:
                  mutual: bool = True) -> None:
         self.dir, self.port, self.out = d, port, d / "out.log"
         work = d / "work"
-        work.mkdir(exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
         self.pidfile = d / "rsyslogd.pid"
         self.conf = d / "rsyslog.conf"
         self.conf.write_text(f"""
@@ -248,9 +248,10 @@ def test_syslog_tls_delivery_outage_and_reconnect(tmp_path: Path, pki: Path,
         wait_until(lambda: metric(scrape(mport), "vigil_export_remote_events_dropped_total",
                                   exporter="syslog", reason="queue_full") > 0,
                    "queue_full drops", poke=lambda: [run_marker("x") for _ in range(10)])
-        m = scrape(mport)
-        assert metric(m, "vigil_export_remote_failures_total", exporter="syslog") > 0
-        assert metric(m, "vigil_export_remote_connected", exporter="syslog") == 0
+        wait_until(lambda: metric(scrape(mport), "vigil_export_remote_failures_total",
+                                  exporter="syslog", reason="connect") > 0,
+                   "a refused connection")
+        assert metric(scrape(mport), "vigil_export_remote_connected", exporter="syslog") == 0
         # ... and comes back on the same port: the exporter reconnects
         server.start()
         tag2 = f"vigil-syslog-{os.getpid()}-2"
