@@ -63,7 +63,7 @@ class EventOptions:
     process_ns: bool = False
     ancestors: bool = False
     host_ns: Namespaces | None = None
-    # --redaction-filters (vigil.process.redact.Redactor); None: arguments as executed
+    # --redaction-filters (vigil.events.redact.Redactor); None: arguments as executed
     redactor: Any = None
 
 

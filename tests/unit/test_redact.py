@@ -13,7 +13,7 @@ from vigil.pipeline import EventOptions, Pipeline
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import ExecFlag, ProcessInfo
-from vigil.process.redact import (
+from vigil.events.redact import (
     ENGINE, REDACTED, RedactionError, Redactor, parse_filters, redact_string,
     redactor_from_flag,
 )

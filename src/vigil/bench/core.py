@@ -293,7 +293,7 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     reg = HookRegistry()
 
     def make_pipe(redaction: str = "") -> Pipeline:
-        from vigil.process.redact import redactor_from_flag
+        from vigil.events.redact import redactor_from_flag
         pipe = Pipeline(ProcessCache(), EventOptions(
             node_name="bench", redactor=redactor_from_flag(redaction)), lambda: bw)
         PolicyEvents(pipe, reg)

@@ -97,7 +97,7 @@ def _read_filters(value: str) -> str:
 def export_config(opts: Mapping[str, Any]) -> ExportOptions:
     """The parsed options -> config; ValueError (-> click.BadParameter) when invalid."""
     from vigil.export.remote import check_target, parse_target
-    from vigil.process.redact import parse_filters
+    from vigil.events.redact import parse_filters
     filters = _read_filters(str(opts["redaction_filters"]))
     parse_filters(filters)  # refuse a bad filter now, with its position and field
     syslog = otlp = None

@@ -72,7 +72,7 @@ class AgentConfig:
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
     enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
     kprobe_mode: str = "auto"               # --kprobe-mode: auto | kprobe | kprobe_multi | fentry
-    redaction_filters: str = ""             # --redaction-filters (vigil.process.redact)
+    redaction_filters: str = ""             # --redaction-filters (vigil.events.redact)
     remote_export: Any = None               # vigil.cli.export_options.ExportOptions
 
 
@@ -188,7 +188,7 @@ class Agent:
         self.node_name = cfg.node_name or default_node_name()
         self.cache = ProcessCache(capacity=cfg.process_cache_size)
         self._boot_wall = measure_boot_wall_ns()
-        from vigil.process.redact import redactor_from_flag
+        from vigil.events.redact import redactor_from_flag
         self.redactor = redactor_from_flag(cfg.redaction_filters)
         self.pipeline = Pipeline(self.cache, EventOptions(
             redactor=self.redactor,

@@ -124,7 +124,7 @@ class ProcessInfo:
     binary: str
     args: tuple[str, ...] = ()  # argv[1:], decoded (invalid UTF-8 -> U+FFFD)
     # Tetragon's ``arguments`` string when it is not join_arguments(args): set (with
-    # args emptied) by --redaction-filters, see vigil.process.redact
+    # args emptied) by --redaction-filters, see vigil.events.redact
     arguments: str | None = None
     cwd: str = ""
     flags: int = 0              # ExecFlag bits
