@@ -235,6 +235,14 @@ class RemoteSink(QueueSink):
         super().__init__(exporter.name, exporter, max_events=max_events)
         self.exporter = exporter
 
+    def offer(self, batch: list[EventDict]) -> int:
+        dropped = super().offer(batch)
+        if dropped:
+            self.exporter._warn_drop(logging.WARNING, "%s: %d events to %s dropped "
+                                     "(queue_full: %d queued)", self.name, dropped,
+                                     self.exporter.destination, self.max_events)
+        return dropped
+
     def close(self, timeout: float | None = 10.0) -> bool:
         self.exporter.stopping.set()
         done = super().close(timeout)
