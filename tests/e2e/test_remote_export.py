@@ -30,8 +30,10 @@ import pytest
 from tests.e2e.agentproc import AgentProcess
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("rsyslogd") is None,
-                                 reason="rsyslog (and rsyslog-gnutls) not installed")]
+              pytest.mark.skipif(shutil.which("rsyslogd") is None
+                                 or not list(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so")),
+                                 reason="rsyslog and rsyslog-gnutls not installed "
+                                        "(make apt installs them)")]
 
 WAIT = 60.0  # bounds a hang only; the exporter's backoff can reach tens of seconds
 
