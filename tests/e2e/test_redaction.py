@@ -1,6 +1,7 @@
 """--redaction-filters with the real agent and real processes: a secret on a command
 line never reaches the export file, a gRPC GetEvents stream, ``vigil getevents -o
-compact`` or the agent's own log; a process found by the /proc scan is redacted too."""
+compact``, a GetDebug process-cache dump or the agent's own log; a process found by the
+/proc scan is redacted too."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def test_secret_never_leaves_the_agent(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "foo's exec never reached the clients"
         out, err = compact.communicate(timeout=WAIT)
         stream.close()
+        from google.protobuf import json_format
+
+        from vigil.api.tetragon import sensors_pb2
+        dump = st.GetDebug(sensors_pb2.GetDebugRequest(
+            flag=sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE), timeout=WAIT)
+        cache_dump = json_format.MessageToJson(dump)
         ch.close()
         execs = agent.wait_for(lambda e: e.get("process_exec", {}).get("process", {})
                                .get("binary") == str(foo))
@@ -80,4 +87,6 @@ def test_secret_never_leaves_the_agent(tmp_path: Path) -> None:
         assert secret not in grpc_seen
         assert secret not in out
         assert secret not in log
+        assert secret not in cache_dump
     assert "--password=*****" in grpc_seen
+    assert "--password=*****" in cache_dump  # the scanned foosh is still running

@@ -295,7 +295,8 @@ def test_plaintext_syslog_refused_unless_forced(tmp_path: Path) -> None:
 class OtlpReceiver:
     """A small OTLP/HTTPS logs receiver: decodes ExportLogsServiceRequest protobufs."""
 
-    def __init__(self, pki: Path, server: str = "server") -> None:
+    def __init__(self, pki: Path, server: str = "server", *, port: int = 0,
+                 client_ca: bool = False) -> None:
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
         self.records: list[tuple[dict[str, str], Any]] = []
         recv = self
@@ -324,41 +325,66 @@ class OtlpReceiver:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(pki / f"{server}.pem", pki / f"{server}.key")
+        if client_ca:  # mutual TLS: the agent must present a certificate from our CA
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(pki / "ca.pem")
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join(10)
 
 
-def test_otlp_https_delivery(tmp_path: Path, pki: Path) -> None:
-    recv = OtlpReceiver(pki)
+def otlp_found(recv: OtlpReceiver, tag: str) -> Callable[[], list[Any]]:
+    return lambda: [(res, lr, json.loads(lr.body.string_value))
+                    for res, lr in list(recv.records) if tag in lr.body.string_value]
+
+
+def test_otlp_https_mtls_delivery_outage_and_reconnect(tmp_path: Path, pki: Path) -> None:
+    recv = OtlpReceiver(pki, client_ca=True)
+    port, mport = recv.port, free_port()
     try:
-        with AgentProcess(tmp_path, "--export-otlp-endpoint",
-                          f"https://127.0.0.1:{recv.port}",
+        with AgentProcess(tmp_path, "--export-otlp-endpoint", f"https://127.0.0.1:{port}",
                           "--export-otlp-ca-file", str(pki / "ca.pem"),
+                          "--export-otlp-cert-file", str(pki / "client.pem"),
+                          "--export-otlp-key-file", str(pki / "client.key"),
+                          "--export-otlp-queue-size", "8",
+                          "--metrics-server", f"127.0.0.1:{mport}",
                           "--node-name", "otlp-node"):
-            tag = f"vigil-otlp-{os.getpid()}"
-
-            def found() -> list[Any]:
-                return [(res, lr, json.loads(lr.body.string_value))
-                        for res, lr in list(recv.records)
-                        if tag in lr.body.string_value]
-            got = wait_until(found, "the marker at the OTLP receiver",
+            tag = f"vigil-otlp-{os.getpid()}-1"
+            got = wait_until(otlp_found(recv, tag), "the marker at the OTLP receiver",
                              poke=lambda: run_marker(tag))
+            res, lr, ev = got[0]
+            assert res["service.name"] == "vigil" and res["host.name"] == "otlp-node"
+            assert lr.event_name == "process_exec" and has_exec(tag)(ev)
+            assert lr.time_unix_nano > 0
+            assert metric(scrape(mport), "vigil_export_remote_events_sent_total",
+                          exporter="otlp") > 0
+            # the collector goes away: failures and drops are counted
+            recv.close()
+            wait_until(lambda: metric(scrape(mport), "vigil_export_remote_failures_total",
+                                      exporter="otlp", reason="connect") > 0,
+                       "a refused connection", poke=lambda: run_marker("x"))
+            wait_until(lambda: metric(scrape(mport), "vigil_export_remote_events_dropped_total",
+                                      exporter="otlp") > 0,
+                       "dropped events", poke=lambda: [run_marker("x") for _ in range(10)])
+            assert metric(scrape(mport), "vigil_export_remote_connected", exporter="otlp") == 0
+            # ... and comes back on the same port
+            recv = OtlpReceiver(pki, client_ca=True, port=port)
+            tag2 = f"vigil-otlp-{os.getpid()}-2"
+            wait_until(otlp_found(recv, tag2), "the marker after the collector came back",
+                       poke=lambda: run_marker(tag2))
+            assert metric(scrape(mport), "vigil_export_remote_connected", exporter="otlp") == 1
     finally:
         recv.close()
-    res, lr, ev = got[0]
-    assert res["service.name"] == "vigil" and res["host.name"] == "otlp-node"
-    assert lr.event_name == "process_exec" and has_exec(tag)(ev)
-    assert lr.time_unix_nano > 0
 
 
 def test_otlp_collector_from_another_ca_is_refused(tmp_path: Path, pki: Path) -> None:

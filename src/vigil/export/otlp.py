@@ -21,6 +21,7 @@ The SDK is imported only when this exporter is configured.
 from __future__ import annotations
 
 import calendar
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from vigil.export.remote import ExportFailure, RemoteExporter, Target
 from vigil.export.syslog import event_type
 
 RETRYABLE_STATUS = frozenset((408, 429, 502, 503, 504))
+log = logging.getLogger("vigil.export.otlp")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class OtlpExporter(RemoteExporter):
 
         from vigil import __version__
         self.cfg = cfg
+        # The SDK logs every failed attempt and retry itself, unthrottled; the exporter
+        # reports the same failures rate limited, with their cause, and counts them.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
         self._session = _RecordingSession()
         self._session.trust_env = False  # no proxies or CA bundles from the environment
         self._exporter = OTLPLogExporter(
@@ -105,7 +111,7 @@ class OtlpExporter(RemoteExporter):
                                           "host.name": node_name, **cfg.resource})
         self._scope = InstrumentationScope("vigil", __version__)
         self._requests = requests
-        self.connected = False
+        self._sdk_down = False
 
     def _connect(self) -> None:
         """HTTP connects per request (pooled): nothing to do before the first send."""
@@ -160,9 +166,19 @@ class OtlpExporter(RemoteExporter):
         for adapter in self._session.adapters.values():
             adapter.close()
 
+    def interrupt(self) -> None:
+        """Stop waiting on an unreachable collector now (the SDK retries within its
+        timeout): further exports fail at once and are counted as ``shutdown``."""
+        self._shut_down()
+
     def close(self) -> None:
         super().close()
-        self._exporter.shutdown()
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if not self._sdk_down:  # the SDK warns on a second shutdown()
+            self._sdk_down = True
+            self._exporter.shutdown()
 
 
 def _recording_session_class() -> type:

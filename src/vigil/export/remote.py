@@ -205,6 +205,10 @@ class RemoteExporter:
         self._warn_drop(logging.WARNING, "%s: %d events to %s dropped (%s)", self.name,
                    len(events), self.destination, reason)
 
+    def interrupt(self) -> None:
+        """Called at stop while the collector is unreachable: stop any wait inside the
+        transport (the base exporter's own waits end with ``stopping``)."""
+
     def close(self) -> None:
         """Close the connection (after the sink drained)."""
         self.stopping.set()
@@ -245,6 +249,8 @@ class RemoteSink(QueueSink):
 
     def close(self, timeout: float | None = 10.0) -> bool:
         self.exporter.stopping.set()
+        if not self.exporter.connected and self.pending():
+            self.exporter.interrupt()  # a collector that is down is not waited for
         done = super().close(timeout)
         with self._cond:
             left = len(self._queue)
