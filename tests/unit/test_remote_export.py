@@ -107,3 +107,39 @@ def test_drops_after_max_attempts_and_counts_everything() -> None:
     sink.close()
     view = sink.view()
     assert view["dropped"] == {"queue_full": 3} and view["sent"] == 2
+
+
+def _opts(**kw: Any) -> dict[str, Any]:
+    """The agent command's parsed options for export_config, defaults as click gives."""
+    from vigil.cli.export_options import OPTIONS
+    out: dict[str, Any] = {}
+    for opt in OPTIONS:
+        param = opt(lambda: None).__click_params__[0]  # type: ignore[attr-defined]
+        out[param.name] = () if param.multiple else False if param.is_flag else param.default
+    out.update(kw)
+    return out
+
+
+def test_cli_export_config(tmp_path: Any) -> None:
+    from vigil.cli.export_options import export_config
+    assert export_config(_opts()).syslog is None
+    cfg = export_config(_opts(export_syslog_address="tls://logs.example",
+                              export_syslog_facility="authpriv",
+                              export_otlp_endpoint="https://otel.example:4318",
+                              export_otlp_header=("authorization=Bearer x",)))
+    assert cfg.syslog.target.port == 6514 and cfg.syslog.facility == 10
+    assert cfg.otlp.endpoint == "https://otel.example:4318/v1/logs"
+    assert cfg.otlp.headers == (("authorization", "Bearer x"),)
+    with pytest.raises(ValueError, match="plaintext"):
+        export_config(_opts(export_otlp_endpoint="http://otel.example"))
+    export_config(_opts(export_otlp_endpoint="http://otel.example",
+                        export_otlp_allow_insecure=True))
+    with pytest.raises(ValueError, match="go together"):
+        export_config(_opts(export_syslog_address="tls://h", export_syslog_cert_file="c"))
+    with pytest.raises(ValueError, match="facility"):
+        export_config(_opts(export_syslog_address="tls://h", export_syslog_facility="x"))
+    f = tmp_path / "filters.jsonl"
+    f.write_text('{"redact": ["(x)"]}\n')
+    assert export_config(_opts(redaction_filters=f"@{f}")).redaction_filters.startswith("{")
+    with pytest.raises(ValueError, match="unknown field"):
+        export_config(_opts(redaction_filters='{"redcat": ["(x)"]}'))
