@@ -40,6 +40,7 @@ def test_engine_is_re2() -> None:
     ("(a)|(b)", "ab", R + R),                              # a group that did not take part
     (r"-p=(\S*)", "-p= x", "-p=" + R + " x"),              # an empty group is still marked
     ("x", "xx", "xx"),                                     # no group: nothing to redact
+    (r"-p\s+(\S+)", "héllo -p sécret après", "héllo -p " + R + " après"),  # not ASCII
 ])
 def test_redact_string(pattern: str, text: str, want: str) -> None:
     assert redact_string(_re(pattern), text) == want

@@ -45,10 +45,13 @@ try:  # RE2, as Tetragon's Go regexp
     import re2 as _re_engine
     ENGINE = "re2"
     _ERROR: type[Exception] = _re_engine.error
+    _OPTIONS: dict[str, Any] = {"options": _re_engine.Options()}
+    _OPTIONS["options"].log_errors = False  # errors are raised (and reported) instead
 except ImportError:  # pragma: no cover - google-re2 is a dependency; wheels may be missing
     import re as _re_engine  # type: ignore[no-redef]
     ENGINE = "re"
     _ERROR = _re_engine.error
+    _OPTIONS = {}
 
 REDACTED = "*****"
 _KEYS = {"binary_regex": "binary_regex", "binaryRegex": "binary_regex",
@@ -74,7 +77,7 @@ def _compile(pattern: object, where: str) -> Any:
     if not isinstance(pattern, str):
         raise RedactionError(f"{where}: expected a string, got {json.dumps(pattern)}")
     try:
-        return _re_engine.compile(pattern)
+        return _re_engine.compile(pattern, **_OPTIONS)
     except _ERROR as err:
         why = err.args[0] if err.args else err
         if isinstance(why, bytes):
