@@ -135,7 +135,10 @@ def redact_string(pattern: Any, s: str) -> str:
     As Tetragon: matches do not overlap, groups are replaced in order, a group starting
     inside one already replaced is skipped (it was nested), a group that did not take
     part is left alone, an empty group still becomes ``*****``, and an empty match right
-    after the previous match is ignored (Go's ReplaceAll rule)."""
+    after the previous match is ignored (Go's ReplaceAll rule). Groups are located in the
+    whole string; Tetragon matches the matched text again on its own, which can differ
+    only for groups that depend on what lies outside the match (``\b``, ``^`` at its
+    edges)."""
     if pattern.groups == 0:
         return s
     parts: list[str] = []
