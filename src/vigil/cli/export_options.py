@@ -94,6 +94,21 @@ def _read_filters(value: str) -> str:
     return value
 
 
+def _check_tls_files(prefix: str, ca: str, cert: str, key: str) -> None:
+    """Load the CA, certificate and key now, so an unusable file stops start-up with its
+    flag's name instead of failing every connection later."""
+    import ssl
+
+    from vigil.export.syslog import tls_client_context
+    try:
+        tls_client_context(ca, cert, key)
+    except (OSError, ssl.SSLError) as err:
+        files = ", ".join(f"--{prefix}-{n}-file {v}" for n, v in
+                          (("ca", ca), ("cert", cert), ("key", key)) if v)
+        raise ValueError(f"{files}: cannot be used: "
+                         f"{getattr(err, 'strerror', None) or err}") from err
+
+
 def export_config(opts: Mapping[str, Any]) -> ExportOptions:
     """The parsed options -> config; ValueError (-> click.BadParameter) when invalid."""
     from vigil.export.remote import check_target, parse_target
@@ -120,6 +135,9 @@ def export_config(opts: Mapping[str, Any]) -> ExportOptions:
         if bool(opts["export_syslog_cert_file"]) != bool(opts["export_syslog_key_file"]):
             raise ValueError("--export-syslog-cert-file and --export-syslog-key-file go "
                              "together")
+        _check_tls_files("export-syslog", str(opts["export_syslog_ca_file"]),
+                         str(opts["export_syslog_cert_file"]),
+                         str(opts["export_syslog_key_file"]))
         syslog = SyslogConfig(target=target, ca_file=str(opts["export_syslog_ca_file"]),
                               cert_file=str(opts["export_syslog_cert_file"]),
                               key_file=str(opts["export_syslog_key_file"]),
@@ -137,6 +155,8 @@ def export_config(opts: Mapping[str, Any]) -> ExportOptions:
                      insecure_flag="--export-otlp-allow-insecure")
         if bool(opts["export_otlp_cert_file"]) != bool(opts["export_otlp_key_file"]):
             raise ValueError("--export-otlp-cert-file and --export-otlp-key-file go together")
+        _check_tls_files("export-otlp", str(opts["export_otlp_ca_file"]),
+                         str(opts["export_otlp_cert_file"]), str(opts["export_otlp_key_file"]))
         headers = []
         for h in opts["export_otlp_header"]:
             name, sep, value = str(h).partition("=")

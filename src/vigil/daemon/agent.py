@@ -382,7 +382,8 @@ class Agent:
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
                   close: Callable[[], Any], queue_events: int,
                   sink: QueueSink | None = None) -> None:
-        sink = sink or QueueSink(name, handler, max_events=queue_events)
+        if sink is None:
+            sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
         sub, stop_reports = rate_limit_export(sink, self.cfg.export_rate_limit, self.node_name)
