@@ -16,7 +16,9 @@ ARCH       := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_SRCS   := $(wildcard bpf/*.bpf.c)
 BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
-APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev
+# rsyslog, rsyslog-gnutls: the collector of the syslog-over-TLS exporter tests
+APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev \
+              rsyslog rsyslog-gnutls
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
@@ -34,7 +36,7 @@ apt: $(BUILD)/.apt-stamp
 $(BUILD)/.apt-stamp:
 	@mkdir -p $(BUILD)
 	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
-	    || ! dpkg -s libbpf-dev libbpf1 >/dev/null 2>&1; then \
+	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $(APT_PKGS) >/dev/null; \

@@ -63,6 +63,8 @@ class EventOptions:
     process_ns: bool = False
     ancestors: bool = False
     host_ns: Namespaces | None = None
+    # --redaction-filters (vigil.events.redact.Redactor); None: arguments as executed
+    redactor: Any = None
 
 
 class Pipeline:
@@ -80,6 +82,9 @@ class Pipeline:
         self.duplicate_exits = 0
         self.missing_process = 0            # exits of processes we never saw
         self.throttle = throttle if throttle is not None else ThrottleTracker()
+        # redaction runs on every new process record, before it is cached or encoded
+        self._redact: Callable[[ProcessInfo], None] | None = (
+            options.redactor.apply if options.redactor else None)
         self._handlers: dict[int, Handler] = {
             MsgOp.EXEC: self._on_exec,
             MsgOp.CLONE: self._on_clone,
@@ -107,6 +112,8 @@ class Pipeline:
         for p in procs:
             if self.cache.current(p.pid) is not None:
                 continue
+            if self._redact is not None:
+                self._redact(p)
             self.cache.add(p)
             if not p.kthread:
                 events.append(self._exec_event(p, p.start_time_ns))
@@ -137,6 +144,8 @@ class Pipeline:
     def _on_exec(self, rec: bytes) -> Event:
         r = decode.decode_exec(rec, self.opts.node_name, self._boot_wall_ns())
         p = r.process
+        if self._redact is not None:
+            self._redact(p)
         prev = self.cache.current(p.pid)
         if prev is None or prev.exited:
             parent = self.cache.current(r.ppid)

@@ -30,7 +30,10 @@ class AgentProcess:
         # ``wrapper``: a command the agent runs under (e.g. tools/fresh-host.sh)
         cmd = [*wrapper, sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
                "--no-export-stdout", "--server-address", f"unix://{self.socket}",
-               "--server-info-file", str(tmp / "vigil-info.json"), *args]
+               "--server-info-file", str(tmp / "vigil-info.json"),
+               # no health server unless a test asks (agents of concurrent tests would
+               # contend for the default port); a later flag in args wins
+               "--health-server-address", "", *args]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, env=full_env, cwd=cwd)

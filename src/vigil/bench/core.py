@@ -267,6 +267,11 @@ def _pipeline_run(records: list[bytes], expected: int, make_pipe: Any, tmp: Path
     return best
 
 
+REDACT_OTHER = ('{"binary_regex":["(?:^|/)mysql$"],'
+                '"redact":["(?:--password|-p)[\\\\s=]+(\\\\S+)"]}')
+REDACT_EVERY = '{"redact":["(?:--password|-p)[\\\\s=]+(\\\\S+)"]}'
+
+
 def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     """Real records through decode + process enrichment + the JSON export path, one core.
 
@@ -287,8 +292,10 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     procs = procfs.scan("/proc", "bench", bw)
     reg = HookRegistry()
 
-    def make_pipe() -> Pipeline:
-        pipe = Pipeline(ProcessCache(), EventOptions(node_name="bench"), lambda: bw)
+    def make_pipe(redaction: str = "") -> Pipeline:
+        from vigil.events.redact import redactor_from_flag
+        pipe = Pipeline(ProcessCache(), EventOptions(
+            node_name="bench", redactor=redactor_from_flag(redaction)), lambda: bw)
         PolicyEvents(pipe, reg)
         pipe.bootstrap(procs)
         return pipe
@@ -324,6 +331,14 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
             "exec_exit": {"processes": replays * len(pids),
                           **_pipeline_run(proc_records, replays * (execs + exits), make_pipe,
                                           tmp, rounds)},
+            # --redaction-filters: one that matches no binary here (the common case: a
+            # filter for a few programs), and one for every binary (a regex per exec)
+            "exec_exit_redaction_other_binary": _pipeline_run(
+                proc_records, replays * (execs + exits),
+                lambda: make_pipe(REDACT_OTHER), tmp, rounds),
+            "exec_exit_redaction_every_binary": _pipeline_run(
+                proc_records, replays * (execs + exits),
+                lambda: make_pipe(REDACT_EVERY), tmp, rounds),
         }
     finally:
         mgr.close()

@@ -7,6 +7,7 @@ import sys
 import click
 
 from vigil.cli.config import ConfiguredCommand
+from vigil.cli.export_options import export_config, export_options
 from vigil.cli.observability import observability_config, observability_options
 from vigil.cli.operator import operator_config, operator_options
 from vigil.errors import VigilError
@@ -127,6 +128,7 @@ def _given(param: str) -> bool:
               metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
 @observability_options
 @operator_options
+@export_options
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -135,7 +137,10 @@ def agent(**opts: object) -> None:
     try:
         obs = observability_config(opts)
         op = operator_config(opts)
+        remote = export_config(opts)  # --redaction-filters, --export-syslog-*, --export-otlp-*
         cfg = AgentConfig(
+            redaction_filters=remote.redaction_filters,
+            remote_export=remote,
             export_filters=op.export_filters,
             health_address=op.health_address,
             health_interval=op.health_interval,

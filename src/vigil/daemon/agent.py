@@ -78,6 +78,8 @@ class AgentConfig:
     health_explicit: bool = True            # False: the default address, busy -> log, go on
     keep_sensors_on_exit: bool = False      # --keep-sensors-on-exit: pin BPF links on exit
     keep_root: str = ""                     # where kept links are pinned ("" : vigil.bpf.keep's)
+    redaction_filters: str = ""             # --redaction-filters (vigil.events.redact)
+    remote_export: Any = None               # vigil.cli.export_options.ExportOptions
 
 
 def default_node_name() -> str:
@@ -192,7 +194,10 @@ class Agent:
         self.node_name = cfg.node_name or default_node_name()
         self.cache = ProcessCache(capacity=cfg.process_cache_size)
         self._boot_wall = measure_boot_wall_ns()
+        from vigil.events.redact import redactor_from_flag
+        self.redactor = redactor_from_flag(cfg.redaction_filters)
         self.pipeline = Pipeline(self.cache, EventOptions(
+            redactor=self.redactor,
             node_name=self.node_name,
             process_cred=cfg.enable_process_cred,
             process_ns=cfg.enable_process_ns,
@@ -201,6 +206,7 @@ class Agent:
         ), lambda: self._boot_wall)
         self.hub = EventHub()
         self.sinks: list[QueueSink] = []
+        self.remote_sinks: list[Any] = []  # vigil.export.remote.RemoteSink (also in sinks)
         self._closers: list[Callable[[], Any]] = []
         self.sensor: Any = None
         self._stop = threading.Event()
@@ -283,6 +289,7 @@ class Agent:
         self._sink_subs.clear()
         for sink in self.sinks:
             sink.close(timeout=10)
+        self.remote_sinks.clear()
         for close in reversed(self._closers):
             close()
         self.sinks.clear()
@@ -332,6 +339,27 @@ class Agent:
                 out = StdoutExporter()
                 handler, close = out, out.close
             self._add_sink("stdout", handler, close, ex.queue_events)
+        self._start_remote_exporters()
+
+    def _start_remote_exporters(self) -> None:
+        """--export-syslog-address, --export-otlp-endpoint: network exporters on bounded
+        queues (vigil.export.remote), rate limited like the other exporters."""
+        rx = self.cfg.remote_export
+        if rx is None:
+            return
+        from vigil.export.remote import RemoteSink
+        exporters = []
+        if rx.syslog is not None:
+            from vigil.export.syslog import SyslogExporter
+            exporters.append((SyslogExporter(rx.syslog), rx.syslog_queue))
+        if rx.otlp is not None:
+            from vigil.export.otlp import OtlpExporter
+            exporters.append((OtlpExporter(rx.otlp, self.node_name), rx.otlp_queue))
+        for exporter, queue in exporters:
+            sink = RemoteSink(exporter, max_events=queue)
+            self._add_sink(exporter.name, exporter, lambda: None, queue, sink=sink)
+            self.remote_sinks.append(sink)
+            log.info("exporting events to %s (%s)", exporter.destination, exporter.kind)
 
     # -- policies --------------------------------------------------------------------
 
@@ -431,8 +459,10 @@ class Agent:
         self.health_server = server
 
     def _add_sink(self, name: str, handler: Callable[[list[dict[str, Any]]], None],
-                  close: Callable[[], Any], queue_events: int) -> None:
-        sink = QueueSink(name, handler, max_events=queue_events)
+                  close: Callable[[], Any], queue_events: int,
+                  sink: QueueSink | None = None) -> None:
+        if sink is None:
+            sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
         from vigil.export.filters import filter_export
@@ -489,6 +519,8 @@ class Agent:
             "cache_size": len(self.cache),
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},
+            "remote": [s.view() for s in self.remote_sinks],
+            "redacted": self.redactor.redacted if self.redactor else 0,
             "grpc": self.server.stats() if self.server is not None else {},
             "throttle": {"starts": self.pipeline.throttle.starts,
                          "stops": self.pipeline.throttle.stops,

@@ -340,7 +340,8 @@ def process_dict(
     out["uid"] = p.uid
     _put_str(out, "cwd", p.cwd)
     _put_str(out, "binary", p.binary)
-    _put_str(out, "arguments", join_arguments(p.args))
+    _put_str(out, "arguments",
+             p.arguments if p.arguments is not None else join_arguments(p.args))
     _put_str(out, "flags", flags_string(p.flags))
     out["start_time"] = rfc3339(p.start_time_ns)
     out["auid"] = p.auid

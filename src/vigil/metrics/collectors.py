@@ -62,6 +62,9 @@ class MetricsSources:
     subscriber_dropped: Callable[[], int] = lambda: 0  # gRPC GetEvents clients
     maps: Callable[[], dict[str, tuple[int, int]]] = dict
     sweep_errors: Callable[[], int] = lambda: 0
+    # network exporters: vigil.export.remote.RemoteSink.view() dicts
+    remote: Callable[[], list[dict[str, Any]]] = list
+    redacted: Callable[[], int] = lambda: 0  # process records --redaction-filters changed
     version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,7 +83,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for section in (self._kernel, self._ring, self._pipeline, self._cache, self._export,
-                        self._maps, self._status):
+                        self._remote, self._maps, self._status):
             try:
                 # whole sections, so a failure never leaves a family half-filled
                 yield from list(section())
@@ -234,6 +237,39 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(
             self._n("notify_overflowed_events"), "Events dropped because a GetEvents "
             "client was too slow.", value=self.src.subscriber_dropped())
+
+    def _remote(self) -> Iterator[Metric]:
+        views = self.src.remote()
+        sent = CounterMetricFamily(self._n("export_remote_events_sent"), "Events a network "
+                                   "exporter delivered to its collector.",
+                                   labels=["exporter", "destination"])
+        dropped = CounterMetricFamily(
+            self._n("export_remote_events_dropped"), "Events a network exporter dropped, "
+            "by reason: queue_full, tls_verify, tls, connect, timeout, send, rejected, "
+            "http_<status>, shutdown.", labels=["exporter", "destination", "reason"])
+        failures = CounterMetricFamily(
+            self._n("export_remote_failures"), "Failed connections and sends of a network "
+            "exporter, by reason (each retried with exponential backoff).",
+            labels=["exporter", "destination", "reason"])
+        conns = CounterMetricFamily(self._n("export_remote_connections"), "Connections a "
+                                    "network exporter made to its collector.",
+                                    labels=["exporter", "destination"])
+        up = GaugeMetricFamily(self._n("export_remote_connected"), "1 while a network "
+                               "exporter is connected to its collector.",
+                               labels=["exporter", "destination"])
+        for v in views:
+            key = [v["exporter"], v["destination"]]
+            sent.add_metric(key, v["sent"])
+            conns.add_metric(key, v["connections"])
+            up.add_metric(key, 1 if v["connected"] else 0)
+            for reason, n in sorted(v["dropped"].items()):
+                dropped.add_metric([*key, reason], n)
+            for reason, n in sorted(v["failures"].items()):
+                failures.add_metric([*key, reason], n)
+        yield from (sent, dropped, failures, conns, up)
+        yield CounterMetricFamily(self._n("redacted_processes"), "Process records whose "
+                                  "arguments --redaction-filters changed.",
+                                  value=self.src.redacted())
 
     def _maps(self) -> Iterator[Metric]:
         entries = GaugeMetricFamily(self._n("map_entries"), "Entries in a BPF map.",

@@ -63,6 +63,10 @@ def sources_from_agent(agent: Any) -> MetricsSources:
         subscriber_dropped=_safe(drops, 0),
         maps=_safe(lambda: agent.sensor.map_usage() if agent.sensor else {}, {}),
         sweep_errors=_safe(lambda: agent.sensor.sweep_errors if agent.sensor else 0, 0),
+        remote=_safe(lambda: [s.view() for s in list(getattr(agent, "remote_sinks", ()))],
+                     []),
+        redacted=_safe(lambda: agent.redactor.redacted if getattr(agent, "redactor", None)
+                       else 0, 0),
         version=__version__,
     )
 

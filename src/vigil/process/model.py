@@ -123,6 +123,9 @@ class ProcessInfo:
     start_time_ns: int          # wall clock (UNIX epoch ns) of ktime
     binary: str
     args: tuple[str, ...] = ()  # argv[1:], decoded (invalid UTF-8 -> U+FFFD)
+    # Tetragon's ``arguments`` string when it is not join_arguments(args): set (with
+    # args emptied) by --redaction-filters, see vigil.events.redact
+    arguments: str | None = None
     cwd: str = ""
     flags: int = 0              # ExecFlag bits
     uid: int = 0                # effective uid, Tetragon's "uid"
