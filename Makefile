@@ -33,7 +33,7 @@ all: bpf venv
 deps: apt venv
 
 apt: $(BUILD)/.apt-stamp
-$(BUILD)/.apt-stamp:
+$(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
 	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls >/dev/null 2>&1; then \

@@ -232,6 +232,11 @@ def _getpid(d: Path) -> None:
     os.getppid()
 
 
+def _dup(d: Path) -> None:
+    os.close(os.dup(0))
+    os.close(os.dup2(0, 99))
+
+
 def _bash(d: Path) -> int:
     """/usr/bin/bash starts (main, malloc) and runs a command."""
     p = subprocess.Popen(["/usr/bin/bash", "-c", "echo vk"], stdout=subprocess.DEVNULL)
@@ -377,6 +382,20 @@ CGROUP_SKB = ("__cgroup_bpf_run_filter_skb runs only for sockets of a cgroup wit
 UPROBE_PID = ("fires only for host pid 61697 running bash's readline: no such process is "
               "made here (small machines' pid_max is 32768)")
 
+# matchPIDs NotIn [1] with followForks: the descendants of pid 1 (in their pid namespace)
+# never match, which is every process of the host; Tetragon's check walks up to ten
+# ancestors, so it too matches only processes deeper than that below an init
+FOLLOW_NOT_1 = ("its matchPIDs is NotIn [1] with followForks: every process descends from "
+                "pid 1, so none matches (Tetragon: none within ten generations of an init)")
+
+
+def _dup_ids_by_me(evs: list[Event], _r: Any, _d: Path) -> None:
+    """raw_syscalls/sys_enter events of this process carry only dup's and dup2's ids."""
+    mine = [b for b in _mine(evs) if b["process"]["pid"] == os.getpid()]
+    ids = {b["args"][0]["size_arg"] for b in mine}
+    assert ids and ids <= {"32", "33"}, ids
+
+
 PLAN: dict[str, Exercise | Loads] = {
     "cves/cve-2023-2640-overlayfs-ubuntu.yaml": Exercise(
         _copy_up_capability, _copy_up_skipped, applies=_copy_up_hook_takes_name,
@@ -450,10 +469,10 @@ PLAN: dict[str, Exercise | Loads] = {
         note="/procRoot is where Tetragon's pod mounts the host's /proc"),
     "uprobe-pid.yaml": Loads(UPROBE_PID),
     "uprobe.yaml": Exercise(_bash, _fired_by_child("main"), uprobe_path="/bin/bash"),
-    "write.yaml": Loads(
-        "its matchPIDs is NotIn [1] with followForks: Vigil follows a pid's descendants, and "
-        "every process descends from pid 1, so no write matches (a child writing to its "
-        "stdout sends no event)"),
+    "write.yaml": Loads(FOLLOW_NOT_1),
+    "sys_clock_settime.yaml": Loads(FOLLOW_NOT_1),
+    "sys_pivot_root.yaml": Loads(FOLLOW_NOT_1),
+    "list-syscalls-tracepoint.yaml": Exercise(_dup, _dup_ids_by_me),
 }
 
 # a refusal for what this kernel's BTF says of the function the file names
