@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import binascii
 import gzip
+import hashlib
 import hmac
 import json
 import os
@@ -49,6 +50,7 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 CHAIN_SUFFIX = ".chain"
 TAG_BYTES = 16
@@ -202,6 +204,18 @@ def line_tag(mk: bytes, prev: bytes, seq: int, line: bytes) -> bytes:
     return hmac.digest(mk, b"L" + prev + seq.to_bytes(8, "big") + line, "sha256")[:TAG_BYTES]
 
 
+def hmac_states(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash states after the padded key (RFC 2104).
+
+    Copying them per line computes the same tag as ``hmac.digest`` in about half the
+    time (the key blocks are hashed once per segment, not twice per line)."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+            hashlib.sha256(bytes(b ^ 0x5C for b in key)))
+
+
 def record_tag(mk: bytes, kind: bytes, prev: bytes, body: bytes) -> bytes:
     return hmac.digest(mk, kind + prev + body, "sha256")[:TAG_BYTES]
 
@@ -282,6 +296,8 @@ class ChainWriter:
         self.key = key
         self._fd: int | None = None
         self._mk = b""
+        self._inner: Any = None
+        self._outer: Any = None
         self._prev = _ZERO
         self._seq = 1
         self._path = ""
@@ -315,6 +331,7 @@ class ChainWriter:
             raise
         self._fd = fd
         self._mk = self.key.mac_key
+        self._inner, self._outer = hmac_states(self._mk)
         header: dict[str, object] = {
             "v": FORMAT_VERSION, "epoch": self.key.epoch, "seq": self._seq,
             "line": data_lines + 1, "prev": self._prev.hex(),
@@ -335,11 +352,15 @@ class ChainWriter:
         """Chain ``lines`` (just written to the export file) and append their tags."""
         if self._fd is None or not lines:
             return
-        mk, prev, seq = self._mk, self._prev, self._seq
-        digest = hmac.digest
+        prev, seq = self._prev, self._seq
+        icopy, ocopy = self._inner.copy, self._outer.copy
         out = []
-        for line in lines:
-            prev = digest(mk, b"L" + prev + seq.to_bytes(8, "big") + line, "sha256")[:16]
+        for line in lines:  # line_tag(), inlined: this runs for every exported event
+            inner = icopy()
+            inner.update(b"L" + prev + seq.to_bytes(8, "big") + line)
+            outer = ocopy()
+            outer.update(inner.digest())
+            prev = outer.digest()[:16]
             out.append(prev)
             seq += 1
         self._prev, self._seq = prev, seq
