@@ -238,3 +238,16 @@ def test_cli_verify_exit_codes(tmp_path: Path) -> None:
     copy.chmod(0o644)
     r = runner.invoke(cli, ["export", "verify", "--key-file", str(copy), str(d / "ev.log")])
     assert r.exit_code == 1 and "group/other" in r.output
+
+
+def test_history_replaced_with_a_later_key_is_detected(tmp_path: Path) -> None:
+    """Someone holding the key of a later epoch (taken from the host) deletes everything
+    and writes a new, self-consistent history: it cannot start at epoch 0."""
+    key, orig = make_key(tmp_path)
+    write(tmp_path, key, 40)
+    for p in tmp_path.iterdir():
+        if p.name.startswith("ev"):
+            p.unlink()
+    write(tmp_path, key, 5, max_mb=1)  # the stolen key is the one now in the key file
+    probs = [str(p) for p in verify(tmp_path, orig).problems]
+    assert len(probs) == 1 and "starts at key epoch" in probs[0], probs

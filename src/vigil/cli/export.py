@@ -72,11 +72,13 @@ def verify(key_file: str, allow_unsealed: bool, allow_pruned: bool, quiet: bool,
                           allow_pruned=allow_pruned)
     if not quiet:
         for r in report.files:
-            state = "sealed" if r.sealed else "not sealed"
-            mark = "FAILED" if r.problems else "ok"
-            click.echo(f"{r.name}: {r.lines} lines, {state}: {mark}")
+            if r.problems:
+                click.echo(f"{r.name}: {r.lines} lines: FAILED")
+            else:
+                click.echo(f"{r.name}: {r.lines} lines, {'sealed' if r.sealed else 'not sealed'}"
+                           ": ok")
     for prob in report.problems:
-        click.echo(f"TAMPERED: {prob}", err=True)
+        click.echo(f"{'TAMPERED' if prob.tampered else 'CANNOT VERIFY'}: {prob}", err=True)
     if not report.ok:
         click.echo(f"verify: {len(report.problems)} problem(s) in {len(files)} file(s)",
                    err=True)

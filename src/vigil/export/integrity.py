@@ -411,9 +411,11 @@ class ChainWriter:
 
 @dataclass
 class Problem:
-    """One finding: ``where`` is ``file:line`` or a file name."""
+    """One finding: ``where`` is ``file:line`` or a file name. ``tampered`` is False when
+    the file could not be checked at all (a key that cannot verify it)."""
     where: str
     what: str
+    tampered: bool = True
 
     def __str__(self) -> str:
         return f"{self.where}: {self.what}"
@@ -535,6 +537,10 @@ class Verifier:
         self._key_epoch = key_epoch
         self._mk: dict[int, bytes] = {}
 
+    @property
+    def key_epoch(self) -> int:
+        return self._key_epoch
+
     def mac_key(self, epoch: int) -> bytes:
         if epoch not in self._mk:
             if epoch < self._key_epoch:
@@ -570,10 +576,14 @@ class Verifier:
             try:
                 epoch, seq, line = int(h["epoch"]), int(h["seq"]), int(h["line"])
                 hprev = bytes.fromhex(str(h["prev"]))
-                mk = self.mac_key(epoch)
             except (KeyError, ValueError, TypeError) as err:
                 res.problems.append(Problem(f"{cname}:{seg.header_line}",
                                             f"segment header unusable: {err}"))
+                return res
+            try:
+                mk = self.mac_key(epoch)
+            except ValueError as err:
+                res.problems.append(Problem(name, str(err), tampered=False))
                 return res
             body = h.pop("_body")
             if not hmac.compare_digest(record_tag(mk, b"H", hprev, body), seg.start_tag):  # type: ignore[arg-type]
@@ -722,6 +732,13 @@ def verify_paths(verifier: Verifier, paths: Iterable[str], *, allow_unsealed: bo
                                         f"{r.name} as its predecessor)"))
             continue
         if i == 0:
+            if r.first_epoch is not None and r.first_epoch != verifier.key_epoch:
+                # a chain begins under the key it was made from: a genesis at a later epoch
+                # is a history replaced by someone holding a later (stolen) key
+                problems.append(Problem(r.name, f"the chain starts at key epoch "
+                                        f"{r.first_epoch}, not at the key's epoch "
+                                        f"{verifier.key_epoch}: earlier files were removed "
+                                        "or the history was replaced"))
             continue
         before = results[i - 1]
         if before.last_value is not None and (hprev != before.last_value.hex()
