@@ -91,7 +91,7 @@ def test_manager_refuses_before_parsing(tmp_path: Path) -> None:
     with pytest.raises(signing.PolicySignatureError, match=r"p\.yaml: policy refused: it is "
                        r"not signed.*p\.yaml\.sig"):
         mgr.add_file(pol)
-    with pytest.raises(signing.PolicySignatureError, match="grpc: policy refused"):
+    with pytest.raises(signing.PolicySignatureError, match="policy sent over gRPC: policy refused"):
         mgr.add(POLICY.decode(), source="grpc")
     (tmp_path / "p.yaml.sig").write_bytes(base64.b64encode(bytes(64)))
     with pytest.raises(signing.PolicySignatureError, match="does not match"):

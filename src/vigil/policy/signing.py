@@ -140,11 +140,13 @@ class PolicyVerifier:
         """Return when ``signature`` is a valid signature of ``policy``; otherwise raise
         PolicySignatureError naming ``source`` and what is wrong."""
         from cryptography.exceptions import InvalidSignature
+        where = source
+        source = "policy sent over gRPC" if source == "grpc" else source
         if signature is None or signature in (b"", ""):
             raise PolicySignatureError(
                 f"{source}: policy refused: it is not signed and this agent loads only "
                 f"signed policies (--policy-signing-key); sign it with `vigil tracingpolicy "
-                f"sign` and {_where(source)}")
+                f"sign` and {_where(where)}")
         try:
             raw = decode_signature(signature)
         except ValueError as err:

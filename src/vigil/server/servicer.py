@@ -410,6 +410,8 @@ class FineGuidanceSensorsServicer:
             code, msg = _policy_error(err, what)
         if code == grpc.StatusCode.INTERNAL:
             log.error("policy RPC failed: %s", msg)
+        elif code == grpc.StatusCode.PERMISSION_DENIED:  # worth an operator's attention
+            log.warning("%s refused (%s): %s", what, context.peer(), msg)
         _abort(context, code, msg)
 
     def _find(self, context: Context, name: str, namespace: str,
