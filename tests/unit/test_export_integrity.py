@@ -212,31 +212,27 @@ def test_pruned_backups_take_their_chain_files(tmp_path: Path) -> None:
 
 
 def test_cli_verify_exit_codes(tmp_path: Path) -> None:
-    key, _ = make_key(tmp_path)
-    write(tmp_path, key, 60)
-    orig = tmp_path / "orig"
     runner = CliRunner()
-    r = runner.invoke(cli, ["export", "keygen", str(orig)])
-    assert r.exit_code == 0
-    # verify needs the original: recreate one from a copy made before writing
-    key2 = tmp_path / "k2"
-    r = runner.invoke(cli, ["export", "keygen", str(key2)])
-    copy = tmp_path / "k2.orig"
-    copy.write_bytes(key2.read_bytes())
-    copy.chmod(0o600)
+    key = tmp_path / "key"
+    assert runner.invoke(cli, ["export", "keygen", str(key)]).exit_code == 0
+    r = runner.invoke(cli, ["export", "keygen", str(key)])
+    assert r.exit_code == 1 and "not overwriting" in r.output
+    orig = tmp_path / "key.orig"  # the verifier's copy, taken before the agent evolves it
+    orig.write_bytes(key.read_bytes())
+    orig.chmod(0o600)
     d = tmp_path / "d"
     d.mkdir()
-    write(d, key2, 60)
-    r = runner.invoke(cli, ["export", "verify", "--key-file", str(copy), str(d / "ev.log")])
+    write(d, key, 60)
+    r = runner.invoke(cli, ["export", "verify", "--key-file", str(orig), str(d / "ev.log")])
     assert r.exit_code == 0, r.output
     assert "60 lines intact" in r.output
     lines = lines_of(d / "ev.log")
     put_lines(d / "ev.log", lines[:1] + [b"x"] + lines[2:])
-    r = runner.invoke(cli, ["export", "verify", "--key-file", str(copy), str(d / "ev.log")])
+    r = runner.invoke(cli, ["export", "verify", "--key-file", str(orig), str(d / "ev.log")])
     assert r.exit_code == 1
     assert "TAMPERED: ev.log:2: line altered" in r.output
-    copy.chmod(0o644)
-    r = runner.invoke(cli, ["export", "verify", "--key-file", str(copy), str(d / "ev.log")])
+    orig.chmod(0o644)
+    r = runner.invoke(cli, ["export", "verify", "--key-file", str(orig), str(d / "ev.log")])
     assert r.exit_code == 1 and "group/other" in r.output
 
 

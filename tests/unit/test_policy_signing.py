@@ -129,3 +129,13 @@ def test_persisted_policy_keeps_its_signature(tmp_path: Path) -> None:
     assert text.encode() == POLICY and got.strip() == sig.strip()
     store.delete("signed-one")
     assert not list((tmp_path / "persist").iterdir())
+
+
+def test_policy_dirs_do_not_read_signatures_as_policies(tmp_path: Path) -> None:
+    from vigil.policy.loader import policy_files
+    (tmp_path / "a.yaml").write_bytes(POLICY)
+    (tmp_path / "a.yaml.sig").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_bytes(POLICY)
+    (tmp_path / "sub" / "b.yaml.sig").write_bytes(b"x")
+    assert policy_files(tmp_path) == [str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yaml")]
