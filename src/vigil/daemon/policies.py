@@ -117,15 +117,14 @@ class PolicyManager:
 
     # -- PolicyStore -----------------------------------------------------------------
 
-    def add(self, yaml_text: str, *, source: str, signature: bytes | str | None = None,
-            origin: str | None = None) -> PolicyInfo:
+    def add(self, yaml_text: str, *, source: str,
+            signature: bytes | str | None = None) -> PolicyInfo:
         """Validate, compile and load one policy. In signed-policies mode ``signature``
         must be a valid signature of ``yaml_text`` (its UTF-8 bytes) or the policy is
-        refused (PolicySignatureError) before it is even parsed; ``origin`` names where it
-        came from in that error (default: ``source``)."""
+        refused (PolicySignatureError, naming ``source``) before it is even parsed."""
         if self.verifier is not None:
             self.verifier.check(yaml_text.encode("utf-8", "surrogateescape"), signature,
-                                origin or source)
+                                source)
         from vigil.policy.loader import load_policy as parse
         policy = parse(yaml_text, source=source)
         for w in getattr(policy, "warnings", ()) or ():
