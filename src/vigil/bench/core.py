@@ -189,12 +189,19 @@ class _JsonPath:
     """The agent's JSON export path: hub -> QueueSink -> JsonlExporter -> RotatingFileWriter,
     driven in the calling thread (one core), writing a real file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, integrity: bool = False) -> None:
         from vigil.export.jsonl import RotatingFileWriter
         from vigil.export.sink import JsonlExporter, QueueSink
         from vigil.hub import EventHub
         self.path = path
-        self.writer = RotatingFileWriter(path, max_size_mb=1 << 20, max_backups=1)
+        chain = None
+        if integrity:  # --export-integrity-key-file: a keyed hash chain per line
+            from vigil.export.integrity import ChainWriter, KeyRatchet, write_key_file
+            key = str(path) + ".key"
+            write_key_file(key, 0, os.urandom(32), exclusive=True)
+            chain = ChainWriter(KeyRatchet(key))
+        self.writer = RotatingFileWriter(path, max_size_mb=1 << 20, max_backups=1,
+                                         integrity=chain)
         self.exporter = JsonlExporter(self.writer)
         self.sink = QueueSink("bench", self.exporter, max_events=1 << 20)
         self.hub = EventHub()
@@ -215,6 +222,8 @@ class _JsonPath:
         with open(self.path, "rb") as f:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
         self.path.unlink()
+        for extra in (".chain", ".key"):
+            Path(str(self.path) + extra).unlink(missing_ok=True)
         return {"json_lines": lines, "sink_dropped": self.sink.dropped,
                 "encode_errors": self.exporter.encode_errors,
                 "write_errors": self.writer.write_errors,
@@ -256,12 +265,19 @@ def _pipeline_run(records: list[bytes], expected: int, make_pipe: Any, tmp: Path
         json_only = _JsonPath(tmp / f"json-only-{r}.log")
         cpu_json = json_only.feed(_batches(built), lambda b: b)
         json_only.close()
+        chained = _JsonPath(tmp / f"json-integrity-{r}.log", integrity=True)
+        cpu_chained = chained.feed(_batches(built), lambda b: b)
+        chained.close()
         per_event, json_per_event = cpu / max(1, got["json_lines"]), cpu_json / len(built)
         res = {"records": len(records), "events_expected": expected, **got,
                "lost": expected - got["json_lines"],
                "events_per_cpu_second": round(1 / per_event),
                "json_path_only_events_per_cpu_second": round(1 / json_per_event),
-               "json_path_share_of_cpu": round(json_per_event / per_event, 3)}
+               "json_path_share_of_cpu": round(json_per_event / per_event, 3),
+               # the same JSON path with --export-integrity-key-file (HMAC chain)
+               "json_path_integrity_events_per_cpu_second": round(len(built) / cpu_chained),
+               "integrity_us_per_event": round((cpu_chained - cpu_json) / len(built) * 1e6,
+                                               2)}
         if not best or res["events_per_cpu_second"] > best["events_per_cpu_second"]:
             best = res
     return best

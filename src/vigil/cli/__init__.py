@@ -23,6 +23,8 @@ _COMMANDS = {
     "info": ("vigil.cli.control", "info", "Print the agent's version, probes and config."),
     "loglevel": ("vigil.cli.control", "loglevel", "Get or set the agent's log level."),
     "sensors": ("vigil.cli.control", "sensors", "List the agent's sensors."),
+    "export": ("vigil.cli.export", "export",
+               "Tamper-evident export files: keygen, verify."),
     "getevents": ("vigil.cli.getevents", "getevents",
                   "Stream events from the agent (or an export file)."),
     "probe": ("vigil.cli.probe", "probe", "Probe which BPF features this kernel allows."),

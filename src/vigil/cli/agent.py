@@ -126,6 +126,15 @@ def _given(param: str) -> bool:
               help="Keep policies added over gRPC across restarts.")
 @click.option("--persist-grpc-policies-dir", default=DEFAULT_PERSIST_DIR, show_default=True,
               metavar="DIR", help="Where persisted gRPC policies are kept (0700).")
+# -- integrity: tamper-evident export, signed policies (docs/security.md) --
+@click.option("--export-integrity-key-file", default="", metavar="KEY",
+              help="Chain every export line with a keyed hash (HMAC-SHA256) in a .chain "
+                   "file next to each export file, checked by `vigil export verify`. KEY "
+                   "(0600, from `vigil export keygen`) is evolved in place as files rotate.")
+@click.option("--policy-signing-key", default="", metavar="FILE",
+              help="Load only policies with a valid ed25519 signature under this public "
+                   "key (PEM or raw): POLICY.sig next to files, the vigil-policy-signature "
+                   "header over gRPC. Others are refused.")
 @observability_options
 @operator_options
 @export_options
@@ -169,7 +178,9 @@ def agent(**opts: object) -> None:
                 perm=int(str(opts["export_file_perm"]), 8),
                 stdout=opts["export_stdout"],  # type: ignore[arg-type]
                 stdout_format=str(opts["stdout_format"]),
+                integrity_key_file=_integrity_key(opts),
             ),
+            policy_signing_key=str(opts["policy_signing_key"]),
             server=_server_config(opts),
         )
         run(cfg)
@@ -183,6 +194,15 @@ def agent(**opts: object) -> None:
         for d in getattr(err, "diagnostics", ()):
             click.echo(f"  {d}", err=True)
         sys.exit(3 if getattr(err, "diagnostics", None) else 1)
+
+
+def _integrity_key(opts: dict[str, object]) -> str:
+    """--export-integrity-key-file, which needs an export file to chain."""
+    key = str(opts["export_integrity_key_file"])
+    if key and not opts["export_filename"]:
+        raise ValueError("--export-integrity-key-file needs --export-filename (stdout is "
+                         "not chained)")
+    return key
 
 
 def _enforce_config(opts: dict[str, object]) -> object:

@@ -211,17 +211,20 @@ class Client:
         self.stub = sensors_pb2_grpc.FineGuidanceSensorsStub(self.channel)
         self.eventlog = eventlogservice_pb2_grpc.EventLogServiceStub(self.channel)
 
-    def call(self, method: str, request: Any, *, stub: Any = None) -> Any:
+    def call(self, method: str, request: Any, *, stub: Any = None,
+             metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         """A unary RPC, with grpc errors turned into ClickExceptions."""
-        return self.call_with_trailers(method, request, stub=stub)[0]
+        return self.call_with_trailers(method, request, stub=stub, metadata=metadata)[0]
 
-    def call_with_trailers(self, method: str, request: Any, *,
-                           stub: Any = None) -> tuple[Any, dict[str, str]]:
-        """A unary RPC and its trailing metadata (``stub``: default FineGuidanceSensors)."""
+    def call_with_trailers(self, method: str, request: Any, *, stub: Any = None,
+                           metadata: tuple[tuple[str, str], ...] = ()
+                           ) -> tuple[Any, dict[str, str]]:
+        """A unary RPC and its trailing metadata (``stub``: default FineGuidanceSensors;
+        ``metadata``: request headers, e.g. a policy signature)."""
         import grpc
         try:
             resp, call = getattr(stub or self.stub, method).with_call(
-                request, timeout=self.opts.timeout)
+                request, timeout=self.opts.timeout, metadata=metadata or None)
             return resp, {k: v for k, v in (call.trailing_metadata() or ())
                           if isinstance(v, str)}
         except grpc.RpcError as err:

@@ -36,22 +36,81 @@ def _policy_name(text: str) -> str:
 
 
 @tracingpolicy.command("add")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
+@click.option("--signature", "signature_file", default=None, metavar="FILE",
+              help="Detached signature of FILE (for an agent run with "
+                   "--policy-signing-key). Default: FILE.sig when it exists.")
 @client_options
-def add(file: Any, client: ClientOptions) -> None:
+def add(file: Any, signature_file: str | None, client: ClientOptions) -> None:
     """Load the TracingPolicy in FILE ('-' for stdin) into the agent."""
     from vigil.api.tetragon import sensors_pb2
     from vigil.errors import PolicyError
     from vigil.policy.loader import MAX_POLICY_BYTES, check_policy_size
-    text = file.read(MAX_POLICY_BYTES + 1)  # characters: a larger file is refused anyway
+    raw = file.read(MAX_POLICY_BYTES + 1)  # a larger file is refused anyway
+    # bytes as on disk (no newline translation): a signature covers exactly these
     try:
-        check_policy_size(text, file.name, complete=len(text) <= MAX_POLICY_BYTES)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestRejected(f"{file.name}: not UTF-8 text: {err.reason} at byte "
+                              f"{err.start}") from None
+    try:
+        check_policy_size(text, file.name, complete=len(raw) <= MAX_POLICY_BYTES)
     except PolicyError as err:  # the agent would refuse it: do not send it
         raise RequestRejected("\n".join(str(d) for d in err.diagnostics)) from None
+    metadata = _signature_metadata(signature_file, file.name)
     with Client(client) as c:
-        c.call("AddTracingPolicy", sensors_pb2.AddTracingPolicyRequest(yaml=text))
+        c.call("AddTracingPolicy", sensors_pb2.AddTracingPolicyRequest(yaml=text),
+               metadata=metadata)
     name = _policy_name(text)
     click.echo(f"tracing policy {name!r} added" if name else "tracing policy added")
+
+
+def _signature_metadata(signature_file: str | None, policy_name: str
+                        ) -> tuple[tuple[str, str], ...]:
+    """The ``vigil-policy-signature`` header (base64) from ``--signature`` or, when not
+    given, from ``POLICY.sig`` next to a policy file; none without a signature."""
+    import base64
+    import os
+
+    from vigil.policy.signing import METADATA_KEY, decode_signature, signature_path
+    if signature_file is None:
+        if policy_name in ("-", "<stdin>") or not os.path.isfile(signature_path(policy_name)):
+            return ()
+        signature_file = signature_path(policy_name)
+    try:
+        with open(signature_file, "rb") as f:
+            raw = decode_signature(f.read(4096))
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {signature_file}: {err.strerror}",
+                                 param_hint="--signature") from None
+    except ValueError as err:
+        raise click.BadParameter(f"{signature_file}: not a signature: {err}",
+                                 param_hint="--signature") from None
+    return ((METADATA_KEY, base64.b64encode(raw).decode()),)
+
+
+@tracingpolicy.command("sign")
+@click.option("--key", "key_file", required=True, metavar="PRIVATE",
+              help="ed25519 private key: PEM (openssl genpkey -algorithm ed25519) or the "
+                   "raw 32-byte seed.")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Where to write the signature (base64). Default: POLICY.sig.")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
+def sign(key_file: str, output: str | None, policy: str) -> None:
+    """Write the detached signature of POLICY (its exact bytes) for an agent run with
+    --policy-signing-key. Any later change to POLICY invalidates it."""
+    from vigil.errors import VigilError
+    from vigil.policy.signing import load_private_key, sign as sign_bytes, signature_path
+    try:
+        key = load_private_key(key_file)
+    except VigilError as err:
+        raise click.ClickException(str(err)) from None
+    with open(policy, "rb") as f:
+        data = f.read()
+    out = output or signature_path(policy)
+    with open(out, "wb") as f:
+        f.write(sign_bytes(key, data))
+    click.echo(f"signature of {policy} written to {out}")
 
 
 def _named(method: str, request_cls: str, verb: str) -> Any:

@@ -49,6 +49,7 @@ class ExportConfig:
     stdout: bool | None = None        # None: on when no export file is set
     stdout_format: str = "json"       # json | compact
     queue_events: int = 65536         # per exporter; overflow is dropped and counted
+    integrity_key_file: str = ""      # --export-integrity-key-file ("" = no hash chain)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class AgentConfig:
     keep_root: str = ""                     # where kept links are pinned ("" : vigil.bpf.keep's)
     redaction_filters: str = ""             # --redaction-filters (vigil.events.redact)
     remote_export: Any = None               # vigil.cli.export_options.ExportOptions
+    policy_signing_key: str = ""            # --policy-signing-key: load only signed policies
 
 
 def default_node_name() -> str:
@@ -229,6 +231,10 @@ class Agent:
     def start(self) -> None:
         check_privileges()
         check_btf()
+        verifier = None
+        if self.cfg.policy_signing_key:  # a bad key stops start-up before any BPF loads
+            from vigil.policy.signing import PolicyVerifier
+            verifier = PolicyVerifier.from_file(self.cfg.policy_signing_key)
         from vigil.bpf import mounts
         self.mounts = mounts.ensure()  # tracefs, bpffs, cgroup2, securityfs
         from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
@@ -238,6 +244,7 @@ class Agent:
         self.sensor.load()
         try:
             self._start_policy_engine()
+            self.policies.verifier = verifier
             self._start_exporters()
             self._start_server()
             if self.cfg.metrics is not None:
@@ -325,9 +332,13 @@ class Agent:
                      flt.aggregation_buffer)
         self._writers: list[RotatingFileWriter] = []
         if ex.filename:
+            chain = None
+            if ex.integrity_key_file:
+                from vigil.export.integrity import ChainWriter, KeyRatchet
+                chain = ChainWriter(KeyRatchet(ex.integrity_key_file))
             writer = RotatingFileWriter(ex.filename, max_size_mb=ex.max_size_mb,
                                         max_backups=ex.max_backups, compress=ex.compress,
-                                        perm=ex.perm)
+                                        perm=ex.perm, integrity=chain)
             self._writers.append(writer)
             exporter = JsonlExporter(writer)
             self._add_sink("jsonl", exporter, exporter.close, ex.queue_events)

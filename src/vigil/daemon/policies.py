@@ -115,10 +115,20 @@ class PolicyManager:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._next_policy_id = 1
         self._next_hook_id = 1
+        # signed-policies mode (--policy-signing-key): a vigil.policy.signing.PolicyVerifier
+        # every policy must pass, whatever its source; None loads every valid policy
+        self.verifier: Any = None
 
     # -- PolicyStore -----------------------------------------------------------------
 
-    def add(self, yaml_text: str, *, source: str) -> PolicyInfo:
+    def add(self, yaml_text: str, *, source: str,
+            signature: bytes | str | None = None) -> PolicyInfo:
+        """Validate, compile and load one policy. In signed-policies mode ``signature``
+        must be a valid signature of ``yaml_text`` (its UTF-8 bytes) or the policy is
+        refused (PolicySignatureError, naming ``source``) before it is even parsed."""
+        if self.verifier is not None:
+            self.verifier.check(yaml_text.encode("utf-8", "surrogateescape"), signature,
+                                source)
         from vigil.policy.loader import load_policy as parse
         policy = parse(yaml_text, source=source)
         for w in getattr(policy, "warnings", ()) or ():
@@ -142,7 +152,11 @@ class PolicyManager:
     def add_file(self, path: str | Path) -> PolicyInfo:
         from vigil.policy.loader import read_policy_text  # reads no more than the limit
         p = Path(path)
-        return self.add(read_policy_text(p), source=str(p))
+        signature = None
+        if self.verifier is not None:
+            from vigil.policy.signing import read_signature_file
+            signature = read_signature_file(p)
+        return self.add(read_policy_text(p), source=str(p), signature=signature)
 
     def delete(self, name: str, namespace: str = "") -> None:
         with self._lock:

@@ -32,6 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vigil.export.integrity import ChainWriter
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +289,13 @@ class RotatingFileWriter:
         compress: bool = False,
         perm: int = DEFAULT_PERM,
         clock: Callable[[], float] = time.time,
+        integrity: ChainWriter | None = None,
     ) -> None:
         """Open (creating if needed) ``path``; raises OSError if it cannot be opened.
 
         ``max_size_mb`` may be fractional (tests); ``max_backups=0`` keeps every
-        backup (lumberjack semantics).
+        backup (lumberjack semantics). ``integrity`` keeps a keyed hash chain of the
+        lines in a ``.chain`` file next to each file (``vigil.export.integrity``).
         """
         if max_size_mb <= 0:
             raise ValueError("max_size_mb must be positive")
@@ -311,6 +317,7 @@ class RotatingFileWriter:
         self._size = 0
         self._needs_newline = False  # last write stopped mid-line
         self._closed = False
+        self._chain = integrity
         self.lines_written = 0
         self.bytes_written = 0
         self.write_errors = 0
@@ -353,6 +360,9 @@ class RotatingFileWriter:
             if self._closed:
                 return
             self._close_fd()
+            if self._chain is not None:
+                self._chain.seal()
+                self._chain.close()
             self._try_reopen()
 
     def set_params(self, *, max_size_mb: float | None = None,
@@ -400,6 +410,9 @@ class RotatingFileWriter:
                 return
             self._closed = True
             self._close_fd()
+            if self._chain is not None:
+                self._chain.seal()
+                self._chain.close()
         if self._maint is not None and not self._maint.stop(timeout):
             log.warning("export file %s: backup compression still running at close", self.path)
 
@@ -418,6 +431,12 @@ class RotatingFileWriter:
 
     def _open(self) -> None:
         fd = open_private(self.path, self.perm)
+        if self._chain is not None:
+            try:
+                self._chain.open(self.path, self.perm)
+            except BaseException:
+                os.close(fd)
+                raise
         self._fd = fd
         self._opened_at = time.monotonic()  # for rotation_interval (the clock names files)
         self._size = os.fstat(fd).st_size
@@ -487,9 +506,13 @@ class RotatingFileWriter:
         if done == len(data):
             self._needs_newline = False
             self.lines_written += nlines
+            if self._chain is not None:
+                self._chain.lines(lines)
             return
         start = 1 if prefix else 0
         written = data[start:max(done, start)].count(b"\n")
+        if self._chain is not None:
+            self._chain.lines(lines[:written])
         self.lines_written += written
         self.lines_dropped += nlines - written
         self._needs_newline = done > 0 and data[done - 1:done] != b"\n"
@@ -505,13 +528,24 @@ class RotatingFileWriter:
 
     def _rotate(self) -> bool:
         """Rename the active file to a backup and open a fresh one; False if the rename failed."""
+        chain = self._chain
         try:
             backup = self._unique_backup()
+            if chain is not None:
+                chain.seal()
             os.rename(self.path, backup)
         except OSError as e:
             self._count_error("rotate", e)
+            if chain is not None:  # sealed but not rotated: continue in a new segment
+                chain.close()
+                try:
+                    chain.open(self.path, self.perm)
+                except OSError as err:
+                    self._count_error("integrity chain", err)
             return False
         self._close_fd()
+        if chain is not None:
+            chain.rotated(backup)
         self.rotations += 1
         self._try_reopen()
         self._after_rotate()
@@ -548,6 +582,8 @@ class RotatingFileWriter:
             by_ts.setdefault(ts, []).append(name)
         stale = sorted(by_ts)[: -self.max_backups]
         for ts in stale:
+            if self._chain is not None:  # a pruned backup's chain file goes with it
+                by_ts[ts].append(f"{self._naming.stem}-{ts}{self._naming.ext}.chain")
             for name in by_ts[ts]:
                 try:
                     os.unlink(os.path.join(self._naming.directory, name))

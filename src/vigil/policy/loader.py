@@ -607,7 +607,9 @@ def load_policy_file(path: str | os.PathLike[str]) -> Policy:
 def policy_files(directory: str | os.PathLike[str]) -> list[str]:
     """The files ``load_policy_dir`` reads, in order: the regular files of ``directory``
     and of its immediate sub-directories (one level, as Tetragon's
-    ``--tracing-policy-dir``, which suits Kubernetes ConfigMap mounts), no symlinks."""
+    ``--tracing-policy-dir``, which suits Kubernetes ConfigMap mounts), no symlinks.
+    ``*.sig`` files are the detached signatures of policies (signed-policies mode), not
+    policies."""
     found: list[str] = []
     for entry in _scan(directory):
         if entry.is_file(follow_symlinks=False):
@@ -615,7 +617,7 @@ def policy_files(directory: str | os.PathLike[str]) -> list[str]:
         elif entry.is_dir(follow_symlinks=False):
             found += [sub.path for sub in _scan(entry.path)
                       if sub.is_file(follow_symlinks=False)]
-    return sorted(found)
+    return sorted(p for p in found if not p.endswith(".sig"))
 
 
 def _scan(directory: str | os.PathLike[str]) -> Iterator[os.DirEntry[str]]:

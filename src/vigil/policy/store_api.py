@@ -116,8 +116,10 @@ class PolicyModeError(VigilError):
 class PolicyStore(Protocol):
     """Loaded tracing policies. Thread-safe: the gRPC server calls it from its workers."""
 
-    def add(self, yaml_text: str, *, source: str) -> PolicyInfo:
-        """Validate and load one policy document; ``source`` is its domain ("grpc", ...).
+    def add(self, yaml_text: str, *, source: str, signature: bytes | str | None = None
+            ) -> PolicyInfo:
+        """Validate and load one policy document; ``source`` is its domain ("grpc", ...);
+        ``signature`` its detached signature (checked in signed-policies mode).
 
         Validation is the same whatever the source. Raises PolicyError, PolicyExistsError,
         FeatureNotSupported or BpfError (see the module docstring).

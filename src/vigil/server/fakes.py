@@ -63,7 +63,8 @@ class StaticPolicyStore:
         self.yaml: dict[tuple[str, str], str] = {}
         self.fail_add = fail_add
 
-    def add(self, yaml_text: str, *, source: str) -> PolicyInfo:
+    def add(self, yaml_text: str, *, source: str, signature: bytes | str | None = None
+            ) -> PolicyInfo:
         if self.fail_add is not None:
             raise self.fail_add
         doc = parse_policy(yaml_text)

@@ -3,7 +3,8 @@
 A wrapper around any :class:`~vigil.policy.store_api.PolicyStore`: after the inner store
 accepted a gRPC-added policy, its YAML is written to ``<dir>/<name>.yaml`` (namespaced:
 ``<namespace>_<name>.yaml``; ``_`` cannot occur in Kubernetes names, so the mapping is
-one to one); a disabled one also gets ``<file>.disabled``. Delete removes both. At start
+one to one); a disabled one also gets ``<file>.disabled``, a signed one (signed-policies
+mode) ``<file>.sig`` with the signature it was added with. Delete removes all three. At start
 :meth:`PersistentPolicyStore.restore` re-adds every saved policy through the same
 validation as any other (a file that no longer validates is logged and left in place).
 
@@ -50,6 +51,14 @@ def _write_private(path: Path, data: str) -> None:
         raise
 
 
+def _sig_text(signature: bytes) -> str:
+    """A signature as stored text (base64), whatever form it was received in."""
+    import base64
+
+    from vigil.policy.signing import decode_signature
+    return base64.b64encode(decode_signature(signature)).decode() + "\n"
+
+
 class PersistentPolicyStore:
     """A PolicyStore that also keeps gRPC-added policies as files in ``directory``."""
 
@@ -64,11 +73,20 @@ class PersistentPolicyStore:
     def _path(self, name: str, namespace: str) -> Path:
         return self.dir / policy_filename(name, namespace)
 
-    def add(self, yaml_text: str, *, source: str) -> PolicyInfo:
-        info = self.inner.add(yaml_text, source=source)
+    def add(self, yaml_text: str, *, source: str, signature: bytes | str | None = None
+            ) -> PolicyInfo:
+        kw = {} if signature is None else {"signature": signature}
+        info = self.inner.add(yaml_text, source=source, **kw)
         if source == self.domain:
             try:
-                _write_private(self._path(info.name, info.namespace), yaml_text)
+                path = self._path(info.name, info.namespace)
+                sig = path.with_name(path.name + ".sig")
+                if signature is not None:
+                    _write_private(sig, signature if isinstance(signature, str)
+                                   else _sig_text(signature))
+                else:
+                    sig.unlink(missing_ok=True)
+                _write_private(path, yaml_text)
             except (OSError, ValueError):
                 self.inner.delete(info.name, info.namespace)  # all or nothing
                 raise
@@ -82,6 +100,7 @@ class PersistentPolicyStore:
             return
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".disabled").unlink(missing_ok=True)
+        path.with_name(path.name + ".sig").unlink(missing_ok=True)
 
     def enable(self, name: str, namespace: str = "") -> None:
         self.inner.enable(name, namespace)
@@ -115,10 +134,13 @@ class PersistentPolicyStore:
     def restore(self) -> list[PolicyInfo]:
         """Re-add every saved policy (in name order); return those that loaded."""
         from vigil.policy.loader import read_policy_text  # reads no more than the limit
+        from vigil.policy.signing import read_signature_file
         loaded = []
         for path in sorted(self.dir.glob("*.yaml")):
             try:
-                info = self.inner.add(read_policy_text(path), source=self.domain)
+                sig = read_signature_file(path)
+                kw: dict[str, object] = {} if sig is None else {"signature": sig}
+                info = self.inner.add(read_policy_text(path), source=self.domain, **kw)
                 if path.with_name(path.name + ".disabled").exists():
                     self.inner.disable(info.name, info.namespace)
                 loaded.append(info)

@@ -61,6 +61,9 @@ _FLUSH_BYTES = 256 << 10  # hand the socket at most this much at once
 _MAX_HEADER_LIST = 64 << 10
 # Request encodings we decompress (the gRPC names); others are UNIMPLEMENTED.
 ACCEPT_ENCODING = "identity,gzip,deflate"
+# request headers that are transport, not the caller's metadata
+_RESERVED = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding",
+                       "grpc-accept-encoding", "user-agent", "grpc-message-type"})
 
 
 def frame(message: bytes) -> bytes:
@@ -111,8 +114,10 @@ def decompress(encoding: str, data: bytes, limit: int) -> bytes:
 class Context:
     """What a handler may ask of its call (the subset of grpc.ServicerContext used)."""
 
-    def __init__(self, peer: str, deadline: float | None) -> None:
+    def __init__(self, peer: str, deadline: float | None,
+                 metadata: Sequence[tuple[str, str]] = ()) -> None:
         self._peer = peer
+        self._metadata = tuple(metadata)
         self.deadline = deadline  # time.monotonic() value, or None
         self._callbacks: list[Callable[[], None]] = []
         self._done = False
@@ -120,6 +125,11 @@ class Context:
 
     def peer(self) -> str:
         return self._peer
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The request's custom metadata (headers other than pseudo-headers and gRPC's
+        own), lower-case keys, as grpc.ServicerContext.invocation_metadata."""
+        return self._metadata
 
     def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
         """Extra trailers sent with the status (lower-case ASCII keys, as gRPC wants)."""
@@ -359,7 +369,9 @@ class GrpcConnection(asyncio.Protocol):
             secs = parse_timeout(str(timeout))
             if secs is not None:
                 deadline = time.monotonic() + secs
-        call = _Call(ev.stream_id, path, Context(self.peer, deadline),
+        metadata = [(str(k).lower(), str(v)) for k, v in ev.headers or ()
+                    if not str(k).startswith(":") and str(k).lower() not in _RESERVED]
+        call = _Call(ev.stream_id, path, Context(self.peer, deadline, metadata),
                      self.cfg.methods.get(path))
         self.calls[ev.stream_id] = call
         if headers.get(":method") != "POST":

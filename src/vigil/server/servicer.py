@@ -39,6 +39,7 @@ from google.protobuf import any_pb2, json_format, message_factory, wrappers_pb2
 from vigil.api.tetragon import eventlogservice_pb2, events_pb2, sensors_pb2, tetragon_pb2
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError, PrivilegeError
 from vigil.events.encode import rfc3339
+from vigil.policy.signing import METADATA_KEY, PolicySignatureError
 from vigil.export.jsonl import RateLimitedLog
 from vigil.policy.store_api import (PolicyExistsError, PolicyInfo, PolicyMode,
                                     PolicyModeError, PolicyState, PolicyStore)
@@ -139,6 +140,11 @@ def _abort(context: Context, code: grpc.StatusCode, msg: str) -> NoReturn:
 
 def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
     """Map a PolicyStore exception to a gRPC status (see vigil.policy.store_api)."""
+    if isinstance(err, PolicySignatureError):
+        # the caller is not authorised to load this content: PERMISSION_DENIED (not
+        # FAILED_PRECONDITION, which says "this kernel cannot", and not INVALID_ARGUMENT:
+        # the policy itself may be perfectly valid)
+        return grpc.StatusCode.PERMISSION_DENIED, str(err)
     if isinstance(err, PolicyError):
         diag = "\n".join(str(d) for d in err.diagnostics if str(d) not in str(err))
         return grpc.StatusCode.INVALID_ARGUMENT, f"{err}\n{diag}".strip()
@@ -157,7 +163,7 @@ def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{what}: {type(err).__name__}: {err}"
 
 
-_POLICY_ERRORS = (PolicyError, PolicyExistsError, PolicyModeError, KeyError, FeatureNotSupported, BpfError,
+_POLICY_ERRORS = (PolicySignatureError, PolicyError, PolicyExistsError, PolicyModeError, KeyError, FeatureNotSupported, BpfError,
                   PrivilegeError, ValueError, OSError)
 
 
@@ -404,6 +410,8 @@ class FineGuidanceSensorsServicer:
             code, msg = _policy_error(err, what)
         if code == grpc.StatusCode.INTERNAL:
             log.error("policy RPC failed: %s", msg)
+        elif code == grpc.StatusCode.PERMISSION_DENIED:  # worth an operator's attention
+            log.warning("%s refused (%s): %s", what, context.peer(), msg)
         _abort(context, code, msg)
 
     def _find(self, context: Context, name: str, namespace: str,
@@ -428,7 +436,12 @@ class FineGuidanceSensorsServicer:
         if domain != "grpc":
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                    f"policies can only be added to the 'grpc' domain, not {domain!r}")
-        info = self._call(context, "policy", lambda s: s.add(request.yaml, source="grpc"))
+        # signed-policies mode: the detached signature travels as request metadata, since
+        # Tetragon's AddTracingPolicyRequest has only yaml and domain
+        sig = dict(context.invocation_metadata()).get(METADATA_KEY)
+        kw = {} if sig is None else {"signature": sig}
+        info = self._call(context, "policy",
+                          lambda s: s.add(request.yaml, source="grpc", **kw))
         log.info("tracing policy %s added over gRPC (%s)", info.name, context.peer())
         return sensors_pb2.AddTracingPolicyResponse()
 
