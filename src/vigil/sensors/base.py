@@ -4,6 +4,12 @@ It owns the event ring buffer and the per-cgroup rate map that every other senso
 object shares (by fd), and its per-CPU counters (``vg_stats``) say how many records
 each program sent or dropped. With ``--cgroup-rate`` it also runs the THROTTLE_STOP
 sweep (``vg_rate_sweep``, via BPF_PROG_TEST_RUN) on a small thread.
+
+Credential tracking (on unless ``track_creds`` is off) loads ``creds.bpf.o`` next to it:
+the exit tracepoints of the credential syscalls (setuid ... capset, prctl securebits),
+which report a process's credentials after each change (``VG_MSG_CREDS``). It is a
+separate object sharing the ring by fd, so a kernel that refuses it (no syscall
+tracepoints, no tracefs) loses only that: a warning, and ``creds_tracking`` says why.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ BIN_MAX = int(GenLimits.BIN_MAX)
 # vg_stats is shared too, so a policy hook's ring-full and throttled drops are counted
 # where the metrics read them.
 SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate", "vg_procs")
+# creds.bpf.o: one program per credential syscall's exit tracepoint
+CRED_PROGRAMS = ("vg_cred_setuid", "vg_cred_setgid", "vg_cred_setreuid", "vg_cred_setregid",
+                 "vg_cred_setresuid", "vg_cred_setresgid", "vg_cred_setfsuid",
+                 "vg_cred_setfsgid", "vg_cred_setgroups", "vg_cred_capset", "vg_cred_prctl")
+CRED_SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate")
 RATE_MAP = "vg_cgroup_rate"
 
 
@@ -45,6 +56,7 @@ class BaseSensorConfig:
     wakeup_bytes: int = 256 << 10   # wake the reader once this much is pending
     objects_dir: Path = OBJECTS_DIR
     cgroup_rate: CgroupRate | None = None  # --cgroup-rate; None: no throttling
+    track_creds: bool = True        # load creds.bpf.o (credential changes after exec)
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,9 @@ class BaseSensor:
         self._sweep_stop = threading.Event()
         self.sweeps = 0
         self.sweep_errors = 0
+        self._creds_obj: BpfObject | None = None
+        # "on", "off" (not asked for) or why it could not be loaded or attached
+        self.creds_tracking = "off"
 
     @property
     def rodata(self) -> bytes:
@@ -144,10 +159,35 @@ class BaseSensor:
             obj.close()
             raise
         self._obj = obj
+        if self.cfg.track_creds:
+            self._load_creds()
         if self.cfg.cgroup_rate is not None:
             self._start_sweeper(self.cfg.cgroup_rate.sweep_interval_s)
-        log.info("base sensor loaded: %s attached, ring buffer %d MiB",
-                 ", ".join(PROGRAMS), self.ring_bytes >> 20)
+        log.info("base sensor loaded: %s attached, ring buffer %d MiB, credential "
+                 "tracking %s", ", ".join(PROGRAMS), self.ring_bytes >> 20, self.creds_tracking)
+
+    def _load_creds(self) -> None:
+        """Load and attach creds.bpf.o; on failure close it, warn and go on without."""
+        assert self._obj is not None
+        obj = BpfObject(self.cfg.objects_dir / "creds.bpf.o", name="vigil_creds")
+        try:
+            obj.set_rodata(self.rodata)
+            for name in CRED_SHARED_MAPS:
+                obj.map(name).reuse_fd(self._obj.map(name).fd)
+            obj.load()
+            for prog in CRED_PROGRAMS:
+                obj.program(prog).attach()
+        except BpfError as err:
+            obj.close()
+            self.creds_tracking = f"unavailable: {err}"
+            log.warning("credential changes after exec are not followed (%s): events "
+                        "report the credentials each process had at exec", err)
+            return
+        except BaseException:
+            obj.close()
+            raise
+        self._creds_obj = obj
+        self.creds_tracking = "on"
 
     @property
     def ring_fd(self) -> int:
@@ -217,6 +257,9 @@ class BaseSensor:
 
     def close(self) -> None:
         self._stop_sweeper()
+        if self._creds_obj is not None:
+            self._creds_obj.close()
+            self._creds_obj = None
         if self.ring is not None:
             self.ring.close()
             self.ring = None
