@@ -23,10 +23,11 @@ Linking rules (as Tetragon's user-visible behaviour):
   securebits). The current instance of the tgid takes the new ones, so every later event
   of the process (and of children forked after) reports them; a record that changes
   nothing (another thread of the same glibc setxid broadcast, setuid to the same id) is
-  counted and dropped. A change is exported (``EventOptions.cred_change_events``) as a
-  ``process_kprobe`` of the built-in policy ``process-credentials-changed``, shaped as
-  Tetragon's event of a ``commit_creds`` hook (see ``encode.cred_change_event``); its
-  ``process`` still has the credentials from before the change.
+  counted and dropped. A change is exported (``EventOptions.cred_change_events``; not
+  when sent while its cgroup was throttled, like exits) as a ``process_kprobe`` of the
+  built-in policy ``process-credentials-changed``, shaped as Tetragon's event of a
+  ``commit_creds`` hook (see ``encode.cred_change_event``); its ``process`` still has
+  the credentials from before the change.
 
 Other sensors add their opcodes with ``add_handler``.
 """
@@ -243,7 +244,8 @@ class Pipeline:
             return None
         self.cred_changes += 1
         ev = None
-        if self.opts.cred_change_events and (p is None or not p.kthread):
+        if (self.opts.cred_change_events and (p is None or not p.kthread)
+                and not is_throttled(rec)):
             if p is None:
                 proc: dict[str, Any] = {"pid": r.pid, "tid": r.tid}
             else:

@@ -178,3 +178,15 @@ def test_summary() -> None:
     assert cred_change_summary(old, Credentials(uid=1000, euid=1000, securebits=16),
                                None, None) == ("securebits 0x0->0x10", False)
     assert cred_change_summary(old, old, (1,), (1,)) == ("", False)
+
+
+def test_throttled_change_is_followed_not_exported() -> None:
+    """``--cgroup-rate``: a change sent while its cgroup is throttled (marked, never
+    dropped in the kernel) updates the cache; like a throttled exit, no event."""
+    pipe = make_pipe()
+    pipe.handle([exec_as_root(60, 100)])
+    rec = bytearray(creds_rec(60, 150, abi.CredCall.SETUID, **NOBODY))
+    rec[1] |= int(abi.HdrFlag.THROTTLED)
+    assert pipe.handle([bytes(rec)]) == []
+    [xt] = pipe.handle([exit_rec(60, 200)])
+    assert xt["process_exit"]["process"]["uid"] == 65534

@@ -69,8 +69,8 @@ enum vg_drop_reason {
 
 /* vg_msg_hdr.flags */
 enum vg_hdr_flag {
-	/* sent while its cgroup was throttled (exits only: they keep the process cache
-	 * right, user space updates the cache but exports no event) */
+	/* sent while its cgroup was throttled (exits and credential changes only: they keep
+	 * the process cache right, user space updates the cache but exports no event) */
 	VG_HDR_THROTTLED = 0x1,
 };
 
