@@ -532,6 +532,9 @@ class Agent:
             "decode_errors": dict(self.pipeline.decode_errors),
             "missing_process": self.pipeline.missing_process,
             "duplicate_exits": self.pipeline.duplicate_exits,
+            "cred_changes": self.pipeline.cred_changes,
+            "cred_unchanged": self.pipeline.cred_unchanged,
+            "creds_tracking": self.sensor.creds_tracking if self.sensor else "off",
             "cache_size": len(self.cache),
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},
