@@ -1,9 +1,11 @@
 """creds.bpf.o in the kernel: the base sensor's credential programs load and attach, and
 each successful credential syscall sends the task's credentials after it (VG_MSG_CREDS);
-failed calls, no-op setfsuid and prctl options other than securebits send nothing.
+failed calls, no-op setfsuid and prctl options other than securebits send nothing. Both
+ways: the syscall exit tracepoints, and commit_creds (fentry or kprobe) where the kernel
+allows it, which must report the same calls with the same credentials.
 
-Runs in the kernel lane too (stock 6.1 and 6.12), where these are the same programs the
-agent attaches by default."""
+Runs in the kernel lane too (stock 6.1 and 6.12, where fentry on commit_creds is
+allowed: the agent's default there)."""
 
 from __future__ import annotations
 
@@ -15,18 +17,21 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.kernel import lane
 from vigil.abi import _generated as abi
-from vigil.bpf import mounts
+from vigil.bpf import features, mounts
 from vigil.events.decode import CredsRecord, decode_creds
 from vigil.sensors.base import CRED_PROGRAMS, BaseSensor, BaseSensorConfig
 
 NOBODY = 65534
 
 
-@pytest.fixture(scope="module")
-def sensor() -> Iterator[BaseSensor]:
+@pytest.fixture(scope="module", params=["syscalls", "auto"])
+def sensor(request: pytest.FixtureRequest) -> Iterator[BaseSensor]:
+    """The base sensor following credentials by the syscall exit tracepoints, and as the
+    agent does by default (commit_creds where the kernel allows fentry or a kprobe)."""
     report = mounts.ensure(("tracefs",))
-    s = BaseSensor(BaseSensorConfig(ring_bytes=1 << 22))
+    s = BaseSensor(BaseSensorConfig(ring_bytes=1 << 22, creds_hook=request.param))
     s.load()
     try:
         yield s
@@ -64,7 +69,15 @@ def in_child(fn: object) -> int:
 
 
 def test_programs_attached(sensor: BaseSensor) -> None:
-    assert sensor.creds_tracking == "on", sensor.creds_tracking
+    if sensor.cfg.creds_hook == "auto" and "fentry" in lane.expected():
+        # the kernel lane: a stock kernel must take the commit_creds hook
+        assert sensor.creds_tracking == "on (fentry commit_creds)", sensor.creds_tracking
+    elif sensor.cfg.creds_hook == "auto" and features.probe("fentry").ok:
+        assert sensor.creds_tracking == "on (fentry commit_creds)"
+    elif sensor.cfg.creds_hook == "auto" and features.probe("kprobe").ok:
+        assert sensor.creds_tracking == "on (kprobe commit_creds)"
+    else:
+        assert sensor.creds_tracking == "on (syscall exit tracepoints)"
     assert len(CRED_PROGRAMS) == 11
 
 

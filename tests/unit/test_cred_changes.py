@@ -4,6 +4,7 @@ changes nothing is none. Records are packed with the generated ABI layouts."""
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import pytest
@@ -23,10 +24,11 @@ ROOT = dict(cap_permitted=ROOT_CAPS, cap_effective=ROOT_CAPS)
 
 
 def creds_rec(pid: int, ktime: int, call: abi.CredCall, tid: int | None = None,
-              groups: tuple[int, ...] = (), **creds: int) -> bytes:
+              groups: tuple[int, ...] = (), nr: int = 0xFFFFFFFF, **creds: int) -> bytes:
     fields: dict[str, Any] = {
         "hdr.op": abi.MsgOp.CREDS, "hdr.size": abi.VG_CREDS_MSG.size, "hdr.ktime": ktime,
-        "pid": pid, "tid": tid or pid, "call": int(call), "ngroups": len(groups)}
+        "pid": pid, "tid": tid or pid, "call": int(call), "ngroups": len(groups),
+        "syscall_nr": nr}
     fields.update({f"creds.{k}": v for k, v in creds.items()})
     head = _pack(abi.VG_CREDS_MSG, abi.VG_CREDS_MSG_INDEX, fields)
     vals = list(abi.VG_CREDS_MSG.unpack(bytes(head)))
@@ -65,6 +67,12 @@ def test_decode() -> None:
     assert r.creds == Credentials(uid=3)
     with pytest.raises(DecodeError):
         decode_creds(creds_rec(7, 99, abi.CredCall.SETUID)[:40])
+    # commit_creds records name the syscall the task was in (x86_64 numbers)
+    commit = abi.CredCall.COMMIT
+    if platform.machine() == "x86_64":
+        assert decode_creds(creds_rec(7, 99, commit, nr=117)).call == "setresuid"
+        assert decode_creds(creds_rec(7, 99, commit, nr=272)).call == "unshare"
+    assert decode_creds(creds_rec(7, 99, commit)).call == "commit_creds"  # none
     bad = bytearray(creds_rec(7, 99, abi.CredCall.SETUID))
     bad[24:28] = bytes(4)  # call: the u32 after the header, pid and tid
     with pytest.raises(DecodeError):

@@ -212,9 +212,10 @@ struct vg_cgroup_rate {
 
 /*
  * VG_MSG_CREDS: a task changed its credentials after exec. Sent by the base sensor from
- * the syscall exit tracepoints of the credential syscalls when the call succeeded
- * (setfsuid/setfsgid: when the id really changed); the credentials are the task's after
- * the call. `syscall` says which call (enum vg_cred_call). User space compares with what
+ * commit_creds where the kernel allows a kprobe or fentry there (the new credentials,
+ * when they differ from the current ones, not during execve), else from the syscall
+ * exit tracepoints of the credential syscalls when the call succeeded
+ * (setfsuid/setfsgid: when the id really changed; the task's credentials after it). `syscall` says which call (enum vg_cred_call). User space compares with what
  * it knows and ignores a record that changes nothing (glibc's setxid makes every thread
  * of a process repeat the call).
  */
@@ -230,6 +231,8 @@ enum vg_cred_call {
 	VG_CRED_SETGROUPS = 9,
 	VG_CRED_CAPSET = 10,
 	VG_CRED_PRCTL = 11,      /* PR_SET_SECUREBITS, PR_SET_KEEPCAPS */
+	VG_CRED_COMMIT = 12,     /* commit_creds (kprobe/fentry, where the kernel allows them):
+				  * any change, whatever the path; syscall_nr says the call */
 };
 
 enum vg_cred_limits {
@@ -242,6 +245,8 @@ struct vg_creds_msg {
 	__u32 tid;       /* the thread that made the call */
 	__u32 call;      /* enum vg_cred_call */
 	__u32 ngroups;   /* supplementary groups the task has (groups[] holds the first ones) */
+	__s32 syscall_nr;/* VG_CRED_COMMIT: the syscall the task is in (-1: none known) */
+	__u32 pad;
 	struct vg_creds creds;
 	__u32 groups[VG_CRED_GROUPS];
 };

@@ -43,11 +43,9 @@ static __always_inline void vg_read_namespaces(struct task_struct *task, struct 
 	out->pid = BPF_CORE_READ(upid.ns, ns.inum);
 }
 
-/* All of the task's ids, capability sets and securebits, and its user namespace. */
-static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
+/* All of a cred's ids, capability sets and securebits, and its user namespace. */
+static __always_inline void vg_cred_fill(const struct cred *cred, struct vg_creds *c)
 {
-	const struct cred *cred = BPF_CORE_READ(task, real_cred);
-
 	c->uid = BPF_CORE_READ(cred, uid.val);
 	c->gid = BPF_CORE_READ(cred, gid.val);
 	c->euid = BPF_CORE_READ(cred, euid.val);
@@ -65,6 +63,12 @@ static __always_inline void vg_read_creds(struct task_struct *task, struct vg_cr
 	c->user_ns_uid = BPF_CORE_READ(cred, user_ns, owner.val);
 	c->user_ns_gid = BPF_CORE_READ(cred, user_ns, group.val);
 	c->user_ns_inum = BPF_CORE_READ(cred, user_ns, ns.inum);
+}
+
+/* The task's (objective) credentials. */
+static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
+{
+	vg_cred_fill(BPF_CORE_READ(task, real_cred), c);
 }
 
 #endif /* VIGIL_TASK_BPF_H */

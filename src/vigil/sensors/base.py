@@ -6,10 +6,11 @@ each program sent or dropped. With ``--cgroup-rate`` it also runs the THROTTLE_S
 sweep (``vg_rate_sweep``, via BPF_PROG_TEST_RUN) on a small thread.
 
 Credential tracking (on unless ``track_creds`` is off) loads ``creds.bpf.o`` next to it:
-the exit tracepoints of the credential syscalls (setuid ... capset, prctl securebits),
-which report a process's credentials after each change (``VG_MSG_CREDS``). It is a
-separate object sharing the ring by fd, so a kernel that refuses it (no syscall
-tracepoints, no tracefs) loses only that: a warning, and ``creds_tracking`` says why.
+a hook on ``commit_creds`` (fentry, else kprobe) where the kernel allows one, else the
+exit tracepoints of the credential syscalls (setuid ... capset, prctl securebits); either
+reports a process's credentials at each change (``VG_MSG_CREDS``). It is a separate
+object sharing the ring by fd, so a kernel that refuses it (no syscall tracepoints, no
+tracefs) loses only that: a warning, and ``creds_tracking`` says why.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate", "vg_procs")
 CRED_PROGRAMS = ("vg_cred_setuid", "vg_cred_setgid", "vg_cred_setreuid", "vg_cred_setregid",
                  "vg_cred_setresuid", "vg_cred_setresgid", "vg_cred_setfsuid",
                  "vg_cred_setfsgid", "vg_cred_setgroups", "vg_cred_capset", "vg_cred_prctl")
+# ... or one program on commit_creds, where the kernel allows fentry or kprobes
+CRED_COMMIT_PROGRAMS = {"fentry": "vg_cred_commit_fentry", "kprobe": "vg_cred_commit_kprobe"}
 CRED_SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate")
 RATE_MAP = "vg_cgroup_rate"
 
@@ -57,6 +60,9 @@ class BaseSensorConfig:
     objects_dir: Path = OBJECTS_DIR
     cgroup_rate: CgroupRate | None = None  # --cgroup-rate; None: no throttling
     track_creds: bool = True        # load creds.bpf.o (credential changes after exec)
+    # how: "auto" (commit_creds by fentry or kprobe where allowed, else the syscall exit
+    # tracepoints) or "syscalls" (the tracepoints only)
+    creds_hook: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -167,27 +173,51 @@ class BaseSensor:
                  "tracking %s", ", ".join(PROGRAMS), self.ring_bytes >> 20, self.creds_tracking)
 
     def _load_creds(self) -> None:
-        """Load and attach creds.bpf.o; on failure close it, warn and go on without."""
+        """Load and attach creds.bpf.o: its commit_creds hook where the kernel allows
+        fentry or a kprobe (every change, whatever the path), else the syscall exit
+        tracepoints; when nothing loads, warn and go on without."""
+        errors: list[str] = []
+        for how, programs in self._creds_ways():
+            try:
+                self._creds_obj = self._load_creds_object(programs)
+            except BpfError as err:
+                errors.append(f"{how}: {err}")
+                log.debug("credential tracking by %s refused: %s", how, err)
+                continue
+            self.creds_tracking = f"on ({how})"
+            return
+        self.creds_tracking = "unavailable: " + "; ".join(errors)
+        log.warning("credential changes after exec are not followed (%s): events report "
+                    "the credentials each process had at exec", "; ".join(errors))
+
+    def _creds_ways(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(how, programs) to try in order: commit_creds by fentry, then kprobe, when the
+        kernel allows them (``vigil.bpf.features``, cached probes) and the config asks."""
+        ways: list[tuple[str, tuple[str, ...]]] = []
+        if self.cfg.creds_hook == "auto":
+            from vigil.bpf import features
+            for kind in ("fentry", "kprobe"):
+                if features.probe(kind).ok:
+                    ways.append((f"{kind} commit_creds", (CRED_COMMIT_PROGRAMS[kind],)))
+        ways.append(("syscall exit tracepoints", CRED_PROGRAMS))
+        return ways
+
+    def _load_creds_object(self, programs: tuple[str, ...]) -> BpfObject:
         assert self._obj is not None
         obj = BpfObject(self.cfg.objects_dir / "creds.bpf.o", name="vigil_creds")
         try:
             obj.set_rodata(self.rodata)
             for name in CRED_SHARED_MAPS:
                 obj.map(name).reuse_fd(self._obj.map(name).fd)
+            for prog in obj.programs():
+                prog.autoload = prog.name in programs
             obj.load()
-            for prog in CRED_PROGRAMS:
+            for prog in programs:
                 obj.program(prog).attach()
-        except BpfError as err:
-            obj.close()
-            self.creds_tracking = f"unavailable: {err}"
-            log.warning("credential changes after exec are not followed (%s): events "
-                        "report the credentials each process had at exec", err)
-            return
         except BaseException:
             obj.close()
             raise
-        self._creds_obj = obj
-        self.creds_tracking = "on"
+        return obj
 
     @property
     def ring_fd(self) -> int:
