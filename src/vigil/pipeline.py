@@ -19,11 +19,11 @@ Linking rules (as Tetragon's user-visible behaviour):
   threads (found by the /proc scan, or forked by one and not exec'd) are cached but, as
   in Tetragon, neither announced nor their exits exported.
 - throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
-- creds: a process changed its credentials after exec (setuid ... capset, prctl
-  securebits). The current instance of the tgid takes the new ones, so every later event
-  of the process (and of children forked after) reports them; a record that changes
-  nothing (another thread of the same glibc setxid broadcast, setuid to the same id) is
-  counted and dropped. A change is exported (``EventOptions.cred_change_events``; not
+- creds: a process changed its credentials after exec (any commit_creds where the
+  kernel allows a hook there, else setuid ... capset, prctl securebits). The current
+  instance of the tgid takes the new ones, so every later event of the process (and of
+  children forked after) reports them; a record that changes nothing (another thread of
+  the same glibc setxid broadcast, setuid to the same id) is counted and dropped. A change is exported (``EventOptions.cred_change_events``; not
   when sent while its cgroup was throttled, like exits) as a ``process_kprobe`` of the
   built-in policy ``process-credentials-changed``, shaped as Tetragon's event of a
   ``commit_creds`` hook (see ``encode.cred_change_event``); its ``process`` still has
