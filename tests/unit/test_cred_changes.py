@@ -186,6 +186,9 @@ def test_summary() -> None:
     assert cred_change_summary(old, Credentials(uid=1000, euid=1000, securebits=16),
                                None, None) == ("securebits 0x0->0x10", False)
     assert cred_change_summary(old, old, (1,), (1,)) == ("", False)
+    # unshare(CLONE_NEWUSER), seen by the commit_creds hook
+    assert cred_change_summary(Credentials(user_ns_inum=5), Credentials(
+        user_ns_inum=9, user_ns_level=1), None, None) == ("user_ns 5->9 (level 0->1)", False)
 
 
 def test_throttled_change_is_followed_not_exported() -> None:

@@ -483,6 +483,9 @@ def cred_change_summary(old: Credentials | None, new: Credentials,
                          f"-{label}:" + ",".join(str(c) for c in cap_list(dropped)))
     if old.securebits != new.securebits:
         parts.append(f"securebits {old.securebits:#x}->{new.securebits:#x}")
+    if old.user_ns_inum != new.user_ns_inum:
+        parts.append(f"user_ns {old.user_ns_inum}->{new.user_ns_inum} "
+                     f"(level {old.user_ns_level}->{new.user_ns_level})")
     if new_groups is not None and old_groups != new_groups:
         parts.append("groups " + ("?" if old_groups is None else
                                   ",".join(map(str, old_groups)) or "-")
