@@ -103,29 +103,6 @@ static __always_inline __u32 vg_copy_filename(struct vg_exec_buf *buf, __u32 off
 	return n - 1;
 }
 
-static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
-{
-	const struct cred *cred = BPF_CORE_READ(task, real_cred);
-
-	c->uid = BPF_CORE_READ(cred, uid.val);
-	c->gid = BPF_CORE_READ(cred, gid.val);
-	c->euid = BPF_CORE_READ(cred, euid.val);
-	c->egid = BPF_CORE_READ(cred, egid.val);
-	c->suid = BPF_CORE_READ(cred, suid.val);
-	c->sgid = BPF_CORE_READ(cred, sgid.val);
-	c->fsuid = BPF_CORE_READ(cred, fsuid.val);
-	c->fsgid = BPF_CORE_READ(cred, fsgid.val);
-	c->securebits = BPF_CORE_READ(cred, securebits);
-	/* kernel_cap_t is a u64 since 6.3 and u32[2] before: 8 bytes either way */
-	bpf_probe_read_kernel(&c->cap_permitted, 8, &cred->cap_permitted);
-	bpf_probe_read_kernel(&c->cap_effective, 8, &cred->cap_effective);
-	bpf_probe_read_kernel(&c->cap_inheritable, 8, &cred->cap_inheritable);
-	c->user_ns_level = BPF_CORE_READ(cred, user_ns, level);
-	c->user_ns_uid = BPF_CORE_READ(cred, user_ns, owner.val);
-	c->user_ns_gid = BPF_CORE_READ(cred, user_ns, group.val);
-	c->user_ns_inum = BPF_CORE_READ(cred, user_ns, ns.inum);
-}
-
 static __always_inline __u32 vg_read_cgroup_name(struct task_struct *task, struct vg_exec_buf *buf,
 						 __u32 *flags)
 {

@@ -19,6 +19,15 @@ Linking rules (as Tetragon's user-visible behaviour):
   threads (found by the /proc scan, or forked by one and not exec'd) are cached but, as
   in Tetragon, neither announced nor their exits exported.
 - throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
+- creds: a process changed its credentials after exec (any commit_creds where the
+  kernel allows a hook there, else setuid ... capset, prctl securebits). The current
+  instance of the tgid takes the new ones, so every later event of the process (and of
+  children forked after) reports them; a record that changes nothing (another thread of
+  the same glibc setxid broadcast, setuid to the same id) is counted and dropped. A change is exported (``EventOptions.cred_change_events``; not
+  when sent while its cgroup was throttled, like exits) as a ``process_kprobe`` of the
+  built-in policy ``process-credentials-changed``, shaped as Tetragon's event of a
+  ``commit_creds`` hook (see ``encode.cred_change_event``); its ``process`` still has
+  the credentials from before the change.
 
 Other sensors add their opcodes with ``add_handler``.
 """
@@ -65,6 +74,8 @@ class EventOptions:
     host_ns: Namespaces | None = None
     # --redaction-filters (vigil.events.redact.Redactor); None: arguments as executed
     redactor: Any = None
+    # export each credential change after exec as an event (the cache follows them either way)
+    cred_change_events: bool = True
 
 
 class Pipeline:
@@ -82,6 +93,11 @@ class Pipeline:
         self.duplicate_exits = 0
         self.missing_process = 0            # exits of processes we never saw
         self.throttle = throttle if throttle is not None else ThrottleTracker()
+        self.cred_changes = 0               # credential changes applied to the cache
+        self.cred_unchanged = 0             # credential records that changed nothing
+        # called with a process whose cached credentials changed (its encoded dict is
+        # new): who keeps copies of process dicts drops them
+        self.process_changed: list[Callable[[ProcessInfo], None]] = []
         # redaction runs on every new process record, before it is cached or encoded
         self._redact: Callable[[ProcessInfo], None] | None = (
             options.redactor.apply if options.redactor else None)
@@ -90,6 +106,7 @@ class Pipeline:
             MsgOp.CLONE: self._on_clone,
             MsgOp.EXIT: self._on_exit,
             MsgOp.THROTTLE: self._on_throttle,
+            MsgOp.CREDS: self._on_creds,
         }
 
     def add_handler(self, op: int, handler: Handler) -> None:
@@ -217,6 +234,32 @@ class Pipeline:
             return None
         return throttle_event(out[0], out[1], self.opts.node_name,
                               self._boot_wall_ns() + r.ktime)
+
+    def _on_creds(self, rec: bytes) -> Event | None:
+        r = decode.decode_creds(rec)
+        groups = r.groups if r.call == "setgroups" else None
+        p, parent = self.cache.current_and_parent(r.pid)
+        if p is not None and p.creds == r.creds and (groups is None or groups == p.groups):
+            self.cred_unchanged += 1
+            return None
+        self.cred_changes += 1
+        ev = None
+        if (self.opts.cred_change_events and (p is None or not p.kthread)
+                and not is_throttled(rec)):
+            if p is None:
+                proc: dict[str, Any] = {"pid": r.pid, "tid": r.tid}
+            else:
+                proc = encode.process_view(self.process_json(p), r.tid, p.refcnt)
+            ev = encode.cred_change_event(
+                proc, self.process_json(parent) if parent is not None else None,
+                call=r.call, old=p.creds if p is not None else None, new=r.creds,
+                old_groups=p.groups if p is not None else None, groups=groups,
+                node_name=self.opts.node_name, time_ns=self._boot_wall_ns() + r.ktime)
+        if p is not None:
+            self.cache.update_creds(p, r.creds, groups)
+            for notify in self.process_changed:
+                notify(p)
+        return ev
 
     # -- encoding --------------------------------------------------------------------
 

@@ -123,6 +123,8 @@ class PolicyEvents:
         self._hook = registry.compiled
         self._cache = pipeline.cache
         self._node_name = pipeline.opts.node_name
+        # a process's credentials changed: its views carry the old ones
+        pipeline.process_changed.append(lambda _p: self._views.clear())
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)

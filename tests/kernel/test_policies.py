@@ -42,7 +42,10 @@ class Env:
         self.base = BaseSensor(BaseSensorConfig(ring_bytes=16 << 20))
         self.base.load()
         bw = measure_boot_wall_ns()
-        self.pipe = Pipeline(ProcessCache(), EventOptions(node_name="test"), lambda: bw)
+        # policy events only: the processes' credential changes are followed, not exported
+        self.pipe = Pipeline(ProcessCache(), EventOptions(node_name="test",
+                                                          cred_change_events=False),
+                             lambda: bw)
         self.registry = HookRegistry()
         self.policy_events = PolicyEvents(self.pipe, self.registry)
         procs = procfs.scan("/proc", "test", bw)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from vigil.events.encode import cred_change_event
+from vigil.process.model import Credentials
+
 Event = dict[str, Any]
 
 NODE = "node-1"
@@ -143,6 +146,15 @@ def encoder_samples() -> dict[str, Event]:
             "args": [{"int_arg": -100}], "return": {"int_arg": 3},
             "action": "KPROBE_ACTION_POST", "policy_name": "open-watch",
             "return_action": "KPROBE_ACTION_POST", "message": "opened"}),
+        # a credential change after exec, as the pipeline writes it
+        "kprobe_creds": cred_change_event(
+            CURL_IN_POLICY, BASH, call="setgroups",
+            old=Credentials(uid=1000, gid=1000, euid=1000, egid=1000, suid=1000, sgid=1000,
+                            fsuid=1000, fsgid=1000, securebits=1),
+            new=Credentials(securebits=1 | 16, cap_permitted=1 << 21,
+                            cap_effective=1 << 21, user_ns_inum=4026531837),
+            old_groups=None, groups=(4, 27), node_name=NODE,
+            time_ns=1_704_067_205_000_001_000),
     }
 
 

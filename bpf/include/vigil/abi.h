@@ -26,6 +26,7 @@ enum vg_msg_op {
 	VG_MSG_DATA = 24,
 	VG_MSG_CGROUP = 25,
 	VG_MSG_THROTTLE = 27,
+	VG_MSG_CREDS = 29,      /* vigil-only: a process changed its credentials */
 	VG_MSG_OP_MAX = 32, /* size of per-op counter arrays */
 };
 
@@ -68,8 +69,8 @@ enum vg_drop_reason {
 
 /* vg_msg_hdr.flags */
 enum vg_hdr_flag {
-	/* sent while its cgroup was throttled (exits only: they keep the process cache
-	 * right, user space updates the cache but exports no event) */
+	/* sent while its cgroup was throttled (exits and credential changes only: they keep
+	 * the process cache right, user space updates the cache but exports no event) */
 	VG_HDR_THROTTLED = 0x1,
 };
 
@@ -207,6 +208,47 @@ struct vg_cgroup_rate {
 	__u64 dropped;      /* records suppressed since the START */
 	__u32 throttled;    /* 1 from START until STOP */
 	__u32 pad;
+};
+
+/*
+ * VG_MSG_CREDS: a task changed its credentials after exec. Sent by the base sensor from
+ * commit_creds where the kernel allows a kprobe or fentry there (the new credentials,
+ * when they differ from the current ones, not during execve), else from the syscall
+ * exit tracepoints of the credential syscalls when the call succeeded
+ * (setfsuid/setfsgid: when the id really changed; the task's credentials after it). `syscall` says which call (enum vg_cred_call). User space compares with what
+ * it knows and ignores a record that changes nothing (glibc's setxid makes every thread
+ * of a process repeat the call).
+ */
+enum vg_cred_call {
+	VG_CRED_SETUID = 1,
+	VG_CRED_SETGID = 2,
+	VG_CRED_SETREUID = 3,
+	VG_CRED_SETREGID = 4,
+	VG_CRED_SETRESUID = 5,
+	VG_CRED_SETRESGID = 6,
+	VG_CRED_SETFSUID = 7,
+	VG_CRED_SETFSGID = 8,
+	VG_CRED_SETGROUPS = 9,
+	VG_CRED_CAPSET = 10,
+	VG_CRED_PRCTL = 11,      /* PR_SET_SECUREBITS, PR_SET_KEEPCAPS */
+	VG_CRED_COMMIT = 12,     /* commit_creds (kprobe/fentry, where the kernel allows them):
+				  * any change, whatever the path; syscall_nr says the call */
+};
+
+enum vg_cred_limits {
+	VG_CRED_GROUPS = 16,     /* supplementary groups carried in the record */
+};
+
+struct vg_creds_msg {
+	struct vg_msg_hdr hdr;
+	__u32 pid;       /* tgid */
+	__u32 tid;       /* the thread that made the call */
+	__u32 call;      /* enum vg_cred_call */
+	__u32 ngroups;   /* supplementary groups the task has (groups[] holds the first ones) */
+	__s32 syscall_nr;/* VG_CRED_COMMIT: the syscall the task is in (-1: none known) */
+	__u32 pad;
+	struct vg_creds creds;
+	__u32 groups[VG_CRED_GROUPS];
 };
 
 /* Per-CPU counters, one entry; read and summed by Python at scrape time. */

@@ -148,8 +148,9 @@ static __always_inline struct vg_cgroup_rate *vg_rate_get(__u64 cgid, __u64 now)
  * --cgroup-rate: count the record against its cgroup's window (fixed windows of
  * cgroup_rate_interval_ns, all CPUs together) and say what to do with it. Clones are
  * neither counted nor suppressed (the process cache needs every fork, and they are
- * never exported); exits are counted and always sent, marked while throttled (the cache
- * needs them, user space exports no event for a marked one); everything else is
+ * never exported); exits and credential changes are counted and always sent, marked
+ * while throttled (the cache needs them, user space exports no event for a marked one);
+ * everything else is
  * suppressed while the cgroup is throttled. The record that crosses the limit sends
  * THROTTLE_START; vg_rate_sweep sends THROTTLE_STOP. Races between CPUs at a window
  * boundary may miscount a record or two; START is sent exactly once per episode (CAS),
@@ -181,7 +182,7 @@ static __always_inline int vg_rate_check(__u8 op)
 	}
 	if (!r->throttled)
 		return VG_RATE_PASS;
-	if (op == VG_MSG_EXIT)
+	if (op == VG_MSG_EXIT || op == VG_MSG_CREDS)
 		return VG_RATE_MARK;
 	__sync_fetch_and_add(&r->dropped, 1);
 	return VG_RATE_DROP;

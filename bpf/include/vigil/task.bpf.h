@@ -43,4 +43,32 @@ static __always_inline void vg_read_namespaces(struct task_struct *task, struct 
 	out->pid = BPF_CORE_READ(upid.ns, ns.inum);
 }
 
+/* All of a cred's ids, capability sets and securebits, and its user namespace. */
+static __always_inline void vg_cred_fill(const struct cred *cred, struct vg_creds *c)
+{
+	c->uid = BPF_CORE_READ(cred, uid.val);
+	c->gid = BPF_CORE_READ(cred, gid.val);
+	c->euid = BPF_CORE_READ(cred, euid.val);
+	c->egid = BPF_CORE_READ(cred, egid.val);
+	c->suid = BPF_CORE_READ(cred, suid.val);
+	c->sgid = BPF_CORE_READ(cred, sgid.val);
+	c->fsuid = BPF_CORE_READ(cred, fsuid.val);
+	c->fsgid = BPF_CORE_READ(cred, fsgid.val);
+	c->securebits = BPF_CORE_READ(cred, securebits);
+	/* kernel_cap_t is a u64 since 6.3 and u32[2] before: 8 bytes either way */
+	bpf_probe_read_kernel(&c->cap_permitted, 8, &cred->cap_permitted);
+	bpf_probe_read_kernel(&c->cap_effective, 8, &cred->cap_effective);
+	bpf_probe_read_kernel(&c->cap_inheritable, 8, &cred->cap_inheritable);
+	c->user_ns_level = BPF_CORE_READ(cred, user_ns, level);
+	c->user_ns_uid = BPF_CORE_READ(cred, user_ns, owner.val);
+	c->user_ns_gid = BPF_CORE_READ(cred, user_ns, group.val);
+	c->user_ns_inum = BPF_CORE_READ(cred, user_ns, ns.inum);
+}
+
+/* The task's (objective) credentials. */
+static __always_inline void vg_read_creds(struct task_struct *task, struct vg_creds *c)
+{
+	vg_cred_fill(BPF_CORE_READ(task, real_cred), c);
+}
+
 #endif /* VIGIL_TASK_BPF_H */

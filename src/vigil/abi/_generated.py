@@ -75,6 +75,25 @@ class CelOp(enum.IntEnum):
     SWAP = 16
 
 
+class CredCall(enum.IntEnum):
+    SETUID = 1
+    SETGID = 2
+    SETREUID = 3
+    SETREGID = 4
+    SETRESUID = 5
+    SETRESGID = 6
+    SETFSUID = 7
+    SETFSGID = 8
+    SETGROUPS = 9
+    CAPSET = 10
+    PRCTL = 11
+    COMMIT = 12
+
+
+class CredLimits(enum.IntEnum):
+    GROUPS = 16
+
+
 class DropReason(enum.IntEnum):
     RINGBUF_FULL = 0
     READ_ERROR = 1
@@ -185,6 +204,7 @@ class MsgOp(enum.IntEnum):
     DATA = 24
     CGROUP = 25
     THROTTLE = 27
+    CREDS = 29
     OP_MAX = 32
 
 
@@ -261,6 +281,7 @@ LAYOUTS = {
     'vg_clone_msg': (40, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('pid', 16, 4, 1), ('tid', 20, 4, 1), ('ppid', 24, 4, 1), ('pad', 28, 4, 1), ('start_ktime', 32, 8, 1),)),
     'vg_config': (32, (('max_args', 0, 4, 1), ('wakeup_bytes', 4, 4, 1), ('cgroup_rate', 8, 4, 1), ('pad', 12, 4, 1), ('cgroup_rate_interval_ns', 16, 8, 1), ('cgroup_rate_quiet_ns', 24, 8, 1),)),
     'vg_creds': (80, (('uid', 0, 4, 1), ('gid', 4, 4, 1), ('euid', 8, 4, 1), ('egid', 12, 4, 1), ('suid', 16, 4, 1), ('sgid', 20, 4, 1), ('fsuid', 24, 4, 1), ('fsgid', 28, 4, 1), ('securebits', 32, 4, 1), ('user_ns_level', 36, 4, 1), ('user_ns_uid', 40, 4, 1), ('user_ns_gid', 44, 4, 1), ('user_ns_inum', 48, 4, 1), ('pad', 52, 4, 1), ('cap_permitted', 56, 8, 1), ('cap_effective', 64, 8, 1), ('cap_inheritable', 72, 8, 1),)),
+    'vg_creds_msg': (184, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('pid', 16, 4, 1), ('tid', 20, 4, 1), ('call', 24, 4, 1), ('ngroups', 28, 4, 1), ('syscall_nr', 32, 4, 1), ('pad', 36, 4, 1), ('creds.uid', 40, 4, 1), ('creds.gid', 44, 4, 1), ('creds.euid', 48, 4, 1), ('creds.egid', 52, 4, 1), ('creds.suid', 56, 4, 1), ('creds.sgid', 60, 4, 1), ('creds.fsuid', 64, 4, 1), ('creds.fsgid', 68, 4, 1), ('creds.securebits', 72, 4, 1), ('creds.user_ns_level', 76, 4, 1), ('creds.user_ns_uid', 80, 4, 1), ('creds.user_ns_gid', 84, 4, 1), ('creds.user_ns_inum', 88, 4, 1), ('creds.pad', 92, 4, 1), ('creds.cap_permitted', 96, 8, 1), ('creds.cap_effective', 104, 8, 1), ('creds.cap_inheritable', 112, 8, 1), ('groups', 120, 4, 16),)),
     'vg_exec_msg': (176, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('pid', 16, 4, 1), ('tid', 20, 4, 1), ('ppid', 24, 4, 1), ('flags', 28, 4, 1), ('auid', 32, 4, 1), ('cgroup_len', 36, 2, 1), ('path_len', 38, 2, 1), ('cwd_len', 40, 2, 1), ('args_len', 42, 2, 1), ('args_size', 44, 4, 1), ('cgroup_id', 48, 8, 1), ('creds.uid', 56, 4, 1), ('creds.gid', 60, 4, 1), ('creds.euid', 64, 4, 1), ('creds.egid', 68, 4, 1), ('creds.suid', 72, 4, 1), ('creds.sgid', 76, 4, 1), ('creds.fsuid', 80, 4, 1), ('creds.fsgid', 84, 4, 1), ('creds.securebits', 88, 4, 1), ('creds.user_ns_level', 92, 4, 1), ('creds.user_ns_uid', 96, 4, 1), ('creds.user_ns_gid', 100, 4, 1), ('creds.user_ns_inum', 104, 4, 1), ('creds.pad', 108, 4, 1), ('creds.cap_permitted', 112, 8, 1), ('creds.cap_effective', 120, 8, 1), ('creds.cap_inheritable', 128, 8, 1), ('ns.uts', 136, 4, 1), ('ns.ipc', 140, 4, 1), ('ns.mnt', 144, 4, 1), ('ns.pid', 148, 4, 1), ('ns.pid_for_children', 152, 4, 1), ('ns.net', 156, 4, 1), ('ns.time', 160, 4, 1), ('ns.time_for_children', 164, 4, 1), ('ns.cgroup', 168, 4, 1), ('ns.user', 172, 4, 1),)),
     'vg_exit_msg': (32, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('pid', 16, 4, 1), ('tid', 20, 4, 1), ('exit_code', 24, 4, 1), ('pad', 28, 4, 1),)),
     'vg_gen_counts': (64, (('n', 0, 8, 8),)),
@@ -315,6 +336,9 @@ VG_CONFIG_INDEX = {'max_args': 0, 'wakeup_bytes': 1, 'cgroup_rate': 2, 'pad': 3,
 VG_CREDS = struct.Struct('<IIIIIIIIIIIIIIQQQ')
 VG_CREDS_FIELDS = ('uid', 'gid', 'euid', 'egid', 'suid', 'sgid', 'fsuid', 'fsgid', 'securebits', 'user_ns_level', 'user_ns_uid', 'user_ns_gid', 'user_ns_inum', 'pad', 'cap_permitted', 'cap_effective', 'cap_inheritable',)
 VG_CREDS_INDEX = {'uid': 0, 'gid': 1, 'euid': 2, 'egid': 3, 'suid': 4, 'sgid': 5, 'fsuid': 6, 'fsgid': 7, 'securebits': 8, 'user_ns_level': 9, 'user_ns_uid': 10, 'user_ns_gid': 11, 'user_ns_inum': 12, 'pad': 13, 'cap_permitted': 14, 'cap_effective': 15, 'cap_inheritable': 16}
+VG_CREDS_MSG = struct.Struct('<BBHIQIIIIIIIIIIIIIIIIIIIIQQQ16I')
+VG_CREDS_MSG_FIELDS = ('hdr.op', 'hdr.flags', 'hdr.pad1', 'hdr.size', 'hdr.ktime', 'pid', 'tid', 'call', 'ngroups', 'syscall_nr', 'pad', 'creds.uid', 'creds.gid', 'creds.euid', 'creds.egid', 'creds.suid', 'creds.sgid', 'creds.fsuid', 'creds.fsgid', 'creds.securebits', 'creds.user_ns_level', 'creds.user_ns_uid', 'creds.user_ns_gid', 'creds.user_ns_inum', 'creds.pad', 'creds.cap_permitted', 'creds.cap_effective', 'creds.cap_inheritable', 'groups',)
+VG_CREDS_MSG_INDEX = {'hdr.op': 0, 'hdr.flags': 1, 'hdr.pad1': 2, 'hdr.size': 3, 'hdr.ktime': 4, 'pid': 5, 'tid': 6, 'call': 7, 'ngroups': 8, 'syscall_nr': 9, 'pad': 10, 'creds.uid': 11, 'creds.gid': 12, 'creds.euid': 13, 'creds.egid': 14, 'creds.suid': 15, 'creds.sgid': 16, 'creds.fsuid': 17, 'creds.fsgid': 18, 'creds.securebits': 19, 'creds.user_ns_level': 20, 'creds.user_ns_uid': 21, 'creds.user_ns_gid': 22, 'creds.user_ns_inum': 23, 'creds.pad': 24, 'creds.cap_permitted': 25, 'creds.cap_effective': 26, 'creds.cap_inheritable': 27, 'groups': 28}
 VG_EXEC_MSG = struct.Struct('<BBHIQIIIIIHHHHIQIIIIIIIIIIIIIIQQQIIIIIIIIII')
 VG_EXEC_MSG_FIELDS = ('hdr.op', 'hdr.flags', 'hdr.pad1', 'hdr.size', 'hdr.ktime', 'pid', 'tid', 'ppid', 'flags', 'auid', 'cgroup_len', 'path_len', 'cwd_len', 'args_len', 'args_size', 'cgroup_id', 'creds.uid', 'creds.gid', 'creds.euid', 'creds.egid', 'creds.suid', 'creds.sgid', 'creds.fsuid', 'creds.fsgid', 'creds.securebits', 'creds.user_ns_level', 'creds.user_ns_uid', 'creds.user_ns_gid', 'creds.user_ns_inum', 'creds.pad', 'creds.cap_permitted', 'creds.cap_effective', 'creds.cap_inheritable', 'ns.uts', 'ns.ipc', 'ns.mnt', 'ns.pid', 'ns.pid_for_children', 'ns.net', 'ns.time', 'ns.time_for_children', 'ns.cgroup', 'ns.user',)
 VG_EXEC_MSG_INDEX = {'hdr.op': 0, 'hdr.flags': 1, 'hdr.pad1': 2, 'hdr.size': 3, 'hdr.ktime': 4, 'pid': 5, 'tid': 6, 'ppid': 7, 'flags': 8, 'auid': 9, 'cgroup_len': 10, 'path_len': 11, 'cwd_len': 12, 'args_len': 13, 'args_size': 14, 'cgroup_id': 15, 'creds.uid': 16, 'creds.gid': 17, 'creds.euid': 18, 'creds.egid': 19, 'creds.suid': 20, 'creds.sgid': 21, 'creds.fsuid': 22, 'creds.fsgid': 23, 'creds.securebits': 24, 'creds.user_ns_level': 25, 'creds.user_ns_uid': 26, 'creds.user_ns_gid': 27, 'creds.user_ns_inum': 28, 'creds.pad': 29, 'creds.cap_permitted': 30, 'creds.cap_effective': 31, 'creds.cap_inheritable': 32, 'ns.uts': 33, 'ns.ipc': 34, 'ns.mnt': 35, 'ns.pid': 36, 'ns.pid_for_children': 37, 'ns.net': 38, 'ns.time': 39, 'ns.time_for_children': 40, 'ns.cgroup': 41, 'ns.user': 42}

@@ -162,12 +162,20 @@ spec:
 
 
 def bench_syscalls(n: int = 2_000_000) -> dict[str, Any]:
-    """ns per call: no BPF, base sensor, base + non-matching openat policy."""
+    """ns per call: no BPF, base sensor without and with credential tracking (its syscall
+    exit tracepoints put every syscall on the kernel's traced path), base + non-matching
+    openat policy."""
     from vigil.daemon.policies import PolicyManager
     from vigil.policy_events import HookRegistry
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
     binary = _sysloop()
     none = _loops(binary, n)
+    base = BaseSensor(BaseSensorConfig(ring_bytes=8 << 20, track_creds=False))
+    base.load()
+    try:
+        no_creds = _loops(binary, n)
+    finally:
+        base.close()
     base = BaseSensor(BaseSensorConfig(ring_bytes=8 << 20))
     base.load()
     try:
@@ -179,7 +187,9 @@ def bench_syscalls(n: int = 2_000_000) -> dict[str, Any]:
     finally:
         base.close()
     return {
-        "ns_per_call": {"none": none, "base_sensor": with_base, "openat_policy": with_policy},
+        "ns_per_call": {"none": none, "base_sensor_no_creds": no_creds,
+                        "base_sensor": with_base, "openat_policy": with_policy},
+        "ns_added_by_cred_tracking": {m: round(with_base[m] - no_creds[m], 1) for m in none},
         "ns_added_by_policy": {m: round(with_policy[m] - none[m], 1) for m in none},
         "openat_ratio": round(none["openat"] / with_policy["openat"], 3),
     }

@@ -82,6 +82,13 @@ def _given(param: str) -> bool:
               help="Processes kept in the cache (bounded; exited ones evicted first).")
 @click.option("--enable-process-cred", is_flag=True,
               help="Add cap and process_credentials to processes.")
+@click.option("--process-cred-changes", type=click.Choice(["events", "follow", "off"]),
+              default="events", show_default=True,
+              help="Credential changes after exec (setuid, capset, ...): 'events' follows "
+                   "them (later events report the current uid and credentials) and exports "
+                   "each as a process_kprobe of policy process-credentials-changed; "
+                   "'follow' only follows; 'off' reports the credentials of exec time, "
+                   "as Tetragon.")
 @click.option("--enable-process-ns", is_flag=True, help="Add namespaces to processes.")
 @click.option("--enable-ancestors", default="", metavar="LIST",
               help="Comma list of event kinds with ancestors; 'base' for exec/exit.")
@@ -166,6 +173,7 @@ def agent(**opts: object) -> None:
             procfs=str(opts["procfs"]),
             process_cache_size=int(opts["process_cache_size"]),  # type: ignore[call-overload]
             enable_process_cred=bool(opts["enable_process_cred"]),
+            process_cred_changes=str(opts["process_cred_changes"]),
             enable_process_ns=bool(opts["enable_process_ns"]),
             enable_ancestors="base" in ancestors,
             rb_size_total=_size(str(opts["rb_size_total"])),

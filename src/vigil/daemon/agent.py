@@ -58,6 +58,8 @@ class AgentConfig:
     procfs: str = "/proc"
     process_cache_size: int = 65536
     enable_process_cred: bool = False
+    # --process-cred-changes: events (follow and export) | follow (cache only) | off
+    process_cred_changes: str = "events"
     enable_process_ns: bool = False
     enable_ancestors: bool = False
     rb_size_total: int = 64 << 20
@@ -202,6 +204,7 @@ class Agent:
             redactor=self.redactor,
             node_name=self.node_name,
             process_cred=cfg.enable_process_cred,
+            cred_change_events=cfg.process_cred_changes == "events",
             process_ns=cfg.enable_process_ns,
             ancestors=cfg.enable_ancestors,
             host_ns=host_namespaces(cfg.procfs) if cfg.enable_process_ns else None,
@@ -240,7 +243,9 @@ class Agent:
         from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
         self.sensor = BaseSensor(BaseSensorConfig(ring_bytes=self.cfg.rb_size_total,
                                                   max_args=self.cfg.max_args,
-                                                  cgroup_rate=self.cfg.cgroup_rate))
+                                                  cgroup_rate=self.cfg.cgroup_rate,
+                                                  track_creds=self.cfg.process_cred_changes
+                                                  != "off"))
         self.sensor.load()
         try:
             self._start_policy_engine()
@@ -527,6 +532,9 @@ class Agent:
             "decode_errors": dict(self.pipeline.decode_errors),
             "missing_process": self.pipeline.missing_process,
             "duplicate_exits": self.pipeline.duplicate_exits,
+            "cred_changes": self.pipeline.cred_changes,
+            "cred_unchanged": self.pipeline.cred_unchanged,
+            "creds_tracking": self.sensor.creds_tracking if self.sensor else "off",
             "cache_size": len(self.cache),
             "sinks": {s.name: {"delivered": s.delivered, "dropped": s.dropped}
                       for s in self.sinks},

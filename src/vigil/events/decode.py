@@ -7,6 +7,7 @@ those and carries on.
 
 from __future__ import annotations
 
+import platform
 import posixpath
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import NamedTuple
 from vigil.abi import _generated as abi
 from vigil.process.execid import exec_id
 from vigil.process.model import Credentials, ExecFlag, Namespaces, ProcessInfo
+from vigil.syscalls import SYSCALL_NAMES
 
 
 class DecodeError(ValueError):
@@ -161,3 +163,51 @@ def decode_exit(rec: bytes) -> ExitRecord:
         raise DecodeError(f"exit record of {len(rec)} bytes < {_EXIT.size}")
     v = _EXIT.unpack_from(rec)
     return ExitRecord(*[v[i] for i in _EXIT_FIELDS])
+
+
+_CRED = abi.VG_CREDS_MSG
+_CR = abi.VG_CREDS_MSG_INDEX
+_CRED_FIELDS = [_CR[n] for n in ("pid", "tid", "call", "hdr.ktime", "ngroups", "syscall_nr")]
+_CRED_CREDS = [_CR[f"creds.{n}"] for n in (
+    "uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits",
+    "cap_permitted", "cap_effective", "cap_inheritable",
+    "user_ns_level", "user_ns_uid", "user_ns_gid", "user_ns_inum")]
+_CRED_GROUPS = _CR["groups"]
+_CRED_GROUPS_MAX = int(abi.CredLimits.GROUPS)
+
+# The syscall of a VG_MSG_CREDS record (enum vg_cred_call), by its Linux name.
+CRED_CALL_NAMES: dict[int, str] = {int(c): c.name.lower() for c in abi.CredCall}
+_COMMIT = int(abi.CredCall.COMMIT)
+CRED_CALL_NAMES[_COMMIT] = "commit_creds"
+# commit_creds records carry the number of the syscall the task was in (x86_64 numbers
+# here; elsewhere the call is reported as commit_creds)
+_SYSCALLS = SYSCALL_NAMES if platform.machine() == "x86_64" else {}
+
+
+class CredsRecord(NamedTuple):
+    """A process's credentials after a successful credential syscall."""
+
+    pid: int
+    tid: int
+    call: str              # the syscall's name ("setresuid", "capset", "unshare"...;
+                           # "commit_creds" when the kernel changed them outside a syscall)
+    ktime: int
+    creds: Credentials
+    # supplementary groups: all of them, or the first CRED_GROUPS when ngroups says more
+    groups: tuple[int, ...]
+    ngroups: int
+
+
+def decode_creds(rec: bytes) -> CredsRecord:
+    if len(rec) < _CRED.size:
+        raise DecodeError(f"creds record of {len(rec)} bytes < {_CRED.size}")
+    v = _CRED.unpack_from(rec)
+    pid, tid, call, ktime, ngroups, nr = (v[i] for i in _CRED_FIELDS)
+    name = CRED_CALL_NAMES.get(call)
+    if name is None:
+        raise DecodeError(f"creds record of unknown call {call}")
+    if call == _COMMIT:
+        name = _SYSCALLS.get(nr, name)
+    n = min(ngroups, _CRED_GROUPS_MAX)
+    return CredsRecord(pid, tid, name, ktime, Credentials(*[v[i] for i in _CRED_CREDS]),
+                       tuple(v[_CRED_GROUPS:_CRED_GROUPS + n]), ngroups)

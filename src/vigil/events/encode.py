@@ -448,6 +448,89 @@ def exit_event(
     return _envelope("process_exit", body, node_name, time_ns)
 
 
+# The built-in policy name of credential-change events (no loaded policy has it: it is
+# not a TracingPolicy, the base sensor reports these).
+CRED_CHANGE_POLICY = "process-credentials-changed"
+CRED_CHANGE_FUNCTION = "commit_creds"
+_ID_NAMES = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
+_CAP_SETS = (("permitted", "cap_permitted"), ("effective", "cap_effective"),
+             ("inheritable", "cap_inheritable"))
+
+
+def cred_change_summary(old: Credentials | None, new: Credentials,
+                        old_groups: tuple[int, ...] | None,
+                        new_groups: tuple[int, ...] | None) -> tuple[str, bool]:
+    """What changed, for a person (``"uid 0->65534 euid 0->65534 -effective:CAP_KILL"``;
+    ``-effective:all`` when the set is now empty), and whether it raised privileges: an id became 0 (root), or a capability was added
+    to a set. ``old`` None: unknown (everything counts as new, nothing as raised)."""
+    parts: list[str] = []
+    raised = False
+    if old is None:
+        return " ".join(f"{n}={getattr(new, n)}" for n in _ID_NAMES), False
+    for name in _ID_NAMES:
+        a, b = getattr(old, name), getattr(new, name)
+        if a != b:
+            parts.append(f"{name} {a}->{b}")
+            raised |= b == 0
+    for label, attr in _CAP_SETS:
+        a, b = getattr(old, attr), getattr(new, attr)
+        added, dropped = b & ~a, a & ~b
+        if added:
+            parts.append(f"+{label}:" + ",".join(str(c) for c in cap_list(added)))
+            raised = True
+        if dropped:
+            parts.append(f"-{label}:all" if not b else
+                         f"-{label}:" + ",".join(str(c) for c in cap_list(dropped)))
+    if old.securebits != new.securebits:
+        parts.append(f"securebits {old.securebits:#x}->{new.securebits:#x}")
+    if old.user_ns_inum != new.user_ns_inum:
+        parts.append(f"user_ns {old.user_ns_inum}->{new.user_ns_inum} "
+                     f"(level {old.user_ns_level}->{new.user_ns_level})")
+    if new_groups is not None and old_groups != new_groups:
+        parts.append("groups " + ("?" if old_groups is None else
+                                  ",".join(map(str, old_groups)) or "-")
+                     + "->" + (",".join(map(str, new_groups)) or "-"))
+    return " ".join(parts), raised
+
+
+def cred_change_event(
+    process: dict[str, Any],
+    parent: dict[str, Any] | None,
+    *,
+    call: str,
+    old: Credentials | None,
+    new: Credentials,
+    old_groups: tuple[int, ...] | None,
+    groups: tuple[int, ...] | None,
+    node_name: str,
+    time_ns: int,
+) -> dict[str, Any]:
+    """A credential change after exec, as the ``process_kprobe`` event Tetragon writes for
+    a ``commit_creds`` hook with a ``cred`` argument: ``process`` still has the
+    credentials from before the change, ``args[0]`` is the new ``process_credentials_arg``;
+    then the syscall (``string_arg`` labelled ``syscall``) and, for setgroups, the new
+    supplementary groups (``string_arg`` labelled ``groups``, comma-separated). The policy
+    name is ``CRED_CHANGE_POLICY``; ``message`` says what changed; ``tags`` are
+    ``credentials`` and, when privileges were raised, ``privileges_raised``."""
+    summary, raised = cred_change_summary(old, new, old_groups, groups)
+    args: list[dict[str, Any]] = [
+        {"process_credentials_arg": credentials_dict(new, full=True)},
+        {"string_arg": call, "label": "syscall"},
+    ]
+    if call == "setgroups" and groups is not None:
+        args.append({"string_arg": ",".join(map(str, groups)), "label": "groups"})
+    body: dict[str, Any] = {"process": process}
+    if parent is not None:
+        body["parent"] = parent
+    body["function_name"] = CRED_CHANGE_FUNCTION
+    body["args"] = args
+    body["action"] = "KPROBE_ACTION_POST"
+    body["policy_name"] = CRED_CHANGE_POLICY
+    body["message"] = f"{call}: {summary}" if summary else call
+    body["tags"] = ["credentials", "privileges_raised"] if raised else ["credentials"]
+    return _envelope("process_kprobe", body, node_name, time_ns)
+
+
 class SharedDict(dict):  # type: ignore[type-arg]
     """A message dict shared by many events (a process): never change it after it is
     published. Its JSON is made once, on first need, and ``dumps`` splices those bytes

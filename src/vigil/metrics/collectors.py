@@ -174,8 +174,10 @@ class AgentCollector(Collector):
         discarded = CounterMetricFamily(
             self._n("records_discarded"), "Records read and understood but turned into "
             "no event: a second exit of one process instance, a record of a policy hook "
-            "already removed.", labels=["reason"])
+            "already removed, a credential change that changed nothing (another thread "
+            "repeating it).", labels=["reason"])
         discarded.add_metric(["duplicate_exit"], p.duplicate_exits)
+        discarded.add_metric(["credentials_unchanged"], p.cred_unchanged)
         discarded.add_metric(["unknown_hook"], pe.unknown_hook if pe is not None else 0)
         yield discarded
         yield from self._throttle(p.throttle)

@@ -2,9 +2,9 @@
 
 Threading model
 ---------------
-There is exactly one writer, the pipeline thread, which calls ``add``, ``mark_exited``
-and ``gc``. Other threads (gRPC, metrics, debug dumps) may only read through
-``get``/``current``/``ancestors``/``snapshot``; every public method takes
+There is exactly one writer, the pipeline thread, which calls ``add``, ``mark_exited``,
+``update_creds`` and ``gc``. Other threads (gRPC, metrics, debug dumps) may only read
+through ``get``/``current``/``ancestors``/``snapshot``; every public method takes
 ``ProcessCache.lock`` (a plain, non-reentrant ``threading.Lock``; an uncontended
 acquire costs tens of nanoseconds). Returned ``ProcessInfo`` objects are shared:
 treat them as read-only, and expect their bookkeeping fields (``refcnt``,
@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from vigil.process.model import ProcessInfo
+from vigil.process.model import Credentials, ProcessInfo
 
 DEFAULT_CAPACITY = 65536
 DEFAULT_GRACE_NS = 30 * 10**9
@@ -127,6 +127,19 @@ class ProcessCache:
             p.exit_time_ns = exit_time_ns
             self._release_self(p)
             return p
+
+    def update_creds(self, p: ProcessInfo, creds: Credentials,
+                     groups: tuple[int, ...] | None) -> None:
+        """Give ``p`` the credentials it has now (after setuid, capset...): ``creds``,
+        ``uid`` (the effective uid) and, when not None, ``groups``. Its encoded dict is
+        dropped (never changed: events already published keep the old one), so the next
+        event that needs the process builds it again with the new credentials."""
+        with self.lock:
+            p.creds = creds
+            p.uid = creds.euid
+            if groups is not None:
+                p.groups = groups
+            p.encoded = None
 
     def gc(self, now_ns: int | None = None) -> int:
         """Remove evictable instances whose grace period ended; return how many."""

@@ -113,7 +113,9 @@ class ProcessInfo:
     Identity is ``exec_id`` = base64("<node>:<ktime>:<pid>"), see
     ``vigil.process.execid``. ``ktime`` is in boot-clock nanoseconds (the BPF side uses
     ``bpf_ktime_get_boot_ns``; the /proc scan uses starttime ticks x 10^7, as Tetragon).
-    Fields other than the refcount/exit bookkeeping never change after creation.
+    Fields other than the refcount/exit bookkeeping never change after creation, except
+    the credentials (``uid``, ``creds``, ``groups``): a credential change after exec
+    replaces them, through ``ProcessCache.update_creds``, and drops ``encoded``.
     """
 
     exec_id: str
@@ -136,6 +138,9 @@ class ProcessInfo:
     cgroup_id: int = 0
     cgroup_name: str = ""
     creds: Credentials = field(default_factory=Credentials)
+    # supplementary groups, once a setgroups was seen (None: not known; exec records
+    # and the /proc scan do not carry them)
+    groups: tuple[int, ...] | None = None
     ns: Namespaces = field(default_factory=Namespaces)
     in_init_tree: bool = False
     # a fork child that has not exec'd (yet): Tetragon's clone-only process, exported

@@ -4,6 +4,13 @@ It owns the event ring buffer and the per-cgroup rate map that every other senso
 object shares (by fd), and its per-CPU counters (``vg_stats``) say how many records
 each program sent or dropped. With ``--cgroup-rate`` it also runs the THROTTLE_STOP
 sweep (``vg_rate_sweep``, via BPF_PROG_TEST_RUN) on a small thread.
+
+Credential tracking (on unless ``track_creds`` is off) loads ``creds.bpf.o`` next to it:
+a hook on ``commit_creds`` (fentry, else kprobe) where the kernel allows one, else the
+exit tracepoints of the credential syscalls (setuid ... capset, prctl securebits); either
+reports a process's credentials at each change (``VG_MSG_CREDS``). It is a separate
+object sharing the ring by fd, so a kernel that refuses it (no syscall tracepoints, no
+tracefs) loses only that: a warning, and ``creds_tracking`` says why.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ BIN_MAX = int(GenLimits.BIN_MAX)
 # vg_stats is shared too, so a policy hook's ring-full and throttled drops are counted
 # where the metrics read them.
 SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate", "vg_procs")
+# creds.bpf.o: one program per credential syscall's exit tracepoint
+CRED_PROGRAMS = ("vg_cred_setuid", "vg_cred_setgid", "vg_cred_setreuid", "vg_cred_setregid",
+                 "vg_cred_setresuid", "vg_cred_setresgid", "vg_cred_setfsuid",
+                 "vg_cred_setfsgid", "vg_cred_setgroups", "vg_cred_capset", "vg_cred_prctl")
+# ... or one program on commit_creds, where the kernel allows fentry or kprobes
+CRED_COMMIT_PROGRAMS = {"fentry": "vg_cred_commit_fentry", "kprobe": "vg_cred_commit_kprobe"}
+CRED_SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate")
 RATE_MAP = "vg_cgroup_rate"
 
 
@@ -45,6 +59,10 @@ class BaseSensorConfig:
     wakeup_bytes: int = 256 << 10   # wake the reader once this much is pending
     objects_dir: Path = OBJECTS_DIR
     cgroup_rate: CgroupRate | None = None  # --cgroup-rate; None: no throttling
+    track_creds: bool = True        # load creds.bpf.o (credential changes after exec)
+    # how: "auto" (commit_creds by fentry or kprobe where allowed, else the syscall exit
+    # tracepoints) or "syscalls" (the tracepoints only)
+    creds_hook: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,9 @@ class BaseSensor:
         self._sweep_stop = threading.Event()
         self.sweeps = 0
         self.sweep_errors = 0
+        self._creds_obj: BpfObject | None = None
+        # "on", "off" (not asked for) or why it could not be loaded or attached
+        self.creds_tracking = "off"
 
     @property
     def rodata(self) -> bytes:
@@ -144,10 +165,59 @@ class BaseSensor:
             obj.close()
             raise
         self._obj = obj
+        if self.cfg.track_creds:
+            self._load_creds()
         if self.cfg.cgroup_rate is not None:
             self._start_sweeper(self.cfg.cgroup_rate.sweep_interval_s)
-        log.info("base sensor loaded: %s attached, ring buffer %d MiB",
-                 ", ".join(PROGRAMS), self.ring_bytes >> 20)
+        log.info("base sensor loaded: %s attached, ring buffer %d MiB, credential "
+                 "tracking %s", ", ".join(PROGRAMS), self.ring_bytes >> 20, self.creds_tracking)
+
+    def _load_creds(self) -> None:
+        """Load and attach creds.bpf.o: its commit_creds hook where the kernel allows
+        fentry or a kprobe (every change, whatever the path), else the syscall exit
+        tracepoints; when nothing loads, warn and go on without."""
+        errors: list[str] = []
+        for how, programs in self._creds_ways():
+            try:
+                self._creds_obj = self._load_creds_object(programs)
+            except BpfError as err:
+                errors.append(f"{how}: {err}")
+                log.debug("credential tracking by %s refused: %s", how, err)
+                continue
+            self.creds_tracking = f"on ({how})"
+            return
+        self.creds_tracking = "unavailable: " + "; ".join(errors)
+        log.warning("credential changes after exec are not followed (%s): events report "
+                    "the credentials each process had at exec", "; ".join(errors))
+
+    def _creds_ways(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(how, programs) to try in order: commit_creds by fentry, then kprobe, when the
+        kernel allows them (``vigil.bpf.features``, cached probes) and the config asks."""
+        ways: list[tuple[str, tuple[str, ...]]] = []
+        if self.cfg.creds_hook == "auto":
+            from vigil.bpf import features
+            for kind in ("fentry", "kprobe"):
+                if features.probe(kind).ok:
+                    ways.append((f"{kind} commit_creds", (CRED_COMMIT_PROGRAMS[kind],)))
+        ways.append(("syscall exit tracepoints", CRED_PROGRAMS))
+        return ways
+
+    def _load_creds_object(self, programs: tuple[str, ...]) -> BpfObject:
+        assert self._obj is not None
+        obj = BpfObject(self.cfg.objects_dir / "creds.bpf.o", name="vigil_creds")
+        try:
+            obj.set_rodata(self.rodata)
+            for name in CRED_SHARED_MAPS:
+                obj.map(name).reuse_fd(self._obj.map(name).fd)
+            for prog in obj.programs():
+                prog.autoload = prog.name in programs
+            obj.load()
+            for prog in programs:
+                obj.program(prog).attach()
+        except BaseException:
+            obj.close()
+            raise
+        return obj
 
     @property
     def ring_fd(self) -> int:
@@ -217,6 +287,9 @@ class BaseSensor:
 
     def close(self) -> None:
         self._stop_sweeper()
+        if self._creds_obj is not None:
+            self._creds_obj.close()
+            self._creds_obj = None
         if self.ring is not None:
             self.ring.close()
             self.ring = None
