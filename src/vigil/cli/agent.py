@@ -131,6 +131,11 @@ def _given(param: str) -> bool:
               help="Chain every export line with a keyed hash (HMAC-SHA256) in a .chain "
                    "file next to each export file, checked by `vigil export verify`. KEY "
                    "(0600, from `vigil export keygen`) is evolved in place as files rotate.")
+@click.option("--self-protection", type=click.BOOL, default=True, show_default=True,
+              help="Report attempts on the agent itself: signals, ptrace, memory access "
+                   "and bpf() on its objects by other processes (the built-in policy "
+                   "vigil-self-protection, which can also be disabled or deleted like any "
+                   "policy), and writes to its package, policy and key files (fanotify).")
 @click.option("--policy-signing-key", default="", metavar="FILE",
               help="Load only policies with a valid ed25519 signature under this public "
                    "key (PEM or raw): POLICY.sig next to files, the vigil-policy-signature "
@@ -181,6 +186,8 @@ def agent(**opts: object) -> None:
                 integrity_key_file=_integrity_key(opts),
             ),
             policy_signing_key=str(opts["policy_signing_key"]),
+            self_protection=bool(opts["self_protection"]),
+            protected_files=tuple(p for p in (str(opts.get("config_dir") or ""),) if p),
             server=_server_config(opts),
         )
         run(cfg)
