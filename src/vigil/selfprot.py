@@ -138,19 +138,40 @@ class BpfRefiner:
     fds make up Vigil's objects (the agent, its helpers); they are read again when an
     id is not known (objects come and go with policies)."""
 
-    def __init__(self, owners: Callable[[], Iterable[int]], procfs: str = "/proc") -> None:
+    # a listing of every object (bpftool prog list) names each id once: the agent's fds
+    # are read again only for ids above those already checked (ids only grow: an object
+    # made after a read has a higher id than any that existed then), or when the last
+    # read is older than this
+    REFRESH = 2.0
+
+    def __init__(self, owners: Callable[[], Iterable[int]], procfs: str = "/proc",
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
         self._owners = owners
         self._procfs = procfs
+        self._clock = clock or time.monotonic
         self._ids: set[tuple[str, int]] = set()
+        self._checked: dict[str, int] = {}
+        self._read_at = float("-inf")
         self.dropped = 0
+        self.reads = 0
 
     def vigil_object(self, kind: str, obj_id: int) -> bool:
         if (kind, obj_id) in self._ids:
             return True
+        now = self._clock()
+        stale = now - self._read_at >= self.REFRESH
+        if obj_id <= self._checked.get(kind, -1) and not stale:
+            return False
         ids: set[tuple[str, int]] = set()
         for pid in self._owners():
             ids |= read_bpf_ids(pid, self._procfs)
         self._ids = ids
+        self._read_at = now
+        self.reads += 1
+        if stale:  # an id named earlier may not have existed: forget how far we checked
+            self._checked.clear()
+        self._checked[kind] = max(self._checked.get(kind, -1), obj_id)
         return (kind, obj_id) in ids
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any] | None:

@@ -178,7 +178,8 @@ def agent() -> Iterator[Any]:
         export=ExportConfig(filename=str(d / "events.log"), stdout=False),
         server=ServerConfig(addresses=(f"unix://{d}/vigil.sock",),
                             info_file=str(d / "info.json"), queue_events=1024,
-                            max_subscribers=16))
+                            max_subscribers=16),
+        self_protection=False)  # the policy listings below are this module's policies only
     a = Agent(cfg)
     a.start()
     links = links_of(os.getpid())
