@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -187,7 +188,7 @@ def agent(**opts: object) -> None:
             ),
             policy_signing_key=str(opts["policy_signing_key"]),
             self_protection=bool(opts["self_protection"]),
-            protected_files=tuple(p for p in (str(opts.get("config_dir") or ""),) if p),
+            protected_files=_config_paths(opts),
             server=_server_config(opts),
         )
         run(cfg)
@@ -201,6 +202,17 @@ def agent(**opts: object) -> None:
         for d in getattr(err, "diagnostics", ()):
             click.echo(f"  {d}", err=True)
         sys.exit(3 if getattr(err, "diagnostics", None) else 1)
+
+
+def _config_paths(opts: dict[str, object]) -> tuple[str, ...]:
+    """Where this agent's options come from (files read, drop-in directories), for
+    self-protection's watch of writes."""
+    from vigil.cli.config import ETC_DROP_IN, SYSTEM_DROP_INS, YAML_FILES
+    ctx = click.get_current_context(silent=True)
+    read = getattr(ctx.command if ctx else None, "config_files", None) or ()
+    paths = [str(opts.get("config_dir") or ""), *read, *SYSTEM_DROP_INS, ETC_DROP_IN,
+             *(p for p in YAML_FILES if os.path.isabs(p))]
+    return tuple(p for p in paths if p)
 
 
 def _integrity_key(opts: dict[str, object]) -> str:

@@ -438,8 +438,11 @@ class Agent:
         except VigilError as err:
             log.error("self-protection: policy %s not loaded: %s", POLICY_NAME, err)
         from vigil.daemon.selfprot import FileWatch, modify_event
+        srv = self.cfg.server
         extra = [*self.cfg.tracing_policies, self.cfg.tracing_policy_dir,
-                 self.cfg.policy_signing_key, *self.cfg.protected_files]
+                 self.cfg.policy_signing_key, self.cfg.export.integrity_key_file,
+                 srv.persist_dir if getattr(srv, "persist_policies", False) else "",
+                 *self.cfg.protected_files]
         try:
             self._file_watch = FileWatch(
                 extra, self.protected_pids,
