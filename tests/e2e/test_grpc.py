@@ -952,7 +952,7 @@ def test_grpc_policies_persist_only_when_asked() -> None:
         assert_clean(sock, info, links)
 
         def states() -> dict[str, str]:
-            r = vigil_cli("tp", "list", "-o", "json", *addr)
+            r = vigil_cli("tp", "list", "-o", "json", "--domain", "grpc", *addr)
             return {p["name"]: p["state"] for p in json.loads(r.stdout).get("policies", [])}
 
         with AgentProcess(d, *base, *persist):
