@@ -39,7 +39,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory,
           sleeper: subprocess.Popen[bytes]) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("agent")
     with AgentProcess(tmp, "--enable-process-cred", "--enable-process-ns",
-                      "--enable-ancestors", "base", "--export-file-max-size-mb", "1000") as a:
+                      "--enable-ancestors", "base", "--export-file-max-size-mb", "1000",
+                      "--self-protection=false") as a:  # the base sensor alone
         links = links_of(a.proc.pid)
         assert len(links) == 3, "exec, fork and exit programs attached"
         yield a
