@@ -210,3 +210,15 @@ def test_the_decider_is_protected(tmp_path: Path) -> None:
         run("/bin/kill", "-0", str(decider))
         found = agent.wait_for(lambda e: arg(mine(e) or {}, "target_pid") == decider)
         assert found and mine(found[0])["event"] == "sys_enter_kill"
+        # killed, the decider is restarted; the built-in follows it to its new pid
+        run("/bin/kill", "-KILL", str(decider))
+        assert agent.wait_for(lambda e: arg(mine(e) or {}, "target_pid") == decider and
+                              arg(mine(e) or {}, "signal") == 9)
+        assert agent.wait_for(lambda _e: any("policy vigil-self-protection reloaded for pids"
+                                             in line and str(decider) not in line and
+                                             "," in line for line in agent.stderr),
+                              timeout=30)
+        (new,) = run("pgrep", "-P", str(agent.proc.pid), "-f", "vigil.enforce.decider").split()
+        run("/bin/kill", "-0", new)
+        assert agent.wait_for(lambda e: arg(mine(e) or {}, "target_pid") == int(new)), \
+            (new, [x for x in agent.stderr if "self-prot" in x or "decider" in x])

@@ -453,23 +453,23 @@ class Agent:
             log.error("self-protection: file writes not watched: %s", err)
 
     def _refresh_self_protection(self) -> None:
-        """When the agent's helper processes change (the decider started or restarted),
-        load the built-in policy again with the new pids, if it is loaded and enabled."""
+        """When the agent has a new helper process (the decider started or restarted),
+        load the built-in policy again with the new pids (in place: no gap); a disabled
+        one gets the new pids for when it is enabled."""
         if not self.cfg.self_protection or self.policies is None:
             return
         pids = self.protected_pids()
-        if pids == getattr(self, "_sp_pids", pids):
+        rendered = getattr(self, "_sp_pids", None)
+        # a helper that exited alone changes nothing (its restart brings a new pid, and
+        # then the policy is rendered with exactly the live ones)
+        if rendered is None or set(pids) <= set(rendered):
             return
         self._sp_pids = pids
-        from vigil.policy.store_api import PolicyState
         from vigil.selfprot import POLICY_NAME, render_policy
-        info = next((i for i in self.policies.list()
-                     if i.name == POLICY_NAME and not i.namespace), None)
-        if info is None or info.state != PolicyState.ENABLED:
-            return
+        if not any(i.name == POLICY_NAME and not i.namespace for i in self.policies.list()):
+            return  # deleted by the operator: stays deleted
         try:
-            self.policies.delete(POLICY_NAME)
-            self.policies.add(render_policy(pids), source="builtin")
+            self.policies.replace(render_policy(pids), source="builtin")
             log.info("self-protection: policy %s reloaded for pids %s", POLICY_NAME, pids)
         except Exception as err:  # noqa: BLE001 - keep the agent running, say why
             log.error("self-protection: reloading %s: %s", POLICY_NAME, err)
