@@ -1,4 +1,5 @@
-"""The built-in ``vigil-self-protection`` policy: attempts on the agent itself. Pure.
+"""The built-in ``vigil-self-protection`` policy: attempts on the agent itself. No
+ctypes, no BPF: it renders YAML and reads ``/proc/PID/fdinfo``.
 
 An attacker on the host may try to silence the agent: signal it, ptrace it, read or
 write its memory, detach or rewrite its BPF programs, maps and links, or change its
@@ -39,7 +40,7 @@ BY_FD = {9: (4, "prog"), 29: (0, "link"), 34: (0, "link")}
 WATCHED_BPF_CMDS = (*sorted(BY_ID), *sorted(BY_FD))
 
 # syscall tracepoints whose target pid is a field of the format: (event, message,
-# [(format index, label, type)], index among the args of the target pid)
+# [(format field index, label, type)]); the first argument is the target pid
 _PID_HOOKS: tuple[tuple[str, str, list[tuple[int, str, str]]], ...] = (
     ("sys_enter_kill", "signal sent to the Vigil agent",
      [(5, "target_pid", "int"), (6, "signal", "int")]),
