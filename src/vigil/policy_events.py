@@ -125,6 +125,9 @@ class PolicyEvents:
         self._node_name = pipeline.opts.node_name
         # a process's credentials changed: its views carry the old ones
         pipeline.process_changed.append(lambda _p: self._views.clear())
+        # policy name -> a function that completes or drops that policy's events (the
+        # built-in self-protection policy names the BPF object a bpf() call is about)
+        self.refine: dict[str, Callable[[Event], Event | None]] = {}
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)
@@ -167,9 +170,14 @@ class PolicyEvents:
             proc = self._views.get((p.exec_id, v[_TID], p.refcnt)) or self._view(p, v[_TID])
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
-        return {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
-                "node_name": self._node_name,
-                "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
+        ev = {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
+              "node_name": self._node_name,
+              "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
+        if self.refine:
+            refine = self.refine.get(hook.policy)
+            if refine is not None:
+                return refine(ev)
+        return ev
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared

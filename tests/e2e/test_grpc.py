@@ -178,7 +178,8 @@ def agent() -> Iterator[Any]:
         export=ExportConfig(filename=str(d / "events.log"), stdout=False),
         server=ServerConfig(addresses=(f"unix://{d}/vigil.sock",),
                             info_file=str(d / "info.json"), queue_events=1024,
-                            max_subscribers=16))
+                            max_subscribers=16),
+        self_protection=False)  # the policy listings below are this module's policies only
     a = Agent(cfg)
     a.start()
     links = links_of(os.getpid())
@@ -951,7 +952,7 @@ def test_grpc_policies_persist_only_when_asked() -> None:
         assert_clean(sock, info, links)
 
         def states() -> dict[str, str]:
-            r = vigil_cli("tp", "list", "-o", "json", *addr)
+            r = vigil_cli("tp", "list", "-o", "json", "--domain", "grpc", *addr)
             return {p["name"]: p["state"] for p in json.loads(r.stdout).get("policies", [])}
 
         with AgentProcess(d, *base, *persist):

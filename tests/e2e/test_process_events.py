@@ -39,7 +39,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory,
           sleeper: subprocess.Popen[bytes]) -> Iterator[AgentProcess]:
     tmp = tmp_path_factory.mktemp("agent")
     with AgentProcess(tmp, "--enable-process-cred", "--enable-process-ns",
-                      "--enable-ancestors", "base", "--export-file-max-size-mb", "1000") as a:
+                      "--enable-ancestors", "base", "--export-file-max-size-mb", "1000",
+                      "--self-protection=false") as a:  # the base sensor alone
         links = links_of(a.proc.pid)
         # exec, fork, exit, and commit_creds or the 11 credential syscalls' exits
         assert len(links) in (3 + 1, 3 + 11), links

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -138,6 +139,11 @@ def _given(param: str) -> bool:
               help="Chain every export line with a keyed hash (HMAC-SHA256) in a .chain "
                    "file next to each export file, checked by `vigil export verify`. KEY "
                    "(0600, from `vigil export keygen`) is evolved in place as files rotate.")
+@click.option("--self-protection", type=click.BOOL, default=True, show_default=True,
+              help="Report attempts on the agent itself: signals, ptrace, memory access "
+                   "and bpf() on its objects by other processes (the built-in policy "
+                   "vigil-self-protection, which can also be disabled or deleted like any "
+                   "policy), and writes to its package, policy and key files (fanotify).")
 @click.option("--policy-signing-key", default="", metavar="FILE",
               help="Load only policies with a valid ed25519 signature under this public "
                    "key (PEM or raw): POLICY.sig next to files, the vigil-policy-signature "
@@ -189,6 +195,8 @@ def agent(**opts: object) -> None:
                 integrity_key_file=_integrity_key(opts),
             ),
             policy_signing_key=str(opts["policy_signing_key"]),
+            self_protection=bool(opts["self_protection"]),
+            protected_files=_config_paths(opts),
             server=_server_config(opts),
         )
         run(cfg)
@@ -202,6 +210,17 @@ def agent(**opts: object) -> None:
         for d in getattr(err, "diagnostics", ()):
             click.echo(f"  {d}", err=True)
         sys.exit(3 if getattr(err, "diagnostics", None) else 1)
+
+
+def _config_paths(opts: dict[str, object]) -> tuple[str, ...]:
+    """Where this agent's options come from (files read, drop-in directories), for
+    self-protection's watch of writes."""
+    from vigil.cli.config import ETC_DROP_IN, SYSTEM_DROP_INS, YAML_FILES
+    ctx = click.get_current_context(silent=True)
+    read = getattr(ctx.command if ctx else None, "config_files", None) or ()
+    paths = [str(opts.get("config_dir") or ""), *read, *SYSTEM_DROP_INS, ETC_DROP_IN,
+             *(p for p in YAML_FILES if os.path.isabs(p))]
+    return tuple(p for p in paths if p)
 
 
 def _integrity_key(opts: dict[str, object]) -> str:

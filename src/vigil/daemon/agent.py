@@ -84,6 +84,8 @@ class AgentConfig:
     redaction_filters: str = ""             # --redaction-filters (vigil.events.redact)
     remote_export: Any = None               # vigil.cli.export_options.ExportOptions
     policy_signing_key: str = ""            # --policy-signing-key: load only signed policies
+    self_protection: bool = True            # --self-protection: the built-in policy + file watch
+    protected_files: tuple[str, ...] = ()   # more files whose writes self-protection reports
 
 
 def default_node_name() -> str:
@@ -221,6 +223,7 @@ class Agent:
         # The tracing-policy engine (vigil.daemon.policies.PolicyManager) once the base
         # sensor is loaded; the gRPC API and the start-up flags go through it.
         self.policies: Any = None
+        self._file_watch: Any = None  # self-protection's fanotify watch (daemon.selfprot)
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
         self.health_server: Any = None  # vigil.server.healthserver.HealthServer once started
@@ -260,6 +263,7 @@ class Agent:
             self.sensor.seed_procs((p.pid, p.binary) for p in procs
                                    if p.binary and p.pid and not p.kthread)
             self._load_startup_policies()
+            self._start_self_protection()
             self._replace_kept_links()
             tune_gc()
             self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
@@ -289,6 +293,9 @@ class Agent:
             self._reader = None
         if self.cfg.keep_sensors_on_exit and self.sensor is not None and self.started.is_set():
             self._keep_links()
+        if self._file_watch is not None:
+            self._file_watch.close()
+            self._file_watch = None
         if self.policies is not None:
             self.policies.close()  # detach every policy program before the base sensor
         if self.sensor is not None:
@@ -317,6 +324,7 @@ class Agent:
         reopen = threading.Event()
         signal.signal(signal.SIGHUP, lambda *_: reopen.set())
         while not self._stop.wait(0.5):
+            self._refresh_self_protection()
             if reopen.is_set():
                 reopen.clear()
                 for w in self._writers:
@@ -404,6 +412,72 @@ class Agent:
         for path in files:
             info = self.policies.add_file(path)
             log.info("tracing policy %s loaded from %s", info.name, path)
+
+    # -- self-protection -------------------------------------------------------------
+
+    def protected_pids(self) -> list[int]:
+        """The agent's processes: itself and its fanotify decider when one runs."""
+        pids = [os.getpid()]
+        decider = getattr(getattr(self, "enforcement", None), "decider_pid", None)
+        if decider:
+            pids.append(int(decider))
+        return pids
+
+    def _start_self_protection(self) -> None:
+        """The built-in ``vigil-self-protection`` policy (signals, ptrace, process memory,
+        pidfds and bpf() aimed at the agent; listed, disabled and deleted like any
+        policy) and the fanotify watch of Vigil's files. Off with --self-protection=false.
+        A part this kernel cannot run is logged and left out; the agent still starts."""
+        if not self.cfg.self_protection:
+            log.info("self-protection off (--self-protection=false)")
+            return
+        from vigil.selfprot import POLICY_NAME, BpfRefiner, render_policy
+        from vigil.errors import VigilError
+        self.policy_events.refine[POLICY_NAME] = BpfRefiner(self.protected_pids,
+                                                             self.cfg.procfs)
+        self._sp_pids = self.protected_pids()
+        try:
+            self.policies.add(render_policy(self._sp_pids), source="builtin")
+            log.info("self-protection: policy %s loaded for pids %s", POLICY_NAME,
+                     self._sp_pids)
+        except VigilError as err:
+            log.error("self-protection: policy %s not loaded: %s", POLICY_NAME, err)
+        from vigil.daemon.selfprot import FileWatch, modify_event
+        srv = self.cfg.server
+        extra = [*self.cfg.tracing_policies, self.cfg.tracing_policy_dir,
+                 self.cfg.policy_signing_key, self.cfg.export.integrity_key_file,
+                 srv.persist_dir if getattr(srv, "persist_policies", False) else "",
+                 *self.cfg.protected_files]
+        try:
+            self._file_watch = FileWatch(
+                extra, self.protected_pids,
+                lambda pid, path: modify_event(self.pipeline, pid, path), self.hub.publish)
+            log.info("self-protection: watching writes to %d directories and %d files",
+                     len(self._file_watch.dirs), len(self._file_watch.files))
+        except OSError as err:
+            log.error("self-protection: file writes not watched: %s", err)
+
+    def _refresh_self_protection(self) -> None:
+        """When the agent has a new helper process (the decider started or restarted),
+        load the built-in policy again with the new pids (in place: no gap); a disabled
+        one gets the new pids for when it is enabled."""
+        if not self.cfg.self_protection or self.policies is None:
+            return
+        pids = self.protected_pids()
+        rendered = getattr(self, "_sp_pids", None)
+        # a helper that exited alone changes nothing (its restart brings a new pid, and
+        # then the policy is rendered with exactly the live ones)
+        if rendered is None or set(pids) <= set(rendered):
+            return
+        self._sp_pids = pids
+        from vigil.selfprot import POLICY_NAME, render_policy
+        if not any(i.name == POLICY_NAME and not i.namespace for i in self.policies.list()):
+            return  # deleted by the operator: stays deleted
+        try:
+            self.policies.replace(render_policy(pids), source="builtin")
+            log.info("self-protection: policy %s reloaded for pids %s", POLICY_NAME, pids)
+        except Exception as err:  # noqa: BLE001 - keep the agent running, say why
+            log.error("self-protection: reloading %s: %s", POLICY_NAME, err)
 
     def _start_server(self) -> None:
         if not self.cfg.server.enabled:

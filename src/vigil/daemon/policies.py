@@ -158,6 +158,29 @@ class PolicyManager:
             signature = read_signature_file(p)
         return self.add(read_policy_text(p), source=str(p), signature=signature)
 
+    def replace(self, yaml_text: str, *, source: str) -> PolicyInfo:
+        """Load a new version of a loaded, enabled policy (same name), then unload the old
+        one: no moment without either. Its id, domain and counters stay. Used for the
+        built-in self-protection policy when the agent's helper pids change."""
+        from vigil.policy.loader import load_policy as parse
+        policy = parse(yaml_text, source=source)
+        with self._lock:
+            key = (policy.metadata.name, getattr(policy.metadata, "namespace", None) or "")
+            entry = self._entries[key]
+            plan = self._compile(policy, source)
+            if plan.enforce or entry.plan.enforce:
+                raise ValueError(f"policy {key[0]}: a policy enforcing through fanotify or "
+                                 "cgroup programs cannot be replaced in place")
+            if entry.loaded is None:  # disabled: the new version loads when enabled
+                entry.plan, entry.yaml_text = plan, yaml_text
+                return self._info(entry)
+            loaded = self._load(plan)
+            old = replace(entry)
+            entry.plan, entry.loaded, entry.yaml_text = plan, loaded, yaml_text
+            self._unload(old)  # counts its actions into old.counts
+            entry.counts = old.counts
+            return self._info(entry)
+
     def delete(self, name: str, namespace: str = "") -> None:
         with self._lock:
             entry = self._entries.pop((name, namespace))
