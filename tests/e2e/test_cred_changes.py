@@ -214,7 +214,7 @@ def test_follow_only_and_off(tmp_path: Path, watched: Path) -> None:
     for mode, expect_uid in (("follow", NOBODY), ("off", 0)):
         d = tmp_path / mode
         d.mkdir()
-        with AgentProcess(d, "--process-cred-changes", mode) as ag:
+        with AgentProcess(d, "--process-cred-changes", mode, "--self-protection=false") as ag:
             pid = spawn(ag, watched, "nobody")
             assert exit_process(ag, pid)["uid"] == expect_uid
             assert changes_of(ag, pid) == []
