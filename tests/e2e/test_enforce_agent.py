@@ -1,4 +1,4 @@
-"""Enforcement through the real agent (issue 6): `vigil agent --tracing-policy` with an
+"""Enforcement through the real agent: `vigil agent --tracing-policy` with an
 lsmhooks file_open Override and a security_socket_connect Override, scoped to a test
 cgroup. Checked: refusals with their errno, the events in the export file (full
 process info), processes outside the cgroup unaffected, and SIGKILL of the agent while

@@ -1,4 +1,4 @@
-"""fanotify enforcement on the real kernel (issue 6): lsmhooks file_open and
+"""fanotify enforcement on the real kernel: lsmhooks file_open and
 bprm_check_security with Override, decided by the decider process.
 
 Every victim runs in a cgroup of its own (the policies' vigil-cgroups scope) and every

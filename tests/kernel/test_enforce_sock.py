@@ -1,4 +1,4 @@
-"""security_socket_* Override enforced by cgroup programs on the real kernel (issue 6).
+"""security_socket_* Override enforced by cgroup programs on the real kernel.
 
 Victims run in a cgroup of their own, the policy is scoped to it (vigil-cgroups), the
 servers run in this process, outside. Checked: the errno, that the connection / the

@@ -13,7 +13,7 @@ from vigil.events.compact import go_quote, maybe_quote, render, syscall_name
 POD = {"namespace": "kube-system", "name": "tetragon"}
 CURL = {"binary": "/usr/bin/curl", "arguments": "cilium.io", "pod": POD}
 
-# Reference §2.7 examples.
+# Tetragon's documented example events.
 THROTTLE = ('{"process_throttle":{"type":"THROTTLE_START","cgroup":"session-429.scope"},'
             '"node_name":"ubuntu-22","time":"2024-07-26T13:07:43.178407128Z"}')
 INSMOD_KPROBE = (

@@ -24,7 +24,7 @@ from vigil.events.encode import (
 from vigil.process.execid import exec_id, parse_exec_id
 from vigil.process.model import Credentials, ExecFlag, Namespaces, ProcessInfo
 
-# Verbatim from Tetragon's testdata/events.json line 3 (reference §2.7).
+# Verbatim from Tetragon's testdata/events.json line 3.
 STARWARS_EXEC = (
     '{"process_exec":{"process":{"exec_id":"Z2tlLW1pY2hpLTIyMDM4LWRlZmF1bHQtcG9vbC00MzczMGZhYi1sOHpyOjEzNjY5Nzc0MzQyMzEzOjY4OTIw",'
     '"pid":68920,"uid":0,"cwd":"/","binary":"/starwars-docker","arguments":"--port 80 --host 0.0.0.0",'

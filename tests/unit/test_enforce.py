@@ -1,4 +1,4 @@
-"""Enforcement without BPF LSM (issue 6), the pure parts: compile_lsm, rules, marks, elf,
+"""Enforcement without BPF LSM, the pure parts: compile_lsm, rules, marks, elf,
 wire, events. No root, no kernel."""
 
 from __future__ import annotations

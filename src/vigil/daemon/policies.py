@@ -107,7 +107,7 @@ class PolicyManager:
         self.base = base
         self.registry = registry
         self._view = view
-        # issue 6: vigil.enforce.service.Enforcement (fanotify decider, cgroup socket
+        # vigil.enforce.service.Enforcement (fanotify decider, cgroup socket
         # programs); made on first use when the agent does not pass one (then without events)
         self.enforcement = enforcement
         self._enforced: dict[tuple[str, str], Any] = {}
@@ -231,7 +231,7 @@ class PolicyManager:
             for entry in self._entries.values():
                 self._unload(entry)
             self._entries.clear()
-            if self.enforcement is not None:  # issue 6
+            if self.enforcement is not None:
                 self.enforcement.close()
 
     # -- helpers ---------------------------------------------------------------------
@@ -254,7 +254,7 @@ class PolicyManager:
             loaded = load_policy(plan, self.base)
         except BpfError as err:
             raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
-        if plan.enforce:  # issue 6
+        if plan.enforce:
             try:
                 self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
             except BaseException as err:
@@ -267,7 +267,7 @@ class PolicyManager:
         self.registry.add([RegisteredHook(h, plan.name, plan.namespace) for h in plan.hooks])
         return loaded
 
-    def _enforcer(self) -> Any:  # issue 6
+    def _enforcer(self) -> Any:
         if self.enforcement is None:
             from vigil.enforce.service import Enforcement
             self.enforcement = Enforcement()
@@ -279,14 +279,14 @@ class PolicyManager:
             entry.loaded.close()
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
-        enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)  # issue 6
+        enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)
         if enforced is not None:
             self.enforcement.unload(enforced)
             self.registry.remove([r.hook_id for r in entry.plan.enforce.sock])
 
     def _info(self, e: _Entry) -> PolicyInfo:
         sensors = {f"generic_{h.event.removeprefix('process_')}" for h in e.plan.hooks}
-        sensors |= {"fanotify"} if e.plan.enforce.fanotify else set()  # issue 6
+        sensors |= {"fanotify"} if e.plan.enforce.fanotify else set()
         sensors |= {"cgroup_sock"} if e.plan.enforce.sock else set()
         c = _add(e.counts, _counts(e.loaded) if e.loaded is not None else [])
         c += [0] * (int(GenCount.MAX) - len(c))

@@ -2,7 +2,7 @@
 
 ``vigil.policy_events`` decodes a VG_MSG_GENERIC_* record (hook, action, return value,
 each argument's bytes); the hook's ``ArgSpec`` list (from the policy compiler) says how
-to render each argument here (§2.5 of the interface reference).
+to render each argument here (Tetragon's KprobeArgument variants).
 """
 
 from __future__ import annotations

@@ -1,2 +1,2 @@
-"""Tracing policies: parsing, validation and loading (issue 3); ``store_api`` is the seam
+"""Tracing policies: parsing, validation and loading; ``store_api`` is the seam
 the gRPC server uses to manage them."""

@@ -1,4 +1,4 @@
-"""Rules of a TracingPolicy that span several fields (§3.3–§3.9 of the reference).
+"""Rules of a TracingPolicy that span several fields (hooks, arguments, selectors, actions).
 
 The pydantic models check each field on its own. What needs more context lives here:
 references (matchArgs index -> hook args, macros, ``list:NAME``), per-hook-kind action
@@ -359,7 +359,7 @@ _OPTION_VALUES: dict[str, tuple[Callable[[str], bool], str]] = {
                         '"fmod-ret" or "override-return"'),
     "policy-mode": (lambda v: v in ("enforce", "monitor"), '"enforce" or "monitor"'),
     "sleepable-preload-size": (lambda v: v.isdigit() and int(v) > 0, "a positive integer"),
-    # Vigil's own (Tetragon ignores unknown options): enforcement scope, issue 6
+    # Vigil's own (Tetragon ignores unknown options): enforcement scope
     "vigil-cgroups": (lambda v: any(p.strip() for p in v.split(",")) and ".." not in v,
                       "comma-separated cgroup v2 paths (relative to the cgroup2 mount)"),
 }
@@ -1053,7 +1053,7 @@ def _check_action(hc: HookContext, act: ActionSelector, path: Path, rep: Report)
 
 def _check_action_hook_kind(hc: HookContext, act: ActionSelector, path: Path,
                             rep: Report) -> None:
-    """Which hook kinds can run the action (§3.2, §3.6)."""
+    """Which hook kinds can run the action."""
     a, kind, apath = act.action, hc.kind, path + ("action",)
     if a.is_enforcement and kind is HookKind.FENTRIES:
         rep.error(apath, "policy.invalid_value",

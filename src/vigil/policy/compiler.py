@@ -93,7 +93,7 @@ class KernelView:
     kprobes: bool = False
     fentry: bool = False
     lsm: bool = False
-    # issue 7 (vigil.policy.compile_kprobe): kernel-function hooks
+    # kernel-function hooks (vigil.policy.compile_kprobe)
     kprobe_multi: bool = False
     fmod_ret: bool = False            # fmod_ret on security_* functions (Override)
     fmod_ret_syscall: bool = False    # fmod_ret on syscall functions (error injection)
@@ -232,20 +232,18 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     for kind in ("usdts",):
         if getattr(spec, kind, None):
             raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
-    # -- issue 7: fentries, and lsmhooks on BPF LSM where the kernel has it
+    # -- fentries, and lsmhooks on BPF LSM where the kernel has it
     from vigil.policy import compile_kprobe
     kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, selectors,
                                            lists)
     hooks += kfn.hooks
     next_id += len(kfn.hooks)
     policy = kfn.without_handled(policy)
-    # -- end issue 7
-    # -- issue 6: lsmhooks and security_socket_* Override go to vigil.policy.compile_lsm
+    # -- lsmhooks and security_socket_* Override go to vigil.policy.compile_lsm
     from vigil.policy import compile_lsm
     routed = compile_lsm.routed_kprobes(spec, view, selectors)
-    # -- end issue 6
     for i, kp in enumerate(spec.kprobes or ()):
-        if i in routed:  # issue 6
+        if i in routed:
             continue
         hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes,
                                selectors, lists)
@@ -262,10 +260,9 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
             hooks.append(hook)
             next_id += 1
     mode = _s(getattr(policy, "mode", "enforce"))
-    # -- issue 6: fanotify (file_open, bprm_check_security) and cgroup socket programs
+    # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
-    # -- end issue 6
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
                       tuple(_deferred_host_ns(spec, view)))
 
@@ -386,11 +383,11 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                     lists: dict[str, list[int]]) -> HookPlan | None:
     call = kp.call
     nr = syscall_number(call) if kp.syscall else None
-    if nr is None and (view.kprobes or view.fentry):  # issue 7: kernel functions
+    if nr is None and (view.kprobes or view.fentry):  # kernel functions
         from vigil.policy.compile_kprobe import compile_function_hook
         return compile_function_hook(kp, where, view, hook_id, monitor, notes, selectors(kp),
                                      lists=lists)
-    if nr is not None and view.fmod_ret:  # issue 7: say why Override cannot work here
+    if nr is not None and view.fmod_ret:  # say why Override cannot work here
         from vigil.policy.compile_kprobe import check_syscall_override
         check_syscall_override(call, where, view, selectors(kp))
     if nr is None:
@@ -782,7 +779,7 @@ def _string_filter(op: str, values: list[str]) -> bool:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
-    if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # issue 7: kernel objects (compile_kprobe)
+    if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # kernel objects (compile_kprobe)
         from vigil.policy.compile_kprobe import compile_object_operator
         t = compile_object_operator(b, slot, op, values, t, w)
         if t is None:
@@ -1084,7 +1081,7 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             if getattr(a, fld, False):
                 raise CompileError(f"{w}.matchActions[{k}].{yaml_name}",
                                    f"{yaml_name} is not supported by this version of Vigil")
-        if name == "Override" and b.override:  # issue 7: fmod_ret / BPF LSM
+        if name == "Override" and b.override:  # fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
             b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF

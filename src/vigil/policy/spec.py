@@ -359,7 +359,7 @@ class LabelOperator(str, enum.Enum):
 
 
 class Mode(str, enum.Enum):
-    """Effective policy mode (§3.8)."""
+    """Effective policy mode: enforce, monitor, or monitor_only when nothing enforces."""
 
     ENFORCE = "enforce"
     MONITOR = "monitor"
@@ -372,7 +372,7 @@ class Mode(str, enum.Enum):
                 Mode.MONITOR_ONLY: PolicyMode.MONITOR_ONLY}[self]
 
 
-#: spec.options names and what their value must be (§3.9)
+#: spec.options names and what their value must be
 KNOWN_OPTIONS = ("disable-kprobe-multi", "disable-uprobe-multi", "override-method",
                  "policy-mode", "sleepable-preload-size")
 

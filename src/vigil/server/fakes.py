@@ -1,6 +1,6 @@
 """An in-memory :class:`~vigil.policy.store_api.PolicyStore`.
 
-TEMPORARY default: until the tracing-policy engine (issue 3) is wired into the agent,
+TEMPORARY default: until the tracing-policy engine is wired into the agent,
 ``Agent.policies`` is a ``StaticPolicyStore`` so the policy RPCs and ``vigil
 tracingpolicy`` work end to end. It checks only that a document is a Tetragon
 TracingPolicy with a name; it loads nothing into the kernel. Tests use it as a fake
