@@ -93,9 +93,9 @@ def _full_error(policy: Any, view: Any) -> Any:
     """The CompileError ``policy`` meets on a kernel with every BPF feature (same BTF and
     tracepoints), or None if it compiles there."""
     from vigil.policy.compiler import CompileError, compile_policy
-    from vigil.policy.profiles import FEATURES
+    from vigil.policy.profiles import PROFILES
     try:
-        compile_policy(policy, replace(view, **{f: True for f in FEATURES}))
+        compile_policy(policy, replace(view, **PROFILES["full"]))
     except CompileError as err:
         return err
     return None

@@ -17,6 +17,7 @@ from typing import Any
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError
 from vigil.policy.compiler import CompileError, KernelView, compile_policy, diagnostic
 from vigil.policy.plan import PolicyPlan
+from vigil.policy.profiles import PROFILES
 from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
 from vigil.policy.store_api import (ActionCounters, HookInfo, PolicyExistsError, PolicyInfo,
@@ -90,8 +91,7 @@ def _loads_on_another_kernel(policy: Any, view: KernelView) -> bool:
     there only because this kernel's build lacks a function, tracepoint or signature it
     names: then a CompileError here means "this kernel cannot", not "this policy is
     wrong"."""
-    full = replace(view, kprobes=True, fentry=True, lsm=True, kprobe_multi=True,
-                   fmod_ret=True, fmod_ret_syscall=True)
+    full = replace(view, **PROFILES["full"])
     try:
         compile_policy(policy, full)
     except CompileError as err:
