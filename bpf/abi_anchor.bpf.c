@@ -56,5 +56,9 @@ ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
 ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
 ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
+ANCHOR(struct vg_eq_key, vg_anchor_eq_key);
+ANCHOR(struct vg_pfx_key, vg_anchor_pfx_key);
+ANCHOR(struct vg_int_key, vg_anchor_int_key);
+ANCHOR(struct vg_addr_key, vg_anchor_addr_key);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

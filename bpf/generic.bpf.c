@@ -52,24 +52,12 @@ struct {
 } vg_gen_heap SEC(".maps");
 
 /* Matching values, private to this hook (sizes set by the loader). */
-struct vg_eq_key {
-	__u32 set;
-	__u32 len;
-	char s[VG_STR_KEY];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, struct vg_eq_key);
 	__type(value, __u8);
 } vg_str_eq SEC(".maps");
-
-struct vg_pfx_key {
-	__u32 prefixlen;
-	__u32 set;
-	char s[VG_PFX_KEY];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -87,25 +75,12 @@ struct {
 	__type(value, __u8);
 } vg_str_sfx SEC(".maps");
 
-struct vg_int_key {
-	__u32 set;
-	__u32 pad;
-	__s64 v;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, struct vg_int_key);
 	__type(value, __u8);
 } vg_int_set SEC(".maps");
-
-struct vg_addr_key {
-	__u32 prefixlen; /* 32 (set) + 32 (family) + address bits */
-	__u32 set;
-	__u32 family;
-	__u8 addr[16];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

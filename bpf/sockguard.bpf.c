@@ -26,30 +26,11 @@ const volatile struct vg_sock_cfg vg_sock SEC(".rodata.sock") = {};
 #define VG_AF_INET6 10
 #define VG_SA_LEN 20 /* u16 family, u16 port (host order), u8 addr[16] */
 
-struct vg_sk_addr_key {
-	__u32 prefixlen; /* 32 (set) + 32 (family) + address bits */
-	__u32 set;
-	__u32 family;
-	__u8 addr[16];
-};
-
-struct vg_sk_eq_key {
-	__u32 set;
-	__u32 len;
-	char s[VG_STR_KEY];
-};
-
-struct vg_sk_pfx_key {
-	__u32 prefixlen;
-	__u32 set;
-	char s[VG_PFX_KEY];
-};
-
 struct vg_sk_buf {
 	struct vg_generic_msg msg;
 	__u8 sa[24];
-	struct vg_sk_eq_key eq;
-	struct vg_sk_pfx_key pfx;
+	struct vg_eq_key eq;
+	struct vg_pfx_key pfx;
 };
 
 struct {
@@ -64,14 +45,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct vg_sk_addr_key);
+	__type(key, struct vg_addr_key);
 	__type(value, __u8);
 } vg_sk_addr SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__type(key, struct vg_sk_eq_key);
+	__type(key, struct vg_eq_key);
 	__type(value, __u8);
 } vg_sk_bin_eq SEC(".maps");
 
@@ -79,7 +60,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct vg_sk_pfx_key);
+	__type(key, struct vg_pfx_key);
 	__type(value, __u8);
 } vg_sk_bin_pfx SEC(".maps");
 
@@ -113,7 +94,7 @@ static __always_inline int vg_sk_field(const volatile struct vg_sock_match *m, c
 				       __u32 proto)
 {
 	__u16 family = *(__u16 *)sa, port = *(__u16 *)(sa + 2);
-	struct vg_sk_addr_key key = {};
+	struct vg_addr_key key = {};
 	int hit = 0;
 
 	switch (m->field) {

@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.agentproc import AgentProcess, links_of, live_links
 from vigil.bench.flood import Cgroup
-from vigil.throttle import cgroup2_mount
+from vigil.stream.throttle import cgroup2_mount
 
 PY = os.path.realpath(sys.executable)
 VICTIM = textwrap.dedent("""\

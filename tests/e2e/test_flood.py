@@ -43,7 +43,7 @@ from vigil.bench.flood import (
 from vigil.export import reader
 from vigil.metrics import RunningMetrics, start_metrics
 from vigil.metrics.config import MetricsConfig
-from vigil.throttle import CgroupRate, cgroup2_mount
+from vigil.stream.throttle import CgroupRate, cgroup2_mount
 
 pytestmark = pytest.mark.e2e
 

@@ -30,7 +30,7 @@ import h2.settings
 import pytest
 
 from vigil.api.tetragon import events_pb2, sensors_pb2, sensors_pb2_grpc
-from vigil.hub import EventHub
+from vigil.stream.hub import EventHub
 from vigil.server.config import ServerConfig
 from vigil.server.fakes import StaticPolicyStore
 from vigil.server.server import GrpcServer

@@ -31,7 +31,7 @@ from vigil.bench.flood import Cgroup
 from vigil.enforce.service import EnforceConfig, Enforcement
 from vigil.policy.compiler import KernelView, compile_policy
 from vigil.policy.loader import load_policy
-from vigil.throttle import cgroup2_mount
+from vigil.stream.throttle import cgroup2_mount
 
 PY = os.path.realpath(sys.executable)
 VICTIM = textwrap.dedent("""\

@@ -24,7 +24,7 @@ import pytest
 
 from vigil.bench.flood import Cgroup
 from vigil.errors import PolicyError
-from vigil.throttle import cgroup2_mount
+from vigil.stream.throttle import cgroup2_mount
 
 PY = os.path.realpath(sys.executable)
 VICTIM = textwrap.dedent("""\
@@ -60,9 +60,9 @@ class Env:
     def __init__(self, tmp: Any) -> None:
         from vigil.daemon.policies import PolicyManager
         from vigil.enforce.service import EnforceConfig, Enforcement
-        from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+        from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
         from vigil.policy.compiler import KernelView
-        from vigil.policy_events import HookRegistry, PolicyEvents
+        from vigil.stream.policy_events import HookRegistry, PolicyEvents
         from vigil.process.cache import ProcessCache
         from vigil.sensors.base import BaseSensor, BaseSensorConfig
         self.victim = tmp / "victim.py"

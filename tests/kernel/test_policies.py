@@ -25,8 +25,8 @@ import pytest
 
 from tests.e2e.agentproc import links_of
 from vigil.errors import FeatureNotSupported, PolicyError
-from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
-from vigil.policy_events import HookRegistry, PolicyEvents
+from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
+from vigil.stream.policy_events import HookRegistry, PolicyEvents
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 

@@ -13,7 +13,7 @@ from tests.unit.test_pipeline_process import BOOT_WALL, NODE, _pack, exec_rec, e
 from vigil.abi import _generated as abi
 from vigil.events.decode import DecodeError, decode_creds
 from vigil.events.encode import cred_change_summary
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import Credentials, ExecFlag, ProcessInfo

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from vigil.cli.observability import observability_config, observability_options
 from vigil.export.ratelimit import rate_limit_export
 from vigil.export.sink import QueueSink
-from vigil.hub import EventHub
+from vigil.stream.hub import EventHub
 from vigil.metrics import start_metrics
 from vigil.metrics.collectors import KernelView, MetricsSources, SinkView
 from vigil.metrics.config import MetricsConfig, metrics_config, parse_label_allow, parse_listen
@@ -27,9 +27,9 @@ from vigil.metrics.events import OTHER, EventMetrics, event_type, policy_hook
 from vigil.metrics.health import Health, HealthProbe, SinkProbe
 from vigil.metrics.registry import build_registry, event_metrics, sources_from_agent
 from vigil.metrics.server import MetricsServer, tls_context
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.process.cache import ProcessCache
-from vigil.throttle import ThrottleTracker
+from vigil.stream.throttle import ThrottleTracker
 
 # Every metric family the agent exposes (without namespace and without _total).
 COUNTERS = [
@@ -470,7 +470,7 @@ def test_pipeline_discards_are_exported() -> None:
     from vigil.abi import _generated as abi
     from vigil.events.generic import ArgSpec
     from vigil.policy.plan import HookPlan
-    from vigil.policy_events import HookRegistry, PolicyEvents, RegisteredHook
+    from vigil.stream.policy_events import HookRegistry, PolicyEvents, RegisteredHook
     from vigil.process.model import ProcessInfo
 
     def exit_rec(pid: int) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 
 from vigil.abi import _generated as abi
 from vigil.events.decode import executed_binary
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id

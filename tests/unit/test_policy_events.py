@@ -15,9 +15,9 @@ import pytest
 
 from vigil.abi import _generated as abi
 from vigil.events.generic import ArgSpec, render_arg
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.policy.plan import HookPlan
-from vigil.policy_events import HookRegistry, PolicyEvents, RegisteredHook
+from vigil.stream.policy_events import HookRegistry, PolicyEvents, RegisteredHook
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import ExecFlag, ProcessInfo

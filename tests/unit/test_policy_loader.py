@@ -29,11 +29,8 @@ from vigil.policy.spec import (
     PolicyKind,
     RateLimitScope,
     TracepointSpec,
-    parse_cidr,
-    parse_int,
-    parse_int_range,
-    parse_rate_limit,
 )
+from vigil.policy.values import parse_cidr, parse_int, parse_int_range, parse_rate_limit
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "policies"
 VALID = sorted((FIXTURES / "valid").glob("*.yaml"))

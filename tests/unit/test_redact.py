@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.test_pipeline_process import BOOT_WALL, NODE, clone_rec, exec_rec, exit_rec
 from vigil.events import compact
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import ExecFlag, ProcessInfo

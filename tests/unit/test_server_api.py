@@ -13,7 +13,7 @@ import pytest
 
 from vigil.api.tetragon import sensors_pb2, sensors_pb2_grpc
 from vigil.errors import BpfError, ConfigError, FeatureNotSupported, PolicyError
-from vigil.hub import EventHub
+from vigil.stream.hub import EventHub
 from vigil.policy.store_api import PolicyMode, PolicyState
 from vigil.server import listen
 from vigil.server.config import ServerConfig

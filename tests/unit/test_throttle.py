@@ -10,10 +10,10 @@ import pytest
 from vigil.abi._generated import (
     VG_CLONE_MSG, VG_EXIT_MSG, VG_THROTTLE_MSG, HdrFlag, MsgOp, ThrottleType,
 )
-from vigil.pipeline import EventOptions, Pipeline
+from vigil.stream.pipeline import EventOptions, Pipeline
 from vigil.process.cache import ProcessCache
 from vigil.process.model import ProcessInfo
-from vigil.throttle import (
+from vigil.stream.throttle import (
     CgroupNames, CgroupRate, ThrottleTracker, cgroup2_mount, decode_throttle, parse_cgroup_rate,
     parse_duration,
 )

@@ -695,4 +695,37 @@ struct vg_sock_cfg {
 	struct vg_sock_sel sel[VG_SOCK_SELECTORS];
 };
 
+/* ---- keys of the selector value maps (written by vigil.policy's compilers) --------- */
+
+/* String equality sets (vg_str_eq, vg_sk_bin_eq): set id, length, the string. */
+struct vg_eq_key {
+	__u32 set;
+	__u32 len;
+	char s[VG_STR_KEY];
+};
+
+/* Prefix/postfix tries (vg_str_pfx, vg_str_sfx reversed, vg_sk_bin_pfx):
+ * prefixlen = 32 (set) + 8 * string bytes. */
+struct vg_pfx_key {
+	__u32 prefixlen;
+	__u32 set;
+	char s[VG_PFX_KEY];
+};
+
+/* InMap integer sets (vg_int_set). */
+struct vg_int_key {
+	__u32 set;
+	__u32 pad;
+	__s64 v;
+};
+
+/* Address tries (vg_addr_lpm, vg_sk_addr): prefixlen = 32 (set) + 32 (family) + address
+ * bits; addr is the network-order address, IPv4 in the first 4 bytes. */
+struct vg_addr_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u32 family;
+	__u8 addr[16];
+};
+
 #endif /* VIGIL_ABI_H */

@@ -166,7 +166,7 @@ def bench_syscalls(n: int = 2_000_000) -> dict[str, Any]:
     exit tracepoints put every syscall on the kernel's traced path), base + non-matching
     openat policy."""
     from vigil.daemon.policies import PolicyManager
-    from vigil.policy_events import HookRegistry
+    from vigil.stream.policy_events import HookRegistry
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
     binary = _sysloop()
     none = _loops(binary, n)
@@ -202,7 +202,7 @@ class _JsonPath:
     def __init__(self, path: Path, integrity: bool = False) -> None:
         from vigil.export.jsonl import RotatingFileWriter
         from vigil.export.sink import JsonlExporter, QueueSink
-        from vigil.hub import EventHub
+        from vigil.stream.hub import EventHub
         self.path = path
         chain = None
         if integrity:  # --export-integrity-key-file: a keyed hash chain per line
@@ -308,8 +308,8 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     """
     from vigil.abi._generated import MsgOp
     from vigil.daemon.policies import PolicyManager
-    from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
-    from vigil.policy_events import HookRegistry, PolicyEvents
+    from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
+    from vigil.stream.policy_events import HookRegistry, PolicyEvents
     from vigil.process import procfs
     from vigil.process.cache import ProcessCache
     from vigil.sensors.base import BaseSensor, BaseSensorConfig

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vigil.throttle import CgroupRate, cgroup2_mount
+from vigil.stream.throttle import CgroupRate, cgroup2_mount
 
 DEFAULT_SECONDS = 60.0
 RATE_FACTOR = 10

@@ -157,7 +157,7 @@ def bench_getevents(k: int, n: int = N_EVENTS, client: str = "h2",
     """``k`` subscribers, ``n`` events each; zero loss enforced by pacing, checked.
     ``shape``: ``exec_exit`` (a new process per two events) or ``policy`` (kprobe
     events of 32 long-lived processes)."""
-    from vigil.hub import EventHub
+    from vigil.stream.hub import EventHub
     from vigil.server.config import ServerConfig
     from vigil.server.server import GrpcServer
 

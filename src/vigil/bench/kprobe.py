@@ -102,7 +102,7 @@ def _mechanisms() -> list[str]:
 
 def main(exec_n: int = 100, openat_n: int = 20_000, rounds: int = 2) -> dict[str, Any]:
     from vigil.daemon.policies import PolicyManager, kernel_view
-    from vigil.policy_events import HookRegistry
+    from vigil.stream.policy_events import HookRegistry
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
     binary = _sysloop()
     configs = ["none", "base_sensor"] + [f"kprobe_policy_{m}" for m in _mechanisms()]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from vigil.metrics.config import PROCESS_LABELS, MetricsConfig, metrics_config
-from vigil.throttle import CgroupRate, parse_cgroup_rate, parse_duration
+from vigil.stream.throttle import CgroupRate, parse_cgroup_rate, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 

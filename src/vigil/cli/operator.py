@@ -79,7 +79,7 @@ def operator_config(opts: Mapping[str, Any]) -> OperatorConfig:
     """Parsed options -> config; ValueError (-> click.BadParameter) when invalid. Also
     sets up logging (--log-level, --log-format) so later start-up messages follow it."""
     from vigil.export.filters import ExportFilterConfig, parse_field_filters, parse_filters
-    from vigil.throttle import parse_duration
+    from vigil.stream.throttle import parse_duration
     setup_logging(opts.get("log_level"), str(opts.get("log_format") or "text"))
     ctx = click.get_current_context(silent=True)
     for path in getattr(ctx.command if ctx else None, "config_files", None) or ():

@@ -5,7 +5,7 @@ exporters -> scan /proc (procFS events) -> start the reader thread.
 stop:  stop reader -> detach and close BPF -> drain and close exporters.
 
 The reader thread is the only writer of the process cache. It drains the ring in
-batches, turns records into events (``vigil.pipeline``) and offers each batch to every
+batches, turns records into events (``vigil.stream.pipeline``) and offers each batch to every
 sink; sinks never block it (they drop and count).
 """
 
@@ -27,14 +27,14 @@ from vigil.errors import PrivilegeError
 from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.ratelimit import rate_limit_export
 from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
-from vigil.hub import EventHub
-from vigil.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
+from vigil.stream.hub import EventHub
+from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.model import Namespaces
 from vigil.metrics.config import MetricsConfig
 from vigil.server.config import ServerConfig
-from vigil.throttle import CgroupRate
+from vigil.stream.throttle import CgroupRate
 
 log = logging.getLogger("vigil.agent")
 
@@ -389,7 +389,7 @@ class Agent:
 
     def _start_policy_engine(self) -> None:
         from vigil.daemon.policies import PolicyManager
-        from vigil.policy_events import HookRegistry, PolicyEvents
+        from vigil.stream.policy_events import HookRegistry, PolicyEvents
         from vigil.enforce.service import EnforceConfig, Enforcement
         registry = HookRegistry()
         self.policy_events = PolicyEvents(self.pipeline, registry)

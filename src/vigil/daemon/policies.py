@@ -22,7 +22,7 @@ from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
 from vigil.policy.store_api import (ActionCounters, HookInfo, PolicyExistsError, PolicyInfo,
                                     PolicyMode, PolicyModeError, PolicyState)
-from vigil.policy_events import HookRegistry, RegisteredHook
+from vigil.stream.policy_events import HookRegistry, RegisteredHook
 from vigil.sensors.base import BaseSensor
 from vigil.sensors.generic import LoadedPolicy, load_policy
 

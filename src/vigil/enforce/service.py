@@ -231,7 +231,7 @@ class Enforcement:
 
     def cgroup_root(self) -> str:
         if self._cgroup_root is None:
-            from vigil.throttle import cgroup2_mount
+            from vigil.stream.throttle import cgroup2_mount
             root = cgroup2_mount()
             if not root:
                 raise FeatureNotSupported("enforcement scope", "no cgroup2 mount")

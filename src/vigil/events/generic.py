@@ -1,6 +1,6 @@
 """Policy-hook arguments -> Tetragon ``KprobeArgument`` dicts. Pure.
 
-``vigil.policy_events`` decodes a VG_MSG_GENERIC_* record (hook, action, return value,
+``vigil.stream.policy_events`` decodes a VG_MSG_GENERIC_* record (hook, action, return value,
 each argument's bytes); the hook's ``ArgSpec`` list (from the policy compiler) says how
 to render each argument here (Tetragon's KprobeArgument variants).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.abi import _generated as abi
-from vigil.events.encode import CAP_NAMES
+from vigil.capabilities import CAP_NAMES
 
 
 # Tetragon's KprobeAction names, by vg_action value.

@@ -35,7 +35,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from vigil.api.tetragon import events_pb2
-from vigil.hub import Subscriber
+from vigil.stream.hub import Subscriber
 from vigil.server.convert import field_filter_to_dict, filter_to_dict
 from vigil.server.filters import EventFilter, FieldFilters, FilterError
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vigil.events import encode
-from vigil.hub import Subscriber
+from vigil.stream.hub import Subscriber
 
 Event = dict[str, Any]
 UNLIMITED = -1

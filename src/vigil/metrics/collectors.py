@@ -54,8 +54,8 @@ class MetricsSources:
 
     kernel: Callable[[], list[KernelView]] = list
     ring: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)  # pending, size, discarded
-    pipeline: Callable[[], Any] = lambda: None     # vigil.pipeline.Pipeline
-    policy_events: Callable[[], Any] = lambda: None  # vigil.policy_events.PolicyEvents
+    pipeline: Callable[[], Any] = lambda: None     # vigil.stream.pipeline.Pipeline
+    policy_events: Callable[[], Any] = lambda: None  # vigil.stream.policy_events.PolicyEvents
     cache: Callable[[], Any] = lambda: None        # vigil.process.cache.ProcessCache
     sinks: Callable[[], list[SinkView]] = list
     ratelimit_dropped: Callable[[], int] = lambda: 0

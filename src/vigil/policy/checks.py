@@ -26,13 +26,12 @@ from pydantic import BaseModel, ValidationError
 
 from vigil.policy.diagnostics import Diagnostic
 from vigil.policy import celexpr
+from vigil.capabilities import CAPABILITIES
 from vigil.policy.lsm_hooks import LSM_HOOKS
 from vigil.syscalls import SYSCALL_NUMBERS, syscall_number, syscall_value
 from vigil.policy.spec import (
     MAX_INMAP_VALUES,
     ADDR_OPERATORS,
-    CAPABILITIES,
-    FILE_TYPES,
     MAX_ACTIONS,
     MAX_FOLLOW_CHILDREN_SELECTORS,
     MAX_HOOK_ARGS,
@@ -70,11 +69,15 @@ from vigil.policy.spec import (
     PolicyKind,
     TracepointSpec,
     UProbeSpec,
+    format_path,
+    operators_for_type,
+    suggest,
+)
+from vigil.policy.values import (
+    FILE_TYPES,
     ValueRangeError,
     dns_label_error,
-    format_path,
     label_value_error,
-    operators_for_type,
     parse_cidr,
     parse_family,
     parse_int,
@@ -83,7 +86,6 @@ from vigil.policy.spec import (
     parse_protocol,
     parse_tcp_state,
     qualified_name_error,
-    suggest,
 )
 
 Path = tuple[str | int, ...]
@@ -801,10 +803,11 @@ def _check_namespace_values(values: list[str], op: Operator, path: Path,
         if value == "host_ns":
             continue
         try:
-            parse_int(value, bits=32, signed=False)
+            parse_int(value, bits=32, signed=False, base=10)
         except ValueError:
             rep.error(path + ("values", k), "policy.invalid_value",
-                      f'invalid namespace "{value}": expected an inode number or host_ns')
+                      f'invalid namespace "{value}": expected a decimal inode number or '
+                      "host_ns")
 
 
 # --------------------------------------------------------------------------------------

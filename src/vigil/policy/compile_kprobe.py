@@ -36,6 +36,7 @@ from vigil.abi import _generated as abi
 from vigil.policy import compiler as C
 from vigil.policy.compiler import CompileError
 from vigil.policy.plan import Attach, HookPlan
+from vigil.policy.values import parse_protocol, parse_tcp_state
 
 K = abi.ArgKind
 F = abi.ArgFlag
@@ -65,12 +66,6 @@ _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
                  "bpf_attr": "bpf_attr", "bpf_prog": "bpf_prog", "bpf_map": "bpf_map",
                  "module": "module", "load_info": "load_info", "filename": "filename"}
 _STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF)
-_PROTOCOLS = {"IPPROTO_IP": 0, "IPPROTO_ICMP": 1, "IPPROTO_TCP": 6, "IPPROTO_UDP": 17,
-              "IPPROTO_IPV6": 41, "IPPROTO_ICMPV6": 58, "IPPROTO_SCTP": 132,
-              "IPPROTO_RAW": 255}
-TCP_STATES = {"TCP_ESTABLISHED": 1, "TCP_SYN_SENT": 2, "TCP_SYN_RECV": 3, "TCP_FIN_WAIT1": 4,
-              "TCP_FIN_WAIT2": 5, "TCP_TIME_WAIT": 6, "TCP_CLOSE": 7, "TCP_CLOSE_WAIT": 8,
-              "TCP_LAST_ACK": 9, "TCP_LISTEN": 10, "TCP_CLOSING": 11, "TCP_NEW_SYN_RECV": 12}
 _PRIV_PORTS = {"SPortPriv": "SPort", "NotSportPriv": "NotSPort", "NotSPortPriv": "NotSPort",
                "DPortPriv": "DPort", "NotDPortPriv": "NotDPort"}
 
@@ -466,8 +461,8 @@ def compile_object_operator(b: Any, slot: str, op: str, values: list[str], t: An
         if op in ("Protocol", "State"):
             if op == "State" and t.kind == K.SKB:
                 raise CompileError(f"{w}.operator", "State applies to sock arguments")
-            table = _PROTOCOLS if op == "Protocol" else TCP_STATES
-            nums = [table[v] if v in table else C.parse_int(v) for v in values]
+            parse = parse_protocol if op == "Protocol" else parse_tcp_state
+            nums = [parse(v) for v in values]
             if len(nums) > 4:
                 raise CompileError(f"{w}.values", "at most 4 values")
             b.cfg[f"{slot}.op"] = int(Op.PROTOCOL if op == "Protocol" else Op.STATE)

@@ -26,12 +26,13 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import ipaddress
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vigil.abi import _generated as abi
+from vigil.abi.keys import addr_key, eq_key, pfx_key
 from vigil.abi.pack import pack
+from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy.compiler import CompileError, host_ns_inum
 from vigil.policy.plan import (
@@ -325,7 +326,6 @@ def _namespaces(sel: Any, w: str, view: Any) -> list[NsMatch]:
 
 
 def _caps(sel: Any, w: str) -> list[CapMatch]:
-    from vigil.events.encode import CAP_NAMES
     out = []
     for k, f in enumerate(sel.match_capabilities or ()):
         if getattr(f, "is_namespace_capability", False):
@@ -334,12 +334,11 @@ def _caps(sel: Any, w: str) -> list[CapMatch]:
         mask = 0
         for v in f.values:
             name = _s(v)
-            for cand in (name, name.removeprefix("CAP_")):
-                if cand in CAP_NAMES:
-                    mask |= 1 << CAP_NAMES.index(cand)
-                    break
-            else:
-                raise CompileError(f"{w}.matchCapabilities[{k}].values", f"unknown {name}")
+            try:
+                mask |= 1 << cap_number(name)
+            except ValueError:
+                raise CompileError(f"{w}.matchCapabilities[{k}].values",
+                                   f"unknown {name}") from None
         out.append(CapMatch(_CAP_FIELDS[_s(f.type)], _s(f.operator) == "NotIn", mask))
     return out
 
@@ -464,7 +463,7 @@ def _sock_selector(sel: Any, w: str, p: str, function: str, hook: Any,
         elif field == int(SK.FAMILY):
             nums = [_named(v, _FAMILY_NAMES, mw) for v in values]
         else:
-            from vigil.policy.spec import IP_PROTOCOLS
+            from vigil.policy.values import IP_PROTOCOLS
             nums = [_named(v, IP_PROTOCOLS, mw) for v in values]
         if len(nums) > int(abi.SockLimits.VALUES):
             raise CompileError(f"{mw}.values", f"at most {int(abi.SockLimits.VALUES)} values")
@@ -489,13 +488,12 @@ def _sock_selector(sel: Any, w: str, p: str, function: str, hook: Any,
                 if len(raw) >= int(abi.GenLimits.STR_KEY):
                     raise CompileError(f"{bw}.values", "path too long")
                 keys.setdefault("vg_sk_bin_eq", []).append(
-                    struct.pack("<II", set_id, len(raw)) + raw.ljust(int(abi.GenLimits.STR_KEY), b"\0"))
+                    eq_key(set_id, raw))
             else:
                 if len(raw) >= int(abi.GenLimits.PFX_KEY):
                     raise CompileError(f"{bw}.values", "prefix too long")
                 keys.setdefault("vg_sk_bin_pfx", []).append(
-                    struct.pack("<II", 32 + 8 * len(raw), set_id)
-                    + raw.ljust(int(abi.GenLimits.PFX_KEY), b"\0"))
+                    pfx_key(set_id, raw))
         cfg[f"{p}.bin_op"] = int(code)
         cfg[f"{p}.bin_set"] = set_id
     action, post, err, _sig = _actions(sel, w, fanotify=False)
@@ -530,6 +528,4 @@ def _addr_key(set_id: int, value: str, w: str) -> bytes:
         net = ipaddress.ip_network(value.strip(), strict=False)
     except ValueError as err:
         raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR") from err
-    family = 2 if net.version == 4 else 10
-    return (struct.pack("<III", 64 + net.prefixlen, set_id, family)
-            + net.network_address.packed.ljust(16, b"\0"))
+    return addr_key(set_id, net)

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.abi import _generated as abi
+from vigil.abi.keys import addr_key, eq_key, int_key, pfx_key
 from vigil.abi.pack import pack
-from vigil.events.encode import CAP_NAMES
+from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
+from vigil.policy.values import parse_family, parse_int
 from vigil.syscalls import syscall_number, syscall_value
 
 Op = abi.Op
@@ -150,21 +151,6 @@ _SOCK_OPS = {"SAddr": Op.SADDR, "DAddr": Op.DADDR, "NotSAddr": Op.NOTSADDR,
              "NotSPort": Op.NOTSPORT, "NotDPort": Op.NOTDPORT, "Family": Op.FAMILY}
 _BIN_OPS = {"In": Op.IN, "NotIn": Op.NOTIN, "Prefix": Op.PREFIX, "NotPrefix": Op.NOTPREFIX,
             "Postfix": Op.POSTFIX, "NotPostfix": Op.NOTPOSTFIX}
-_FAMILIES = {"AF_UNIX": 1, "AF_LOCAL": 1, "AF_INET": 2, "AF_INET6": 10}
-
-
-def parse_int(text: str) -> int:
-    """Decimal, 0x hex or 0-prefixed octal, optionally negative (Tetragon's values)."""
-    t = text.strip()
-    neg = t.startswith("-")
-    t = t[1:] if neg else t
-    if t.lower().startswith("0x"):
-        v = int(t, 16)
-    elif len(t) > 1 and t.startswith("0"):
-        v = int(t, 8)
-    else:
-        v = int(t, 10)
-    return -v if neg else v
 
 
 # ---- per hook state -------------------------------------------------------------------
@@ -202,14 +188,14 @@ class _HookBuilder:
             if op in (Op.EQ, Op.NEQ, Op.IN, Op.NOTIN):
                 if len(raw) >= STR_KEY:
                     raise CompileError(where, f"value longer than {STR_KEY - 1} bytes")
-                self.key("vg_str_eq", struct.pack("<II", set_id, len(raw)) + raw.ljust(STR_KEY, b"\0"))
+                self.key("vg_str_eq", eq_key(set_id, raw))
             else:
                 if len(raw) > PFX_KEY - 1:
                     raise CompileError(where, f"value longer than {PFX_KEY - 1} bytes")
                 if op in (Op.POSTFIX, Op.NOTPOSTFIX):
                     raw = raw[::-1]
                 m = "vg_str_sfx" if op in (Op.POSTFIX, Op.NOTPOSTFIX) else "vg_str_pfx"
-                self.key(m, struct.pack("<II", 32 + 8 * len(raw), set_id) + raw.ljust(PFX_KEY, b"\0"))
+                self.key(m, pfx_key(set_id, raw))
         return set_id
 
 
@@ -806,7 +792,7 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
                 if len(members) > MAX_INMAP_VALUES:
                     raise CompileError(f"{w}.values", f"more than {MAX_INMAP_VALUES} values")
             for v in sorted(members):
-                b.key("vg_int_set", struct.pack("<IIq", set_id, 0, v))
+                b.key("vg_int_set", int_key(set_id, v))
             b.cfg[f"{slot}.set"] = set_id
             return
         ranges = code in (Op.INRANGE, Op.NOTINRANGE)
@@ -842,7 +828,7 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
                 b.key("vg_addr_lpm", _addr_key(set_id, v, w))
             b.cfg[f"{slot}.set"] = set_id
         elif code == Op.FAMILY:
-            fams = [_FAMILIES.get(v, None) or parse_int(v) for v in values]
+            fams = [parse_family(v) for v in values]
             b.cfg[f"{slot}.vals"] = fams
             b.cfg[f"{slot}.nvals"] = len(fams)
         else:
@@ -909,14 +895,6 @@ def _int32_ranges(nums: list[int]) -> list[int]:
     return out
 
 
-def cap_number(name: str) -> int:
-    """CAP_* name -> bit (Tetragon's table calls bit 1 plain "DAC_OVERRIDE")."""
-    for candidate in (name, name.removeprefix("CAP_")):
-        if candidate in CAP_NAMES:
-            return CAP_NAMES.index(candidate)
-    raise ValueError(f"unknown capability {name}")
-
-
 def _range_values(values: list[str], w: str) -> list[int]:
     out = []
     for v in values:
@@ -950,9 +928,7 @@ def _addr_key(set_id: int, value: str, w: str) -> bytes:
     except ValueError as err:
         raise CompileError(f"{w}.values", f"{value!r} is not an address or CIDR",
                            invalid=True) from err
-    family = 2 if net.version == 4 else 10
-    return (struct.pack("<III", 64 + net.prefixlen, set_id, family)
-            + net.network_address.packed.ljust(16, b"\0"))
+    return addr_key(set_id, net)
 
 
 def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -1042,7 +1018,12 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                        "timeforchildren": "time_for_children"}.get(ns, ns)
                 vals.append(host_ns_inum(b.view, key, f"{w}.matchNamespaces[{k}].values"))
             else:
-                vals.append(parse_int(v))
+                try:
+                    vals.append(parse_int(v, bits=32, signed=False, base=10))
+                except ValueError as err:
+                    raise CompileError(f"{w}.matchNamespaces[{k}].values",
+                                       f"{v!r}: values are inode numbers or host_ns",
+                                       invalid=True) from err
         b.cfg[f"{p}.ns[{k}].ns"] = NS_ORDER.index(ns)
         b.cfg[f"{p}.ns[{k}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
         b.cfg[f"{p}.ns[{k}].vals"] = vals

@@ -29,7 +29,7 @@ from vigil.bpf.object import BpfObject, Map
 from vigil.bpf.ringbuf import RingBuffer
 from vigil.errors import BpfError
 from vigil.export.jsonl import RateLimitedLog
-from vigil.throttle import CgroupRate
+from vigil.stream.throttle import CgroupRate
 
 log = logging.getLogger("vigil.sensors.base")
 

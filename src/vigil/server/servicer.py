@@ -65,7 +65,7 @@ CHUNK_EVENTS = 4096
 
 
 class EventSource(Protocol):
-    """Where GetEvents subscribes (``vigil.hub.EventHub``)."""
+    """Where GetEvents subscribes (``vigil.stream.hub.EventHub``)."""
 
     def subscribe(self, sub: Any) -> None: ...
 

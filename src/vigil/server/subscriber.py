@@ -1,7 +1,7 @@
 """One GetEvents stream's bounded queue between the reader thread and its gRPC stream.
 
 The reader thread calls :meth:`StreamSubscriber.offer` for every batch (through
-``vigil.hub.EventHub``); it must never wait on a client, so offer only appends the batch
+``vigil.stream.hub.EventHub``); it must never wait on a client, so offer only appends the batch
 (a reference: published batches are never modified) and, when the queue already holds
 ``max_events``, drops what does not fit and counts it. A client that stops reading (or
 reads slower than events arrive) therefore loses events, counted in ``dropped``, while

@@ -34,7 +34,7 @@ from vigil.abi import _generated as abi
 from vigil.abi._generated import HdrFlag, ThrottleType
 from vigil.events import encode
 
-log = logging.getLogger("vigil.throttle")
+log = logging.getLogger("vigil.stream.throttle")
 
 Event = dict[str, Any]
 

@@ -22,7 +22,7 @@ from vigil.abi._generated import GenFlag, MsgOp
 from vigil.events import encode
 from vigil.events.decode import DecodeError
 from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
-from vigil.pipeline import Pipeline
+from vigil.stream.pipeline import Pipeline
 from vigil.policy.plan import HookPlan
 from vigil.process.model import ProcessInfo
 

@@ -18,7 +18,7 @@ Linking rules (as Tetragon's user-visible behaviour):
   cgroup was throttled (``--cgroup-rate``) updates the cache but exports nothing. Kernel
   threads (found by the /proc scan, or forked by one and not exec'd) are cached but, as
   in Tetragon, neither announced nor their exits exported.
-- throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.throttle``).
+- throttle: ``process_throttle`` START/STOP for a cgroup (see ``vigil.stream.throttle``).
 - creds: a process changed its credentials after exec (any commit_creds where the
   kernel allows a hook there, else setuid ... capset, prctl securebits). The current
   instance of the tgid takes the new ones, so every later event of the process (and of
@@ -48,7 +48,7 @@ from vigil.events import decode, encode
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
 from vigil.process.model import ExecFlag, Namespaces, ProcessInfo
-from vigil.throttle import ThrottleTracker, decode_throttle, is_throttled, throttle_event
+from vigil.stream.throttle import ThrottleTracker, decode_throttle, is_throttled, throttle_event
 
 Event = dict[str, Any]
 Handler = Callable[[bytes], "Event | None"]
