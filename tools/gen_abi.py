@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vigil.abi import btf  # noqa: E402
+from vigil.abi import btf
 
 
 def camel(name: str) -> str:

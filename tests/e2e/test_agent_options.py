@@ -9,7 +9,6 @@ links; an agent without the flag leaves no pin behind).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -149,7 +149,7 @@ def wait_own_subscription(agent: Any, s: Stream) -> None:
     while True:
         before = len(s.events)
         agent.hub.publish([marker(next(_marker_ids))])
-        if len(s.wait(lambda evs: len(evs) > before, timeout=0.2)) > before:
+        if len(s.wait(lambda evs, n=before: len(evs) > n, timeout=0.2)) > before:
             return
         assert time.monotonic() < deadline, "GetEvents stream never subscribed"
 
@@ -511,7 +511,7 @@ def test_policy_events_over_the_api(agent: Any, api: Any, tmp_path: Path) -> Non
 
 def _unloadable_policy(agent: Any) -> str:
     """A valid policy this kernel cannot load (a BPF feature it refuses)."""
-    view = agent.policies._view()  # noqa: SLF001 (what the agent's compiler sees)
+    view = agent.policies._view()
     if not view.lsm:
         return LSM_POLICY
     if not view.fentry:

@@ -199,7 +199,7 @@ def test_runtime_hook_create_container(api: Any, agent: Any) -> None:
 
 def test_event_log_params(channel: grpc.Channel, agent: Any) -> None:
     el = eventlogservice_pb2_grpc.EventLogServiceStub(channel)
-    writer = agent._writers[0]  # noqa: SLF001
+    writer = agent._writers[0]
     got = el.GetEventLogParams(eventlogservice_pb2.GetEventLogParamsRequest(), timeout=WAIT)
     assert (got.max_size, got.rotation_interval, got.max_backups) == (10, "0s", 5)
     try:

@@ -646,7 +646,7 @@ def test_a_client_that_never_reads_stays_bounded_and_others_get_everything() -> 
         stuck_stats = next(x for x in stats["subscribers"] if x["name"] == stuck_sub.name)
         assert stuck_stats["dropped"] > 0 and stats["dropped"] == stuck_stats["dropped"]
         assert stuck_sub.queued <= stuck_sub.max_events
-        conn = next(c for c in s.srv._connections if sid in c.calls)  # noqa: SLF001
+        conn = next(c for c in s.srv._connections if sid in c.calls)
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() <= 1 << 20
         # now it reads: queued events, then the drop notice

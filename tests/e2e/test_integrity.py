@@ -10,13 +10,11 @@ a directory, gRPC and the persisted gRPC policies; without it everything loads a
 
 from __future__ import annotations
 
-import base64
 import gzip
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest

@@ -302,7 +302,7 @@ class OtlpReceiver:
         recv = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 enc = self.headers.get("Content-Encoding", "")
                 if enc == "gzip":

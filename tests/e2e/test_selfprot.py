@@ -8,8 +8,6 @@ protected like the agent.
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 import subprocess
 import sys

@@ -591,7 +591,7 @@ def _add_in_private_ns(env: Env, text: str, source: str, provide: tuple[tuple[st
                 subprocess.run(["mount", "-t", "overlay", "vkc-provide", "-o",
                                 f"lowerdir={extra}:{where}", where], check=True)
             out.append(env.manager.add(text, source=source))
-        except BaseException as err:  # noqa: BLE001 (re-raised in the test's thread)
+        except BaseException as err:
             out.append(err)
     t = threading.Thread(target=run)
     t.start()

@@ -90,7 +90,8 @@ def _btf_has(name: str) -> bool:
 def _kconfig(option: str) -> bool | None:
     """CONFIG_x from /proc/config.gz or /boot/config-*: True/False, None if unknown."""
     try:
-        text = gzip.open("/proc/config.gz", "rt").read()
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
     except OSError:
         try:
             text = Path(f"/boot/config-{platform.release()}").read_text()

@@ -464,7 +464,7 @@ def test_lsm_bprm_check_denies_exec(env: ModeEnv, tdir: Path) -> None:
     need("lsm")
     exe = tdir / "vk-true"
     shutil.copy("/bin/true", exe)
-    body = f"""
+    body = """
   lsmhooks:
   - hook: bprm_check_security
     args:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.kernel.test_policies import (CAT, ME, PY, Env, _body, _cat, _my_links,  # noqa: F401
+from tests.kernel.test_policies import (CAT, ME, PY, Env, _body, _cat, _my_links,  # noqa: F401 - fixtures
                                         env, opened_paths, openat_policy, tdir, touch,
                                         uprobe_target)
 from vigil.errors import PolicyError
@@ -340,7 +340,7 @@ def test_syscalls_tracepoint_user_string_and_sockaddr(env: Env, tdir: Path,
       type: string
     - index: 7
       type: int
-""", f"""    - matchArgs:
+""", """    - matchArgs:
       - index: 6
         operator: Postfix
         values: ["/yes"]

@@ -124,7 +124,8 @@ def test_deny_wins_and_fields_trim() -> None:
         allow=tuple(parse_filters("a", '{"event_set":["PROCESS_EXEC"]}')),
         deny=tuple(parse_filters("d", '{"binary_regex":["/bad$"]}')),
         fields=tuple(parse_field_filters('{"fields":"process.binary","action":"INCLUDE"}'))))
-    ev = lambda b: {"process_exec": {"process": {"binary": b, "pid": 1}}, "time": "t"}  # noqa: E731
+    def ev(b: str) -> dict[str, object]:
+        return {"process_exec": {"process": {"binary": b, "pid": 1}}, "time": "t"}
     sub.offer([ev("/ok"), ev("/bad"), {"process_exit": {"process": {"binary": "/ok"}}}])
     assert sink.got == [{"process_exec": {"process": {"binary": "/ok"}}, "time": "t"}]
     assert sub.filtered == 2

@@ -157,7 +157,8 @@ def test_security_socket_connect_override_goes_to_cgroup_programs() -> None:
     assert r.function == "security_socket_connect"
     assert r.programs == ("vg_sk_connect4", "vg_sk_connect6")
     cfg = r.config
-    f = lambda name: unpack_field("vg_sock_cfg", name, cfg)  # noqa: E731
+    def f(name: str) -> int:
+        return unpack_field("vg_sock_cfg", name, cfg)
     assert f("hook_id") == r.hook_id and f("nsel") == 1 and f("has_sockaddr") == 1
     assert f("sel[0].nmatch") == 4
     assert (f("sel[0].m[0].field"), f("sel[0].m[0].negate")) == (int(abi.SockField.ADDR), 1)
@@ -348,7 +349,8 @@ def _sel(op: str | None, *values: str) -> FanSelector:
 
 def test_coverage_and_marks_name_only_what_rules_name() -> None:
     ms = marks.parse_mountinfo(MOUNTINFO)
-    isdir = lambda p: p in ("/", "/etc", "/tmp", "/tmp/my disk", "/srv")  # noqa: E731
+    def isdir(p: str) -> bool:
+        return p in ("/", "/etc", "/tmp", "/tmp/my disk", "/srv")
     exact = [_sel("Equal", "/etc/shadow", "/etc/gshadow")]
     assert marks.coverage(exact) == ("exact", ("/etc/shadow", "/etc/gshadow"))
     assert marks.plan_marks([(0x10000, exact)], ms, isdir, lambda p: False) == [marks.Mark("dir", "/etc", 0x10000)]

@@ -539,7 +539,7 @@ def test_follow_across_rotations_with_writer_thread(tmp_path: Path) -> None:
             for i in range(0, total, 3):
                 w.write_lines([line(j, pad=150) for j in range(i, i + 3)])
                 with progress:
-                    assert progress.wait_for(lambda: len(seen) >= i + 3, TIMEOUT)
+                    assert progress.wait_for(lambda n=i + 3: len(seen) >= n, TIMEOUT)
         except BaseException as e:  # surfaced by the main thread
             errors.append(e)
         finally:

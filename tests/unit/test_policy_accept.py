@@ -301,7 +301,8 @@ def _run(code: list[celexpr.Insn], args: list[int], sizes: list[tuple[int, bool]
             st[-1], st[-2] = st[-2], st[-1]
         else:
             b, x = st.pop(), st.pop()
-            u = lambda v: v & ((1 << 64) - 1)  # noqa: E731
+            def u(v: int) -> int:
+                return v & ((1 << 64) - 1)
             st.append({celexpr.ADD: s64(x + b), celexpr.SUB: s64(x - b),
                        celexpr.EQ: int(x == b), celexpr.NE: int(x != b),
                        celexpr.LT: int(x < b), celexpr.LE: int(x <= b),

@@ -22,7 +22,7 @@ R = REDACTED
 PW = r'{"redact": ["(?:--password|-p)[\\s=]+(\\S+)"]}'
 
 
-def _re(pattern: str):  # noqa: ANN202
+def _re(pattern: str):
     return parse_filters(orjson.dumps({"redact": [pattern]}).decode())[0].redact[0]
 
 

@@ -66,7 +66,7 @@ def test_writer_params_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         w.set_params(rotation_interval=60)
         now = [1000.0]
         monkeypatch.setattr("vigil.export.jsonl.time.monotonic", lambda: now[0])
-        w._opened_at = now[0]  # noqa: SLF001 (as if the file was opened at the fake time)
+        w._opened_at = now[0]
         w.write_lines([b'{"a":2}'])  # younger than the interval: same file
         assert w.rotations == 0
         now[0] += 61

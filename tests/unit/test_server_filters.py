@@ -410,17 +410,17 @@ def test_fast_encoder_writes_the_general_encoders_bytes(name: str) -> None:
     agree byte for byte; the sample shapes the pipeline makes take the fast path."""
     ev = encoder_samples()[name]
     enc = EventEncoder()
-    general = enc._message(enc._response, ev)  # noqa: SLF001
+    general = enc._message(enc._response, ev)
     assert enc.encode_event(ev, shared=False) == general
     camel = dict(ev, nodeName=ev.get("node_name", "n"))
     camel.pop("node_name", None)
-    assert enc.encode_event(camel, shared=False) == enc._message(enc._response, camel)  # noqa: SLF001
+    assert enc.encode_event(camel, shared=False) == enc._message(enc._response, camel)
 
 
 def _fast_and_general(ev: dict) -> tuple[bytes, bytes, int]:
     enc = EventEncoder()
     fast = enc.encode_event(ev, shared=False)
-    return fast, enc._message(enc._response, ev), enc.slow_path  # noqa: SLF001
+    return fast, enc._message(enc._response, ev), enc.slow_path
 
 
 def test_oneof_members_are_written_even_when_zero() -> None:
@@ -466,7 +466,7 @@ def test_fast_path_many_shapes_same_bytes() -> None:
     enc = EventEncoder()
     names = ["int_arg", "string_arg", "size_arg", "long_arg", "uint_arg", "label"]
     n = 0
-    for i in range(fastencode._MAX_SHAPES + 20):  # noqa: SLF001
+    for i in range(fastencode._MAX_SHAPES + 20):
         ks = names[i % 6:] + names[:i % 6]
         arg = {k: (f"s{i}" if k in ("string_arg", "label") else i) for k in ks[:1 + i % 3]}
         arg2 = dict(reversed(list(arg.items())))
@@ -475,7 +475,7 @@ def test_fast_path_many_shapes_same_bytes() -> None:
                                      "function_name": "f"}, "node_name": "n"}
             if i % 2:
                 ev = dict(reversed(list(ev.items())))
-            assert enc.encode_event(ev, shared=False) == enc._message(  # noqa: SLF001
+            assert enc.encode_event(ev, shared=False) == enc._message(
                 enc._response, ev)
             n += 1
     assert enc.slow_path == 0
@@ -515,7 +515,7 @@ def test_fast_varints_and_timestamps_match_the_general_encoder() -> None:
             enc.encode_event({"time": bad}, shared=False)
     for odd in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.+12345678Z"):
         ev = {"time": odd}  # whatever is decided, both encoders decide the same
-        assert enc.encode_event(ev, shared=False) == enc._message(enc._response, ev)  # noqa: SLF001
+        assert enc.encode_event(ev, shared=False) == enc._message(enc._response, ev)
 
 
 @pytest.mark.parametrize("streams", [1, 2])

@@ -330,6 +330,7 @@ def bench_pipeline(n: int = 200_000, rounds: int = 3) -> dict[str, Any]:
     base.load()
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     mgr = PolicyManager(base, reg)
+    assert base.ring is not None  # loaded
     try:
         mgr.add(NONMATCHING_OPENAT.replace("/nonexistent/vigil-bench/", "/etc/host"), source="bench")
         base.ring.drain()

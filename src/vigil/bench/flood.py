@@ -175,7 +175,7 @@ def start_agent(tmp: Path, rate: CgroupRate | None, *, cache_size: int = 65536,
                                     queue_events=queue_events, max_size_mb=4096)
     cfg = agent_mod.AgentConfig(process_cache_size=cache_size, export=export)
     if "cgroup_rate" in {f.name for f in dataclasses.fields(agent_mod.AgentConfig)}:
-        cfg = dataclasses.replace(cfg, cgroup_rate=rate)  # type: ignore[call-arg]
+        cfg = dataclasses.replace(cfg, cgroup_rate=rate)
         a = agent_mod.Agent(cfg)
         a.start()
         return a

@@ -337,7 +337,7 @@ def main(n: int = N_EVENTS) -> dict[str, Any]:
     if os.geteuid() == 0:
         try:
             result["end_to_end"] = bench_end_to_end()
-        except Exception as err:  # no BPF here: report, keep the transport figures
+        except Exception as err:  # noqa: BLE001 - no BPF here: report, keep the transport figures
             result["end_to_end"] = {"error": repr(err)}
     return result
 

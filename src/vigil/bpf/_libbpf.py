@@ -45,7 +45,7 @@ BpfMapP = POINTER(BpfMap)
 BpfLinkP = POINTER(BpfLink)
 
 
-class bpf_object_open_opts(Structure):  # noqa: N801 - C name
+class bpf_object_open_opts(Structure):
     _fields_ = [
         ("sz", c_size_t),
         ("object_name", c_char_p),
@@ -59,7 +59,7 @@ class bpf_object_open_opts(Structure):  # noqa: N801 - C name
     ]
 
 
-class bpf_uprobe_opts(Structure):  # noqa: N801
+class bpf_uprobe_opts(Structure):
     _fields_ = [
         ("sz", c_size_t),
         ("ref_ctr_offset", c_size_t),
@@ -69,11 +69,11 @@ class bpf_uprobe_opts(Structure):  # noqa: N801
     ]
 
 
-class bpf_tracepoint_opts(Structure):  # noqa: N801
+class bpf_tracepoint_opts(Structure):
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
 
 
-class bpf_test_run_opts(Structure):  # noqa: N801
+class bpf_test_run_opts(Structure):
     _fields_ = [
         ("sz", c_size_t),
         ("data_in", c_void_p),
@@ -96,7 +96,7 @@ class bpf_test_run_opts(Structure):  # noqa: N801
 def opts(cls: type[Structure], **fields: Any) -> Structure:
     """A zeroed libbpf options struct with ``sz`` set, as LIBBPF_OPTS does."""
     o = cls(**fields)
-    o.sz = ctypes.sizeof(cls)  # type: ignore[attr-defined]
+    o.sz = ctypes.sizeof(cls)
     return o
 
 
@@ -220,7 +220,7 @@ def _print(level: int, fmt: bytes, va: int) -> int:
         text = buf.value.decode(errors="replace").rstrip()
         if text:
             log.log(_LEVELS.get(level, logging.DEBUG), "%s", text)
-    except Exception:  # never let an exception cross into C
+    except Exception:  # noqa: BLE001 - never let an exception cross into C
         pass
     return 0
 

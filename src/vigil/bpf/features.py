@@ -354,7 +354,7 @@ def _prepare(obj: BpfObject, spec: _Spec) -> list[Program]:
             try:
                 p.set_attach_target(target)
             except BpfError as err:
-                raise _Refused(f"attach target {target} not found: {_errtext(err.errno)}") from err
+                raise _Refused(f"attach target {target} not found: {_errtext(err.errno or 0)}") from err
     return progs
 
 
@@ -369,7 +369,7 @@ def _load_and_attach(spec: _Spec) -> None:
         try:
             obj.load()
         except BpfError as err:
-            raise _Refused(f"load refused: {_errtext(err.errno)}") from err
+            raise _Refused(f"load refused: {_errtext(err.errno or 0)}") from err
         if spec.attach is None:
             return
         for p in progs:

@@ -122,7 +122,7 @@ class Program:
         o = L.opts(L.bpf_test_run_opts)
         L.check_int(L.lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(o)), "test run",
                     self.name)
-        return int(o.retval)  # type: ignore[attr-defined]
+        return int(o.retval)
 
     def attach(self) -> Link:
         """Attach by section name (tp_btf/..., tracepoint/..., lsm/..., fentry/...)."""
@@ -279,7 +279,8 @@ class BpfObject:
         self.close()
 
     def programs(self) -> list[Program]:
-        out, cur = [], None
+        out: list[Program] = []
+        cur = None
         while True:
             cur = L.lib().bpf_object__next_program(self._ptr, cur)
             if not cur:
@@ -295,7 +296,8 @@ class BpfObject:
         return Map(L.check_ptr(ptr, "find map", name))
 
     def maps(self) -> list[Map]:
-        out, cur = [], None
+        out: list[Map] = []
+        cur = None
         while True:
             cur = L.lib().bpf_object__next_map(self._ptr, cur)
             if not cur:
@@ -343,4 +345,4 @@ _created: itertools.count[int] = itertools.count()
 
 def open_objects() -> list[BpfObject]:
     """The BpfObjects not closed yet, oldest first."""
-    return sorted(_open_objects, key=lambda o: o._seq)  # noqa: SLF001
+    return sorted(_open_objects, key=lambda o: o._seq)

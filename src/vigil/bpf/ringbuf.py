@@ -53,7 +53,8 @@ class RingBuffer:
         """Copy out every committed record (up to ``max_records``) and release the space."""
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(self._prod, 0)[0]
-        data, mask, size, out = self._data, self._mask, self._size, []
+        data, mask, size = self._data, self._mask, self._size
+        out: list[bytes] = []
         unpack_len = _U32.unpack_from
         while cons < prod and len(out) < max_records:
             off = cons & mask

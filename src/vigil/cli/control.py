@@ -79,7 +79,7 @@ def loglevel_set(level: str, client: ClientOptions) -> None:
     from vigil.api.tetragon import sensors_pb2
     with Client(client) as c:
         resp = c.call("SetDebug", sensors_pb2.SetDebugRequest(
-            flag=sensors_pb2.CONFIG_FLAG_LOG_LEVEL, level=_LEVELS.index(level.lower())))
+            flag=sensors_pb2.CONFIG_FLAG_LOG_LEVEL, level=_LEVELS.index(level.lower())))  # type: ignore[arg-type]  # enum number
     click.echo(f"Log level set to: {_LEVELS[resp.level]}")
 
 

@@ -78,7 +78,7 @@ def _target(features: str | None) -> _Target:
             from vigil.daemon.policies import kernel_view
             return _Target(replace(kernel_view(), formats=formats), "probed on this kernel",
                            formats)
-        except Exception as err:  # libbpf missing or a probe refused: fall back to sysfs
+        except Exception as err:  # noqa: BLE001 - libbpf missing or a probe refused: fall back to sysfs
             reason = f"probing failed: {err}"
     else:
         reason = "not root: BPF program features not probed"

@@ -31,7 +31,7 @@ def _policy_name(text: str) -> str:
     try:
         doc = yaml.safe_load(text)
         return str(doc["metadata"]["name"])
-    except Exception:  # the agent reports what is wrong with it
+    except (yaml.YAMLError, LookupError, TypeError):  # the agent reports what is wrong
         return ""
 
 
@@ -168,7 +168,7 @@ def _human_bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000  # type: ignore[assignment]
+        n /= 1000
     return str(n)
 
 

@@ -372,7 +372,7 @@ class Agent:
         if rx is None:
             return
         from vigil.export.remote import RemoteSink
-        exporters = []
+        exporters: list[tuple[Any, int]] = []
         if rx.syslog is not None:
             from vigil.export.syslog import SyslogExporter
             exporters.append((SyslogExporter(rx.syslog), rx.syslog_queue))
@@ -640,7 +640,7 @@ def run(cfg: AgentConfig) -> None:
     def _early_stop(signum: int, _frame: object) -> None:
         log.info("signal %s during start-up: stopping once started",
                  signal.Signals(signum).name)
-        agent._stop.set()  # noqa: SLF001
+        agent._stop.set()
     # a SIGTERM racing the end of start-up still stops cleanly (pins kept, exporters
     # drained) instead of killing the process; wait() installs the lasting handlers
     signal.signal(signal.SIGTERM, _early_stop)

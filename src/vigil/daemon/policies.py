@@ -96,7 +96,7 @@ def _loads_on_another_kernel(policy: Any, view: KernelView) -> bool:
         compile_policy(policy, full)
     except CompileError as err:
         return bool(err.kernel_lacks)
-    except Exception:  # invalid anyway (or not decidable): the first error stands
+    except Exception:  # noqa: BLE001 - invalid anyway (or not decidable): the first error stands
         return False
     return True
 

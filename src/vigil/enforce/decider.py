@@ -316,7 +316,7 @@ class Decider:
             else:
                 try:
                     response = self.decide(g, ev, mine)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a failed decision answers fail_verdict
                     g.stats["errors"] += 1
                     response = self.fail_verdict
                     self._log(logging.ERROR, "decision failed for pid %d", ev.pid, exc=True)

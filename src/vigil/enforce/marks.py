@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from vigil.policy.plan import FanSelector
+from vigil.policy.plan import FanSelector, coverage
 
 #: filesystems where nothing is executed or opened that a path rule could mean, or that
 #: refuse filesystem marks; everything else is marked when a hook needs "every filesystem"
@@ -71,26 +71,6 @@ def parse_mountinfo(text: str) -> list[Mount]:
             continue
         out.append(Mount(parts[2], _unescape(parts[4]), parts[sep + 1]))
     return out
-
-
-def coverage(selectors: Sequence[FanSelector]) -> tuple[str, tuple[str, ...]]:
-    """("exact", paths) | ("prefix", prefixes) | ("all", ()) for a hook's selectors."""
-    exact: list[str] = []
-    prefixes: list[str] = []
-    if not selectors:
-        return "all", ()
-    for sel in selectors:
-        eq = next((m for m in sel.paths if m.op == "Equal"), None)
-        if eq is not None:
-            exact += eq.values
-            continue
-        pf = next((m for m in sel.paths if m.op == "Prefix"), None)
-        if pf is None:
-            return "all", ()
-        prefixes += pf.values
-    if prefixes:
-        return "prefix", tuple(dict.fromkeys(prefixes + [os.path.dirname(p) or "/" for p in exact]))
-    return "exact", tuple(dict.fromkeys(exact))
 
 
 def mount_of(path: str, mounts: Sequence[Mount]) -> Mount | None:

@@ -281,7 +281,7 @@ class Enforcement:
             else:
                 try:
                     d.request({"op": "ping"}, timeout=self.cfg.stall_kill)
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:  # noqa: BLE001 - any failure of the ping is a stall
                     problem = f"not answering ({err})"
             if problem and not self._stop.is_set():
                 self._restart(problem)

@@ -132,8 +132,8 @@ def _i(value: Any) -> int:
 
 def _arg(args: list[Any], index: int) -> dict[str, Any] | None:
     """``args[index]`` if it exists (tetra's ``len(args) > i && args[i] != nil``)."""
-    if len(args) > index and isinstance(args[index], dict):
-        return args[index]
+    if len(args) > index and isinstance(arg := args[index], dict):
+        return arg
     return None
 
 
@@ -149,7 +149,7 @@ _SYS_ADMIN_INDEX = 21
 
 
 def _label(st: _Style, emoji: str, name: str, paint: str = "blue") -> str:
-    return getattr(st, paint)(f"{emoji} {name:<7}")
+    return str(getattr(st, paint)(f"{emoji} {name:<7}"))
 
 
 def _caps(process: dict[str, Any]) -> str:

@@ -492,16 +492,17 @@ class SharedDict(dict):  # type: ignore[type-arg]
     into every event that contains it; for every other consumer it is a plain dict."""
 
     __slots__ = ("_json",)
+    _json: orjson.Fragment
 
     def json_fragment(self) -> orjson.Fragment:
         try:
-            return self._json  # type: ignore[no-any-return]
+            return self._json
         except AttributeError:
             raw = orjson.dumps(dict(self), _default, _PASSTHROUGH)
             # orjson's bytes keep their ~4 KiB buffer: copy to a right-sized object, as
             # this one lives as long as the process is cached
             self._json = orjson.Fragment(memoryview(raw).tobytes())
-            return self._json  # type: ignore[no-any-return]
+            return self._json
 
 
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_SUBCLASS

@@ -48,7 +48,7 @@ try:  # RE2, as Tetragon's Go regexp
     _OPTIONS: dict[str, Any] = {"options": _re_engine.Options()}
     _OPTIONS["options"].log_errors = False  # errors are raised (and reported) instead
 except ImportError:  # pragma: no cover - google-re2 is a dependency; wheels may be missing
-    import re as _re_engine  # type: ignore[no-redef]
+    import re as _re_engine
     ENGINE = "re"
     _ERROR = _re_engine.error
     _OPTIONS = {}

@@ -45,7 +45,8 @@ Event = dict[str, Any]
 def _objects(option: str, text: str) -> list[tuple[int, dict[str, Any]]]:
     """The JSON objects of a newline-separated list, each with its 1-based line."""
     dec = json.JSONDecoder()
-    out, pos = [], 0
+    out: list[tuple[int, dict[str, Any]]] = []
+    pos = 0
     while True:
         m = re.compile(r"\s*").match(text, pos)
         pos = m.end() if m else pos

@@ -423,10 +423,10 @@ class Problem:
 
 @dataclass
 class _Segment:
-    header: dict[str, object]
+    header: dict[str, Any]      # JSON
     header_line: int            # line of the chain file
     tags: list[bytes] = field(default_factory=list)
-    seal: dict[str, object] | None = None
+    seal: dict[str, Any] | None = None
     seal_tag: bytes = b""
     start_tag: bytes = b""
 
@@ -485,7 +485,7 @@ def _parse_chain(path: str, name: str, problems: list[Problem]) -> list[_Segment
             if rec[:2] == b"H ":
                 _k, body, tag = rec.split(b" ")
                 segs.append(_Segment(json.loads(body), i, start_tag=binascii.unhexlify(tag)))
-                segs[-1].header["_body"] = body  # type: ignore[assignment]
+                segs[-1].header["_body"] = body
                 continue
             if not segs:
                 problems.append(Problem(where, "chain file does not start with a header"))
@@ -495,7 +495,7 @@ def _parse_chain(path: str, name: str, problems: list[Problem]) -> list[_Segment
                 if segs[-1].seal is not None:
                     raise ValueError("record after the seal")
                 segs[-1].seal = json.loads(body)
-                segs[-1].seal["_body"] = body  # type: ignore[assignment]
+                segs[-1].seal["_body"] = body
                 segs[-1].seal_tag = binascii.unhexlify(tag)
                 continue
             if segs[-1].seal is not None:
@@ -586,7 +586,7 @@ class Verifier:
                 res.problems.append(Problem(name, str(err), tampered=False))
                 return res
             body = h.pop("_body")
-            if not hmac.compare_digest(record_tag(mk, b"H", hprev, body), seg.start_tag):  # type: ignore[arg-type]
+            if not hmac.compare_digest(record_tag(mk, b"H", hprev, body), seg.start_tag):
                 res.problems.append(Problem(f"{cname}:{seg.header_line}",
                                             "segment header altered or forged"))
                 return res
@@ -639,8 +639,8 @@ class Verifier:
             last_seq = seq + len(seg.tags) - 1
             if seg.seal is not None:
                 sbody = seg.seal.pop("_body")
-                if (not hmac.compare_digest(record_tag(mk, b"S", value, sbody), seg.seal_tag)  # type: ignore[arg-type]
-                        or int(seg.seal.get("seq", -1)) != last_seq):  # type: ignore[call-overload]
+                if (not hmac.compare_digest(record_tag(mk, b"S", value, sbody), seg.seal_tag)
+                        or int(seg.seal.get("seq", -1)) != last_seq):
                     res.problems.append(Problem(f"{cname}", "seal altered or forged"))
                     return res
                 value = seg.seal_tag

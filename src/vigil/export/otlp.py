@@ -178,7 +178,7 @@ class OtlpExporter(RemoteExporter):
     def _shut_down(self) -> None:
         if not self._sdk_down:  # the SDK warns on a second shutdown()
             self._sdk_down = True
-            self._exporter.shutdown()
+            self._exporter.shutdown()  # type: ignore[no-untyped-call]  # unannotated in the SDK
 
 
 def _recording_session_class() -> type:
@@ -195,7 +195,7 @@ def _recording_session_class() -> type:
             self.last_error = None
             self.last_status = None
 
-        def send(self, request: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        def send(self, request: Any, **kwargs: Any) -> Any:
             try:
                 resp = super().send(request, **kwargs)
             except Exception as err:

@@ -129,7 +129,7 @@ class Backoff:
         self.failures = 0
 
     def next(self) -> float:
-        delay = min(self.maximum, self.initial * (2 ** self.failures))
+        delay = min(self.maximum, self.initial * (2.0 ** self.failures))
         self.failures += 1
         return delay * self._rand(0.8, 1.0)
 
@@ -216,7 +216,7 @@ class RemoteExporter:
             self.connected = False
             try:
                 self._disconnect()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the connection is being dropped anyway
                 pass
 
     # -- subclass hooks --------------------------------------------------------------

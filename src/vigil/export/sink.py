@@ -114,7 +114,7 @@ class QueueSink:
             self._inflight = len(events)
         try:
             self._handler(events)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - an exporter's failure must not end its worker
             self.errors += 1
             self._errlog(logging.ERROR, "sink %s: handler failed: %r", self.name, e, exc_info=True)
         else:

@@ -82,7 +82,7 @@ class Health:
     def check(self) -> HealthStatus:
         try:
             p = self._probe()
-        except Exception as err:  # a probe failure is itself unhealthy, never a crash
+        except Exception as err:  # noqa: BLE001 - a probe failure is itself unhealthy, never a crash
             return HealthStatus(False, (f"health probe failed: {err!r}",))
         with self._lock:
             return self._judge(p, self._clock())

@@ -122,9 +122,10 @@ class _SubscriberDrops:
         now: dict[int, int] = {}
         for s in hub.subscribers:
             inner = s.inner if isinstance(s, RateLimitedSubscriber) else s
-            if id(inner) in exporters or not hasattr(inner, "dropped"):
+            dropped = getattr(inner, "dropped", None)
+            if id(inner) in exporters or dropped is None:
                 continue
-            now[id(inner)] = int(inner.dropped)
+            now[id(inner)] = int(dropped)
         self._departed += sum(v for k, v in self._seen.items() if k not in now)
         self._seen = now
         return self._departed + sum(now.values())

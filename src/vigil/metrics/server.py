@@ -37,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # seconds per connection read (slowloris)
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, b"not found\n", "text/plain; charset=utf-8")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
     def _reply(self, code: int, body: bytes, ctype: str) -> None:
@@ -61,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
 
 

@@ -37,6 +37,7 @@ from vigil.events.generic import ArgSpec
 from vigil.policy.compiler import CompileError, host_ns_inum
 from vigil.policy.plan import (
     CapMatch, EnforcePlan, FanotifyHook, FanSelector, HookPlan, NsMatch, SockRule, StrMatch,
+    coverage,
 )
 
 SCOPE_OPTION = "vigil-cgroups"
@@ -262,7 +263,6 @@ def compile_fanotify_hook(lh: Any, name: str, where: str, hook_id: int,
 
 
 def _coverage_text(sels: Sequence[FanSelector]) -> str:
-    from vigil.enforce.marks import coverage
     kind, paths = coverage(sels)
     if kind == "exact":
         return f"marks only {', '.join(paths)}"

@@ -501,7 +501,7 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     if not targets:
         raise CompileError(where, "uprobes need symbols or offsets")
     ret = bool(getattr(up, "return_", False))
-    out = []
+    out: list[HookPlan] = []
     for symbol, offset in targets:
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):

@@ -63,7 +63,7 @@ class Diagnostic:
         return format(self)
 
 
-def format(d: Diagnostic) -> str:  # noqa: A001 - the name the callers expect
+def format(d: Diagnostic) -> str:
     """``file:line:col: severity: path: message`` — the form editors can jump to."""
     where = f"{d.path}: " if d.path else ""
     return f"{d.file}:{d.line}:{d.col}: {d.severity}: {where}{d.message}"

@@ -125,7 +125,7 @@ class KernelBtf:
             return 8
         if kind == ARRAY:
             elem, _, n = struct.unpack_from("<III", self._d, self._pos[tid] + 12)
-            return self.size(elem) * n
+            return self.size(elem) * int(n)
         return 0
 
     def int_signed(self, tid: int) -> bool:

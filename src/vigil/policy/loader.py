@@ -245,19 +245,23 @@ class _BoundedLoader(yaml.SafeLoader):
         self._measure.clear()
         self._completed.clear()
         node = super().compose_document()
+        assert node is not None  # a document always has a root node
         self._check_aliases(node)
         return node
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in PyYAML's stubs
         if isinstance(event, AliasEvent):
-            return super().compose_node(parent, index)
+            alias = super().compose_node(parent, index)
+            assert alias is not None  # an alias names a node composed before
+            return alias
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise _Fatal(_mark_pos(event.start_mark), f"too many YAML nodes: more than "
                          f"{MAX_NODES} keys, values, lists and mappings", "policy.limit")
         if isinstance(event, ScalarEvent):
             node = super().compose_node(parent, index)
+            assert node is not None  # None only at the end of a stream, not inside a document
             node.end_mark = None  # never shown: dropping it saves a third of a node's cost
             return node
         if self._depth >= MAX_DEPTH:
@@ -268,6 +272,7 @@ class _BoundedLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        assert node is not None
         node.end_mark = None
         self._measure_collection(node)
         return node
@@ -439,7 +444,7 @@ def _fold_field_case(data: dict[str, Any], builder: _Builder,
             return {k: walk(v, get_args(tp)[1], path + (k,)) for k, v in value.items()}
         return value
 
-    folded_data = walk(data, Policy, ())
+    folded_data: dict[str, Any] = walk(data, Policy, ())
     for old, new in renames:
         for table in (builder.locations.keys, builder.locations.values):
             for p in [p for p in table if p[:len(old)] == old]:

@@ -7,7 +7,8 @@ turns a plan into kernel objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
@@ -183,3 +184,23 @@ class PolicyPlan:
 def _section_key(section: str) -> tuple[str, int]:
     head, _, idx = section.partition("[")
     return head, int(idx.split("]")[0]) if idx else 0
+
+
+def coverage(selectors: Sequence[FanSelector]) -> tuple[str, tuple[str, ...]]:
+    """("exact", paths) | ("prefix", prefixes) | ("all", ()) for a hook's selectors."""
+    exact: list[str] = []
+    prefixes: list[str] = []
+    if not selectors:
+        return "all", ()
+    for sel in selectors:
+        eq = next((m for m in sel.paths if m.op == "Equal"), None)
+        if eq is not None:
+            exact += eq.values
+            continue
+        pf = next((m for m in sel.paths if m.op == "Prefix"), None)
+        if pf is None:
+            return "all", ()
+        prefixes += pf.values
+    if prefixes:
+        return "prefix", tuple(dict.fromkeys(prefixes + [os.path.dirname(p) or "/" for p in exact]))
+    return "exact", tuple(dict.fromkeys(exact))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import enum
-import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar

@@ -18,7 +18,7 @@ Errors a store raises and what the API answers:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from vigil.errors import VigilError

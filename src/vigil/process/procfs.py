@@ -187,7 +187,7 @@ def _docker_id(paths: list[str]) -> str:
     for path in paths:
         found = _CONTAINER_ID_RE.findall(path)
         if found:
-            return found[-1][:_DOCKER_ID_LEN]
+            return str(found[-1][:_DOCKER_ID_LEN])
     return ""
 
 

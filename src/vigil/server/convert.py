@@ -505,8 +505,8 @@ def policy_status(p: PolicyInfo) -> sensors_pb2.TracingPolicyStatus:
     """PolicyInfo -> TracingPolicyStatus."""
     st = sensors_pb2.TracingPolicyStatus(
         id=p.id, name=p.name, namespace=p.namespace, info=p.info, sensors=list(p.sensors),
-        enabled=p.enabled, filter_id=p.filter_id, error=p.error, state=int(p.state),
-        kernel_memory_bytes=p.kernel_memory_bytes, mode=int(p.mode), domain=p.domain)
+        enabled=p.enabled, filter_id=p.filter_id, error=p.error, state=int(p.state),  # type: ignore[arg-type]  # protobuf enum fields take numbers
+        kernel_memory_bytes=p.kernel_memory_bytes, mode=int(p.mode), domain=p.domain)  # type: ignore[arg-type]  # protobuf enum fields take numbers
     if p.stats is not None:
         c = p.stats
         st.stats.action_counters.CopyFrom(sensors_pb2.TracingPolicyActionCounters(

@@ -235,7 +235,7 @@ class FastEncoders:
             return fn(d)
 
         encode.__name__ = "enc_" + full.replace(".", "_")
-        encode.shapes = shapes  # type: ignore[attr-defined]  (tests)
+        encode.shapes = shapes  # type: ignore[attr-defined]  # read by the tests
         fns[full] = encode
         return encode
 

@@ -139,7 +139,9 @@ _LABEL_TERM = re.compile(
 
 def _split_selector(selector: str) -> list[str]:
     """Split a label selector on commas outside parentheses."""
-    terms, depth, cur = [], 0, []
+    terms: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in selector:
         if ch == "(":
             depth += 1
@@ -213,7 +215,8 @@ def _compile_cap_set(which: str, spec: Mapping[str, Any]) -> Callable[[frozenset
     return lambda have: not have & want
 
 
-def _process_caps(proc: Mapping[str, Any], which: str) -> frozenset[int] | None:
+def _process_caps(proc: Mapping[str, Any], which: str) -> frozenset[Any] | None:
+    """Capability numbers of an event's set (a name outside the table stays a string)."""
     cap = proc.get("cap")
     if cap is None:
         return None

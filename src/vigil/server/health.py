@@ -44,14 +44,14 @@ class HealthService:
         with self._lock:
             return self._status.get(service)
 
-    def Check(self, request: health_pb2.HealthCheckRequest,  # noqa: N802 (proto name)
+    def Check(self, request: health_pb2.HealthCheckRequest,
               context: Context) -> bytes:
         status = self.get(request.service)
         if status is None:
             raise RpcError(StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
-    def Watch(self, request: health_pb2.HealthCheckRequest,  # noqa: N802
+    def Watch(self, request: health_pb2.HealthCheckRequest,
               context: Context) -> _Watch:
         w = _Watch(self, request.service)
         with self._lock:
@@ -94,4 +94,4 @@ class _Watch:
             await self._event.wait()
 
     def close(self) -> None:
-        self.health._forget(self)  # noqa: SLF001
+        self.health._forget(self)

@@ -14,11 +14,13 @@ Writes go through a temporary file and ``rename`` so a crash never leaves half a
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from vigil.errors import VigilError
 from vigil.policy.store_api import PolicyInfo, PolicyMode, PolicyStore
@@ -131,7 +133,7 @@ class PersistentPolicyStore:
         else:
             marker.unlink(missing_ok=True)
 
-    def restore(self) -> list[PolicyInfo]:
+    def restore(self) -> builtins.list[PolicyInfo]:
         """Re-add every saved policy (in name order); return those that loaded."""
         from vigil.policy.loader import read_policy_text  # reads no more than the limit
         from vigil.policy.signing import read_signature_file
@@ -139,7 +141,7 @@ class PersistentPolicyStore:
         for path in sorted(self.dir.glob("*.yaml")):
             try:
                 sig = read_signature_file(path)
-                kw: dict[str, object] = {} if sig is None else {"signature": sig}
+                kw: dict[str, Any] = {} if sig is None else {"signature": sig}
                 info = self.inner.add(read_policy_text(path), source=self.domain, **kw)
                 if path.with_name(path.name + ".disabled").exists():
                     self.inner.disable(info.name, info.namespace)

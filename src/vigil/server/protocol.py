@@ -361,7 +361,7 @@ class GrpcConnection(asyncio.Protocol):
     # -- requests --------------------------------------------------------------------
 
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
-        headers = dict(ev.headers or ())
+        headers: dict[Any, Any] = dict(ev.headers or ())
         path = str(headers.get(":path", ""))
         timeout = headers.get("grpc-timeout")
         deadline = None
@@ -457,7 +457,7 @@ class GrpcConnection(asyncio.Protocol):
                 return
         try:
             request = call.method.deserialize(payload)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any bad request is the caller's INTERNAL status
             self._finish(call, StatusCode.INTERNAL, f"cannot parse request: {err}")
             return
         run = self._stream if call.method.streaming else self._unary
@@ -592,7 +592,7 @@ class GrpcConnection(asyncio.Protocol):
         if cancelled and call.task is not None and call.method is not None \
                 and call.method.streaming:
             call.task.cancel()
-        call.ctx._finish()  # noqa: SLF001 (the connection owns its contexts)
+        call.ctx._finish()
 
     def _deadline(self, call: _Call) -> None:
         if not call.ended:

@@ -163,7 +163,7 @@ class GrpcServer:
         if loop is not None and thread is not None and thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop).result(grace + 5)
-            except Exception as err:  # never let a stuck connection block the agent's exit
+            except Exception as err:  # noqa: BLE001 - never let a stuck connection block the agent's exit
                 log.warning("gRPC server shutdown: %r", err)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)

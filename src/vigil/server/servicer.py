@@ -180,7 +180,7 @@ class FineGuidanceSensorsServicer:
 
     # -- events ----------------------------------------------------------------------
 
-    def GetEvents(self, request: events_pb2.GetEventsRequest,  # noqa: N802 (proto name)
+    def GetEvents(self, request: events_pb2.GetEventsRequest,
                   context: Context) -> EventStream:
         """Called on the server's event loop: must not block."""
         try:
@@ -268,7 +268,7 @@ class FineGuidanceSensorsServicer:
 
     # -- status ----------------------------------------------------------------------
 
-    def GetHealth(self, request: tetragon_pb2.GetHealthStatusRequest,  # noqa: N802
+    def GetHealth(self, request: tetragon_pb2.GetHealthStatusRequest,
                   context: Context) -> tetragon_pb2.GetHealthStatusResponse:
         ok, details = self.deps.health()
         return tetragon_pb2.GetHealthStatusResponse(health_status=[tetragon_pb2.HealthStatus(
@@ -276,11 +276,11 @@ class FineGuidanceSensorsServicer:
             status=tetragon_pb2.HEALTH_STATUS_RUNNING if ok else tetragon_pb2.HEALTH_STATUS_ERROR,
             details=details)])
 
-    def GetVersion(self, request: sensors_pb2.GetVersionRequest,  # noqa: N802
+    def GetVersion(self, request: sensors_pb2.GetVersionRequest,
                    context: Context) -> sensors_pb2.GetVersionResponse:
         return sensors_pb2.GetVersionResponse(version=self.deps.version)
 
-    def GetInfo(self, request: sensors_pb2.GetInfoRequest,  # noqa: N802
+    def GetInfo(self, request: sensors_pb2.GetInfoRequest,
                 context: Context) -> sensors_pb2.GetInfoResponse:
         """Version, name, feature probes (Tetragon's names where they map), the agent's
         settings (StringValue in Any) and the build (the Python version stands in for
@@ -289,7 +289,7 @@ class FineGuidanceSensorsServicer:
         resp = sensors_pb2.GetInfoResponse(version=self.deps.version, name=ctl.name)
         try:
             probes = ctl.probes()
-        except Exception as err:  # a probe that cannot run must not fail GetInfo
+        except Exception as err:  # noqa: BLE001 - a probe that cannot run must not fail GetInfo
             log.warning("GetInfo: feature probes failed: %s", err)
             probes = []
         for name, ok in probes:
@@ -307,11 +307,11 @@ class FineGuidanceSensorsServicer:
 
     # -- debug -----------------------------------------------------------------------
 
-    def GetDebug(self, request: sensors_pb2.GetDebugRequest,  # noqa: N802
+    def GetDebug(self, request: sensors_pb2.GetDebugRequest,
                  context: Context) -> sensors_pb2.GetDebugResponse:
         if request.flag == sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
             return sensors_pb2.GetDebugResponse(flag=request.flag,
-                                                level=control.get_log_level())
+                                                level=control.get_log_level())  # type: ignore[arg-type]  # enum number
         if request.flag == sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE:
             return self._dump_processes(request, context)
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
@@ -342,7 +342,7 @@ class FineGuidanceSensorsServicer:
                                         str(control.PROCESS_DUMP_CAP))])
         return resp
 
-    def SetDebug(self, request: sensors_pb2.SetDebugRequest,  # noqa: N802
+    def SetDebug(self, request: sensors_pb2.SetDebugRequest,
                  context: Context) -> sensors_pb2.SetDebugResponse:
         if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
@@ -355,11 +355,11 @@ class FineGuidanceSensorsServicer:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         log.warning("log level of the vigil loggers set to %s over gRPC (%s)",
                     sensors_pb2.LogLevel.Name(level), context.peer())
-        return sensors_pb2.SetDebugResponse(flag=request.flag, level=level)
+        return sensors_pb2.SetDebugResponse(flag=request.flag, level=level)  # type: ignore[arg-type]  # enum number
 
     # -- sensors, domains, runtime hook ----------------------------------------------
 
-    def ListSensors(self, request: sensors_pb2.ListSensorsRequest,  # noqa: N802
+    def ListSensors(self, request: sensors_pb2.ListSensorsRequest,
                     context: Context) -> sensors_pb2.ListSensorsResponse:
         """The base sensor, then each policy's sensors (collection: the policy)."""
         resp = sensors_pb2.ListSensorsResponse()
@@ -372,13 +372,13 @@ class FineGuidanceSensorsServicer:
                                  collection=coll)
         return resp
 
-    def ListDomains(self, request: sensors_pb2.ListDomainsRequest,  # noqa: N802
+    def ListDomains(self, request: sensors_pb2.ListDomainsRequest,
                     context: Context) -> sensors_pb2.ListDomainsResponse:
         """Where policies come from: files at start-up (static) and this API (grpc);
         Vigil watches no Kubernetes API, so there is no k8s domain."""
         return sensors_pb2.ListDomainsResponse(domains=["static", "grpc"])
 
-    def RuntimeHook(self, request: tetragon_pb2.RuntimeHookRequest,  # noqa: N802
+    def RuntimeHook(self, request: tetragon_pb2.RuntimeHookRequest,
                     context: Context) -> tetragon_pb2.RuntimeHookResponse:
         """Accept a container runtime's CreateContainer notice; it is logged and counted
         (containers are not yet attributed from it)."""
@@ -430,7 +430,7 @@ class FineGuidanceSensorsServicer:
                 return p
         _abort(context, grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found")
 
-    def AddTracingPolicy(self, request: sensors_pb2.AddTracingPolicyRequest,  # noqa: N802
+    def AddTracingPolicy(self, request: sensors_pb2.AddTracingPolicyRequest,
                          context: Context) -> sensors_pb2.AddTracingPolicyResponse:
         domain = request.domain or "grpc"
         if domain != "grpc":
@@ -445,7 +445,7 @@ class FineGuidanceSensorsServicer:
         log.info("tracing policy %s added over gRPC (%s)", info.name, context.peer())
         return sensors_pb2.AddTracingPolicyResponse()
 
-    def DeleteTracingPolicy(self, request: sensors_pb2.DeleteTracingPolicyRequest,  # noqa: N802
+    def DeleteTracingPolicy(self, request: sensors_pb2.DeleteTracingPolicyRequest,
                             context: Context
                             ) -> sensors_pb2.DeleteTracingPolicyResponse:
         p = self._find(context, request.name, request.namespace, request.domain)
@@ -453,7 +453,7 @@ class FineGuidanceSensorsServicer:
         log.info("tracing policy %s deleted over gRPC (%s)", p.name, context.peer())
         return sensors_pb2.DeleteTracingPolicyResponse()
 
-    def ListTracingPolicies(self, request: sensors_pb2.ListTracingPoliciesRequest,  # noqa: N802
+    def ListTracingPolicies(self, request: sensors_pb2.ListTracingPoliciesRequest,
                             context: Context
                             ) -> sensors_pb2.ListTracingPoliciesResponse:
         policies = self._call(context, "policies", lambda s: s.list())
@@ -470,19 +470,19 @@ class FineGuidanceSensorsServicer:
             self._call(context, p.name, lambda s: s.disable(p.name, p.namespace))
         log.info("tracing policy %s %s over gRPC", p.name, "enabled" if enable else "disabled")
 
-    def EnableTracingPolicy(self, request: sensors_pb2.EnableTracingPolicyRequest,  # noqa: N802
+    def EnableTracingPolicy(self, request: sensors_pb2.EnableTracingPolicyRequest,
                             context: Context
                             ) -> sensors_pb2.EnableTracingPolicyResponse:
         self._set_enabled(context, request.name, request.namespace, request.domain, True)
         return sensors_pb2.EnableTracingPolicyResponse()
 
-    def DisableTracingPolicy(self, request: sensors_pb2.DisableTracingPolicyRequest,  # noqa: N802
+    def DisableTracingPolicy(self, request: sensors_pb2.DisableTracingPolicyRequest,
                              context: Context
                              ) -> sensors_pb2.DisableTracingPolicyResponse:
         self._set_enabled(context, request.name, request.namespace, request.domain, False)
         return sensors_pb2.DisableTracingPolicyResponse()
 
-    def ConfigureTracingPolicy(self, request: sensors_pb2.ConfigureTracingPolicyRequest,  # noqa: N802
+    def ConfigureTracingPolicy(self, request: sensors_pb2.ConfigureTracingPolicyRequest,
                                context: Context
                                ) -> sensors_pb2.ConfigureTracingPolicyResponse:
         """Enable/disable first, then the mode (not atomic, as in Tetragon)."""
@@ -540,13 +540,16 @@ class EventStream:
                     return data
                 continue
             ready = loop.create_future()
-            if self.sub.on_ready(lambda: loop.call_soon_threadsafe(_resolve, ready)):
+
+            def wake(fut: asyncio.Future[None] = ready) -> None:
+                loop.call_soon_threadsafe(_resolve, fut)
+            if self.sub.on_ready(wake):
                 await ready
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.servicer._end_stream(self.sub)  # noqa: SLF001
+            self.servicer._end_stream(self.sub)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -569,14 +572,14 @@ class EventLogServicer:
                    "this agent writes no export file (--export-filename is not set)")
         return writer
 
-    def GetEventLogParams(self, request: eventlogservice_pb2.GetEventLogParamsRequest,  # noqa: N802
+    def GetEventLogParams(self, request: eventlogservice_pb2.GetEventLogParamsRequest,
                           context: Context) -> eventlogservice_pb2.GetEventLogParamsResponse:
         w = self._log(context)
         return eventlogservice_pb2.GetEventLogParamsResponse(
             max_size=max(1, w.max_bytes // (1 << 20)), max_backups=w.max_backups,
             rotation_interval=control.format_go_duration(w.rotation_interval))
 
-    def SetEventLogParams(self, request: eventlogservice_pb2.SetEventLogParamsRequest,  # noqa: N802
+    def SetEventLogParams(self, request: eventlogservice_pb2.SetEventLogParamsRequest,
                           context: Context) -> eventlogservice_pb2.SetEventLogParamsResponse:
         w = self._log(context)
         try:

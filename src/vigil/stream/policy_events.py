@@ -170,7 +170,8 @@ class PolicyEvents:
             proc = self._views.get((p.exec_id, v[_TID], p.refcnt)) or self._view(p, v[_TID])
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
-        ev = {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),
+        # parent: its JSON dict from here on (None with p)
+        ev = {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),  # type: ignore[arg-type]
               "node_name": self._node_name,
               "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
         if self.refine:
@@ -210,7 +211,7 @@ def _kprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
                  args: list[dict[str, Any]], ret: dict[str, Any] | None,
                  action: str) -> dict[str, Any]:
     if parent is None:
-        body = {"process": proc, "function_name": h.function_name}
+        body: dict[str, Any] = {"process": proc, "function_name": h.function_name}
     else:
         body = {"process": proc, "parent": parent, "function_name": h.function_name}
     if args:
@@ -234,7 +235,8 @@ def _lsm_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | No
               args: list[dict[str, Any]], ret: dict[str, Any] | None,
               action: str) -> dict[str, Any]:
     """BPF LSM hooks (ProcessLsm field order)."""
-    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body: dict[str, Any] = {"process": proc} if parent is None else {"process": proc,
+                                                                      "parent": parent}
     body["function_name"] = h.function_name
     body["policy_name"] = h.policy
     if h.message:
@@ -251,7 +253,8 @@ def _tracepoint_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, An
                      args: list[dict[str, Any]], ret: dict[str, Any] | None,
                      action: str) -> dict[str, Any]:
     plan = h.reg.plan
-    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body: dict[str, Any] = {"process": proc} if parent is None else {"process": proc,
+                                                                      "parent": parent}
     body["subsys"] = plan.subsys
     body["event"] = plan.event_name
     if args:
@@ -269,7 +272,8 @@ def _uprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
                  args: list[dict[str, Any]], ret: dict[str, Any] | None,
                  action: str) -> dict[str, Any]:
     plan = h.reg.plan
-    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body: dict[str, Any] = {"process": proc} if parent is None else {"process": proc,
+                                                                      "parent": parent}
     body["path"] = plan.path
     if plan.symbol:
         body["symbol"] = plan.symbol
