@@ -2,6 +2,7 @@
 #   make run    - build and start the agent with its defaults (root)
 #   make test   - build and run the whole test suite (root for the kernel tiers)
 #   make bench  - benchmarks, printed as ratios against a baseline from the same run
+#   make lint   - ruff, mypy and the import contracts of docs/architecture.md
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
@@ -25,7 +26,7 @@ LANE_PARALLEL ?= 0
 LANE_REQUIRE ?=
 LANE_BENCH ?= 1
 
-.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench clean
+.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench lint clean
 
 all: bpf venv
 
@@ -102,6 +103,19 @@ test-kernels: bpf venv
 
 bench: bpf venv
 	$(VPY) -m vigil.bench $(BENCH_ARGS)
+
+# Static checks, all strict (any finding fails): ruff (rules in pyproject.toml), mypy
+# (strict flags on the pure packages), import-linter (the layers of docs/architecture.md),
+# and tools/check_text.py (no issue numbers or dangling references in code and docs).
+$(VENV)/.lint-stamp: pyproject.toml | venv
+	$(VPY) -m pip install -q -e '.[test,lint]'
+	@touch $@
+
+lint: $(VENV)/.lint-stamp
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(VPY) tools/check_text.py
 
 clean:
 	rm -rf $(BUILD) $(OBJDIR)/*.o

@@ -25,10 +25,6 @@ import pytest
 
 from tests.e2e.agentproc import links_of
 from vigil.errors import FeatureNotSupported, PolicyError
-from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
-from vigil.stream.policy_events import HookRegistry, PolicyEvents
-from vigil.process import procfs
-from vigil.process.cache import ProcessCache
 
 CAT = os.path.realpath("/bin/cat")
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,22 +32,19 @@ Event = dict[str, Any]
 
 
 class Env:
+    """An agent built by the agent's own start-up steps, up to its policy engine and the
+    /proc scan: no reader thread (the tests drain the ring themselves), no exporters."""
+
     def __init__(self) -> None:
-        from vigil.daemon.policies import PolicyManager
-        from vigil.sensors.base import BaseSensor, BaseSensorConfig
-        self.base = BaseSensor(BaseSensorConfig(ring_bytes=16 << 20))
-        self.base.load()
-        bw = measure_boot_wall_ns()
+        from vigil.daemon.agent import Agent, AgentConfig
         # policy events only: the processes' credential changes are followed, not exported
-        self.pipe = Pipeline(ProcessCache(), EventOptions(node_name="test",
-                                                          cred_change_events=False),
-                             lambda: bw)
-        self.registry = HookRegistry()
-        self.policy_events = PolicyEvents(self.pipe, self.registry)
-        procs = procfs.scan("/proc", "test", bw)
-        self.pipe.bootstrap(procs)
-        self.base.seed_procs((p.pid, p.binary) for p in procs)
-        self.manager = PolicyManager(self.base, self.registry)
+        self.agent = Agent(AgentConfig(node_name="test", rb_size_total=16 << 20,
+                                       process_cred_changes="follow", self_protection=False))
+        self.agent.start(steps=("policy-engine", "procfs-scan"))
+        self.base = self.agent.sensor
+        self.pipe = self.agent.pipeline
+        self.policy_events = self.agent.policy_events
+        self.manager = self.agent.policies
 
     @contextlib.contextmanager
     def policy(self, yaml_text: str) -> Iterator[Any]:
@@ -75,8 +68,7 @@ class Env:
         return out
 
     def close(self) -> None:
-        self.manager.close()
-        self.base.close()
+        self.agent.stop()
 
 
 def _body(e: Event) -> dict[str, Any]:

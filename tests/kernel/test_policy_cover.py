@@ -1,4 +1,4 @@
-"""Coverage of issue #3's matrix in the real kernel (see docs/policies.md "Test coverage").
+"""The policy feature matrix in the real kernel (docs/policies.md "Test coverage").
 
 Each test loads real policies through the real PolicyManager, runs real triggers and
 asserts the exact events — and that the calls that must not match produce none. Helpers

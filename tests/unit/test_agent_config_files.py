@@ -11,7 +11,7 @@ import pytest
 
 from vigil.cli import config
 from vigil.cli.agent import agent
-from vigil.export.filters import FilteredSubscriber, ExportFilterConfig, parse_field_filters, parse_filters
+from vigil.server.exportfilters import FilteredSubscriber, ExportFilterConfig, parse_field_filters, parse_filters
 from vigil.server.filters import FilterError
 
 

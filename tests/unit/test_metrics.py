@@ -277,8 +277,11 @@ def fake_agent() -> SimpleNamespace:
     hub.subscribe(limited)
     client = SimpleNamespace(name="grpc", dropped=0, offer=lambda b: 0)
     hub.subscribe(client)
+    # every part vigil.metrics.agentview.ObservedAgent names, and nothing else
     return SimpleNamespace(cache=cache, pipeline=pipe, hub=hub, sinks=[sink], sensor=None,
-                           _reader=None, client=client)
+                           reader_heartbeat=None, reader_alive=lambda: False,
+                           remote_sinks=[], redactor=None, policy_events=None, server=None,
+                           client=client)
 
 
 def test_sources_from_agent() -> None:

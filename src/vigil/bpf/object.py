@@ -346,3 +346,8 @@ _created: itertools.count[int] = itertools.count()
 def open_objects() -> list[BpfObject]:
     """The BpfObjects not closed yet, oldest first."""
     return sorted(_open_objects, key=lambda o: o._seq)
+
+
+def possible_cpus() -> int:
+    """How many CPUs a per-CPU map holds a value for (libbpf's possible-CPU count)."""
+    return int(L.lib().libbpf_num_possible_cpus())

@@ -68,7 +68,7 @@ def operator_options(f: F) -> F:
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    export_filters: Any               # vigil.export.filters.ExportFilterConfig
+    export_filters: Any               # vigil.server.exportfilters.ExportFilterConfig
     health_address: str
     health_interval: float
     health_explicit: bool      # address set by the operator: failing to bind stops start-up
@@ -78,7 +78,7 @@ class OperatorConfig:
 def operator_config(opts: Mapping[str, Any]) -> OperatorConfig:
     """Parsed options -> config; ValueError (-> click.BadParameter) when invalid. Also
     sets up logging (--log-level, --log-format) so later start-up messages follow it."""
-    from vigil.export.filters import ExportFilterConfig, parse_field_filters, parse_filters
+    from vigil.server.exportfilters import ExportFilterConfig, parse_field_filters, parse_filters
     from vigil.stream.throttle import parse_duration
     setup_logging(opts.get("log_level"), str(opts.get("log_format") or "text"))
     ctx = click.get_current_context(silent=True)

@@ -18,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.ratelimit import rate_limit_export
 from vigil.export.sink import JsonlExporter, QueueSink, StdoutExporter
 from vigil.stream.hub import EventHub
-from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns, tune_gc
+from vigil.stream.pipeline import EventOptions, Pipeline, measure_boot_wall_ns
 from vigil.process import procfs
 from vigil.process.cache import ProcessCache
 from vigil.process.model import Namespaces
@@ -75,7 +75,7 @@ class AgentConfig:
     tracing_policy_dir: str = ""            # --tracing-policy-dir DIR
     enforce: Any = None                     # vigil.enforce.service.EnforceConfig (None: defaults)
     kprobe_mode: str = "auto"               # --kprobe-mode: auto | kprobe | kprobe_multi | fentry
-    export_filters: Any = None              # vigil.export.filters.ExportFilterConfig (None: all)
+    export_filters: Any = None              # vigil.server.exportfilters.ExportFilterConfig (None: all)
     health_address: str = ""                # --health-server-address ("" : no health server)
     health_interval: float = 10.0           # --health-server-interval, seconds
     health_explicit: bool = True            # False: the default address, busy -> log, go on
@@ -229,47 +229,22 @@ class Agent:
         self.health_server: Any = None  # vigil.server.healthserver.HealthServer once started
         self.metrics: Any = None  # vigil.metrics.RunningMetrics once started
         self.mounts: Any = None   # vigil.bpf.mounts.MountReport of the start-up mounts
+        self.verifier: Any = None  # vigil.policy.signing.PolicyVerifier (--policy-signing-key)
+        self._writers: list[RotatingFileWriter] = []  # the export file's, when one is set
         self.reader_heartbeat: float | None = None  # monotonic; health's progress signal
         self._sink_subs: list[tuple[Any, Callable[[], None]]] = []  # (hub subscriber, closer)
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> None:
-        check_privileges()
-        check_btf()
-        verifier = None
-        if self.cfg.policy_signing_key:  # a bad key stops start-up before any BPF loads
-            from vigil.policy.signing import PolicyVerifier
-            verifier = PolicyVerifier.from_file(self.cfg.policy_signing_key)
-        from vigil.bpf import mounts
-        self.mounts = mounts.ensure()  # tracefs, bpffs, cgroup2, securityfs
-        from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
-        self.sensor = BaseSensor(BaseSensorConfig(ring_bytes=self.cfg.rb_size_total,
-                                                  max_args=self.cfg.max_args,
-                                                  cgroup_rate=self.cfg.cgroup_rate,
-                                                  track_creds=self.cfg.process_cred_changes
-                                                  != "off"))
-        self.sensor.load()
+    def start(self, steps: Collection[str] | None = None) -> None:
+        """Run the start-up steps (``vigil.daemon.startup.STEPS``) in order; ``steps``
+        names a part of them (a test harness's), which runs with what it needs. Any
+        failure stops what was started."""
+        from vigil.daemon.startup import STEPS, plan
+        todo = plan(STEPS, steps)
         try:
-            self._start_policy_engine()
-            self.policies.verifier = verifier
-            self._start_exporters()
-            self._start_server()
-            if self.cfg.metrics is not None:
-                from vigil.metrics import start_metrics  # imports prometheus_client
-                self.metrics = start_metrics(self, self.cfg.metrics)
-            procs = procfs.scan(self.cfg.procfs, self.node_name, self._boot_wall)
-            self._offer(self.pipeline.bootstrap(procs))
-            self.sensor.seed_procs((p.pid, p.binary) for p in procs
-                                   if p.binary and p.pid and not p.kthread)
-            self._load_startup_policies()
-            self._start_self_protection()
-            self._replace_kept_links()
-            tune_gc()
-            self._reader = threading.Thread(target=self._read_loop, name="vigil-reader",
-                                             daemon=True)
-            self._reader.start()
-            self._start_health_server()  # once the reader runs: the first check passes
+            for step in todo:
+                step.run(self)
         except BaseException:
             self.stop()
             raise
@@ -343,7 +318,7 @@ class Agent:
             log.info("export aggregation on (window %gs, buffer %d): events pass through "
                      "unchanged, as Tetragon's aggregator does", flt.aggregation_window,
                      flt.aggregation_buffer)
-        self._writers: list[RotatingFileWriter] = []
+        self._writers = []
         if ex.filename:
             chain = None
             if ex.integrity_key_file:
@@ -482,10 +457,10 @@ class Agent:
     def _start_server(self) -> None:
         if not self.cfg.server.enabled:
             return
+        from vigil.daemon.views import start_grpc
         from vigil.server.listen import AddressInUse
-        from vigil.server.server import start_server  # imports grpc
         try:
-            self.server = start_server(self.cfg.server, self)
+            self.server = start_grpc(self)
         except AddressInUse as err:
             if self.cfg.server.explicit:
                 raise
@@ -532,11 +507,11 @@ class Agent:
     def _start_health_server(self) -> None:
         if not self.cfg.health_address:
             return
+        from vigil.daemon.views import health_check
         from vigil.server.healthserver import HealthServer
-        from vigil.server.server import _agent_health
         from vigil.errors import ConfigError
         server = HealthServer(self.cfg.health_address, self.cfg.health_interval,
-                              _agent_health(self))
+                              health_check(self))
         try:
             server.start()
         except ConfigError as err:
@@ -555,7 +530,7 @@ class Agent:
             sink = QueueSink(name, handler, max_events=queue_events)
         sink.start()
         self.sinks.append(sink)
-        from vigil.export.filters import filter_export
+        from vigil.server.exportfilters import filter_export
         sub, stop_reports = rate_limit_export(sink, self.cfg.export_rate_limit, self.node_name)
         sub = filter_export(sub, self.cfg.export_filters)  # filtered before rate limiting
         self.hub.subscribe(sub)
@@ -595,6 +570,16 @@ class Agent:
             self.kernel_dropped = total
 
     # -- status ----------------------------------------------------------------------
+
+    def reader_alive(self) -> bool:
+        """Is the reader thread running (health's first question)?"""
+        reader = self._reader
+        return reader is not None and reader.is_alive()
+
+    @property
+    def export_writers(self) -> list[RotatingFileWriter]:
+        """The export file's writer (GetEventLogParams, SIGHUP), when one is set."""
+        return self._writers
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests, logs and (later) metrics."""

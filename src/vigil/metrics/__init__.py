@@ -23,6 +23,7 @@ from vigil.metrics.config import MetricsConfig, metrics_config
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from vigil.metrics.agentview import ObservedAgent
     from vigil.metrics.events import EventMetrics
     from vigil.metrics.health import Health
     from vigil.metrics.server import MetricsServer
@@ -47,10 +48,11 @@ class RunningMetrics:
         self._hub.unsubscribe(self.events)
 
 
-def start_metrics(agent: Any, cfg: MetricsConfig, serve: bool = True) -> RunningMetrics:
+def start_metrics(agent: ObservedAgent, cfg: MetricsConfig, serve: bool = True
+                  ) -> RunningMetrics:
     """Count the agent's events, build its registry, serve /metrics and /healthz.
 
-    ``agent`` is a started ``vigil.daemon.agent.Agent``. Raises OSError if the address
+    ``agent``: a started agent (``vigil.daemon.agent.Agent``). Raises OSError if the address
     cannot be bound and ssl.SSLError / OSError for unusable TLS files.
     """
     from vigil.metrics.health import agent_health

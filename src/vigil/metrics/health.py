@@ -17,7 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vigil.metrics.agentview import ProbedAgent
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,10 @@ class Health:
         return HealthStatus(not problems, tuple(problems), details)
 
 
-def probe_agent(agent: Any) -> HealthProbe:
-    """Read an ``vigil.daemon.agent.Agent``'s state (from any thread)."""
-    reader = getattr(agent, "_reader", None)
-    alive = reader is not None and reader.is_alive()
-    beat = getattr(agent, "reader_heartbeat", None)
+def probe_agent(agent: ProbedAgent) -> HealthProbe:
+    """Read a running agent's state (from any thread)."""
+    alive = agent.reader_alive()
+    beat = agent.reader_heartbeat
     progress = int(beat * 1000) if beat is not None else sum(agent.pipeline.records.values())
     sensor = agent.sensor
     ring = sensor.ring if sensor is not None else None
@@ -119,5 +121,5 @@ def probe_agent(agent: Any) -> HealthProbe:
     return HealthProbe(alive, progress, pending, sinks)
 
 
-def agent_health(agent: Any, stall_after: float = 10.0) -> Health:
+def agent_health(agent: ProbedAgent, stall_after: float = 10.0) -> Health:
     return Health(lambda: probe_agent(agent), stall_after)

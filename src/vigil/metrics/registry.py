@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
@@ -16,6 +16,9 @@ from vigil.metrics.collectors import (
 from vigil.metrics.config import MetricsConfig
 from vigil.metrics.events import EventMetrics
 from vigil.metrics.health import Health
+
+if TYPE_CHECKING:
+    from vigil.metrics.agentview import ObservedAgent, QueueView
 
 log = logging.getLogger("vigil.metrics")
 T = TypeVar("T")
@@ -48,52 +51,48 @@ def _safe(fn: Callable[[], T], default: T) -> Callable[[], T]:
     return call
 
 
-def sources_from_agent(agent: Any) -> MetricsSources:
-    """Sources reading a ``vigil.daemon.agent.Agent`` (looked up at each scrape)."""
+def sources_from_agent(agent: ObservedAgent) -> MetricsSources:
+    """Sources reading a running agent (looked up at each scrape)."""
     from vigil import __version__
     drops = _SubscriberDrops(agent)
     return MetricsSources(
         kernel=_safe(lambda: _kernel(agent), []),
         ring=_safe(lambda: _ring(agent), (0, 0, 0)),
         pipeline=lambda: agent.pipeline,
-        policy_events=lambda: getattr(agent, "policy_events", None),
+        policy_events=lambda: agent.policy_events,
         cache=lambda: agent.cache,
         sinks=_safe(lambda: [_sink(s) for s in list(agent.sinks)], []),
         ratelimit_dropped=_safe(lambda: _ratelimit_dropped(agent), 0),
         subscriber_dropped=_safe(drops, 0),
         maps=_safe(lambda: agent.sensor.map_usage() if agent.sensor else {}, {}),
         sweep_errors=_safe(lambda: agent.sensor.sweep_errors if agent.sensor else 0, 0),
-        remote=_safe(lambda: [s.view() for s in list(getattr(agent, "remote_sinks", ()))],
-                     []),
-        redacted=_safe(lambda: agent.redactor.redacted if getattr(agent, "redactor", None)
-                       else 0, 0),
+        remote=_safe(lambda: [s.view() for s in list(agent.remote_sinks)], []),
+        redacted=_safe(lambda: agent.redactor.redacted if agent.redactor else 0, 0),
         version=__version__,
     )
 
 
-def _kernel(agent: Any) -> list[KernelView]:
-    """Counters of the base sensor, plus any other sensors the agent lists."""
-    sensors = [agent.sensor] if agent.sensor is not None else []
-    sensors += list(getattr(agent, "policy_sensors", ()))
-    out = []
-    for s in sensors:
-        k = s.counters()
-        out.append(KernelView(dict(k.sent), dict(k.drops)))
-    return out
+def _kernel(agent: ObservedAgent) -> list[KernelView]:
+    """Counters of the base sensor: every BPF object shares its ``vg_stats`` by fd, so
+    they include the policy hooks' records."""
+    if agent.sensor is None:
+        return []
+    k = agent.sensor.counters()
+    return [KernelView(dict(k.sent), dict(k.drops))]
 
 
-def _ring(agent: Any) -> tuple[int, int, int]:
+def _ring(agent: ObservedAgent) -> tuple[int, int, int]:
     sensor = agent.sensor
     if sensor is None or sensor.ring is None:
         return 0, 0, 0
     return sensor.ring.pending_bytes(), sensor.ring_bytes, sensor.ring.discarded
 
 
-def _sink(s: Any) -> SinkView:
+def _sink(s: QueueView) -> SinkView:
     return SinkView(s.name, s.delivered, s.dropped, s.errors, s.pending(), s.max_events)
 
 
-def _ratelimit_dropped(agent: Any) -> int:
+def _ratelimit_dropped(agent: ObservedAgent) -> int:
     from vigil.export.ratelimit import RateLimitedSubscriber
     return sum(s.limiter.dropped for s in agent.hub.subscribers
                if isinstance(s, RateLimitedSubscriber))
@@ -107,13 +106,13 @@ class _SubscriberDrops:
     at the last scrape, so the counter never goes down.
     """
 
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: ObservedAgent) -> None:
         self._agent = agent
         self._seen: dict[int, int] = {}
         self._departed = 0
 
     def __call__(self) -> int:
-        server = getattr(self._agent, "server", None)
+        server = self._agent.server
         if server is not None:
             return int(server.stats().get("dropped", 0))
         hub = self._agent.hub

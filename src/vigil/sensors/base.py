@@ -24,8 +24,7 @@ from pathlib import Path
 
 from vigil.abi._generated import VG_CONFIG, VG_STATS, DropReason, GenLimits, Limits, MsgOp
 from vigil.abi.pack import pack
-from vigil.bpf import _libbpf
-from vigil.bpf.object import BpfObject, Map
+from vigil.bpf.object import BpfObject, Map, possible_cpus
 from vigil.bpf.ringbuf import RingBuffer
 from vigil.errors import BpfError
 from vigil.export.jsonl import RateLimitedLog
@@ -104,7 +103,7 @@ def map_entries(m: Map, limit: int = 1 << 20) -> int:
 
 def read_counters(stats: Map) -> KernelCounters:
     """Read and sum a per-CPU ``vg_stats`` map."""
-    ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
+    ncpu = possible_cpus()
     step = (VG_STATS.size + 7) & ~7
     raw = stats.lookup(b"\0\0\0\0", value_size=step * ncpu)
     sent: dict[int, int] = {}

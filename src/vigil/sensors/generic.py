@@ -13,8 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from vigil.abi._generated import GenCount
-from vigil.bpf import _libbpf
-from vigil.bpf.object import BpfObject
+from vigil.bpf.object import BpfObject, possible_cpus
 from vigil.errors import BpfError
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.sensors.base import OBJECTS_DIR, BaseSensor
@@ -63,7 +62,7 @@ class LoadedPolicy:
 
     def action_counts(self) -> list[int]:
         """vg_gen_counts summed over hooks and CPUs, indexed by vg_gen_count."""
-        ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
+        ncpu = possible_cpus()
         out = [0] * int(GenCount.MAX)
         for obj in self.objects:
             raw = obj.map("vg_gen_counts").lookup(b"\0\0\0\0", value_size=COUNTS_SIZE * ncpu)

@@ -142,13 +142,6 @@ class AgentControl:
     build: dict[str, str] = field(default_factory=dict)
 
 
-def feature_probes() -> list[tuple[str, bool]]:
-    """(Tetragon's name where one maps, ok) of every feature probe; results are cached
-    by vigil.bpf.features, so only the first call loads the probe programs."""
-    from vigil.bpf import features
-    return [(TETRAGON_PROBE_NAMES.get(r.name, r.name), r.ok) for r in features.probe_all()]
-
-
 __all__ = ["AgentControl", "EventLog", "LEVELS", "PROCESS_DUMP_CAP", "ProcessEntry",
-           "TETRAGON_PROBE_NAMES", "feature_probes", "format_go_duration", "get_log_level",
+           "TETRAGON_PROBE_NAMES", "format_go_duration", "get_log_level",
            "parse_go_duration", "set_log_level"]

@@ -33,7 +33,7 @@ from vigil.errors import ConfigError
 from vigil.policy.store_api import PolicyStore
 from vigil.server import listen
 from vigil.server.config import ServerConfig
-from vigil.server.control import AgentControl, ProcessEntry, feature_probes
+from vigil.server.control import AgentControl
 from vigil.server.health import HealthService
 from vigil.server.persist import PersistentPolicyStore
 from vigil.server.protocol import GrpcConnection, ProtocolConfig, StatusCode
@@ -189,77 +189,18 @@ class GrpcServer:
                 **self.servicer.stats()}
 
 
-def start_server(cfg: ServerConfig, agent: Any) -> GrpcServer | None:
-    """Serve ``agent`` (a ``vigil.daemon.agent.Agent``) per ``cfg``; None if disabled."""
+def start_server(cfg: ServerConfig, *, events: EventSource, node_name: str,
+                 policies: Callable[[], PolicyStore | None],
+                 health_check: Callable[[], tuple[bool, str]],
+                 control: AgentControl) -> GrpcServer | None:
+    """Serve the agent's parts per ``cfg`` (the daemon assembles them:
+    ``vigil.daemon.views.start_grpc``); None if disabled."""
     if not cfg.enabled:
         return None
-    server = GrpcServer(cfg, events=agent.hub, node_name=agent.node_name,
-                        policies=lambda: getattr(agent, "policies", None),
-                        health_check=_agent_health(agent), control=agent_control(agent, cfg))
+    server = GrpcServer(cfg, events=events, node_name=node_name, policies=policies,
+                        health_check=health_check, control=control)
     server.start()
     return server
 
 
-def agent_control(agent: Any, cfg: ServerConfig) -> AgentControl:
-    """The control RPCs' view of ``agent``: probes, configuration, process cache, export
-    file writer."""
-    import platform
-
-    def processes() -> list[ProcessEntry]:
-        from vigil.events.encode import process_dict
-        return [ProcessEntry(p.encoded if getattr(p, "encoded", None) else process_dict(p),
-                             p.refcnt) for p in agent.cache.snapshot()]
-
-    def conf() -> dict[str, str]:
-        a = agent.cfg
-        ex = a.export
-        return {
-            "node-name": agent.node_name,
-            "server-address": ",".join(cfg.addresses),
-            "export-filename": ex.filename or "",
-            "export-file-max-size-mb": f"{ex.max_size_mb:g}",
-            "export-file-max-backups": str(ex.max_backups),
-            "export-file-compress": str(bool(ex.compress)).lower(),
-            "process-cache-size": str(a.process_cache_size),
-            "enable-process-cred": str(a.enable_process_cred).lower(),
-            "enable-process-ns": str(a.enable_process_ns).lower(),
-            "enable-ancestors": str(a.enable_ancestors).lower(),
-            "rb-size-total": str(a.rb_size_total),
-            "export-rate-limit": str(a.export_rate_limit),
-            "tracing-policy-dir": a.tracing_policy_dir,
-            "kprobe-mode": a.kprobe_mode,
-            "health-server-address": a.health_address,
-            "health-server-interval": f"{a.health_interval:g}",
-            "keep-sensors-on-exit": str(bool(a.keep_sensors_on_exit)).lower(),
-            "enable-export-aggregation": str(bool(
-                a.export_filters is not None and a.export_filters.aggregation)).lower(),
-        }
-
-    def event_log() -> Any:
-        writers = getattr(agent, "_writers", None) or []
-        return writers[0] if writers else None
-
-    return AgentControl(name="vigil", probes=feature_probes, conf=conf, processes=processes,
-                        event_log=event_log,
-                        build={"python_version": f"python{platform.python_version()}"})
-
-
-def _agent_health(agent: Any) -> Callable[[], tuple[bool, str]]:
-    """GetHealth's answer: the metrics module's pipeline check when available."""
-    try:
-        from vigil.metrics.health import agent_health
-        checker = agent_health(agent)
-    except ImportError:  # pragma: no cover - metrics is part of the package
-        checker = None
-
-    def check() -> tuple[bool, str]:
-        if checker is None:
-            reader = getattr(agent, "_reader", None)
-            ok = reader is not None and reader.is_alive()
-            return ok, "running" if ok else "reader thread is not running"
-        st = checker.check()
-        return st.ok, "running" if st.ok else st.text
-    return check
-
-
-__all__ = ["ConfigError", "GrpcServer", "ServerConfig", "agent_control", "start_server"]
+__all__ = ["ConfigError", "GrpcServer", "ServerConfig", "start_server"]
