@@ -165,28 +165,14 @@ def cpu_seconds() -> float:
 def start_agent(tmp: Path, rate: CgroupRate | None, *, cache_size: int = 65536,
                 queue_events: int = 65536) -> Any:
     """An in-process agent exporting to ``tmp/events.log`` with ``rate`` wired in."""
-    import dataclasses
-    import functools
-
     from vigil.daemon import agent as agent_mod
-    from vigil.sensors import base
 
     export = agent_mod.ExportConfig(filename=str(tmp / "events.log"), stdout=False,
                                     queue_events=queue_events, max_size_mb=4096)
-    cfg = agent_mod.AgentConfig(process_cache_size=cache_size, export=export)
-    if "cgroup_rate" in {f.name for f in dataclasses.fields(agent_mod.AgentConfig)}:
-        cfg = dataclasses.replace(cfg, cgroup_rate=rate)
-        a = agent_mod.Agent(cfg)
-        a.start()
-        return a
-    # the daemon does not pass cgroup_rate yet: give BaseSensorConfig the default
-    original = base.BaseSensorConfig
-    base.BaseSensorConfig = functools.partial(original, cgroup_rate=rate)  # type: ignore[misc,assignment]
-    try:
-        a = agent_mod.Agent(cfg)
-        a.start()
-    finally:
-        base.BaseSensorConfig = original  # type: ignore[misc]
+    cfg = agent_mod.AgentConfig(process_cache_size=cache_size, export=export,
+                                cgroup_rate=rate)
+    a = agent_mod.Agent(cfg)
+    a.start()
     return a
 
 

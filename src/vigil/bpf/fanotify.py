@@ -156,7 +156,7 @@ class _IoVec(ctypes.Structure):
 
 
 @functools.cache
-def _vm_readv() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+def _vm_readv() -> ctypes._CFuncPtr:  # type: ignore[name-defined]  # private in typeshed
     fn = _libc().process_vm_readv
     fn.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
                    ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]

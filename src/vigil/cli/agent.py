@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -29,11 +30,11 @@ def _size(value: str) -> int:
     return int(v)
 
 
-def _server_config(opts: dict[str, object]) -> ServerConfig:
+def _server_config(opts: dict[str, Any]) -> ServerConfig:
     """The --server-* / --persist-grpc-* flags."""
     from vigil.server.listen import parse_addresses, validate
     addresses = parse_addresses(str(opts["server_address"]))
-    cas = tuple(c.strip() for v in opts["server_tls_client_ca_files"]  # type: ignore[attr-defined]
+    cas = tuple(c.strip() for v in opts["server_tls_client_ca_files"]
                 for c in str(v).split(",") if c.strip())
     cfg = ServerConfig(
         addresses=addresses,
@@ -45,7 +46,7 @@ def _server_config(opts: dict[str, object]) -> ServerConfig:
         persist_policies=bool(opts["persist_grpc_policies"]),
         persist_dir=str(opts["persist_grpc_policies_dir"]),
         info_file=str(opts["server_info_file"]),
-        queue_events=int(opts["event_queue_size"]),  # type: ignore[call-overload]
+        queue_events=int(opts["event_queue_size"]),
         explicit=_given("server_address"),
     )
     validate(cfg)  # ConfigError now, before any BPF is loaded
@@ -151,7 +152,7 @@ def _given(param: str) -> bool:
 @observability_options
 @operator_options
 @export_options
-def agent(**opts: object) -> None:
+def agent(**opts: Any) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
 
@@ -170,27 +171,27 @@ def agent(**opts: object) -> None:
             keep_sensors_on_exit=op.keep_sensors_on_exit,
             node_name=str(opts["node_name"]),
             cgroup_rate=obs.cgroup_rate,
-            tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),  # type: ignore[attr-defined]
+            tracing_policies=tuple(str(p) for p in opts["tracing_policy"]),
             tracing_policy_dir=str(opts["tracing_policy_dir"]),
             enforce=_enforce_config(opts),
             kprobe_mode=str(opts["kprobe_mode"]),
             export_rate_limit=obs.export_rate_limit,
             metrics=obs.metrics,
             procfs=str(opts["procfs"]),
-            process_cache_size=int(opts["process_cache_size"]),  # type: ignore[call-overload]
+            process_cache_size=int(opts["process_cache_size"]),
             enable_process_cred=bool(opts["enable_process_cred"]),
             process_cred_changes=str(opts["process_cred_changes"]),
             enable_process_ns=bool(opts["enable_process_ns"]),
             enable_ancestors="base" in ancestors,
             rb_size_total=_size(str(opts["rb_size_total"])),
-            max_args=int(opts["exec_args_max_bytes"]),  # type: ignore[call-overload]
+            max_args=int(opts["exec_args_max_bytes"]),
             export=ExportConfig(
                 filename=str(opts["export_filename"]),
-                max_size_mb=float(opts["export_file_max_size_mb"]),  # type: ignore[arg-type]
-                max_backups=int(opts["export_file_max_backups"]),  # type: ignore[call-overload]
+                max_size_mb=float(opts["export_file_max_size_mb"]),
+                max_backups=int(opts["export_file_max_backups"]),
                 compress=bool(opts["export_file_compress"]),
                 perm=int(str(opts["export_file_perm"]), 8),
-                stdout=opts["export_stdout"],  # type: ignore[arg-type]
+                stdout=opts["export_stdout"],
                 stdout_format=str(opts["stdout_format"]),
                 integrity_key_file=_integrity_key(opts),
             ),
@@ -212,7 +213,7 @@ def agent(**opts: object) -> None:
         sys.exit(3 if getattr(err, "diagnostics", None) else 1)
 
 
-def _config_paths(opts: dict[str, object]) -> tuple[str, ...]:
+def _config_paths(opts: dict[str, Any]) -> tuple[str, ...]:
     """Where this agent's options come from (files read, drop-in directories), for
     self-protection's watch of writes."""
     from vigil.cli.config import ETC_DROP_IN, SYSTEM_DROP_INS, YAML_FILES
@@ -223,7 +224,7 @@ def _config_paths(opts: dict[str, object]) -> tuple[str, ...]:
     return tuple(p for p in paths if p)
 
 
-def _integrity_key(opts: dict[str, object]) -> str:
+def _integrity_key(opts: dict[str, Any]) -> str:
     """--export-integrity-key-file, which needs an export file to chain."""
     key = str(opts["export_integrity_key_file"])
     if key and not opts["export_filename"]:
@@ -232,7 +233,7 @@ def _integrity_key(opts: dict[str, object]) -> str:
     return key
 
 
-def _enforce_config(opts: dict[str, object]) -> object:
+def _enforce_config(opts: dict[str, Any]) -> object:
     from vigil.enforce.service import EnforceConfig
     return EnforceConfig(fail_closed=bool(opts["enforcement_fail_closed"]),
-                         decision_timeout=float(opts["fanotify_decision_timeout"]))  # type: ignore[arg-type]
+                         decision_timeout=float(opts["fanotify_decision_timeout"]))

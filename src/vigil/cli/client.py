@@ -82,7 +82,7 @@ def client_options(f: F) -> F:
 
     for opt in reversed(opts):
         wrapper = opt(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # click's decorators return Command
 
 
 def resolve_address(opts: ClientOptions) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The agent: ordered start-up steps, one reader thread, reverse teardown.
 
-start: check privileges -> mount what is missing (tracefs, bpffs, cgroup2) -> load base sensor (programs attached, ring live) -> start
-exporters -> scan /proc (procFS events) -> start the reader thread.
+start: the named steps of ``vigil.daemon.startup.STEPS`` (privileges, BTF, mounts, base
+sensor, policy engine, exporters, servers, /proc scan, policies, reader ...), in order.
 stop:  stop reader -> detach and close BPF -> drain and close exporters.
 
 The reader thread is the only writer of the process cache. It drains the ring in

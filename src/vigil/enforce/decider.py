@@ -98,7 +98,7 @@ class ProcSubject:
                 self._cg = rules.parse_cgroup(raw.decode(errors="surrogateescape"))
             except OSError:
                 self._cg = None
-        return self._cg  # type: ignore[return-value]
+        return self._cg  # type: ignore[return-value]  # False only before the read above
 
 
 @dataclass
@@ -264,11 +264,11 @@ class Decider:
                 if g is None:
                     continue
                 try:
-                    F.mark(gfd, F.FAN_MARK_ADD, mask, os.path.join(d, name))  # type: ignore[arg-type]
+                    F.mark(gfd, F.FAN_MARK_ADD, mask, os.path.join(d, name))  # type: ignore[arg-type]  # d is set
                     g.stats["remarked"] += 1
                 except OSError as err:
                     self._log(logging.ERROR, "policy %s: cannot mark %s again: %s", g.name,
-                              os.path.join(d, name), err)  # type: ignore[arg-type]
+                              os.path.join(d, name), err)  # type: ignore[arg-type]  # d is set
 
     def on_mounts_changed(self) -> None:
         mounts = self._mounts()

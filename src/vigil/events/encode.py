@@ -486,7 +486,7 @@ def cred_change_event(
     return _envelope("process_kprobe", body, node_name, time_ns)
 
 
-class SharedDict(dict):  # type: ignore[type-arg]
+class SharedDict(dict):  # type: ignore[type-arg]  # any event dict
     """A message dict shared by many events (a process): never change it after it is
     published. Its JSON is made once, on first need, and ``dumps`` splices those bytes
     into every event that contains it; for every other consumer it is a plain dict."""

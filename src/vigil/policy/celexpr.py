@@ -26,6 +26,7 @@ Pure logic: :func:`check` returns the problem or None.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from vigil.policy.spec import ArgType
 
@@ -91,7 +92,8 @@ class _Parser:
             raise CelError(f"unexpected {self.toks[self.i][1]!r}")
         return t
 
-    def _logic(self, op: str, code: int, sub) -> tuple[str, list[Insn]]:  # type: ignore[no-untyped-def]
+    def _logic(self, op: str, code: int, sub: Callable[[], tuple[str, list[Insn]]]
+               ) -> tuple[str, list[Insn]]:
         t, c = sub()
         while self.peek() == op:
             self.take()

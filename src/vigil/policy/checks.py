@@ -341,7 +341,7 @@ def _valid_hooks(spec: dict[str, Any], ctx: SpecContext, resolve: ArgResolver
                 continue
             selectors = (list(enumerate(hook.selectors)) if hook.is_set("selectors")
                          else _valid_selectors(raw.get("selectors")))
-            yield HookContext(kind, hook, ("spec", kind.value, i), ctx,  # type: ignore[arg-type]
+            yield HookContext(kind, hook, ("spec", kind.value, i), ctx,  # type: ignore[arg-type]  # validated hook
                               resolve, selectors)
 
 

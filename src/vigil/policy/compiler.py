@@ -84,7 +84,7 @@ def diagnostic(err: CompileError, policy: Any, source: str, severity: str = "err
     except (AttributeError, KeyError, LookupError, TypeError):
         line, col = 1, 1
     return Diagnostic(source, line, col, err.where, "policy.unsupported", err.message,
-                      severity)  # type: ignore[arg-type]
+                      severity)  # type: ignore[arg-type]  # a Severity literal
 
 
 @dataclass(frozen=True)

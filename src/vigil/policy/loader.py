@@ -147,7 +147,7 @@ class _Builder:
         try:
             if isinstance(node, SequenceNode):
                 return self._sequence(node, path)
-            return self._mapping(node, path)  # type: ignore[arg-type]
+            return self._mapping(node, path)  # type: ignore[arg-type]  # a MappingNode here
         finally:
             self._active.discard(id(node))
 
