@@ -59,7 +59,7 @@ def results() -> dict[str, F.ProbeResult]:
 
 @pytest.fixture(scope="module")
 def kfeat() -> dict[str, Any]:
-    return _bpftool("feature", "probe", "kernel")  # type: ignore[no-any-return]
+    return _bpftool("feature", "probe", "kernel")
 
 
 def _prog_type(kfeat: dict[str, Any], name: str) -> bool:

@@ -18,14 +18,14 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 
 
 @pytest.fixture(scope="module")
-def btf():  # type: ignore[no-untyped-def]
+def btf():
     if not os.access(BTF_PATH, os.R_OK):
         pytest.skip("no readable kernel BTF")
     from vigil.policy.kbtf import KernelBtf
     return KernelBtf.load(BTF_PATH)
 
 
-def view(btf, **kw):  # type: ignore[no-untyped-def]
+def view(btf, **kw):
     base = dict(kprobes=True, fentry=True, lsm=True, kprobe_multi=True, fmod_ret=True, btf=btf)
     base.update(kw)
     return KernelView(**base)
@@ -59,7 +59,7 @@ OPEN_RET = """  kprobes:
      "kprobe security_file_open + kretprobe (merged)", ["vg_gen_kprobe", "vg_gen_kretprb"]),
     ({"kprobe_mode": "kprobe"}, OPEN, "kprobe security_file_open", ["vg_gen_kprobe"]),
 ])
-def test_mechanism_choice(btf, kw, spec, mech, progs) -> None:  # type: ignore[no-untyped-def]
+def test_mechanism_choice(btf, kw, spec, mech, progs) -> None:
     plan = compile_policy(doc(spec), view(btf, **kw))
     (h,) = plan.hooks
     assert h.mechanism == mech
@@ -67,12 +67,12 @@ def test_mechanism_choice(btf, kw, spec, mech, progs) -> None:  # type: ignore[n
     assert ("vg_gen_entries" in h.map_sizes) == (progs[-1] in ("vg_gen_kretpm", "vg_gen_kretprb"))
 
 
-def test_forced_mode_missing_is_refused(btf) -> None:  # type: ignore[no-untyped-def]
+def test_forced_mode_missing_is_refused(btf) -> None:
     with pytest.raises(CompileError, match="kprobe.multi is not available"):
         compile_policy(doc(OPEN), view(btf, kprobe_multi=False, kprobe_mode="kprobe_multi"))
 
 
-def test_override_security_uses_fmod_ret_pair(btf) -> None:  # type: ignore[no-untyped-def]
+def test_override_security_uses_fmod_ret_pair(btf) -> None:
     spec = """  kprobes:
   - call: security_inode_mkdir
     syscall: false
@@ -89,7 +89,7 @@ def test_override_security_uses_fmod_ret_pair(btf) -> None:  # type: ignore[no-u
         compile_policy(doc(spec), view(btf, fmod_ret=False))
 
 
-def test_missing_function_and_ignore(btf) -> None:  # type: ignore[no-untyped-def]
+def test_missing_function_and_ignore(btf) -> None:
     spec = """  kprobes:
   - call: vigil_no_such_function
     syscall: false
@@ -100,12 +100,12 @@ def test_missing_function_and_ignore(btf) -> None:  # type: ignore[no-untyped-de
     assert plan.hooks == () and "ignored" in plan.notes[0]
 
 
-def test_no_kprobes_no_trampolines_keeps_old_reason(btf) -> None:  # type: ignore[no-untyped-def]
+def test_no_kprobes_no_trampolines_keeps_old_reason(btf) -> None:
     with pytest.raises(CompileError, match="kprobes are not available on this kernel"):
         compile_policy(doc(OPEN), view(btf, kprobes=False, fentry=False))
 
 
-def test_lsm_hooks_on_bpf_lsm(btf) -> None:  # type: ignore[no-untyped-def]
+def test_lsm_hooks_on_bpf_lsm(btf) -> None:
     spec = """  lsmhooks:
   - hook: file_open
     args: [{index: 0, type: file}]
@@ -121,7 +121,7 @@ def test_lsm_hooks_on_bpf_lsm(btf) -> None:  # type: ignore[no-untyped-def]
         compile_policy(doc(bad), view(btf))
 
 
-def test_resolve_steps(btf) -> None:  # type: ignore[no-untyped-def]
+def test_resolve_steps(btf) -> None:
     step = btf.resolve(btf.struct_id("linux_binprm"), "file.f_path.dentry")
     file_off = next(m.bit_offset // 8 for m in btf.members(btf.struct_id("linux_binprm"))
                     if m.name == "file")
@@ -133,7 +133,7 @@ def test_resolve_steps(btf) -> None:  # type: ignore[no-untyped-def]
         btf.resolve(btf.struct_id("cred"), "nope")
 
 
-def test_unsupported_arg_type_reason(btf) -> None:  # type: ignore[no-untyped-def]
+def test_unsupported_arg_type_reason(btf) -> None:
     spec = OPEN.replace("type: file", "type: perf_event")
     with pytest.raises(CompileError, match="perf_event is not supported"):
         compile_policy(doc(spec), view(btf))
@@ -182,7 +182,7 @@ def test_render_cred_caps_bpf_module() -> None:
         "name": "hello", "signature_ok": True, "tainted": ["TAINT_OUT_OF_TREE_MODULE"]}}
 
 
-def test_syscall_override_reason_on_trampoline_kernels(btf) -> None:  # type: ignore[no-untyped-def]
+def test_syscall_override_reason_on_trampoline_kernels(btf) -> None:
     spec = """  kprobes:
   - call: sys_linkat
     syscall: true
@@ -194,7 +194,7 @@ def test_syscall_override_reason_on_trampoline_kernels(btf) -> None:  # type: ig
         compile_policy(doc(spec), view(btf))
 
 
-def test_trailing_nul_of_a_string_value_is_dropped(btf) -> None:  # type: ignore[no-untyped-def]
+def test_trailing_nul_of_a_string_value_is_dropped(btf) -> None:
     """As Tetragon: Equal "security.capability\\0" matches the string security.capability
     (tetragon-examples/cves/cve-2023-2640-overlayfs-ubuntu.yaml)."""
     def keys(value: str) -> object:

@@ -84,7 +84,7 @@ class _Base:
 def test_manager_refuses_before_parsing(tmp_path: Path) -> None:
     priv, pub, _ = keypair(tmp_path)
     mgr = PolicyManager(_Base(), registry=None, view=lambda: (_ for _ in ()).throw(
-        AssertionError("compiled")))  # type: ignore[arg-type]
+        AssertionError("compiled")))
     mgr.verifier = signing.PolicyVerifier.from_file(str(pub))
     pol = tmp_path / "p.yaml"
     pol.write_bytes(POLICY)
@@ -109,7 +109,7 @@ class _Recorder:
 
     def add(self, yaml_text: str, *, source: str, signature: Any = None) -> PolicyInfo:
         self.calls.append((yaml_text, signature))
-        return PolicyInfo(id=1, name="signed-one", namespace="")  # type: ignore[call-arg]
+        return PolicyInfo(id=1, name="signed-one", namespace="")
 
     def delete(self, name: str, namespace: str = "") -> None:
         pass
