@@ -43,3 +43,17 @@ def test_capability_table_both_spellings() -> None:
     assert cap_number("CAP_CHECKPOINT_RESTORE") == 40
     with pytest.raises(ValueError):
         cap_number("CAP_NOPE")
+
+
+def test_ports_protocols_families_states_are_decimal_or_names() -> None:
+    from vigil.policy.values import (parse_family, parse_port_range, parse_protocol,
+                                     parse_tcp_state)
+    assert parse_port_range("80") == (80, 80)
+    assert parse_port_range("1024:65535") == (1024, 65535)
+    assert parse_protocol("IPPROTO_TCP") == parse_protocol("6") == 6
+    assert parse_family("AF_INET6") == parse_family("10") == 10
+    assert parse_tcp_state("TCP_LISTEN") == 10
+    for parse, text in ((parse_port_range, "0x50"), (parse_protocol, "0x6"),
+                        (parse_family, "0b10"), (parse_port_range, "65536")):
+        with pytest.raises(ValueError):
+            parse(text)

@@ -39,6 +39,7 @@ from vigil.policy.plan import (
     CapMatch, EnforcePlan, FanotifyHook, FanSelector, HookPlan, NsMatch, SockRule, StrMatch,
     coverage,
 )
+from vigil.policy.values import ADDRESS_FAMILIES, IP_PROTOCOLS, parse_int, parse_port_range
 
 SCOPE_OPTION = "vigil-cgroups"
 FANOTIFY_HOOKS = {"file_open": "file", "bprm_check_security": "linux_binprm"}
@@ -346,9 +347,6 @@ def _caps(sel: Any, w: str) -> list[CapMatch]:
 # ---- cgroup socket hooks ------------------------------------------------------------------
 
 SK = abi.SockField
-_FAMILY_NAMES = {"AF_INET": 2, "AF_INET6": 10, "AF_UNIX": 1, "AF_LOCAL": 1}
-
-
 def compile_sock_hook(hook: Any, function: str, where: str, hook_id: int,
                       selectors: Sequence[Any], monitor: bool,
                       scope: tuple[str, ...]) -> SockRule:
@@ -461,9 +459,8 @@ def _sock_selector(sel: Any, w: str, p: str, function: str, hook: Any,
         elif field == int(SK.PORT):
             nums = [_port_range(v, mw) for v in values]
         elif field == int(SK.FAMILY):
-            nums = [_named(v, _FAMILY_NAMES, mw) for v in values]
+            nums = [_named(v, ADDRESS_FAMILIES, mw) for v in values]
         else:
-            from vigil.policy.values import IP_PROTOCOLS
             nums = [_named(v, IP_PROTOCOLS, mw) for v in values]
         if len(nums) > int(abi.SockLimits.VALUES):
             raise CompileError(f"{mw}.values", f"at most {int(abi.SockLimits.VALUES)} values")
@@ -506,15 +503,14 @@ def _named(v: str, table: dict[str, int], w: str) -> int:
     if v in table:
         return table[v]
     try:
-        return int(v, 0)
+        return parse_int(v, bits=16, signed=False, base=10)
     except ValueError as err:
         raise CompileError(f"{w}.values", f"{v!r} is not a number or a known name") from err
 
 
 def _port_range(v: str, w: str) -> int:
-    lo, _, hi = v.partition(":")
     try:
-        a, z = int(lo), int(hi or lo)
+        a, z = parse_port_range(v)
     except ValueError as err:
         raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range") from err
     if not 0 <= a <= z <= 65535:

@@ -31,7 +31,7 @@ from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
-from vigil.policy.values import parse_family, parse_int
+from vigil.policy.values import parse_family, parse_int, parse_port_range
 from vigil.syscalls import syscall_number, syscall_value
 
 Op = abi.Op
@@ -911,9 +911,8 @@ def _range_values(values: list[str], w: str) -> list[int]:
 
 
 def _port_range(v: str, w: str) -> int:
-    lo, _, hi = v.partition(":")
     try:
-        a, z = int(lo), int(hi or lo)
+        a, z = parse_port_range(v)
     except ValueError as err:
         raise CompileError(f"{w}.values", f"{v!r} is not a port or min:max range",
                            invalid=True) from err

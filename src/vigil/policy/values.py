@@ -58,7 +58,7 @@ def parse_int(text: str, *, bits: int = 64, signed: bool | None = None,
     """An integer as Go's ``strconv.ParseInt(s, base, bits)`` reads it, the one integer
     reader of policy values. ``base=0`` (Tetragon's matchArgs values): decimal, ``0x``
     hex, leading-``0`` (or ``0o``) octal, ``0b`` binary; ``base=10`` (Tetragon's
-    matchNamespaces, InMap and port values): decimal only. Optional sign. ``signed=None``
+    matchNamespaces, port, protocol, family and state values): decimal only. Optional sign. ``signed=None``
     (type not known) accepts the union of the signed and unsigned ranges. Raises
     ValueError (ValueRangeError for a well-formed number out of range)."""
     if base not in (0, 10):
@@ -96,9 +96,9 @@ def parse_int_range(text: str, *, bits: int = 64, signed: bool | None = None,
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
-    """A port or ``"min:max"`` port range (0..65535)."""
+    """A port or ``"min:max"`` port range (0..65535), decimal as Tetragon reads them."""
     try:
-        return parse_int_range(text, bits=16, signed=False)
+        return parse_int_range(text, bits=16, signed=False, base=10)
     except ValueRangeError:
         raise ValueRangeError(f'port "{text}" is out of range (0..65535)') from None
 
@@ -112,10 +112,11 @@ def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def _named_int(table: dict[str, int], what: str, text: str, bits: int) -> int:
+    """A name of ``table`` or a decimal number (Tetragon reads these base 10)."""
     if text in table:
         return table[text]
     try:
-        return parse_int(text, bits=bits, signed=False)
+        return parse_int(text, bits=bits, signed=False, base=10)
     except ValueError:
         raise ValueError(f'"{text}" is not a {what} number or name') from None
 
