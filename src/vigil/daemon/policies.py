@@ -58,7 +58,14 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
-                      btf=kernel_btf(), formats=read_format_mounting, **_host_ns(procfs))
+                      btf=kernel_btf(), formats=read_format_mounting,
+                      ftrace_functions=read_ftrace_functions, **_host_ns(procfs))
+
+
+def read_ftrace_functions() -> list[str] | None:
+    """Traceable kernel functions (generated_ftrace lists), None when unreadable."""
+    from vigil.policy.tracefs import read_ftrace_functions as read
+    return read()
 
 
 def read_format_mounting(subsystem: str, event: str) -> TpFormat:

@@ -106,6 +106,8 @@ class KernelView:
     # root): host_ns compiles to a placeholder and the plan carries a warning instead.
     host_ns_deferred: bool = False
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
+    # traceable kernel functions (tracefs available_filter_functions), None: unreadable
+    ftrace_functions: Callable[[], list[str] | None] | None = None
 
 
 def _s(v: Any) -> str:
@@ -245,6 +247,12 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     for i, kp in enumerate(spec.kprobes or ()):
         if i in routed:
             continue
+        if kp.call.startswith("list:"):  # vigil.policy.compile_lists
+            from vigil.policy.compile_lists import compile_list_hook
+            hooks.append(compile_list_hook(kp, f"spec.kprobes[{i}]", spec, view, next_id,
+                                           monitor, notes, selectors(kp), lists))
+            next_id += 1
+            continue
         hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes,
                                selectors, lists)
         if hook is not None:  # None: ignore.callNotFound and the function is missing
@@ -280,13 +288,13 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
     """``lists`` of type syscalls -> syscall numbers (for ``list:NAME`` in InMap)."""
     out: dict[str, list[int]] = {}
     for i, lst in enumerate(getattr(spec, "lists", None) or ()):
-        kind = _s(lst.type) if lst.type is not None else "syscalls"
+        kind = _s(lst.type) if lst.type is not None else ""  # "": kernel functions
         if kind == "generated_syscalls":
             from vigil.syscalls import SYSCALL_NAMES
             out[lst.name] = sorted(SYSCALL_NAMES)
             continue
         if kind != "syscalls":
-            continue  # function lists only matter for kprobes, refused on this kernel
+            continue  # function lists: kprobes on them (vigil.policy.compile_lists)
         nums = []
         for j, name in enumerate(lst.values):
             nr = syscall_number(name.split("/", 1)[-1])

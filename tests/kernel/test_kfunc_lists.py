@@ -1,0 +1,188 @@
+"""``call: "list:NAME"`` hooks in the real kernel.
+
+Syscall lists run on ``raw_syscalls`` tracepoints on every kernel (this host too); lists
+of kernel functions need kprobe.multi or kprobes (the kernel lane: skipped here with the
+probe's reason). Each test asserts the exact events, each naming the function that fired,
+and that calls outside the list produce none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.lane import need
+from tests.kernel.test_kprobes import ModeEnv, mode
+from tests.kernel.test_policies import _body
+
+ME = {os.getpid()}
+LIBC = ctypes.CDLL(None, use_errno=True)  # os.dup() is fcntl(F_DUPFD_CLOEXEC), not dup()
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[ModeEnv]:
+    e = ModeEnv()
+    yield e
+    e.close()
+
+
+def _policy(name: str, body: str) -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+{body}"""
+
+
+# ---- syscall lists: raw_syscalls tracepoints, here and everywhere ------------------------
+
+DUPS = f"""
+  lists:
+  - name: dups
+    type: syscalls
+    values: ["sys_dup", "sys_dup2"]
+  kprobes:
+  - call: "list:dups"
+    args:
+    - index: 0
+      type: int
+      label: fd
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+"""
+
+
+def test_syscall_list_names_each_syscall(env: ModeEnv) -> None:
+    with env.policy(_policy("vk-list-dups", DUPS)) as info:
+        assert "raw_syscalls/sys_enter for the 2 syscalls of list dups" in info.info
+
+        def trigger() -> None:
+            fd = LIBC.dup(1)
+            LIBC.dup2(fd, fd)  # the same fd: dup2 returns it without closing anything
+            os.getppid()     # not in the list
+            os.close(fd)
+        evs = env.run_all(trigger, ME)
+    got = [(_body(e)["function_name"], _body(e)["args"]) for e in evs]
+    assert got[0] == ("__x64_sys_dup", [{"int_arg": 1, "label": "fd"}])
+    assert got[1][0] == "__x64_sys_dup2" and len(got) == 2, got
+    assert all(_body(e)["policy_name"] == "vk-list-dups" for e in evs)
+
+
+def test_syscall_list_return_value(env: ModeEnv) -> None:
+    body = DUPS.replace('    args:\n', '    return: true\n    returnArg:\n      index: 0\n'
+                        '      type: int\n    args:\n', 1)
+    with env.policy(_policy("vk-list-dups-ret", body)) as info:
+        assert "sys_enter + sys_exit" in info.info
+
+        def trigger() -> None:
+            fd = LIBC.dup(1)
+            os.close(fd)
+            trigger.fd = fd  # type: ignore[attr-defined]
+        evs = env.run_all(trigger, ME)
+    assert len(evs) == 1, evs
+    b = _body(evs[0])
+    assert b["function_name"] == "__x64_sys_dup"
+    assert b["return"] == {"int_arg": trigger.fd}  # type: ignore[attr-defined]
+    assert b["args"] == [{"int_arg": 1, "label": "fd"}]
+
+
+def test_generated_syscalls_follow_one_binary(env: ModeEnv, tmp_path: Path) -> None:
+    """Tetragon's list-syscalls-generated example, with a binary of our own: every
+    syscall of that binary, none of anybody else's."""
+    exe = Path("/tmp") / f"vk-list-true-{os.getpid()}"
+    shutil.copy("/bin/true", exe)
+    body = f"""
+  lists:
+  - name: all-syscalls
+    type: generated_syscalls
+  kprobes:
+  - call: "list:all-syscalls"
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{exe}"]
+"""
+    try:
+        with env.policy(_policy("vk-list-all", body)):
+            evs = env.run_all(lambda: subprocess.run([str(exe)], check=True, timeout=10))
+    finally:
+        exe.unlink()
+    names = [_body(e)["function_name"] for e in evs]
+    assert names and names[-1] == "__x64_sys_exit_group", names
+    assert "__x64_sys_execve" not in names  # it ran in the parent's binary
+    assert {_body(e)["process"]["binary"] for e in evs} == {str(exe)}
+    assert len({_body(e)["process"]["pid"] for e in evs}) == 1
+
+
+# ---- lists of kernel functions: kprobe.multi, or one kprobe per function ----------------
+
+@pytest.fixture
+def kdir() -> Iterator[Path]:
+    """A fresh tmpfs (see tests/kernel/test_kprobes.py's tdir)."""
+    d = Path("/tmp") / f"vkl-{os.getpid()}"
+    d.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "vkl", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _file_list(kdir: Path, lists: str, name: str = "fns") -> str:
+    return f"""
+  lists:
+{lists}
+  kprobes:
+  - call: "list:{name}"
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{kdir}/"]
+"""
+
+
+PLAIN = """  - name: fns
+    values: ["security_file_open", "security_file_permission"]"""
+FTRACE = """  - name: fns
+    type: generated_ftrace
+    pattern: "^security_file_(open|permission)$\""""
+
+
+def _open_and_read(path: Path) -> None:
+    with open(path, "rb") as f:
+        f.read()
+
+
+@pytest.mark.parametrize("how", ["kprobe_multi", "kprobe"])
+@pytest.mark.parametrize("lists", [PLAIN, FTRACE], ids=["values", "generated_ftrace"])
+def test_function_list(env: ModeEnv, kdir: Path, how: str, lists: str) -> None:
+    need("kprobe")
+    f = kdir / "data"
+    f.write_bytes(b"x" * 10)
+    with mode(env, how), env.policy(_policy("vk-list-fns", _file_list(kdir, lists))) as info:
+        want = ("kprobe.multi on the 2 functions of list fns" if how == "kprobe_multi" else
+                "one kprobe per function of list fns (2")
+        assert want in info.info, info.info
+        evs = env.run_all(lambda: _open_and_read(f), ME)
+    got = [(_body(e)["function_name"], _body(e)["args"][0]["file_arg"]["path"]) for e in evs]
+    assert got[0] == ("security_file_open", str(f)), got
+    assert ("security_file_permission", str(f)) in got[1:], got
+    assert {g[0] for g in got} == {"security_file_open", "security_file_permission"}
