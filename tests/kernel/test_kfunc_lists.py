@@ -186,3 +186,64 @@ def test_function_list(env: ModeEnv, kdir: Path, how: str, lists: str) -> None:
     assert got[0] == ("security_file_open", str(f)), got
     assert ("security_file_permission", str(f)) in got[1:], got
     assert {g[0] for g in got} == {"security_file_open", "security_file_permission"}
+
+
+# ---- data sources and matchData (kernel-function hooks) ---------------------------------
+
+def _data_policy(kdir: Path, regs: bool) -> str:
+    reg = """
+    - index: 2
+      type: uint64
+      source: pt_regs
+      resolve: rdi
+      label: rdi""" if regs else ""
+    return f"""
+  kprobes:
+  - call: security_file_open
+    args:
+    - index: 0
+      type: file
+    data:
+    - index: 0
+      type: int
+      source: current_task
+      resolve: tgid
+      label: tgid
+    - index: 1
+      type: int
+      source: current_task
+      resolve: real_parent.tgid
+      label: ppid{reg}
+    selectors:
+    - matchData:
+      - index: 0
+        operator: Equal
+        values: ["{os.getpid()}"]
+      matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["{kdir}/"]
+"""
+
+
+@pytest.mark.parametrize("how,regs", [("kprobe", True), ("fentry", False)])
+def test_data_sources_and_match_data(env: ModeEnv, kdir: Path, how: str, regs: bool) -> None:
+    need("kprobe" if how == "kprobe" else "fentry")
+    f = kdir / "data"
+    f.write_bytes(b"x")
+    with mode(env, how), env.policy(_policy("vk-data", _data_policy(kdir, regs))) as info:
+        assert info.info.startswith(f"{how} security_file_open"), info.info
+        evs = env.run_all(lambda: _open_and_read(f))
+        # another process opening the same file: matchData (tgid) filters it out
+        other = env.run_all(lambda: subprocess.run(["cat", str(f)], check=True, timeout=10,
+                                                   stdout=subprocess.DEVNULL))
+    assert other == []
+    assert len(evs) == 1, evs
+    b = _body(evs[0])
+    assert b["args"] == [{"file_arg": {"path": str(f)}}]
+    data = b["data"]
+    assert data[:2] == [{"int_arg": os.getpid(), "label": "tgid"},
+                        {"int_arg": os.getppid(), "label": "ppid"}], data
+    if regs:  # security_file_open(struct file *): rdi holds the file pointer
+        assert data[2]["label"] == "rdi" and int(data[2]["size_arg"]) > 0xffff000000000000
+    assert list(b)[-1] == "data"

@@ -133,7 +133,8 @@ def compile_sections(spec: Any, view: Any, hook_id: int, monitor: bool, notes: l
 
 # ---- mechanism --------------------------------------------------------------------------
 
-def _mechanism(call: str, view: Any, section: str, override: bool, where: str) -> str:
+def _mechanism(call: str, view: Any, section: str, override: bool, where: str,
+               regs: bool = False) -> str:
     mode = getattr(view, "kprobe_mode", "auto") or "auto"
     if mode not in MODES:
         raise CompileError(where, f"kprobe mode {mode!r} is not one of {', '.join(MODES)}")
@@ -164,8 +165,8 @@ def _mechanism(call: str, view: Any, section: str, override: bool, where: str) -
                                "kernel (CONFIG_KPROBES is off)")
         return "kprobe"
     btf = getattr(view, "btf", None)
-    if view.fentry and (btf is None or call in btf.funcs):
-        return "fentry"
+    if view.fentry and (btf is None or call in btf.funcs) and not regs:
+        return "fentry"  # (pt_regs data sources need a kprobe: trampolines have none)
     if getattr(view, "kprobe_multi", False):
         return "kprobe_multi"
     if view.kprobes:
@@ -202,17 +203,60 @@ def _attach(mech: str, call: str, has_return: bool) -> tuple[list[Attach], str, 
 
 # ---- hooks ------------------------------------------------------------------------------
 
+def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
+                             selectors: Sequence[Any],
+                             lists: dict[str, list[int]] | None = None) -> HookPlan | None:
+    """A syscall hook with Override, on a kernel that allows fmod_ret on syscall
+    functions: an fmod_ret program on ``__x64_sys_<name>`` (arguments read from the
+    syscall's pt_regs, the function's one parameter); a matching Override skips the
+    syscall, which returns ``argError``. None when the hook has no Override or the kernel
+    does not allow it (``check_syscall_override`` then says why)."""
+    if not _has_override(selectors) or not getattr(view, "fmod_ret_syscall", False):
+        return None
+    sysname = kp.call.removeprefix("__x64_").removeprefix("sys_")
+    fn = f"__x64_sys_{sysname}"
+    btf = getattr(view, "btf", None)
+    if btf is not None and fn not in btf.funcs:
+        raise CompileError(f"{where}.call", f"{fn}: no such function in this kernel (not in "
+                           "its BTF)", kernel_lacks=f"function {fn}")
+    if any(getattr(s, "match_return_args", None) for s in selectors if _has_override([s])):
+        raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
+                           "selector with Override cannot filter on matchReturnArgs")
+    if getattr(kp, "data", None):
+        raise CompileError(f"{where}.data", "data sources on a syscall hook are not "
+                           "supported by this version of Vigil")
+    has_return = bool(getattr(kp, "return_", False)) or any(
+        getattr(s, "match_return_args", None) for s in selectors) or any(
+        getattr(a, "return_copy", False) for a in (kp.args or ()))
+    b = C._HookBuilder(where, view, lists)
+    b.override = True
+    for i, arg in enumerate(kp.args or ()):
+        w = f"{where}.args[{i}]"
+        C.refuse_resolve(arg, w, "syscall hooks")
+        if arg.index > 5:
+            raise CompileError(f"{w}.index", "a syscall has at most 6 arguments (index 0..5)")
+        t = C._syscall_arg_type(arg, w)
+        b.args.append((arg.index, t))
+        b.cfg.update(C._arg_cfg(i, t, offset=0, size=8, arg=arg, src=arg.index))
+    b.hook = kp
+    C._compile_selectors(b, selectors, where)
+    attach, mech_text, flags = _attach("fmod_ret", fn, has_return)
+    b.cfg["flags"] = flags | int(abi.HookFlag.SYSWRAP)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
+                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
+                     function_name=fn, mechanism=mech_text + " (syscall function)")
+    return _adjust(plan, "fmod_ret", True, monitor, selectors, fn)
+
+
 def check_syscall_override(call: str, where: str, view: Any, selectors: Sequence[Any]) -> None:
-    """Override on a syscall on a kernel with trampolines: refused with the precise reason
-    (fmod_ret on syscall functions needs them error-injectable; bookworm's 6.1 and 6.12
-    refuse it, sid's 7.2 allows it -- not implemented yet)."""
+    """Override on a syscall that fmod_ret cannot honour here: refused with the precise
+    reason (fmod_ret on syscall functions needs them error-injectable: bookworm's 6.1 and
+    6.12 refuse it, sid's 7.2 allows it)."""
     for si, s in enumerate(selectors):
         for ai, a in enumerate(s.match_actions or ()):
             if _s(a.action) != "Override":
                 continue
-            why = ("this kernel refuses fmod_ret on syscall functions (no error injection "
-                   "for them)" if not getattr(view, "fmod_ret_syscall", False) else
-                   "fmod_ret on syscall functions is not supported by this version of Vigil")
+            why = "this kernel refuses fmod_ret on syscall functions (no error injection for them)"
             raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].action",
                                f"Override on syscall {call}: {why}; no bpf_override_return "
                                "either. Override the security_* function the syscall "
@@ -241,9 +285,9 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                 return None
             raise CompileError(f"{where}.call", f"{call}: no such function in this kernel "
                                "(not in its BTF)", kernel_lacks=f"function {call}")
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
-                           "supported by this version of Vigil")
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where)
     override = _has_override(selectors)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
@@ -252,20 +296,24 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                         if _has_override([s])):
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
-    mech = _mechanism(call, view, section, override, where)
+    mech = _mechanism(call, view, section, override, where, regs=D.uses_regs(kp))
     if mech == "fmod_ret" and btf is not None and btf.kind(btf.strip(btf.func_return(call))) == 0:
         raise CompileError(f"{where}.call", f"Override on {call}: it returns void")
     b = C._HookBuilder(where, view, lists)
     b.override = override
     _compile_args(b, kp.args or (), params, btf, where, call)
+    D.compile_data(b, data, btf, where, mech)
     b.hook = kp
     C._compile_selectors(b, selectors, where)
     _return_cfg(b, kp, btf, call)
     attach, mech_text, flags = _attach(mech, call, has_return)
     b.cfg["flags"] = flags
-    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
-                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
-                     function_name=call, mechanism=mech_text)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp) if data else kp, monitor, has_return=has_return,
+                     ret_spec=C._ret_spec(kp, where), function_name=call,
+                     mechanism=mech_text)
+    if data:
+        plan = dataclasses.replace(plan, ndata=len(data))
     return _adjust(plan, mech, override, monitor, selectors, call)
 
 

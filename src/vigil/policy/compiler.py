@@ -395,8 +395,11 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         from vigil.policy.compile_kprobe import compile_function_hook
         return compile_function_hook(kp, where, view, hook_id, monitor, notes, selectors(kp),
                                      lists=lists)
-    if nr is not None and view.fmod_ret:  # say why Override cannot work here
-        from vigil.policy.compile_kprobe import check_syscall_override
+    if nr is not None and view.fmod_ret:  # Override by fmod_ret, or say why it cannot work
+        from vigil.policy.compile_kprobe import check_syscall_override, compile_syscall_override
+        plan = compile_syscall_override(kp, where, view, hook_id, monitor, selectors(kp), lists)
+        if plan is not None:
+            return plan
         check_syscall_override(call, where, view, selectors(kp))
     if nr is None:
         reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
