@@ -247,3 +247,52 @@ def test_data_sources_and_match_data(env: ModeEnv, kdir: Path, how: str, regs: b
     if regs:  # security_file_open(struct file *): rdi holds the file pointer
         assert data[2]["label"] == "rdi" and int(data[2]["size_arg"]) > 0xffff000000000000
     assert list(b)[-1] == "data"
+
+
+# ---- resolve on BTF-typed (raw) tracepoint arguments -------------------------------------
+
+def test_raw_tracepoint_resolve(env: ModeEnv, tmp_path: Path) -> None:
+    """sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm):
+    fields reached from its arguments with the types of its BTF prototype (or btfType)."""
+    body = f"""
+  tracepoints:
+  - subsystem: sched
+    event: sched_process_exec
+    raw: true
+    args:
+    - index: 0
+      type: int
+      resolve: real_parent.tgid
+      label: ppid
+    - index: 2
+      type: string
+      resolve: filename
+    - index: 0
+      type: int
+      btfType: task_struct
+      resolve: tgid
+    selectors:
+    - matchArgs:
+      - index: 2
+        operator: Postfix
+        values: ["/vk-rawtp-true"]
+"""
+    exe = tmp_path / "vk-rawtp-true"
+    shutil.copy("/bin/true", exe)
+    procs: list[int] = []
+
+    def trigger() -> None:
+        p = subprocess.Popen([str(exe)])
+        p.wait(timeout=10)
+        procs.append(p.pid)
+    with env.policy(_policy("vk-rawtp-resolve", body)):
+        env.pipe.handle(env.base.ring.drain())
+        trigger()
+        import time
+        time.sleep(0.3)
+        evs = [e for e in env.pipe.handle(env.base.ring.drain())
+               if next(iter(e)) == "process_tracepoint"]
+    assert len(evs) == 1, evs
+    assert _body(evs[0])["args"] == [{"int_arg": os.getpid(), "label": "ppid"},
+                                      {"string_arg": str(exe)},
+                                      {"int_arg": procs[0]}]

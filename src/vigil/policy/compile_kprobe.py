@@ -474,6 +474,23 @@ def _resolve(t: Any, path: str, btf_type: str | None, ptype: int, btf: Any,
     return extra
 
 
+def raw_tp_resolve(arg: Any, event: str, t: Any, btf: Any, w: str) -> dict[str, Any]:
+    """``resolve`` / ``btfType`` on a raw tracepoint argument: its type comes from the
+    tracepoint's prototype in BTF (``btf_trace_<event>``), as a kernel function's does."""
+    if btf is None:
+        raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule applies to kprobes only",
+                           invalid=True)
+    params = btf.raw_tp_params(event)
+    if params is None and not getattr(arg, "btf_type", None):
+        raise CompileError(f"{w}.resolve", f"raw tracepoint {event} is not described in the "
+                           "kernel's BTF (no btf_trace_" + event + "): give btfType")
+    ptype = params[arg.index] if params is not None and arg.index < len(params) else 0
+    return _resolve(t, getattr(arg, "resolve", "") or "", getattr(arg, "btf_type", None),
+                    ptype, btf, w)
+
+
 def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:
     ra = getattr(hook, "return_arg", None)
     tname = C._type_name(ra) if ra is not None else "auto"

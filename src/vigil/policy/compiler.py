@@ -494,7 +494,12 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                f"{_count(arity, 'argument')}"
                                + (f" (index 0..{arity - 1})" if arity else "")
                                + f", per btf_trace_{tp.event} in the kernel's BTF")
-        refuse_resolve(arg, w, "tracepoints")
+        res_extra: dict[str, Any] = {}
+        if raw and (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
+            from vigil.policy.compile_kprobe import raw_tp_resolve  # BTF-typed arguments
+            res_extra = raw_tp_resolve(arg, tp.event, _raw_arg_type(arg, w), view.btf, w)
+        else:
+            refuse_resolve(arg, w, "tracepoints" if not raw else "raw tracepoints without BTF")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
@@ -505,6 +510,10 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         else:
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+            if res_extra:
+                flags = b.cfg[f"args[{i}].flags"] | res_extra.pop("flags", 0)
+                b.cfg.update({f"args[{i}].{k}": v for k, v in res_extra.items()})
+                b.cfg[f"args[{i}].flags"] = flags
         b.args.append((arg.index, t))
     _compile_selectors(b, selectors(tp), where)
     if raw:

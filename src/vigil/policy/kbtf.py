@@ -192,6 +192,17 @@ class KernelBtf:
             return None
         return max(self._t(proto)[1] - 1, 0)
 
+    def raw_tp_params(self, event: str) -> list[int] | None:
+        """Type ids of raw tracepoint `event`'s arguments (after the context), from
+        its ``btf_trace_<event>`` typedef; None if BTF does not describe it."""
+        tid = self.tp_typedefs.get(event)
+        proto = self.pointee(tid) if tid is not None else 0
+        if not proto or self.kind(proto) != FUNC_PROTO:
+            return None
+        _, vlen, _, _, _ = self._t(proto)
+        base = self._pos[proto] + 12
+        return [struct.unpack_from("<II", self._d, base + 8 * i)[1] for i in range(1, vlen)]
+
     def func_return(self, name: str) -> int:
         tid = self.funcs[name]
         return self._t(self._t(tid)[3])[3]
