@@ -164,3 +164,39 @@ def test_syscall_override_by_fmod_ret(btf) -> None:  # type: ignore[no-untyped-d
         compile_policy(doc(LINKAT), view(btf, fmod_ret_syscall=False))
     assert "this kernel refuses fmod_ret on syscall functions" in e.value.message
     assert not e.value.unsupported
+
+
+def _module_blob(first_id: int, base_strs: int) -> bytes:
+    """A module's split BTF: int, struct vk_mod_s { int a; struct vk_mod_s *next; }."""
+    strs = b"\0int\0vk_mod_s\0a\0next\0"
+    off = {n: base_strs + strs.index(n.encode() + b"\0", 1) for n in ("int", "vk_mod_s", "a", "next")}
+    i, s, p = first_id, first_id + 1, first_id + 2
+    types = struct.pack("<IIII", off["int"], 1 << 24, 4, (1 << 24) | 32)
+    types += struct.pack("<III", off["vk_mod_s"], (4 << 24) | 2, 16)
+    types += struct.pack("<III", off["a"], i, 0) + struct.pack("<III", off["next"], p, 64)
+    types += struct.pack("<III", 0, 2 << 24, s)
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strs)) \
+        + types + strs
+
+
+def test_module_btf_split(btf, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vigil.policy.kbtf import module_btf
+    (tmp_path / "vk_mod").write_bytes(_module_blob(len(btf._pos), btf._base_strs))
+    mod = module_btf(btf, "vk_mod", root=str(tmp_path))
+    assert mod is not None and module_btf(btf, "vk_mod", root=str(tmp_path)) is mod
+    step = mod.resolve(mod.struct_id("vk_mod_s"), "next.a")
+    assert step.offsets == (8, 0) and step.last == "int" and step.signed
+    assert mod.struct_id("task_struct") == btf.struct_id("task_struct")
+    assert mod.spell(mod.struct_id("vk_mod_s")) == "struct vk_mod_s"
+    assert module_btf(btf, "vk_absent", root=str(tmp_path)) is None
+
+
+def test_btf_type_module_refused_when_not_loaded(btf) -> None:  # type: ignore[no-untyped-def]
+    spec = """  kprobes:
+  - call: security_file_open
+    args:
+    - {index: 0, type: int, btfType: vk_mod_s, btfTypeModule: vk_absent_mod, resolve: a}
+"""
+    with pytest.raises(CompileError) as e:
+        compile_policy(doc(spec), view(btf))
+    assert e.value.kernel_lacks == "module vk_absent_mod" and not e.value.unsupported

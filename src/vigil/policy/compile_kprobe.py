@@ -395,6 +395,18 @@ def _compile_args(b: Any, args: Sequence[Any], params: Any, btf: Any, where: str
         b.cfg.update(cfg)
 
 
+def _module_btf(btf: Any, module: str, w: str) -> Any:
+    """The kernel's BTF with module ``module``'s (``btfTypeModule``: where ``btfType`` is
+    defined); refused, naming the module, when it has no BTF here (not loaded)."""
+    from vigil.policy.kbtf import module_btf
+    out = module_btf(btf, module)
+    if out is None:
+        raise CompileError(f"{w}.btfTypeModule", f"no BTF for kernel module {module} on this "
+                           f"kernel (/sys/kernel/btf/{module}: is the module loaded?)",
+                           kernel_lacks=f"module {module}")
+    return out
+
+
 def _auto_type(ptype: int, btf: Any, w: str) -> str:
     if btf is None or not ptype:
         raise CompileError(f"{w}.type", "the type must be given (no BTF to derive it from)")
@@ -433,9 +445,9 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
                            "by this version of Vigil")
     resolve = getattr(arg, "resolve", "") or ""
     btf_type = getattr(arg, "btf_type", None)
-    if getattr(arg, "btf_type_module", None):
-        raise CompileError(f"{w}.btfTypeModule", "module BTF is not supported by this version "
-                           "of Vigil")
+    module = getattr(arg, "btf_type_module", None)
+    if module and btf is not None:
+        btf = _module_btf(btf, module, w)
     if tname == "filename" and not resolve and btf is not None and ptype and \
             btf.name(btf.pointee(ptype)) == "filename":
         resolve = "name"  # struct filename * -> its name
