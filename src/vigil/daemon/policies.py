@@ -63,9 +63,17 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
 
 
 def read_ftrace_functions() -> list[str] | None:
-    """Traceable kernel functions (generated_ftrace lists), None when unreadable."""
+    """Traceable kernel functions (generated_ftrace lists), mounting tracefs first when
+    it is missing; None when they cannot be read (the compiler then takes BTF's)."""
     from vigil.policy.tracefs import read_ftrace_functions as read
-    return read()
+    names = read()
+    if names is None:
+        from vigil.bpf import mounts
+        try:
+            names = read((mounts.ensure_tracefs(),))
+        except OSError:
+            return None
+    return names
 
 
 def read_format_mounting(subsystem: str, event: str) -> TpFormat:
