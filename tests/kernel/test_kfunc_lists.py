@@ -1,9 +1,11 @@
-"""``call: "list:NAME"`` hooks in the real kernel.
+"""Function lists, data sources and BTF-typed tracepoint arguments in the real kernel.
 
-Syscall lists run on ``raw_syscalls`` tracepoints on every kernel (this host too); lists
-of kernel functions need kprobe.multi or kprobes (the kernel lane: skipped here with the
-probe's reason). Each test asserts the exact events, each naming the function that fired,
-and that calls outside the list produce none.
+``call: "list:NAME"``: syscall lists run on ``raw_syscalls`` tracepoints on every kernel
+(this host too); lists of kernel functions need kprobe.multi or kprobes (the kernel lane:
+skipped here with the probe's reason). Each test asserts the exact events, each naming
+the function that fired, and that calls outside the list produce none. Then a hook's
+``data`` (``current_task``, ``pt_regs``) with ``matchData`` (kernel lane), and ``resolve``
+/ ``btfType`` on raw tracepoint arguments (here).
 """
 
 from __future__ import annotations
