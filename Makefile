@@ -25,6 +25,7 @@ PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
 LANE_REQUIRE ?=
 LANE_BENCH ?= 1
+LANE_SELECT ?=
 
 .PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench lint clean
 
@@ -91,15 +92,16 @@ test: bpf venv
 test-unit: venv
 	$(VPY) -m pytest -p no:cacheprovider -m 'not kernel and not e2e' $(PYTEST_ARGS)
 
-# Kernel lane: the kernel tier inside stock Debian kernels (bookworm 6.1 and 6.12) booted
-# under qemu with the host filesystem; fails if any test fails in any of them. Installs
-# qemu, virtme-ng and the kernels on first use (cached in build/kernel-lane). The 6.12 run
-# also prints the kprobe benchmark. LANE_KERNELS_RUN picks cached kernels (default: all);
-# LANE_PARALLEL=1 boots them at once; LANE_REQUIRE="6.1 6.12" fails unless both ran (CI).
+# Kernel lane: the kernel tier inside stock Debian kernels (bookworm 6.1 and 6.12, sid's
+# 7.2) booted under qemu with the host filesystem; fails if any test fails in any of them.
+# Installs qemu, virtme-ng and the kernels on first use (cached in build/kernel-lane). The
+# 6.12 run also prints the kprobe benchmark. LANE_KERNELS_RUN picks cached kernels
+# (default: all); LANE_PARALLEL=1 boots them at once; LANE_REQUIRE="6.1 6.12 7.2" fails
+# unless each ran (CI); LANE_SELECT="7.2=tests/kernel/test_x.py" runs only those files there.
 test-kernels: bpf venv
 	tools/kernel-lane.sh setup
 	LANE_PARALLEL=$(LANE_PARALLEL) LANE_REQUIRE="$(LANE_REQUIRE)" LANE_BENCH=$(LANE_BENCH) \
-	  tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
+	  LANE_SELECT="$(LANE_SELECT)" tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
 
 bench: bpf venv
 	$(VPY) -m vigil.bench $(BENCH_ARGS)

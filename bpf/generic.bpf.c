@@ -1188,6 +1188,22 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 
 /* ---- the pipeline --------------------------------------------------------------------- */
 
+/* List hooks (VG_HOOKF_LIST): which function of the list fired. Kprobes carry the
+ * function's index as their attach cookie; raw_syscalls records carry the syscall id
+ * (`long id` at offset 8 of both sys_enter and sys_exit). */
+static __always_inline __u32 vg_list_func(void *ctx)
+{
+	if (CFG.kind == VG_HOOK_KPROBE)
+		return (__u32)bpf_get_attach_cookie(ctx);
+	if (CFG.kind == VG_HOOK_TRACEPOINT) {
+		long nr = -1;
+
+		bpf_probe_read_kernel(&nr, sizeof(nr), (char *)ctx + 8);
+		return (__u32)nr;
+	}
+	return 0;
+}
+
 static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, int with_ret,
 					    int phase)
 {
@@ -1207,6 +1223,8 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 	m->hook_id = CFG.hook_id;
 	m->nargs = CFG.nargs;
 	m->action = VG_ACT_POST;
+	if (CFG.flags & VG_HOOKF_LIST)
+		m->func = vg_list_func(ctx);
 	if (with_ret) {
 		m->ret = ret;
 		m->flags |= VG_GENF_RETURN;
@@ -1291,6 +1309,15 @@ int vg_gen_tp(void *ctx)
 		if (nr != CFG.syscall_nr)
 			return 0;
 	}
+	if (CFG.flags & VG_HOOKF_LIST) { /* a syscall list on raw_syscalls: its ids only */
+		struct vg_int_key k = {};
+		long nr = -1;
+
+		bpf_probe_read_kernel(&nr, sizeof(nr), (char *)ctx + 8);
+		k.v = nr;
+		if (!bpf_map_lookup_elem(&vg_int_set, &k))
+			return 0;
+	}
 	vg_tp_raw(ctx, raw);
 	if (CFG.has_return) { /* keep the arguments for vg_gen_tp_ret */
 		__u64 id = bpf_get_current_pid_tgid();
@@ -1363,6 +1390,22 @@ static __always_inline __u64 vg_regs_arg(struct pt_regs *regs, __u8 n)
 	return 0;
 }
 
+/* A hook's `data` entries (after its args): source current_task is the calling task,
+ * source pt_regs the register at byte `offset` of struct pt_regs (the probe's context);
+ * `resolve` then follows the path from there. Other args pass through unchanged. */
+static __always_inline __u64 vg_data_src(void *regs, int i, __u64 v)
+{
+	__u64 x = 0;
+
+	if (CFG.args[i].flags & VG_ARGF_SRC_TASK)
+		return bpf_get_current_task();
+	if (CFG.args[i].flags & VG_ARGF_SRC_REGS) {
+		bpf_probe_read_kernel(&x, sizeof(x), (char *)regs + (CFG.args[i].offset & 0xff));
+		return x;
+	}
+	return v;
+}
+
 SEC("uprobe")
 int vg_gen_uprobe(struct pt_regs *ctx)
 {
@@ -1370,7 +1413,7 @@ int vg_gen_uprobe(struct pt_regs *ctx)
 
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
-			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+			raw[i] = vg_data_src(ctx, i, vg_regs_arg(ctx, CFG.args[i].src));
 	if (CFG.has_return) { /* merged with the return value in vg_gen_uretprobe */
 		__u64 id = bpf_get_current_pid_tgid();
 
@@ -1414,7 +1457,7 @@ static __always_inline int vg_kentry(struct pt_regs *ctx)
 
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
-			raw[i] = vg_regs_arg(ctx, CFG.args[i].src);
+			raw[i] = vg_data_src(ctx, i, vg_regs_arg(ctx, CFG.args[i].src));
 	if (CFG.has_return) { /* merged with the return in vg_kexit */
 		__u64 id = bpf_get_current_pid_tgid();
 
@@ -1463,14 +1506,39 @@ int vg_gen_kretpm(struct pt_regs *ctx)
 	return vg_kexit(ctx);
 }
 
-/* BTF trampolines: arguments by position whatever the function's prototype. */
+/* The syscall's argument n from the struct pt_regs a syscall function (__x64_sys_X)
+ * takes: the x86_64 syscall convention (di, si, dx, r10, r8, r9). */
+static __always_inline __u64 vg_sys_regs_arg(struct pt_regs *regs, __u8 n)
+{
+	switch (n) {
+	case 0: return BPF_CORE_READ(regs, di);
+	case 1: return BPF_CORE_READ(regs, si);
+	case 2: return BPF_CORE_READ(regs, dx);
+	case 3: return BPF_CORE_READ(regs, r10);
+	case 4: return BPF_CORE_READ(regs, r8);
+	case 5: return BPF_CORE_READ(regs, r9);
+	}
+	return 0;
+}
+
+/* BTF trampolines: arguments by position whatever the function's prototype; for a
+ * syscall function (VG_HOOKF_SYSWRAP), the syscall's arguments from its pt_regs. */
 static __always_inline void vg_btf_args(void *ctx, __u64 *raw)
 {
+	__u64 regs = 0;
+
+	if (CFG.flags & VG_HOOKF_SYSWRAP)
+		bpf_get_func_arg(ctx, 0, &regs);
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 v = 0;
 
-			bpf_get_func_arg(ctx, CFG.args[i].src, &v);
+			if (CFG.flags & VG_HOOKF_SYSWRAP)
+				v = vg_sys_regs_arg((struct pt_regs *)regs, CFG.args[i].src);
+			else
+				bpf_get_func_arg(ctx, CFG.args[i].src, &v);
+			if (CFG.args[i].flags & VG_ARGF_SRC_TASK)
+				v = bpf_get_current_task();
 			raw[i] = v;
 		}
 	}

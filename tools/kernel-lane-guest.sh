@@ -18,8 +18,11 @@ VIGIL_LANE_KERNEL=$(uname -r)
 # feature listed here fails instead of skipping when the kernel refuses it.
 case $VIGIL_LANE_KERNEL in
   6.1.*) VIGIL_EXPECT_FEATURES="kprobe kretprobe fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
-  6.[2-9].*|6.1[0-9].*|[7-9].*)
+  6.[2-9].*|6.1[0-9].*)
          VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
+  # sid's 7.x also lets fmod_ret attach to syscall functions (Override on syscalls)
+  [7-9].*)
+         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security fmod_ret_syscall lsm d_path" ;;
   *) VIGIL_EXPECT_FEATURES="" ;;
 esac
 VIGIL_TEST_STRICT=${VIGIL_TEST_STRICT:-1}

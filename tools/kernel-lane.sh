@@ -17,6 +17,10 @@
 #                  the ABI it depends on today (pin one, e.g. bookworm:linux-image-6.1.0-56-amd64,
 #                  for reproducibility; old ABIs leave the archive eventually).
 #   LANE_TEST_CMD  what `test` runs in each guest (default: the kernel test tier)
+#   LANE_SELECT    per-kernel test selection: VERSION=PATH[,PATH...] words; a kernel whose
+#                  version starts with VERSION. runs only those test files of the kernel
+#                  tier (e.g. "7.2=tests/kernel/test_syscall_override.py": the tests only
+#                  that kernel adds); other kernels run LANE_TEST_CMD or the whole tier
 #   LANE_MEM, LANE_CPUS  guest size (2G, 2)
 #   LANE_TIMEOUT   seconds one guest may run before it is killed (default 1500)
 #   LANE_PARALLEL=1  boot the kernels at the same time (consoles kept in results/KVER.console)
@@ -32,12 +36,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${LANE_CACHE:-$ROOT/build/kernel-lane}
-KERNELS=${LANE_KERNELS:-"bookworm:linux-image-amd64 bookworm:linux-image-6.12-amd64"}
+# bookworm's 6.1 and 6.12, and sid's current kernel (7.2 when written: the one that lets
+# fmod_ret attach to syscall functions)
+KERNELS=${LANE_KERNELS:-"bookworm:linux-image-amd64 bookworm:linux-image-6.12-amd64 sid:linux-image-amd64"}
 VNG_VERSION=1.42
 HOST_PKGS="qemu-system-x86 busybox-static udev kmod libbpf1 iproute2"
 DEFAULT_TEST_CMD='.venv/bin/python -m pytest -p no:cacheprovider -q -rs -m kernel tests/kernel'
-# kernels at least this new also run the kprobe benchmark in the same boot (LANE_BENCH=0: off)
-BENCH_MIN=6.12
+# kernels of this version also run the kprobe benchmark in the same boot (LANE_BENCH=0: off)
+BENCH_ON=${LANE_BENCH_ON:-6.12}
 
 say() { echo "kernel-lane: $*" >&2; }
 die() { say "$*"; exit 2; }
@@ -190,15 +196,29 @@ run_guest() { # kver cmd...
   return "$rc"
 }
 
-newer_or_same() { # a b: is version a >= b?
-  [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
+selected() { # kver -> the LANE_SELECT test files for it, space-separated ("" if none)
+  local k=$1 w
+  for w in ${LANE_SELECT:-}; do
+    case $k in "${w%%=*}".*) echo "${w#*=}" | tr , ' '; return 0;; esac
+  done
+}
+
+test_cmd() { # kver -> the test command its guest runs
+  local sel
+  sel=$(selected "$1")
+  if [ -n "$sel" ]; then
+    echo ".venv/bin/python -m pytest -p no:cacheprovider -q -rs -m kernel $sel"
+  else
+    echo "${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}"
+  fi
 }
 
 guest_script() { # kver -> what runs in the guest: the tests (output kept in $res/KVER.txt,
   # status in $res/KVER.rc), then maybe the benchmark; the guest's exit status is the tests'
-  local k=$1 cmd=${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}
+  local k=$1 cmd
+  cmd=$(test_cmd "$k")
   local g="{ $cmd; echo \$? > $RES/$k.rc; } 2>&1 | tee $RES/$k.txt"
-  if [ "${LANE_BENCH:-1}" = 1 ] && newer_or_same "$k" "$BENCH_MIN"; then
+  if [ "${LANE_BENCH:-1}" = 1 ] && [[ $k == "$BENCH_ON".* ]]; then
     g="$g; .venv/bin/python -m vigil.bench kprobe > $RES/bench-$k.json || echo 'kernel-lane: benchmark failed' >&2; cat $RES/bench-$k.json"
   fi
   echo "$g; exit \$(cat $RES/$k.rc)"
@@ -209,7 +229,8 @@ verdict() { # kver guest-status -> one summary line; fails unless the guest ran 
   last=$(tail -n1 "$RES/$k.txt" 2>/dev/null || true)
   if [ ! -s "$RES/$k.rc" ]; then why="the tests did not finish (no $k.rc: boot failure, crash or timeout)"
   elif [ "$(cat "$RES/$k.rc")" != 0 ] || [ "$rc" != 0 ]; then why="tests exit $(cat "$RES/$k.rc"), guest exit $rc"
-  elif [ -z "${LANE_TEST_CMD:-}" ] && ! [[ $last =~ (^|[^0-9])[1-9][0-9]*\ passed ]]; then why="no test passed"
+  elif { [ -z "${LANE_TEST_CMD:-}" ] || [ -n "$(selected "$k")" ]; } &&
+       ! [[ $last =~ (^|[^0-9])[1-9][0-9]*\ passed ]]; then why="no test passed"
   elif [[ $last =~ (failed|error) ]]; then why="failures"
   fi
   echo "$k: ${why:-ok}: $last"

@@ -23,6 +23,7 @@ Triggers never change host files: files the examples watch (``/etc/passwd``, a b
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -212,6 +213,28 @@ def _symlink_passwd(d: Path) -> int:
     return ctypes.get_errno()
 
 
+def _libc_dups(d: Path) -> None:
+    """dup() and dup2() themselves (os.dup is fcntl(F_DUPFD_CLOEXEC))."""
+    fd = _libc().dup(0)
+    _libc().dup2(fd, fd)
+    os.close(fd)
+
+
+def _kill(d: Path) -> int:
+    """/usr/bin/kill -0 (a kill() of this process with no signal), then kill -l (signal
+    names written to a pipe)."""
+    subprocess.run(["/usr/bin/kill", "-0", str(os.getpid())], check=True, timeout=20)
+    p = subprocess.run(["/usr/bin/kill", "-l"], check=True, timeout=20, capture_output=True)
+    return len(p.stdout)
+
+
+def _exec_grandchild(d: Path) -> str:
+    """This process -> sh -> sh -> true: the exec of true, two parents below this one;
+    returns this process's comm (the exec's grandparent)."""
+    subprocess.run(["/bin/sh", "-c", "/bin/sh -c /bin/true; :"], check=True, timeout=20)
+    return Path("/proc/self/comm").read_text().strip()
+
+
 def _exec_sample(d: Path) -> int:
     """Run /usr/bin/sample-exec: a copy of /bin/true shown in /usr/bin by a read-only
     overlay (lower layers: a scratch dir, then /usr/bin) in a private mount namespace."""
@@ -347,6 +370,40 @@ def _str_arg(name: str, want: str) -> Check:
     return check
 
 
+def _list_dups(evs: list[Event], _r: Any, _d: Path) -> None:
+    """Each event of this process names dup or dup2, both fired."""
+    mine = {_name(b) for b in _mine(evs) if b["process"]["pid"] == os.getpid()}
+    assert mine == {"sys_dup", "sys_dup2"}, mine
+
+
+def _by_kill(*names: str, prefix: str = "") -> Check:
+    """Events only from /usr/bin/kill, among them ``names`` (or one starting ``prefix``)."""
+    def check(evs: list[Event], _r: Any, _d: Path) -> None:
+        bins = {b["process"]["binary"] for b in _mine(evs)}
+        seen = {_name(b) for b in _mine(evs)}
+        assert bins == {"/usr/bin/kill"}, bins
+        assert all(n in seen for n in names), (names, sorted(seen))
+        assert not prefix or any(n.startswith(prefix) for n in seen), sorted(seen)
+    return check
+
+
+def _grandparent_comm(evs: list[Event], comm: Any, _d: Path) -> None:
+    """The exec of true (by the inner sh, still that binary when the hook runs) reports
+    this process's comm: mm.owner is the executing task, two real_parent hops up."""
+    got = [b["args"][0].get("string_arg") for b in _mine(evs) if b.get("args")]
+    assert comm in got, (comm, got)
+
+
+def _refused_eperm(name: str, made: str) -> Check:
+    """The call failed with EPERM (argError -1) before running: ``made`` does not exist."""
+    def check(evs: list[Event], rc: Any, d: Path) -> None:
+        assert rc == errno.EPERM, rc
+        assert not os.path.lexists(d / made)
+        assert any(_name(b) == name and b["action"] == "KPROBE_ACTION_OVERRIDE"
+                   for b in _mine(evs)), [(_name(b), b.get("action")) for b in _mine(evs)][:20]
+    return check
+
+
 def _copy_up_skipped(evs: list[Event], copied: Any, _d: Path) -> None:
     assert copied is False, "security.capability was copied up"
     assert any(_name(b) == "security_inode_copy_up_xattr" and b["action"] == "KPROBE_ACTION_OVERRIDE"
@@ -415,6 +472,22 @@ PLAN: dict[str, Exercise | Loads] = {
         "its Mnt values are the fixed inums of the initial pid, cgroup and time namespaces, "
         "which no mount namespace has: it never matches"),
     "fd_install_ns_host.yaml": Exercise(_read, _has_path("file_arg", "{d}/watched")),
+    "hardlink-override.yaml": Exercise(
+        _link_passwd, _refused_eperm("sys_linkat", "lnk"),
+        note="linkat of /etc/passwd onto a tmpfs: refused with EPERM before it runs "
+             "(fmod_ret on __x64_sys_linkat)"),
+    "list-generated-ftrace.yaml": Exercise(_kill, _by_kill(prefix="ksys_"),
+                                           note="/usr/bin/kill -0, kill -l"),
+    "list-syscalls-generated.yaml": Exercise(_kill, _by_kill("sys_kill", "sys_exit_group"),
+                                             note="/usr/bin/kill -0, kill -l"),
+    "list-syscalls.yaml": Exercise(_libc_dups, _list_dups),
+    "lsm_track_grandparent.yml": Exercise(
+        _exec_grandchild, _grandparent_comm,
+        note="this process runs sh, which runs sh, which executes true"),
+    "symlink-override.yaml": Exercise(
+        _symlink_passwd, _refused_eperm("sys_symlinkat", "sl"),
+        note="symlinkat to /etc/passwd on a tmpfs: refused with EPERM before it runs "
+             "(fmod_ret on __x64_sys_symlinkat)"),
     "hardlink-observe.yaml": Exercise(
         _link_passwd, _str_arg("sys_linkat", "/etc/passwd"),
         note="linkat of /etc/passwd onto a tmpfs: refused (EXDEV) after the hook"),

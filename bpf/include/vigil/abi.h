@@ -306,6 +306,13 @@ enum vg_hook_flag {
 	/* fmod_ret + fexit pair: fmod_ret enforces (Override, signals) without posting, the
 	 * fexit posts the merged record (arguments + return) without enforcing again */
 	VG_HOOKF_PAIR = 0x1,
+	/* a list hook (call: list:NAME): the record's `func` says which function fired, the
+	 * attach cookie (kprobes) or the syscall id (raw_syscalls, whose entry program runs
+	 * only for the ids in vg_int_set set 0) */
+	VG_HOOKF_LIST = 0x2,
+	/* a syscall function (__x64_sys_X) on a BPF trampoline: its one parameter is the
+	 * struct pt_regs * of the syscall; arguments are read from those registers */
+	VG_HOOKF_SYSWRAP = 0x4,
 };
 
 /* vg_selector_cfg.follow: the selector also matches descendants (vg_follow bit = selector) */
@@ -373,10 +380,13 @@ enum vg_arg_flag {
 	VG_ARGF_SOCKET = 0x4,      /* VG_ARG_SOCK: the pointer is a struct socket */
 	VG_ARGF_RES_VALUE = 0x8,   /* resolve: the last member is a value (read `size` bytes) */
 	VG_ARGF_RES_DEREF = 0x10,  /* resolve: the last member is a pointer (follow it) */
+	VG_ARGF_SRC_TASK = 0x20,   /* data source current_task: the raw value is the task */
+	VG_ARGF_SRC_REGS = 0x40,   /* data source pt_regs: the register at `offset` of pt_regs */
 };
 
 enum vg_res_limits {
-	VG_RES_STEPS = 4,          /* pointer hops of one `resolve` path */
+	VG_RES_STEPS = 16,         /* offsets of one `resolve` path (a power of two; the
+				    * compiler allows Tetragon's 10 path components) */
 };
 
 /* Selector operators (values as Tetragon's internal numbering where one exists). */
@@ -584,7 +594,7 @@ struct vg_generic_msg {
 	__u32 orig_len[VG_GEN_ARGS];/* buffers: bytes the call had (> arg_len: truncated) */
 	__u16 ret_off;  /* VG_GENF_RET_STR: the return value's string in the tail */
 	__u16 ret_len;
-	__u32 pad;
+	__u32 func;     /* VG_HOOKF_LIST: which function of the list (cookie or syscall id) */
 };
 
 enum vg_gen_flag {

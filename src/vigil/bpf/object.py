@@ -141,17 +141,30 @@ class Program:
         ``Link.read_iter()`` then runs it over the kernel objects once."""
         return self._attached(L.lib().bpf_program__attach_iter(self._ptr, None), self.section)
 
-    def attach_kprobe(self, func: str, retprobe: bool = False) -> Link:
-        ptr = L.lib().bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
+    def attach_kprobe(self, func: str, retprobe: bool = False, cookie: int = 0) -> Link:
+        """A kprobe (or kretprobe) on ``func``; ``cookie``: what bpf_get_attach_cookie
+        returns in the program."""
+        if not cookie:
+            ptr = L.lib().bpf_program__attach_kprobe(self._ptr, retprobe, func.encode())
+        else:
+            fn = L.lib().bpf_program__attach_kprobe_opts
+            fn.restype = L.BpfLinkP
+            fn.argtypes = [L.BpfProgramP, ctypes.c_char_p, ctypes.POINTER(_KprobeOpts)]
+            o = L.opts(_KprobeOpts, bpf_cookie=cookie, retprobe=retprobe)
+            ptr = fn(self._ptr, func.encode(), ctypes.byref(o))
         return self._attached(ptr, f"{'kretprobe' if retprobe else 'kprobe'} {func}")
 
-    def attach_kprobe_multi(self, funcs: list[str], retprobe: bool = False) -> Link:
-        """One kprobe.multi (fprobe) link on every function in ``funcs``."""
+    def attach_kprobe_multi(self, funcs: list[str], retprobe: bool = False,
+                            cookies: list[int] | None = None) -> Link:
+        """One kprobe.multi (fprobe) link on every function in ``funcs``; ``cookies``:
+        one per function, what bpf_get_attach_cookie returns when that one fires."""
         fn = L.lib().bpf_program__attach_kprobe_multi_opts
         fn.restype = L.BpfLinkP
         fn.argtypes = [L.BpfProgramP, ctypes.c_char_p, ctypes.POINTER(_KprobeMultiOpts)]
         syms = (ctypes.c_char_p * len(funcs))(*(f.encode() for f in funcs))
-        o = L.opts(_KprobeMultiOpts, syms=syms, cnt=len(funcs), retprobe=retprobe)
+        cks = (ctypes.c_uint64 * len(funcs))(*cookies) if cookies else None
+        o = L.opts(_KprobeMultiOpts, syms=syms, cnt=len(funcs), retprobe=retprobe,
+                   cookies=ctypes.cast(cks, ctypes.c_void_p) if cks is not None else None)
         ptr = fn(self._ptr, None, ctypes.byref(o))
         kind = "kretprobe.multi" if retprobe else "kprobe.multi"
         return self._attached(ptr, f"{kind} {','.join(funcs)}")
@@ -172,6 +185,18 @@ class Program:
             return self._attached(ptr, f"cgroup {cgroup_path}")
         finally:
             os.close(fd)
+
+
+class _KprobeOpts(ctypes.Structure):
+    """``struct bpf_kprobe_opts`` up to ``retprobe`` (libbpf >= 0.7; later fields
+    default to zero, as a smaller ``sz`` tells libbpf)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("offset", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
 
 
 class _KprobeMultiOpts(ctypes.Structure):

@@ -58,7 +58,22 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
-                      btf=kernel_btf(), formats=read_format_mounting, **_host_ns(procfs))
+                      btf=kernel_btf(), formats=read_format_mounting,
+                      ftrace_functions=read_ftrace_functions, **_host_ns(procfs))
+
+
+def read_ftrace_functions() -> list[str] | None:
+    """Traceable kernel functions (generated_ftrace lists), mounting tracefs first when
+    it is missing; None when they cannot be read (the compiler then takes BTF's)."""
+    from vigil.policy.tracefs import read_ftrace_functions as read
+    names = read()
+    if names is None:
+        from vigil.bpf import mounts
+        try:
+            names = read((mounts.ensure_tracefs(),))
+        except OSError:
+            return None
+    return names
 
 
 def read_format_mounting(subsystem: str, event: str) -> TpFormat:

@@ -128,7 +128,8 @@ def compile_sections(spec: Any, view: Any, hook_id: int, monitor: bool, notes: l
 
 # ---- mechanism --------------------------------------------------------------------------
 
-def _mechanism(call: str, view: Any, section: str, override: bool, where: str) -> str:
+def _mechanism(call: str, view: Any, section: str, override: bool, where: str,
+               regs: bool = False) -> str:
     mode = getattr(view, "kprobe_mode", "auto") or "auto"
     if mode not in MODES:
         raise CompileError(where, f"kprobe mode {mode!r} is not one of {', '.join(MODES)}")
@@ -159,8 +160,8 @@ def _mechanism(call: str, view: Any, section: str, override: bool, where: str) -
                                "kernel (CONFIG_KPROBES is off)")
         return "kprobe"
     btf = getattr(view, "btf", None)
-    if view.fentry and (btf is None or call in btf.funcs):
-        return "fentry"
+    if view.fentry and (btf is None or call in btf.funcs) and not regs:
+        return "fentry"  # (pt_regs data sources need a kprobe: trampolines have none)
     if getattr(view, "kprobe_multi", False):
         return "kprobe_multi"
     if view.kprobes:
@@ -197,17 +198,60 @@ def _attach(mech: str, call: str, has_return: bool) -> tuple[list[Attach], str, 
 
 # ---- hooks ------------------------------------------------------------------------------
 
+def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
+                             selectors: Sequence[Any],
+                             lists: dict[str, list[int]] | None = None) -> HookPlan | None:
+    """A syscall hook with Override, on a kernel that allows fmod_ret on syscall
+    functions: an fmod_ret program on ``__x64_sys_<name>`` (arguments read from the
+    syscall's pt_regs, the function's one parameter); a matching Override skips the
+    syscall, which returns ``argError``. None when the hook has no Override or the kernel
+    does not allow it (``check_syscall_override`` then says why)."""
+    if not _has_override(selectors) or not getattr(view, "fmod_ret_syscall", False):
+        return None
+    sysname = kp.call.removeprefix("__x64_").removeprefix("sys_")
+    fn = f"__x64_sys_{sysname}"
+    btf = getattr(view, "btf", None)
+    if btf is not None and fn not in btf.funcs:
+        raise CompileError(f"{where}.call", f"{fn}: no such function in this kernel (not in "
+                           "its BTF)", kernel_lacks=f"function {fn}")
+    if any(getattr(s, "match_return_args", None) for s in selectors if _has_override([s])):
+        raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
+                           "selector with Override cannot filter on matchReturnArgs")
+    if getattr(kp, "data", None):
+        raise CompileError(f"{where}.data", "data sources on a syscall hook are not "
+                           "supported by this version of Vigil")
+    has_return = bool(getattr(kp, "return_", False)) or any(
+        getattr(s, "match_return_args", None) for s in selectors) or any(
+        getattr(a, "return_copy", False) for a in (kp.args or ()))
+    b = C._HookBuilder(where, view, lists)
+    b.override = True
+    for i, arg in enumerate(kp.args or ()):
+        w = f"{where}.args[{i}]"
+        C.refuse_resolve(arg, w, "syscall hooks")
+        if arg.index > 5:
+            raise CompileError(f"{w}.index", "a syscall has at most 6 arguments (index 0..5)")
+        t = C._syscall_arg_type(arg, w)
+        b.args.append((arg.index, t))
+        b.cfg.update(C._arg_cfg(i, t, offset=0, size=8, arg=arg, src=arg.index))
+    b.hook = kp
+    C._compile_selectors(b, selectors, where)
+    attach, mech_text, flags = _attach("fmod_ret", fn, has_return)
+    b.cfg["flags"] = flags | int(abi.HookFlag.SYSWRAP)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
+                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
+                     function_name=fn, mechanism=mech_text + " (syscall function)")
+    return _adjust(plan, "fmod_ret", True, monitor, selectors, fn)
+
+
 def check_syscall_override(call: str, where: str, view: Any, selectors: Sequence[Any]) -> None:
-    """Override on a syscall on a kernel with trampolines: refused with the precise reason
-    (fmod_ret on syscall functions needs them error-injectable; bookworm's 6.1 and 6.12
-    refuse it, sid's 7.2 allows it -- not implemented yet)."""
+    """Override on a syscall that fmod_ret cannot honour here: refused with the precise
+    reason (fmod_ret on syscall functions needs them error-injectable: bookworm's 6.1 and
+    6.12 refuse it, sid's 7.2 allows it)."""
     for si, s in enumerate(selectors):
         for ai, a in enumerate(s.match_actions or ()):
             if _s(a.action) != "Override":
                 continue
-            why = ("this kernel refuses fmod_ret on syscall functions (no error injection "
-                   "for them)" if not getattr(view, "fmod_ret_syscall", False) else
-                   "fmod_ret on syscall functions is not supported by this version of Vigil")
+            why = "this kernel refuses fmod_ret on syscall functions (no error injection for them)"
             raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].action",
                                f"Override on syscall {call}: {why}; no bpf_override_return "
                                "either. Override the security_* function the syscall "
@@ -236,9 +280,9 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                 return None
             raise CompileError(f"{where}.call", f"{call}: no such function in this kernel "
                                "(not in its BTF)", kernel_lacks=f"function {call}")
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
-                           "supported by this version of Vigil")
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where)
     override = _has_override(selectors)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
@@ -247,20 +291,24 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                         if _has_override([s])):
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
-    mech = _mechanism(call, view, section, override, where)
+    mech = _mechanism(call, view, section, override, where, regs=D.uses_regs(kp))
     if mech == "fmod_ret" and btf is not None and btf.kind(btf.strip(btf.func_return(call))) == 0:
         raise CompileError(f"{where}.call", f"Override on {call}: it returns void")
     b = C._HookBuilder(where, view, lists)
     b.override = override
     _compile_args(b, kp.args or (), params, btf, where, call)
+    D.compile_data(b, data, btf, where, mech)
     b.hook = kp
     C._compile_selectors(b, selectors, where)
     _return_cfg(b, kp, btf, call)
     attach, mech_text, flags = _attach(mech, call, has_return)
     b.cfg["flags"] = flags
-    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
-                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
-                     function_name=call, mechanism=mech_text)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp) if data else kp, monitor, has_return=has_return,
+                     ret_spec=C._ret_spec(kp, where), function_name=call,
+                     mechanism=mech_text)
+    if data:
+        plan = dataclasses.replace(plan, ndata=len(data))
     return _adjust(plan, mech, override, monitor, selectors, call)
 
 
@@ -342,6 +390,18 @@ def _compile_args(b: Any, args: Sequence[Any], params: Any, btf: Any, where: str
         b.cfg.update(cfg)
 
 
+def _module_btf(btf: Any, module: str, w: str) -> Any:
+    """The kernel's BTF with module ``module``'s (``btfTypeModule``: where ``btfType`` is
+    defined); refused, naming the module, when it has no BTF here (not loaded)."""
+    from vigil.policy.kbtf import module_btf
+    out = module_btf(btf, module)
+    if out is None:
+        raise CompileError(f"{w}.btfTypeModule", f"no BTF for kernel module {module} on this "
+                           f"kernel (/sys/kernel/btf/{module}: is the module loaded?)",
+                           kernel_lacks=f"module {module}")
+    return out
+
+
 def _auto_type(ptype: int, btf: Any, w: str) -> str:
     if btf is None or not ptype:
         raise CompileError(f"{w}.type", "the type must be given (no BTF to derive it from)")
@@ -380,9 +440,9 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
                            "by this version of Vigil")
     resolve = getattr(arg, "resolve", "") or ""
     btf_type = getattr(arg, "btf_type", None)
-    if getattr(arg, "btf_type_module", None):
-        raise CompileError(f"{w}.btfTypeModule", "module BTF is not supported by this version "
-                           "of Vigil")
+    module = getattr(arg, "btf_type_module", None)
+    if module and btf is not None:
+        btf = _module_btf(btf, module, w)
     if tname == "filename" and not resolve and btf is not None and ptype and \
             btf.name(btf.pointee(ptype)) == "filename":
         resolve = "name"  # struct filename * -> its name
@@ -419,6 +479,23 @@ def _resolve(t: Any, path: str, btf_type: str | None, ptype: int, btf: Any,
         extra["flags"] = int(F.RES_VALUE)
         extra["size"] = min(step.size, 8)
     return extra
+
+
+def raw_tp_resolve(arg: Any, event: str, t: Any, btf: Any, w: str) -> dict[str, Any]:
+    """``resolve`` / ``btfType`` on a raw tracepoint argument: its type comes from the
+    tracepoint's prototype in BTF (``btf_trace_<event>``), as a kernel function's does."""
+    if btf is None:
+        raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule applies to kprobes only",
+                           invalid=True)
+    params = btf.raw_tp_params(event)
+    if params is None and not getattr(arg, "btf_type", None):
+        raise CompileError(f"{w}.resolve", f"raw tracepoint {event} is not described in the "
+                           "kernel's BTF (no btf_trace_" + event + "): give btfType")
+    ptype = params[arg.index] if params is not None and arg.index < len(params) else 0
+    return _resolve(t, getattr(arg, "resolve", "") or "", getattr(arg, "btf_type", None),
+                    ptype, btf, w)
 
 
 def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:

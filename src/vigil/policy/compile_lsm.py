@@ -236,9 +236,11 @@ def compile_fanotify_hook(lh: Any, name: str, where: str, hook_id: int,
     arg, label = "", ""
     for j, a in enumerate(args):
         t = _s(a.type)
-        if a.index != 0 or t not in (want, "file", "path", "linux_binprm"):
-            raise CompileError(f"{where}.args[{j}]", f"{name} has one argument here: "
-                               f"index 0, type {want}")
+        if a.index != 0 or t not in (want, "file", "path", "linux_binprm") or \
+                getattr(a, "resolve", None):
+            raise CompileError(f"{where}.args[{j}]", f"{name} has one argument here "
+                               f"(fanotify, without BPF LSM): index 0, type {want}, no "
+                               "resolve")
         arg, label = want, a.label or ""
     sels = tuple(_fan_selector(s, f"{where}.selectors[{k}]", bool(arg), view)
                  for k, s in enumerate(selectors))

@@ -107,6 +107,8 @@ class KernelView:
     # root): host_ns compiles to a placeholder and the plan carries a warning instead.
     host_ns_deferred: bool = False
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
+    # traceable kernel functions (tracefs available_filter_functions), None: unreadable
+    ftrace_functions: Callable[[], list[str] | None] | None = None
 
 
 def _s(v: Any) -> str:
@@ -231,6 +233,12 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     for i, kp in enumerate(spec.kprobes or ()):
         if i in routed:
             continue
+        if kp.call.startswith("list:"):  # vigil.policy.compile_lists
+            from vigil.policy.compile_lists import compile_list_hook
+            hooks.append(compile_list_hook(kp, f"spec.kprobes[{i}]", spec, view, next_id,
+                                           monitor, notes, selectors(kp), lists))
+            next_id += 1
+            continue
         hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes,
                                selectors, lists)
         if hook is not None:  # None: ignore.callNotFound and the function is missing
@@ -266,13 +274,13 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
     """``lists`` of type syscalls -> syscall numbers (for ``list:NAME`` in InMap)."""
     out: dict[str, list[int]] = {}
     for i, lst in enumerate(getattr(spec, "lists", None) or ()):
-        kind = _s(lst.type) if lst.type is not None else "syscalls"
+        kind = _s(lst.type) if lst.type is not None else ""  # "": kernel functions
         if kind == "generated_syscalls":
             from vigil.syscalls import SYSCALL_NAMES
             out[lst.name] = sorted(SYSCALL_NAMES)
             continue
         if kind != "syscalls":
-            continue  # function lists only matter for kprobes, refused on this kernel
+            continue  # function lists: kprobes on them (vigil.policy.compile_lists)
         nums = []
         for j, name in enumerate(lst.values):
             nr = syscall_number(name.split("/", 1)[-1])
@@ -373,8 +381,11 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         from vigil.policy.compile_kprobe import compile_function_hook
         return compile_function_hook(kp, where, view, hook_id, monitor, notes, selectors(kp),
                                      lists=lists)
-    if nr is not None and view.fmod_ret:  # say why Override cannot work here
-        from vigil.policy.compile_kprobe import check_syscall_override
+    if nr is not None and view.fmod_ret:  # Override by fmod_ret, or say why it cannot work
+        from vigil.policy.compile_kprobe import check_syscall_override, compile_syscall_override
+        plan = compile_syscall_override(kp, where, view, hook_id, monitor, selectors(kp), lists)
+        if plan is not None:
+            return plan
         check_syscall_override(call, where, view, selectors(kp))
     if nr is None:
         reason = ("kprobes are not available on this kernel (CONFIG_KPROBES is off)"
@@ -469,7 +480,12 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                f"{_count(arity, 'argument')}"
                                + (f" (index 0..{arity - 1})" if arity else "")
                                + f", per btf_trace_{tp.event} in the kernel's BTF")
-        refuse_resolve(arg, w, "tracepoints")
+        res_extra: dict[str, Any] = {}
+        if raw and (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
+            from vigil.policy.compile_kprobe import raw_tp_resolve  # BTF-typed arguments
+            res_extra = raw_tp_resolve(arg, tp.event, _raw_arg_type(arg, w), view.btf, w)
+        else:
+            refuse_resolve(arg, w, "tracepoints" if not raw else "raw tracepoints without BTF")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
@@ -480,6 +496,10 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         else:
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+            if res_extra:
+                flags = b.cfg[f"args[{i}].flags"] | res_extra.pop("flags", 0)
+                b.cfg.update({f"args[{i}].{k}": v for k, v in res_extra.items()})
+                b.cfg[f"args[{i}].flags"] = flags
         b.args.append((arg.index, t))
     _compile_selectors(b, selectors(tp), where)
     if raw:

@@ -60,6 +60,10 @@ class KernelBtf:
         self._types = hdr_len + type_off
         self._strs = hdr_len + str_off
         self._str_end = self._strs + str_len
+        # split BTF (a module's, on top of vmlinux): string offsets from _base_strs on
+        # are the module's own strings, at _mod_strs in _d
+        self._base_strs = str_len
+        self._mod_strs = self._mod_str_end = 0
         self._pos: list[int] = [0]  # type id -> offset of its record (id 0 = void)
         self.funcs: dict[str, int] = {}
         self.structs: dict[str, int] = {}
@@ -69,6 +73,28 @@ class KernelBtf:
     @classmethod
     def load(cls, path: str = VMLINUX) -> KernelBtf:
         return cls(Path(path).read_bytes())
+
+    def split(self, data: bytes) -> KernelBtf:
+        """A module's split BTF (``/sys/kernel/btf/<module>``) on top of this one (the
+        vmlinux BTF): its type ids continue this one's, its string offsets continue this
+        one's strings. The module's structs and functions shadow same-named ones."""
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(data)
+        if magic != 0xEB9F:
+            raise BtfError("not BTF data")
+        out = KernelBtf.__new__(KernelBtf)
+        out._d = self._d + data
+        base = len(self._d)
+        out._types, out._strs, out._str_end = base + hdr_len + type_off, self._strs, self._str_end
+        out._base_strs = self._base_strs
+        out._mod_strs = base + hdr_len + str_off
+        out._mod_str_end = out._mod_strs + str_len
+        out._pos = list(self._pos)
+        out.funcs, out.structs = {}, {}
+        out.tp_typedefs = dict(self.tp_typedefs)
+        out._index(out._types, out._types + type_len)
+        out.funcs = {**self.funcs, **out.funcs}
+        out.structs = {**self.structs, **out.structs}
+        return out
 
     def _index(self, pos: int, end: int) -> None:
         d, pos_list = self._d, self._pos
@@ -93,8 +119,11 @@ class KernelBtf:
             (self.funcs if kind == FUNC else self.structs).setdefault(name, tid)
 
     def _str(self, off: int) -> str:
-        start = self._strs + off
-        return self._d[start:self._d.index(b"\0", start, self._str_end)].decode()
+        if self._mod_strs and off >= self._base_strs:  # a split BTF's own strings
+            start, end = self._mod_strs + off - self._base_strs, self._mod_str_end
+        else:
+            start, end = self._strs + off, self._str_end
+        return self._d[start:self._d.index(b"\0", start, end)].decode()
 
     def _t(self, tid: int) -> tuple[int, int, int, int, int]:
         """(kind, vlen, kflag, size_or_type, name_off) of type `tid`."""
@@ -192,6 +221,17 @@ class KernelBtf:
             return None
         return max(self._t(proto)[1] - 1, 0)
 
+    def raw_tp_params(self, event: str) -> list[int] | None:
+        """Type ids of raw tracepoint `event`'s arguments (after the context), from
+        its ``btf_trace_<event>`` typedef; None if BTF does not describe it."""
+        tid = self.tp_typedefs.get(event)
+        proto = self.pointee(tid) if tid is not None else 0
+        if not proto or self.kind(proto) != FUNC_PROTO:
+            return None
+        _, vlen, _, _, _ = self._t(proto)
+        base = self._pos[proto] + 12
+        return [struct.unpack_from("<II", self._d, base + 8 * i)[1] for i in range(1, vlen)]
+
     def func_return(self, name: str) -> int:
         tid = self.funcs[name]
         return self._t(self._t(tid)[3])[3]
@@ -267,6 +307,24 @@ class KernelBtf:
         last = "ptr" if kind == PTR else "int" if kind in (INT, ENUM, ENUM64) else "struct"
         return Step(tuple(offsets), last, self.size(tid), self.int_signed(tid),
                     self.spell(last_tid))
+
+
+MODULES = "/sys/kernel/btf"
+
+
+def module_btf(base: KernelBtf, module: str, root: str = MODULES) -> KernelBtf | None:
+    """``base`` (the vmlinux BTF) extended with kernel module ``module``'s BTF
+    (``/sys/kernel/btf/<module>``, present while the module is loaded), cached on ``base``;
+    None if the module has none here."""
+    if "/" in module or module in ("", ".", "..", "vmlinux"):
+        return None
+    cache: dict[str, KernelBtf] = base.__dict__.setdefault("_modules", {})
+    if module not in cache:
+        try:
+            cache[module] = base.split(Path(root, module).read_bytes())
+        except OSError:
+            return None
+    return cache[module]
 
 
 @functools.cache

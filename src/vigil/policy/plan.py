@@ -27,6 +27,7 @@ class Attach:
                               # fmod_ret | lsm | tp_btf (vg_gen_fl_*: follow descendants)
     target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
     offset: int = 0           # uprobes by offset
+    cookie: int = 0           # BPF cookie (kprobes of a list: the function's index)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class HookPlan:
     mechanism: str = ""       # what implements it on this kernel, for `check` and logs
     enforcement: str = ""     # what the actions guarantee here ("" = observe only)
     follow: tuple[FollowSel, ...] = ()  # selectors following descendants (vg_follow seeds)
+    # list hooks (call: list:NAME): the record's `func` -> the function named in the event
+    functions: Mapping[int, str] = field(default_factory=dict)
+    ndata: int = 0            # the last ndata of args are the hook's `data` (event field data)
 
     @property
     def hook_label(self) -> str:

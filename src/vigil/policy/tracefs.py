@@ -149,3 +149,17 @@ def syscall_numbers(root: str | None = None) -> dict[str, int]:
         out[name.removeprefix("sys_enter_")] = -1
         del text
     return out
+
+
+def read_ftrace_functions(roots: tuple[str, ...] = TRACEFS_ROOTS) -> list[str] | None:
+    """Kernel functions ftrace (and so kprobes) can attach to, from tracefs
+    ``available_filter_functions`` (module functions without their ``[module]`` tag);
+    None when no tracefs root has a readable one."""
+    for root in roots:
+        try:
+            with open(os.path.join(root, "available_filter_functions"), encoding="utf-8",
+                      errors="replace") as f:
+                return list(dict.fromkeys(line.split()[0] for line in f if line.strip()))
+        except OSError:
+            continue
+    return None

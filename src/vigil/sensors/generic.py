@@ -180,9 +180,11 @@ def _attach(obj: BpfObject, a: Attach) -> None:
     elif a.kind == "raw_tracepoint":
         prog.attach_raw_tracepoint(a.target[0])
     elif a.kind in ("kprobe", "kretprobe"):
-        prog.attach_kprobe(a.target[0], retprobe=a.kind == "kretprobe")
+        prog.attach_kprobe(a.target[0], retprobe=a.kind == "kretprobe", cookie=a.cookie)
     elif a.kind in ("kprobe_multi", "kretprobe_multi"):
-        prog.attach_kprobe_multi([a.target[0]], retprobe=a.kind == "kretprobe_multi")
+        # every function of the target (a list hook: all of them), its index as cookie
+        prog.attach_kprobe_multi(list(a.target), retprobe=a.kind == "kretprobe_multi",
+                                 cookies=list(range(len(a.target))))
     elif a.kind in BTF_ATTACH or a.kind == "tp_btf":
         prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):

@@ -39,6 +39,7 @@ _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
 _RETURN = int(GenFlag.RETURN)
 _RET_STR = int(GenFlag.RET_STR)
 _RET_OFF, _RET_LEN = _IX["ret_off"], _IX["ret_len"]
+_FUNC = _IX["func"]
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
 # "refcnt"), cleared when full
 _VIEW_CACHE_MAX = 4096
@@ -55,7 +56,7 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "metric_keys")
+                 "message", "tags", "metric_keys", "functions", "ndata")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -72,6 +73,10 @@ class CompiledHook:
         self.tags = plan.tags
         # vg_action value -> (policy, hook, action name), the key of PolicyEvents.events
         self.metric_keys: dict[int, tuple[str, str, str]] = {}
+        # list hooks: the record's func -> function name; hooks with `data`: how many
+        # of the rendered arguments go to the event's data
+        self.functions = dict(plan.functions)
+        self.ndata = plan.ndata
 
     def metric_key(self, action: int) -> tuple[str, str, str]:
         key = (self.policy, self.reg.plan.hook_label,
@@ -171,7 +176,13 @@ class PolicyEvents:
             if parent is not None:
                 parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
         # parent: its JSON dict from here on (None with p)
-        ev = {hook.event: hook.body(hook, proc, parent, args, ret, key[2]),  # type: ignore[arg-type]
+        data = None
+        if hook.ndata:
+            args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
+        body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
+        if hook.functions or data:
+            _list_and_data(hook, body, v[_FUNC], data)
+        ev = {hook.event: body,
               "node_name": self._node_name,
               "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
         if self.refine:
@@ -188,6 +199,16 @@ class PolicyEvents:
         proc = p.encoded if p.encoded is not None else self.pipeline.process_json(p)
         view = self._views[(p.exec_id, tid, p.refcnt)] = encode.process_view(proc, tid, p.refcnt)
         return view
+
+
+def _list_and_data(hook: CompiledHook, body: dict[str, Any], func: int,
+                   data: list[dict[str, Any]] | None) -> None:
+    """A list hook's event names the function that fired; ``data`` goes last (Tetragon's
+    field order)."""
+    if hook.functions:
+        body["function_name"] = hook.functions.get(func, hook.function_name)
+    if data:
+        body["data"] = data
 
 
 def _check_extra_args(rec: bytes, v: tuple[int, ...],

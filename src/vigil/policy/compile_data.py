@@ -1,0 +1,131 @@
+"""A kernel-function hook's ``data`` (extra values from ``source: current_task`` or
+``source: pt_regs``) and ``matchData`` selectors. Pure.
+
+Data entries are compiled as arguments after the hook's ``args`` (Tetragon counts
+``args`` + ``data`` against the same limit of 5) with a source flag the BPF program
+honours when it collects the raw values at entry:
+
+- ``current_task``: the calling task (``struct task_struct *``); ``resolve`` follows a
+  field path from it with the kernel's BTF (``real_parent.pid``, ``mm.owner.comm``);
+- ``pt_regs``: ``resolve`` names an x86_64 register (``rdi``, ``edi``, ``di``, ``r8``,
+  ``r8d``, ``rax``, ...); its value at the probe, read from the kprobe's ``struct
+  pt_regs`` (so these hooks use kprobes, never BPF trampolines, which have no pt_regs).
+
+Events carry them in ``data`` (after the other fields, as Tetragon orders them);
+``matchData`` filters on them like ``matchArgs`` does on arguments (its ``index`` is the
+position in ``data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vigil.abi import _generated as abi
+from vigil.policy import compiler as C
+from vigil.policy.compiler import CompileError
+
+F = abi.ArgFlag
+K = abi.ArgKind
+# x86_64 register names -> (struct pt_regs member, bytes)
+_REGS: dict[str, tuple[str, int]] = {}
+for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp"):
+    _REGS.update({_r: (_r, 8), f"r{_r}": (_r, 8), f"e{_r}": (_r, 4)})
+for _n in range(8, 16):
+    _REGS.update({f"r{_n}": (f"r{_n}", 8), f"r{_n}d": (f"r{_n}", 4)})
+_REGS.update({"ip": ("ip", 8), "rip": ("ip", 8), "orig_ax": ("orig_ax", 8)})
+
+
+def uses_regs(hook: Any) -> bool:
+    """The hook has a ``pt_regs`` data source (it must run on a kprobe)."""
+    return any(getattr(d, "source", None) == "pt_regs" for d in getattr(hook, "data", None) or ())
+
+
+def register(name: str, btf: Any, where: str) -> tuple[int, int]:
+    """(offset in struct pt_regs, bytes) of x86_64 register ``name``."""
+    reg = _REGS.get(name.lower())
+    if reg is None:
+        raise CompileError(f"{where}.resolve", f"{name!r} is not an x86_64 register (rdi, "
+                           "esi, rdx, r10, r8d, rax, ...)", invalid=True)
+    member, size = reg
+    if btf is None:
+        raise CompileError(f"{where}.resolve", "pt_regs sources need the kernel's BTF")
+    from vigil.policy.kbtf import BtfError
+    try:
+        step = btf.resolve(btf.struct_id("pt_regs"), member)
+    except BtfError as err:
+        raise CompileError(f"{where}.resolve", str(err)) from err
+    return step.offsets[-1], size
+
+
+def compile_data(b: Any, data: Sequence[Any], btf: Any, where: str, mech: str) -> None:
+    """Append the hook's data entries to its arguments (``b.args`` / ``b.cfg``)."""
+    from vigil.policy import compile_kprobe as KP
+    first = len(b.args)
+    for k, d in enumerate(data):
+        w = f"{where}.data[{k}]"
+        i = first + k
+        if i >= int(abi.GenLimits.GEN_ARGS):
+            raise CompileError(w, f"at most {int(abi.GenLimits.GEN_ARGS)} args and data "
+                               "together", invalid=True)
+        src = getattr(d, "source", None)
+        if src == "pt_regs":
+            if mech not in ("kprobe", "kprobe_multi"):
+                raise CompileError(f"{w}.source", "pt_regs sources need a kprobe (BPF "
+                                   "trampolines have no pt_regs)")
+            t = _regs_type(d, w)
+            off, size = register(getattr(d, "resolve", "") or "", btf, w)
+            cfg = C._arg_cfg(i, t, offset=off, size=size if t.kind == K.INT else 8, arg=d)
+            if t.kind == K.INT and size < t.size:
+                cfg[f"args[{i}].size"] = size
+            cfg[f"args[{i}].flags"] |= int(F.SRC_REGS)
+        elif src == "current_task":
+            if btf is None:
+                raise CompileError(f"{w}.source", "current_task sources need the kernel's BTF")
+            task = btf.struct_id("task_struct")
+            t, extra = KP._kernel_arg(d, task, btf, w)
+            cfg = C._arg_cfg(i, t, offset=0, size=t.size, arg=d)
+            flags = cfg[f"args[{i}].flags"] | extra.pop("flags", 0) | int(F.SRC_TASK)
+            cfg.update({f"args[{i}].{key}": v for key, v in extra.items()})
+            cfg[f"args[{i}].flags"] = flags
+        else:
+            raise CompileError(f"{w}.source", "source must be current_task or pt_regs",
+                               invalid=True)
+        b.args.append((0x100 + k, t))  # never a function position: matchArgs cannot see it
+        b.cfg.update(cfg)
+
+
+def _regs_type(d: Any, w: str) -> Any:
+    tname = C._type_name(d)
+    if tname in C._INT_TYPES:
+        return C._INT_TYPES[tname]
+    if tname in ("string", "filename"):  # the register holds a pointer to a string
+        return C._ArgType(K.KSTR, 8, False, "string")
+    raise CompileError(f"{w}.type", f"type {tname} is not supported for a register here "
+                       "(integer types, string)")
+
+
+def with_match_data(selectors: Sequence[Any], nargs: int, where: str) -> list[Any]:
+    """Selectors with each ``matchData`` entry turned into a ``matchArgs`` entry on the
+    data's position among the captured values (``args: [nargs + index]``)."""
+    out = []
+    for si, s in enumerate(selectors):
+        md = list(getattr(s, "match_data", None) or ())
+        if not md:
+            out.append(s)
+            continue
+        extra = []
+        for j, m in enumerate(md):
+            if getattr(m, "args", None):
+                raise CompileError(f"{where}.selectors[{si}].matchData[{j}].args",
+                                   "matchData selects by index", invalid=True)
+            extra.append(m.model_copy(update={"args": [nargs + int(m.index)]}))
+        out.append(s.model_copy(update={"match_args": list(s.match_args or ()) + extra,
+                                        "match_data": None}))
+    return out
+
+
+def with_data_args(hook: Any) -> Any:
+    """The hook as ``_finish`` should see it: ``args`` followed by ``data`` (labels,
+    renderers)."""
+    return hook.model_copy(update={"args": list(hook.args or ()) + list(hook.data or ())})
