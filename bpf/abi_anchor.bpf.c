@@ -56,5 +56,10 @@ ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
 ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
 ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
+ANCHOR(enum vg_action_flag, vg_anchor_action_flag);
+ANCHOR(enum vg_stack_limits, vg_anchor_stack_limits);
+ANCHOR(struct vg_sock_owner, vg_anchor_sock_owner);
+ANCHOR(struct vg_enforcer_note, vg_anchor_enforcer_note);
+ANCHOR(enum vg_enf_count, vg_anchor_enf_count);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";
