@@ -8,6 +8,7 @@ turns a plan into kernel objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
@@ -52,6 +53,7 @@ class HookPlan:
     mechanism: str = ""       # what implements it on this kernel, for `check` and logs
     enforcement: str = ""     # what the actions guarantee here ("" = observe only)
     follow: tuple[FollowSel, ...] = ()  # selectors following descendants (vg_follow seeds)
+    requests: tuple[Any, ...] = ()  # GetUrl / DnsLookup (vigil.policy.compile_actions.Request)
 
     @property
     def hook_label(self) -> str:
@@ -167,10 +169,15 @@ class PolicyPlan:
     enforce: EnforcePlan = field(default_factory=EnforcePlan)
     # (field path, message): compiled, but not as it will load (host_ns left for load time)
     warnings: tuple[tuple[str, str], ...] = ()
+    # spec.enforcers (vigil.policy.compile_actions.EnforcerPlan), acting on NotifyEnforcer
+    enforcer: Any = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""
         rows = [(h.section, h.mechanism, h.enforcement) for h in self.hooks]
+        if self.enforcer is not None:
+            e = self.enforcer
+            rows.append((e.section, e.mechanism, e.enforcement))
         rows += [(h.section, h.mechanism, h.enforcement) for h in self.enforce.fanotify]
         rows += [(r.section, r.mechanism, r.enforcement) for r in self.enforce.sock]
         return sorted(rows, key=lambda r: _section_key(r[0]))
