@@ -12,8 +12,9 @@ symbolized here, as Tetragon renders them:
   start), ``symbol`` and ``module`` (the file's path), from the thread's
   /proc/PID/maps at the time the event is built and the file's ELF symbol tables
   (.symtab, else .dynsym). ELF tables are cached per (path, inode, mtime), at most
-  ``ELF_CACHE`` files. An address the process no longer maps (it exited) keeps only
-  ``address``.
+  ``ELF_CACHE`` files. An address outside the process's file mappings (user stacks are
+  unwound by frame pointers: code built without them leaves junk past the first frame;
+  or the process exited) is left out, as Tetragon leaves out what it cannot symbolize.
 """
 
 from __future__ import annotations
@@ -152,8 +153,7 @@ class Symbolizer:
                 continue
             i = bisect.bisect_right(starts, a) - 1
             if i < 0 or a >= maps[i][1]:
-                out.append({"address": str(a)})
-                continue
+                continue  # not in a mapped file (an unwinding artefact, or it exited)
             lo, _hi, foff, path = maps[i]
             file_off = a - lo + foff
             e: dict[str, Any] = {"address": str(file_off)}

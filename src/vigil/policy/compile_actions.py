@@ -70,7 +70,7 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
             raise CompileError(f"{aw}.{'kernelStackTrace' if flags & 1 else 'userStackTrace'}",
                                "stack traces are reported in process_kprobe events only "
                                "(Tetragon's tracepoint and uprobe events have no stack "
-                               "fields)", invalid=True)
+                               "fields); refused rather than ignored", unsupported=True)
         b.cfg[f"{ap}.flags"] = flags
         return False  # Post itself (rate limit) is the caller's
     if name in ("GetUrl", "DnsLookup"):
@@ -81,8 +81,8 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
             raise CompileError(f"{aw}.{yaml_name}", f"action {name} requires {yaml_name}",
                                invalid=True)
         if kind == "url" and not str(target).startswith(("http://", "https://")):
-            raise CompileError(f"{aw}.argUrl", "argUrl must be an http:// or https:// URL",
-                               invalid=True)
+            raise CompileError(f"{aw}.argUrl", "argUrl must be an http:// or https:// URL "
+                               "(the agent makes HTTP requests only)", unsupported=True)
         si = int(ap.split("[", 1)[1].split("]", 1)[0])
         reqs = b.__dict__.setdefault("requests", [])
         if not any(r.selector == si for r in reqs):
@@ -96,7 +96,7 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
             idx = 0  # Tetragon's default: the first argument
         if args is not None and (idx >= len(args) or _s(args[idx].type) != "sock"):
             raise CompileError(f"{aw}.argSock", f"argSock {idx} must name a 'sock' argument "
-                               "of this hook", invalid=True)
+                               "of this hook (only sockets are tracked)", unsupported=True)
         b.cfg[f"{ap}.action"] = int(abi.Action.TRACKSOCK if name == "TrackSock"
                                     else abi.Action.UNTRACKSOCK)
         b.cfg[f"{ap}.sock_arg"] = int(idx)
@@ -131,7 +131,8 @@ def return_action(cfg: dict[str, Any], hook: Any, where: str) -> None:
     ret = getattr(hook, "return_arg", None)
     if ret is None or _s(ret.type) != "sock":
         raise CompileError(f"{where}.returnArgAction", f"returnArgAction {name} needs a "
-                           "returnArg of type sock", invalid=True)
+                           "returnArg of type sock (only sockets are tracked)",
+                           unsupported=True)
     cfg["ret_action"] = int(abi.Action.TRACKSOCK if name == "TrackSock"
                             else abi.Action.UNTRACKSOCK)
 
