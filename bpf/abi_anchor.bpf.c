@@ -61,5 +61,6 @@ ANCHOR(enum vg_stack_limits, vg_anchor_stack_limits);
 ANCHOR(struct vg_sock_owner, vg_anchor_sock_owner);
 ANCHOR(struct vg_enforcer_note, vg_anchor_enforcer_note);
 ANCHOR(enum vg_enf_count, vg_anchor_enf_count);
+ANCHOR(struct vg_ima_rec, vg_anchor_ima_rec);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

@@ -1240,6 +1240,10 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			size = sizeof(*m) + vg_stacks(ctx, h, size - sizeof(*m), stacks);
 			m->hdr.size = size;
 		}
+		if (stacks & VG_ACTF_IMA) {
+			size = sizeof(*m) + vg_ima_append(h, size - sizeof(*m));
+			m->hdr.size = size;
+		}
 		vg_send(h, size);
 		vg_count(VG_GC_POST);
 	}

@@ -87,7 +87,7 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "list-syscalls-tracepoint.yaml": ACCEPTED,
     "list-syscalls.yaml": vigil("function lists (list:NAME) on kernel functions"),
     "loader.yaml": vigil("loader events (process_loader)"),
-    "lsm_bprm_check.yaml": vigil("imaHash: not supported"),
+    "lsm_bprm_check.yaml": ACCEPTED,
     "lsm_file_open.yaml": ACCEPTED,
     "lsm_track_grandparent.yml": vigil("resolve: at most 4 pointer hops"),
     "modules-nohost.yaml": vigil("podSelector: pod/container scoping"),

@@ -44,6 +44,8 @@ _KSTACK, _USTACK = int(GenFlag.KSTACK), int(GenFlag.USTACK)
 _KS_OFF, _KS_LEN = _IX["kstack_off"], _IX["kstack_len"]
 _US_OFF, _US_LEN = _IX["ustack_off"], _IX["ustack_len"]
 _REQUESTS = {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}
+_IMA = int(GenFlag.IMA)
+_IMA_OFF, _IMA_LEN = _IX["ima_off"], _IX["ima_len"]
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
 # "refcnt"), cleared when full
 _VIEW_CACHE_MAX = 4096
@@ -183,6 +185,10 @@ class PolicyEvents:
         body = hook.body(hook, proc, parent, args, ret, key[2])
         if v[_FLAGS] & (_KSTACK | _USTACK):
             self._stacks(body, rec, v)
+        if v[_FLAGS] & _IMA:
+            from vigil.events.stacks import ima_hash
+            start = _HEAD + v[_IMA_OFF]
+            body["ima_hash"] = ima_hash(rec[start:start + v[_IMA_LEN]])
         if v[_ACTION] in _REQUESTS and self.request is not None:
             req = hook.requests.get(v[_SEL])
             if req is not None:

@@ -474,6 +474,7 @@ enum vg_action {
 enum vg_action_flag {
 	VG_ACTF_KSTACK = 0x1,      /* kernelStackTrace: kernel return addresses */
 	VG_ACTF_USTACK = 0x2,      /* userStackTrace: user return addresses */
+	VG_ACTF_IMA = 0x4,         /* imaHash (BPF LSM): the IMA hash of the hook's file */
 };
 
 enum vg_stack_limits {
@@ -481,6 +482,15 @@ enum vg_stack_limits {
 	VG_SOCKTRACK_ENTRIES = 32768, /* tracked sockets per policy (LRU) */
 	VG_ENFORCER_ENTRIES = 32768,  /* pending enforcer notifications per policy (LRU) */
 	VG_ENFORCER_CALLS = 512,      /* syscalls one enforcer lists */
+	VG_IMA_DIGEST = 64,           /* bytes of an IMA digest at most (sha512) */
+	VG_IMA_ENTRIES = 1024,        /* hashes computed, not yet posted (per hook, LRU) */
+};
+
+/* imaHash: a file's IMA digest, in the record's tail at ima_off (VG_GENF_IMA). */
+struct vg_ima_rec {
+	__s32 algo;       /* enum hash_algo, as bpf_ima_file_hash returns it */
+	__u32 pad;
+	__u8 digest[VG_IMA_DIGEST]; /* the algorithm's digest size is used */
 };
 
 /* An enforcer's counters (map vg_enf_counts) */
@@ -610,7 +620,9 @@ struct vg_hook_cfg {
 	struct vg_cel_prog cel[VG_GEN_CEL];
 	__u8 ret_action;  /* returnArgAction: VG_ACT_TRACKSOCK / VG_ACT_UNTRACKSOCK on the
 			   * returned struct sock * (0: none) */
-	__u8 pad_ra[7];
+	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
+			   * vg_gen_lsm_ima hashes */
+	__u8 pad_ra[6];
 };
 
 /* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */
@@ -633,7 +645,8 @@ struct vg_generic_msg {
 	__u16 kstack_len; /* bytes */
 	__u16 ustack_off; /* VG_GENF_USTACK: user return addresses (u64) in the tail */
 	__u16 ustack_len;
-	__u32 pad;
+	__u16 ima_off;    /* VG_GENF_IMA: struct vg_ima_rec in the tail */
+	__u16 ima_len;
 };
 
 enum vg_gen_flag {
@@ -643,6 +656,7 @@ enum vg_gen_flag {
 	VG_GENF_KSTACK = 0x8,     /* kstack_off / kstack_len are set */
 	VG_GENF_USTACK = 0x10,    /* ustack_off / ustack_len are set */
 	VG_GENF_SOCK_OWNER = 0x20,/* pid / tid are the tracked owner of a sock argument */
+	VG_GENF_IMA = 0x40,       /* ima_off / ima_len are set */
 };
 
 /* ---- kernel object records (in the generic record's tail) ---------------------------- */

@@ -12,6 +12,11 @@
  * - kernelStackTrace / userStackTrace: return addresses copied into the record's tail
  *   with bpf_get_stack (no stack-id map: a record carries its own stack, so nothing can
  *   evict it before user space reads it); user space symbolizes them.
+ * - imaHash (BPF LSM): bpf_ima_file_hash needs a sleepable program, and the hook's
+ *   pipeline reads maps a sleepable program may not (LPM tries), so a second program
+ *   of the hook, vg_gen_lsm_ima (lsm.s), hashes the file argument into vg_ima (key:
+ *   pid_tgid) and vg_gen_lsm appends it to the record it posts. The loader attaches
+ *   vg_gen_lsm_ima last: a trampoline runs the newest program first.
  *
  * Included by generic.bpf.c after its configuration (CFG) and scratch buffer.
  */
@@ -31,6 +36,13 @@ struct {
 	__type(key, __u64);
 	__type(value, struct vg_enforcer_note);
 } vg_enforcer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VG_IMA_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct vg_ima_rec);
+} vg_ima SEC(".maps");
 
 #define VG_STACK_BYTES (VG_STACK_DEPTH * 8)
 
@@ -110,6 +122,66 @@ static __always_inline __u32 vg_stacks(void *ctx, struct vg_gen_buf *h, __u32 of
 		}
 	}
 	return off;
+}
+
+/* Append the hash vg_gen_lsm_ima computed for this call (consumed); returns the new end. */
+static __always_inline __u32 vg_ima_append(struct vg_gen_buf *h, __u32 off)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vg_ima_rec *r = bpf_map_lookup_elem(&vg_ima, &id);
+	__u32 o = off;
+
+	if (!r)
+		return off;
+	if (o <= VG_GEN_DATA_MAX - sizeof(*r)) {
+		__builtin_memcpy(&h->data[o], r, sizeof(*r));
+		h->msg.ima_off = o;
+		h->msg.ima_len = sizeof(*r);
+		h->msg.flags |= VG_GENF_IMA;
+		off = o + sizeof(*r);
+	}
+	bpf_map_delete_elem(&vg_ima, &id);
+	return off;
+}
+
+/* The hook's argument `ima_arg` as the typed pointer the hook passes (a constant context
+ * slot per case: the verifier knows the slot's BTF type). */
+static __always_inline struct file *vg_ima_file(__u64 *ctx)
+{
+	__u8 i = CFG.ima_arg;
+	__u64 v = 0;
+
+	if (i >= VG_GEN_ARGS)
+		return 0;
+	switch (CFG.args[i].src) {
+	case 0: v = ctx[0]; break;
+	case 1: v = ctx[1]; break;
+	case 2: v = ctx[2]; break;
+	case 3: v = ctx[3]; break;
+	case 4: v = ctx[4]; break;
+	default: return 0;
+	}
+	if (CFG.args[i].kind == VG_ARG_BINPRM)
+		return ((struct linux_binprm *)v)->file;
+	return (struct file *)v;
+}
+
+SEC("lsm.s")
+int vg_gen_lsm_ima(__u64 *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vg_ima_rec r = {};
+	struct file *f = vg_ima_file(ctx);
+	long algo;
+
+	if (!f)
+		return 0;
+	algo = bpf_ima_file_hash(f, r.digest, sizeof(r.digest));
+	if (algo < 0)
+		return 0;
+	r.algo = algo;
+	bpf_map_update_elem(&vg_ima, &id, &r, BPF_ANY);
+	return 0;
 }
 
 #endif /* VIGIL_ACTIONS_BPF_H */

@@ -203,3 +203,21 @@ def _read_elf(path: str) -> _Table:
     except (OSError, ELFError, ValueError) as err:
         log.debug("no ELF symbols from %s: %s", path, err)
     return _Table(rows, bias)
+
+
+# enum hash_algo (include/uapi/linux/hash_info.h): name and digest size
+_HASH_ALGOS = {0: ("md4", 16), 1: ("md5", 16), 2: ("sha1", 20), 3: ("rmd160", 20),
+               4: ("sha256", 32), 5: ("sha384", 48), 6: ("sha512", 64), 7: ("sha224", 28),
+               8: ("rmd128", 16), 9: ("rmd256", 32), 10: ("rmd320", 40), 11: ("wp256", 32),
+               12: ("wp384", 48), 13: ("wp512", 64), 14: ("tgr128", 16), 15: ("tgr160", 20),
+               16: ("tgr192", 24), 17: ("sm3", 32), 18: ("streebog256", 32),
+               19: ("streebog512", 64)}
+
+
+def ima_hash(raw: bytes) -> str:
+    """A struct vg_ima_rec -> Tetragon's ``ima_hash``: ``ALGO:HEX`` ("" if malformed)."""
+    if len(raw) < 8:
+        return ""
+    algo = int.from_bytes(raw[:4], "little", signed=True)
+    name, size = _HASH_ALGOS.get(algo, (str(algo), len(raw) - 8))
+    return f"{name}:{raw[8:8 + size].hex()}"

@@ -6,7 +6,10 @@
   process, so network hooks that run in softirq context name the owning process.
 - ``Post`` with ``kernelStackTrace`` / ``userStackTrace``: return addresses in the
   record, symbolized by the agent (``vigil.events.stacks``); on process_kprobe hooks
-  only (Tetragon's ProcessTracepoint and ProcessUprobe have no stack fields).
+  only (Tetragon's ProcessTracepoint, ProcessUprobe and ProcessLsm have no stack fields).
+- ``Post`` with ``imaHash`` (lsmhooks on BPF LSM): a sleepable program of the hook
+  hashes its file or linux_binprm argument with bpf_ima_file_hash; the event's
+  ``ima_hash`` is ``ALGO:HEX`` (``vigil.events.stacks.ima_hash``).
 - ``GetUrl`` / ``DnsLookup``: the event is posted with that action and the agent makes
   the request (``vigil.actions_net``), bounded and off the event path.
 - ``NotifyEnforcer`` with ``spec.enforcers``: the hook notifies; the policy's enforcer
@@ -24,7 +27,7 @@ from typing import Any
 from vigil.abi import _generated as abi
 from vigil.syscalls import syscall_number
 
-_NOT_KPROBE = ("spec.tracepoints", "spec.uprobes")
+_NOT_KPROBE = ("spec.tracepoints", "spec.uprobes", "spec.lsmhooks")
 
 
 def _s(v: Any) -> str:
@@ -58,19 +61,35 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
     from vigil.policy.compiler import CompileError
 
     flags = 0
+    if getattr(a, "ima_hash", False):
+        if name != "Post":
+            raise CompileError(aw, "imaHash goes with action Post", invalid=True)
+        if not b.where.startswith("spec.lsmhooks"):
+            raise CompileError(f"{aw}.imaHash", "imaHash is only supported for lsmhooks",
+                               invalid=True)
+        files = [i for i, (_pos, t) in enumerate(b.args)
+                 if t.kind in (int(abi.ArgKind.FILE), int(abi.ArgKind.BINPRM))]
+        if not files:
+            raise CompileError(f"{aw}.imaHash", "imaHash hashes the hook's file: it needs an "
+                               "argument of type file or linux_binprm", unsupported=True)
+        b.cfg["ima_arg"] = files[0]
+        flags |= int(abi.ActionFlag.IMA)
+    stacks = 0
     if getattr(a, "kernel_stack_trace", False):
-        flags |= int(abi.ActionFlag.KSTACK)
+        stacks |= int(abi.ActionFlag.KSTACK)
     if getattr(a, "user_stack_trace", False):
-        flags |= int(abi.ActionFlag.USTACK)
-    if flags:
+        stacks |= int(abi.ActionFlag.USTACK)
+    if stacks:
         if name != "Post":
             raise CompileError(aw, "kernelStackTrace / userStackTrace go with action Post",
                                invalid=True)
         if b.where.startswith(_NOT_KPROBE):
-            raise CompileError(f"{aw}.{'kernelStackTrace' if flags & 1 else 'userStackTrace'}",
+            raise CompileError(f"{aw}.{'kernelStackTrace' if stacks & 1 else 'userStackTrace'}",
                                "stack traces are reported in process_kprobe events only "
                                "(Tetragon's tracepoint and uprobe events have no stack "
                                "fields); refused rather than ignored", unsupported=True)
+        flags |= stacks
+    if flags:
         b.cfg[f"{ap}.flags"] = flags
         return False  # Post itself (rate limit) is the caller's
     if name in ("GetUrl", "DnsLookup"):
@@ -137,6 +156,16 @@ def return_action(cfg: dict[str, Any], hook: Any, where: str) -> None:
                             else abi.Action.UNTRACKSOCK)
 
 
+def extra_attach(cfg: dict[str, Any], attach: list[Any]) -> list[Any]:
+    """imaHash: the hook's sleepable hashing program, attached after the hook's own (a
+    trampoline runs the newest first, so the hash is ready when the hook posts)."""
+    ima = int(abi.ActionFlag.IMA)
+    if any(k.endswith(".flags") and v & ima for k, v in cfg.items()):
+        from vigil.policy.plan import Attach
+        return [*attach, Attach("vg_gen_lsm_ima", "lsm", attach[0].target)]
+    return attach
+
+
 def hook_extras(b: Any, cfg: dict[str, Any], monitor: bool) -> tuple[tuple[Request, ...], str]:
     """(requests, what the hook's new actions guarantee) for the hook's plan."""
     acts = {v for k, v in cfg.items() if k.endswith(".action")}
@@ -147,6 +176,9 @@ def hook_extras(b: Any, cfg: dict[str, Any], monitor: bool) -> tuple[tuple[Reque
     if acts & {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}:
         notes.append("GetUrl / DnsLookup made by the agent after the event (queued, "
                      "rate-limited, dropped and counted when the queue is full)")
+    if any(k.endswith(".flags") and v & int(abi.ActionFlag.IMA) for k, v in cfg.items()):
+        notes.append("imaHash: the file hashed by a sleepable BPF LSM program "
+                     "(bpf_ima_file_hash) before the event is posted")
     if any(k == "ret_action" or k.endswith(".sock_arg") for k in cfg) or \
             acts & {int(abi.Action.TRACKSOCK), int(abi.Action.UNTRACKSOCK)}:
         notes.append("tracks socket owners for the policy's sock arguments")

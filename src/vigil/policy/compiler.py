@@ -1075,9 +1075,6 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     from vigil.policy.compile_actions import compile_action
     for k, a in enumerate(actions):
         name = _s(a.action)
-        if getattr(a, "ima_hash", False):
-            raise CompileError(f"{w}.matchActions[{k}].imaHash",
-                               "imaHash is not supported by this version of Vigil")
         if compile_action(b, a, name, f"{p}.actions[{k}]", f"{w}.matchActions[{k}]"):
             continue
         if name == "Override" and b.override:  # fmod_ret / BPF LSM
@@ -1146,8 +1143,9 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                   for (_i, t), a in zip(b.args, _hook_args(hook)))
     kills = any(k.endswith(".action") and v in (int(abi.Action.SIGKILL), int(abi.Action.SIGNAL))
                 for k, v in cfg.items())
-    from vigil.policy.compile_actions import hook_extras, return_action
+    from vigil.policy.compile_actions import extra_attach, hook_extras, return_action
     return_action(cfg, hook, where)
+    attach = extra_attach(cfg, attach)
     requests, extra = hook_extras(b, cfg, monitor)
     enforcement = ""
     if kills:
