@@ -55,10 +55,16 @@ class LoadedPolicy:
 
     def kernel_memory(self) -> int:
         """Bytes the kernel charges for this policy's own maps and programs."""
+        from vigil.sensors.enforcer import POLICY_MAPS
         total = 0
-        for obj in self.objects:
-            total += sum(fd_memlock(m.fd) for m in obj.maps()
-                         if m.name not in self.shared and m.fd >= 0)
+        counted: set[str] = set()  # maps the policy's objects share: once
+        for obj in self.objects + self.enforcers:
+            for m in obj.maps():
+                if m.name in self.shared or m.fd < 0 or m.name in counted:
+                    continue
+                if m.name in POLICY_MAPS:
+                    counted.add(m.name)
+                total += fd_memlock(m.fd)
             total += sum(fd_memlock(p.fd) for p in obj.programs() if p.autoload and p.fd >= 0)
         return total
 
