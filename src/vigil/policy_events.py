@@ -188,6 +188,8 @@ class PolicyEvents:
         if v[_FLAGS] & _IMA:
             from vigil.events.stacks import ima_hash
             start = _HEAD + v[_IMA_OFF]
+            if start + v[_IMA_LEN] > len(rec):
+                raise DecodeError("ima hash beyond the record")
             body["ima_hash"] = ima_hash(rec[start:start + v[_IMA_LEN]])
         if v[_ACTION] in _REQUESTS and self.request is not None:
             req = hook.requests.get(v[_SEL])
@@ -211,10 +213,10 @@ class PolicyEvents:
                                    (_USTACK, _US_OFF, _US_LEN, "user_stack_trace")):
             if not v[_FLAGS] & flag:
                 continue
-            start = _HEAD + v[off]
-            raw = rec[start:start + (v[ln] & ~7)]
-            if start + len(raw) > len(rec):
+            start, end = _HEAD + v[off], _HEAD + v[off] + (v[ln] & ~7)
+            if end > len(rec):
                 raise DecodeError("stack trace beyond the record")
+            raw = rec[start:end]
             addrs = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
             if flag == _KSTACK:
                 body[key] = self.symbolizer.kernel(addrs)

@@ -4,7 +4,9 @@ A record carries return addresses (``kernelStackTrace`` / ``userStackTrace``); t
 symbolized here, as Tetragon renders them:
 
 - kernel: ``address`` (the return address), ``offset`` (from the symbol's start),
-  ``symbol``, and ``module`` for addresses in a module. Symbols come from
+  ``symbol``, and ``module`` for addresses in a module. The stack's first frames in BPF
+  code (the hook's own program and its trampoline) are left out: the trace starts at
+  the traced function, as a kprobe's does. Symbols come from
   /proc/kallsyms, read once and kept (text symbols only, a sorted array: bounded by the
   kernel's symbol count). Without addresses in kallsyms (kptr_restrict, not root) the
   entries carry the address alone.
@@ -90,12 +92,14 @@ class Symbolizer:
     def kernel(self, addrs: list[int]) -> list[dict[str, Any]]:
         with self._lock:
             table = self._kernel_table()
-        out = []
+        out: list[dict[str, Any]] = []
         for a in addrs:
             if not a:
                 continue
             e: dict[str, Any] = {"address": str(a)}
             hit = table.find(a)
+            if hit is not None and hit[2] == "bpf" and not out:
+                continue  # the hook's own program and trampoline: not the traced call
             if hit is not None:
                 name, off, mod = hit
                 if off:
