@@ -97,6 +97,10 @@ def test_notify_enforcer_kills_at_the_syscall(env: Env, tdir: Path) -> None:
             [vpy, "-c", code], capture_output=True, timeout=30)))
         # the same code under another binary is not notified, so not killed
         other = subprocess.run([PY, "-c", code], capture_output=True, timeout=30)
+        info = next(i for i in env.manager.list() if i.name == "va-killer")
+    assert "spec.enforcers[0]" in [h.section for h in info.hooks]
+    assert "raw_tp sys_exit filtered to dup, dup2" in info.info
+    assert info.stats.signal == 1  # the enforcer's SIGKILL, in the policy's counters
     p = procs[0]
     assert p.returncode == -9
     assert p.stdout == b"before\n"  # killed at dup2(): never printed "after"

@@ -77,6 +77,12 @@ class LoadedPolicy:
             for cpu in range(ncpu):
                 for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
                     out[k] += n
+        if self.enforcers:  # what the enforcer did on notification: signals, overrides
+            from vigil.sensors.enforcer import enforcer_counts
+            for obj in self.enforcers:
+                sig, ovr = enforcer_counts(obj)
+                out[int(GenCount.SIGNAL)] += sig
+                out[int(GenCount.OVERRIDE)] += ovr
         return out
 
     def set_monitor(self, monitor: bool) -> None:
