@@ -97,3 +97,20 @@ def test_user_symbols_from_this_process() -> None:
     assert len(out) == 1  # 12345 is in no mapping: left out
     assert out[0]["module"].endswith("libc.so.6") and "getpid" in out[0]["symbol"]
     assert out[0]["offset"] == "1"
+
+
+def test_request_outcomes_are_a_metric() -> None:
+    """Every GetUrl / DnsLookup outcome, drops included, is counted in a metric family."""
+    from types import SimpleNamespace
+
+    from vigil.actions_net import Requester
+    from vigil.metrics.collectors import AgentCollector, MetricsSources
+    req = Requester()
+    req.counts[("url", "ok")] = 3
+    req.counts[("dns", "dropped_queue_full")] = 2
+    pe = SimpleNamespace(requester=req)
+    fams = {f.name: f for f in AgentCollector("vigil", MetricsSources(
+        policy_events=lambda: pe)).collect()}
+    samples = {(s.labels["kind"], s.labels["result"]): s.value
+               for s in fams["vigil_policy_action_requests"].samples if s.name.endswith("_total")}
+    assert samples == {("url", "ok"): 3, ("dns", "dropped_queue_full"): 2}
