@@ -99,7 +99,8 @@ def test_notify_enforcer_kills_at_the_syscall(env: Env, tdir: Path) -> None:
         other = subprocess.run([PY, "-c", code], capture_output=True, timeout=30)
         info = next(i for i in env.manager.list() if i.name == "va-killer")
     assert "spec.enforcers[0]" in [h.section for h in info.hooks]
-    assert "raw_tp sys_exit filtered to dup, dup2" in info.info
+    assert ("raw_tp sys_exit filtered to dup, dup2" in info.info or
+            "fmod_ret __x64_sys_dup, __x64_sys_dup2" in info.info)
     assert info.stats.signal == 1  # the enforcer's SIGKILL, in the policy's counters
     p = procs[0]
     assert p.returncode == -9
@@ -108,6 +109,29 @@ def test_notify_enforcer_kills_at_the_syscall(env: Env, tdir: Path) -> None:
     mine = [e for e in evs if _body(e)["process"]["binary"] == vpy]
     assert [_body(e)["action"] for e in mine] == ["KPROBE_ACTION_NOTIFYENFORCER"]
     assert _body(mine[0])["args"][0]["syscall_id"] == {"id": 33, "abi": "x64"}
+
+
+def test_notify_enforcer_error_without_signal(env: Env, tdir: Path) -> None:
+    """argError alone: where the kernel allows fmod_ret on syscall functions the notified
+    dup2 does not run and returns EPERM (-1); elsewhere the policy is refused with that
+    reason, nothing loaded."""
+    from vigil.bpf import features as F
+    from vigil.errors import FeatureNotSupported
+    vpy = _own_python(tdir)
+    pol = _killer(vpy, "action: NotifyEnforcer\n        argError: -1")
+    code = ("import os\ntry:\n    os.dup2(1, 7)\n    print('ran')\n"
+            "except OSError as e:\n    print('errno', e.errno)\n")
+    if not F.probe("fmod_ret_syscall").ok:
+        with pytest.raises(FeatureNotSupported, match="cannot make a syscall return argError"):
+            env.manager.add(pol, source="test")
+        return
+    with env.policy(pol):
+        info = next(i for i in env.manager.list() if i.name == "va-killer")
+        p = subprocess.run([vpy, "-c", code], capture_output=True, timeout=30)
+        other = subprocess.run([PY, "-c", code], capture_output=True, timeout=30)
+    assert "fmod_ret __x64_sys_dup, __x64_sys_dup2" in info.info
+    assert p.returncode == 0 and p.stdout == b"errno 1\n"  # dup2 returned -1: EPERM
+    assert other.stdout == b"ran\n"
 
 
 def test_notify_enforcer_monitor_mode_only_reports(env: Env, tdir: Path) -> None:
