@@ -60,5 +60,11 @@ ANCHOR(struct vg_eq_key, vg_anchor_eq_key);
 ANCHOR(struct vg_pfx_key, vg_anchor_pfx_key);
 ANCHOR(struct vg_int_key, vg_anchor_int_key);
 ANCHOR(struct vg_addr_key, vg_anchor_addr_key);
+ANCHOR(enum vg_action_flag, vg_anchor_action_flag);
+ANCHOR(enum vg_stack_limits, vg_anchor_stack_limits);
+ANCHOR(struct vg_sock_owner, vg_anchor_sock_owner);
+ANCHOR(struct vg_enforcer_note, vg_anchor_enforcer_note);
+ANCHOR(enum vg_enf_count, vg_anchor_enf_count);
+ANCHOR(struct vg_ima_rec, vg_anchor_ima_rec);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

@@ -1074,6 +1074,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 
 /* ---- actions -------------------------------------------------------------------------- */
 
+#include "vigil/actions.bpf.h"
+
 /* 1: post now; 0: an identical event was posted within the action's window. */
 static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 {
@@ -1124,13 +1126,18 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 #define VG_PHASE_DECIDE 1 /* enforce only (fmod_ret of a pair) */
 #define VG_PHASE_REPORT 2 /* post only (fexit of a pair) */
 
-static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int phase)
+static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, int si,
+				  __u32 size, int phase)
 {
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct vg_generic_msg *m = &h->msg;
 	int post = phase != VG_PHASE_DECIDE, enforce = phase != VG_PHASE_REPORT;
 	int monitor = vg_monitor();
 	int err = 0;
+	__u8 stacks = 0;
+
+	if (CFG.ret_action && (m->flags & VG_GENF_RETURN) && enforce)
+		vg_sock_track(CFG.ret_action, m->ret);
 
 	m->selector = si;
 	m->action = VG_ACT_POST;
@@ -1143,6 +1150,30 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 				post = 0;
 				vg_count(VG_GC_RATE_LIMITED);
 			}
+			stacks |= s->actions[ai].flags;
+			break;
+		case VG_ACT_GETURL:
+		case VG_ACT_DNSLOOKUP: /* the agent acts on the posted record */
+			m->action = s->actions[ai].action;
+			break;
+		case VG_ACT_TRACKSOCK:
+		case VG_ACT_UNTRACKSOCK: {
+			__u8 a = s->actions[ai].sock_arg;
+
+			if (enforce && a < VG_GEN_ARGS)
+				vg_sock_track(s->actions[ai].action, raw[a]);
+			break;
+		}
+		case VG_ACT_NOTIFYENFORCER:
+			m->action = VG_ACT_NOTIFYENFORCER;
+			if (monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				if (enforce)
+					vg_count(VG_GC_MONITOR_SIGNAL);
+				break;
+			}
+			if (enforce)
+				vg_notify_enforcer(s->actions[ai].arg, s->actions[ai].sig);
 			break;
 		case VG_ACT_NOPOST:
 			if (post)
@@ -1180,6 +1211,14 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 		}
 	}
 	if (post) {
+		if (stacks & (VG_ACTF_KSTACK | VG_ACTF_USTACK)) {
+			size = sizeof(*m) + vg_stacks(ctx, h, size - sizeof(*m), stacks);
+			m->hdr.size = size;
+		}
+		if (stacks & VG_ACTF_IMA) {
+			size = sizeof(*m) + vg_ima_append(h, size - sizeof(*m));
+			m->hdr.size = size;
+		}
 		vg_send(h, size);
 		vg_count(VG_GC_POST);
 	}
@@ -1264,7 +1303,10 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 	if (size > sizeof(*m) + VG_GEN_DATA_MAX)
 		size = sizeof(*m) + VG_GEN_DATA_MAX;
 	m->hdr.size = size;
+	vg_sock_owner_apply(m, raw);
 	if (!CFG.nsel) {
+		if (CFG.ret_action && with_ret && phase != VG_PHASE_REPORT)
+			vg_sock_track(CFG.ret_action, ret);
 		if (phase != VG_PHASE_DECIDE) {
 			vg_send(h, size);
 			vg_count(VG_GC_POST);
@@ -1273,7 +1315,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 	}
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
 		if (si < CFG.nsel && vg_selector_match(h, si, raw, ret))
-			return vg_act(h, si, size, phase);
+			return vg_act(ctx, h, raw, si, size, phase);
 	return 0;
 }
 

@@ -146,6 +146,18 @@ def _tcp(d: Path) -> int:
     return port
 
 
+def _listen_31337(d: Path) -> None:
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 31337))
+        srv.listen()
+
+
+def _bash_dup2(d: Path) -> int:
+    """/usr/bin/bash redirects with dup2 (exec 3>&1), then would print."""
+    return _run(["/usr/bin/bash", "-c", "exec 3>&1; echo survived"])
+
+
 def _udp_lo(d: Path) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -428,6 +440,23 @@ def _killed(name: str) -> Check:
     return check
 
 
+def _acted(name: str, action: str) -> Check:
+    """An event of ``name`` with ``action`` (GetUrl / DnsLookup: the test's pipeline makes
+    no request, so nothing leaves the machine)."""
+    def check(evs: list[Event], _r: Any, _d: Path) -> None:
+        assert any(_name(b) == name and b["action"] == action for b in _mine(evs)), \
+            [(_name(b), b.get("action")) for b in _mine(evs)][:20]
+    return check
+
+
+def _enforced(name: str) -> Check:
+    def check(evs: list[Event], rc: Any, _d: Path) -> None:
+        assert rc in (-9, 137), rc
+        assert any(_name(b) == name and b["action"] == "KPROBE_ACTION_NOTIFYENFORCER"
+                   for b in _mine(evs)), [(_name(b), b.get("action")) for b in _mine(evs)][:20]
+    return check
+
+
 def _overridden(name: str) -> Check:
     def check(evs: list[Event], rc: Any, _d: Path) -> None:
         assert rc != 0, rc
@@ -463,7 +492,9 @@ PLAN: dict[str, Exercise | Loads] = {
         note="a copy-up of a file with security.capability, in a new user namespace: "
              "the xattr is not copied"),
     "datagram-with-selectors.yaml": Loads(CGROUP_SKB),
+    "datagram-with-sock-tracking.yaml": Loads(CGROUP_SKB),
     "datagram.yaml": Loads(CGROUP_SKB),
+    "datagram_518.yaml": Exercise(_udp_lo, _fired("ip_output")),
     "dev_queue_xmit.yaml": Exercise(_udp_lo, _skb_port),
     "dns-only-specified-servers.yaml": Exercise(
         _dns_query_child, _killed("ip_output"),
@@ -495,7 +526,19 @@ PLAN: dict[str, Exercise | Loads] = {
         _module_request, _str_arg("security_kernel_module_request", "net-pf-12"),
         note="request_module exercised (socket of a family no module provides); module "
              "load/unload hooks loaded"),
+    "killer.yaml": Exercise(
+        _bash_dup2, _enforced("sys_enter"),
+        note="/usr/bin/bash's dup2 (exec 3>&1): the enforcer kills it at the syscall"),
     "kprobe_commit_creds.yaml": Exercise(_setuid_child, _creds_changed),
+    "lsm_bprm_check.yaml": Loads(
+        "it watches Tetragon's own test program (contrib/tester-progs/nop) executed by "
+        "bash or zsh; imaHash is exercised by tests/kernel/test_lsm_actions.py"),
+    "open_dnsrequest.yaml": Exercise(
+        _cat_passwd, _acted("fd_install", "KPROBE_ACTION_DNSLOOKUP"),
+        note="/usr/bin/cat opens /etc/passwd; the lookup itself is not made (no internet)"),
+    "open_geturl.yaml": Exercise(
+        _cat_passwd, _acted("fd_install", "KPROBE_ACTION_GETURL"),
+        note="/usr/bin/cat opens /etc/passwd; the request itself is not made (no internet)"),
     "lsm_file_open.yaml": Exercise(
         _cat_passwd, _has_path("file_arg", "/etc/passwd"),
         note="/usr/bin/cat reads /etc/passwd"),
@@ -540,6 +583,8 @@ PLAN: dict[str, Exercise | Loads] = {
     "tcp-connect-with-selectors.yaml": Exercise(
         _tcp_send, _fired("tcp_connect", "tcp_sendmsg", "tcp_close")),
     "tcp-connect.yaml": Exercise(_tcp_send, _fired("tcp_connect", "tcp_sendmsg", "tcp_close")),
+    "tcp-accept.yaml": Exercise(_tcp, _fired("tcp_close")),
+    "tcp-listen.yaml": Exercise(_listen_31337, _fired("inet_csk_listen_start")),
     "uprobe-binaries.yaml": Exercise(
         _bash, _fired_by_child("malloc"), uprobe_path="libc",
         provide=(("/lib64/libc.so.6", "libc"),),

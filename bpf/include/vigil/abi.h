@@ -471,8 +471,57 @@ enum vg_action {
 	VG_ACT_POST = 1,
 	VG_ACT_SIGKILL = 3,
 	VG_ACT_OVERRIDE = 5,
+	VG_ACT_GETURL = 7,         /* posted; the agent makes the HTTP request */
+	VG_ACT_DNSLOOKUP = 8,      /* posted; the agent makes the DNS lookup */
 	VG_ACT_NOPOST = 9,
 	VG_ACT_SIGNAL = 10,
+	VG_ACT_TRACKSOCK = 11,     /* remember the process owning the socket of arg sock_arg */
+	VG_ACT_UNTRACKSOCK = 12,   /* forget it */
+	VG_ACT_NOTIFYENFORCER = 13,/* ask the policy's enforcer to act on this thread's syscall */
+};
+
+/* vg_action_cfg.flags: what a Post adds to the record */
+enum vg_action_flag {
+	VG_ACTF_KSTACK = 0x1,      /* kernelStackTrace: kernel return addresses */
+	VG_ACTF_USTACK = 0x2,      /* userStackTrace: user return addresses */
+	VG_ACTF_IMA = 0x4,         /* imaHash (BPF LSM): the IMA hash of the hook's file */
+};
+
+enum vg_stack_limits {
+	VG_STACK_DEPTH = 64,       /* frames kept per stack (Tetragon: 127; deeper ones cut) */
+	VG_SOCKTRACK_ENTRIES = 32768, /* tracked sockets per policy (LRU) */
+	VG_ENFORCER_ENTRIES = 32768,  /* pending enforcer notifications per policy (LRU) */
+	VG_ENFORCER_CALLS = 512,      /* syscalls one enforcer lists */
+	VG_IMA_DIGEST = 64,           /* bytes of an IMA digest at most (sha512) */
+	VG_IMA_ENTRIES = 1024,        /* hashes computed, not yet posted (per hook, LRU) */
+};
+
+/* imaHash: a file's IMA digest, in the record's tail at ima_off (VG_GENF_IMA). */
+struct vg_ima_rec {
+	__s32 algo;       /* enum hash_algo, as bpf_ima_file_hash returns it */
+	__u32 pad;
+	__u8 digest[VG_IMA_DIGEST]; /* the algorithm's digest size is used */
+};
+
+/* An enforcer's counters (map vg_enf_counts) */
+enum vg_enf_count {
+	VG_ENF_SIGNAL = 0,         /* argSig sent */
+	VG_ENF_OVERRIDE = 1,       /* argError returned instead of running the syscall */
+	VG_ENF_MAX = 2,
+};
+
+/* A tracked socket's owner (map vg_socktrack, key: the struct sock pointer). */
+struct vg_sock_owner {
+	__u32 pid;
+	__u32 tid;
+};
+
+/* An enforcer notification (map vg_enforcer, key: the thread's pid_tgid). */
+struct vg_enforcer_note {
+	__s32 error;      /* argError: the syscall's return value (fmod_ret), 0: none */
+	__u32 sig;        /* argSig: signal sent at the syscall, 0: none */
+	__u32 hook_id;    /* the notifying hook */
+	__u32 pad;
 };
 
 enum vg_rate_scope {
@@ -531,9 +580,12 @@ struct vg_cap_match {
 struct vg_action_cfg {
 	__u8 action;    /* enum vg_action */
 	__u8 scope;     /* enum vg_rate_scope (Post with rateLimit) */
-	__u16 pad;
-	__u32 arg;      /* Signal: the signal number; Override: the error (s32) */
+	__u8 flags;     /* enum vg_action_flag */
+	__u8 sock_arg;  /* TrackSock / UntrackSock: index of the sock argument (argSock) */
+	__u32 arg;      /* Signal: the signal number; Override, NotifyEnforcer: the error (s32) */
 	__u64 rate_ns;  /* Post: suppress repeats within this window; 0: off */
+	__u32 sig;      /* NotifyEnforcer: argSig (0: none) */
+	__u32 pad;
 };
 
 struct vg_selector_cfg {
@@ -576,6 +628,11 @@ struct vg_hook_cfg {
 	struct vg_arg_cfg args[VG_GEN_ARGS];
 	struct vg_selector_cfg sel[VG_GEN_SELECTORS];
 	struct vg_cel_prog cel[VG_GEN_CEL];
+	__u8 ret_action;  /* returnArgAction: VG_ACT_TRACKSOCK / VG_ACT_UNTRACKSOCK on the
+			   * returned struct sock * (0: none) */
+	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
+			   * vg_gen_lsm_ima hashes */
+	__u8 pad_ra[6];
 };
 
 /* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */
@@ -595,12 +652,22 @@ struct vg_generic_msg {
 	__u16 ret_off;  /* VG_GENF_RET_STR: the return value's string in the tail */
 	__u16 ret_len;
 	__u32 func;     /* VG_HOOKF_LIST: which function of the list (cookie or syscall id) */
+	__u16 kstack_off; /* VG_GENF_KSTACK: kernel return addresses (u64) in the tail */
+	__u16 kstack_len; /* bytes */
+	__u16 ustack_off; /* VG_GENF_USTACK: user return addresses (u64) in the tail */
+	__u16 ustack_len;
+	__u16 ima_off;    /* VG_GENF_IMA: struct vg_ima_rec in the tail */
+	__u16 ima_len;
 };
 
 enum vg_gen_flag {
 	VG_GENF_RETURN = 0x1,     /* ret is set */
 	VG_GENF_MONITOR = 0x2,    /* an enforcement action was only reported (monitor mode) */
 	VG_GENF_RET_STR = 0x4,    /* the return value is a string at ret_off (ret: the pointer) */
+	VG_GENF_KSTACK = 0x8,     /* kstack_off / kstack_len are set */
+	VG_GENF_USTACK = 0x10,    /* ustack_off / ustack_len are set */
+	VG_GENF_SOCK_OWNER = 0x20,/* pid / tid are the tracked owner of a sock argument */
+	VG_GENF_IMA = 0x40,       /* ima_off / ima_len are set */
 };
 
 /* ---- kernel object records (in the generic record's tail) ---------------------------- */

@@ -271,6 +271,8 @@ class Agent:
         if self._file_watch is not None:
             self._file_watch.close()
             self._file_watch = None
+        if self.policy_events is not None and getattr(self.policy_events, "requester", None):
+            self.policy_events.requester.stop()
         if self.policies is not None:
             self.policies.close()  # detach every policy program before the base sensor
         if self.sensor is not None:
@@ -368,6 +370,9 @@ class Agent:
         from vigil.enforce.service import EnforceConfig, Enforcement
         registry = HookRegistry()
         self.policy_events = PolicyEvents(self.pipeline, registry)
+        from vigil.actions_net import Requester  # GetUrl / DnsLookup, off the event path
+        self.policy_events.requester = Requester()
+        self.policy_events.request = self.policy_events.requester.submit
         self.enforcement = Enforcement(self.cfg.enforce or EnforceConfig(),
                                        pipeline=self.pipeline, publish=self.hub.publish)
         from functools import partial

@@ -83,7 +83,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for section in (self._kernel, self._ring, self._pipeline, self._cache, self._export,
-                        self._remote, self._maps, self._status):
+                        self._remote, self._maps, self._status, self._requests):
             try:
                 # whole sections, so a failure never leaves a family half-filled
                 yield from list(section())
@@ -140,6 +140,19 @@ class AgentCollector(Collector):
                                 "Size of the ring buffer.", value=size)
 
     # -- pipeline --------------------------------------------------------------------
+
+    def _requests(self) -> Iterator[Metric]:
+        """GetUrl / DnsLookup requests (vigil.actions_net.Requester)."""
+        req = getattr(self.src.policy_events(), "requester", None)
+        if req is None:
+            return
+        fam = CounterMetricFamily(
+            self._n("policy_action_requests"), "GetUrl / DnsLookup requests of policy "
+            "actions, by kind (url, dns) and result (ok, error, timeout; dropped_queue_full "
+            "and dropped_rate_limited were not made).", labels=["kind", "result"])
+        for (kind, result), n in sorted(req.counts.items()):
+            fam.add_metric([kind, result], n)
+        yield fam
 
     def _pipeline(self) -> Iterator[Metric]:
         p = self.src.pipeline()

@@ -330,9 +330,6 @@ def compile_lsm_hook(lh: Any, where: str, view: Any, hook_id: int, monitor: bool
             raise CompileError(f"{where}.selectors[{si}].matchReturnArgs",
                                "LSM hooks have no return value to match")
         for ai, a in enumerate(s.match_actions or ()):
-            if getattr(a, "ima_hash", False):
-                raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].imaHash",
-                                   "not supported by this version of Vigil")
             err = getattr(a, "arg_error", None)
             if _s(a.action) == "Override" and err is not None and not -4095 <= int(err) <= 0:
                 raise CompileError(f"{where}.selectors[{si}].matchActions[{ai}].argError",

@@ -257,8 +257,10 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
+    from vigil.policy.compile_actions import compile_enforcer
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
-                      tuple(_deferred_host_ns(spec, view)))
+                      tuple(_deferred_host_ns(spec, view)),
+                      enforcer=compile_enforcer(spec, view, monitor))
 
 
 Selectors = Callable[[Any], Sequence[Any]]
@@ -283,6 +285,8 @@ def _syscall_lists(spec: Any) -> dict[str, list[int]]:
             continue  # function lists: kprobes on them (vigil.policy.compile_lists)
         nums = []
         for j, name in enumerate(lst.values):
+            if name.startswith(("__ia32_", "__x32_")):
+                continue  # 32-bit entry points: ids of another table (see docs/policies.md)
             nr = syscall_number(name.split("/", 1)[-1])
             if nr is None:
                 raise CompileError(f"spec.lists[{i}].values[{j}]", f"unknown syscall {name}")
@@ -300,9 +304,6 @@ def refuse_without_effect(spec: Any) -> None:
     (Per-hook refusals that depend on the hook kind are in the hook compilers; the
     selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
     """
-    if getattr(spec, "enforcers", None):
-        raise CompileError("spec.enforcers", "enforcers (the NotifyEnforcer machinery) are "
-                           f"{_NOT_HERE}")
     if getattr(spec, "loader", False):
         raise CompileError("spec.loader", "loader events (process_loader) are " + _NOT_HERE)
     ns = getattr(spec, "node_selector", None)
@@ -312,9 +313,6 @@ def refuse_without_effect(spec: Any) -> None:
     for section in ("kprobes", "fentries", "tracepoints", "uprobes", "lsmhooks"):
         for i, hook in enumerate(getattr(spec, section, None) or ()):
             w = f"spec.{section}[{i}]"
-            if getattr(hook, "return_arg_action", None) is not None:
-                raise CompileError(f"{w}.returnArgAction", "returnArgAction (TrackSock / "
-                                   f"UntrackSock) is {_NOT_HERE}")
             args = [(f"{w}.args[{j}]", a) for j, a in enumerate(getattr(hook, "args", None) or ())]
             ra = getattr(hook, "return_arg", None)
             if ra is not None:
@@ -1074,13 +1072,11 @@ _SCOPES = {"thread": 0, "process": 1, "global": 2}
 
 def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     actions = sel.match_actions or ()
+    from vigil.policy.compile_actions import compile_action
     for k, a in enumerate(actions):
         name = _s(a.action)
-        for fld, yaml_name in (("kernel_stack_trace", "kernelStackTrace"),
-                               ("user_stack_trace", "userStackTrace"), ("ima_hash", "imaHash")):
-            if getattr(a, fld, False):
-                raise CompileError(f"{w}.matchActions[{k}].{yaml_name}",
-                                   f"{yaml_name} is not supported by this version of Vigil")
+        if compile_action(b, a, name, f"{p}.actions[{k}]", f"{w}.matchActions[{k}]"):
+            continue
         if name == "Override" and b.override:  # fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
@@ -1147,6 +1143,10 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                   for (_i, t), a in zip(b.args, _hook_args(hook)))
     kills = any(k.endswith(".action") and v in (int(abi.Action.SIGKILL), int(abi.Action.SIGNAL))
                 for k, v in cfg.items())
+    from vigil.policy.compile_actions import extra_attach, hook_extras, return_action
+    return_action(cfg, hook, where)
+    attach = extra_attach(cfg, attach)
+    requests, extra = hook_extras(b, cfg, monitor)
     enforcement = ""
     if kills:
         enforcement = ("signal sent synchronously from the hook: the process dies before "
@@ -1158,8 +1158,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
         map_sizes=sizes, args=specs, return_arg=ret_spec,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
-        mechanism=mechanism, enforcement=enforcement,
-        follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
+        mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
+        requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:

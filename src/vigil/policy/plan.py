@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
@@ -57,6 +58,7 @@ class HookPlan:
     # list hooks (call: list:NAME): the record's `func` -> the function named in the event
     functions: Mapping[int, str] = field(default_factory=dict)
     ndata: int = 0            # the last ndata of args are the hook's `data` (event field data)
+    requests: tuple[Any, ...] = ()  # GetUrl / DnsLookup (vigil.policy.compile_actions.Request)
 
     @property
     def hook_label(self) -> str:
@@ -172,10 +174,15 @@ class PolicyPlan:
     enforce: EnforcePlan = field(default_factory=EnforcePlan)
     # (field path, message): compiled, but not as it will load (host_ns left for load time)
     warnings: tuple[tuple[str, str], ...] = ()
+    # spec.enforcers (vigil.policy.compile_actions.EnforcerPlan), acting on NotifyEnforcer
+    enforcer: Any = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""
         rows = [(h.section, h.mechanism, h.enforcement) for h in self.hooks]
+        if self.enforcer is not None:
+            e = self.enforcer
+            rows.append((e.section, e.mechanism, e.enforcement))
         rows += [(h.section, h.mechanism, h.enforcement) for h in self.enforce.fanotify]
         rows += [(r.section, r.mechanism, r.enforcement) for r in self.enforce.sock]
         return sorted(rows, key=lambda r: _section_key(r[0]))

@@ -46,6 +46,7 @@ class LoadedPolicy:
     plan: PolicyPlan
     objects: list[BpfObject] = field(default_factory=list)
     shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
+    enforcers: list[BpfObject] = field(default_factory=list)  # spec.enforcers objects
 
     @property
     def link_count(self) -> int:
@@ -53,10 +54,16 @@ class LoadedPolicy:
 
     def kernel_memory(self) -> int:
         """Bytes the kernel charges for this policy's own maps and programs."""
+        from vigil.sensors.enforcer import POLICY_MAPS
         total = 0
-        for obj in self.objects:
-            total += sum(fd_memlock(m.fd) for m in obj.maps()
-                         if m.name not in self.shared and m.fd >= 0)
+        counted: set[str] = set()  # maps the policy's objects share: once
+        for obj in self.objects + self.enforcers:
+            for m in obj.maps():
+                if m.name in self.shared or m.fd < 0 or m.name in counted:
+                    continue
+                if m.name in POLICY_MAPS:
+                    counted.add(m.name)
+                total += fd_memlock(m.fd)
             total += sum(fd_memlock(p.fd) for p in obj.programs() if p.autoload and p.fd >= 0)
         return total
 
@@ -69,6 +76,12 @@ class LoadedPolicy:
             for cpu in range(ncpu):
                 for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
                     out[k] += n
+        if self.enforcers:  # what the enforcer did on notification: signals, overrides
+            from vigil.sensors.enforcer import enforcer_counts
+            for obj in self.enforcers:
+                sig, ovr = enforcer_counts(obj)
+                out[int(GenCount.SIGNAL)] += sig
+                out[int(GenCount.OVERRIDE)] += ovr
         return out
 
     def set_monitor(self, monitor: bool) -> None:
@@ -78,18 +91,27 @@ class LoadedPolicy:
             write_mode(obj, monitor)
 
     def close(self) -> None:
-        for obj in self.objects:
+        for obj in self.objects + self.enforcers:
             obj.close()
         self.objects.clear()
+        self.enforcers.clear()
 
 
 def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
     """Load and attach every hook; on any failure, undo all of it and raise."""
+    from vigil.sensors.enforcer import POLICY_MAPS, load_enforcer
     loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
     monitor = plan.mode == "monitor"
+    policy_maps: dict[str, int] = {}  # maps the policy's objects share (first one's fd)
     try:
+        if plan.enforcer is not None:  # first: hooks reuse its notification map
+            first = plan.hooks[0].hook_id if plan.hooks else 0
+            loaded.enforcers = load_enforcer(plan.enforcer, base, first, policy_maps)
         for hook in plan.hooks:
-            loaded.objects.append(load_hook(hook, base, monitor=monitor))
+            obj = load_hook(hook, base, monitor=monitor, policy_maps=policy_maps)
+            loaded.objects.append(obj)
+            for name in POLICY_MAPS:
+                policy_maps.setdefault(name, obj.map(name).fd)
     except BaseException:
         loaded.close()
         raise
@@ -101,7 +123,8 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
     obj.map("vg_gen_mode").update(b"\0\0\0\0", struct.pack("<I", 1 if monitor else 0))
 
 
-def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> BpfObject:
+def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
+              policy_maps: dict[str, int] | None = None) -> BpfObject:
     obj = BpfObject(GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
         wanted = {a.program for a in hook.attach}
@@ -113,6 +136,8 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> Bpf
         obj.set_rodata(base.rodata)
         obj.map(".rodata.hook").set_initial_value(hook.config)
         for name, fd in base.shared_maps().items():
+            obj.map(name).reuse_fd(fd)
+        for name, fd in (policy_maps or {}).items():
             obj.map(name).reuse_fd(fd)
         for name in PRIVATE_MAPS:
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))

@@ -40,6 +40,13 @@ _RETURN = int(GenFlag.RETURN)
 _RET_STR = int(GenFlag.RET_STR)
 _RET_OFF, _RET_LEN = _IX["ret_off"], _IX["ret_len"]
 _FUNC = _IX["func"]
+_SEL = _IX["selector"]
+_KSTACK, _USTACK = int(GenFlag.KSTACK), int(GenFlag.USTACK)
+_KS_OFF, _KS_LEN = _IX["kstack_off"], _IX["kstack_len"]
+_US_OFF, _US_LEN = _IX["ustack_off"], _IX["ustack_len"]
+_REQUESTS = {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}
+_IMA = int(GenFlag.IMA)
+_IMA_OFF, _IMA_LEN = _IX["ima_off"], _IX["ima_len"]
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
 # "refcnt"), cleared when full
 _VIEW_CACHE_MAX = 4096
@@ -56,7 +63,8 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "metric_keys", "functions", "ndata")
+                 "message", "tags", "metric_keys", "functions", "ndata",
+                 "requests")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -77,6 +85,8 @@ class CompiledHook:
         # of the rendered arguments go to the event's data
         self.functions = dict(plan.functions)
         self.ndata = plan.ndata
+        # selector -> (kind, target) of its GetUrl / DnsLookup
+        self.requests = {r.selector: (r.kind, r.target) for r in plan.requests}
 
     def metric_key(self, action: int) -> tuple[str, str, str]:
         key = (self.policy, self.reg.plan.hook_label,
@@ -133,6 +143,9 @@ class PolicyEvents:
         # policy name -> a function that completes or drops that policy's events (the
         # built-in self-protection policy names the BPF object a bpf() call is about)
         self.refine: dict[str, Callable[[Event], Event | None]] = {}
+        # GetUrl / DnsLookup: (kind, target) -> None, never blocking (vigil.actions_net)
+        self.request: Callable[[str, str], object] | None = None
+        self.symbolizer: Any = None  # vigil.events.stacks.Symbolizer, made when first needed
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM):
             pipeline.add_handler(op, self.handle)
@@ -182,6 +195,18 @@ class PolicyEvents:
         body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
         if hook.functions or data:
             _list_and_data(hook, body, v[_FUNC], data)
+        if v[_FLAGS] & (_KSTACK | _USTACK):
+            self._stacks(body, rec, v)
+        if v[_FLAGS] & _IMA:
+            from vigil.events.stacks import ima_hash
+            start = _HEAD + v[_IMA_OFF]
+            if start + v[_IMA_LEN] > len(rec):
+                raise DecodeError("ima hash beyond the record")
+            body["ima_hash"] = ima_hash(rec[start:start + v[_IMA_LEN]])
+        if v[_ACTION] in _REQUESTS and self.request is not None:
+            req = hook.requests.get(v[_SEL])
+            if req is not None:
+                self.request(*req)
         ev = {hook.event: body,
               "node_name": self._node_name,
               "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
@@ -190,6 +215,25 @@ class PolicyEvents:
             if refine is not None:
                 return refine(ev)
         return ev
+
+    def _stacks(self, body: dict[str, Any], rec: bytes, v: tuple[Any, ...]) -> None:
+        """kernel_stack_trace / user_stack_trace from the record's return addresses."""
+        if self.symbolizer is None:
+            from vigil.events.stacks import Symbolizer
+            self.symbolizer = Symbolizer()
+        for flag, off, ln, key in ((_KSTACK, _KS_OFF, _KS_LEN, "kernel_stack_trace"),
+                                   (_USTACK, _US_OFF, _US_LEN, "user_stack_trace")):
+            if not v[_FLAGS] & flag:
+                continue
+            start, end = _HEAD + v[off], _HEAD + v[off] + (v[ln] & ~7)
+            if end > len(rec):
+                raise DecodeError("stack trace beyond the record")
+            raw = rec[start:end]
+            addrs = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+            if flag == _KSTACK:
+                body[key] = self.symbolizer.kernel(addrs)
+            else:
+                body[key] = self.symbolizer.user(v[_PID], addrs)
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared

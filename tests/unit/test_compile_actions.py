@@ -1,0 +1,116 @@
+"""Compiling the actions that act beyond the hook (pure: no kernel, no root).
+
+The enforcer's mechanism follows the kernel view (fmod_ret on syscalls, else raw_tp
+sys_exit + signal, where argError alone is refused with the kernel reason); stack
+symbolization is checked against a kallsyms text and this interpreter's own ELF.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_policy_refused import fixture_view
+from vigil.policy.compiler import CompileError, compile_policy
+from vigil.policy.loader import load_policy
+
+KILLER = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: killer
+spec:
+  lists:
+  - name: dups
+    type: syscalls
+    values: ["sys_dup", "sys_dup2", "__ia32_sys_dup"]
+  enforcers:
+  - calls: ["list:dups"]
+  tracepoints:
+  - subsystem: raw_syscalls
+    event: sys_enter
+    args:
+    - index: 4
+      type: syscall64
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: InMap
+        values: ["list:dups"]
+      matchActions:
+      - action: NotifyEnforcer
+{extra}
+"""
+
+
+def _plan(extra: str, **view: bool):  # noqa: ANN202
+    from dataclasses import replace
+    policy = load_policy(KILLER.format(extra=extra), source="t.yaml")
+    return compile_policy(policy, replace(fixture_view(), **view))
+
+
+def test_enforcer_without_fmod_ret_is_sys_exit_and_signal() -> None:
+    plan = _plan("        argError: -1\n        argSig: 9")
+    e = plan.enforcer
+    assert e.program == "vg_enf_sys_exit" and e.syscalls == (32, 33)
+    assert "__ia32_sys_dup" in e.mechanism and "the syscall has run" in e.enforcement
+
+
+def test_enforcer_with_fmod_ret_on_syscalls() -> None:
+    plan = _plan("        argError: -1", fmod_ret_syscall=True)
+    e = plan.enforcer
+    assert e.program == "vg_enf_fmodret"
+    assert e.functions == ("__x64_sys_dup", "__x64_sys_dup2")
+    assert "does not run" in e.enforcement
+
+
+def test_error_only_notification_needs_fmod_ret_on_syscalls() -> None:
+    with pytest.raises(CompileError, match="cannot make a syscall return argError") as err:
+        _plan("        argError: -1")
+    assert not err.value.unsupported and not err.value.invalid  # a kernel reason
+
+
+def test_kernel_symbols(tmp_path: Path) -> None:
+    from vigil.events.stacks import Symbolizer
+    ks = tmp_path / "kallsyms"
+    ks.write_text("ffffffff81000000 T _stext\nffffffff81000100 T do_thing\n"
+                  "ffffffff81000200 t helper\nffffffffc0000000 t modfn\t[mymod]\n"
+                  "ffffffff81000150 d some_data\n")
+    s = Symbolizer(kallsyms=str(ks))
+    out = s.kernel([0xffffffff81000110, 0, 0xffffffffc0000004, 0xffffffff81000100])
+    assert out == [
+        {"address": str(0xffffffff81000110), "offset": "16", "symbol": "do_thing"},
+        {"address": str(0xffffffffc0000004), "offset": "4", "symbol": "modfn",
+         "module": "mymod"},
+        {"address": str(0xffffffff81000100), "symbol": "do_thing"}]
+
+
+def test_user_symbols_from_this_process() -> None:
+    """An address inside libc's `getpid` (found through ctypes' dlsym) symbolizes to it."""
+    import ctypes
+    from vigil.events.stacks import Symbolizer
+    libc = ctypes.CDLL(None)
+    addr = ctypes.cast(libc.getpid, ctypes.c_void_p).value + 1
+    out = Symbolizer().user(os.getpid(), [addr, 12345])
+    assert len(out) == 1  # 12345 is in no mapping: left out
+    assert out[0]["module"].endswith("libc.so.6") and "getpid" in out[0]["symbol"]
+    assert out[0]["offset"] == "1"
+
+
+def test_request_outcomes_are_a_metric() -> None:
+    """Every GetUrl / DnsLookup outcome, drops included, is counted in a metric family."""
+    from types import SimpleNamespace
+
+    from vigil.actions_net import Requester
+    from vigil.metrics.collectors import AgentCollector, MetricsSources
+    req = Requester()
+    req.counts[("url", "ok")] = 3
+    req.counts[("dns", "dropped_queue_full")] = 2
+    pe = SimpleNamespace(requester=req)
+    fams = {f.name: f for f in AgentCollector("vigil", MetricsSources(
+        policy_events=lambda: pe)).collect()}
+    samples = {(s.labels["kind"], s.labels["result"]): s.value
+               for s in fams["vigil_policy_action_requests"].samples if s.name.endswith("_total")}
+    assert samples == {("url", "ok"): 3, ("dns", "dropped_queue_full"): 2}
