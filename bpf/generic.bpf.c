@@ -1187,6 +1187,17 @@ static __always_inline int vg_act(struct vg_gen_buf *h, int si, __u32 size, int 
 				vg_count(VG_GC_OVERRIDE);
 			}
 			break;
+#ifdef VG_ACTION_SET
+		case VG_ACT_SET: /* generic_usdt.bpf.c: write a USDT argument */
+			m->action = VG_ACT_SET;
+			if (monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				break;
+			}
+			if (enforce && !VG_ACTION_SET(s->actions[ai].index, s->actions[ai].arg))
+				vg_count(VG_GC_SET);
+			break;
+#endif
 		case VG_ACT_SIGKILL:
 		case VG_ACT_SIGNAL:
 			m->action = s->actions[ai].action;

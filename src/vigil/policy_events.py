@@ -129,7 +129,7 @@ class PolicyEvents:
         # built-in self-protection policy names the BPF object a bpf() call is about)
         self.refine: dict[str, Callable[[Event], Event | None]] = {}
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
-                   MsgOp.GENERIC_LSM):
+                   MsgOp.GENERIC_LSM, MsgOp.GENERIC_USDT):
             pipeline.add_handler(op, self.handle)
 
     def handle(self, rec: bytes) -> Event | None:
@@ -288,9 +288,31 @@ def _uprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
     return body
 
 
+def _usdt_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+               args: list[dict[str, Any]], ret: dict[str, Any] | None,
+               action: str) -> dict[str, Any]:
+    """USDT probes (ProcessUsdt field order); the plan's symbol is "provider:name"."""
+    plan = h.reg.plan
+    provider, _, name = plan.symbol.partition(":")
+    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body["path"] = plan.path
+    body["provider"] = provider
+    body["name"] = name
+    body["policy_name"] = h.policy
+    if h.message:
+        body["message"] = h.message
+    if args:
+        body["args"] = args
+    if h.tags:
+        body["tags"] = list(h.tags)
+    body["action"] = action
+    return body
+
+
 _BODIES: dict[str, BodyBuilder] = {
     "process_kprobe": _kprobe_body,
     "process_lsm": _lsm_body,
     "process_tracepoint": _tracepoint_body,
     "process_uprobe": _uprobe_body,
+    "process_usdt": _usdt_body,
 }

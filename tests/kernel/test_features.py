@@ -127,6 +127,8 @@ ORACLES: dict[str, tuple[Oracle, bool]] = {
     "override_return": (lambda k: _kprobes() and _kconfig("CONFIG_BPF_KPROBE_OVERRIDE")
                         is not False, False),
     "d_path": (lambda k: _prog_type(k, "tracing"), False),
+    # kernel lockdown (integrity or confidentiality) refuses writing user memory
+    "probe_write_user": (lambda k: F.lockdown() in (None, "none"), True),
     "ringbuf": (lambda k: bool(k["map_types"]["have_ringbuf_map_type"]), True),
     "bpf_loop": (lambda k: _helper(k, "raw_tracepoint", "bpf_loop"), True),
     "ktime_boot": (lambda k: _helper(k, "raw_tracepoint", "bpf_ktime_get_boot_ns"), True),
@@ -166,6 +168,7 @@ def test_this_host_per_kernels_md(results: dict[str, F.ProbeResult],
         "fentry_security": "load refused: EPERM", "fmod_ret_security": "load refused: EPERM",
         "fmod_ret_syscall": "load refused: EPERM", "lsm": "load refused: EPERM",
         "d_path": "load refused: EPERM", "override_return": "load refused: EINVAL",
+        "probe_write_user": "load refused: EINVAL",
         "kprobe": "attach failed: ", "kretprobe": "attach failed: ",
         "kprobe_multi": "attach failed: ",
     }

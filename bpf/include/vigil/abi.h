@@ -25,6 +25,7 @@ enum vg_msg_op {
 	VG_MSG_CLONE = 23,
 	VG_MSG_DATA = 24,
 	VG_MSG_CGROUP = 25,
+	VG_MSG_GENERIC_USDT = 28,
 	VG_MSG_THROTTLE = 27,
 	VG_MSG_CREDS = 29,      /* vigil-only: a process changed its credentials */
 	VG_MSG_OP_MAX = 32, /* size of per-op counter arrays */
@@ -326,6 +327,7 @@ enum vg_gen_count {
 	VG_GC_OVERRIDE = 4,        /* Override applied */
 	VG_GC_MONITOR_OVERRIDE = 5,
 	VG_GC_RATE_LIMITED = 6,    /* Post suppressed by rateLimit */
+	VG_GC_SET = 7,             /* Set wrote a USDT argument */
 	VG_GC_MAX = 8,
 };
 
@@ -463,6 +465,7 @@ enum vg_action {
 	VG_ACT_OVERRIDE = 5,
 	VG_ACT_NOPOST = 9,
 	VG_ACT_SIGNAL = 10,
+	VG_ACT_SET = 15,        /* write a USDT argument's memory (bpf_probe_write_user) */
 };
 
 enum vg_rate_scope {
@@ -521,8 +524,8 @@ struct vg_cap_match {
 struct vg_action_cfg {
 	__u8 action;    /* enum vg_action */
 	__u8 scope;     /* enum vg_rate_scope (Post with rateLimit) */
-	__u16 pad;
-	__u32 arg;      /* Signal: the signal number; Override: the error (s32) */
+	__u16 index;    /* Set: the USDT argument to write */
+	__u32 arg;      /* Signal: the signal number; Override: the error (s32); Set: the value */
 	__u64 rate_ns;  /* Post: suppress repeats within this window; 0: off */
 };
 

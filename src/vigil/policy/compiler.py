@@ -8,9 +8,10 @@ each hook becomes here, and refuse what cannot be honoured, before anything load
 Hook mapping on a kernel without kprobes (like the hardened host):
 - ``kprobes`` with ``syscall: true`` -> ``syscalls/sys_enter_<name>`` (+ ``sys_exit_<name>``
   for ``return``/``matchReturnArgs``/``returnCopy``), arguments by position;
-- other ``kprobes``, ``fentries``, ``lsmhooks``, ``usdts`` -> rejected with the reason;
+- other ``kprobes``, ``fentries``, ``lsmhooks`` -> rejected with the reason;
 - ``tracepoints`` -> the tracepoint, arguments by field index of its format file;
-- ``uprobes`` -> one uprobe (or uretprobe) per symbol/offset.
+- ``uprobes`` -> one uprobe (or uretprobe) per symbol/offset;
+- ``usdts`` -> uprobes at the probe's sites (vigil.policy.compile_usdt).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class KernelView:
     # root): host_ns compiles to a placeholder and the plan carries a warning instead.
     host_ns_deferred: bool = False
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
+    # bpf_probe_write_user (the Set action on USDT arguments), and why it is refused
+    probe_write_user: bool = False
+    probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
 
 
 def _s(v: Any) -> str:
@@ -229,9 +233,6 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     notes: list[str] = []
     next_id = hook_id_base
 
-    for kind in ("usdts",):
-        if getattr(spec, kind, None):
-            raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
     # -- fentries, and lsmhooks on BPF LSM where the kernel has it
     from vigil.policy import compile_kprobe
     kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, selectors,
@@ -259,6 +260,10 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
                                     selectors, lists):
             hooks.append(hook)
             next_id += 1
+    from vigil.policy.compile_usdt import compile_usdts
+    usdts = compile_usdts(spec, view, next_id, monitor, selectors, lists)
+    hooks += usdts
+    next_id += len(usdts)
     mode = _s(getattr(policy, "mode", "enforce"))
     # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
@@ -1081,6 +1086,10 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             if getattr(a, fld, False):
                 raise CompileError(f"{w}.matchActions[{k}].{yaml_name}",
                                    f"{yaml_name} is not supported by this version of Vigil")
+        if name == "Set":  # usdts: write the probe's argument
+            from vigil.policy.compile_usdt import set_action
+            set_action(b, a, p, w, k)
+            continue
         if name == "Override" and b.override:  # fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
@@ -1126,7 +1135,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                 "syscall_nr": -1,
                 "kind": int(abi.HookKind.RAW_TP if attach[0].kind == "raw_tracepoint" else
                             abi.HookKind.UPROBE if attach[0].kind.startswith("uret") or
-                            attach[0].kind == "uprobe" else
+                            attach[0].kind in ("uprobe", "usdt") else
                             abi.HookKind.KPROBE if "kprobe" in attach[0].kind else
                             abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
                             abi.HookKind.TRACEPOINT)})
@@ -1153,6 +1162,10 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                        "its next instruction; the current syscall may complete")
         if monitor:
             enforcement = "monitor mode: the signal is only reported"
+    if any(k.endswith(".action") and v == int(abi.Action.SET) for k, v in cfg.items()):
+        enforcement = ("Set: the argument's memory is written (bpf_probe_write_user) before "
+                       "the probed code reads it" if not monitor else
+                       "monitor mode: Set is only reported")
     return HookPlan(
         hook_id=hook_id, section=where, event=event, opcode=int(op), attach=tuple(attach),
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},

@@ -25,7 +25,9 @@ class Attach:
                               # kretprobe | kprobe_multi | kretprobe_multi | fentry | fexit |
                               # fmod_ret | lsm | tp_btf (vg_gen_fl_*: follow descendants)
     target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
+                              # | (path, provider, name): usdt
     offset: int = 0           # uprobes by offset
+    ref_ctr_offset: int = 0   # uprobes: file offset of the semaphore the kernel counts (0: none)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class HookPlan:
             return f"tracepoint:{self.subsys}/{self.event_name}"
         if self.event == "process_lsm":
             return f"lsm:{self.function_name}"
+        if self.event == "process_usdt":
+            return f"usdt:{self.symbol.replace(':', '/', 1)}"
         return f"uprobe:{self.path}/{self.symbol}"
 
 

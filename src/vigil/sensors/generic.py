@@ -22,6 +22,8 @@ from vigil.sensors.base import OBJECTS_DIR, BaseSensor
 log = logging.getLogger("vigil.sensors.generic")
 
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
+# USDT hooks: the same pipeline plus libbpf's USDT argument support
+USDT_OBJECT = OBJECTS_DIR / "generic_usdt.bpf.o"
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
                 "vg_gen_entries", "vg_gen_rate", "vg_follow")
@@ -103,7 +105,8 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 
 
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> BpfObject:
-    obj = BpfObject(GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
+    usdt = any(a.kind == "usdt" for a in hook.attach)
+    obj = BpfObject(USDT_OBJECT if usdt else GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
         wanted = {a.program for a in hook.attach}
         for prog in obj.programs():
@@ -189,6 +192,9 @@ def _attach(obj: BpfObject, a: Attach) -> None:
     elif a.kind in ("uprobe", "uretprobe"):
         path, symbol = a.target
         prog.attach_uprobe(path, offset=a.offset, symbol=symbol or None,
-                           retprobe=a.kind == "uretprobe")
+                           retprobe=a.kind == "uretprobe", ref_ctr_offset=a.ref_ctr_offset)
+    elif a.kind == "usdt":
+        path, provider, name = a.target
+        prog.attach_usdt(path, provider, name)
     else:
         raise BpfError(22, "attach", f"{a.program}: unknown attach kind {a.kind}")
