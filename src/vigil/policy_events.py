@@ -284,6 +284,8 @@ def _uprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
         body["tags"] = list(h.tags)
     if plan.attach and plan.attach[-1].offset:  # uprobes by offset (uint64: a string)
         body["offset"] = str(plan.attach[-1].offset)
+    if plan.attach and plan.attach[-1].ref_ctr_offset:
+        body["ref_ctr_offset"] = str(plan.attach[-1].ref_ctr_offset)
     body["action"] = action
     return body
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.kernel.test_policies import Env
 from vigil.bpf import features
-from vigil.errors import FeatureNotSupported
+from vigil.errors import FeatureNotSupported, PolicyError
 
 pytestmark = pytest.mark.kernel
 
@@ -146,3 +146,96 @@ def test_usdt_set_writes_the_argument_or_is_refused_with_the_reason(env: Env,
     bodies = [e["process_usdt"] for e in evs]
     assert [(b["args"], b["action"]) for b in bodies] == [
         ([{"int_arg": 2}], "KPROBE_ACTION_SET")]
+
+
+# ---- uprobes at addresses, with a reference counter, on a verified binary -----------------
+
+def _notes(binary: str) -> dict[str, tuple[int, int]]:
+    """USDT probe name -> (site address, semaphore address), from readelf -n."""
+    out = subprocess.run(["readelf", "-nW", binary], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    found: dict[str, tuple[int, int]] = {}
+    name = ""
+    for ln in out.splitlines():
+        ln = ln.strip()
+        if ln.startswith("Name:"):
+            name = ln.split()[1]
+        elif ln.startswith("Location:"):
+            f = ln.replace(",", "").split()
+            found[name] = (int(f[1], 16), int(f[5], 16))
+    return found
+
+
+def _file_offset(binary: str, vaddr: int) -> int:
+    """A virtual address mapped to its file offset through the LOAD segments."""
+    out = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    for ln in out.splitlines():
+        f = ln.split()
+        if f and f[0] == "LOAD":
+            off, va, filesz = int(f[1], 16), int(f[2], 16), int(f[4], 16)
+            if va <= vaddr < va + filesz:
+                return vaddr - va + off
+    raise AssertionError(f"{hex(vaddr)} is in no LOAD segment of {binary}")
+
+
+def uprobe_policy(target: str, name: str, extra: str) -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-uprobe-{name}
+spec:
+  uprobes:
+  - path: "{target}"
+{extra}
+"""
+
+
+def uprobe_events(env: Env, argv: list[str]) -> tuple[list[Event], str]:
+    env.pipe.handle(env.base.ring.drain())
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    time.sleep(0.3)
+    evs = [e["process_uprobe"] for e in env.pipe.handle(env.base.ring.drain())
+           if "process_uprobe" in e]
+    return [b for b in evs if b["process"]["binary"] == argv[0]], proc.stdout
+
+
+def test_uprobe_addrs_with_ref_ctr_offsets(env: Env, target: str) -> None:
+    """A uprobe at the sem probe's site, holding its semaphore like a USDT attach does."""
+    site, sem = _notes(target)["sem"]
+    addr, ref = _file_offset(target, site), _file_offset(target, sem)
+    pol = uprobe_policy(target, "addrs", f"""    addrs: [{addr}]
+    refCtrOffsets: [{ref}]""")
+    with env.policy(pol) as info:
+        assert f"semaphore at file offset {hex(ref)}" in info.info
+        bodies, out = uprobe_events(env, [target, "x", "y"])
+    assert out == "sem=1 v=1\nsem=1 v=2\n"
+    assert len(bodies) == 2
+    assert all(b["offset"] == str(addr) and b["ref_ctr_offset"] == str(ref) for b in bodies)
+    assert list(bodies[0])[-3:] == ["offset", "ref_ctr_offset", "action"]
+
+
+def test_uprobe_binary_digests(env: Env, target: str) -> None:
+    import hashlib
+    digest = hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    good = uprobe_policy(target, "digest", f"""    symbols: ["main"]
+    binaryDigests: ["sha256:{'0' * 64}", "sha256:{digest}"]""")
+    with env.policy(good) as info:
+        assert "verified against binaryDigests" in info.info
+        bodies, _ = uprobe_events(env, [target, "x"])
+    assert len(bodies) == 1 and bodies[0]["symbol"] == "main"
+    bad = uprobe_policy(target, "digest-bad", f"""    symbols: ["main"]
+    binaryDigests: ["sha256:{'0' * 64}"]""")
+    from tests.kernel.test_policies import _my_links
+    before = _my_links()
+    with pytest.raises(PolicyError, match=rf"{target} does not match binaryDigests \(it is "
+                       rf"sha256:{digest}\); the uprobe is not attached"):
+        env.manager.add(bad, source="test")
+    assert _my_links() == before
+    assert "vk-uprobe-digest-bad" not in [p.name for p in env.manager.list()]
+    skipped = bad.replace("binaryDigests:", "ignore:\n      digestVerificationFailure: true\n"
+                          "    binaryDigests:")
+    with env.policy(skipped):
+        bodies, _ = uprobe_events(env, [target, "x"])
+    assert bodies == []

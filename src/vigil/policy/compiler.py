@@ -338,10 +338,6 @@ def refuse_without_effect(spec: Any) -> None:
                                        unsupported=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
-                        ("addrs", "addrs", "attach by symbols or offsets"),
-                        ("ref_ctr_offsets", "refCtrOffsets", "USDT semaphores are not supported"),
-                        ("binary_digests", "binaryDigests", "the binary's digest is not "
-                         "verified; refusing rather than attaching to an unverified binary"),
                         ("data", "data", "data sources are not supported"),
                         ("btf_path", "btfPath", "resolve is not supported on uprobes")):
                     if getattr(hook, fld, None):
@@ -517,11 +513,22 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
                     lists: dict[str, list[int]]) -> list[HookPlan]:
     targets: list[tuple[str, int]] = [(s, 0) for s in (up.symbols or ())]
     targets += [("", int(o)) for o in (getattr(up, "offsets", None) or ())]
+    # addrs: file offsets of the probed instructions, as offsets are
+    targets += [("", int(o)) for o in (getattr(up, "addrs", None) or ())]
     if not targets:
-        raise CompileError(where, "uprobes need symbols or offsets")
+        raise CompileError(where, "uprobes need symbols, offsets or addrs")
+    ref_ctrs = [int(r) for r in (getattr(up, "ref_ctr_offsets", None) or ())]
+    if ref_ctrs and len(ref_ctrs) != len(targets):
+        raise CompileError(f"{where}.refCtrOffsets", f"refCtrOffsets has {len(ref_ctrs)} "
+                           f"entries for {len(targets)} probe locations (one per location)",
+                           invalid=True)
+    digests = tuple(getattr(up, "binary_digests", None) or ())
+    ignore = getattr(up, "ignore", None)
+    digest_ignore = bool(ignore is not None and ignore.digest_verification_failure)
     ret = bool(getattr(up, "return_", False))
     out = []
-    for symbol, offset in targets:
+    for n, (symbol, offset) in enumerate(targets):
+        ref_ctr = ref_ctrs[n] if ref_ctrs else 0
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
             refuse_resolve(arg, f"{where}.args[{i}]", "uprobes")
@@ -534,14 +541,21 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             b.cfg["ret_kind"] = int(K.USTR)
         _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
-        attach = [Attach(prog, kind, (up.path, symbol), offset)]
+        attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
+                         digest_ignore)]
         # return probes with arguments: the entry uprobe saves them for the uretprobe
         paired = ret and bool(b.args)
         if paired:
-            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset))
+            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset,
+                                    ref_ctr, digests, digest_ignore))
         label = symbol or hex(offset)
         mech = f"{kind} {up.path}:{label}" + (" (+ uprobe: arguments read at entry)"
                                              if paired else "")
+        if ref_ctr:
+            mech += f" (semaphore at file offset {hex(ref_ctr)})"
+        if digests:
+            mech += (" (binary verified against binaryDigests before attaching"
+                     + ("; skipped on mismatch)" if digest_ignore else ")"))
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
                            symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,

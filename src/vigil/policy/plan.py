@@ -28,6 +28,10 @@ class Attach:
                               # | (path, provider, name): usdt
     offset: int = 0           # uprobes by offset
     ref_ctr_offset: int = 0   # uprobes: file offset of the semaphore the kernel counts (0: none)
+    # uprobes: "ALGO:HEX" digests the binary must match before it is probed (any of them);
+    # digest_ignore: a mismatch skips this probe (with a warning) instead of failing the load
+    digests: tuple[str, ...] = ()
+    digest_ignore: bool = False
 
 
 @dataclass(frozen=True)

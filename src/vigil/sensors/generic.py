@@ -11,6 +11,7 @@ import contextlib
 import logging
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.abi._generated import GenCount
 from vigil.bpf import _libbpf
@@ -190,11 +191,35 @@ def _attach(obj: BpfObject, a: Attach) -> None:
     elif a.kind in BTF_ATTACH or a.kind == "tp_btf":
         prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):
-        path, symbol = a.target
-        prog.attach_uprobe(path, offset=a.offset, symbol=symbol or None,
-                           retprobe=a.kind == "uretprobe", ref_ctr_offset=a.ref_ctr_offset)
+        _attach_uprobe(prog, a)
     elif a.kind == "usdt":
         path, provider, name = a.target
         prog.attach_usdt(path, provider, name)
     else:
         raise BpfError(22, "attach", f"{a.program}: unknown attach kind {a.kind}")
+
+
+def _attach_uprobe(prog: Any, a: Attach) -> None:
+    """A uprobe; with binaryDigests, on the very file whose digest matched."""
+    path, symbol = a.target
+    checked = None
+    if a.digests:
+        from vigil.sensors.binaries import DigestMismatch, check_binary
+        try:
+            checked = check_binary(path, a.digests, f"uprobe {path}:{symbol or hex(a.offset)}")
+        except DigestMismatch as err:
+            if not a.digest_ignore:
+                raise
+            log.warning("%s (ignore.digestVerificationFailure: this probe is skipped)", err)
+            return
+    try:
+        prog.attach_uprobe(checked.path if checked else path, offset=a.offset,
+                           symbol=symbol or None, retprobe=a.kind == "uretprobe",
+                           ref_ctr_offset=a.ref_ctr_offset)
+        if checked is not None and not checked.unchanged():
+            from vigil.sensors.binaries import DigestMismatch
+            raise DigestMismatch(f"uprobe {path}: the binary changed while its digest was "
+                                 "verified; the uprobe is not attached")
+    finally:
+        if checked is not None:
+            checked.close()
