@@ -56,5 +56,7 @@ ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
 ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
 ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
+ANCHOR(struct vg_loader_msg, vg_anchor_loader_msg);
+ANCHOR(enum vg_loader_flag, vg_anchor_loader_flag);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

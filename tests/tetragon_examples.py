@@ -86,7 +86,7 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "list-syscalls-generated.yaml": vigil("function lists (list:NAME) on kernel functions"),
     "list-syscalls-tracepoint.yaml": ACCEPTED,
     "list-syscalls.yaml": vigil("function lists (list:NAME) on kernel functions"),
-    "loader.yaml": vigil("loader events (process_loader)"),
+    "loader.yaml": ACCEPTED,
     "lsm_bprm_check.yaml": vigil("imaHash: not supported"),
     "lsm_file_open.yaml": ACCEPTED,
     "lsm_track_grandparent.yml": vigil("resolve: at most 4 pointer hops"),

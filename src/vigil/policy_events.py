@@ -131,6 +131,9 @@ class PolicyEvents:
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM, MsgOp.GENERIC_USDT):
             pipeline.add_handler(op, self.handle)
+        from vigil.loader_events import BuildIds
+        self.build_ids = BuildIds()
+        pipeline.add_handler(MsgOp.LOADER, self.handle_loader)
 
     def handle(self, rec: bytes) -> Event | None:
         if len(rec) < _HEAD:
@@ -178,6 +181,30 @@ class PolicyEvents:
             if refine is not None:
                 return refine(ev)
         return ev
+
+    def handle_loader(self, rec: bytes) -> Event | None:
+        """A file mapped executable (spec.loader) -> process_loader with its build id."""
+        from vigil import loader_events
+        r = loader_events.parse(rec)
+        hook = self._hook(r["hook_id"])
+        if hook is None:
+            self.unknown_hook += 1
+            return None
+        key = hook.metric_keys.get(1) or hook.metric_key(1)
+        self.events[key] += 1
+        pipe = self.pipeline
+        p, parent = self._cache.current_and_parent(r["pid"])
+        if p is None:
+            self.missing_process += 1
+            proc: dict[str, Any] = {"pid": r["pid"], "tid": r["tid"]}
+        else:
+            proc = self._views.get((p.exec_id, r["tid"], p.refcnt)) or self._view(p, r["tid"])
+            if parent is not None:
+                parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
+        bid = self.build_ids.get(r["pid"], r["path"], r["dev"], r["ino"], r["size"])
+        return {"process_loader": loader_events.body(proc, parent, r["path"], bid),
+                "node_name": self._node_name,
+                "time": encode.rfc3339(pipe._boot_wall_ns() + r["ktime"])}
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared

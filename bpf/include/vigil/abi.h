@@ -25,6 +25,7 @@ enum vg_msg_op {
 	VG_MSG_CLONE = 23,
 	VG_MSG_DATA = 24,
 	VG_MSG_CGROUP = 25,
+	VG_MSG_LOADER = 26,
 	VG_MSG_GENERIC_USDT = 28,
 	VG_MSG_THROTTLE = 27,
 	VG_MSG_CREDS = 29,      /* vigil-only: a process changed its credentials */
@@ -569,6 +570,29 @@ struct vg_hook_cfg {
 	struct vg_arg_cfg args[VG_GEN_ARGS];
 	struct vg_selector_cfg sel[VG_GEN_SELECTORS];
 	struct vg_cel_prog cel[VG_GEN_CEL];
+};
+
+/*
+ * VG_MSG_LOADER (spec.loader): a file mapped executable by mmap(2). The path follows
+ * the fixed part; user space reads the file's build id (cached by dev, inode, size).
+ */
+struct vg_loader_msg {
+	struct vg_msg_hdr hdr;
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 hook_id;
+	__u16 path_len;  /* bytes of path, no NUL */
+	__u8 flags;      /* VG_LOADER_TRUNC: the path walk stopped early */
+	__u8 pad;
+	__u64 ino;
+	__u64 size;      /* i_size when mapped */
+	__u32 dev;       /* the superblock's s_dev (kernel encoding: major << 20 | minor) */
+	__u32 pad2;
+	char path[VG_PATH_MAX];
+};
+
+enum vg_loader_flag {
+	VG_LOADER_TRUNC = 1,
 };
 
 /* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */

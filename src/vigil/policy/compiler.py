@@ -264,6 +264,10 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     usdts = compile_usdts(spec, view, next_id, monitor, selectors, lists)
     hooks += usdts
     next_id += len(usdts)
+    from vigil.policy.compile_loader import compile_loader
+    loader = compile_loader(spec, next_id)
+    hooks += loader
+    next_id += len(loader)
     mode = _s(getattr(policy, "mode", "enforce"))
     # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
@@ -314,8 +318,6 @@ def refuse_without_effect(spec: Any) -> None:
     if getattr(spec, "enforcers", None):
         raise CompileError("spec.enforcers", "enforcers (the NotifyEnforcer machinery) are "
                            f"{_NOT_HERE}")
-    if getattr(spec, "loader", False):
-        raise CompileError("spec.loader", "loader events (process_loader) are " + _NOT_HERE)
     ns = getattr(spec, "node_selector", None)
     if ns is not None and (ns.match_labels or ns.match_expressions):
         raise CompileError("spec.nodeSelector", "node labels are not known to this version of "

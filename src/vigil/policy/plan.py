@@ -68,6 +68,8 @@ class HookPlan:
             return f"tracepoint:{self.subsys}/{self.event_name}"
         if self.event == "process_lsm":
             return f"lsm:{self.function_name}"
+        if self.event == "process_loader":
+            return "loader"
         if self.event == "process_usdt":
             return f"usdt:{self.symbol.replace(':', '/', 1)}"
         return f"uprobe:{self.path}/{self.symbol}"

@@ -68,7 +68,7 @@ class LoadedPolicy:
         """vg_gen_counts summed over hooks and CPUs, indexed by vg_gen_count."""
         ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
         out = [0] * int(GenCount.MAX)
-        for obj in self.objects:
+        for obj in self.generic_objects():
             raw = obj.map("vg_gen_counts").lookup(b"\0\0\0\0", value_size=COUNTS_SIZE * ncpu)
             for cpu in range(ncpu):
                 for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
@@ -78,8 +78,13 @@ class LoadedPolicy:
     def set_monitor(self, monitor: bool) -> None:
         """Switch every hook between monitor and enforce mode: one update of each hook's
         ``vg_gen_mode``; programs, links and counters stay as they are."""
-        for obj in self.objects:
+        for obj in self.generic_objects():
             write_mode(obj, monitor)
+
+    def generic_objects(self) -> list[BpfObject]:
+        """The hooks' generic.bpf.c copies (not a loader hook's object, which has no
+        selectors, actions or mode)."""
+        return [o for o in self.objects if not o.path.endswith("/loader.bpf.o")]
 
     def close(self) -> None:
         for obj in self.objects:
@@ -93,6 +98,10 @@ def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
     monitor = plan.mode == "monitor"
     try:
         for hook in plan.hooks:
+            if hook.event == "process_loader":
+                from vigil.sensors.loader import load_loader_hook
+                loaded.objects.append(load_loader_hook(hook, base))
+                continue
             loaded.objects.append(load_hook(hook, base, monitor=monitor))
     except BaseException:
         loaded.close()
