@@ -205,3 +205,14 @@ int vg_p_write_user(struct bpf_raw_tracepoint_args *ctx)
 		bpf_probe_write_user((void *)ctx->args[1], &v, sizeof(v));
 	return 0;
 }
+
+/* A uprobe that rewrites the registers, as Override on a uprobe would (set the return
+ * value, return to the caller): kernels whose uprobe programs cannot write their
+ * context refuse the store at load. */
+SEC("uprobe")
+int vg_p_uprobe_regs(struct pt_regs *ctx)
+{
+	if (vg_never())
+		ctx->ax = 0;
+	return 0;
+}

@@ -59,6 +59,7 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       probe_write_user=ok("probe_write_user"),
                       probe_write_user_refused=_write_user_refused(features),
+                      uprobe_regs_refused=features.probe("uprobe_regs").reason or "allowed",
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
                       btf=kernel_btf(), formats=read_format_mounting, **_host_ns(procfs))
 

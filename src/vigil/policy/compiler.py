@@ -110,6 +110,8 @@ class KernelView:
     # bpf_probe_write_user (the Set action on USDT arguments), and why it is refused
     probe_write_user: bool = False
     probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
+    # why a uprobe program cannot rewrite the registers (Override on uprobes)
+    uprobe_regs_refused: str = "not probed"
 
 
 def _s(v: Any) -> str:
@@ -1111,6 +1113,12 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
             b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
             continue
+        if name == "Override" and b.hook is not None and hasattr(b.hook, "symbols"):
+            raise CompileError(f"{w}.matchActions[{k}].action",
+                               "Override on uprobes (return a value without running the "
+                               "function) is not supported by this version of Vigil: it "
+                               "needs uprobe programs that may rewrite the registers "
+                               f"(this kernel: {b.view.uprobe_regs_refused})")
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
