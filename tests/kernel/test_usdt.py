@@ -253,3 +253,35 @@ def test_uprobe_override_is_refused_with_the_kernel_reason(env: Env, target: str
                        r"rewrite the registers \(this kernel: "
                        + (r"load refused" if not res.ok else r"allowed")):
         env.manager.add(pol, source="test")
+
+
+def test_uprobe_resolve_through_the_binarys_btf(env: Env,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """btfPath: the binary's own BTF (gcc -gbtf, the .BTF section dumped) types the
+    argument; resolve follows its pointers in the process's memory."""
+    d = tmp_path_factory.mktemp("btf")
+    binary, btf = str(d / "btf_target"), str(d / "btf_target.btf")
+    subprocess.run(["gcc", "-gbtf", "-O0", "-o", binary, str(ROOT / "tests/progs/btf_target.c")],
+                   check=True, timeout=60)
+    subprocess.run(["objcopy", f"--dump-section=.BTF={btf}", binary, str(d / "scratch")],
+                   check=True, timeout=30)
+    pol = uprobe_policy("btf", "btf", f"""    btfPath: "{btf}"
+    symbols: ["vigil_resolve_target"]
+    args:
+    - index: 0
+      type: int
+      resolve: a
+    - index: 0
+      type: long
+      resolve: in.y
+    - index: 0
+      type: string
+      resolve: in.name""").replace('path: "btf"', f'path: "{binary}"')
+    with env.policy(pol):
+        bodies, _ = uprobe_events(env, [binary, "x", "y"])
+    assert [b["args"] for b in bodies] == [
+        [{"int_arg": 3}, {"long_arg": "-11000000000"}, {"string_arg": binary}]]
+    missing = pol.replace("resolve: in.y", "resolve: in.z")
+    with pytest.raises(PolicyError, match=r"spec.uprobes\[0\].args\[1\].resolve: struct "
+                       r"vigil_inner has no member z"):
+        env.manager.add(missing, source="test")

@@ -376,6 +376,7 @@ enum vg_arg_flag {
 	VG_ARGF_SOCKET = 0x4,      /* VG_ARG_SOCK: the pointer is a struct socket */
 	VG_ARGF_RES_VALUE = 0x8,   /* resolve: the last member is a value (read `size` bytes) */
 	VG_ARGF_RES_DEREF = 0x10,  /* resolve: the last member is a pointer (follow it) */
+	VG_ARGF_RES_USER = 0x80,   /* resolve: the pointers are into user memory (uprobes) */
 };
 
 enum vg_res_limits {

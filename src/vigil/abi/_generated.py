@@ -22,6 +22,7 @@ class ArgFlag(enum.IntEnum):
     SOCKET = 4
     RES_VALUE = 8
     RES_DEREF = 16
+    RES_USER = 128
 
 
 class ArgKind(enum.IntEnum):

@@ -1,4 +1,5 @@
-"""``usdts`` -> one USDT hook per probe: pure, like the rest of the compiler.
+"""``usdts`` -> one USDT hook per probe, and ``resolve`` on uprobe arguments through the
+probed binary's BTF (``btfPath``): pure, like the rest of the compiler.
 
 A USDT hook is a copy of ``generic_usdt.bpf.o`` (generic.bpf.c's pipeline with a USDT
 entry program). Which sites the probe has, their semaphores and where each argument
@@ -73,3 +74,47 @@ def set_action(b: Any, a: Any, p: str, w: str, k: int) -> None:
     b.cfg[f"{p}.actions[{k}].index"] = int(index)
     b.cfg[f"{p}.actions[{k}].arg"] = int(getattr(a, "arg_value", None) or 0) & 0xFFFFFFFF
     b.set_writes = True
+
+
+def _user_btf(path: str, where: str) -> Any:
+    """The BTF of a user-space binary (``btfPath``: raw BTF, e.g. a dumped .BTF section)."""
+    from vigil.policy.compiler import CompileError
+    from vigil.policy.kbtf import BtfError, KernelBtf
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 << 20)
+        return KernelBtf(data)
+    except OSError as err:
+        raise CompileError(f"{where}.btfPath", f"{path}: {err.strerror}",
+                           kernel_lacks=f"the BTF file {path}") from err
+    except (BtfError, ValueError, IndexError) as err:  # struct.error is a ValueError
+        raise CompileError(f"{where}.btfPath", f"{path} is not BTF data: {err}",
+                           invalid=False, unsupported=False) from err
+
+
+def uprobe_resolve(b: Any, up: Any, symbol: str, i: int, arg: Any, t: Any, w: str) -> None:
+    """``resolve`` on a uprobe argument: the field path in the binary's BTF (btfPath), the
+    function's parameter type (or ``btfType``), pointers followed in user memory."""
+    from vigil.abi._generated import ArgFlag
+    from vigil.policy.compile_kprobe import _resolve
+    from vigil.policy.compiler import CompileError
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule names kernel module BTF; "
+                           "uprobes take their types from btfPath", invalid=True)
+    where = w.rsplit(".args[", 1)[0]
+    if not getattr(up, "btf_path", None):
+        raise CompileError(f"{w}.resolve", "resolve on a uprobe needs btfPath (the BTF of "
+                           f"{up.path})", invalid=True)
+    btf = _user_btf(up.btf_path, where)
+    ptype = 0
+    if not getattr(arg, "btf_type", None):
+        params = btf.func_params(symbol) if symbol else None
+        if params is None or arg.index >= len(params):
+            raise CompileError(f"{w}.resolve", f"{up.btf_path} describes no parameter "
+                               f"{arg.index} of {symbol or 'a probe by offset'}: give btfType",
+                               kernel_lacks=f"function {symbol} in {up.btf_path}")
+        ptype = params[arg.index].type_id
+    extra = _resolve(t, arg.resolve or "", getattr(arg, "btf_type", None), ptype, btf, w)
+    flags = b.cfg[f"args[{i}].flags"] | extra.pop("flags", 0) | int(ArgFlag.RES_USER)
+    b.cfg[f"args[{i}].flags"] = flags
+    b.cfg.update({f"args[{i}].{k}": v for k, v in extra.items()})

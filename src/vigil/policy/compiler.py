@@ -342,8 +342,7 @@ def refuse_without_effect(spec: Any) -> None:
                                        unsupported=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
-                        ("data", "data", "data sources are not supported"),
-                        ("btf_path", "btfPath", "resolve is not supported on uprobes")):
+                        ("data", "data", "data sources are not supported"),):
                     if getattr(hook, fld, None):
                         raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
                                            f"({why})")
@@ -535,10 +534,12 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
         ref_ctr = ref_ctrs[n] if ref_ctrs else 0
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
-            refuse_resolve(arg, f"{where}.args[{i}]", "uprobes")
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+            if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+                from vigil.policy.compile_usdt import uprobe_resolve
+                uprobe_resolve(b, up, symbol, i, arg, t, f"{where}.args[{i}]")
         b.hook = up
         if ret and _returns_string(up):  # a char * in user memory, read at return
             b.ret_type = _USER_STR
