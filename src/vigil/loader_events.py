@@ -28,6 +28,15 @@ def kernel_dev(dev: int) -> int:
     return os.makedev(dev >> 20, dev & 0xFFFFF)
 
 
+def same_file(st: os.stat_result, dev: int, ino: int, size: int) -> bool:
+    """Whether the opened file is the one the kernel mapped: same device and inode; on a
+    stacked filesystem (overlayfs: stat reports the overlay's device, the mapping holds
+    the layer's inode) the same inode number and size."""
+    if st.st_ino != ino:
+        return False
+    return st.st_dev == kernel_dev(dev) or st.st_size == size
+
+
 class BuildIds:
     """(dev, ino, size) -> build id bytes (b"" when the file has none or cannot be read)."""
 
@@ -44,7 +53,7 @@ class BuildIds:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        found = self._read(pid, path, dev, ino)
+        found = self._read(pid, path, dev, ino, size)
         if found is None:  # not cached: another process may let us read it
             self.unreadable += 1
             return b""
@@ -53,7 +62,7 @@ class BuildIds:
             self._cache.popitem(last=False)
         return found
 
-    def _read(self, pid: int, path: str, dev: int, ino: int) -> bytes | None:
+    def _read(self, pid: int, path: str, dev: int, ino: int, size: int) -> bytes | None:
         self.reads += 1
         for cand in (f"{self.procfs}/{pid}/root{path}", path):
             try:
@@ -61,8 +70,7 @@ class BuildIds:
             except OSError:
                 continue
             try:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != (kernel_dev(dev), ino):
+                if not same_file(os.fstat(fd), dev, ino, size):
                     continue
                 return file_build_id(fd) or b""
             finally:
