@@ -10,6 +10,7 @@ with the kernel's reason where lockdown forbids it, applied where the kernel all
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.kernel.lane import expected
 from tests.kernel.test_policies import Env
 from vigil.bpf import features
 from vigil.errors import FeatureNotSupported, PolicyError
@@ -133,6 +135,8 @@ def test_usdt_set_writes_the_argument_or_is_refused_with_the_reason(env: Env,
       type: int32""", SET_SEL)
     res = features.probe("probe_write_user")
     if not res.ok:
+        assert "probe_write_user" not in expected(), \
+            f"kernel {os.uname().release} should allow bpf_probe_write_user: {res.reason}"
         with pytest.raises(FeatureNotSupported, match=r"spec.usdts\[0\].selectors\[0\]"
                            r".matchActions\[0\].action: action Set writes the probe's "
                            r"argument in user memory with bpf_probe_write_user: this kernel "
