@@ -19,7 +19,7 @@ BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
 # rsyslog, rsyslog-gnutls: the collector of the syslog-over-TLS exporter tests
 APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev \
-              rsyslog rsyslog-gnutls
+              rsyslog rsyslog-gnutls systemtap-sdt-dev
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
@@ -38,7 +38,7 @@ apt: $(BUILD)/.apt-stamp
 $(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
-	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls >/dev/null 2>&1; then \
+	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls systemtap-sdt-dev >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $(APT_PKGS) >/dev/null; \
@@ -65,6 +65,11 @@ BPF_CFLAGS := -g -O2 -Wall -Werror -target bpfel -D__TARGET_ARCH_$(ARCH) \
 $(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h | apt
 	@mkdir -p $(OBJDIR)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# the USDT hook object is generic.bpf.c with one more entry program; libbpf's usdt.bpf.h
+# includes <linux/errno.h>, whose <asm/errno.h> is in the multiarch include directory
+$(OBJDIR)/generic_usdt.bpf.o: bpf/generic.bpf.c
+$(OBJDIR)/generic_usdt.bpf.o: BPF_CFLAGS += -idirafter /usr/include/$(shell uname -m)-linux-gnu
 
 bpf: $(BPF_OBJS)
 

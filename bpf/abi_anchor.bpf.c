@@ -66,5 +66,7 @@ ANCHOR(struct vg_sock_owner, vg_anchor_sock_owner);
 ANCHOR(struct vg_enforcer_note, vg_anchor_enforcer_note);
 ANCHOR(enum vg_enf_count, vg_anchor_enf_count);
 ANCHOR(struct vg_ima_rec, vg_anchor_ima_rec);
+ANCHOR(struct vg_loader_msg, vg_anchor_loader_msg);
+ANCHOR(enum vg_loader_flag, vg_anchor_loader_flag);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

@@ -593,6 +593,15 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 }
 
 /* `resolve`: follow a BTF field path from the raw argument (offsets computed in user space). */
+/* resolve reads kernel memory, or user memory for a uprobe's btfPath types */
+static __always_inline void vg_res_read(int i, __u64 *x, __u32 size, __u64 addr)
+{
+	if (CFG.args[i].flags & VG_ARGF_RES_USER)
+		bpf_probe_read_user(x, size, (void *)addr);
+	else
+		bpf_probe_read_kernel(x, size, (void *)addr);
+}
+
 static __always_inline __u64 vg_resolve(int i, __u64 v)
 {
 	__u8 n = CFG.args[i].nres;
@@ -603,19 +612,19 @@ static __always_inline __u64 vg_resolve(int i, __u64 v)
 	for (int k = 0; k < VG_RES_STEPS - 1; k++) {
 		if (k + 1 < n) {
 			x = 0;
-			bpf_probe_read_kernel(&x, 8, (void *)(v + CFG.args[i].res_off[k]));
+			vg_res_read(i, &x, 8, v + CFG.args[i].res_off[k]);
 			v = x;
 		}
 	}
 	v += CFG.args[i].res_off[(n - 1) & (VG_RES_STEPS - 1)];
 	x = 0;
 	if (CFG.args[i].flags & VG_ARGF_RES_DEREF) {
-		bpf_probe_read_kernel(&x, 8, (void *)v);
+		vg_res_read(i, &x, 8, v);
 		v = x;
 	} else if (CFG.args[i].flags & VG_ARGF_RES_VALUE) {
 		__u8 size = CFG.args[i].size;
 
-		bpf_probe_read_kernel(&x, size > 8 || size == 0 ? 8 : size, (void *)v);
+		vg_res_read(i, &x, size > 8 || size == 0 ? 8 : size, v);
 		v = x;
 	}
 	return v;
@@ -1193,6 +1202,17 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 				vg_count(VG_GC_OVERRIDE);
 			}
 			break;
+#ifdef VG_ACTION_SET
+		case VG_ACT_SET: /* generic_usdt.bpf.c: write a USDT argument */
+			m->action = VG_ACT_SET;
+			if (monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				break;
+			}
+			if (enforce && !VG_ACTION_SET(s->actions[ai].index, s->actions[ai].arg))
+				vg_count(VG_GC_SET);
+			break;
+#endif
 		case VG_ACT_SIGKILL:
 		case VG_ACT_SIGNAL:
 			m->action = s->actions[ai].action;

@@ -194,3 +194,25 @@ int vg_p_ktime_boot(struct bpf_raw_tracepoint_args *ctx)
 {
 	return bpf_ktime_get_boot_ns() == 0;
 }
+
+/* bpf_probe_write_user (the Set action on USDT arguments): refused under lockdown. */
+SEC("raw_tp/sys_enter")
+int vg_p_write_user(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 v = 0;
+
+	if (vg_never())
+		bpf_probe_write_user((void *)ctx->args[1], &v, sizeof(v));
+	return 0;
+}
+
+/* A uprobe that rewrites the registers, as Override on a uprobe would (set the return
+ * value, return to the caller): kernels whose uprobe programs cannot write their
+ * context refuse the store at load. */
+SEC("uprobe")
+int vg_p_uprobe_regs(struct pt_regs *ctx)
+{
+	if (vg_never())
+		ctx->ax = 0;
+	return 0;
+}

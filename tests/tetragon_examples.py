@@ -86,7 +86,7 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "list-syscalls-generated.yaml": ACCEPTED,
     "list-syscalls-tracepoint.yaml": ACCEPTED,
     "list-syscalls.yaml": ACCEPTED,
-    "loader.yaml": vigil("loader events (process_loader)"),
+    "loader.yaml": ACCEPTED,
     "lsm_bprm_check.yaml": ACCEPTED,
     "lsm_file_open.yaml": ACCEPTED,
     "lsm_track_grandparent.yml": ACCEPTED,
@@ -128,8 +128,8 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "uprobe-host.yaml": ACCEPTED,
     "uprobe-pid.yaml": ACCEPTED,
     "uprobe.yaml": ACCEPTED,
-    "usdt-set.yaml": vigil("usdts are not supported"),
-    "usdt.yaml": vigil("usdts are not supported"),
+    "usdt-set.yaml": ACCEPTED,
+    "usdt.yaml": ACCEPTED,
     "write.yaml": ACCEPTED,
 }
 
@@ -144,8 +144,8 @@ def full_view(kernel_btf: object, formats: object) -> object:
     """A KernelView offering every BPF feature, with this BTF and these tracepoint
     formats: what Vigil itself can do, whatever the running kernel allows."""
     from vigil.policy.compiler import KernelView
-    return KernelView(kprobes=True, fentry=True, lsm=True, kprobe_multi=True, fmod_ret=True,
-                      fmod_ret_syscall=True, btf=kernel_btf, host_ns=dict(HOST_NS),
+    from vigil.policy.profiles import PROFILES
+    return KernelView(**PROFILES["full"], btf=kernel_btf, host_ns=dict(HOST_NS),
                       formats=formats)  # type: ignore[arg-type]
 
 

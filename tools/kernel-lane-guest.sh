@@ -17,12 +17,12 @@ VIGIL_LANE_KERNEL=$(uname -r)
 # Stock Debian kernels (amd64, BPF LSM on by default): what each must allow. A test of a
 # feature listed here fails instead of skipping when the kernel refuses it.
 case $VIGIL_LANE_KERNEL in
-  6.1.*) VIGIL_EXPECT_FEATURES="kprobe kretprobe fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
+  6.1.*) VIGIL_EXPECT_FEATURES="kprobe kretprobe fentry fexit fentry_security fmod_ret_security lsm d_path probe_write_user" ;;
   6.[2-9].*|6.1[0-9].*)
-         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security lsm d_path" ;;
+         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security lsm d_path probe_write_user" ;;
   # sid's 7.x also lets fmod_ret attach to syscall functions (Override on syscalls)
   [7-9].*)
-         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security fmod_ret_syscall lsm d_path" ;;
+         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security fmod_ret_syscall lsm d_path probe_write_user" ;;
   *) VIGIL_EXPECT_FEATURES="" ;;
 esac
 VIGIL_TEST_STRICT=${VIGIL_TEST_STRICT:-1}

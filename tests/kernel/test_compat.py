@@ -327,6 +327,53 @@ def _libc_path() -> str:
     raise FileNotFoundError("libc is not mapped in this process")
 
 
+USDT_TESTER = ROOT / "build" / "tests" / "usdt_tetragon"
+
+
+def _usdt_tester() -> str:
+    """tests/progs/usdt_tetragon.c, built once (in the project: not on an overlay, where
+    a uprobe would not fire)."""
+    if not USDT_TESTER.exists():
+        USDT_TESTER.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-O0", "-o", str(USDT_TESTER),
+                        str(ROOT / "tests/progs/usdt_tetragon.c")], check=True, timeout=60)
+    return str(USDT_TESTER)
+
+
+def _run_usdt_tester(_d: Path) -> tuple[int, str]:
+    p = subprocess.run([_usdt_tester()], capture_output=True, text=True, timeout=30,
+                       check=True)
+    return 0, p.stdout
+
+
+def _usdt_fired(name: str, args: list[dict[str, Any]], action: str = "KPROBE_ACTION_POST",
+                out: str = "1 2 3\n") -> Check:
+    """A process_usdt of probe ``name`` from the tester, with these arguments; the
+    tester printed ``out`` (a Set action shows there)."""
+    def check(evs: list[Event], result: Any, _d: Path) -> None:
+        got = [b for e in evs if "process_usdt" in e
+               for b in [e["process_usdt"]] if b["process"].get("binary") == _usdt_tester()
+               and b["name"] == name]
+        assert [(b["args"], b["action"]) for b in got] == [(args, action)], got
+        assert result[1] == out, result[1]
+    return check
+
+
+def _libraries_with_build_ids(evs: list[Event], pid: Any, _d: Path) -> None:
+    """process_loader of the cat the trigger ran: its libc, with a build id."""
+    got = [e["process_loader"] for e in evs if "process_loader" in e
+           and e["process_loader"]["process"]["pid"] == pid]
+    libc = [b for b in got if os.path.basename(b["path"]).startswith("libc.so")]
+    assert libc and libc[0].get("buildid"), got
+
+
+def _cat_pid(_d: Path) -> int:
+    """cat starts (the dynamic loader maps its libraries) and exits."""
+    p = subprocess.Popen(["/bin/cat", "/dev/null"], stdout=subprocess.DEVNULL)
+    p.wait(timeout=30)
+    return p.pid
+
+
 def _module_request(d: Path) -> None:
     try:
         socket.socket(12, socket.SOCK_STREAM).close()  # AF_DECnet: gone, so requested
@@ -599,6 +646,20 @@ PLAN: dict[str, Exercise | Loads] = {
     "sys_clock_settime.yaml": Loads(FOLLOW_NOT_1),
     "sys_pivot_root.yaml": Loads(FOLLOW_NOT_1),
     "list-syscalls-tracepoint.yaml": Exercise(_dup, _dup_ids_by_me),
+    "usdt.yaml": Exercise(
+        _run_usdt_tester,
+        _usdt_fired("usdt3", [{"int_arg": 42}, {"long_arg": "1234567890123"}]),
+        uprobe_path="usdt-tester",
+        provide=(("/home/jolsa/tetragon/contrib/tester-progs/usdt", "usdt-tester"),),
+        note="the file's tester program: tests/progs/usdt_tetragon.c"),
+    "usdt-set.yaml": Exercise(
+        _run_usdt_tester,
+        _usdt_fired("test_4B", [{"int_arg": 1}, {"int_arg": 2}, {"int_arg": 3}],
+                    "KPROBE_ACTION_SET", "32 2 3\n"),
+        uprobe_path="usdt-tester",
+        provide=(("/home/jolsa/tetragon/contrib/tester-progs/usdt-override", "usdt-tester"),),
+        note="the file's tester program: tests/progs/usdt_tetragon.c; Set writes argument 0"),
+    "loader.yaml": Exercise(_cat_pid, _libraries_with_build_ids),
 }
 
 # a refusal for what this kernel's BTF says of the function the file names
@@ -610,7 +671,8 @@ KERNEL_FEATURES = (("kprobes are not available", ("kprobe",)),
                    ("fmod_ret on syscall", ("fmod_ret_syscall",)),
                    ("fmod_ret", ("fmod_ret_security",)),
                    ("BPF LSM", ("lsm",)),
-                   ("bpf_override_return", ("override_return",)))
+                   ("bpf_override_return", ("override_return",)),
+                   ("bpf_probe_write_user", ("probe_write_user",)))
 
 
 # ---- fixtures ----------------------------------------------------------------------------
@@ -680,12 +742,17 @@ def _events(env: Env, trigger: Callable[[], Any]) -> list[Event]:
     env.pipe.handle(env.base.ring.drain())
     trigger()
     time.sleep(0.3)
-    kinds = ("process_kprobe", "process_lsm", "process_tracepoint", "process_uprobe")
+    kinds = ("process_kprobe", "process_lsm", "process_tracepoint", "process_uprobe",
+             "process_usdt", "process_loader")
     return [e for e in env.pipe.handle(env.base.ring.drain()) if next(iter(e)) in kinds]
 
 
 def _real(path: str) -> str:
+    if path == "usdt-tester":
+        return _usdt_tester()
     return _libc_path() if path == "libc" else path
+
+
 
 
 def _add_in_private_ns(env: Env, text: str, source: str, provide: tuple[tuple[str, str], ...],
@@ -703,9 +770,15 @@ def _add_in_private_ns(env: Env, text: str, source: str, provide: tuple[tuple[st
             subprocess.run(["mount", "--make-rprivate", "/"], check=True)
             for i, (name, real) in enumerate(provide):
                 extra = tdir / f"provide{i}"
-                extra.mkdir()
-                (extra / os.path.basename(name)).symlink_to(_real(real))
-                where = os.path.realpath(os.path.dirname(name))
+                # the overlay goes on the deepest directory that exists; the missing
+                # ones come from the upper layer
+                where = os.path.dirname(name)
+                while not os.path.isdir(where):
+                    where = os.path.dirname(where)
+                sub = extra / os.path.relpath(os.path.dirname(name), where)
+                sub.mkdir(parents=True)
+                (sub / os.path.basename(name)).symlink_to(_real(real))
+                where = os.path.realpath(where)
                 subprocess.run(["mount", "-t", "overlay", "vkc-provide", "-o",
                                 f"lowerdir={extra}:{where}", where], check=True)
             out.append(env.manager.add(text, source=source))

@@ -128,6 +128,10 @@ ORACLES: dict[str, tuple[Oracle, bool]] = {
     "override_return": (lambda k: _kprobes() and _kconfig("CONFIG_BPF_KPROBE_OVERRIDE")
                         is not False, False),
     "d_path": (lambda k: _prog_type(k, "tracing"), False),
+    # kernel lockdown (integrity or confidentiality) refuses writing user memory
+    "probe_write_user": (lambda k: F.lockdown() in (None, "none"), True),
+    # uprobe programs writing their registers: newer kernels only (no oracle but uprobes)
+    "uprobe_regs": (lambda k: _uprobes(), False),
     "ringbuf": (lambda k: bool(k["map_types"]["have_ringbuf_map_type"]), True),
     "bpf_loop": (lambda k: _helper(k, "raw_tracepoint", "bpf_loop"), True),
     "ktime_boot": (lambda k: _helper(k, "raw_tracepoint", "bpf_ktime_get_boot_ns"), True),
@@ -167,6 +171,7 @@ def test_this_host_per_kernels_md(results: dict[str, F.ProbeResult],
         "fentry_security": "load refused: EPERM", "fmod_ret_security": "load refused: EPERM",
         "fmod_ret_syscall": "load refused: EPERM", "lsm": "load refused: EPERM",
         "d_path": "load refused: EPERM", "override_return": "load refused: EINVAL",
+        "probe_write_user": "load refused: EINVAL", "uprobe_regs": "load refused: EACCES",
         "kprobe": "attach failed: ", "kretprobe": "attach failed: ",
         "kprobe_multi": "attach failed: ",
     }

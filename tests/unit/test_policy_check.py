@@ -180,13 +180,17 @@ def test_verdicts_of_tetragons_examples_name_what_is_missing() -> None:
     kernel's BTF lacks: exit 4, naming it (no BPF feature would help)."""
     from tests.tetragon_examples import examples_dir
     examples = examples_dir()
-    r = CliRunner().invoke(check, [str(examples / "usdt.yaml"), "--kernel-features", "full",
-                                   "-o", "json"])
-    assert r.exit_code == 3
+    r = CliRunner().invoke(check, [str(examples / "usdt-set.yaml"), "--kernel-features",
+                                   "none", "-o", "json"])
+    assert r.exit_code == 4
     [res] = json.loads(r.stdout)["policies"]
-    assert res["verdict"] == "unsupported"
+    assert res["verdict"] == "unloadable"
     assert res["diagnostics"][0].endswith(
-        "usdt.yaml:7:3: error: spec.usdts: usdts are not supported by this version of Vigil")
+        "usdt-set.yaml:19:19: error: spec.usdts[0].selectors[0].matchActions[0].action: "
+        "action Set writes the probe's argument in user memory with bpf_probe_write_user: "
+        "this kernel refuses bpf_probe_write_user")
+    assert res["needs"] == ["probe_write_user: writing user memory (bpf_probe_write_user: "
+                            "Set on usdts; refused under kernel lockdown)"]
     pol = examples / "host-changes" / "monitor-kernel-modules.yaml"
     r = CliRunner().invoke(check, [str(pol), "--kernel-features", "full", "-o", "json"])
     [res] = json.loads(r.stdout)["policies"]

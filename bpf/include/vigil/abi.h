@@ -25,6 +25,8 @@ enum vg_msg_op {
 	VG_MSG_CLONE = 23,
 	VG_MSG_DATA = 24,
 	VG_MSG_CGROUP = 25,
+	VG_MSG_LOADER = 26,
+	VG_MSG_GENERIC_USDT = 28,
 	VG_MSG_THROTTLE = 27,
 	VG_MSG_CREDS = 29,      /* vigil-only: a process changed its credentials */
 	VG_MSG_OP_MAX = 32, /* size of per-op counter arrays */
@@ -333,6 +335,7 @@ enum vg_gen_count {
 	VG_GC_OVERRIDE = 4,        /* Override applied */
 	VG_GC_MONITOR_OVERRIDE = 5,
 	VG_GC_RATE_LIMITED = 6,    /* Post suppressed by rateLimit */
+	VG_GC_SET = 7,             /* Set wrote a USDT argument */
 	VG_GC_MAX = 8,
 };
 
@@ -382,6 +385,7 @@ enum vg_arg_flag {
 	VG_ARGF_RES_DEREF = 0x10,  /* resolve: the last member is a pointer (follow it) */
 	VG_ARGF_SRC_TASK = 0x20,   /* data source current_task: the raw value is the task */
 	VG_ARGF_SRC_REGS = 0x40,   /* data source pt_regs: the register at `offset` of pt_regs */
+	VG_ARGF_RES_USER = 0x80,   /* resolve: the pointers are into user memory (uprobes) */
 };
 
 enum vg_res_limits {
@@ -478,6 +482,7 @@ enum vg_action {
 	VG_ACT_TRACKSOCK = 11,     /* remember the process owning the socket of arg sock_arg */
 	VG_ACT_UNTRACKSOCK = 12,   /* forget it */
 	VG_ACT_NOTIFYENFORCER = 13,/* ask the policy's enforcer to act on this thread's syscall */
+	VG_ACT_SET = 15,        /* write a USDT argument's memory (bpf_probe_write_user) */
 };
 
 /* vg_action_cfg.flags: what a Post adds to the record */
@@ -582,10 +587,12 @@ struct vg_action_cfg {
 	__u8 scope;     /* enum vg_rate_scope (Post with rateLimit) */
 	__u8 flags;     /* enum vg_action_flag */
 	__u8 sock_arg;  /* TrackSock / UntrackSock: index of the sock argument (argSock) */
-	__u32 arg;      /* Signal: the signal number; Override, NotifyEnforcer: the error (s32) */
+	__u32 arg;      /* Signal: the signal number; Override, NotifyEnforcer: the error (s32);
+	                   Set: the value */
 	__u64 rate_ns;  /* Post: suppress repeats within this window; 0: off */
 	__u32 sig;      /* NotifyEnforcer: argSig (0: none) */
-	__u32 pad;
+	__u16 index;    /* Set: the USDT argument to write */
+	__u16 pad;
 };
 
 struct vg_selector_cfg {
@@ -633,6 +640,29 @@ struct vg_hook_cfg {
 	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
 			   * vg_gen_lsm_ima hashes */
 	__u8 pad_ra[6];
+};
+
+/*
+ * VG_MSG_LOADER (spec.loader): a file mapped executable by mmap(2). The path follows
+ * the fixed part; user space reads the file's build id (cached by dev, inode, size).
+ */
+struct vg_loader_msg {
+	struct vg_msg_hdr hdr;
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 hook_id;
+	__u16 path_len;  /* bytes of path, no NUL */
+	__u8 flags;      /* VG_LOADER_TRUNC: the path walk stopped early */
+	__u8 pad;
+	__u64 ino;
+	__u64 size;      /* i_size when mapped */
+	__u32 dev;       /* the superblock's s_dev (kernel encoding: major << 20 | minor) */
+	__u32 pad2;
+	char path[VG_PATH_MAX];
+};
+
+enum vg_loader_flag {
+	VG_LOADER_TRUNC = 1,
 };
 
 /* Record of a policy hook (VG_MSG_GENERIC_*): fixed part, then argument bytes. */

@@ -69,7 +69,11 @@ class bpf_uprobe_opts(Structure):
     ]
 
 
-class bpf_tracepoint_opts(Structure):
+class bpf_usdt_opts(Structure):  # noqa: N801
+    _fields_ = [("sz", c_size_t), ("usdt_cookie", c_uint64)]
+
+
+class bpf_tracepoint_opts(Structure):  # noqa: N801
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
 
 
@@ -132,6 +136,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__attach_kprobe": (BpfLinkP, [BpfProgramP, c_bool, c_char_p]),
     "bpf_program__attach_uprobe_opts": (
         BpfLinkP, [BpfProgramP, c_int, c_char_p, c_size_t, POINTER(bpf_uprobe_opts)]),
+    "bpf_program__attach_usdt": (
+        BpfLinkP, [BpfProgramP, c_int, c_char_p, c_char_p, c_char_p, POINTER(bpf_usdt_opts)]),
     "bpf_program__attach_cgroup": (BpfLinkP, [BpfProgramP, c_int]),
     "bpf_program__attach_lsm": (BpfLinkP, [BpfProgramP]),
     "bpf_program__attach_iter": (BpfLinkP, [BpfProgramP, c_void_p]),
@@ -245,7 +251,7 @@ def check_int(ret: int, op: str, target: str = "") -> int:
 
 __all__ = [
     "BpfObjectP", "BpfProgramP", "BpfMapP", "BpfLinkP", "bpf_object_open_opts",
-    "bpf_uprobe_opts", "bpf_tracepoint_opts", "bpf_test_run_opts", "opts", "lib", "has",
+    "bpf_uprobe_opts", "bpf_usdt_opts", "bpf_tracepoint_opts", "bpf_test_run_opts", "opts", "lib", "has",
     "version",
     "check_ptr", "check_int", "LibbpfMissing", "c_char", "c_long", "c_uint",
 ]

@@ -320,6 +320,8 @@ _SPECS: dict[str, _Spec] = {
     "iter_task": _Spec(("vg_p_iter_task",), _by_section),
     "send_signal": _Spec(("vg_p_signal",)),
     "override_return": _Spec(("vg_p_override",)),
+    "probe_write_user": _Spec(("vg_p_write_user",)),
+    "uprobe_regs": _Spec(("vg_p_uprobe_regs",)),
     "d_path": _Spec(("vg_p_d_path",), _by_section),
     "ringbuf": _Spec(("vg_p_ringbuf",), maps=("vg_probe_rb",)),
     "bpf_loop": _Spec(("vg_p_bpf_loop",)),

@@ -170,13 +170,25 @@ class Program:
         return self._attached(ptr, f"{kind} {','.join(funcs)}")
 
     def attach_uprobe(self, path: str, *, offset: int = 0, symbol: str | None = None,
-                      retprobe: bool = False, pid: int = -1) -> Link:
-        o = L.opts(L.bpf_uprobe_opts, retprobe=retprobe,
+                      retprobe: bool = False, pid: int = -1, ref_ctr_offset: int = 0) -> Link:
+        """``ref_ctr_offset``: file offset of a USDT-style semaphore the kernel increments
+        while the probe is attached (0: none)."""
+        o = L.opts(L.bpf_uprobe_opts, retprobe=retprobe, ref_ctr_offset=ref_ctr_offset,
                    func_name=symbol.encode() if symbol else None)
         ptr = L.lib().bpf_program__attach_uprobe_opts(
             self._ptr, pid, path.encode(), offset, ctypes.byref(o))
         kind = "uretprobe" if retprobe else "uprobe"
         return self._attached(ptr, f"{kind} {path}:{symbol or hex(offset)}")
+
+    def attach_usdt(self, path: str, provider: str, name: str, pid: int = -1) -> Link:
+        """Every site of USDT probe ``provider:name`` in ``path`` (libbpf reads the ELF
+        notes, sets the semaphores' reference counters and records argument specs for
+        bpf_usdt_arg)."""
+        o = L.opts(L.bpf_usdt_opts)
+        ptr = L.lib().bpf_program__attach_usdt(self._ptr, pid, path.encode(),
+                                               provider.encode(), name.encode(),
+                                               ctypes.byref(o))
+        return self._attached(ptr, f"usdt {path}:{provider}:{name}")
 
     def attach_cgroup(self, cgroup_path: str) -> Link:
         fd = os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -57,6 +57,9 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
     return KernelView(kprobes=ok("kprobe"), fentry=ok("fentry") and ok("fexit"), lsm=ok("lsm"),
                       kprobe_multi=ok("kprobe_multi"), fmod_ret=ok("fmod_ret_security"),
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
+                      probe_write_user=ok("probe_write_user"),
+                      probe_write_user_refused=_write_user_refused(features),
+                      uprobe_regs_refused=features.probe("uprobe_regs").reason or "allowed",
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
                       btf=kernel_btf(), formats=read_format_mounting,
                       ftrace_functions=read_ftrace_functions, **_host_ns(procfs))
@@ -74,6 +77,16 @@ def read_ftrace_functions() -> list[str] | None:
         except OSError:
             return None
     return names
+
+
+def _write_user_refused(features: Any) -> str:
+    """Why bpf_probe_write_user is refused here: the probe's answer and the lockdown mode."""
+    res = features.probe("probe_write_user")
+    mode = features.lockdown()
+    why = f"this kernel refuses it ({res.reason or 'refused'}"
+    if mode and mode != "none":
+        why += f"; kernel lockdown is '{mode}', which forbids writing user memory from BPF"
+    return why + ")"
 
 
 def read_format_mounting(subsystem: str, event: str) -> TpFormat:

@@ -676,6 +676,11 @@ def _check_kind_specific(hc: HookContext, rep: Report) -> None:
         elif not targets:
             rep.error(path + ("symbols",), "policy.required",
                       "one of symbols, offsets or addrs is required")
+        n = len(hook.symbols) + len(hook.offsets) + len(hook.addrs)
+        if hook.ref_ctr_offsets and len(hook.ref_ctr_offsets) != n:
+            rep.error(path + ("refCtrOffsets",), "policy.invalid_value",
+                      f"refCtrOffsets has {len(hook.ref_ctr_offsets)} entries for {n} probe "
+                      "locations (one per location)")
     elif isinstance(hook, LsmHookSpec) and hook.hook.startswith("security_"):
         rep.error(path + ("hook",), "policy.invalid_value",
                   f'LSM hook names have no security_ prefix: use "{hook.hook[9:]}"')

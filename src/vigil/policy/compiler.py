@@ -8,9 +8,10 @@ each hook becomes here, and refuse what cannot be honoured, before anything load
 Hook mapping on a kernel without kprobes (like the hardened host):
 - ``kprobes`` with ``syscall: true`` -> ``syscalls/sys_enter_<name>`` (+ ``sys_exit_<name>``
   for ``return``/``matchReturnArgs``/``returnCopy``), arguments by position;
-- other ``kprobes``, ``fentries``, ``lsmhooks``, ``usdts`` -> rejected with the reason;
+- other ``kprobes``, ``fentries``, ``lsmhooks`` -> rejected with the reason;
 - ``tracepoints`` -> the tracepoint, arguments by field index of its format file;
-- ``uprobes`` -> one uprobe (or uretprobe) per symbol/offset.
+- ``uprobes`` -> one uprobe (or uretprobe) per symbol/offset;
+- ``usdts`` -> uprobes at the probe's sites (vigil.policy.compile_usdt).
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class KernelView:
     formats: Callable[[str, str], TpFormat] | None = None   # tracefs format reader
     # traceable kernel functions (tracefs available_filter_functions), None: unreadable
     ftrace_functions: Callable[[], list[str] | None] | None = None
+    # bpf_probe_write_user (the Set action on USDT arguments), and why it is refused
+    probe_write_user: bool = False
+    probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
+    # why a uprobe program cannot rewrite the registers (Override on uprobes)
+    uprobe_regs_refused: str = "not probed"
 
 
 def _s(v: Any) -> str:
@@ -217,9 +223,6 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     notes: list[str] = []
     next_id = hook_id_base
 
-    for kind in ("usdts",):
-        if getattr(spec, kind, None):
-            raise CompileError(f"spec.{kind}", _unsupported_reason(kind, view))
     # -- fentries, and lsmhooks on BPF LSM where the kernel has it
     from vigil.policy import compile_kprobe
     kfn = compile_kprobe.compile_sections(spec, view, next_id, monitor, notes, selectors,
@@ -253,6 +256,14 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
                                     selectors, lists):
             hooks.append(hook)
             next_id += 1
+    from vigil.policy.compile_usdt import compile_usdts
+    usdts = compile_usdts(spec, view, next_id, monitor, selectors, lists)
+    hooks += usdts
+    next_id += len(usdts)
+    from vigil.policy.compile_loader import compile_loader
+    loader = compile_loader(spec, next_id)
+    hooks += loader
+    next_id += len(loader)
     mode = _s(getattr(policy, "mode", "enforce"))
     # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
@@ -304,8 +315,6 @@ def refuse_without_effect(spec: Any) -> None:
     (Per-hook refusals that depend on the hook kind are in the hook compilers; the
     selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
     """
-    if getattr(spec, "loader", False):
-        raise CompileError("spec.loader", "loader events (process_loader) are " + _NOT_HERE)
     ns = getattr(spec, "node_selector", None)
     if ns is not None and (ns.match_labels or ns.match_expressions):
         raise CompileError("spec.nodeSelector", "node labels are not known to this version of "
@@ -325,12 +334,7 @@ def refuse_without_effect(spec: Any) -> None:
                                        unsupported=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
-                        ("addrs", "addrs", "attach by symbols or offsets"),
-                        ("ref_ctr_offsets", "refCtrOffsets", "USDT semaphores are not supported"),
-                        ("binary_digests", "binaryDigests", "the binary's digest is not "
-                         "verified; refusing rather than attaching to an unverified binary"),
-                        ("data", "data", "data sources are not supported"),
-                        ("btf_path", "btfPath", "resolve is not supported on uprobes")):
+                        ("data", "data", "data sources are not supported"),):
                     if getattr(hook, fld, None):
                         raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
                                            f"({why})")
@@ -516,31 +520,51 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
                     lists: dict[str, list[int]]) -> list[HookPlan]:
     targets: list[tuple[str, int]] = [(s, 0) for s in (up.symbols or ())]
     targets += [("", int(o)) for o in (getattr(up, "offsets", None) or ())]
+    # addrs: file offsets of the probed instructions, as offsets are
+    targets += [("", int(o)) for o in (getattr(up, "addrs", None) or ())]
     if not targets:
-        raise CompileError(where, "uprobes need symbols or offsets")
+        raise CompileError(where, "uprobes need symbols, offsets or addrs")
+    ref_ctrs = [int(r) for r in (getattr(up, "ref_ctr_offsets", None) or ())]
+    if ref_ctrs and len(ref_ctrs) != len(targets):
+        raise CompileError(f"{where}.refCtrOffsets", f"refCtrOffsets has {len(ref_ctrs)} "
+                           f"entries for {len(targets)} probe locations (one per location)",
+                           invalid=True)
+    digests = tuple(getattr(up, "binary_digests", None) or ())
+    ignore = getattr(up, "ignore", None)
+    digest_ignore = bool(ignore is not None and ignore.digest_verification_failure)
     ret = bool(getattr(up, "return_", False))
     out: list[HookPlan] = []
-    for symbol, offset in targets:
+    for n, (symbol, offset) in enumerate(targets):
+        ref_ctr = ref_ctrs[n] if ref_ctrs else 0
         b = _HookBuilder(where, view, lists)
         for i, arg in enumerate(up.args or ()):
-            refuse_resolve(arg, f"{where}.args[{i}]", "uprobes")
             t = _raw_arg_type(arg, f"{where}.args[{i}]", user=True)
             b.args.append((arg.index, t))
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
+            if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+                from vigil.policy.compile_usdt import uprobe_resolve
+                uprobe_resolve(b, up, symbol, i, arg, t, f"{where}.args[{i}]")
         b.hook = up
         if ret and _returns_string(up):  # a char * in user memory, read at return
             b.ret_type = _USER_STR
             b.cfg["ret_kind"] = int(K.USTR)
         _compile_selectors(b, selectors(up), where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
-        attach = [Attach(prog, kind, (up.path, symbol), offset)]
+        attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
+                         digest_ignore)]
         # return probes with arguments: the entry uprobe saves them for the uretprobe
         paired = ret and bool(b.args)
         if paired:
-            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset))
+            attach.insert(0, Attach("vg_gen_uprobe", "uprobe", (up.path, symbol), offset,
+                                    ref_ctr, digests, digest_ignore))
         label = symbol or hex(offset)
         mech = f"{kind} {up.path}:{label}" + (" (+ uprobe: arguments read at entry)"
                                              if paired else "")
+        if ref_ctr:
+            mech += f" (semaphore at file offset {hex(ref_ctr)})"
+        if digests:
+            mech += (" (binary verified against binaryDigests before attaching"
+                     + ("; skipped on mismatch)" if digest_ignore else ")"))
         out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
                            abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
                            symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,
@@ -1077,11 +1101,21 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         name = _s(a.action)
         if compile_action(b, a, name, f"{p}.actions[{k}]", f"{w}.matchActions[{k}]"):
             continue
+        if name == "Set":  # usdts: write the probe's argument
+            from vigil.policy.compile_usdt import set_action
+            set_action(b, a, p, w, k)
+            continue
         if name == "Override" and b.override:  # fmod_ret / BPF LSM
             b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
             err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
             b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
             continue
+        if name == "Override" and b.hook is not None and hasattr(b.hook, "symbols"):
+            raise CompileError(f"{w}.matchActions[{k}].action",
+                               "Override on uprobes (return a value without running the "
+                               "function) is not supported by this version of Vigil: it "
+                               "needs uprobe programs that may rewrite the registers "
+                               f"(this kernel: {b.view.uprobe_regs_refused})")
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
@@ -1122,7 +1156,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                 "syscall_nr": -1,
                 "kind": int(abi.HookKind.RAW_TP if attach[0].kind == "raw_tracepoint" else
                             abi.HookKind.UPROBE if attach[0].kind.startswith("uret") or
-                            attach[0].kind == "uprobe" else
+                            attach[0].kind in ("uprobe", "usdt") else
                             abi.HookKind.KPROBE if "kprobe" in attach[0].kind else
                             abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
                             abi.HookKind.TRACEPOINT)})
@@ -1153,6 +1187,10 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                        "its next instruction; the current syscall may complete")
         if monitor:
             enforcement = "monitor mode: the signal is only reported"
+    if any(k.endswith(".action") and v == int(abi.Action.SET) for k, v in cfg.items()):
+        enforcement = ("Set: the argument's memory is written (bpf_probe_write_user) before "
+                       "the probed code reads it" if not monitor else
+                       "monitor mode: Set is only reported")
     return HookPlan(
         hook_id=hook_id, section=where, event=event, opcode=int(op), attach=tuple(attach),
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},

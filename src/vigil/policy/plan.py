@@ -27,8 +27,14 @@ class Attach:
                               # kretprobe | kprobe_multi | kretprobe_multi | fentry | fexit |
                               # fmod_ret | lsm | tp_btf (vg_gen_fl_*: follow descendants)
     target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
+                              # | (path, provider, name): usdt
     offset: int = 0           # uprobes by offset
     cookie: int = 0           # BPF cookie (kprobes of a list: the function's index)
+    ref_ctr_offset: int = 0   # uprobes: file offset of the semaphore the kernel counts (0: none)
+    # uprobes: "ALGO:HEX" digests the binary must match before it is probed (any of them);
+    # digest_ignore: a mismatch skips this probe (with a warning) instead of failing the load
+    digests: tuple[str, ...] = ()
+    digest_ignore: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,10 @@ class HookPlan:
             return f"tracepoint:{self.subsys}/{self.event_name}"
         if self.event == "process_lsm":
             return f"lsm:{self.function_name}"
+        if self.event == "process_loader":
+            return "loader"
+        if self.event == "process_usdt":
+            return f"usdt:{self.symbol.replace(':', '/', 1)}"
         return f"uprobe:{self.path}/{self.symbol}"
 
 

@@ -23,17 +23,19 @@ FEATURES: dict[str, str] = {
     "lsm": "BPF LSM (lsmhooks, Override on LSM hooks)",
     "fmod_ret": "fmod_ret on security_* functions (Override)",
     "fmod_ret_syscall": "fmod_ret on syscall functions (Override on syscalls)",
+    "probe_write_user": "writing user memory (bpf_probe_write_user: Set on usdts; refused "
+                        "under kernel lockdown)",
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {f: True for f in FEATURES},
     "none": {f: False for f in FEATURES},
     "debian-6.1": {"kprobes": True, "kprobe_multi": False, "fentry": True, "lsm": True,
-                   "fmod_ret": True, "fmod_ret_syscall": False},
+                   "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True},
     "debian-6.12": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
-                    "fmod_ret": True, "fmod_ret_syscall": False},
+                    "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True},
     "debian-7.2": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
-                   "fmod_ret": True, "fmod_ret_syscall": True},
+                   "fmod_ret": True, "fmod_ret_syscall": True, "probe_write_user": True},
 }
 
 

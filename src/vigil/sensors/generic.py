@@ -11,6 +11,7 @@ import contextlib
 import logging
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.abi._generated import GenCount
 from vigil.bpf.object import BpfObject, possible_cpus
@@ -21,6 +22,8 @@ from vigil.sensors.base import OBJECTS_DIR, BaseSensor
 log = logging.getLogger("vigil.sensors.generic")
 
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
+# USDT hooks: the same pipeline plus libbpf's USDT argument support
+USDT_OBJECT = OBJECTS_DIR / "generic_usdt.bpf.o"
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
                 "vg_gen_entries", "vg_gen_rate", "vg_follow")
@@ -71,7 +74,7 @@ class LoadedPolicy:
         """vg_gen_counts summed over hooks and CPUs, indexed by vg_gen_count."""
         ncpu = possible_cpus()
         out = [0] * int(GenCount.MAX)
-        for obj in self.objects:
+        for obj in self.generic_objects():
             raw = obj.map("vg_gen_counts").lookup(b"\0\0\0\0", value_size=COUNTS_SIZE * ncpu)
             for cpu in range(ncpu):
                 for k, n in enumerate(struct.unpack_from(f"<{len(out)}Q", raw, cpu * COUNTS_SIZE)):
@@ -87,8 +90,13 @@ class LoadedPolicy:
     def set_monitor(self, monitor: bool) -> None:
         """Switch every hook between monitor and enforce mode: one update of each hook's
         ``vg_gen_mode``; programs, links and counters stay as they are."""
-        for obj in self.objects:
+        for obj in self.generic_objects():
             write_mode(obj, monitor)
+
+    def generic_objects(self) -> list[BpfObject]:
+        """The hooks' generic.bpf.c copies (not a loader hook's object, which has no
+        selectors, actions or mode)."""
+        return [o for o in self.objects if not o.path.endswith("/loader.bpf.o")]
 
     def close(self) -> None:
         for obj in self.objects + self.enforcers:
@@ -108,6 +116,10 @@ def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
             first = plan.hooks[0].hook_id if plan.hooks else 0
             loaded.enforcers = load_enforcer(plan.enforcer, base, first, policy_maps)
         for hook in plan.hooks:
+            if hook.event == "process_loader":
+                from vigil.sensors.loader import load_loader_hook
+                loaded.objects.append(load_loader_hook(hook, base))
+                continue
             obj = load_hook(hook, base, monitor=monitor, policy_maps=policy_maps)
             loaded.objects.append(obj)
             for name in POLICY_MAPS:
@@ -125,7 +137,8 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
               policy_maps: dict[str, int] | None = None) -> BpfObject:
-    obj = BpfObject(GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
+    usdt = any(a.kind == "usdt" for a in hook.attach)
+    obj = BpfObject(USDT_OBJECT if usdt else GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
         wanted = {a.program for a in hook.attach}
         for prog in obj.programs():
@@ -213,8 +226,35 @@ def _attach(obj: BpfObject, a: Attach) -> None:
     elif a.kind in BTF_ATTACH or a.kind == "tp_btf":
         prog.attach()
     elif a.kind in ("uprobe", "uretprobe"):
-        path, symbol = a.target
-        prog.attach_uprobe(path, offset=a.offset, symbol=symbol or None,
-                           retprobe=a.kind == "uretprobe")
+        _attach_uprobe(prog, a)
+    elif a.kind == "usdt":
+        path, provider, name = a.target
+        prog.attach_usdt(path, provider, name)
     else:
         raise BpfError(22, "attach", f"{a.program}: unknown attach kind {a.kind}")
+
+
+def _attach_uprobe(prog: Any, a: Attach) -> None:
+    """A uprobe; with binaryDigests, on the very file whose digest matched."""
+    path, symbol = a.target
+    checked = None
+    if a.digests:
+        from vigil.sensors.binaries import DigestMismatch, check_binary
+        try:
+            checked = check_binary(path, a.digests, f"uprobe {path}:{symbol or hex(a.offset)}")
+        except DigestMismatch as err:
+            if not a.digest_ignore:
+                raise
+            log.warning("%s (ignore.digestVerificationFailure: this probe is skipped)", err)
+            return
+    try:
+        prog.attach_uprobe(checked.path if checked else path, offset=a.offset,
+                           symbol=symbol or None, retprobe=a.kind == "uretprobe",
+                           ref_ctr_offset=a.ref_ctr_offset)
+        if checked is not None and not checked.unchanged():
+            from vigil.sensors.binaries import DigestMismatch
+            raise DigestMismatch(f"uprobe {path}: the binary changed while its digest was "
+                                 "verified; the uprobe is not attached")
+    finally:
+        if checked is not None:
+            checked.close()

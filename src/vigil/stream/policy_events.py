@@ -147,8 +147,11 @@ class PolicyEvents:
         self.request: Callable[[str, str], object] | None = None
         self.symbolizer: Any = None  # vigil.events.stacks.Symbolizer, made when first needed
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
-                   MsgOp.GENERIC_LSM):
+                   MsgOp.GENERIC_LSM, MsgOp.GENERIC_USDT):
             pipeline.add_handler(op, self.handle)
+        from vigil.loader_events import BuildIds
+        self.build_ids = BuildIds()
+        pipeline.add_handler(MsgOp.LOADER, self.handle_loader)
 
     def handle(self, rec: bytes) -> Event | None:
         if len(rec) < _HEAD:
@@ -234,6 +237,30 @@ class PolicyEvents:
                 body[key] = self.symbolizer.kernel(addrs)
             else:
                 body[key] = self.symbolizer.user(v[_PID], addrs)
+
+    def handle_loader(self, rec: bytes) -> Event | None:
+        """A file mapped executable (spec.loader) -> process_loader with its build id."""
+        from vigil import loader_events
+        r = loader_events.parse(rec)
+        hook = self._hook(r["hook_id"])
+        if hook is None:
+            self.unknown_hook += 1
+            return None
+        key = hook.metric_keys.get(1) or hook.metric_key(1)
+        self.events[key] += 1
+        pipe = self.pipeline
+        p, parent = self._cache.current_and_parent(r["pid"])
+        if p is None:
+            self.missing_process += 1
+            proc: dict[str, Any] = {"pid": r["pid"], "tid": r["tid"]}
+        else:
+            proc = self._views.get((p.exec_id, r["tid"], p.refcnt)) or self._view(p, r["tid"])
+            if parent is not None:
+                parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
+        bid = self.build_ids.get(r["pid"], r["path"], r["dev"], r["ino"], r["size"])
+        return {"process_loader": loader_events.body(proc, parent, r["path"], bid),
+                "node_name": self._node_name,
+                "time": encode.rfc3339(pipe._boot_wall_ns() + r["ktime"])}
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared
@@ -353,6 +380,29 @@ def _uprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
         body["tags"] = list(h.tags)
     if plan.attach and plan.attach[-1].offset:  # uprobes by offset (uint64: a string)
         body["offset"] = str(plan.attach[-1].offset)
+    if plan.attach and plan.attach[-1].ref_ctr_offset:
+        body["ref_ctr_offset"] = str(plan.attach[-1].ref_ctr_offset)
+    body["action"] = action
+    return body
+
+
+def _usdt_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | None,
+               args: list[dict[str, Any]], ret: dict[str, Any] | None,
+               action: str) -> dict[str, Any]:
+    """USDT probes (ProcessUsdt field order); the plan's symbol is "provider:name"."""
+    plan = h.reg.plan
+    provider, _, name = plan.symbol.partition(":")
+    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body["path"] = plan.path
+    body["provider"] = provider
+    body["name"] = name
+    body["policy_name"] = h.policy
+    if h.message:
+        body["message"] = h.message
+    if args:
+        body["args"] = args
+    if h.tags:
+        body["tags"] = list(h.tags)
     body["action"] = action
     return body
 
@@ -362,4 +412,5 @@ _BODIES: dict[str, BodyBuilder] = {
     "process_lsm": _lsm_body,
     "process_tracepoint": _tracepoint_body,
     "process_uprobe": _uprobe_body,
+    "process_usdt": _usdt_body,
 }
