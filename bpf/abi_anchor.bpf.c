@@ -56,5 +56,8 @@ ANCHOR(struct vg_module_rec, vg_anchor_module_rec);
 ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
 ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
+ANCHOR(enum vg_pf_limits, vg_anchor_pf_limits);
+ANCHOR(struct vg_pf_key, vg_anchor_pf_key);
+ANCHOR(struct vg_pf_cfg, vg_anchor_pf_cfg);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

@@ -90,7 +90,7 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "lsm_bprm_check.yaml": vigil("imaHash: not supported"),
     "lsm_file_open.yaml": ACCEPTED,
     "lsm_track_grandparent.yml": vigil("resolve: at most 4 pointer hops"),
-    "modules-nohost.yaml": vigil("podSelector: pod/container scoping"),
+    "modules-nohost.yaml": ACCEPTED,
     "open_dnsrequest.yaml": vigil("action DnsLookup is not supported"),
     "open_geturl.yaml": vigil("action GetUrl is not supported"),
     "openat_write.yaml": ACCEPTED,

@@ -239,6 +239,10 @@ class Op(enum.IntEnum):
     CEL = 35
 
 
+class PfLimits(enum.IntEnum):
+    ENTRIES = 65536
+
+
 class RateScope(enum.IntEnum):
     THREAD = 0
     PROCESS = 1
@@ -294,6 +298,8 @@ LAYOUTS = {
     'vg_msg_hdr': (16, (('op', 0, 1, 1), ('flags', 1, 1, 1), ('pad1', 2, 2, 1), ('size', 4, 4, 1), ('ktime', 8, 8, 1),)),
     'vg_namespaces': (40, (('uts', 0, 4, 1), ('ipc', 4, 4, 1), ('mnt', 8, 4, 1), ('pid', 12, 4, 1), ('pid_for_children', 16, 4, 1), ('net', 20, 4, 1), ('time', 24, 4, 1), ('time_for_children', 28, 4, 1), ('cgroup', 32, 4, 1), ('user', 36, 4, 1),)),
     'vg_ns_match': (20, (('ns', 0, 1, 1), ('op', 1, 1, 1), ('nvals', 2, 1, 1), ('pad', 3, 1, 1), ('vals', 4, 4, 4),)),
+    'vg_pf_cfg': (8, (('policy_id', 0, 4, 1), ('subsys', 4, 4, 1),)),
+    'vg_pf_key': (16, (('cgroup_id', 0, 8, 1), ('policy_id', 8, 4, 1), ('pad', 12, 4, 1),)),
     'vg_pid_match': (20, (('op', 0, 1, 1), ('ns', 1, 1, 1), ('nvals', 2, 1, 1), ('follow', 3, 1, 1), ('vals', 4, 4, 4),)),
     'vg_proc': (264, (('bin_len', 0, 4, 1), ('pad', 4, 4, 1), ('bin', 8, 1, 256),)),
     'vg_selector_cfg': (760, (('nargs', 0, 1, 1), ('nret', 1, 1, 1), ('bin_op', 2, 1, 1), ('npidf', 3, 1, 1), ('pad0', 4, 1, 2), ('nns', 6, 1, 1), ('ncaps', 7, 1, 1), ('nactions', 8, 1, 1), ('follow', 9, 1, 1), ('pad', 10, 1, 2), ('bin_set', 12, 4, 1), ('pids[0].op', 16, 1, 1), ('pids[0].ns', 17, 1, 1), ('pids[0].nvals', 18, 1, 1), ('pids[0].follow', 19, 1, 1), ('pids[0].vals', 20, 4, 4), ('pids[1].op', 36, 1, 1), ('pids[1].ns', 37, 1, 1), ('pids[1].nvals', 38, 1, 1), ('pids[1].follow', 39, 1, 1), ('pids[1].vals', 40, 4, 4), ('pids[2].op', 56, 1, 1), ('pids[2].ns', 57, 1, 1), ('pids[2].nvals', 58, 1, 1), ('pids[2].follow', 59, 1, 1), ('pids[2].vals', 60, 4, 4), ('pids[3].op', 76, 1, 1), ('pids[3].ns', 77, 1, 1), ('pids[3].nvals', 78, 1, 1), ('pids[3].follow', 79, 1, 1), ('pids[3].vals', 80, 4, 4), ('args[0].arg', 96, 1, 1), ('args[0].op', 97, 1, 1), ('args[0].nvals', 98, 1, 1), ('args[0].pad', 99, 1, 1), ('args[0].set', 100, 4, 1), ('args[0].vals', 104, 8, 8), ('args[1].arg', 168, 1, 1), ('args[1].op', 169, 1, 1), ('args[1].nvals', 170, 1, 1), ('args[1].pad', 171, 1, 1), ('args[1].set', 172, 4, 1), ('args[1].vals', 176, 8, 8), ('args[2].arg', 240, 1, 1), ('args[2].op', 241, 1, 1), ('args[2].nvals', 242, 1, 1), ('args[2].pad', 243, 1, 1), ('args[2].set', 244, 4, 1), ('args[2].vals', 248, 8, 8), ('args[3].arg', 312, 1, 1), ('args[3].op', 313, 1, 1), ('args[3].nvals', 314, 1, 1), ('args[3].pad', 315, 1, 1), ('args[3].set', 316, 4, 1), ('args[3].vals', 320, 8, 8), ('args[4].arg', 384, 1, 1), ('args[4].op', 385, 1, 1), ('args[4].nvals', 386, 1, 1), ('args[4].pad', 387, 1, 1), ('args[4].set', 388, 4, 1), ('args[4].vals', 392, 8, 8), ('ret[0].arg', 456, 1, 1), ('ret[0].op', 457, 1, 1), ('ret[0].nvals', 458, 1, 1), ('ret[0].pad', 459, 1, 1), ('ret[0].set', 460, 4, 1), ('ret[0].vals', 464, 8, 8), ('ret[1].arg', 528, 1, 1), ('ret[1].op', 529, 1, 1), ('ret[1].nvals', 530, 1, 1), ('ret[1].pad', 531, 1, 1), ('ret[1].set', 532, 4, 1), ('ret[1].vals', 536, 8, 8), ('ns[0].ns', 600, 1, 1), ('ns[0].op', 601, 1, 1), ('ns[0].nvals', 602, 1, 1), ('ns[0].pad', 603, 1, 1), ('ns[0].vals', 604, 4, 4), ('ns[1].ns', 620, 1, 1), ('ns[1].op', 621, 1, 1), ('ns[1].nvals', 622, 1, 1), ('ns[1].pad', 623, 1, 1), ('ns[1].vals', 624, 4, 4), ('ns[2].ns', 640, 1, 1), ('ns[2].op', 641, 1, 1), ('ns[2].nvals', 642, 1, 1), ('ns[2].pad', 643, 1, 1), ('ns[2].vals', 644, 4, 4), ('ns[3].ns', 660, 1, 1), ('ns[3].op', 661, 1, 1), ('ns[3].nvals', 662, 1, 1), ('ns[3].pad', 663, 1, 1), ('ns[3].vals', 664, 4, 4), ('caps[0].set', 680, 1, 1), ('caps[0].op', 681, 1, 1), ('caps[0].pad', 682, 2, 1), ('caps[0].pad2', 684, 4, 1), ('caps[0].mask', 688, 8, 1), ('caps[1].set', 696, 1, 1), ('caps[1].op', 697, 1, 1), ('caps[1].pad', 698, 2, 1), ('caps[1].pad2', 700, 4, 1), ('caps[1].mask', 704, 8, 1), ('actions[0].action', 712, 1, 1), ('actions[0].scope', 713, 1, 1), ('actions[0].pad', 714, 2, 1), ('actions[0].arg', 716, 4, 1), ('actions[0].rate_ns', 720, 8, 1), ('actions[1].action', 728, 1, 1), ('actions[1].scope', 729, 1, 1), ('actions[1].pad', 730, 2, 1), ('actions[1].arg', 732, 4, 1), ('actions[1].rate_ns', 736, 8, 1), ('actions[2].action', 744, 1, 1), ('actions[2].scope', 745, 1, 1), ('actions[2].pad', 746, 2, 1), ('actions[2].arg', 748, 4, 1), ('actions[2].rate_ns', 752, 8, 1),)),
@@ -375,6 +381,12 @@ VG_NAMESPACES_INDEX = {'uts': 0, 'ipc': 1, 'mnt': 2, 'pid': 3, 'pid_for_children
 VG_NS_MATCH = struct.Struct('<BBBB4I')
 VG_NS_MATCH_FIELDS = ('ns', 'op', 'nvals', 'pad', 'vals',)
 VG_NS_MATCH_INDEX = {'ns': 0, 'op': 1, 'nvals': 2, 'pad': 3, 'vals': 4}
+VG_PF_CFG = struct.Struct('<II')
+VG_PF_CFG_FIELDS = ('policy_id', 'subsys',)
+VG_PF_CFG_INDEX = {'policy_id': 0, 'subsys': 1}
+VG_PF_KEY = struct.Struct('<QII')
+VG_PF_KEY_FIELDS = ('cgroup_id', 'policy_id', 'pad',)
+VG_PF_KEY_INDEX = {'cgroup_id': 0, 'policy_id': 1, 'pad': 2}
 VG_PID_MATCH = struct.Struct('<BBBB4I')
 VG_PID_MATCH_FIELDS = ('op', 'ns', 'nvals', 'follow', 'vals',)
 VG_PID_MATCH_INDEX = {'op': 0, 'ns': 1, 'nvals': 2, 'follow': 3, 'vals': 4}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
+from vigil.policy.scope import PodScope
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class PolicyPlan:
     enforce: EnforcePlan = field(default_factory=EnforcePlan)
     # (field path, message): compiled, but not as it will load (host_ns left for load time)
     warnings: tuple[tuple[str, str], ...] = ()
+    # pod scoping (vigil.policy.scope.PodScope): the hooks run only in matching pods'
+    # cgroups; None: host-wide
+    scope: PodScope | None = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.abi._generated import GenCount
 from vigil.bpf import _libbpf
@@ -47,6 +48,7 @@ class LoadedPolicy:
     plan: PolicyPlan
     objects: list[BpfObject] = field(default_factory=list)
     shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
+    scope_id: int = 0  # pod scoping filter id (vigil.sensors.policyfilter); 0: host-wide
 
     @property
     def link_count(self) -> int:
@@ -84,13 +86,14 @@ class LoadedPolicy:
         self.objects.clear()
 
 
-def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
-    """Load and attach every hook; on any failure, undo all of it and raise."""
-    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
+def load_policy(plan: PolicyPlan, base: BaseSensor, scope: Any = None) -> LoadedPolicy:
+    """Load and attach every hook; on any failure, undo all of it and raise. ``scope``:
+    (vigil.sensors.policyfilter.PolicyFilter, filter id) of a pod-scoped policy."""
+    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()) | {"vg_pf_cgroups"})
     monitor = plan.mode == "monitor"
     try:
         for hook in plan.hooks:
-            loaded.objects.append(load_hook(hook, base, monitor=monitor))
+            loaded.objects.append(load_hook(hook, base, monitor=monitor, scope=scope))
     except BaseException:
         loaded.close()
         raise
@@ -102,7 +105,8 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
     obj.map("vg_gen_mode").update(b"\0\0\0\0", struct.pack("<I", 1 if monitor else 0))
 
 
-def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> BpfObject:
+def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
+              scope: Any = None) -> BpfObject:
     obj = BpfObject(GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
         wanted = {a.program for a in hook.attach}
@@ -117,7 +121,14 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False) -> Bpf
             obj.map(name).reuse_fd(fd)
         for name in PRIVATE_MAPS:
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))
+        pf, pf_id = scope if scope is not None else (None, 0)
+        if pf is not None:
+            pf.configure(obj, pf_id)
+        else:
+            obj.map("vg_pf_cgroups").set_max_entries(1)
         obj.load()
+        if pf is not None:
+            pf.loaded(obj, pf_id)
         write_mode(obj, monitor)  # before attach: the first match sees the policy's mode
         for name, keys in hook.map_keys.items():
             m = obj.map(name)
