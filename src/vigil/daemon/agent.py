@@ -86,6 +86,7 @@ class AgentConfig:
     policy_signing_key: str = ""            # --policy-signing-key: load only signed policies
     self_protection: bool = True            # --self-protection: the built-in policy + file watch
     protected_files: tuple[str, ...] = ()   # more files whose writes self-protection reports
+    k8s: Any = None                         # vigil.k8s.agent.K8sConfig (--enable-k8s-api; None: off)
 
 
 def default_node_name() -> str:
@@ -223,6 +224,7 @@ class Agent:
         # The tracing-policy engine (vigil.daemon.policies.PolicyManager) once the base
         # sensor is loaded; the gRPC API and the start-up flags go through it.
         self.policies: Any = None
+        self.k8s: Any = None  # vigil.k8s.agent.K8sRuntime with --enable-k8s-api
         self._file_watch: Any = None  # self-protection's fanotify watch (daemon.selfprot)
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
@@ -263,6 +265,8 @@ class Agent:
             self.sensor.seed_procs((p.pid, p.binary) for p in procs
                                    if p.binary and p.pid and not p.kthread)
             self._load_startup_policies()
+            from vigil.k8s.agent import start as start_k8s  # pods, policy CRs, pod scoping
+            self.k8s = start_k8s(self)
             self._start_self_protection()
             self._replace_kept_links()
             tune_gc()
@@ -296,6 +300,9 @@ class Agent:
         if self._file_watch is not None:
             self._file_watch.close()
             self._file_watch = None
+        if self.k8s is not None:  # stopped first: no CR loads into a closing manager
+            self.k8s.stop()
+            self.k8s = None
         if self.policies is not None:
             self.policies.close()  # detach every policy program before the base sensor
         if self.sensor is not None:

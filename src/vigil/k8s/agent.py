@@ -116,4 +116,31 @@ def start(agent: Any) -> K8sRuntime | None:
     rt = K8sRuntime(cfg, api_client(cfg), agent.policies, getattr(agent.cfg, "procfs", "/proc"))
     rt.start()
     agent.pod_source = rt.pods
+    metrics = getattr(agent, "metrics", None)
+    if metrics is not None:
+        metrics.registry.register(K8sCollector(rt))
     return rt
+
+
+class K8sCollector:
+    """``vigil_k8s_errors_total{component,reason}``, ``vigil_k8s_pods``,
+    ``vigil_k8s_watch_events_total{resource}``, read at scrape time."""
+
+    def __init__(self, rt: K8sRuntime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        errs = CounterMetricFamily("vigil_k8s_errors", "Kubernetes API errors and bad "
+                                   "objects, by component and reason (each logged)",
+                                   labels=["component", "reason"])
+        for (comp, reason), n in sorted(self.rt.errors().items()):
+            errs.add_metric([comp, reason], n)
+        yield errs
+        evs = CounterMetricFamily("vigil_k8s_watch_events", "Watch events applied",
+                                  labels=["resource"])
+        for inf in self.rt.informers:
+            evs.add_metric([inf.name], inf.events)
+        yield evs
+        yield GaugeMetricFamily("vigil_k8s_pods", "Pods of this node known from the API",
+                                value=len(self.rt.pods.pods()))

@@ -98,6 +98,8 @@ class Informer:
                          self.name, self.resource_version)
                 need_list = True
             except Exception as err:  # noqa: BLE001 - every failure: count, back off, retry
+                if self._stop.is_set():  # stop() shut the watch's socket
+                    return
                 reason = _reason(err)
                 self.errors[reason] += 1
                 if reason == "gone":  # the watch's ERROR event, raised by the client
