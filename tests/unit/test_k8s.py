@@ -301,3 +301,57 @@ def test_policy_crs_loaded_changed_deleted_relisted(server, api):
             i.stop()
     tpw.close()
     assert ("one", "") not in mgr.docs
+
+
+class RecordingFilter:
+    def __init__(self) -> None:
+        self.sets: dict[int, set[int]] = {}
+
+    def set(self, pid: int, cgids: Any) -> None:
+        self.sets[pid] = set(cgids)
+
+    def release(self, pid: int) -> None:
+        self.sets.pop(pid, None)
+
+
+def test_scopes_follow_pods_and_cgroups(tmp_path):
+    """Container ids -> cgroup dirs (runtime naming, nested children) -> per-policy sets."""
+    from types import SimpleNamespace
+
+    from vigil.k8s.scopes import ScopeManager
+    a, b, late = "a" * 64, "b" * 64, "c" * 64
+    (tmp_path / "kubepods" / f"cri-containerd-{a}.scope" / "nested").mkdir(parents=True)
+    (tmp_path / "machine" / f"libpod-{b}").mkdir(parents=True)
+    ino = lambda p: (tmp_path / p).stat().st_ino  # noqa: E731
+    w = PodWatcher()
+    w.on_sync([pod("web", ns="team", labels={"app": "web"},
+                   containers=[("app", "nginx:1", f"containerd://{a}"),
+                               ("side", "envoy:2", "")]),
+               pod("db", ns="team", labels={"app": "db"},
+                   containers=[("db", "postgres:16", f"cri-o://{b}")])])
+    pf = RecordingFilter()
+    sm = ScopeManager(pf, w, str(tmp_path))
+    web = sm.register(SimpleNamespace(scope=PodScope("team", Selector.from_spec(
+        {"matchLabels": {"app": "web"}}), None)))
+    every = sm.register(SimpleNamespace(scope=PodScope("", Selector(), None)))
+    only_db = sm.register(SimpleNamespace(scope=PodScope("", None, Selector.from_spec(
+        {"matchExpressions": [{"key": "repo", "operator": "In", "values": ["postgres"]}]}))))
+    cg_a = {ino(f"kubepods/cri-containerd-{a}.scope"),
+            ino(f"kubepods/cri-containerd-{a}.scope/nested")}
+    assert pf.sets[web] == cg_a
+    assert pf.sets[every] == cg_a | {ino(f"machine/libpod-{b}")}
+    assert pf.sets[only_db] == {ino(f"machine/libpod-{b}")}
+    # a container starting later, a pod relabelled, a pod gone
+    (tmp_path / "kubepods" / late).mkdir()
+    w.on_event("MODIFIED", pod("web", ns="team", labels={"app": "web"},
+                               containers=[("app", "nginx:1", f"containerd://{a}"),
+                                           ("side", "envoy:2", f"containerd://{late}")]))
+    w.on_event("MODIFIED", pod("db", ns="team", labels={"app": "web"},
+                               containers=[("db", "postgres:16", f"cri-o://{b}")]))
+    sm.refresh()
+    assert pf.sets[web] == cg_a | {ino(f"kubepods/{late}"), ino(f"machine/libpod-{b}")}
+    w.on_event("DELETED", pod("db", ns="team"))
+    sm.refresh()
+    assert pf.sets[only_db] == set()
+    sm.release(web)
+    assert web not in pf.sets
