@@ -119,10 +119,12 @@ def test_namespaced_sigkill_only_in_the_selected_pod(pods_cgroups: tuple[Path, P
         wait_for(lambda: rt.filter.members(scope_id) == {victim_ino},
                  what="the victim pod's cgroup in vg_pf_cgroups")
 
+        print(f"\npods' cgroups tracked in: {rt.filter.controller or 'cgroup v2'} "
+              f"(subsystem index {rt.filter.subsys}), {victim_cg.parent}")
         victim = in_cgroup(victim_cg, target)
         neighbour = in_cgroup(neighbour_cg, target)
         host = in_cgroup(None, target)
-        print(f"\nvictim pod   : returncode {victim.returncode}, stdout {victim.stdout!r}")
+        print(f"victim pod   : returncode {victim.returncode}, stdout {victim.stdout!r}")
         print(f"neighbour pod: returncode {neighbour.returncode}, stdout {neighbour.stdout!r}")
         print(f"host         : returncode {host.returncode}, stdout {host.stdout!r}")
         assert victim.returncode == -9 and victim.stdout == b""
