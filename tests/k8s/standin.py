@@ -1,6 +1,6 @@
 """A stand-in Kubernetes API server for tests: the list/watch protocol, not Kubernetes.
 
-It serves what Vigil's client reads, over HTTP/1.1 (optionally TLS):
+It serves what Vigil's client reads, over HTTP/1.1 or HTTPS (``tls``):
 
 - ``GET /api/v1/pods`` (``fieldSelector=spec.nodeName=N``), ``GET
   /apis/cilium.io/v1alpha1/tracingpolicies`` and ``.../tracingpoliciesnamespaced``:
@@ -43,7 +43,8 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 class StandinApiServer:
-    def __init__(self, token: str = "test-token", bookmark_interval: float = 0.3) -> None:
+    def __init__(self, token: str = "test-token", bookmark_interval: float = 0.3,
+                 tls: tuple[str, str] | None = None) -> None:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.forbidden: set[str] = set()
@@ -72,6 +73,12 @@ class StandinApiServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # (cert file, key file): HTTPS
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
                                         name="standin-apiserver")
 

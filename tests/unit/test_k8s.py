@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from tests.k8s.client import kubeconfig, pod, wait_for  # noqa: E402
+from tests.k8s.client import kubeconfig, pod, self_signed, wait_for  # noqa: E402
 from tests.k8s.standin import PODS, TP, TPN, StandinApiServer  # noqa: E402
 from vigil.k8s.agent import K8sConfig, api_client  # noqa: E402
 from vigil.k8s.informer import Informer  # noqa: E402
@@ -231,7 +231,7 @@ def test_policy_scope_of_documents():
 
 
 class FakeManager:
-    """Records add/delete; refuses documents containing 'refuse-me' (pure logic)."""
+    """Records add/delete after the real loader's validation (no kernel)."""
 
     def __init__(self) -> None:
         self.docs: dict[tuple[str, str], str] = {}
@@ -239,9 +239,10 @@ class FakeManager:
 
     def add(self, text: str, *, source: str) -> Any:
         import yaml
+
+        from vigil.policy.loader import load_policy
         assert source == "k8s"
-        if "refuse-me" in text:
-            raise ValueError("refused")
+        load_policy(text, source=source)  # the real validation: PolicyError when invalid
         d = yaml.safe_load(text)
         key = (d["metadata"]["name"], d["metadata"].get("namespace", ""))
         if key in self.docs:
@@ -279,9 +280,14 @@ def test_policy_crs_loaded_changed_deleted_relisted(server, api):
         server.put(TPN, tp("scoped", "team"))
         wait_for(lambda: ("scoped", "team") in mgr.docs, what="namespaced policy")
         server.put(TP, tp("bad", spec={"refuse-me": 1}))
+        server.put(TP, tp("notaspec", spec="a string"))
+        server.put(TP, {"apiVersion": "cilium.io/v1alpha1", "kind": "TracingPolicy",
+                        "metadata": {"name": "huge"},
+                        "spec": {"lists": [{"name": f"l{i}", "values": ["/x" * 100] * 100}
+                                           for i in range(60)]}})
         server.put(TP, tp("two"))
-        wait_for(lambda: ("two", "") in mgr.docs, what="a policy after a refused one")
-        assert tpw.errors["refused"] == 1
+        wait_for(lambda: ("two", "") in mgr.docs, what="a policy after refused ones")
+        assert tpw.errors["refused"] == 2 and tpw.errors["oversized"] == 1
         adds = mgr.adds
         obj = tp("one")
         obj["metadata"]["labels"] = {"x": "y"}  # same spec: same generation
@@ -355,3 +361,28 @@ def test_scopes_follow_pods_and_cgroups(tmp_path):
     assert pf.sets[only_db] == set()
     sm.release(web)
     assert web not in pf.sets
+
+
+def test_https_with_the_cluster_ca_and_a_wrong_ca(tmp_path):
+    """The client verifies the API server's certificate against the kubeconfig's CA."""
+    cert, key = self_signed(tmp_path)
+    other, _ = self_signed(tmp_path, "other")
+    server = StandinApiServer(tls=(cert, key)).start()
+    try:
+        server.put(PODS, pod("tls-pod"))
+        for ca, ok in ((cert, True), (other, False)):
+            a = api_client(K8sConfig(kubeconfig=str(kubeconfig(
+                tmp_path / f"kc-{ok}", server.url, server.token, ca=ca))))
+            w = PodWatcher()
+            inf = run(pod_informer(a, w))
+            try:
+                if ok:
+                    wait_for(lambda: w.pod("default", "tls-pod"), what="a pod over HTTPS")
+                else:
+                    wait_for(lambda: inf.errors["tls"] >= 2, what="TLS refusals")
+                    assert w.pod("default", "tls-pod") is None and not inf.synced.is_set()
+            finally:
+                inf.stop()
+                a.close()
+    finally:
+        server.stop()

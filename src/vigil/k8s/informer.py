@@ -28,7 +28,7 @@ log = logging.getLogger("vigil.k8s")
 
 Obj = dict[str, Any]
 
-REASONS = ("list_failed", "watch_failed", "unauthorized", "forbidden", "gone",
+REASONS = ("list_failed", "watch_failed", "unauthorized", "forbidden", "gone", "tls",
            "malformed", "oversized", "unreachable", "handler")
 
 
@@ -110,7 +110,7 @@ class Informer:
                 if reason != self._last_failure:
                     log.warning("k8s %s: %s: %s (retrying)", self.name, reason, _short(err))
                     self._last_failure = reason
-                if reason in ("list_failed", "unauthorized", "forbidden", "unreachable") \
+                if reason in ("list_failed", "unauthorized", "forbidden", "unreachable", "tls") \
                         and not self.synced.is_set():
                     need_list = True
                 self._stop.wait(delay)
@@ -136,10 +136,14 @@ class Informer:
             if not isinstance(body, dict) or not isinstance(body.get("items", []), list):
                 raise _Failure("list_failed", "list response has no items")
             for item in body.get("items") or ():
-                if isinstance(item, dict):
-                    items.append(item)
-                else:
+                if not isinstance(item, dict):
                     self.errors["malformed"] += 1
+                elif len(json.dumps(item)) > self.max_object_bytes:
+                    self.errors["oversized"] += 1
+                    log.warning("k8s %s: listed object over %d bytes skipped", self.name,
+                                self.max_object_bytes)
+                else:
+                    items.append(item)
             rv = str(meta.get("resourceVersion") or "")
             token = meta.get("continue")
             if not token:
@@ -239,6 +243,8 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, _Failure):
         return err.reason
     status = getattr(err, "status", None)
+    if status == 0 and "SSL" in str(getattr(err, "reason", "")):  # the client's TLS failure
+        return "tls"
     if status == 401:
         return "unauthorized"
     if status == 403:
@@ -248,6 +254,8 @@ def _reason(err: BaseException) -> str:
     if isinstance(status, int) and status:
         return "list_failed"
     name = type(err).__name__
+    if "SSLError" in str(err):  # the server's certificate refused, under a retry error
+        return "tls"
     if "MaxRetry" in name or "NewConnection" in name or isinstance(err, ConnectionError):
         return "unreachable"
     return "watch_failed"
