@@ -22,6 +22,7 @@ from pathlib import Path
 from vigil.abi._generated import PfLimits
 from vigil.bpf import _libbpf as L
 from vigil.bpf.object import BpfObject
+from vigil.errors import BpfError
 
 log = logging.getLogger("vigil.policyfilter")
 
@@ -124,22 +125,27 @@ class PolicyFilter:
         lib = L.lib()
         held = set(old)
         for cgid in sorted(old - new):
-            if lib.bpf_map_delete_elem(self._fd, _KEY.pack(cgid, policy_id, 0)) < 0:
-                import ctypes
-                if ctypes.get_errno() != _ENOENT:
+            try:
+                L.check_int(lib.bpf_map_delete_elem(self._fd, _KEY.pack(cgid, policy_id, 0)),
+                            "map delete", MAP)
+            except BpfError as err:
+                if err.errno != _ENOENT:
                     self.update_errors += 1
+                    log.warning("policy filter %d: cannot remove cgroup %d: %s", policy_id,
+                                cgid, err)
                     continue
             held.discard(cgid)
         for cgid in sorted(new - old):
-            if lib.bpf_map_update_elem(self._fd, _KEY.pack(cgid, policy_id, 0), b"\x01", 0) < 0:
-                import ctypes
-                err = ctypes.get_errno()
-                if err == _E2BIG:
+            try:
+                L.check_int(lib.bpf_map_update_elem(self._fd, _KEY.pack(cgid, policy_id, 0),
+                                                    b"\x01", 0), "map update", MAP)
+            except BpfError as err:
+                if err.errno == _E2BIG:
                     self.map_full += 1
                 else:
                     self.update_errors += 1
                 log.warning("policy filter %d: cannot add cgroup %d: %s (its processes "
-                            "stay outside the policy)", policy_id, cgid, os.strerror(err))
+                            "stay outside the policy)", policy_id, cgid, err)
                 continue
             held.add(cgid)
         return held
