@@ -68,5 +68,8 @@ ANCHOR(enum vg_enf_count, vg_anchor_enf_count);
 ANCHOR(struct vg_ima_rec, vg_anchor_ima_rec);
 ANCHOR(struct vg_loader_msg, vg_anchor_loader_msg);
 ANCHOR(enum vg_loader_flag, vg_anchor_loader_flag);
+ANCHOR(enum vg_pf_limits, vg_anchor_pf_limits);
+ANCHOR(struct vg_pf_key, vg_anchor_pf_key);
+ANCHOR(struct vg_pf_cfg, vg_anchor_pf_cfg);
 
 char LICENSE[] __attribute__((section("license"), used)) = "Dual BSD/GPL";

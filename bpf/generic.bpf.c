@@ -24,6 +24,7 @@
 #include "vigil/path.bpf.h"
 #include "vigil/procs.bpf.h"
 #include "vigil/task.bpf.h"
+#include "vigil/policyfilter.bpf.h"
 
 const volatile struct vg_hook_cfg vg_hook SEC(".rodata.hook") = {};
 
@@ -1271,7 +1272,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 	struct vg_generic_msg *m;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (!h)
+	if (!h || !vg_pf_allowed()) /* pod-scoped policy, task outside its pods */
 		return 0;
 	m = &h->msg;
 	__builtin_memset(m, 0, sizeof(*m));

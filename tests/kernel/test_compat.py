@@ -538,6 +538,9 @@ PLAN: dict[str, Exercise | Loads] = {
         _copy_up_capability, _copy_up_skipped, applies=_copy_up_hook_takes_name,
         note="a copy-up of a file with security.capability, in a new user namespace: "
              "the xattr is not copied"),
+    "modules-nohost.yaml": Loads(
+        "pod-scoped (podSelector): its hooks run only in pods' cgroups and no pod runs here "
+        "(tests/kernel/test_pod_scope.py exercises pod scoping)"),
     "datagram-with-selectors.yaml": Loads(CGROUP_SKB),
     "datagram-with-sock-tracking.yaml": Loads(CGROUP_SKB),
     "datagram.yaml": Loads(CGROUP_SKB),
@@ -687,9 +690,16 @@ def examples() -> Path:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
+    from vigil.k8s.pods import PodWatcher
+    from vigil.k8s.scopes import ScopeManager
+    from vigil.sensors.policyfilter import PolicyFilter
     e = Env()
+    # pod-scoped examples load as the agent with --enable-k8s-api loads them on a node
+    # without pods: scoped to no cgroup
+    e.manager.scopes = ScopeManager(PolicyFilter(), PodWatcher(), "/nonexistent")
     yield e
     e.close()
+    e.manager.scopes.filter.close()
 
 
 @pytest.fixture(scope="module")

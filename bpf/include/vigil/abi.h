@@ -835,4 +835,26 @@ struct vg_addr_key {
 	__u8 addr[16];
 };
 
+/* ---- pod scoping of tracing policies (policyfilter.bpf.h; vigil.sensors.policyfilter) -
+ * A policy with a namespace, podSelector or containerSelector runs its hooks only for
+ * tasks whose cgroup is listed for it in vg_pf_cgroups (one map shared by every hook);
+ * user space keeps the map in step with the pods that match.
+ */
+enum vg_pf_limits {
+	VG_PF_ENTRIES = 65536,  /* (cgroup, policy) pairs across every scoped policy */
+};
+
+struct vg_pf_key {
+	__u64 cgroup_id;  /* kernfs id of the cgroup (v2, or the v1 tracking hierarchy's) */
+	__u32 policy_id;  /* vg_pf_cfg.policy_id of the policy instance */
+	__u32 pad;
+};
+
+/* .rodata.pf of one hook's generic.bpf.o copy; zero: not scoped (every task). */
+struct vg_pf_cfg {
+	__u32 policy_id;
+	__s32 subsys;     /* cgroup v1 subsystem index whose hierarchy identifies pods;
+			   * -1: the cgroup v2 (default) hierarchy */
+};
+
 #endif /* VIGIL_ABI_H */

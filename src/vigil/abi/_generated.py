@@ -273,6 +273,10 @@ class Op(enum.IntEnum):
     CEL = 35
 
 
+class PfLimits(enum.IntEnum):
+    ENTRIES = 65536
+
+
 class RateScope(enum.IntEnum):
     THREAD = 0
     PROCESS = 1
@@ -343,6 +347,8 @@ LAYOUTS = {
     'vg_msg_hdr': (16, (('op', 0, 1, 1), ('flags', 1, 1, 1), ('pad1', 2, 2, 1), ('size', 4, 4, 1), ('ktime', 8, 8, 1),)),
     'vg_namespaces': (40, (('uts', 0, 4, 1), ('ipc', 4, 4, 1), ('mnt', 8, 4, 1), ('pid', 12, 4, 1), ('pid_for_children', 16, 4, 1), ('net', 20, 4, 1), ('time', 24, 4, 1), ('time_for_children', 28, 4, 1), ('cgroup', 32, 4, 1), ('user', 36, 4, 1),)),
     'vg_ns_match': (20, (('ns', 0, 1, 1), ('op', 1, 1, 1), ('nvals', 2, 1, 1), ('pad', 3, 1, 1), ('vals', 4, 4, 4),)),
+    'vg_pf_cfg': (8, (('policy_id', 0, 4, 1), ('subsys', 4, 4, 1),)),
+    'vg_pf_key': (16, (('cgroup_id', 0, 8, 1), ('policy_id', 8, 4, 1), ('pad', 12, 4, 1),)),
     'vg_pfx_key': (256, (('prefixlen', 0, 4, 1), ('set', 4, 4, 1), ('s', 8, 1, 248),)),
     'vg_pid_match': (20, (('op', 0, 1, 1), ('ns', 1, 1, 1), ('nvals', 2, 1, 1), ('follow', 3, 1, 1), ('vals', 4, 4, 4),)),
     'vg_proc': (264, (('bin_len', 0, 4, 1), ('pad', 4, 4, 1), ('bin', 8, 1, 256),)),
@@ -444,6 +450,12 @@ VG_NAMESPACES_INDEX = {'uts': 0, 'ipc': 1, 'mnt': 2, 'pid': 3, 'pid_for_children
 VG_NS_MATCH = struct.Struct('<BBBB4I')
 VG_NS_MATCH_FIELDS = ('ns', 'op', 'nvals', 'pad', 'vals',)
 VG_NS_MATCH_INDEX = {'ns': 0, 'op': 1, 'nvals': 2, 'pad': 3, 'vals': 4}
+VG_PF_CFG = struct.Struct('<II')
+VG_PF_CFG_FIELDS = ('policy_id', 'subsys',)
+VG_PF_CFG_INDEX = {'policy_id': 0, 'subsys': 1}
+VG_PF_KEY = struct.Struct('<QII')
+VG_PF_KEY_FIELDS = ('cgroup_id', 'policy_id', 'pad',)
+VG_PF_KEY_INDEX = {'cgroup_id': 0, 'policy_id': 1, 'pad': 2}
 VG_PFX_KEY = struct.Struct('<II248s')
 VG_PFX_KEY_FIELDS = ('prefixlen', 'set', 's',)
 VG_PFX_KEY_INDEX = {'prefixlen': 0, 'set': 1, 's': 2}

@@ -12,6 +12,7 @@ from vigil.cli.config import ConfiguredCommand
 from vigil.cli.export_options import export_config, export_options
 from vigil.cli.observability import observability_config, observability_options
 from vigil.cli.operator import operator_config, operator_options
+from vigil.cli.k8s_options import k8s_config, k8s_options
 from vigil.errors import VigilError
 from vigil.server.config import (
     DEFAULT_ADDRESS,
@@ -152,6 +153,7 @@ def _given(param: str) -> bool:
 @observability_options
 @operator_options
 @export_options
+@k8s_options
 def agent(**opts: Any) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -198,6 +200,7 @@ def agent(**opts: Any) -> None:
             policy_signing_key=str(opts["policy_signing_key"]),
             self_protection=bool(opts["self_protection"]),
             protected_files=_config_paths(opts),
+            k8s=k8s_config(opts),
             server=_server_config(opts),
         )
         run(cfg)

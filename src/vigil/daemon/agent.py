@@ -86,6 +86,7 @@ class AgentConfig:
     policy_signing_key: str = ""            # --policy-signing-key: load only signed policies
     self_protection: bool = True            # --self-protection: the built-in policy + file watch
     protected_files: tuple[str, ...] = ()   # more files whose writes self-protection reports
+    k8s: Any = None                         # vigil.k8s.agent.K8sConfig (--enable-k8s-api; None: off)
 
 
 def default_node_name() -> str:
@@ -223,6 +224,7 @@ class Agent:
         # The tracing-policy engine (vigil.daemon.policies.PolicyManager) once the base
         # sensor is loaded; the gRPC API and the start-up flags go through it.
         self.policies: Any = None
+        self.k8s: Any = None  # vigil.k8s.agent.K8sRuntime with --enable-k8s-api
         self._file_watch: Any = None  # self-protection's fanotify watch (daemon.selfprot)
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started
@@ -271,6 +273,9 @@ class Agent:
         if self._file_watch is not None:
             self._file_watch.close()
             self._file_watch = None
+        if self.k8s is not None:  # stopped first: no CR loads into a closing manager
+            self.k8s.stop()
+            self.k8s = None
         if self.policy_events is not None and getattr(self.policy_events, "requester", None):
             self.policy_events.requester.stop()
         if self.policies is not None:

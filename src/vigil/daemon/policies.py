@@ -146,6 +146,9 @@ class PolicyManager:
         # signed-policies mode (--policy-signing-key): a vigil.policy.signing.PolicyVerifier
         # every policy must pass, whatever its source; None loads every valid policy
         self.verifier: Any = None
+        # pod scoping (vigil.k8s.scopes.ScopeManager, with --enable-k8s-api): scoped
+        # policies' hooks run only in matching pods' cgroups; None: scoped policies refused
+        self.scopes: Any = None
 
     # -- PolicyStore -----------------------------------------------------------------
 
@@ -278,10 +281,16 @@ class PolicyManager:
         return plan
 
     def _load(self, plan: PolicyPlan) -> LoadedPolicy:
+        scope = self._scope(plan)
         try:
-            loaded = load_policy(plan, self.base)
-        except BpfError as err:
-            raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
+            loaded = load_policy(plan, self.base, scope)
+        except BaseException as err:
+            if scope is not None:
+                self.scopes.release(scope[1])
+            if isinstance(err, BpfError):
+                raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
+            raise
+        loaded.scope_id = scope[1] if scope is not None else 0
         if plan.enforce:
             try:
                 self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
@@ -295,6 +304,17 @@ class PolicyManager:
         self.registry.add([RegisteredHook(h, plan.name, plan.namespace) for h in plan.hooks])
         return loaded
 
+    def _scope(self, plan: PolicyPlan) -> tuple[Any, int] | None:
+        """(policy filter, filter id) of a pod-scoped plan, registered with the scopes."""
+        if plan.scope is None:
+            return None
+        if self.scopes is None:
+            raise FeatureNotSupported(
+                f"policy {plan.name}", f"{plan.scope.describe()}: pod-scoped policies need "
+                "the Kubernetes API (--enable-k8s-api) to know which cgroups are pods; "
+                "refusing rather than applying the policy to the whole host")
+        return self.scopes.filter, self.scopes.register(plan)
+
     def _enforcer(self) -> Any:
         if self.enforcement is None:
             from vigil.enforce.service import Enforcement
@@ -305,6 +325,8 @@ class PolicyManager:
         if entry.loaded is not None:
             entry.counts = _add(entry.counts, _counts(entry.loaded))
             entry.loaded.close()
+            if entry.loaded.scope_id and self.scopes is not None:
+                self.scopes.release(entry.loaded.scope_id)
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
         enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)

@@ -110,6 +110,11 @@ def _procfs_scan(agent: Agent) -> None:
                             if p.binary and p.pid and not p.kthread)
 
 
+def _kubernetes(agent: Agent) -> None:
+    from vigil.k8s.agent import start as start_k8s
+    agent.k8s = start_k8s(agent)
+
+
 def _gc(agent: Agent) -> None:
     from vigil.stream.pipeline import tune_gc
     tune_gc()
@@ -134,6 +139,8 @@ STEPS: tuple[Step, ...] = (
     Step("procfs-scan", _procfs_scan, ("base-sensor",)),
     Step("startup-policies", lambda a: a._load_startup_policies(),
          ("policy-engine", "procfs-scan")),
+    # pods of this node, TracingPolicy resources, pod scoping (--enable-k8s-api)
+    Step("kubernetes", _kubernetes, ("policy-engine", "startup-policies")),
     Step("self-protection", lambda a: a._start_self_protection(), ("policy-engine",)),
     Step("kept-links", lambda a: a._replace_kept_links(),
          ("base-sensor", "startup-policies", "self-protection")),

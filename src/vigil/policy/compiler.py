@@ -30,6 +30,7 @@ from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
+from vigil.policy.scope import policy_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
 from vigil.policy.values import parse_family, parse_int, parse_port_range
@@ -212,7 +213,7 @@ class _HookBuilder:
 def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> PolicyPlan:
     """Compile a validated ``vigil.policy.spec.Policy``; raises CompileError."""
     spec = policy.spec
-    _refuse_workload_scoping(policy)
+    scope = policy_scope(policy)
     refuse_without_effect(spec)
     name = policy.metadata.name
     namespace = getattr(policy, "namespace", "") or ""
@@ -268,9 +269,16 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     # -- fanotify (file_open, bprm_check_security) and cgroup socket programs
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
+    if scope is not None:
+        notes.append(f"scoped to {scope.describe()}: the hooks run only in those pods' "
+                     "cgroups (kernel map vg_pf_cgroups), nowhere else")
+    if scope is not None and (enforce.fanotify or enforce.sock):
+        raise CompileError("spec", "pod scoping of fanotify or cgroup-socket enforcement is "
+                           "not supported by this version of Vigil; refusing rather than "
+                           "enforcing on the whole host")
     from vigil.policy.compile_actions import compile_enforcer
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
-                      tuple(_deferred_host_ns(spec, view)),
+                      tuple(_deferred_host_ns(spec, view)), scope=scope,
                       enforcer=compile_enforcer(spec, view, monitor))
 
 
@@ -348,21 +356,6 @@ def refuse_resolve(arg: Any, where: str, kind: str) -> None:
             raise CompileError(f"{where}.{yaml_name}", f"{yaml_name} is not supported on "
                                f"{kind} (only on kernel-function hooks: kprobes, fentries, "
                                "lsmhooks)")
-
-
-def _refuse_workload_scoping(policy: Any) -> None:
-    """Kubernetes scoping is not implemented yet: refuse, never apply host-wide."""
-    spec = policy.spec
-    if _s(getattr(policy, "kind", "")) == "TracingPolicyNamespaced":
-        raise CompileError("kind", "TracingPolicyNamespaced needs Kubernetes pod scoping, which "
-                           "this version of Vigil does not have; refusing rather than applying "
-                           "it to the whole host")
-    for field_name, yaml_name in (("pod_selector", "podSelector"),
-                                  ("container_selector", "containerSelector")):
-        if getattr(spec, field_name, None) is not None:
-            raise CompileError(f"spec.{yaml_name}", "pod/container scoping is not supported by "
-                               "this version of Vigil; refusing rather than applying the "
-                               "policy to the whole host")
 
 
 def _unsupported_reason(kind: str, view: KernelView) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
+from vigil.policy.scope import PodScope
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,9 @@ class PolicyPlan:
     warnings: tuple[tuple[str, str], ...] = ()
     # spec.enforcers (vigil.policy.compile_actions.EnforcerPlan), acting on NotifyEnforcer
     enforcer: Any = None
+    # pod scoping (vigil.policy.scope.PodScope): the hooks run only in matching pods'
+    # cgroups; None: host-wide
+    scope: PodScope | None = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""

@@ -50,6 +50,7 @@ class LoadedPolicy:
     objects: list[BpfObject] = field(default_factory=list)
     shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
     enforcers: list[BpfObject] = field(default_factory=list)  # spec.enforcers objects
+    scope_id: int = 0  # pod scoping filter id (vigil.sensors.policyfilter); 0: host-wide
 
     @property
     def link_count(self) -> int:
@@ -105,10 +106,11 @@ class LoadedPolicy:
         self.enforcers.clear()
 
 
-def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
-    """Load and attach every hook; on any failure, undo all of it and raise."""
+def load_policy(plan: PolicyPlan, base: BaseSensor, scope: Any = None) -> LoadedPolicy:
+    """Load and attach every hook; on any failure, undo all of it and raise. ``scope``:
+    (vigil.sensors.policyfilter.PolicyFilter, filter id) of a pod-scoped policy."""
     from vigil.sensors.enforcer import POLICY_MAPS, load_enforcer
-    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()))
+    loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()) | {"vg_pf_cgroups"})
     monitor = plan.mode == "monitor"
     policy_maps: dict[str, int] = {}  # maps the policy's objects share (first one's fd)
     try:
@@ -120,7 +122,8 @@ def load_policy(plan: PolicyPlan, base: BaseSensor) -> LoadedPolicy:
                 from vigil.sensors.loader import load_loader_hook
                 loaded.objects.append(load_loader_hook(hook, base))
                 continue
-            obj = load_hook(hook, base, monitor=monitor, policy_maps=policy_maps)
+            obj = load_hook(hook, base, monitor=monitor, policy_maps=policy_maps,
+                            scope=scope)
             loaded.objects.append(obj)
             for name in POLICY_MAPS:
                 policy_maps.setdefault(name, obj.map(name).fd)
@@ -136,7 +139,7 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 
 
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
-              policy_maps: dict[str, int] | None = None) -> BpfObject:
+              policy_maps: dict[str, int] | None = None, scope: Any = None) -> BpfObject:
     usdt = any(a.kind == "usdt" for a in hook.attach)
     obj = BpfObject(USDT_OBJECT if usdt else GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
     try:
@@ -154,7 +157,14 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
             obj.map(name).reuse_fd(fd)
         for name in PRIVATE_MAPS:
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))
+        pf, pf_id = scope if scope is not None else (None, 0)
+        if pf is not None:
+            pf.configure(obj, pf_id)
+        else:
+            obj.map("vg_pf_cgroups").set_max_entries(1)
         obj.load()
+        if pf is not None:
+            pf.loaded(obj, pf_id)
         write_mode(obj, monitor)  # before attach: the first match sees the policy's mode
         for name, keys in hook.map_keys.items():
             m = obj.map(name)

@@ -1,0 +1,151 @@
+"""The kernel side of pod-scoped policies: map ``vg_pf_cgroups`` of (cgroup id, policy id).
+
+Every hook of a scoped policy is loaded with ``.rodata.pf`` naming the policy's filter id
+and the cgroup hierarchy that identifies pods (bpf/include/vigil/policyfilter.bpf.h); it
+then runs only for tasks whose cgroup is in the map under that id. One map serves every
+scoped policy: the first scoped hook creates it, this class keeps a duplicate of its fd
+and every later hook reuses it. Unscoped hooks get a one-entry map they never read.
+
+Thread-safe: ``set`` / ``release`` may be called from the Kubernetes threads while the
+policy manager loads hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from vigil.abi._generated import PfLimits
+from vigil.bpf import _libbpf as L
+from vigil.bpf.object import BpfObject
+from vigil.errors import BpfError
+
+log = logging.getLogger("vigil.policyfilter")
+
+MAP = "vg_pf_cgroups"
+_KEY = struct.Struct("<QII")
+_CFG = struct.Struct("<Ii")
+_E2BIG = 7
+_ENOENT = 2
+# v1 controllers tried, in order, for the hierarchy whose cgroups identify containers
+_TRACKING = ("memory", "pids", "cpuset")
+
+
+def tracking_hierarchy(proc: str = "/proc") -> tuple[int, str]:
+    """(subsystem index, controller name) of the cgroup hierarchy that identifies pods:
+    a v1 controller's when one of memory, pids, cpuset is mounted as v1 (hybrid and
+    legacy hosts: their v2 hierarchy may hold no process), else (-1, "") for cgroup v2.
+
+    /proc/cgroups lists controllers in subsystem-index order; hierarchy 0 means the
+    controller is not on a v1 hierarchy."""
+    try:
+        lines = Path(proc, "cgroups").read_text().splitlines()
+    except OSError:
+        return -1, ""
+    rows = [ln.split() for ln in lines if ln and not ln.startswith("#")]
+    for want in _TRACKING:
+        for idx, row in enumerate(rows):
+            if len(row) >= 4 and row[0] == want and row[1] != "0" and row[3] == "1":
+                return idx, want
+    return -1, ""
+
+
+class PolicyFilter:
+    """(cgroup id, policy id) membership in the kernel, diffed against what is there."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.subsys, self.controller = tracking_hierarchy(proc)
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._members: dict[int, set[int]] = {}   # policy id -> cgroup ids in the map
+        self.map_full = 0      # entries refused (map full): the pod is left unscoped
+        self.update_errors = 0
+
+    # -- loading hooks -------------------------------------------------------------
+
+    def configure(self, obj: BpfObject, policy_id: int) -> None:
+        """Before ``obj.load()``: scope the hook to ``policy_id`` (0: unscoped)."""
+        m = obj.map(MAP)
+        with self._lock:
+            if policy_id:
+                obj.map(".rodata.pf").set_initial_value(_CFG.pack(policy_id, self.subsys))
+            if self._fd >= 0:
+                m.reuse_fd(self._fd)
+            elif not policy_id:
+                m.set_max_entries(1)
+            else:
+                m.set_max_entries(int(PfLimits.ENTRIES))
+
+    def loaded(self, obj: BpfObject, policy_id: int) -> None:
+        """After ``obj.load()``: keep the shared map (the first scoped hook made it)."""
+        if not policy_id:
+            return
+        with self._lock:
+            if self._fd < 0:
+                self._fd = os.dup(obj.map(MAP).fd)
+                for pid, cgids in self._members.items():  # set before any hook loaded
+                    self._write(pid, set(), cgids)
+
+    # -- membership ----------------------------------------------------------------
+
+    def set(self, policy_id: int, cgroup_ids: Iterable[int]) -> None:
+        """Make ``policy_id``'s cgroups exactly ``cgroup_ids``."""
+        new = set(cgroup_ids)
+        with self._lock:
+            old = self._members.get(policy_id, set())
+            if new == old:
+                return
+            self._members[policy_id] = self._write(policy_id, old, new) if self._fd >= 0 \
+                else new
+
+    def members(self, policy_id: int) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._members.get(policy_id, ()))
+
+    def release(self, policy_id: int) -> None:
+        """Forget a policy instance (its hooks are unloaded): remove its entries."""
+        with self._lock:
+            old = self._members.pop(policy_id, set())
+            if self._fd >= 0:
+                self._write(policy_id, old, set())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._members.clear()
+
+    def _write(self, policy_id: int, old: set[int], new: set[int]) -> set[int]:
+        """Apply the difference; returns what the map now holds for the policy."""
+        lib = L.lib()
+        held = set(old)
+        for cgid in sorted(old - new):
+            try:
+                L.check_int(lib.bpf_map_delete_elem(self._fd, _KEY.pack(cgid, policy_id, 0)),
+                            "map delete", MAP)
+            except BpfError as err:
+                if err.errno != _ENOENT:
+                    self.update_errors += 1
+                    log.warning("policy filter %d: cannot remove cgroup %d: %s", policy_id,
+                                cgid, err)
+                    continue
+            held.discard(cgid)
+        for cgid in sorted(new - old):
+            try:
+                L.check_int(lib.bpf_map_update_elem(self._fd, _KEY.pack(cgid, policy_id, 0),
+                                                    b"\x01", 0), "map update", MAP)
+            except BpfError as err:
+                if err.errno == _E2BIG:
+                    self.map_full += 1
+                else:
+                    self.update_errors += 1
+                log.warning("policy filter %d: cannot add cgroup %d: %s (its processes "
+                            "stay outside the policy)", policy_id, cgid, err)
+                continue
+            held.add(cgid)
+        return held

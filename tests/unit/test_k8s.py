@@ -1,0 +1,388 @@
+"""Kubernetes client side against the stand-in API server (tests/k8s/standin.py): the
+official client's list/watch with resourceVersion, chunked lists, bookmarks, 410 Gone,
+401/403, broken and malformed watches; pod metadata and workloads; policy CRs."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kubernetes")
+
+from tests.k8s.client import kubeconfig, pod, self_signed, wait_for  # noqa: E402
+from tests.k8s.standin import PODS, TP, TPN, StandinApiServer  # noqa: E402
+from vigil.k8s.agent import K8sConfig, api_client  # noqa: E402
+from vigil.k8s.informer import Informer  # noqa: E402
+from vigil.k8s.pods import PodWatcher, parse_pod, workload_of  # noqa: E402
+from vigil.k8s.policies import PolicyWatcher  # noqa: E402
+from vigil.policy.scope import PodScope, Selector, image_repo, policy_scope  # noqa: E402
+
+CID = "a" * 64
+
+
+@pytest.fixture
+def server():
+    s = StandinApiServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def api(server, tmp_path):
+    a = api_client(K8sConfig(kubeconfig=str(kubeconfig(tmp_path / "kc", server.url,
+                                                       server.token))))
+    yield a
+    a.close()
+
+
+def pod_informer(api, watcher, **kw):
+    from kubernetes import client
+    return Informer("pods", client.CoreV1Api(api).list_pod_for_all_namespaces,
+                    watcher.on_sync, watcher.on_event,
+                    kwargs={"field_selector": "spec.nodeName=node-a"},
+                    backoff=0.05, max_backoff=0.2, **kw)
+
+
+def run(inf):
+    inf.start()
+    return inf
+
+
+def test_list_in_chunks_then_watch_with_bookmarks(server, api):
+    for i in range(5):
+        server.put(PODS, pod(f"p{i}", labels={"app": "web"}))
+    server.put(PODS, pod("elsewhere", node="node-b"))
+    w = PodWatcher()
+    inf = run(pod_informer(api, w, page=2))
+    try:
+        wait_for(inf.synced.is_set, what="list")
+        assert len(w.pods()) == 5 and w.pod("default", "elsewhere") is None
+        assert sum("continue=" in r for r in server.requests) == 2  # 3 chunks of 2
+        server.put(PODS, pod("p5", containers=[("c", "nginx:1", f"containerd://{CID}")]))
+        wait_for(lambda: w.pod("default", "p5"), what="watched pod")
+        assert w.pods()[-1].containers[0].id == CID
+        server.delete(PODS, "default", "p0")
+        wait_for(lambda: w.pod("default", "p0") is None, what="delete")
+        rv = inf.resource_version
+        server.put(TP, tp("elsewhere"))  # another resource moves the version on
+        wait_for(lambda: int(inf.resource_version) > int(rv), what="a bookmark")
+        assert not inf.errors, inf.errors
+    finally:
+        inf.stop()
+
+
+def test_410_gone_relists(server, api):
+    server.put(PODS, pod("p1"))
+    w = PodWatcher()
+    inf = run(pod_informer(api, w, watch_timeout=1))
+    try:
+        wait_for(inf.synced.is_set)
+        server.bookmark_interval = 3600  # no bookmark moves the watcher past compaction
+        server.compact()
+        server.put(PODS, pod("p2"))  # after compaction: only a re-list can show it
+        wait_for(lambda: inf.lists >= 2, what="re-list after 410")
+        wait_for(lambda: w.pod("default", "p2"))
+        assert inf.errors["gone"] >= 1
+    finally:
+        inf.stop()
+
+
+@pytest.mark.parametrize("fault,reason", [("token", "unauthorized"), ("path", "forbidden")])
+def test_401_403_counted_retried_then_recover(server, api, fault, reason, caplog):
+    server.put(PODS, pod("p1"))
+    good = server.token
+    if fault == "token":
+        server.token = "other"
+    else:
+        server.forbidden.add(PODS)
+    w = PodWatcher()
+    inf = run(pod_informer(api, w))
+    try:
+        with caplog.at_level(logging.WARNING, logger="vigil.k8s"):
+            wait_for(lambda: inf.errors[reason] >= 3, what=reason)
+        assert not inf.synced.is_set()
+        assert sum(reason in r.getMessage() for r in caplog.records) == 1  # logged once
+        server.token = good
+        server.forbidden.clear()
+        wait_for(lambda: w.pod("default", "p1"), what="recovery")
+    finally:
+        inf.stop()
+
+
+def test_watch_cut_mid_event_and_garbage_resume(server, api):
+    w = PodWatcher()
+    inf = run(pod_informer(api, w))
+    try:
+        wait_for(inf.synced.is_set)
+        server.cut_next_watch = True
+        server.put(PODS, pod("cut"))
+        wait_for(lambda: w.pod("default", "cut"), what="the cut event, resent")
+        server.garbage_next_watch = True
+        server.raw_event(PODS, '{"type": "ADDED", "object": 5}')
+        server.put(PODS, pod("after"))
+        wait_for(lambda: w.pod("default", "after"), what="events after garbage")
+        assert inf.errors["malformed"] >= 2
+        assert inf.errors["watch_failed"] + inf.errors["malformed"] >= 3
+    finally:
+        inf.stop()
+
+
+def test_malformed_and_oversized_pods_counted(server, api):
+    w = PodWatcher()
+    inf = run(pod_informer(api, w, max_object_bytes=64 << 10))
+    try:
+        wait_for(inf.synced.is_set)
+        bad = pod("nolabels")
+        bad["metadata"]["labels"] = ["not", "a", "map"]
+        server.put(PODS, bad)
+        server.put(PODS, {"metadata": {"name": "nons", "namespace": ""},
+                          "spec": {"nodeName": "node-a"}})
+        server.put(PODS, pod("huge", labels={f"k{i}": "v" * 60 for i in range(2000)}))
+        server.put(PODS, pod("fine"))
+        wait_for(lambda: w.pod("default", "fine"), what="a good pod after bad ones")
+        assert w.pod("default", "nolabels").labels == {}
+        assert w.errors["malformed_labels"] == 1 and w.errors["malformed"] == 1
+        assert inf.errors["oversized"] == 1 and w.pod("default", "huge") is None
+    finally:
+        inf.stop()
+
+
+def test_api_server_gone_then_back(server, api, tmp_path):
+    w = PodWatcher()
+    inf = run(pod_informer(api, w))
+    try:
+        wait_for(inf.synced.is_set)
+        server.stop()
+        wait_for(lambda: inf.errors["unreachable"] + inf.errors["watch_failed"] >= 2,
+                 what="errors while the server is gone")
+        assert inf._thread.is_alive()
+    finally:
+        inf.stop(timeout=5)
+    assert inf._thread is None
+
+
+def test_labels_bounded():
+    errs: Counter[str] = Counter()
+    info = parse_pod(pod("p", labels={f"k{i}": "v" for i in range(300)} | {"big": "x" * 2000}),
+                     errs)
+    assert len(info.meta.labels) == 256 and errs["oversized_labels"] == 45
+
+
+@pytest.mark.parametrize("meta,labels,want", [
+    ({"name": "web-7d9f-x1", "generateName": "web-7d9f-", "ownerReferences": [
+        {"kind": "ReplicaSet", "name": "web-7d9f", "controller": True}]},
+     {"pod-template-hash": "7d9f"}, ("web", "Deployment")),
+    ({"name": "rs-x", "generateName": "rs-", "ownerReferences": [
+        {"kind": "ReplicaSet", "name": "rs", "controller": True}]}, {}, ("rs", "ReplicaSet")),
+    ({"name": "db-0", "generateName": "db-", "ownerReferences": [
+        {"kind": "StatefulSet", "name": "db", "controller": True}]}, {}, ("db", "StatefulSet")),
+    ({"name": "b-28000000-x", "generateName": "b-28000000-", "ownerReferences": [
+        {"kind": "Job", "name": "backup-28000000", "controller": True}]}, {},
+     ("backup", "CronJob")),
+    ({"name": "j-x", "generateName": "j-", "ownerReferences": [
+        {"kind": "Job", "name": "j", "controller": True}]}, {}, ("j", "Job")),
+    ({"name": "x", "generateName": "x-", "ownerReferences": [
+        {"kind": "ReplicationController", "name": "rc-1", "controller": True}]},
+     {"deploymentconfig": "app"}, ("app", "DeploymentConfig")),
+    ({"name": "bare"}, {}, ("bare", "")),
+    ({"name": "ds-x", "generateName": "ds-", "ownerReferences": [
+        {"kind": "DaemonSet", "name": "ds", "controller": False}]}, {}, ("ds-x", "")),
+])
+def test_workload_as_tetragon(meta, labels, want):
+    assert workload_of(meta, labels) == want
+
+
+def test_label_selectors():
+    sel = Selector.from_spec({"matchLabels": {"app": "web"}, "matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["a", "b"]},
+        {"key": "env", "operator": "NotIn", "values": ["prod"]},
+        {"key": "team", "operator": "Exists"},
+        {"key": "legacy", "operator": "DoesNotExist"}]})
+    base = {"app": "web", "tier": "a", "team": "x"}
+    assert sel.matches(base)
+    assert sel.matches(base | {"env": "dev"})
+    assert not sel.matches(base | {"env": "prod"})
+    assert not sel.matches(base | {"legacy": "1"})
+    assert not sel.matches({**base, "tier": "c"})
+    assert not sel.matches({k: v for k, v in base.items() if k != "team"})
+    scope = PodScope("", Selector.from_spec({"matchLabels": {
+        "k8s:io.kubernetes.pod.namespace": "ns1"}}), None)
+    assert scope.matches_pod("ns1", {}) and not scope.matches_pod("ns2", {})
+    assert PodScope("ns1").matches_pod("ns1", {}) and not PodScope("ns1").matches_pod("x", {})
+    assert image_repo("reg:5000/a/b:1.2@sha256:00") == "reg:5000/a/b"
+    c = PodScope(container_selector=Selector.from_spec({"matchLabels": {"name": "app"}}))
+    assert c.matches_container("app", "x") and not c.matches_container("side", "x")
+
+
+def test_policy_scope_of_documents():
+    from vigil.policy.loader import load_policy
+    nsd = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicyNamespaced\n"
+                      "metadata: {name: p, namespace: team}\nspec:\n  tracepoints: []\n")
+    assert policy_scope(nsd) == PodScope("team")
+    cw = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: p}"
+                     "\nspec:\n  podSelector: {matchLabels: {}}\n")
+    assert policy_scope(cw) == PodScope("", Selector(), None)
+    plain = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                        "metadata: {name: p}\nspec: {}\n")
+    assert policy_scope(plain) is None
+
+
+class FakeManager:
+    """Records add/delete after the real loader's validation (no kernel)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], str] = {}
+        self.adds = 0
+
+    def add(self, text: str, *, source: str) -> Any:
+        import yaml
+
+        from vigil.policy.loader import load_policy
+        assert source == "k8s"
+        load_policy(text, source=source)  # the real validation: PolicyError when invalid
+        d = yaml.safe_load(text)
+        key = (d["metadata"]["name"], d["metadata"].get("namespace", ""))
+        if key in self.docs:
+            raise KeyError("exists")
+        self.docs[key] = text
+        self.adds += 1
+        return None
+
+    def delete(self, name: str, namespace: str = "") -> None:
+        del self.docs[(name, namespace)]
+
+
+def tp(name: str, ns: str = "", spec: dict | None = None) -> dict:
+    meta = {"name": name} | ({"namespace": ns} if ns else {})
+    return {"apiVersion": "cilium.io/v1alpha1",
+            "kind": "TracingPolicyNamespaced" if ns else "TracingPolicy", "metadata": meta,
+            "spec": spec or {"tracepoints": [{"subsystem": "syscalls",
+                                              "event": "sys_enter_getppid"}]}}
+
+
+def test_policy_crs_loaded_changed_deleted_relisted(server, api):
+    from kubernetes import client
+    mgr = FakeManager()
+    custom = client.CustomObjectsApi(api)
+    tpw, tpnw = PolicyWatcher(mgr, "TracingPolicy"), PolicyWatcher(mgr, "TracingPolicyNamespaced")
+    server.put(TP, tp("one"))
+    infs = [Informer(plural, custom.list_cluster_custom_object, w.on_sync, w.on_event,
+                     kwargs={"group": "cilium.io", "version": "v1alpha1", "plural": plural},
+                     backoff=0.05, watch_timeout=1)
+            for plural, w in (("tracingpolicies", tpw), ("tracingpoliciesnamespaced", tpnw))]
+    for i in infs:
+        i.start()
+    try:
+        wait_for(lambda: ("one", "") in mgr.docs, what="listed policy")
+        server.put(TPN, tp("scoped", "team"))
+        wait_for(lambda: ("scoped", "team") in mgr.docs, what="namespaced policy")
+        server.put(TP, tp("bad", spec={"refuse-me": 1}))
+        server.put(TP, tp("notaspec", spec="a string"))
+        server.put(TP, {"apiVersion": "cilium.io/v1alpha1", "kind": "TracingPolicy",
+                        "metadata": {"name": "huge"},
+                        "spec": {"lists": [{"name": f"l{i}", "values": ["/x" * 100] * 100}
+                                           for i in range(60)]}})
+        server.put(TP, tp("two"))
+        wait_for(lambda: ("two", "") in mgr.docs, what="a policy after refused ones")
+        assert tpw.errors["refused"] == 2 and tpw.errors["oversized"] == 1
+        adds = mgr.adds
+        obj = tp("one")
+        obj["metadata"]["labels"] = {"x": "y"}  # same spec: same generation
+        server.put(TP, obj)
+        server.put(TP, tp("one", spec={"tracepoints": [{"subsystem": "syscalls",
+                                                        "event": "sys_enter_getpid"}]}))
+        wait_for(lambda: "sys_enter_getpid" in mgr.docs.get(("one", ""), ""), what="update")
+        assert mgr.adds == adds + 1
+        server.delete(TPN, "team", "scoped")
+        wait_for(lambda: ("scoped", "team") not in mgr.docs, what="delete")
+        server.bookmark_interval = 3600
+        server.compact()
+        server.delete(TP, "", "two")  # missed by the watch: the re-list removes it
+        wait_for(lambda: ("two", "") not in mgr.docs, what="re-list reconcile")
+    finally:
+        for i in infs:
+            i.stop()
+    tpw.close()
+    assert ("one", "") not in mgr.docs
+
+
+class RecordingFilter:
+    def __init__(self) -> None:
+        self.sets: dict[int, set[int]] = {}
+
+    def set(self, pid: int, cgids: Any) -> None:
+        self.sets[pid] = set(cgids)
+
+    def release(self, pid: int) -> None:
+        self.sets.pop(pid, None)
+
+
+def test_scopes_follow_pods_and_cgroups(tmp_path):
+    """Container ids -> cgroup dirs (runtime naming, nested children) -> per-policy sets."""
+    from types import SimpleNamespace
+
+    from vigil.k8s.scopes import ScopeManager
+    a, b, late = "a" * 64, "b" * 64, "c" * 64
+    (tmp_path / "kubepods" / f"cri-containerd-{a}.scope" / "nested").mkdir(parents=True)
+    (tmp_path / "machine" / f"libpod-{b}").mkdir(parents=True)
+    ino = lambda p: (tmp_path / p).stat().st_ino  # noqa: E731
+    w = PodWatcher()
+    w.on_sync([pod("web", ns="team", labels={"app": "web"},
+                   containers=[("app", "nginx:1", f"containerd://{a}"),
+                               ("side", "envoy:2", "")]),
+               pod("db", ns="team", labels={"app": "db"},
+                   containers=[("db", "postgres:16", f"cri-o://{b}")])])
+    pf = RecordingFilter()
+    sm = ScopeManager(pf, w, str(tmp_path))
+    web = sm.register(SimpleNamespace(scope=PodScope("team", Selector.from_spec(
+        {"matchLabels": {"app": "web"}}), None)))
+    every = sm.register(SimpleNamespace(scope=PodScope("", Selector(), None)))
+    only_db = sm.register(SimpleNamespace(scope=PodScope("", None, Selector.from_spec(
+        {"matchExpressions": [{"key": "repo", "operator": "In", "values": ["postgres"]}]}))))
+    cg_a = {ino(f"kubepods/cri-containerd-{a}.scope"),
+            ino(f"kubepods/cri-containerd-{a}.scope/nested")}
+    assert pf.sets[web] == cg_a
+    assert pf.sets[every] == cg_a | {ino(f"machine/libpod-{b}")}
+    assert pf.sets[only_db] == {ino(f"machine/libpod-{b}")}
+    # a container starting later, a pod relabelled, a pod gone
+    (tmp_path / "kubepods" / late).mkdir()
+    w.on_event("MODIFIED", pod("web", ns="team", labels={"app": "web"},
+                               containers=[("app", "nginx:1", f"containerd://{a}"),
+                                           ("side", "envoy:2", f"containerd://{late}")]))
+    w.on_event("MODIFIED", pod("db", ns="team", labels={"app": "web"},
+                               containers=[("db", "postgres:16", f"cri-o://{b}")]))
+    sm.refresh()
+    assert pf.sets[web] == cg_a | {ino(f"kubepods/{late}"), ino(f"machine/libpod-{b}")}
+    w.on_event("DELETED", pod("db", ns="team"))
+    sm.refresh()
+    assert pf.sets[only_db] == set()
+    sm.release(web)
+    assert web not in pf.sets
+
+
+def test_https_with_the_cluster_ca_and_a_wrong_ca(tmp_path):
+    """The client verifies the API server's certificate against the kubeconfig's CA."""
+    cert, key = self_signed(tmp_path)
+    other, _ = self_signed(tmp_path, "other")
+    server = StandinApiServer(tls=(cert, key)).start()
+    try:
+        server.put(PODS, pod("tls-pod"))
+        for ca, ok in ((cert, True), (other, False)):
+            a = api_client(K8sConfig(kubeconfig=str(kubeconfig(
+                tmp_path / f"kc-{ok}", server.url, server.token, ca=ca))))
+            w = PodWatcher()
+            inf = run(pod_informer(a, w))
+            try:
+                if ok:
+                    wait_for(lambda: w.pod("default", "tls-pod"), what="a pod over HTTPS")
+                else:
+                    wait_for(lambda: inf.errors["tls"] >= 2, what="TLS refusals")
+                    assert w.pod("default", "tls-pod") is None and not inf.synced.is_set()
+            finally:
+                inf.stop()
+                a.close()
+    finally:
+        server.stop()
