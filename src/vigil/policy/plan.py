@@ -30,12 +30,12 @@ class Attach:
     target: tuple[str, ...]   # (subsys, event) | (name,) | (path, symbol) | (function,) | (lsm hook,)
                               # | (path, provider, name): usdt
     offset: int = 0           # uprobes by offset
-    cookie: int = 0           # BPF cookie (kprobes of a list: the function's index)
     ref_ctr_offset: int = 0   # uprobes: file offset of the semaphore the kernel counts (0: none)
     # uprobes: "ALGO:HEX" digests the binary must match before it is probed (any of them);
     # digest_ignore: a mismatch skips this probe (with a warning) instead of failing the load
     digests: tuple[str, ...] = ()
     digest_ignore: bool = False
+    cookie: int = 0           # BPF cookie (kprobes of a list: the function's index)
 
 
 @dataclass(frozen=True)
