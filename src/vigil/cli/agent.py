@@ -11,6 +11,7 @@ from vigil.cli.config import ConfiguredCommand
 from vigil.cli.export_options import export_config, export_options
 from vigil.cli.observability import observability_config, observability_options
 from vigil.cli.operator import operator_config, operator_options
+from vigil.containers.options import container_options, containers_config
 from vigil.errors import VigilError
 from vigil.server.config import (
     DEFAULT_ADDRESS,
@@ -151,6 +152,7 @@ def _given(param: str) -> bool:
 @observability_options
 @operator_options
 @export_options
+@container_options
 def agent(**opts: object) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -198,6 +200,7 @@ def agent(**opts: object) -> None:
             self_protection=bool(opts["self_protection"]),
             protected_files=_config_paths(opts),
             server=_server_config(opts),
+            containers=containers_config(opts),
         )
         run(cfg)
     except ValueError as err:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.containers.attach import attach as attach_containers
+from vigil.containers.options import ContainersConfig
 from vigil.errors import PrivilegeError
 from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.ratelimit import rate_limit_export
@@ -66,6 +68,8 @@ class AgentConfig:
     max_args: int = 16128
     poll_interval: float = 0.05       # max latency of a quiet ring
     export: ExportConfig = field(default_factory=ExportConfig)
+    # container runtimes: CRI endpoint (vigil.containers)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
     # gRPC API; off unless addresses are given (`vigil agent` defaults to the unix socket)
     server: ServerConfig = field(default_factory=lambda: ServerConfig(addresses=()))
     cgroup_rate: CgroupRate | None = None  # --cgroup-rate (None: off)
@@ -255,6 +259,7 @@ class Agent:
             self.policies.verifier = verifier
             self._start_exporters()
             self._start_server()
+            self.containers = attach_containers(self)  # RuntimeHook in, process.pod out
             if self.cfg.metrics is not None:
                 from vigil.metrics import start_metrics  # imports prometheus_client
                 self.metrics = start_metrics(self, self.cfg.metrics)
