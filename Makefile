@@ -17,8 +17,9 @@ BPF_SRCS   := $(wildcard bpf/*.bpf.c)
 BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
 # rsyslog, rsyslog-gnutls: the collector of the syslog-over-TLS exporter tests
+# containerd, runc, podman: the container tests; mmdebstrap, umoci: `make image`
 APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev \
-              rsyslog rsyslog-gnutls
+              rsyslog rsyslog-gnutls containerd runc podman mmdebstrap umoci
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
@@ -36,9 +37,10 @@ apt: $(BUILD)/.apt-stamp
 $(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
-	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls >/dev/null 2>&1; then \
+	    || ! dpkg -s $(filter-out clang-19 llvm-19 bpftool,$(APT_PKGS)) >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 	    --no-install-recommends $(APT_PKGS) >/dev/null; \
 	fi
 	@touch $@

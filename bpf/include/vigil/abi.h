@@ -163,6 +163,8 @@ struct vg_exec_msg {
 	__u64 cgroup_id;
 	struct vg_creds creds;
 	struct vg_namespaces ns;
+	__u32 nspid;     /* tgid in the task's own pid namespace (a container's: 1 for its init) */
+	__u32 pad;
 };
 
 /* VG_MSG_CLONE, sent from sched_process_fork for a new thread group. */

@@ -99,7 +99,10 @@ def meta_from_hook(c: Any) -> ContainerMeta:
             runtime = "podman"
 
     def pick(explicit: str, key: str) -> str:
-        return _bounded(key, explicit or ann.get(keys.get(key, ""), ""))
+        """The notice's own field, else the runtime's annotation (errors name either)."""
+        if explicit:
+            return _bounded(key, explicit)
+        return _bounded(f"annotation {keys.get(key, key)}", ann.get(keys.get(key, ""), ""))
 
     return ContainerMeta(
         id=cid,
@@ -258,7 +261,7 @@ class ContainerTracker:
         if image:
             container["image"] = image
         container["start_time"] = _rfc3339_seconds(meta.start_time_ns)
-        nspid = self._ns_pid(p.pid)
+        nspid = getattr(p, "ns_pid", 0) or self._ns_pid(p.pid)
         if nspid:
             container["pid"] = nspid
         out: dict[str, Any] = {"namespace": meta.pod_namespace, "name": meta.pod_name,
