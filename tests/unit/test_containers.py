@@ -237,3 +237,17 @@ def test_cri_modules_are_generated(tmp_path: Path) -> None:
     api = ROOT / "src" / "vigil" / "api" / "cri"
     for f in tmp_path.iterdir():
         assert f.read_text() == (api / f.name).read_text(), f"run tools/gen_cri_proto.py: {f.name}"
+
+
+def test_container_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from vigil.containers.metrics import register
+    t = ContainerTracker(cri=FakeCri(fail=True))
+    t.on_create_container(notice())
+    reg = CollectorRegistry()
+    register(reg, "vigil", SimpleNamespace(containers=t))
+    text = generate_latest(reg).decode()
+    assert "vigil_containers 1.0" in text
+    assert "vigil_containers_runtime_hooks_total 1.0" in text
+    assert 'vigil_containers_errors_total{kind="cri"} 2.0' in text
