@@ -26,7 +26,7 @@ LANE_PARALLEL ?= 0
 LANE_REQUIRE ?=
 LANE_BENCH ?= 1
 
-.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench clean
+.PHONY: all deps apt venv bpf abi proto image run test test-unit test-kernel test-kernels bench clean
 
 all: bpf venv
 
@@ -72,9 +72,15 @@ bpf: $(BPF_OBJS)
 abi: bpf venv
 	$(VPY) tools/gen_abi.py $(OBJDIR)/abi_anchor.bpf.o src/vigil/abi/_generated.py
 
-# Regenerate src/vigil/api/tetragon from proto/tetragon (committed; test_proto_gen checks it).
+# Regenerate src/vigil/api/tetragon from proto/tetragon (committed; test_proto_gen checks it)
+# and src/vigil/api/cri from proto/cri (test_containers checks it).
 proto: venv
 	$(VPY) tools/gen_proto.py
+	$(VPY) tools/gen_cri_proto.py
+
+# The agent's OCI image (build/image/vigil-image.tar) from Debian packages: no base image.
+image: bpf venv apt
+	tools/build-image.sh
 
 # --- run, test, bench -----------------------------------------------------------------
 run: bpf venv
