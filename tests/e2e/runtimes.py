@@ -360,6 +360,8 @@ class Podman:
         self.dir = tmp / "podman"
         (self.dir / "hooks").mkdir(parents=True)
         self.runroot = Path(tempfile.mkdtemp(prefix="vp-"))  # podman: at most 50 chars
+        # podman's clean-up process may call runc with its default root
+        self.made_runc_root = not Path("/run/runc").exists()
         self.hook_log = self.dir / "hook.log"
         if agent_socket is not None:
             (self.dir / "hooks" / "vigil.json").write_text(json.dumps({
@@ -407,6 +409,9 @@ class Podman:
         for hier in Path("/sys/fs/cgroup").iterdir():
             with contextlib.suppress(OSError):
                 (hier / "libpod_parent").rmdir()
+        if self.made_runc_root:
+            with contextlib.suppress(OSError):
+                os.rmdir("/run/runc")
 
 
 def _low_ulimits() -> list[str]:
