@@ -103,23 +103,6 @@ static __always_inline __u32 vg_copy_filename(struct vg_exec_buf *buf, __u32 off
 	return n - 1;
 }
 
-/* The thread group's id as its own pid namespace numbers it (struct pid's numbers[level]). */
-static __always_inline __u32 vg_ns_tgid(struct task_struct *task)
-{
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-	struct pid *pid = BPF_CORE_READ(leader, thread_pid);
-	struct upid up = {};
-	unsigned int level;
-
-	if (!pid)
-		return 0;
-	level = BPF_CORE_READ(pid, level);
-	if (level > 31)
-		return 0;
-	bpf_probe_read_kernel(&up, sizeof(up), &pid->numbers[level]);
-	return up.nr;
-}
-
 static __always_inline __u32 vg_read_cgroup_name(struct task_struct *task, struct vg_exec_buf *buf,
 						 __u32 *flags)
 {
@@ -204,7 +187,7 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	msg->cgroup_id = bpf_get_current_cgroup_id();
 	vg_read_creds(task, &msg->creds);
 	vg_read_namespaces(task, &msg->ns);
-	msg->nspid = vg_ns_tgid(task);
+	msg->nspid = vg_task_upid(BPF_CORE_READ(task, group_leader)).nr;
 
 	off = vg_read_cgroup_name(task, buf, &msg->flags);
 	msg->cgroup_len = off;
