@@ -251,3 +251,12 @@ def test_container_metrics() -> None:
     assert "vigil_containers 1.0" in text
     assert "vigil_containers_runtime_hooks_total 1.0" in text
     assert 'vigil_containers_errors_total{kind="cri"} 2.0' in text
+
+
+def test_a_container_in_use_is_kept() -> None:
+    t = ContainerTracker(capacity=2)
+    t.add(ContainerMeta(id="a" * 64))
+    t.add(ContainerMeta(id="b" * 64))
+    assert t.get("a" * 31) is not None   # in use: now the most recent
+    t.add(ContainerMeta(id="c" * 64))
+    assert t.get("a" * 31) is not None and t.get("b" * 31) is None

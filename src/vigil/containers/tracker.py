@@ -139,7 +139,8 @@ class ContainerTracker:
     """The containers this node runs, and the pod block of a process.
 
     Thread-safe: runtime hooks arrive on gRPC threads, lookups come from the event
-    reader. Bounded to ``capacity`` containers (oldest dropped, counted in ``evicted``).
+    reader. Bounded to ``capacity`` containers (the least recently added or asked for is
+    dropped, counted in ``evicted``).
     Errors (a malformed notice, a CRI call that failed) are logged and counted in
     ``errors``; a container is still recorded with what is known.
     """
@@ -228,7 +229,15 @@ class ContainerTracker:
         return len(found)
 
     def get(self, docker: str) -> ContainerMeta | None:
-        return self._by_docker.get(docker[:DOCKER_ID_LEN]) if docker else None
+        """The container of a ``docker`` id; a container asked for is kept longest."""
+        if not docker:
+            return None
+        key = docker[:DOCKER_ID_LEN]
+        with self._lock:
+            meta = self._by_docker.get(key)
+            if meta is not None:
+                self._by_docker.move_to_end(key)
+            return meta
 
     def __len__(self) -> int:
         return len(self._by_docker)
