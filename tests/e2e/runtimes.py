@@ -315,7 +315,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         # shims outlive containerd by design: end those of this containerd
-        for pid in _pids_with_arg(str(self.sock)):
+        for pid in pids_with_arg(str(self.sock)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.log.close()
@@ -327,7 +327,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     os.rmdir(d)
 
 
-def _pids_with_arg(needle: str) -> list[int]:
+def pids_with_arg(needle: str) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -390,7 +390,7 @@ class Podman:
 
     def run(self, name: str, *cmd: str, detach: bool = True) -> str:
         out = self("run", *(["-d"] if detach else []), "--name", name, "--network", "host",
-                   *_low_ulimits(), "--pids-limit", "0", IMAGE, *cmd).stdout
+                   *low_ulimits(), "--pids-limit", "0", IMAGE, *cmd).stdout
         self.containers.append(name)
         return out.strip().splitlines()[-1] if detach else ""
 
@@ -414,7 +414,7 @@ class Podman:
                 os.rmdir("/run/runc")
 
 
-def _low_ulimits() -> list[str]:
+def low_ulimits() -> list[str]:
     """--ulimit flags below any limit podman's helpers run with: podman's defaults are
     above them, and without CAP_SYS_RESOURCE runc cannot raise a hard limit."""
     import resource

@@ -78,7 +78,7 @@ def test_containerized_agent_sees_host_processes(image: Path, tmp_path: Path) ->
         assert ref, loaded
         args = ["run", "-d", "--name", name, "--pid", "host", "--network", "host",
                 "--cap-drop", "all", *[a for c in CAPS for a in ("--cap-add", c)],
-                *rt._low_ulimits(),
+                *rt.low_ulimits(),
                 "-v", "/proc:/host/proc:ro", "-v", "/sys/kernel/tracing:/sys/kernel/tracing",
                 "-v", "/sys/fs/bpf:/sys/fs/bpf", "-v", f"{out}:/out",
                 "-e", f"NODE_NAME={os.uname().nodename}",

@@ -3,10 +3,7 @@ drives it, and podman, with vigil-oci-hook as their createRuntime hook; the real
 exec events of processes in the containers carry ``process.pod`` and ``docker``."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cgroup_parent = ctrd.cgroup_parent
     assert not rt.cgroups_left(cgroup_parent), "containerd's pods left cgroups"
     assert str(tmp) not in Path("/proc/self/mountinfo").read_text(), "mounts left"
-    assert not rt._pids_with_arg(str(tmp)), "processes left"
+    assert not rt.pids_with_arg(str(tmp)), "processes left"
 
 
 def runc_init(ev: dict[str, Any]) -> bool:
