@@ -260,3 +260,20 @@ def test_a_container_in_use_is_kept() -> None:
     assert t.get("a" * 31) is not None   # in use: now the most recent
     t.add(ContainerMeta(id="c" * 64))
     assert t.get("a" * 31) is not None and t.get("b" * 31) is None
+
+
+def test_pod_block_encodes_as_tetragon_protobuf() -> None:
+    """The gRPC stream's bytes for an exec with a pod block are ParseDict's."""
+    from google.protobuf import json_format
+
+    from vigil.api.tetragon import events_pb2
+    from vigil.server.convert import EventEncoder
+    t = ContainerTracker(cri=FakeCri())
+    t.on_create_container(notice())
+    p = proc()
+    ev = {"process_exec": {"process": dict(process_dict(p, pod=t.pod_block(p)))},
+          "node_name": "n", "time": "2026-01-01T00:00:00Z"}
+    want = json_format.ParseDict(ev, events_pb2.GetEventsResponse())
+    assert want.process_exec.process.pod.container.pid.value == 1
+    assert want.process_exec.process.pod.pod_labels == {"app": "web"}
+    assert EventEncoder().encode_event(ev, shared=False) == want.SerializeToString()
