@@ -177,6 +177,9 @@ class Containerd:
         self.made_run_dir = not Path("/run/containerd").exists()
         spec = self.dir / "base-spec.json"
         spec.write_text(json.dumps(base_spec(agent_socket, self.hook_log)))
+        # runtime handler "runc-nohook": the same runc without the hook (for comparison)
+        nohook_spec = self.dir / "base-spec-nohook.json"
+        nohook_spec.write_text(json.dumps(base_spec(None, self.hook_log)))
         (self.dir / "cni").mkdir()
         d = self.dir
         (d / "config.toml").write_text(f"""
@@ -204,6 +207,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       base_runtime_spec = "{spec}"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "{shutil.which('runc')}"
+        Root = "{d}/runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc-nohook]
+      runtime_type = "io.containerd.runc.v2"
+      base_runtime_spec = "{nohook_spec}"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc-nohook.options]
         SystemdCgroup = false
         BinaryName = "{shutil.which('runc')}"
         Root = "{d}/runc"
@@ -246,7 +256,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def import_image(self, tar: Path) -> None:
         self.ctr("images", "import", "--no-unpack", str(tar))
 
-    def run_pod(self, name: str, namespace: str, labels: dict[str, str]) -> tuple[str, Any]:
+    def run_pod(self, name: str, namespace: str, labels: dict[str, str],
+                handler: str = "") -> tuple[str, Any]:
         """RunPodSandbox as the kubelet does (its labels and metadata), host network."""
         pb = self.pb
         uid = str(uuid.uuid4())
@@ -261,7 +272,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 security_context=pb.LinuxSandboxSecurityContext(
                     namespace_options=pb.NamespaceOption(network=pb.NODE,
                                                          pid=pb.CONTAINER))))
-        sid = self.cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg),
+        sid = self.cri.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg,
+                                                                runtime_handler=handler),
                                         timeout=120).pod_sandbox_id
         self.sandboxes.append(sid)
         return sid, cfg

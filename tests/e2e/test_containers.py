@@ -116,6 +116,15 @@ def test_every_first_exec_has_metadata(env: dict[str, Any]) -> None:
     print(f"exec events of the workloads of {len(cids)} new containers: {total}, "
           f"without pod: {missing}; runc's own init execs (before any hook): {runc}")
     assert missing == 0
+    # the same without the hook (runtime handler runc-nohook): the agent learns of the
+    # containers from the CRI at start only, so none of these execs has the block
+    sid, cfg = ctrd.run_pod("burst-nohook", "race", {"run": "burst"}, handler="runc-nohook")
+    cids = [ctrd.run_container(sid, cfg, f"n{i}", ["/bin/sh", "-c", "/bin/true; /bin/true"])
+            for i in range(5)]
+    evs = [e for cid in cids for e in execs_in(agent, cid, count=3)]
+    without = sum("pod" not in e["process"] for e in evs)
+    print(f"without the hook: exec events {len(evs)}, without pod: {without}")
+    assert len(evs) == 15 and without == 15
     hooks = (ctrd.hook_log.read_text() if ctrd.hook_log.exists() else "")
     assert "not told" not in hooks, hooks
 
