@@ -277,3 +277,12 @@ def test_pod_block_encodes_as_tetragon_protobuf() -> None:
     assert want.process_exec.process.pod.container.pid.value == 1
     assert want.process_exec.process.pod.pod_labels == {"app": "web"}
     assert EventEncoder().encode_event(ev, shared=False) == want.SerializeToString()
+
+
+def test_listeners_hear_of_each_container() -> None:
+    t = ContainerTracker()
+    heard: list[str] = []
+    t.listeners.append(lambda m: heard.append(m.id))
+    t.listeners.append(lambda m: 1 / 0)
+    t.on_create_container(notice())
+    assert heard == [CID] and t.errors == {"listener": 1} and t.get(CID) is not None

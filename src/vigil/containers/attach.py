@@ -14,7 +14,12 @@ def attach(agent: Any, pods: PodSource | None = None) -> ContainerTracker:
     """Give ``agent`` (vigil.daemon.agent.Agent, its gRPC server started) a container
     tracker: the RuntimeHook RPC records containers, the pipeline asks it for the pod
     block of each process in a container, and the CRI (if configured) is read for the
-    containers already running."""
+    containers already running.
+
+    Other parts reach the tracker as ``agent.containers``: a pod metadata source set
+    later (``agent.containers.pods = source``) is used from the next process on, and
+    ``agent.containers.listeners`` are told of each container a runtime hook announces.
+    """
     cfg = getattr(agent.cfg, "containers", None)
     cri = None
     if cfg is not None and cfg.cri_endpoint:

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 class ContainerCollector(Collector):
     """Containers known, runtime hook notices received, errors by kind (``hook``: a
     malformed notice; ``cri``: a CRI call that failed; ``pod_source``: the pod metadata
-    source failed) and containers forgotten to stay within the bound."""
+    source failed; ``listener``: a container listener failed) and containers forgotten to stay within the bound."""
 
     def __init__(self, namespace: str, tracker: Any) -> None:
         self.ns = namespace
@@ -29,7 +29,7 @@ class ContainerCollector(Collector):
                                   value=t.evicted)
         errors = CounterMetricFamily(f"{self.ns}_containers_errors",
                                      "Container metadata errors, by kind.", labels=["kind"])
-        for kind in ("hook", "cri", "pod_source"):
+        for kind in ("hook", "cri", "pod_source", "listener"):
             errors.add_metric([kind], t.errors.get(kind, 0))
         yield errors
 

@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,6 +158,10 @@ class ContainerTracker:
         self.hooks = 0
         self.errors: dict[str, int] = {}
         self.evicted = 0
+        # called with each container recorded from a runtime hook, before the hook is
+        # answered (e.g. scoped policies adding its cgroup); an exception is counted
+        # under "listener" and does not refuse the container
+        self.listeners: list[Callable[[ContainerMeta], None]] = []
 
     # -- learning containers ---------------------------------------------------------
 
@@ -189,6 +194,11 @@ class ContainerTracker:
                 and not meta.sandbox:
             self._enrich(meta)
         self.add(meta)
+        for listener in self.listeners:
+            try:
+                listener(meta)
+            except Exception as err:  # noqa: BLE001 - one listener never refuses a container
+                self._error("listener", "container listener %r: %s", listener, err)
         log.info("container %s: %s (pod %s/%s, image %s)", meta.id[:12], meta.name,
                  meta.pod_namespace, meta.pod_name, meta.image_name)
         return meta
