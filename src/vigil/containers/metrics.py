@@ -11,7 +11,8 @@ from prometheus_client.registry import Collector
 class ContainerCollector(Collector):
     """Containers known, runtime hook notices received, errors by kind (``hook``: a
     malformed notice; ``cri``: a CRI call that failed; ``pod_source``: the pod metadata
-    source failed; ``listener``: a container listener failed) and containers forgotten to stay within the bound."""
+    source failed; ``listener``: a container listener failed) and containers forgotten
+    to stay within the bound."""
 
     def __init__(self, namespace: str, tracker: Any) -> None:
         self.ns = namespace
