@@ -125,23 +125,24 @@ def unmount_under(root: Path) -> None:
 
 
 def remove_cgroups(name: str, wait: float = 10.0) -> None:
-    """rmdir a cgroup (and its children) named ``name`` in every mounted hierarchy, once
-    the processes in it are gone (up to ``wait`` seconds: exiting helpers linger)."""
+    """rmdir a cgroup (and its children) named ``name`` in every mounted hierarchy,
+    retrying for up to ``wait`` seconds while it is busy (exiting processes linger)."""
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(
-            (h / name.strip("/") / "cgroup.procs").exists()
-            and (h / name.strip("/") / "cgroup.procs").read_text().strip()
-            for h in Path("/sys/fs/cgroup").iterdir()):
+    while True:
+        left = []
+        for hier in Path("/sys/fs/cgroup").iterdir():
+            top = hier / name.strip("/")
+            if not top.is_dir():
+                continue
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for d in [*dirs, top]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    left.append(d)
+        if not left or time.monotonic() > deadline:
+            return
         time.sleep(0.1)
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        top = hier / name.strip("/")
-        if not top.is_dir():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
 
 
 def cgroups_left(name: str) -> list[str]:
@@ -411,6 +412,10 @@ class Podman:
                for n in self.containers]
         for name in self.containers:
             self("rm", "-f", "-t", "0", name, check=False)
+        # podman's clean-up processes (conmon's exit command) outlive `rm`: let them end
+        deadline = time.monotonic() + 20
+        while pids_with_arg(str(self.dir / "root")) and time.monotonic() < deadline:
+            time.sleep(0.1)
         unmount_under(self.dir)
         unmount_under(self.runroot)
         shutil.rmtree(self.runroot, ignore_errors=True)
