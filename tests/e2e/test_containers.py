@@ -143,3 +143,30 @@ def test_podman_container_gives_docker(env: dict[str, Any]) -> None:
         assert "container " + cid[:12] in "".join(agent.stderr)  # the hook reached the agent
     assert not [c for c in rt.cgroups_left("libpod_parent")
                 if Path(c, f"libpod-{cid}").exists() or Path(c, "conmon").exists()]
+
+
+def test_malformed_runtime_hook_is_refused_and_logged(env: dict[str, Any]) -> None:
+    """A notice naming no container, or with an oversized field, is refused with the
+    field named; events keep flowing."""
+    import grpc
+
+    from vigil.api.tetragon import tetragon_pb2
+    from vigil.containers.ocihook import call_agent
+    agent = env["agent"]
+    address = f"unix://{agent.socket}"
+    bad = [tetragon_pb2.CreateContainer(containerID="not-an-id", cgroupsPath="/x"),
+           tetragon_pb2.CreateContainer(containerID="a" * 64, containerName="n" * 5000)]
+    for cc in bad:
+        with pytest.raises(grpc.RpcError) as err:
+            call_agent(address, tetragon_pb2.RuntimeHookRequest(createContainer=cc), 10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "containerName: 5000 bytes > 1024"
+    log = "".join(agent.stderr)
+    assert "malformed CreateContainer: containerID" in log
+    assert "malformed CreateContainer: containerName: 5000 bytes > 1024" in log
+    # the pipeline goes on: a new container's exec still comes with its pod
+    ctrd = env["containerd"]
+    sid, cfg = ctrd.run_pod("after-bad", "shop", {"app": "web"})
+    cid = ctrd.run_container(sid, cfg, "c", ["/bin/true"])
+    evs = execs_in(agent, cid)
+    assert evs and evs[0]["process"]["pod"]["name"] == "after-bad"

@@ -50,6 +50,11 @@ _CRI = {
 }
 
 
+# CreateContainer's field of each piece of metadata (the names errors give)
+_FIELDS = {"name": "containerName", "pod": "podName", "namespace": "podNamespace",
+           "uid": "podUID", "image": "containerImage"}
+
+
 class HookError(ValueError):
     """A runtime hook notice that cannot describe a container (named field)."""
 
@@ -102,7 +107,7 @@ def meta_from_hook(c: Any) -> ContainerMeta:
     def pick(explicit: str, key: str) -> str:
         """The notice's own field, else the runtime's annotation (errors name either)."""
         if explicit:
-            return _bounded(key, explicit)
+            return _bounded(_FIELDS.get(key, key), explicit)
         return _bounded(f"annotation {keys.get(key, key)}", ann.get(keys.get(key, ""), ""))
 
     return ContainerMeta(
