@@ -18,8 +18,9 @@ BPF_SRCS   := $(wildcard bpf/*.bpf.c)
 BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/include/vigil/*.h)
 # rsyslog, rsyslog-gnutls: the collector of the syslog-over-TLS exporter tests
+# containerd, runc, podman: the container tests; mmdebstrap, umoci: `make image`
 APT_PKGS   := clang-19 llvm-19 libbpf-dev libbpf1 bpftool libelf-dev zlib1g-dev \
-              rsyslog rsyslog-gnutls systemtap-sdt-dev
+              rsyslog rsyslog-gnutls systemtap-sdt-dev containerd runc podman mmdebstrap umoci
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 LANE_PARALLEL ?= 0
@@ -27,7 +28,7 @@ LANE_REQUIRE ?=
 LANE_BENCH ?= 1
 LANE_SELECT ?=
 
-.PHONY: all deps apt venv bpf abi proto run test test-unit test-kernel test-kernels bench lint clean
+.PHONY: all deps apt venv bpf abi proto image run test test-unit test-kernel test-kernels bench lint clean
 
 all: bpf venv
 
@@ -38,9 +39,10 @@ apt: $(BUILD)/.apt-stamp
 $(BUILD)/.apt-stamp: Makefile
 	@mkdir -p $(BUILD)
 	@if ! command -v $(CLANG) >/dev/null || ! command -v $(BPFTOOL) >/dev/null \
-	    || ! dpkg -s libbpf-dev libbpf1 rsyslog rsyslog-gnutls systemtap-sdt-dev >/dev/null 2>&1; then \
+	    || ! dpkg -s $(filter-out clang-19 llvm-19 bpftool,$(APT_PKGS)) >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 	    --no-install-recommends $(APT_PKGS) >/dev/null; \
 	fi
 	@touch $@
@@ -77,9 +79,15 @@ bpf: $(BPF_OBJS)
 abi: bpf venv
 	$(VPY) tools/gen_abi.py $(OBJDIR)/abi_anchor.bpf.o src/vigil/abi/_generated.py
 
-# Regenerate src/vigil/api/tetragon from proto/tetragon (committed; test_proto_gen checks it).
+# Regenerate src/vigil/api/tetragon from proto/tetragon (committed; test_proto_gen checks it)
+# and src/vigil/api/cri from proto/cri (test_containers checks it).
 proto: venv
 	$(VPY) tools/gen_proto.py
+	$(VPY) tools/gen_cri_proto.py
+
+# The agent's OCI image (build/image/vigil-image.tar) from Debian packages: no base image.
+image: bpf venv apt
+	tools/build-image.sh
 
 # --- run, test, bench -----------------------------------------------------------------
 run: bpf venv

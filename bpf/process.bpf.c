@@ -106,9 +106,22 @@ static __always_inline __u32 vg_copy_filename(struct vg_exec_buf *buf, __u32 off
 static __always_inline __u32 vg_read_cgroup_name(struct task_struct *task, struct vg_exec_buf *buf,
 						 __u32 *flags)
 {
-	const char *name = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name);
+	const char *name;
 	long n;
 
+	if (vg_cfg.cgroup_subsys) {
+		/* v1 controller hierarchy: css_set->subsys[id]->cgroup->kn->name */
+		struct css_set *cset = BPF_CORE_READ(task, cgroups);
+		struct cgroup_subsys_state *css = NULL;
+		__u32 id = vg_cfg.cgroup_subsys - 1;
+
+		if (!cset || id >= CGROUP_SUBSYS_COUNT)
+			goto fail;
+		bpf_probe_read_kernel(&css, sizeof(css), &cset->subsys[id]);
+		name = css ? BPF_CORE_READ(css, cgroup, kn, name) : NULL;
+	} else {
+		name = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, name);
+	}
 	if (!name)
 		goto fail;
 	n = bpf_probe_read_kernel_str(&buf->data[0], VG_CGROUP_NAME_MAX, name);
@@ -174,6 +187,7 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	msg->cgroup_id = bpf_get_current_cgroup_id();
 	vg_read_creds(task, &msg->creds);
 	vg_read_namespaces(task, &msg->ns);
+	msg->nspid = vg_task_upid(BPF_CORE_READ(task, group_leader)).nr;
 
 	off = vg_read_cgroup_name(task, buf, &msg->flags);
 	msg->cgroup_len = off;

@@ -165,6 +165,8 @@ struct vg_exec_msg {
 	__u64 cgroup_id;
 	struct vg_creds creds;
 	struct vg_namespaces ns;
+	__u32 nspid;     /* tgid in the task's own pid namespace (a container's: 1 for its init) */
+	__u32 pad;
 };
 
 /* VG_MSG_CLONE, sent from sched_process_fork for a new thread group. */
@@ -264,7 +266,10 @@ struct vg_config {
 	__u32 max_args;     /* argv bytes to capture, <= VG_ARGS_MAX */
 	__u32 wakeup_bytes; /* 0: wake the consumer per record; else when this much is pending */
 	__u32 cgroup_rate;  /* --cgroup-rate N: records per interval per cgroup; 0: off */
-	__u32 pad;
+	/* 0: a task's cgroup is its cgroup-v2 one; else 1 + the cgroup_subsys_id of the v1
+	 * controller whose hierarchy names containers (v1 and hybrid hosts, where the v2
+	 * hierarchy holds no process) */
+	__u32 cgroup_subsys;
 	__u64 cgroup_rate_interval_ns; /* --cgroup-rate ,INTERVAL */
 	__u64 cgroup_rate_quiet_ns;    /* STOP once no record was over the limit this long */
 };

@@ -13,6 +13,7 @@ from vigil.cli.export_options import export_config, export_options
 from vigil.cli.observability import observability_config, observability_options
 from vigil.cli.operator import operator_config, operator_options
 from vigil.cli.k8s_options import k8s_config, k8s_options
+from vigil.containers.options import container_options, containers_config
 from vigil.errors import VigilError
 from vigil.server.config import (
     DEFAULT_ADDRESS,
@@ -154,6 +155,7 @@ def _given(param: str) -> bool:
 @operator_options
 @export_options
 @k8s_options
+@container_options
 def agent(**opts: Any) -> None:
     """Run the agent (root): watch every process start and exit on this host."""
     from vigil.daemon.agent import AgentConfig, ExportConfig, run
@@ -202,6 +204,7 @@ def agent(**opts: Any) -> None:
             protected_files=_config_paths(opts),
             k8s=k8s_config(opts),
             server=_server_config(opts),
+            containers=containers_config(opts),
         )
         run(cfg)
     except ValueError as err:

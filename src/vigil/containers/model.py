@@ -32,3 +32,34 @@ class PodSource(Protocol):
     """
 
     def pod(self, namespace: str, name: str) -> PodMeta | None: ...
+
+
+# Labels the kubelet adds to every pod sandbox besides the pod's own labels; Tetragon's
+# pod_labels are the pod's labels only.
+KUBELET_SANDBOX_LABELS = frozenset({"io.kubernetes.pod.name", "io.kubernetes.pod.namespace",
+                                    "io.kubernetes.pod.uid"})
+
+
+@dataclass
+class ContainerMeta:
+    """One container as the runtime described it (the OCI hook, the CRI).
+
+    ``id`` is the runtime's full id (64 hex for containerd, CRI-O, podman); ``runtime``
+    names the scheme of Tetragon's ``container.id`` (``containerd://<id>``). Pod fields are
+    empty for a container outside any pod (plain podman). ``start_time_ns`` is the wall
+    time of the first exec seen in the container (the runtime's start), 0 until then.
+    """
+
+    id: str
+    name: str = ""
+    runtime: str = ""
+    image_name: str = ""
+    image_id: str = ""
+    pod_namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    sandbox_id: str = ""
+    sandbox: bool = False          # the pod's sandbox (pause) container
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    cgroups_path: str = ""
+    start_time_ns: int = 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.containers.options import ContainersConfig
 from vigil.errors import PrivilegeError
 from vigil.export.jsonl import RotatingFileWriter
 from vigil.export.ratelimit import rate_limit_export
@@ -66,6 +67,8 @@ class AgentConfig:
     max_args: int = 16128
     poll_interval: float = 0.05       # max latency of a quiet ring
     export: ExportConfig = field(default_factory=ExportConfig)
+    # container runtimes: CRI endpoint (vigil.containers)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
     # gRPC API; off unless addresses are given (`vigil agent` defaults to the unix socket)
     server: ServerConfig = field(default_factory=lambda: ServerConfig(addresses=()))
     cgroup_rate: CgroupRate | None = None  # --cgroup-rate (None: off)
@@ -225,6 +228,7 @@ class Agent:
         # sensor is loaded; the gRPC API and the start-up flags go through it.
         self.policies: Any = None
         self.k8s: Any = None  # vigil.k8s.agent.K8sRuntime with --enable-k8s-api
+        self.containers: Any = None  # vigil.containers.tracker.ContainerTable (step containers)
         self._file_watch: Any = None  # self-protection's fanotify watch (daemon.selfprot)
         self.policy_events: Any = None
         self.server: Any = None  # vigil.server.server.GrpcServer once started

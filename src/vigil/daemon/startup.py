@@ -110,6 +110,11 @@ def _procfs_scan(agent: Agent) -> None:
                             if p.binary and p.pid and not p.kthread)
 
 
+def _containers(agent: Agent) -> None:
+    from vigil.containers.attach import attach
+    agent.containers = attach(agent)
+
+
 def _kubernetes(agent: Agent) -> None:
     from vigil.k8s.agent import start as start_k8s
     agent.k8s = start_k8s(agent)
@@ -135,12 +140,14 @@ STEPS: tuple[Step, ...] = (
     Step("policy-engine", _policy_engine, ("base-sensor", "signing-key")),
     Step("exporters", lambda a: a._start_exporters()),
     Step("grpc-server", lambda a: a._start_server(), ("policy-engine", "exporters")),
+    # RuntimeHook notices in, process.pod out (before the /proc scan: its processes get pods)
+    Step("containers", _containers, ("grpc-server",)),
     Step("metrics", _metrics, ("base-sensor", "exporters")),
     Step("procfs-scan", _procfs_scan, ("base-sensor",)),
     Step("startup-policies", lambda a: a._load_startup_policies(),
          ("policy-engine", "procfs-scan")),
     # pods of this node, TracingPolicy resources, pod scoping (--enable-k8s-api)
-    Step("kubernetes", _kubernetes, ("policy-engine", "startup-policies")),
+    Step("kubernetes", _kubernetes, ("policy-engine", "startup-policies", "containers")),
     Step("self-protection", lambda a: a._start_self_protection(), ("policy-engine",)),
     Step("kept-links", lambda a: a._replace_kept_links(),
          ("base-sensor", "startup-policies", "self-protection")),

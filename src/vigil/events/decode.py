@@ -36,6 +36,7 @@ _NS = [_EX[f"ns.{n}"] for n in (
  _X_FLAGS, _X_AUID, _X_CGROUP_ID) = (_EX[n] for n in (
     "cgroup_len", "path_len", "cwd_len", "args_len", "pid", "tid", "ppid", "hdr.ktime",
     "flags", "auid", "cgroup_id"))
+_X_NSPID = _EX["nspid"]
 _CLONE = abi.VG_CLONE_MSG
 _CL = abi.VG_CLONE_MSG_INDEX
 _EXIT = abi.VG_EXIT_MSG
@@ -132,6 +133,7 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         cgroup_name=cgroup_name,
         creds=creds,
         ns=Namespaces(*[v[i] for i in _NS]),
+        ns_pid=v[_X_NSPID],
     )
     return ExecRecord(proc, proc.ppid, bool(kflags & _TRUNC_PATH))
 

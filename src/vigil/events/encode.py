@@ -285,9 +285,11 @@ def process_dict(
     cred: bool = False,
     ns: bool = False,
     host_ns: Namespaces | None = None,
+    pod: dict[str, Any] | None = None,
 ) -> SharedDict:
     """``Process`` message for ``p`` (``cred``/``ns`` as Tetragon's
-    ``--enable-process-cred``/``--enable-process-ns``)."""
+    ``--enable-process-cred``/``--enable-process-ns``; ``pod``: its ``process.pod``
+    block, see ``vigil.containers``)."""
     out = SharedDict()
     if p.exec_id:
         out["exec_id"] = p.exec_id
@@ -300,6 +302,8 @@ def process_dict(
     _put_str(out, "flags", flags_string(p.flags))
     out["start_time"] = rfc3339(p.start_time_ns)
     out["auid"] = p.auid
+    if pod:
+        out["pod"] = pod
     _put_str(out, "docker", p.docker)
     _put_str(out, "parent_exec_id", p.parent_exec_id)
     if p.forked:

@@ -62,6 +62,8 @@ def start_metrics(agent: ObservedAgent, cfg: MetricsConfig, serve: bool = True
     health = agent_health(agent, cfg.health_stall_s)
     events = event_metrics(cfg)
     registry = build_registry(cfg, sources_from_agent(agent), events, health)
+    from vigil.containers.metrics import register as register_containers
+    register_containers(registry, cfg.namespace, agent)
     tls = tls_context(cfg.tls_cert_file, cfg.tls_key_file) if cfg.tls else None
     server = MetricsServer(registry, cfg.host, cfg.port, health, tls).start() if serve else None
     agent.hub.subscribe(events)

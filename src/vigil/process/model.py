@@ -142,6 +142,7 @@ class ProcessInfo:
     # and the /proc scan do not carry them)
     groups: tuple[int, ...] | None = None
     ns: Namespaces = field(default_factory=Namespaces)
+    ns_pid: int = 0             # pid in its own pid namespace (a container's); 0: unknown
     in_init_tree: bool = False
     # a fork child that has not exec'd (yet): Tetragon's clone-only process, exported
     # (by its exit, or as a parent) with flags "execve" and refcnt 1

@@ -62,6 +62,9 @@ class BaseSensorConfig:
     # how: "auto" (commit_creds by fentry or kprobe where allowed, else the syscall exit
     # tracepoints) or "syscalls" (the tracepoints only)
     creds_hook: str = "auto"
+    # the cgroup a task's cgroup name is read from: 0 the v2 one, else 1 + the id of a v1
+    # controller; None: this host's choice (vigil.containers.cgroups)
+    cgroup_subsys: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,12 @@ def ring_size(requested: int) -> int:
 def config_bytes(cfg: BaseSensorConfig) -> bytes:
     """``vg_cfg`` (.rodata) for every Vigil object: each must get the same bytes."""
     rate = cfg.cgroup_rate
+    subsys = cfg.cgroup_subsys
+    if subsys is None:
+        from vigil.containers.cgroups import host_tracked_subsys
+        subsys = host_tracked_subsys()
     return VG_CONFIG.pack(min(cfg.max_args, int(Limits.ARGS_MAX)), cfg.wakeup_bytes,
-                          rate.events if rate else 0, 0,
+                          rate.events if rate else 0, subsys,
                           rate.interval_ns if rate else 0, rate.quiet_ns if rate else 0)
 
 

@@ -176,6 +176,8 @@ class FineGuidanceSensorsServicer:
         self.subscribers = Subscribers(deps.max_subscribers)
         self.encode_errors = 0
         self.runtime_hooks = 0
+        # who records the containers RuntimeHook announces (vigil.containers)
+        self.on_create_container: Callable[[Any], Any] | None = None
         self._droplog = RateLimitedLog(log)
 
     # -- events ----------------------------------------------------------------------
@@ -380,8 +382,9 @@ class FineGuidanceSensorsServicer:
 
     def RuntimeHook(self, request: tetragon_pb2.RuntimeHookRequest,
                     context: Context) -> tetragon_pb2.RuntimeHookResponse:
-        """Accept a container runtime's CreateContainer notice; it is logged and counted
-        (containers are not yet attributed from it)."""
+        """A container runtime's CreateContainer notice, sent before the container starts:
+        handed to ``on_create_container`` (vigil.containers records the container), and
+        answered once recorded, so the container's first exec finds it."""
         if request.WhichOneof("event") != "createContainer":
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                    "RuntimeHook needs a createContainer event")
@@ -390,6 +393,11 @@ class FineGuidanceSensorsServicer:
         log.info("RuntimeHook CreateContainer: id=%s name=%s pod=%s/%s cgroups=%s image=%s",
                  c.containerID, c.containerName, c.podNamespace, c.podName, c.cgroupsPath,
                  c.containerImage)
+        if self.on_create_container is not None:
+            try:
+                self.on_create_container(c)
+            except ValueError as err:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return tetragon_pb2.RuntimeHookResponse()
 
     # -- policies --------------------------------------------------------------------

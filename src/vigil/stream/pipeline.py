@@ -98,6 +98,9 @@ class Pipeline:
         # called with a process whose cached credentials changed (its encoded dict is
         # new): who keeps copies of process dicts drops them
         self.process_changed: list[Callable[[ProcessInfo], None]] = []
+        # the ``process.pod`` block of a process in a container (vigil.containers), asked
+        # once per process, when it is first encoded; None: no container metadata
+        self.pod_of: Callable[[ProcessInfo], dict[str, Any] | None] | None = None
         # redaction runs on every new process record, before it is cached or encoded
         self._redact: Callable[[ProcessInfo], None] | None = (
             options.redactor.apply if options.redactor else None)
@@ -266,8 +269,10 @@ class Pipeline:
     def process_json(self, p: ProcessInfo) -> dict[str, Any]:
         """The process's Tetragon dict, built once and reused."""
         if p.encoded is None:
+            pod = self.pod_of(p) if self.pod_of is not None and p.docker else None
             p.encoded = encode.process_dict(p, cred=self.opts.process_cred,
-                                            ns=self.opts.process_ns, host_ns=self.opts.host_ns)
+                                            ns=self.opts.process_ns, host_ns=self.opts.host_ns,
+                                            pod=pod)
         return p.encoded
 
     def _ancestors_json(self, p: ProcessInfo) -> list[dict[str, Any]] | None:
