@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("vigil.actions_net")
 
@@ -49,7 +50,7 @@ class Requester:
         # (kind, result) -> count; result: ok | error | timeout | dropped_queue_full |
         # dropped_rate_limited
         self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._resolver = None
+        self._resolver: Any = None  # a dns.resolver.Resolver, made on first use
 
     # ---- the event path -------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     bin_dir = "{d}/cni"
     conf_dir = "{d}/cni"
 """)
-        self.log = open(d / "containerd.log", "w")
+        self.log = open(d / "containerd.log", "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(["containerd", "--config", str(d / "config.toml")],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

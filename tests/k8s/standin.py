@@ -66,7 +66,7 @@ class StandinApiServer:
             def log_message(self, *_a: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server._get(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

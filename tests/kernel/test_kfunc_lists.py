@@ -256,7 +256,7 @@ def test_data_sources_and_match_data(env: ModeEnv, kdir: Path, how: str, regs: b
 def test_raw_tracepoint_resolve(env: ModeEnv, tmp_path: Path) -> None:
     """sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm):
     fields reached from its arguments with the types of its BTF prototype (or btfType)."""
-    body = f"""
+    body = """
   tracepoints:
   - subsystem: sched
     event: sched_process_exec

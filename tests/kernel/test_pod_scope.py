@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from tests.k8s.client import kubeconfig, pod, wait_for  # noqa: E402
-from tests.k8s.standin import PODS, TPN, StandinApiServer  # noqa: E402
+from tests.k8s.client import kubeconfig, pod, wait_for
+from tests.k8s.standin import PODS, TPN, StandinApiServer
 
 CAT = os.path.realpath("/bin/cat")
 NS = "team"

@@ -202,7 +202,7 @@ spec:
 class _Http(http.server.BaseHTTPRequestHandler):
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         type(self).seen.append(self.path)
         self.send_response(200)
         self.send_header("Content-Length", "2")

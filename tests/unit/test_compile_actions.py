@@ -45,7 +45,7 @@ spec:
 """
 
 
-def _plan(extra: str, **view: bool):  # noqa: ANN202
+def _plan(extra: str, **view: bool):
     from dataclasses import replace
     policy = load_policy(KILLER.format(extra=extra), source="t.yaml")
     return compile_policy(policy, replace(fixture_view(), **view))

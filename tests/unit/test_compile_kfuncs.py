@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tests.unit.test_compile_kprobe import btf, doc, view  # noqa: F401 (fixture)
+from tests.unit.test_compile_kprobe import doc, view
 from vigil.abi import _generated as abi
 from vigil.abi.pack import unpack_field
 from vigil.policy.compiler import CompileError, compile_policy

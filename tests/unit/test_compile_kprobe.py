@@ -4,7 +4,6 @@ BTF, and the rendering of kernel-object records."""
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
@@ -13,17 +12,6 @@ from vigil.abi import _generated as abi
 from vigil.events.generic import ArgSpec, render_arg
 from vigil.policy.compiler import CompileError, KernelView, compile_policy
 from vigil.policy.loader import load_policy
-
-BTF_PATH = "/sys/kernel/btf/vmlinux"
-
-
-@pytest.fixture(scope="module")
-def btf():
-    if not os.access(BTF_PATH, os.R_OK):
-        pytest.skip("no readable kernel BTF")
-    from vigil.policy.kbtf import KernelBtf
-    return KernelBtf.load(BTF_PATH)
-
 
 def view(btf, **kw):
     base = dict(kprobes=True, fentry=True, lsm=True, kprobe_multi=True, fmod_ret=True, btf=btf)

@@ -12,13 +12,13 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from tests.k8s.client import kubeconfig, pod, self_signed, wait_for  # noqa: E402
-from tests.k8s.standin import PODS, TP, TPN, StandinApiServer  # noqa: E402
-from vigil.k8s.agent import K8sConfig, api_client  # noqa: E402
-from vigil.k8s.informer import Informer  # noqa: E402
-from vigil.k8s.pods import PodWatcher, parse_pod, workload_of  # noqa: E402
-from vigil.k8s.policies import PolicyWatcher  # noqa: E402
-from vigil.policy.scope import PodScope, Selector, image_repo, policy_scope  # noqa: E402
+from tests.k8s.client import kubeconfig, pod, self_signed, wait_for
+from tests.k8s.standin import PODS, TP, TPN, StandinApiServer
+from vigil.k8s.agent import K8sConfig, api_client
+from vigil.k8s.informer import Informer
+from vigil.k8s.pods import PodWatcher, parse_pod, workload_of
+from vigil.k8s.policies import PolicyWatcher
+from vigil.policy.scope import PodScope, Selector, image_repo, policy_scope
 
 CID = "a" * 64
 
@@ -377,9 +377,9 @@ def test_https_with_the_cluster_ca_and_a_wrong_ca(tmp_path):
             inf = run(pod_informer(a, w))
             try:
                 if ok:
-                    wait_for(lambda: w.pod("default", "tls-pod"), what="a pod over HTTPS")
+                    wait_for(lambda w=w: w.pod("default", "tls-pod"), what="a pod over HTTPS")
                 else:
-                    wait_for(lambda: inf.errors["tls"] >= 2, what="TLS refusals")
+                    wait_for(lambda inf=inf: inf.errors["tls"] >= 2, what="TLS refusals")
                     assert w.pod("default", "tls-pod") is None and not inf.synced.is_set()
             finally:
                 inf.stop()

@@ -69,11 +69,11 @@ class bpf_uprobe_opts(Structure):
     ]
 
 
-class bpf_usdt_opts(Structure):  # noqa: N801
+class bpf_usdt_opts(Structure):
     _fields_ = [("sz", c_size_t), ("usdt_cookie", c_uint64)]
 
 
-class bpf_tracepoint_opts(Structure):  # noqa: N801
+class bpf_tracepoint_opts(Structure):
     _fields_ = [("sz", c_size_t), ("bpf_cookie", c_uint64)]
 
 

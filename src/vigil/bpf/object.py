@@ -388,3 +388,22 @@ def open_objects() -> list[BpfObject]:
 def possible_cpus() -> int:
     """How many CPUs a per-CPU map holds a value for (libbpf's possible-CPU count)."""
     return int(L.lib().libbpf_num_possible_cpus())
+
+
+class MapFd:
+    """A map held by its own file descriptor, so it outlives the object that created it
+    (a map shared by several policies' objects, kept while any of them is loaded)."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        L.check_int(L.lib().bpf_map_update_elem(self.fd, key, value, flags), "map update", self.name)
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key``; a key that is not there is not an error."""
+        if L.lib().bpf_map_delete_elem(self.fd, key) < 0:
+            err = ctypes.get_errno()
+            if err != 2:
+                raise BpfError(err, "map delete", self.name)

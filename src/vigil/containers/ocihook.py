@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         call_agent(args.agent_address, request, args.timeout)
     except Exception as err:  # noqa: BLE001 - grpc.RpcError and friends
-        detail = getattr(err, "details", lambda: str(err))() or str(err)
+        details = getattr(err, "details", None)
+        detail = (details() if callable(details) else "") or str(err)
         _log(args.log_file, f"container {state['id'][:12]}: agent at {args.agent_address} "
                             f"not told: {detail}")
         return fail

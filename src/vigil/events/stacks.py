@@ -182,6 +182,7 @@ def _read_elf(path: str) -> _Table:
     """The function symbols of one ELF file (an empty table if it has none or is not ELF)."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
     rows: list[tuple[int, int, str, str]] = []
     bias = 0
@@ -195,7 +196,7 @@ def _read_elf(path: str) -> _Table:
                     break
             for name in (".symtab", ".dynsym"):
                 sec = elf.get_section_by_name(name)
-                if sec is None:
+                if not isinstance(sec, SymbolTableSection):
                     continue
                 for n, sym in enumerate(sec.iter_symbols()):
                     if n >= ELF_MAX_SYMBOLS:

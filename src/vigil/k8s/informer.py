@@ -152,7 +152,7 @@ class Informer:
         self.resource_version = rv
         try:
             self._on_sync(items)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self.errors["handler"] += 1
             log.exception("k8s %s: sync handler failed: %s", self.name, err)
         self.synced.set()
@@ -222,7 +222,7 @@ def _raw_watch() -> Any:
     stream), and a line that is not JSON comes out as None (counted, skipped)."""
     from kubernetes import watch
 
-    class RawWatch(watch.Watch):  # type: ignore[misc]
+    class RawWatch(watch.Watch):
         def get_return_type(self, func: Any) -> str:
             return ""
 

@@ -99,8 +99,8 @@ def parse_pod(obj: dict[str, Any], errors: Counter[str] | None = None) -> PodInf
             continue
         labels[k] = v
     workload, kind = workload_of(meta, labels)
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    status: dict[str, Any] = obj["status"] if isinstance(obj.get("status"), dict) else {}
     images = {}
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for c in spec.get(key) or ():

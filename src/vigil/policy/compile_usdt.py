@@ -26,7 +26,7 @@ USDT_MAX_ARGS = 12  # libbpf's BPF_USDT_MAX_ARG_CNT: argument specs kept per sit
 def compile_usdts(spec: Any, view: Any, hook_id: int, monitor: bool, selectors: Any,
                   lists: dict[str, list[int]]) -> list[HookPlan]:
     from vigil.policy import compiler as c
-    out = []
+    out: list[HookPlan] = []
     for i, us in enumerate(getattr(spec, "usdts", None) or ()):
         where = f"spec.usdts[{i}]"
         b = c._HookBuilder(where, view, lists)

@@ -182,6 +182,7 @@ class _HookBuilder:
         self.ncel = 0  # CelExpr programs in cfg cel[]
         self.ret_type = _INT_TYPES["long"]  # how matchReturnArgs read the return value
         self.hook: Any = None
+        self.usdt = False  # a USDT probe: arguments come from the probe's spec, not registers
 
     def new_set(self) -> int:
         self.next_set += 1

@@ -10,8 +10,7 @@ import struct
 from typing import Any
 
 from vigil.abi._generated import EnfCount
-from vigil.bpf import _libbpf
-from vigil.bpf.object import BpfObject
+from vigil.bpf.object import BpfObject, possible_cpus
 from vigil.sensors.base import OBJECTS_DIR, BaseSensor
 
 ENFORCER_OBJECT = OBJECTS_DIR / "enforcer.bpf.o"
@@ -54,7 +53,7 @@ def load_enforcer(plan: Any, base: BaseSensor, hook_id: int,
 
 def enforcer_counts(obj: BpfObject) -> list[int]:
     """vg_enf_counts summed over CPUs, indexed by vg_enf_count."""
-    ncpu = int(_libbpf.lib().libbpf_num_possible_cpus())
+    ncpu = possible_cpus()
     out = []
     for i in range(int(EnfCount.MAX)):
         raw = obj.map("vg_enf_counts").lookup(struct.pack("<I", i), value_size=8 * ncpu)

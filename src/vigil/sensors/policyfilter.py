@@ -12,6 +12,7 @@ policy manager loads hooks.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import struct
@@ -20,8 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vigil.abi._generated import PfLimits
-from vigil.bpf import _libbpf as L
-from vigil.bpf.object import BpfObject
+from vigil.bpf.object import BpfObject, MapFd
 from vigil.errors import BpfError
 
 log = logging.getLogger("vigil.policyfilter")
@@ -30,7 +30,6 @@ MAP = "vg_pf_cgroups"
 _KEY = struct.Struct("<QII")
 _CFG = struct.Struct("<Ii")
 _E2BIG = 7
-_ENOENT = 2
 # v1 controllers tried, in order, for the hierarchy whose cgroups identify containers
 _TRACKING = ("memory", "pids", "cpuset")
 
@@ -120,25 +119,23 @@ class PolicyFilter:
                 self._fd = -1
             self._members.clear()
 
-    def _write(self, policy_id: int, old: set[int], new: set[int]) -> set[int]:
+    def _write(self, policy_id: int, old: builtins.set[int],
+               new: builtins.set[int]) -> builtins.set[int]:
         """Apply the difference; returns what the map now holds for the policy."""
-        lib = L.lib()
+        m = MapFd(self._fd, MAP)
         held = set(old)
         for cgid in sorted(old - new):
             try:
-                L.check_int(lib.bpf_map_delete_elem(self._fd, _KEY.pack(cgid, policy_id, 0)),
-                            "map delete", MAP)
+                m.delete(_KEY.pack(cgid, policy_id, 0))
             except BpfError as err:
-                if err.errno != _ENOENT:
-                    self.update_errors += 1
-                    log.warning("policy filter %d: cannot remove cgroup %d: %s", policy_id,
-                                cgid, err)
-                    continue
+                self.update_errors += 1
+                log.warning("policy filter %d: cannot remove cgroup %d: %s", policy_id,
+                            cgid, err)
+                continue
             held.discard(cgid)
         for cgid in sorted(new - old):
             try:
-                L.check_int(lib.bpf_map_update_elem(self._fd, _KEY.pack(cgid, policy_id, 0),
-                                                    b"\x01", 0), "map update", MAP)
+                m.update(_KEY.pack(cgid, policy_id, 0), b"\x01")
             except BpfError as err:
                 if err.errno == _E2BIG:
                     self.map_full += 1

@@ -249,14 +249,15 @@ class PolicyEvents:
         key = hook.metric_keys.get(1) or hook.metric_key(1)
         self.events[key] += 1
         pipe = self.pipeline
-        p, parent = self._cache.current_and_parent(r["pid"])
+        p, pp = self._cache.current_and_parent(r["pid"])
+        parent: dict[str, Any] | None = None
         if p is None:
             self.missing_process += 1
             proc: dict[str, Any] = {"pid": r["pid"], "tid": r["tid"]}
         else:
             proc = self._views.get((p.exec_id, r["tid"], p.refcnt)) or self._view(p, r["tid"])
-            if parent is not None:
-                parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
+            if pp is not None:
+                parent = pp.encoded if pp.encoded is not None else pipe.process_json(pp)
         bid = self.build_ids.get(r["pid"], r["path"], r["dev"], r["ino"], r["size"])
         return {"process_loader": loader_events.body(proc, parent, r["path"], bid),
                 "node_name": self._node_name,
@@ -392,7 +393,9 @@ def _usdt_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] | N
     """USDT probes (ProcessUsdt field order); the plan's symbol is "provider:name"."""
     plan = h.reg.plan
     provider, _, name = plan.symbol.partition(":")
-    body = {"process": proc} if parent is None else {"process": proc, "parent": parent}
+    body: dict[str, Any] = {"process": proc}
+    if parent is not None:
+        body["parent"] = parent
     body["path"] = plan.path
     body["provider"] = provider
     body["name"] = name
