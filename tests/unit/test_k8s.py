@@ -237,7 +237,10 @@ class FakeManager:
         self.docs: dict[tuple[str, str], str] = {}
         self.adds = 0
 
-    def add(self, text: str, *, source: str) -> Any:
+    verifier: Any = None  # signed-policies mode: checked by the watcher
+
+    def add(self, text: str, *, source: str, signature_checked: bool = False) -> Any:
+        assert signature_checked == (self.verifier is not None)
         import yaml
 
         from vigil.policy.loader import load_policy
@@ -386,3 +389,56 @@ def test_https_with_the_cluster_ca_and_a_wrong_ca(tmp_path):
                 a.close()
     finally:
         server.stop()
+
+
+def test_signed_policy_resources(server, api, tmp_path):
+    """In signed-policies mode a TracingPolicy object loads only with a valid signature
+    of what the cluster stores, in its vigil.dev/policy-signature annotation: unsigned
+    and altered objects are refused and counted; annotating one later loads it."""
+    import yaml
+    from click.testing import CliRunner
+    from kubernetes import client
+
+    from tests.unit.test_policy_signing import keypair
+    from vigil.cli import cli
+    from vigil.policy import signing
+
+    priv, pub, _raw = keypair(tmp_path)
+    mgr = FakeManager()
+    mgr.verifier = signing.PolicyVerifier.from_file(str(pub))
+    tpw = PolicyWatcher(mgr, "TracingPolicy")
+    inf = Informer("tracingpolicies", client.CustomObjectsApi(api).list_cluster_custom_object,
+                   tpw.on_sync, tpw.on_event, backoff=0.05, watch_timeout=1,
+                   kwargs={"group": "cilium.io", "version": "v1alpha1",
+                           "plural": "tracingpolicies"})
+
+    def signed(obj: dict) -> dict:
+        """`kubectl get -o yaml | vigil tracingpolicy sign --k8s --key K -`, annotated."""
+        r = CliRunner().invoke(cli, ["tracingpolicy", "sign", "--k8s", "--key", str(priv),
+                                     "-"], input=yaml.safe_dump(obj))
+        assert r.exit_code == 0, r.output
+        out = dict(obj, metadata=dict(obj["metadata"]))
+        out["metadata"]["annotations"] = {signing.K8S_ANNOTATION: r.output.strip()}
+        return out
+
+    inf.start()
+    try:
+        server.put(TP, tp("unsigned"))
+        wait_for(lambda: tpw.errors["unsigned"] == 1, what="an unsigned policy refused")
+        server.put(TP, signed(tp("unsigned")))  # annotated afterwards: now it loads
+        wait_for(lambda: ("unsigned", "") in mgr.docs, what="the annotated policy")
+        good = signed(tp("good"))
+        server.put(TP, good)
+        wait_for(lambda: ("good", "") in mgr.docs, what="a signed policy")
+        # the spec changed under the old signature; a signature replayed on another name
+        altered = dict(good, spec={"tracepoints": [{"subsystem": "syscalls",
+                                                    "event": "sys_enter_getpid"}]})
+        server.put(TP, altered)
+        wait_for(lambda: ("good", "") not in mgr.docs and tpw.errors["unsigned"] == 2,
+                 what="the altered policy unloaded and refused")
+        server.put(TP, dict(good, metadata=dict(good["metadata"], name="replayed")))
+        wait_for(lambda: tpw.errors["unsigned"] == 3, what="a replayed signature refused")
+        assert ("replayed", "") not in mgr.docs
+    finally:
+        inf.stop()
+    tpw.close()

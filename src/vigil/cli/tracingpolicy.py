@@ -94,9 +94,14 @@ def _signature_metadata(signature_file: str | None, policy_name: str
               help="ed25519 private key: PEM (openssl genpkey -algorithm ed25519) or the "
                    "raw 32-byte seed.")
 @click.option("-o", "--output", default=None, metavar="FILE",
-              help="Where to write the signature (base64). Default: POLICY.sig.")
-@click.argument("policy", type=click.Path(exists=True, dir_okay=False))
-def sign(key_file: str, output: str | None, policy: str) -> None:
+              help="Where to write the signature (base64). Default: POLICY.sig; with "
+                   "--k8s and POLICY '-', standard output.")
+@click.option("--k8s", is_flag=True,
+              help="POLICY is a TracingPolicy resource as the cluster stores it (kubectl "
+                   "get -o yaml): sign its canonical JSON, for the "
+                   "vigil.dev/policy-signature annotation.")
+@click.argument("policy", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def sign(key_file: str, output: str | None, k8s: bool, policy: str) -> None:
     """Write the detached signature of POLICY (its exact bytes) for an agent run with
     --policy-signing-key. Any later change to POLICY invalidates it."""
     from vigil.errors import VigilError
@@ -105,12 +110,39 @@ def sign(key_file: str, output: str | None, policy: str) -> None:
         key = load_private_key(key_file)
     except VigilError as err:
         raise click.ClickException(str(err)) from None
-    with open(policy, "rb") as f:
-        data = f.read()
+    with click.open_file(policy, "rb") as f:
+        data = f.read(MAX_SIGNED_BYTES + 1)
+    if len(data) > MAX_SIGNED_BYTES:
+        raise click.ClickException(f"{policy}: over {MAX_SIGNED_BYTES} bytes")
+    if k8s:
+        data = _k8s_signed(policy, data)
+        if policy == "-" and output is None:
+            click.echo(sign_bytes(key, data).decode().strip())
+            return
+    elif policy == "-":
+        raise click.UsageError("a policy file is signed from its path (or use --k8s)")
     out = output or signature_path(policy)
     with open(out, "wb") as f:
         f.write(sign_bytes(key, data))
     click.echo(f"signature of {policy} written to {out}")
+
+
+MAX_SIGNED_BYTES = 1 << 20
+
+
+def _k8s_signed(policy: str, data: bytes) -> bytes:
+    """The canonical bytes of the TracingPolicy resource in ``data`` (YAML or JSON)."""
+    from vigil.errors import VigilError
+    from vigil.policy.loader import load_document
+    from vigil.policy.signing import k8s_signed_bytes
+    try:
+        obj = load_document(data.decode("utf-8", "surrogateescape"), source=policy)
+    except VigilError as err:
+        raise click.ClickException(str(err)) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict) \
+            or not obj["metadata"].get("name"):
+        raise click.ClickException(f"{policy}: not a TracingPolicy resource (no metadata.name)")
+    return k8s_signed_bytes(obj)
 
 
 def _named(method: str, request_cls: str, verb: str) -> Any:

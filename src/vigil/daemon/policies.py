@@ -153,11 +153,13 @@ class PolicyManager:
     # -- PolicyStore -----------------------------------------------------------------
 
     def add(self, yaml_text: str, *, source: str,
-            signature: bytes | str | None = None) -> PolicyInfo:
+            signature: bytes | str | None = None, signature_checked: bool = False) -> PolicyInfo:
         """Validate, compile and load one policy. In signed-policies mode ``signature``
         must be a valid signature of ``yaml_text`` (its UTF-8 bytes) or the policy is
-        refused (PolicySignatureError, naming ``source``) before it is even parsed."""
-        if self.verifier is not None:
+        refused (PolicySignatureError, naming ``source``) before it is even parsed.
+        ``signature_checked``: the caller verified a signature over another form of the
+        same policy (a Kubernetes resource's canonical JSON, vigil.k8s.policies)."""
+        if self.verifier is not None and not signature_checked:
             self.verifier.check(yaml_text.encode("utf-8", "surrogateescape"), signature,
                                 source)
         from vigil.policy.loader import load_policy as parse

@@ -7,6 +7,11 @@ refused one is logged and counted, and the others keep loading. A change of
 status-only or label-only updates change nothing. A re-list after a broken watch
 reconciles: policies gone from the cluster are deleted, new or changed ones added.
 
+In signed-policies mode (the manager has a verifier) an object loads only with a valid
+signature of its canonical JSON in the ``vigil.dev/policy-signature`` annotation
+(vigil.policy.signing.k8s_signed_bytes); an unsigned or altered one is refused, counted
+(``unsigned``) and logged, and adding the annotation later loads it.
+
 Like Tetragon's agent, Vigil writes nothing back to the objects (the shipped CRDs have
 no status subresource): a policy's state and error are in ``vigil tracingpolicy list``
 (gRPC ListTracingPolicies), the agent's log and ``vigil_k8s_errors_total``.
@@ -83,8 +88,22 @@ class PolicyWatcher:
             log.warning("%s %s: %d bytes, over the %d-byte limit: not loaded", self.kind,
                         _name(key), len(text), MAX_POLICY_BYTES)
             return
+        checked = {}
+        verifier = getattr(self.manager, "verifier", None)
+        if verifier is not None:
+            from vigil.policy.signing import K8S_ANNOTATION, k8s_signed_bytes
+            notes: dict[str, Any] = meta["annotations"] \
+                if isinstance(meta.get("annotations"), dict) else {}
+            try:
+                verifier.check(k8s_signed_bytes(obj), notes.get(K8S_ANNOTATION),
+                               f"k8s {self.kind} {_name(key)}")
+            except Exception as err:  # noqa: BLE001 - PolicySignatureError: refused
+                self.errors["unsigned"] += 1
+                log.error("%s", err)
+                return
+            checked = {"signature_checked": True}
         try:
-            info = self.manager.add(text, source="k8s")
+            info = self.manager.add(text, source="k8s", **checked)
         except Exception as err:  # noqa: BLE001 - refused: log, count, keep watching
             self.errors["refused"] += 1
             log.error("%s %s not loaded: %s", self.kind, _name(key), err)

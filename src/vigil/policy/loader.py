@@ -532,6 +532,24 @@ def _too_large(source: str, size: int | None) -> NoReturn:
     _raise(source, [Diagnostic(source, 1, 1, "", "policy.limit", message)])
 
 
+def load_document(text: str, source: str = "<string>") -> Any:
+    """One YAML (or JSON) document as plain data, under the same bounds as a policy
+    (size, nodes, aliases, depth): for policy-shaped input that is not validated as a
+    policy, e.g. a Kubernetes object to sign. Raises PolicyError with the location."""
+    check_policy_size(text, source)
+    try:
+        node, problems = _compose(text)
+    except _Fatal as fatal:
+        _raise(source, [Diagnostic(source, *fatal.pos, "", fatal.code, str(fatal))])
+    builder = _Builder()
+    data = builder.build(node, ())
+    diags = [Diagnostic(source, *p.pos, format_path(p.path), "policy.yaml", p.message)
+             for p in problems + builder.problems]
+    if any(d.is_error for d in diags):
+        _raise(source, diags)
+    return data
+
+
 def load_policy(text: str, source: str = "<string>") -> Policy:
     """Parse and validate one policy. Raises PolicyError listing every problem."""
     check_policy_size(text, source)

@@ -8,6 +8,13 @@ file given with ``--tracing-policy`` or found in ``--tracing-policy-dir``; the
 policy (UTF-8 text as sent, no normalisation), so any change after signing, even of a
 comment or of line endings, makes it invalid.
 
+A TracingPolicy resource has no bytes of its own: the API server stores the object (with
+the CRD's defaults filled in) and hands it back as JSON. Its signature, in the
+annotation ``vigil.dev/policy-signature``, covers the object's canonical JSON
+(``k8s_signed_bytes``: apiVersion, kind, name, namespace and spec, keys sorted, no
+spaces), made from the object as the cluster stores it (``kubectl get -o yaml | vigil
+tracingpolicy sign --k8s``). Labels, other annotations and status are not covered.
+
 Keys: the public key is PEM (``-----BEGIN PUBLIC KEY-----``, as ``openssl pkey
 -pubout`` writes) or the raw 32 bytes; the private key (for ``vigil tracingpolicy
 sign``) is PEM PKCS#8 (``openssl genpkey -algorithm ed25519``) or the raw 32-byte seed.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from typing import Any
 
@@ -25,6 +33,7 @@ from vigil.errors import VigilError
 
 SIGNATURE_SUFFIX = ".sig"
 METADATA_KEY = "vigil-policy-signature"  # gRPC request header: base64 of the signature
+K8S_ANNOTATION = "vigil.dev/policy-signature"  # on TracingPolicy resources: base64
 MAX_KEY_BYTES = 16384
 
 
@@ -97,6 +106,21 @@ def sign(private_key: Any, policy: bytes) -> bytes:
     return base64.b64encode(private_key.sign(policy)) + b"\n"
 
 
+def k8s_signed_bytes(obj: dict[str, Any]) -> bytes:
+    """What the signature of a TracingPolicy resource covers: its canonical JSON. The
+    name and namespace are in it, so a signed spec cannot be replayed under another
+    name or in another namespace."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    ident = {"name": meta.get("name") or ""}
+    if meta.get("namespace"):
+        ident["namespace"] = meta["namespace"]
+    doc = {"apiVersion": obj.get("apiVersion") or "", "kind": obj.get("kind") or "",
+           "metadata": ident, "spec": obj.get("spec")}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
 def decode_signature(data: bytes | str) -> bytes:
     """A signature from its raw 64 bytes or base64 text; ValueError otherwise."""
     if isinstance(data, str):
@@ -164,9 +188,12 @@ class PolicyVerifier:
 def _where(source: str) -> str:
     if source == "grpc":
         return "send the signature with it (vigil tracingpolicy add --signature FILE)"
+    if source.startswith("k8s "):
+        return (f"annotate the object with {K8S_ANNOTATION} (kubectl get -o yaml | vigil "
+                "tracingpolicy sign --k8s --key KEY -)")
     return f"put the signature in {source}{SIGNATURE_SUFFIX}"
 
 
-__all__ = ["METADATA_KEY", "SIGNATURE_SUFFIX", "PolicySignatureError", "PolicyVerifier",
-           "SigningKeyError", "decode_signature", "load_private_key", "load_public_key",
+__all__ = ["K8S_ANNOTATION", "METADATA_KEY", "SIGNATURE_SUFFIX", "PolicySignatureError", "PolicyVerifier",
+           "SigningKeyError", "decode_signature", "k8s_signed_bytes", "load_private_key", "load_public_key",
            "read_signature_file", "sign", "signature_path"]
