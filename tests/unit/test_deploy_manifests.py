@@ -67,3 +67,31 @@ def test_helm_chart_values_and_rbac_match_the_manifests() -> None:
          "verbs": ["get", "list", "watch"]}]
     ds = (CHART / "templates" / "daemonset.yaml").read_text()
     assert 'fail "grpc.tcp.address needs grpc.tcp.tlsSecret' in ds  # TCP only with TLS
+
+
+def test_watched_resources_are_tetragons_crds() -> None:
+    """The agent watches exactly the resources Tetragon's own CRDs define (read in place,
+    beside the repository): group, version, plural, kind and scope; the RBAC grants read
+    on those plurals; the CRDs have no status subresource, so nothing is written back."""
+    from tests.tetragon_examples import examples_dir
+    from vigil.k8s import agent
+    crds_dir = examples_dir().parent / "tetragon-crds"
+    crds = {}
+    for f in ("cilium.io_tracingpolicies.yaml", "cilium.io_tracingpoliciesnamespaced.yaml"):
+        (crd,) = [d for d in yaml.safe_load_all((crds_dir / f).read_text()) if d]
+        crds[crd["spec"]["names"]["plural"]] = crd
+    assert set(crds) == {"tracingpolicies", "tracingpoliciesnamespaced"}
+    kinds = {"tracingpolicies": ("TracingPolicy", "Cluster"),
+             "tracingpoliciesnamespaced": ("TracingPolicyNamespaced", "Namespaced")}
+    for plural, crd in crds.items():
+        assert crd["spec"]["group"] == agent.GROUP
+        served = [v for v in crd["spec"]["versions"] if v["name"] == agent.VERSION]
+        assert served and served[0]["served"], plural
+        assert "status" not in served[0].get("subresources", {})
+        assert (crd["spec"]["names"]["kind"], crd["spec"]["scope"]) == kinds[plural]
+    assert agent.POLICY_RESOURCES == {p: k for p, (k, _scope) in kinds.items()}
+    rbac = [d for d in yaml.safe_load_all((KUBE / "rbac.yaml").read_text())
+            if d and d["kind"] == "ClusterRole"]
+    rules = {g: r for r in rbac[0]["rules"] for g in r["apiGroups"]}
+    assert sorted(rules[agent.GROUP]["resources"]) == sorted(crds)
+    assert rules[agent.GROUP]["verbs"] == ["get", "list", "watch"]

@@ -21,6 +21,9 @@ from vigil.k8s.policies import PolicyWatcher
 log = logging.getLogger("vigil.k8s")
 
 GROUP, VERSION = "cilium.io", "v1alpha1"
+# the policy resources watched (Tetragon's CRDs): plural -> kind
+POLICY_RESOURCES = {"tracingpolicies": "TracingPolicy",
+                    "tracingpoliciesnamespaced": "TracingPolicyNamespaced"}
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,8 @@ class K8sRuntime:
         self.scopes = ScopeManager(self.filter, self.pods, root, cfg.scope_interval)
         core = client.CoreV1Api(api)
         custom = client.CustomObjectsApi(api)
-        self.policy_watchers = {
-            "tracingpolicies": PolicyWatcher(manager, "TracingPolicy"),
-            "tracingpoliciesnamespaced": PolicyWatcher(manager, "TracingPolicyNamespaced")}
+        self.policy_watchers = {plural: PolicyWatcher(manager, kind)
+                                for plural, kind in POLICY_RESOURCES.items()}
         self.informers = [Informer("pods", core.list_pod_for_all_namespaces,
                                    self.pods.on_sync, self.pods.on_event,
                                    kwargs={"field_selector": f"spec.nodeName={cfg.node_name}"},
