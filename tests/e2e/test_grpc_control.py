@@ -185,7 +185,7 @@ def test_domains_and_sensors(api: Any) -> None:
 def test_runtime_hook_create_container(api: Any, agent: Any) -> None:
     before = agent.server.servicer.runtime_hooks
     api.RuntimeHook(tetragon_pb2.RuntimeHookRequest(createContainer=tetragon_pb2.CreateContainer(
-        cgroupsPath="/kubepods/pod1/abc", containerID="abc", containerName="app",
+        cgroupsPath=f"/kubepods/pod1/{'ab' * 32}", containerID="ab" * 32, containerName="app",
         podName="web", podNamespace="default", annotations={"k": "v"},
         mounts=[tetragon_pb2.Mount(destination="/data", type="bind", source="/srv")])),
         timeout=WAIT)

@@ -91,7 +91,7 @@ def test_namespaced_sigkill_only_in_the_selected_pod(pods_cgroups: tuple[Path, P
 
     from vigil.daemon.policies import PolicyManager
     from vigil.k8s.agent import K8sConfig, K8sRuntime, api_client
-    from vigil.policy_events import HookRegistry
+    from vigil.stream.policy_events import HookRegistry
     from vigil.sensors.base import BaseSensor, BaseSensorConfig
 
     victim_cg, neighbour_cg = pods_cgroups
