@@ -241,6 +241,8 @@ def test_syslog_tls_delivery_outage_and_reconnect(tmp_path: Path, pki: Path,
         assert header[0] == ev["node_name"]
         assert ev["process_exec"]["process"]["binary"] == "/bin/true"
         (tmp_path / "received.txt").write_text(server.out.read_text())
+        line = next(x for x in server.out.read_text().splitlines() if tag in x)
+        print(f"\nrsyslog received over TLS (mTLS): {line[:600]}")
         m = scrape(mport)
         assert metric(m, "vigil_export_remote_connected", exporter="syslog") == 1
         assert metric(m, "vigil_export_remote_events_sent_total", exporter="syslog") > 0

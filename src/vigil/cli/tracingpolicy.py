@@ -156,7 +156,7 @@ def _named(method: str, request_cls: str, verb: str) -> Any:
         with Client(client) as c:
             c.call(method, req)
         click.echo(f"tracing policy {name!r} {verb}")
-    cmd.__doc__ = f"{verb.capitalize()} the tracing policy NAME."
+    cmd.__doc__ = f"{method.removesuffix('TracingPolicy')} the tracing policy NAME."
     return cmd
 
 
