@@ -60,14 +60,20 @@ static __always_inline int vg_usdt_set(__u32 index, __u32 value)
 		return -1;
 	addr = (void *)(base + a->val_off);
 	size = (64 - (__u32)(__u8)a->arg_bitshift) >> 3;
-	if (size != 1 && size != 2 && size != 4 && size != 8)
+	/* little endian: the low `size` bytes of v are the value at that width; constant
+	 * sizes, because older verifiers lose a variable size's bounds and refuse the call */
+	switch (size) {
+	case 1:
+		return bpf_probe_write_user(addr, &v, 1) ? -1 : 0;
+	case 2:
+		return bpf_probe_write_user(addr, &v, 2) ? -1 : 0;
+	case 4:
+		return bpf_probe_write_user(addr, &v, 4) ? -1 : 0;
+	case 8:
+		return bpf_probe_write_user(addr, &v, 8) ? -1 : 0;
+	default:
 		return -1;
-	/* bounds the verifier can see (it cannot track the set above) */
-	barrier_var(size);
-	if (size < 1 || size > 8)
-		return -1;
-	/* little endian: the low `size` bytes of v are the value at that width */
-	return bpf_probe_write_user(addr, &v, size) ? -1 : 0;
+	}
 }
 
 SEC("usdt")

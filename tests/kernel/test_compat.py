@@ -166,6 +166,27 @@ def _udp_lo(d: Path) -> int:
     return port
 
 
+def _udp_closed_port(d: Path) -> int:
+    """A datagram to a closed port on the loopback: the kernel frees it unread
+    (kfree_skb_reason, SKB_DROP_REASON_NO_SOCKET)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"q", ("127.0.0.1", port))
+    return port
+
+
+def _stacks(name: str) -> Check:
+    """An event of ``name`` with a symbolized kernel stack trace."""
+    def check(evs: list[Event], _r: Any, _d: Path) -> None:
+        got = [b for b in _mine(evs) if _name(b) == name]
+        assert got, [_name(b) for b in _mine(evs)][:20]
+        kst = [b["kernel_stack_trace"] for b in got if b.get("kernel_stack_trace")]
+        assert kst and any(f.get("symbol") for f in kst[0]), got[0]
+    return check
+
+
 def _dns_query_child(d: Path) -> int:
     """A child sends a UDP datagram to 127.0.0.1:53 (no server needed)."""
     return _run([PY, "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
@@ -546,6 +567,10 @@ PLAN: dict[str, Exercise | Loads] = {
     "datagram.yaml": Loads(CGROUP_SKB),
     "datagram_518.yaml": Exercise(_udp_lo, _fired("ip_output")),
     "dev_queue_xmit.yaml": Exercise(_udp_lo, _skb_port),
+    "stack_traces.yaml": Exercise(
+        _udp_closed_port, _stacks("kfree_skb_reason"),
+        note="a datagram to a closed loopback port is dropped: kfree_skb_reason's event "
+             "carries the kernel stack"),
     "dns-only-specified-servers.yaml": Exercise(
         _dns_query_child, _killed("ip_output"),
         note="a child sending a UDP datagram to 127.0.0.1:53 is killed"),

@@ -36,9 +36,11 @@ class ModeEnv(Env):
 
     def use(self, mode: str) -> None:
         from vigil.daemon.policies import PolicyManager, kernel_view
-        self.manager.close()
-        self.manager = PolicyManager(self.base, self.registry,
-                                     view=functools.partial(kernel_view, mode))
+        old = self.manager
+        old.close()
+        self.manager = PolicyManager(self.base, old.registry,
+                                     view=functools.partial(kernel_view, mode),
+                                     enforcement=old.enforcement)
 
     def run_all(self, trigger: Any, pids: set[int] | None = None) -> list[dict[str, Any]]:
         self.pipe.handle(self.base.ring.drain())

@@ -156,11 +156,17 @@ def return_action(cfg: dict[str, Any], hook: Any, where: str) -> None:
                             else abi.Action.UNTRACKSOCK)
 
 
+def _wants_ima(cfg: dict[str, Any]) -> bool:
+    """Does an action of the hook ask for imaHash? (Only action flags: an argument's
+    ``args[i].flags`` are ArgFlag bits, another namespace.)"""
+    ima = int(abi.ActionFlag.IMA)
+    return any(".actions[" in k and k.endswith(".flags") and v & ima for k, v in cfg.items())
+
+
 def extra_attach(cfg: dict[str, Any], attach: list[Any]) -> list[Any]:
     """imaHash: the hook's sleepable hashing program, attached after the hook's own (a
     trampoline runs the newest first, so the hash is ready when the hook posts)."""
-    ima = int(abi.ActionFlag.IMA)
-    if any(k.endswith(".flags") and v & ima for k, v in cfg.items()):
+    if _wants_ima(cfg):
         from vigil.policy.plan import Attach
         return [*attach, Attach("vg_gen_lsm_ima", "lsm", attach[0].target)]
     return attach
@@ -176,7 +182,7 @@ def hook_extras(b: Any, cfg: dict[str, Any], monitor: bool) -> tuple[tuple[Reque
     if acts & {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}:
         notes.append("GetUrl / DnsLookup made by the agent after the event (queued, "
                      "rate-limited, dropped and counted when the queue is full)")
-    if any(k.endswith(".flags") and v & int(abi.ActionFlag.IMA) for k, v in cfg.items()):
+    if _wants_ima(cfg):
         notes.append("imaHash: the file hashed by a sleepable BPF LSM program "
                      "(bpf_ima_file_hash) before the event is posted")
     if any(k == "ret_action" or k.endswith(".sock_arg") for k in cfg) or \
