@@ -270,6 +270,7 @@ static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, _
 /* ---- kernel objects ------------------------------------------------------------------ */
 
 #define VG_AF_INET 2
+#define VG_IFNAMSIZ 16
 #define VG_AF_INET6 10
 
 static __always_inline __u32 vg_read_sock(struct vg_gen_buf *h, __u32 off, __u64 v, __u8 flags)
@@ -452,6 +453,41 @@ static __always_inline __u32 vg_read_module(struct vg_gen_buf *h, __u32 off, __u
 	return sizeof(*r);
 }
 
+static __always_inline __u32 vg_read_userns(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_userns_rec *r = (struct vg_userns_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct user_namespace *ns = (struct user_namespace *)v;
+
+	if (!ns)
+		return 0;
+	r->level = BPF_CORE_READ(ns, level);
+	r->uid = BPF_CORE_READ(ns, owner.val);
+	r->gid = BPF_CORE_READ(ns, group.val);
+	r->inum = BPF_CORE_READ(ns, ns.inum);
+	return sizeof(*r);
+}
+
+static __always_inline __u32 vg_read_perf_event(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_perf_rec *r = (struct vg_perf_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct perf_event *ev = (struct perf_event *)v;
+	__u64 func = 0;
+
+	if (!ev)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->type = BPF_CORE_READ(ev, attr.type);
+	r->config = BPF_CORE_READ(ev, attr.config);
+	r->probe_offset = BPF_CORE_READ(ev, attr.probe_offset);
+	/* kprobe PMU events: attr.kprobe_func points to the function's name (the perf_event_open
+	 * caller's memory while the event is set up) */
+	func = BPF_CORE_READ(ev, attr.kprobe_func);
+	if (func && bpf_probe_read_kernel_str(r->kprobe_func, sizeof(r->kprobe_func),
+					      (void *)func) <= 0)
+		bpf_probe_read_user_str(r->kprobe_func, sizeof(r->kprobe_func), (void *)func);
+	return sizeof(*r);
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -565,6 +601,19 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_MODULE:
 	case VG_ARG_LOAD_INFO:
 		return vg_read_module(h, off, v, CFG.args[i].kind);
+	case VG_ARG_NETDEV:
+		if (!v)
+			return 0;
+		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], VG_IFNAMSIZ,
+					      &((struct net_device *)v)->name);
+		if (r <= 0)
+			return 0;
+		m->orig_len[i] = r - 1;
+		return (r - 1) & (VG_GEN_STR_MAX - 1);
+	case VG_ARG_USER_NS:
+		return vg_read_userns(h, off, v);
+	case VG_ARG_PERF_EVENT:
+		return vg_read_perf_event(h, off, v);
 	case VG_ARG_TP_CHARS:
 		/* a fixed array inside the record: at most max_len bytes, up to its NUL */
 		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max,

@@ -380,6 +380,9 @@ enum vg_arg_kind {
 	VG_ARG_KBUF = 21,     /* kernel buffer; length from arg `size_arg` */
 	VG_ARG_KSOCKADDR = 22,/* kernel struct sockaddr * (same record as VG_ARG_SOCKADDR) */
 	VG_ARG_TP_CHARS = 23, /* tracepoint `char x[N]` field: the string in the record (max_len N) */
+	VG_ARG_NETDEV = 24,   /* struct net_device *: its name (a string) */
+	VG_ARG_USER_NS = 25,  /* struct user_namespace * -> vg_userns_rec */
+	VG_ARG_PERF_EVENT = 26, /* struct perf_event * -> vg_perf_rec */
 };
 
 enum vg_arg_flag {
@@ -744,6 +747,25 @@ struct vg_bpf_rec {
 	__u32 max_entries;
 	__u32 pad;
 	char name[16];
+};
+
+struct vg_userns_rec {
+	__u32 level;
+	__u32 uid;         /* owner */
+	__u32 gid;         /* group */
+	__u32 inum;
+};
+
+enum vg_perf_limits {
+	VG_KSYM_NAME = 128, /* kprobe_func bytes kept (KSYM_NAME_LEN, as Tetragon) */
+};
+
+struct vg_perf_rec {
+	__u32 type;        /* attr.type (PERF_TYPE_*) */
+	__u32 pad;
+	__u64 config;
+	__u64 probe_offset;
+	char kprobe_func[VG_KSYM_NAME]; /* attr.kprobe_func, for kprobe PMU events */
 };
 
 struct vg_module_rec {

@@ -63,6 +63,9 @@ class ArgKind(enum.IntEnum):
     KBUF = 21
     KSOCKADDR = 22
     TP_CHARS = 23
+    NETDEV = 24
+    USER_NS = 25
+    PERF_EVENT = 26
 
 
 class CelLimits(enum.IntEnum):
@@ -347,6 +350,7 @@ LAYOUTS = {
     'vg_msg_hdr': (16, (('op', 0, 1, 1), ('flags', 1, 1, 1), ('pad1', 2, 2, 1), ('size', 4, 4, 1), ('ktime', 8, 8, 1),)),
     'vg_namespaces': (40, (('uts', 0, 4, 1), ('ipc', 4, 4, 1), ('mnt', 8, 4, 1), ('pid', 12, 4, 1), ('pid_for_children', 16, 4, 1), ('net', 20, 4, 1), ('time', 24, 4, 1), ('time_for_children', 28, 4, 1), ('cgroup', 32, 4, 1), ('user', 36, 4, 1),)),
     'vg_ns_match': (20, (('ns', 0, 1, 1), ('op', 1, 1, 1), ('nvals', 2, 1, 1), ('pad', 3, 1, 1), ('vals', 4, 4, 4),)),
+    'vg_perf_rec': (152, (('type', 0, 4, 1), ('pad', 4, 4, 1), ('config', 8, 8, 1), ('probe_offset', 16, 8, 1), ('kprobe_func', 24, 1, 128),)),
     'vg_pf_cfg': (8, (('policy_id', 0, 4, 1), ('subsys', 4, 4, 1),)),
     'vg_pf_key': (16, (('cgroup_id', 0, 8, 1), ('policy_id', 8, 4, 1), ('pad', 12, 4, 1),)),
     'vg_pfx_key': (256, (('prefixlen', 0, 4, 1), ('set', 4, 4, 1), ('s', 8, 1, 248),)),
@@ -361,6 +365,7 @@ LAYOUTS = {
     'vg_sock_sel': (136, (('nmatch', 0, 1, 1), ('bin_op', 1, 1, 1), ('action', 2, 1, 1), ('post', 3, 1, 1), ('err', 4, 4, 1), ('bin_set', 8, 4, 1), ('pad', 12, 4, 1), ('m[0].field', 16, 1, 1), ('m[0].negate', 17, 1, 1), ('m[0].nvals', 18, 1, 1), ('m[0].pad', 19, 1, 1), ('m[0].set', 20, 4, 1), ('m[0].vals', 24, 4, 4), ('m[1].field', 40, 1, 1), ('m[1].negate', 41, 1, 1), ('m[1].nvals', 42, 1, 1), ('m[1].pad', 43, 1, 1), ('m[1].set', 44, 4, 1), ('m[1].vals', 48, 4, 4), ('m[2].field', 64, 1, 1), ('m[2].negate', 65, 1, 1), ('m[2].nvals', 66, 1, 1), ('m[2].pad', 67, 1, 1), ('m[2].set', 68, 4, 1), ('m[2].vals', 72, 4, 4), ('m[3].field', 88, 1, 1), ('m[3].negate', 89, 1, 1), ('m[3].nvals', 90, 1, 1), ('m[3].pad', 91, 1, 1), ('m[3].set', 92, 4, 1), ('m[3].vals', 96, 4, 4), ('m[4].field', 112, 1, 1), ('m[4].negate', 113, 1, 1), ('m[4].nvals', 114, 1, 1), ('m[4].pad', 115, 1, 1), ('m[4].set', 116, 4, 1), ('m[4].vals', 120, 4, 4),)),
     'vg_stats': (1280, (('sent', 0, 8, 32), ('drops', 256, 8, 128),)),
     'vg_throttle_msg': (296, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('cgroup_id', 16, 8, 1), ('type', 24, 4, 1), ('name_len', 28, 2, 1), ('pad', 30, 2, 1), ('dropped', 32, 8, 1), ('name', 40, 1, 256),)),
+    'vg_userns_rec': (16, (('level', 0, 4, 1), ('uid', 4, 4, 1), ('gid', 8, 4, 1), ('inum', 12, 4, 1),)),
 }
 
 VG_ACTION_CFG = struct.Struct('<BBBBIQIHH')
@@ -450,6 +455,9 @@ VG_NAMESPACES_INDEX = {'uts': 0, 'ipc': 1, 'mnt': 2, 'pid': 3, 'pid_for_children
 VG_NS_MATCH = struct.Struct('<BBBB4I')
 VG_NS_MATCH_FIELDS = ('ns', 'op', 'nvals', 'pad', 'vals',)
 VG_NS_MATCH_INDEX = {'ns': 0, 'op': 1, 'nvals': 2, 'pad': 3, 'vals': 4}
+VG_PERF_REC = struct.Struct('<IIQQ128s')
+VG_PERF_REC_FIELDS = ('type', 'pad', 'config', 'probe_offset', 'kprobe_func',)
+VG_PERF_REC_INDEX = {'type': 0, 'pad': 1, 'config': 2, 'probe_offset': 3, 'kprobe_func': 4}
 VG_PF_CFG = struct.Struct('<II')
 VG_PF_CFG_FIELDS = ('policy_id', 'subsys',)
 VG_PF_CFG_INDEX = {'policy_id': 0, 'subsys': 1}
@@ -492,3 +500,6 @@ VG_STATS_INDEX = {'sent': 0, 'drops': 32}
 VG_THROTTLE_MSG = struct.Struct('<BBHIQQIHHQ256s')
 VG_THROTTLE_MSG_FIELDS = ('hdr.op', 'hdr.flags', 'hdr.pad1', 'hdr.size', 'hdr.ktime', 'cgroup_id', 'type', 'name_len', 'pad', 'dropped', 'name',)
 VG_THROTTLE_MSG_INDEX = {'hdr.op': 0, 'hdr.flags': 1, 'hdr.pad1': 2, 'hdr.size': 3, 'hdr.ktime': 4, 'cgroup_id': 5, 'type': 6, 'name_len': 7, 'pad': 8, 'dropped': 9, 'name': 10}
+VG_USERNS_REC = struct.Struct('<IIII')
+VG_USERNS_REC_FIELDS = ('level', 'uid', 'gid', 'inum',)
+VG_USERNS_REC_INDEX = {'level': 0, 'uid': 1, 'gid': 2, 'inum': 3}

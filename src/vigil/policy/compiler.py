@@ -597,6 +597,8 @@ def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
         return _USER_STR if user else _ArgType(K.KSTR, 8, False, "string")
     if t == "char_buf" and user:
         return _ArgType(K.UBUF, 8, False, "bytes")
+    if t == "linux_binprm" and not user:  # raw tracepoints: a kernel pointer, as kprobes
+        return _ArgType(K.BINPRM, 8, False, "binprm")
     raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here",
                        unsupported=True)
 
@@ -801,6 +803,9 @@ def _string_filter(op: str, values: list[str]) -> bool:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
+    if t.kind == K.NONE:
+        raise CompileError(f"{w}.index", "the argument has type nop: it is not read, so it "
+                           "cannot be filtered on")
     if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # kernel objects (compile_kprobe)
         from vigil.policy.compile_kprobe import compile_object_operator
         t = compile_object_operator(b, slot, op, values, t, w)

@@ -63,7 +63,7 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "metric_keys", "functions", "ndata",
+                 "message", "tags", "metric_keys", "functions", "ndata", "nargs",
                  "requests")
 
     def __init__(self, reg: RegisteredHook) -> None:
@@ -71,8 +71,11 @@ class CompiledHook:
         self.reg = reg
         self.event = plan.event
         # (renderer, index of the argument's offset in the unpacked record), per argument
+        # (arguments of type nop are in the record, empty, and in no event: as Tetragon)
         self.slots: tuple[tuple[Renderer, int], ...] = tuple(
-            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS]))
+            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS])
+            if a.out != "nop")
+        self.nargs = len(plan.args[:_MAX_ARGS])
         self.ret = arg_renderer(plan.return_arg) if plan.return_arg is not None else None
         self.body: BodyBuilder = _BODIES.get(plan.event, _uprobe_body)
         self.function_name = plan.function_name
@@ -162,8 +165,8 @@ class PolicyEvents:
             self.unknown_hook += 1
             return None
         slots = hook.slots
-        if v[_NARGS] != len(slots):  # the record has fewer arguments, or more (checked only)
-            slots = _check_extra_args(rec, v, slots)
+        if v[_NARGS] != hook.nargs:  # the record has fewer arguments, or more (checked only)
+            slots = _check_extra_args(rec, v, slots, hook.nargs)
         args = []
         for render, i in slots:
             start = _HEAD + v[i]
@@ -283,15 +286,16 @@ def _list_and_data(hook: CompiledHook, body: dict[str, Any], func: int,
         body["data"] = data
 
 
-def _check_extra_args(rec: bytes, v: tuple[int, ...],
-                      slots: tuple[tuple[Renderer, int], ...]) -> tuple[tuple[Renderer, int], ...]:
-    """The slots to render when the record's argument count is not the hook's: the first
-    ``nargs`` of them; arguments the hook does not render must still lie in the record."""
+def _check_extra_args(rec: bytes, v: tuple[int, ...], slots: tuple[tuple[Renderer, int], ...],
+                      nargs: int) -> tuple[tuple[Renderer, int], ...]:
+    """The slots to render when the record's argument count is not the hook's (``nargs``):
+    those of its first arguments; arguments the hook does not render must still lie in
+    the record."""
     n = min(v[_NARGS], _MAX_ARGS)
-    for i in range(_OFF + len(slots), _OFF + n):
+    for i in range(_OFF + nargs, _OFF + n):
         if _HEAD + v[i] + v[i + _LEN_OF] > len(rec):
             raise DecodeError(f"argument {i - _OFF} beyond the record")
-    return slots[:n]
+    return tuple(s for s in slots if s[1] < _OFF + n)
 
 
 # ---- bodies, in each message's field order ------------------------------------------
