@@ -1073,6 +1073,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct vg_proc *proc = NULL;
+	int changed = 0;
 
 	/* matchPIDs: every filter must hold (values of one filter are OR-ed) */
 	for (int f = 0; f < VG_GEN_PIDF; f++) {
@@ -1104,16 +1106,41 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	for (int k = 0; k < VG_GEN_CAPS; k++) {
 		if (k < s->ncaps) {
 			const struct cred *cred = BPF_CORE_READ(task, cred);
-			__u64 caps = 0;
+			__u64 caps = 0, mask = s->caps[k].mask;
+			__u8 set = s->caps[k].set;
 
-			if (s->caps[k].set == 1)
+			/* isNamespaceCapability: only tasks outside the host's user namespace */
+			if (s->caps[k].userns && vg_ns_inum(task, 9) == s->caps[k].userns)
+				return 0;
+			if (set == 1)
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_inheritable);
-			else if (s->caps[k].set == 2)
+			else if (set == 2)
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_permitted);
 			else
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_effective);
-			if (((caps & s->caps[k].mask) != 0) != (s->caps[k].op == VG_OP_IN))
+			if (s->caps[k].change) {
+				/* Tetragon's semantics: In matches a change of a listed capability,
+				 * NotIn a change of only other ones; no change matches neither */
+				__u64 at_exec;
+				int hit;
+
+				if (!proc)
+					proc = bpf_map_lookup_elem(&vg_procs, &tgid);
+				if (!proc || !(proc->flags & VG_PROCF_CAPS))
+					return 0;
+				at_exec = proc->caps[set < 3 ? set : 0];
+				if ((at_exec & mask) != (caps & mask))
+					hit = s->caps[k].op == VG_OP_IN;
+				else if (at_exec != caps)
+					hit = s->caps[k].op == VG_OP_NOTIN;
+				else
+					hit = 0;
+				if (!hit)
+					return 0;
+				changed = 1;
+			} else if (((caps & mask) != 0) != (s->caps[k].op == VG_OP_IN)) {
 				return 0;
+			}
 		}
 	}
 	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
@@ -1128,6 +1155,14 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	for (int k = 0; k < VG_GEN_MATCH_RET; k++)
 		if (k < s->nret && !vg_arg_match(h, &s->ret[k], raw, ret))
 			return 0;
+	if (changed && proc) {
+		/* the change is reported once: the current capabilities become the reference */
+		const struct cred *cred = BPF_CORE_READ(task, cred);
+
+		bpf_probe_read_kernel(&proc->caps[0], 8, &cred->cap_effective);
+		bpf_probe_read_kernel(&proc->caps[1], 8, &cred->cap_inheritable);
+		bpf_probe_read_kernel(&proc->caps[2], 8, &cred->cap_permitted);
+	}
 	return 1;
 }
 

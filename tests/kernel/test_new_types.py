@@ -77,3 +77,92 @@ def test_raw_tracepoint_linux_binprm_is_the_executed_file(env: Env, marker: Path
     assert (body["subsys"], body["event"]) == ("sched", "sched_process_exec")
     assert body["process"]["pid"] == procs[0].pid
     assert body["args"] == [{"linux_binprm_arg": {"path": str(marker)}}]
+
+
+# ---- capability selectors (any hook kind: here syscall hooks on tracepoints) ----------
+
+def _openat(name: str, target: Path, caps: str) -> str:
+    return _policy(name, f"""  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{target}"]
+{caps}
+""")
+
+
+@pytest.fixture
+def target() -> Iterator[Path]:
+    d = Path("/tmp") / f"vnt-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    f = d / "t"
+    f.write_text("x")
+    f.chmod(0o644)
+    try:
+        yield f
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_match_capability_changes_against_the_caps_at_exec(env: Env, target: Path) -> None:
+    """fd_install_cap_changes.yaml's selector: a process that started as root opens the
+    file (no change: no event), drops CAP_SYS_ADMIN with setuid (a change of a listed
+    capability: one event), opens it again (the change was reported: the current
+    capabilities are the reference now, no event)."""
+    pol = _openat("vnt-capchanges", target, """      matchCapabilityChanges:
+      - type: Effective
+        operator: In
+        values: ["CAP_SYS_ADMIN", "CAP_NET_RAW"]""")
+    code = (f"import os\nopen({str(target)!r}).close()\nos.setresuid(65534, 65534, 65534)\n"
+            f"open({str(target)!r}).close()\nopen({str(target)!r}).close()\n")
+    notin = _openat("vnt-capchanges-notin", target, """      matchCapabilityChanges:
+      - type: Effective
+        operator: NotIn
+        values: ["CAP_SYS_ADMIN"]""")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def trigger() -> None:
+        procs.append(subprocess.Popen([PY, "-c", code]))
+        procs[-1].wait()
+        assert procs[-1].returncode == 0
+    with env.policy(pol):
+        evs = env.run(trigger)
+    assert [(_body(e)["process"]["pid"], _body(e)["args"]) for e in evs] == [
+        (procs[0].pid, [{"string_arg": str(target)}])]
+    # NotIn: a change only of other capabilities; losing CAP_SYS_ADMIN is not one
+    with env.policy(notin):
+        evs = env.run(trigger)
+    assert evs == []
+
+
+def test_is_namespace_capability_only_outside_the_host_user_namespace(
+        env: Env, target: Path) -> None:
+    """fd_install_caps.yaml's selector: root of the host (in the host's user namespace)
+    does not match; root of a new user namespace (its capabilities are namespace ones)
+    does."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    pol = _openat("vnt-nscaps", target, """      matchCapabilities:
+      - type: Effective
+        operator: In
+        isNamespaceCapability: true
+        values: ["CAP_CHOWN", "CAP_NET_RAW"]""")
+    runs: list[subprocess.CompletedProcess[bytes]] = []
+
+    def trigger() -> None:
+        runs.append(subprocess.run(["cat", str(target)], capture_output=True))
+        runs.append(subprocess.run(["unshare", "-Ur", "cat", str(target)],
+                                   capture_output=True))
+    with env.policy(pol):
+        evs = env.run(trigger)
+    if runs[1].returncode != 0:
+        pytest.skip(f"unshare -Ur failed: {runs[1].stderr.decode().strip()}")
+    assert len(evs) == 1
+    assert _body(evs[0])["process"]["binary"].endswith("/cat")
+    assert _body(evs[0])["process"]["arguments"] == str(target)

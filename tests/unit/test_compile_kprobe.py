@@ -270,3 +270,31 @@ def test_raw_tracepoint_linux_binprm(btf) -> None:
     assert h.attach[0].kind == "raw_tracepoint"
     assert render_arg(h.args[0], b"/usr/bin/true") == {
         "linux_binprm_arg": {"path": "/usr/bin/true"}}
+
+
+def test_capability_filters_namespace_and_changes(btf) -> None:
+    """isNamespaceCapability carries the host's user namespace (a task in it never
+    matches); matchCapabilityChanges filters take the next caps[] slots with change=1."""
+    from vigil.abi.pack import unpack_field
+    spec = """  kprobes:
+  - call: fd_install
+    syscall: false
+    args: [{index: 0, type: int}, {index: 1, type: file}]
+    selectors:
+    - matchCapabilities:
+      - {type: Effective, operator: In, isNamespaceCapability: true,
+         values: [CAP_CHOWN, CAP_NET_RAW]}
+      matchCapabilityChanges:
+      - {type: Permitted, operator: NotIn, values: [CAP_SYS_ADMIN]}
+"""
+    (h,) = compile_policy(doc(spec), view(btf, host_ns={"user": 4026531837})).hooks
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, h.config)
+    assert f("sel[0].ncaps") == 2
+    assert (f("sel[0].caps[0].set"), f("sel[0].caps[0].change"), f("sel[0].caps[0].userns"),
+            f("sel[0].caps[0].mask")) == (0, 0, 4026531837, (1 << 0) | (1 << 13))
+    assert (f("sel[0].caps[1].set"), f("sel[0].caps[1].change"), f("sel[0].caps[1].userns"),
+            f("sel[0].caps[1].op")) == (2, 1, 0, int(abi.Op.NOTIN))
+    with pytest.raises(CompileError, match="namespaces are unknown"):
+        compile_policy(doc(spec), view(btf))

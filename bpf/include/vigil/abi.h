@@ -585,8 +585,10 @@ struct vg_pid_match {
 struct vg_cap_match {
 	__u8 set;       /* 0 effective, 1 inheritable, 2 permitted */
 	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
-	__u16 pad;
-	__u32 pad2;
+	__u8 change;    /* matchCapabilityChanges: compared with the caps at exec (vg_proc) */
+	__u8 pad;
+	__u32 userns;   /* isNamespaceCapability: the host's user namespace inum; a task in it
+			 * never matches. 0: any user namespace */
 	__u64 mask;
 };
 
@@ -776,9 +778,16 @@ struct vg_module_rec {
 };
 
 /* matchBinaries: each process's binary, kept by the base sensor (map vg_procs). */
+enum vg_proc_flag {
+	VG_PROCF_CAPS = 0x1, /* caps[] hold the capabilities the process had at exec */
+};
+
+/* (and matchCapabilityChanges: the capabilities at exec, inherited by fork children,
+ * moved to the current ones each time a change filter matched, as Tetragon does) */
 struct vg_proc {
 	__u32 bin_len;
-	__u32 pad;
+	__u32 flags;          /* enum vg_proc_flag */
+	__u64 caps[3];        /* effective, inheritable, permitted (vg_cap_match.set order) */
 	char bin[VG_BIN_MAX];
 };
 

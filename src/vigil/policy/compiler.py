@@ -680,10 +680,14 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
         for unsupported in ("match_parent_binaries", "match_namespace_changes",
-                            "match_capability_changes", "match_data", "match_return_actions",
+                            "match_data", "match_return_actions",
                             "match_workloads"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
 def _camel(name: str) -> str:
@@ -1041,6 +1045,11 @@ def _deferred_host_ns(spec: Any, view: KernelView) -> list[tuple[str, str]]:
             for k, f in enumerate(getattr(sel, "match_namespaces", None) or ()):
                 out += [(f"spec.{_s(kind)}[{i}].selectors[{si}].matchNamespaces[{k}].values[{j}]",
                          HOST_NS_DEFERRED) for j, v in enumerate(f.values) if str(v) == "host_ns"]
+            for name in ("matchCapabilities", "matchCapabilityChanges"):
+                for k, f in enumerate(getattr(sel, _snake(name), None) or ()):
+                    if getattr(f, "is_namespace_capability", False):
+                        out.append((f"spec.{_s(kind)}[{i}].selectors[{si}].{name}[{k}]"
+                                    ".isNamespaceCapability", HOST_NS_DEFERRED))
     return out
 
 
@@ -1072,19 +1081,30 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
 
 
 def _compile_caps(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
-    filters = sel.match_capabilities or ()
-    if len(filters) > 2:
-        raise CompileError(f"{w}.matchCapabilities", "at most 2 capability filters here")
-    for k, f in enumerate(filters):
-        if getattr(f, "is_namespace_capability", False):
-            raise CompileError(f"{w}.matchCapabilities[{k}].isNamespaceCapability",
-                               "not supported by this version of Vigil")
+    """matchCapabilities and matchCapabilityChanges (the latter compared, in the kernel,
+    with the capabilities the process had at exec: vg_procs)."""
+    filters = [("matchCapabilities", k, f, 0) for k, f in
+               enumerate(sel.match_capabilities or ())]
+    filters += [("matchCapabilityChanges", k, f, 1) for k, f in
+                enumerate(getattr(sel, "match_capability_changes", None) or ())]
+    limit = int(abi.GenLimits.GEN_CAPS)
+    if len(filters) > limit:
+        raise CompileError(f"{w}.matchCapabilities", f"at most {limit} capability filters "
+                           "(matchCapabilities and matchCapabilityChanges together) here")
+    for n, (field_name, k, f, change) in enumerate(filters):
         mask = 0
         for v in f.values:
             mask |= 1 << cap_number(_s(v))
-        b.cfg[f"{p}.caps[{k}].set"] = {"Effective": 0, "Inheritable": 1, "Permitted": 2}[_s(f.type)]
-        b.cfg[f"{p}.caps[{k}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
-        b.cfg[f"{p}.caps[{k}].mask"] = mask
+        userns = 0
+        if getattr(f, "is_namespace_capability", False):
+            # as Tetragon: only tasks outside the host's user namespace match
+            userns = host_ns_inum(b.view, "user",
+                                  f"{w}.{field_name}[{k}].isNamespaceCapability")
+        b.cfg[f"{p}.caps[{n}].set"] = {"Effective": 0, "Inheritable": 1, "Permitted": 2}[_s(f.type)]
+        b.cfg[f"{p}.caps[{n}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.caps[{n}].mask"] = mask
+        b.cfg[f"{p}.caps[{n}].change"] = change
+        b.cfg[f"{p}.caps[{n}].userns"] = userns
     b.cfg[f"{p}.ncaps"] = len(filters)
 
 
