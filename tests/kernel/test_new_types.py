@@ -7,7 +7,10 @@ inside the kernel lane they must run)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -166,3 +169,124 @@ def test_is_namespace_capability_only_outside_the_host_user_namespace(
     assert len(evs) == 1
     assert _body(evs[0])["process"]["binary"].endswith("/cat")
     assert _body(evs[0])["process"]["arguments"] == str(target)
+
+
+# ---- kernel functions (kprobes or trampolines: the kernel lane) ------------------------
+
+def test_nop_argument_is_left_out(env: Env, kfuncs: None, marker: Path) -> None:
+    """process-exec-elf-begin.yaml: security_bprm_creds_from_file(nop, file): the nop
+    argument is not read and not in the event; the file is the executed one."""
+    pol = _policy("vnt-nop", f"""  kprobes:
+  - call: security_bprm_creds_from_file
+    syscall: false
+    args:
+    - index: 0
+      type: nop
+    - index: 1
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Postfix
+        values: ["/{marker.name}"]
+""")
+    procs: list[subprocess.Popen[bytes]] = []
+    with env.policy(pol):
+        evs = env.run(lambda: (procs.append(subprocess.Popen([str(marker)])), procs[0].wait(),
+                               subprocess.run(["/bin/true"])))
+    assert len(evs) == 1, evs
+    body = _body(evs[0])
+    assert body["function_name"] == "security_bprm_creds_from_file"
+    assert body["args"] == [{"file_arg": {"path": str(marker)}}]
+
+
+def test_net_device_is_its_name(env: Env, kfuncs: None) -> None:
+    """dev_hard_start_xmit.yaml: argument 1 (struct net_device *) is rendered as its name,
+    a string_arg, and filtered as a string (Equal "lo")."""
+    pol = _policy("vnt-netdev", """  kprobes:
+  - call: dev_hard_start_xmit
+    syscall: false
+    args:
+    - index: 1
+      type: net_device
+      label: dev
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["lo"]
+""")
+
+    def trigger() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(3):
+                s.sendto(b"x", ("127.0.0.1", 9))
+    with env.policy(pol):
+        evs = env.run(trigger, {os.getpid()})
+    assert evs, "no transmission on lo seen"
+    assert {str(_body(e)["args"]) for e in evs} == {str([{"string_arg": "lo", "label": "dev"}])}
+
+
+def test_user_namespace_and_capability(env: Env, kfuncs: None, target: Path) -> None:
+    """creds-capability-usage.yaml: cap_capable(cred, user_namespace, capability): the
+    host's user namespace (level 0, its inum, is_host) and CAP_CHOWN for a chown."""
+    pol = _policy("vnt-userns", f"""  kprobes:
+  - call: cap_capable
+    syscall: false
+    args:
+    - index: 1
+      type: user_namespace
+    - index: 2
+      type: capability
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 2
+        operator: Equal
+        values: ["CAP_CHOWN"]
+""")
+    with env.policy(pol):
+        evs = env.run(lambda: os.chown(target, 65534, 65534), {os.getpid()})
+    assert evs
+    inum = os.stat("/proc/self/ns/user").st_ino
+    assert _body(evs[0])["args"] == [
+        {"user_ns_arg": {"level": 0, "uid": 0, "gid": 0, "ns": {"inum": inum, "is_host": True}}},
+        {"capability_arg": {"value": 0, "name": "CAP_CHOWN"}}]
+
+
+def _perf_event_open(ptype: int, config: int) -> int:
+    attr = bytearray(128)  # struct perf_event_attr (PERF_ATTR_SIZE_VER7)
+    attr[0:4] = ptype.to_bytes(4, "little")
+    attr[4:8] = len(attr).to_bytes(4, "little")
+    attr[8:16] = config.to_bytes(8, "little")
+    attr[40:48] = (1 << 0).to_bytes(8, "little")  # disabled
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+    fd = libc.syscall(298, buf, 0, -1, -1, 0)  # perf_event_open(attr, self, any cpu)
+    if fd < 0:
+        pytest.fail(f"perf_event_open: {os.strerror(ctypes.get_errno())}")
+    return int(fd)
+
+
+def test_perf_event(env: Env, kfuncs: None) -> None:
+    """bpf.yaml's security_perf_event_alloc: the event's type and config."""
+    pol = _policy("vnt-perf", f"""  kprobes:
+  - call: security_perf_event_alloc
+    syscall: false
+    args:
+    - index: 0
+      type: perf_event
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+""")
+    fds: list[int] = []
+    with env.policy(pol):
+        evs = env.run(lambda: fds.append(_perf_event_open(1, 3)), {os.getpid()})
+    for fd in fds:
+        os.close(fd)
+    assert [_body(e)["args"] for e in evs] == [
+        [{"perf_event_arg": {"Type": "PERF_TYPE_SOFTWARE", "Config": "3"}}]]
