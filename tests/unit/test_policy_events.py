@@ -252,3 +252,17 @@ def test_record_argument_count_differs_from_the_hook(env: Any) -> None:
     assert b["process_kprobe"]["args"] == [{"string_arg": "/a"}, {"int_arg": 3}]
     assert pipe.handle([bytes(beyond)]) == []
     assert pipe.decode_errors[abi.MsgOp.GENERIC_KPROBE] == 1
+
+
+def test_nop_arguments_are_left_out(env: Any) -> None:
+    """A nop argument has its (empty) slot in the record and no place in the event, as
+    Tetragon skips it; a record with fewer arguments still renders the ones it has."""
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(15, "process_kprobe", function_name="security_mmap_file",
+                                 args=(ArgSpec("file"), ArgSpec("nop"), ArgSpec("uint"))),
+                            "pol", "")])
+    [ev] = pipe.handle([record(15, [b"/lib/x.so", b"", _Q(4)])])
+    assert ev["process_kprobe"]["args"] == [{"file_arg": {"path": "/lib/x.so"}},
+                                            {"uint_arg": 4}]
+    [ev] = pipe.handle([record(15, [b"/lib/x.so", b""])])
+    assert ev["process_kprobe"]["args"] == [{"file_arg": {"path": "/lib/x.so"}}]
