@@ -294,9 +294,11 @@ def _userns_unprivileged(d: Path) -> int:
 
 
 def _userns_unprivileged_in_pidns(d: Path) -> int:
-    """The same, in a new pid namespace (not the host's)."""
-    return _run(["/usr/bin/unshare", "--pid", "--fork"] + _UNPRIVILEGED
-                + ["/usr/bin/unshare", "-U", "/bin/true"])
+    """The same, in a new pid namespace (not the host's); the shell there passes the
+    status on (unshare --fork exits 1 for a child killed by a signal)."""
+    inner = " ".join(_UNPRIVILEGED + ["/usr/bin/unshare", "-U", "/bin/true"])
+    return _run(["/usr/bin/unshare", "--pid", "--fork", "/bin/sh", "-c",
+                 f"{inner}; status=$?; exit $status"])
 
 
 def _cat_in_userns(d: Path) -> int:
