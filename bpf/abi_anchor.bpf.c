@@ -57,6 +57,8 @@ ANCHOR(struct vg_userns_rec, vg_anchor_userns_rec);
 ANCHOR(struct vg_perf_rec, vg_anchor_perf_rec);
 ANCHOR(enum vg_perf_limits, vg_anchor_perf_limits);
 ANCHOR(enum vg_proc_flag, vg_anchor_proc_flag);
+ANCHOR(enum vg_data_limits, vg_anchor_data_limits);
+ANCHOR(struct vg_data_msg, vg_anchor_data_msg);
 ANCHOR(enum vg_sock_limits, vg_anchor_sock_limits);
 ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);

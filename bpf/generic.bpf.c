@@ -52,6 +52,19 @@ struct {
 	__type(value, struct vg_gen_buf);
 } vg_gen_heap SEC(".maps");
 
+/* maxData: one VG_MSG_DATA record at a time */
+struct vg_chunk_buf {
+	struct vg_data_msg msg;
+	char data[VG_DATA_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_chunk_buf);
+} vg_gen_chunk SEC(".maps");
+
 /* Matching values, private to this hook (sizes set by the loader). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -1220,6 +1233,8 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 #define VG_PHASE_DECIDE 1 /* enforce only (fmod_ret of a pair) */
 #define VG_PHASE_REPORT 2 /* post only (fexit of a pair) */
 
+static __always_inline void vg_send_chunks(struct vg_gen_buf *h, __u64 *raw);
+
 static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, int si,
 				  __u32 size, int phase)
 {
@@ -1324,10 +1339,78 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			size = sizeof(*m) + vg_ima_append(h, size - sizeof(*m));
 			m->hdr.size = size;
 		}
+		vg_send_chunks(h, raw);
 		vg_send(h, size);
 		vg_count(VG_GC_POST);
 	}
 	return err;
+}
+
+/* maxData: the buffer's bytes beyond the record's first VG_GEN_STR_MAX, as VG_MSG_DATA
+ * records sent just before the record (which then carries VG_GENF_CHUNKS), by bpf_loop
+ * (one verification of the step, whatever the number of chunks). A chunk that cannot be
+ * read or sent ends the buffer there: user space reports it truncated. */
+/* (no vg_ prefix: BPF-only, with pointers, not a layout shared with Python) */
+struct chunk_ctx {
+	struct vg_generic_msg *m;
+	struct vg_chunk_buf *c;
+	__u64 ptr;
+	__u32 total;
+	__u32 arg;
+};
+
+static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
+{
+	struct vg_chunk_buf *c = x->c;
+	__u32 off = (k + 1) * VG_DATA_CHUNK, n;
+	long r;
+
+	if (off >= x->total)
+		return 1;
+	n = x->total - off;
+	if (n > VG_DATA_CHUNK)
+		n = VG_DATA_CHUNK;
+	if (CFG.args[x->arg & 7].kind == VG_ARG_KBUF)
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
+	else
+		r = bpf_probe_read_user(c->data, n, (void *)(x->ptr + off));
+	if (r)
+		return 1;
+	c->msg.hdr.op = VG_MSG_DATA;
+	c->msg.hdr.flags = 0;
+	c->msg.hdr.size = sizeof(c->msg) + n;
+	c->msg.hdr.ktime = x->m->hdr.ktime;
+	c->msg.tid = x->m->tid;
+	c->msg.hook_id = x->m->hook_id;
+	c->msg.off = off;
+	c->msg.len = n;
+	c->msg.arg = x->arg;
+	if (bpf_ringbuf_output(&vg_events, c, sizeof(c->msg) + n, 0))
+		return 1;
+	return 0;
+}
+
+static __always_inline void vg_send_chunks(struct vg_gen_buf *h, __u64 *raw)
+{
+	struct vg_generic_msg *m = &h->msg;
+	__u32 zero = 0, i = CFG.chunk_arg - 1;
+	struct chunk_ctx x = {};
+
+	if (!CFG.chunk_arg || i >= VG_GEN_ARGS)
+		return;
+	x.total = m->orig_len[i & 7];
+	if (x.total > VG_MAX_DATA)
+		x.total = VG_MAX_DATA;
+	if (x.total <= VG_GEN_STR_MAX || m->arg_len[i & 7] < VG_GEN_STR_MAX)
+		return;
+	x.c = bpf_map_lookup_elem(&vg_gen_chunk, &zero);
+	if (!x.c)
+		return;
+	x.m = m;
+	x.ptr = raw[i & 7];
+	x.arg = i;
+	m->flags |= VG_GENF_CHUNKS;
+	bpf_loop(VG_DATA_CHUNKS - 1, vg_chunk_step, &x, 0);
 }
 
 /* ---- the pipeline --------------------------------------------------------------------- */
@@ -1413,6 +1496,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 		if (CFG.ret_action && with_ret && phase != VG_PHASE_REPORT)
 			vg_sock_track(CFG.ret_action, ret);
 		if (phase != VG_PHASE_DECIDE) {
+			vg_send_chunks(h, raw);
 			vg_send(h, size);
 			vg_count(VG_GC_POST);
 		}

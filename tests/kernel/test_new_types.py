@@ -290,3 +290,48 @@ def test_perf_event(env: Env, kfuncs: None) -> None:
         os.close(fd)
     assert [_body(e)["args"] for e in evs] == [
         [{"perf_event_arg": {"Type": "PERF_TYPE_SOFTWARE", "Config": "3"}}]]
+
+
+# ---- maxData ------------------------------------------------------------------------------
+
+def test_max_data_buffer_beyond_4096_bytes(env: Env) -> None:
+    """char_buf with maxData on write(2): the whole buffer up to 327360 bytes (the record's
+    first 4096, the rest in VG_MSG_DATA records put back in order); longer ones truncated
+    with their size, as Tetragon."""
+    pol = _policy("vnt-maxdata", f"""  kprobes:
+  - call: sys_write
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: char_buf
+      sizeArgIndex: 3
+      maxData: true
+    - index: 2
+      type: size_t
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{{fd}}"]
+""")
+    import base64
+    small = bytes(range(256)) * 40 + b"tail"            # 10244 bytes: 3 records
+    big = (bytes(range(251)) * 2000)[:400000]           # beyond 327360
+    fd = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with env.policy(pol.replace("{fd}", str(fd))):
+            evs = env.run(lambda: (os.write(fd, small), os.write(fd, big)), {os.getpid()})
+    finally:
+        os.close(fd)
+    assert len(evs) == 2
+    first, second = (_body(e)["args"] for e in evs)
+    assert base64.b64decode(first[1]["bytes_arg"]) == small
+    assert first[2] == {"size_arg": str(len(small))}
+    trunc = second[1]["truncated_bytes_arg"]
+    assert trunc["orig_size"] == str(len(big))
+    assert base64.b64decode(trunc["bytes_arg"]) == big[:327360]

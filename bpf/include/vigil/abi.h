@@ -649,7 +649,9 @@ struct vg_hook_cfg {
 			   * returned struct sock * (0: none) */
 	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
 			   * vg_gen_lsm_ima hashes */
-	__u8 pad_ra[6];
+	__u8 chunk_arg;   /* maxData: 1 + the index of the buffer argument whose bytes beyond
+			   * the record's VG_GEN_STR_MAX follow in VG_MSG_DATA records; 0: none */
+	__u8 pad_ra[5];
 };
 
 /*
@@ -708,6 +710,29 @@ enum vg_gen_flag {
 	VG_GENF_USTACK = 0x10,    /* ustack_off / ustack_len are set */
 	VG_GENF_SOCK_OWNER = 0x20,/* pid / tid are the tracked owner of a sock argument */
 	VG_GENF_IMA = 0x40,       /* ima_off / ima_len are set */
+	VG_GENF_CHUNKS = 0x80,    /* VG_MSG_DATA records with the rest of a maxData buffer
+				   * were sent just before this record */
+};
+
+/*
+ * VG_MSG_DATA: bytes of a maxData buffer argument beyond the generic record's first
+ * VG_GEN_STR_MAX, sent before that record, one record per chunk; user space puts them
+ * back in order (by off) when the record (same tid, hook and hdr.ktime) arrives.
+ */
+enum vg_data_limits {
+	VG_DATA_CHUNK = 4096,      /* bytes per VG_MSG_DATA record */
+	VG_MAX_DATA = 327360,      /* maxData: bytes of one buffer at most (Tetragon's) */
+	VG_DATA_CHUNKS = 80,       /* chunks of one buffer: VG_MAX_DATA / VG_DATA_CHUNK, up */
+};
+
+struct vg_data_msg {
+	struct vg_msg_hdr hdr;     /* op VG_MSG_DATA; ktime: the generic record's */
+	__u32 tid;
+	__u32 hook_id;
+	__u32 off;                 /* where these bytes go in the argument */
+	__u16 len;                 /* bytes that follow */
+	__u8 arg;                  /* the argument's index */
+	__u8 pad;
 };
 
 /* ---- kernel object records (in the generic record's tail) ---------------------------- */

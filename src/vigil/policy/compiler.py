@@ -336,11 +336,9 @@ def refuse_without_effect(spec: Any) -> None:
             if ra is not None:
                 args.append((f"{w}.returnArg", ra))
             for aw, a in args:
-                if getattr(a, "max_data", False):
-                    raise CompileError(f"{aw}.maxData", "maxData is not supported: buffers "
-                                       "are captured up to 4096 bytes (longer ones are "
-                                       "reported truncated with their size)",
-                                       unsupported=True)
+                if getattr(a, "max_data", False) and aw.endswith("returnArg"):
+                    raise CompileError(f"{aw}.maxData", "maxData applies to buffer "
+                                       "arguments, not to the return value", invalid=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
                         ("data", "data", "data sources are not supported"),):
@@ -645,6 +643,9 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
         cfg[f"args[{i}].size"] = t.size
     if t.kind == K.TP_CHARS:  # t.size: the array's length
         cfg[f"args[{i}].max_len"] = t.size
+    if getattr(arg, "max_data", False) and t.kind in (K.UBUF, K.KBUF):
+        # the first 4096 bytes in the record, the rest in VG_MSG_DATA records (_finish)
+        cfg[f"args[{i}].max_len"] = int(abi.DataLimits.MAX_DATA)
     return cfg
 
 
@@ -1180,6 +1181,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                             abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
                             abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
+    _chunk_arg(cfg, len(b.args), where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if b.follow:
         cfg["follow"] = sum(1 << si for si in range(int(abi.GenLimits.GEN_SELECTORS))
@@ -1217,6 +1219,17 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
         requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
+
+
+def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:
+    """maxData: the one buffer argument read beyond the record (``chunk_arg``)."""
+    big = [i for i in range(nargs)
+           if cfg.get(f"args[{i}].max_len", 0) > int(abi.GenLimits.GEN_STR_MAX)]
+    if len(big) > 1:
+        raise CompileError(f"{where}.args[{big[1]}].maxData", "one maxData argument per hook "
+                           "in this version of Vigil")
+    if big:
+        cfg["chunk_arg"] = big[0] + 1
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:
