@@ -501,6 +501,43 @@ static __always_inline __u32 vg_read_perf_event(struct vg_gen_buf *h, __u32 off,
 	return sizeof(*r);
 }
 
+/* iov_iter before 6.4 named its iovec array `iov` (now `__iov`) */
+struct iov_iter___iov {
+	const struct iovec *iov;
+} __attribute__((preserve_access_index));
+
+/* A struct iov_iter: the address of the bytes it describes (a user buffer, the first
+ * iovec or kvec; 0 for other kinds) and their count. */
+static __always_inline __u64 vg_iter_base(__u64 v, __u64 *count)
+{
+	struct iov_iter *it = (struct iov_iter *)v;
+	const struct iovec *iov = NULL;
+	__u8 type;
+	__u64 len;
+
+	if (!it)
+		return 0;
+	type = BPF_CORE_READ(it, iter_type);
+	*count = BPF_CORE_READ(it, count);
+	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
+	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF))
+		return (__u64)BPF_CORE_READ(it, ubuf);
+	if (type == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
+		if (bpf_core_field_exists(it->__iov))
+			iov = BPF_CORE_READ(it, __iov);
+		else
+			iov = BPF_CORE_READ((struct iov_iter___iov *)it, iov);
+	} else if (type == bpf_core_enum_value(enum iter_type, ITER_KVEC)) {
+		iov = (const struct iovec *)BPF_CORE_READ(it, kvec);
+	}
+	if (!iov)
+		return 0;
+	len = BPF_CORE_READ(iov, iov_len);
+	if (len < *count)
+		*count = len;
+	return (__u64)BPF_CORE_READ(iov, iov_base);
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -614,6 +651,22 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_MODULE:
 	case VG_ARG_LOAD_INFO:
 		return vg_read_module(h, off, v, CFG.args[i].kind);
+	case VG_ARG_IOV_ITER: {
+		__u64 count = 0, base = vg_iter_base(v, &count), len = count;
+
+		raw[i & 7] = base; /* maxData chunks continue from here */
+		if (!base || !count)
+			return 0;
+		m->orig_len[i] = count;
+		if (len > max)
+			len = max;
+		if (len > VG_GEN_STR_MAX)
+			len = VG_GEN_STR_MAX;
+		if (bpf_probe_read_user(&h->data[off & VG_GEN_OFF_MASK], len, (void *)base) &&
+		    bpf_probe_read_kernel(&h->data[off & VG_GEN_OFF_MASK], len, (void *)base))
+			return 0;
+		return len;
+	}
 	case VG_ARG_NETDEV:
 		if (!v)
 			return 0;
@@ -1374,6 +1427,8 @@ static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
 		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
 	else
 		r = bpf_probe_read_user(c->data, n, (void *)(x->ptr + off));
+	if (r && CFG.args[x->arg & 7].kind == VG_ARG_IOV_ITER) /* a kvec */
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
 	if (r)
 		return 1;
 	c->msg.hdr.op = VG_MSG_DATA;

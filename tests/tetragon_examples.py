@@ -122,7 +122,7 @@ FULL_PROFILE: dict[str, tuple[str, str] | None] = {
     "tcp-connect-with-selectors.yaml": ACCEPTED,
     "tcp-connect.yaml": ACCEPTED,
     "tcp-listen.yaml": ACCEPTED,
-    "tty.yaml": vigil("type kiocb is not supported"),
+    "tty.yaml": ACCEPTED,
     "tty_54.yaml": btf("tty_write has 2 parameters"),
     "uprobe-binaries.yaml": ACCEPTED,
     "uprobe-host.yaml": ACCEPTED,

@@ -329,6 +329,18 @@ def _drop_caps_in_userns(d: Path) -> int:
     return _run(["/usr/bin/unshare", "-Ur", PY, "-c", _DROP_EFFECTIVE, str(d / "watched")])
 
 
+def _pty_write(d: Path) -> int:
+    """This process writes 8000 bytes to a new pty (read back from its master)."""
+    master, slave = os.openpty()
+    try:
+        n = os.write(slave, b"x" * 8000)
+        os.read(master, 65536)
+        return n
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
 def _mount(d: Path) -> None:
     (d / "m").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "vkc-m", str(d / "m")], check=True)
@@ -737,6 +749,7 @@ PLAN: dict[str, Exercise | Loads] = {
         note="the file's tester program: tests/progs/usdt_tetragon.c; Set writes argument 0"),
     "loader.yaml": Exercise(_cat_pid, _libraries_with_build_ids),
     "rawtp.yaml": Exercise(_exec_copy, _has_path("linux_binprm_arg", "{d}/exe")),
+    "tty.yaml": Exercise(_pty_write, _fired_by_me("tty_write")),
     "process-exec/process-exec-elf-begin.yaml": Exercise(
         _exec_copy, _has_path("file_arg", "{d}/exe")),
     "bpf.yaml": Exercise(_perf_software_event, _fired_by_me("security_perf_event_alloc")),

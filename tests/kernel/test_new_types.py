@@ -335,3 +335,43 @@ def test_max_data_buffer_beyond_4096_bytes(env: Env) -> None:
     trunc = second[1]["truncated_bytes_arg"]
     assert trunc["orig_size"] == str(len(big))
     assert base64.b64decode(trunc["bytes_arg"]) == big[:327360]
+
+
+def test_tty_write_kiocb_and_iov_iter_max_data(env: Env, kfuncs: None) -> None:
+    """tty.yaml: tty_write(kiocb, iov_iter with maxData): the tty's file and the whole
+    buffer written, beyond 4096 bytes."""
+    import base64
+    import fcntl
+    pol = _policy("vnt-tty", """  kprobes:
+  - call: tty_write
+    syscall: false
+    args:
+    - index: 0
+      type: kiocb
+    - index: 1
+      type: iov_iter
+      maxData: true
+""")
+    try:
+        master, slave = os.openpty()
+    except OSError as err:
+        pytest.skip(f"no pty: {err}")
+    data = bytes(b"abcdefghij"[i % 10] for i in range(10000))
+    fcntl.fcntl(slave, fcntl.F_SETFL, fcntl.fcntl(slave, fcntl.F_GETFL) | os.O_NONBLOCK)
+    name = os.ttyname(slave)
+
+    def trigger() -> None:
+        try:
+            os.write(slave, data)
+        except BlockingIOError:
+            pass
+    try:
+        with env.policy(pol):
+            evs = env.run(trigger, {os.getpid()})
+    finally:
+        os.close(slave)
+        os.close(master)
+    mine = [_body(e)["args"] for e in evs if _body(e)["args"][0].get("file_arg", {}).get("path")
+            == name]
+    assert mine, [_body(e)["args"][0] for e in evs]
+    assert base64.b64decode(mine[0][1]["bytes_arg"]) == data

@@ -298,3 +298,22 @@ def test_capability_filters_namespace_and_changes(btf) -> None:
             f("sel[0].caps[1].op")) == (2, 1, 0, int(abi.Op.NOTIN))
     with pytest.raises(CompileError, match="namespaces are unknown"):
         compile_policy(doc(spec), view(btf))
+
+
+def test_kiocb_is_its_file_and_iov_iter_takes_max_data(btf) -> None:
+    from vigil.abi.pack import unpack_field
+    spec = """  kprobes:
+  - call: tty_write
+    syscall: false
+    args: [{index: 0, type: kiocb}, {index: 1, type: iov_iter, maxData: true}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.out for a in h.args] == ["file", "bytes"]
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, h.config)
+    assert f("args[0].kind") == int(abi.ArgKind.FILE)
+    assert f("args[0].nres") == 1 and f("args[0].flags") & int(abi.ArgFlag.RES_DEREF)
+    assert f("args[1].kind") == int(abi.ArgKind.IOV_ITER)
+    assert f("args[1].max_len") == int(abi.DataLimits.MAX_DATA)
+    assert f("chunk_arg") == 2

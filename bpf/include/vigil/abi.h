@@ -383,6 +383,7 @@ enum vg_arg_kind {
 	VG_ARG_NETDEV = 24,   /* struct net_device *: its name (a string) */
 	VG_ARG_USER_NS = 25,  /* struct user_namespace * -> vg_userns_rec */
 	VG_ARG_PERF_EVENT = 26, /* struct perf_event * -> vg_perf_rec */
+	VG_ARG_IOV_ITER = 27, /* struct iov_iter *: the bytes of its (first) segment */
 };
 
 enum vg_arg_flag {

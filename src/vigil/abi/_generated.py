@@ -66,6 +66,7 @@ class ArgKind(enum.IntEnum):
     NETDEV = 24
     USER_NS = 25
     PERF_EVENT = 26
+    IOV_ITER = 27
 
 
 class CelLimits(enum.IntEnum):

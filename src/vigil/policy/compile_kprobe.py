@@ -62,6 +62,8 @@ _OBJECT_TYPES: dict[str, tuple[int, str, int]] = {
     # Tetragon's kprobe decoder renders a net_device as its name, a string_arg
     "net_device": (K.NETDEV, "string", 0), "user_namespace": (K.USER_NS, "user_ns", 0),
     "perf_event": (K.PERF_EVENT, "perf_event", 0),
+    # a struct kiocb * is rendered as its file (ki_filp, followed with BTF), as Tetragon
+    "kiocb": (K.FILE, "file", 0), "iov_iter": (K.IOV_ITER, "bytes", 0),
 }
 # BTF struct a parameter points to -> the type `auto` picks
 _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
@@ -71,7 +73,7 @@ _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
                  "module": "module", "load_info": "load_info", "filename": "filename",
                  "net_device": "net_device", "user_namespace": "user_namespace",
                  "perf_event": "perf_event"}
-_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV)
+_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER)
 _PRIV_PORTS = {"SPortPriv": "SPort", "NotSportPriv": "NotSPort", "NotSPortPriv": "NotSPort",
                "DPortPriv": "DPort", "NotDPortPriv": "NotDPort"}
 
@@ -455,6 +457,10 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
     if tname == "filename" and not resolve and btf is not None and ptype and \
             btf.name(btf.pointee(ptype)) == "filename":
         resolve = "name"  # struct filename * -> its name
+    if tname == "kiocb" and not (resolve or btf_type):
+        if btf is None:
+            raise CompileError(f"{w}.type", "kiocb needs the kernel's BTF (to find ki_filp)")
+        resolve, btf_type = "ki_filp", "kiocb"  # struct kiocb * -> its file
     if resolve or btf_type:
         extra.update(_resolve(t, resolve, btf_type, ptype, btf, w))
     return t, extra

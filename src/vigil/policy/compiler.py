@@ -643,7 +643,7 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
         cfg[f"args[{i}].size"] = t.size
     if t.kind == K.TP_CHARS:  # t.size: the array's length
         cfg[f"args[{i}].max_len"] = t.size
-    if getattr(arg, "max_data", False) and t.kind in (K.UBUF, K.KBUF):
+    if getattr(arg, "max_data", False) and t.kind in (K.UBUF, K.KBUF, K.IOV_ITER):
         # the first 4096 bytes in the record, the rest in VG_MSG_DATA records (_finish)
         cfg[f"args[{i}].max_len"] = int(abi.DataLimits.MAX_DATA)
     return cfg
