@@ -1440,8 +1440,11 @@ static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
 	c->msg.off = off;
 	c->msg.len = n;
 	c->msg.arg = x->arg;
-	if (bpf_ringbuf_output(&vg_events, c, sizeof(c->msg) + n, 0))
+	if (bpf_ringbuf_output(&vg_events, c, sizeof(c->msg) + n, vg_wakeup_flags())) {
+		vg_count_drop(VG_MSG_DATA, VG_DROP_RINGBUF_FULL);
 		return 1;
+	}
+	vg_count_sent(VG_MSG_DATA);
 	return 0;
 }
 
