@@ -1,9 +1,11 @@
-"""Argument types and selectors of Tetragon's examples, with the real BPF objects:
-``linux_binprm`` on a raw tracepoint (runs everywhere raw tracepoints do), and on kernel
-functions ``nop``, ``net_device``, ``user_namespace``, ``perf_event``,
-``matchCapabilities`` ``isNamespaceCapability`` and ``matchCapabilityChanges`` (these need
-kprobes or BPF trampolines: on the hardened host they skip with the probe's reason,
-inside the kernel lane they must run)."""
+"""Argument types and selectors of Tetragon's examples, with the real BPF objects.
+
+Everywhere (raw tracepoints and syscall tracepoints): ``linux_binprm`` on a raw
+tracepoint, ``matchCapabilities`` ``isNamespaceCapability``, ``matchCapabilityChanges``
+and ``maxData`` on a ``char_buf``. On kernel functions, which need kprobes or BPF
+trampolines (on the hardened host these skip with the probe's reason, inside the kernel
+lane they must run): ``nop``, ``net_device``, ``user_namespace``, ``perf_event``,
+``kiocb`` and ``iov_iter`` with ``maxData``."""
 
 from __future__ import annotations
 
