@@ -52,6 +52,19 @@ struct {
 	__type(value, struct vg_gen_buf);
 } vg_gen_heap SEC(".maps");
 
+/* maxData: one VG_MSG_DATA record at a time */
+struct vg_chunk_buf {
+	struct vg_data_msg msg;
+	char data[VG_DATA_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_chunk_buf);
+} vg_gen_chunk SEC(".maps");
+
 /* Matching values, private to this hook (sizes set by the loader). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -270,6 +283,7 @@ static __always_inline __u32 vg_read_sockaddr(struct vg_gen_buf *h, __u32 off, _
 /* ---- kernel objects ------------------------------------------------------------------ */
 
 #define VG_AF_INET 2
+#define VG_IFNAMSIZ 16
 #define VG_AF_INET6 10
 
 static __always_inline __u32 vg_read_sock(struct vg_gen_buf *h, __u32 off, __u64 v, __u8 flags)
@@ -452,6 +466,78 @@ static __always_inline __u32 vg_read_module(struct vg_gen_buf *h, __u32 off, __u
 	return sizeof(*r);
 }
 
+static __always_inline __u32 vg_read_userns(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_userns_rec *r = (struct vg_userns_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct user_namespace *ns = (struct user_namespace *)v;
+
+	if (!ns)
+		return 0;
+	r->level = BPF_CORE_READ(ns, level);
+	r->uid = BPF_CORE_READ(ns, owner.val);
+	r->gid = BPF_CORE_READ(ns, group.val);
+	r->inum = BPF_CORE_READ(ns, ns.inum);
+	return sizeof(*r);
+}
+
+static __always_inline __u32 vg_read_perf_event(struct vg_gen_buf *h, __u32 off, __u64 v)
+{
+	struct vg_perf_rec *r = (struct vg_perf_rec *)&h->data[off & VG_GEN_OFF_MASK];
+	struct perf_event *ev = (struct perf_event *)v;
+	__u64 func = 0;
+
+	if (!ev)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->type = BPF_CORE_READ(ev, attr.type);
+	r->config = BPF_CORE_READ(ev, attr.config);
+	r->probe_offset = BPF_CORE_READ(ev, attr.probe_offset);
+	/* kprobe PMU events: attr.kprobe_func points to the function's name (the perf_event_open
+	 * caller's memory while the event is set up) */
+	func = BPF_CORE_READ(ev, attr.kprobe_func);
+	if (func && bpf_probe_read_kernel_str(r->kprobe_func, sizeof(r->kprobe_func),
+					      (void *)func) <= 0)
+		bpf_probe_read_user_str(r->kprobe_func, sizeof(r->kprobe_func), (void *)func);
+	return sizeof(*r);
+}
+
+/* iov_iter before 6.4 named its iovec array `iov` (now `__iov`) */
+struct iov_iter___iov {
+	const struct iovec *iov;
+} __attribute__((preserve_access_index));
+
+/* A struct iov_iter: the address of the bytes it describes (a user buffer, the first
+ * iovec or kvec; 0 for other kinds) and their count. */
+static __always_inline __u64 vg_iter_base(__u64 v, __u64 *count)
+{
+	struct iov_iter *it = (struct iov_iter *)v;
+	const struct iovec *iov = NULL;
+	__u8 type;
+	__u64 len;
+
+	if (!it)
+		return 0;
+	type = BPF_CORE_READ(it, iter_type);
+	*count = BPF_CORE_READ(it, count);
+	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
+	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF))
+		return (__u64)BPF_CORE_READ(it, ubuf);
+	if (type == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
+		if (bpf_core_field_exists(it->__iov))
+			iov = BPF_CORE_READ(it, __iov);
+		else
+			iov = BPF_CORE_READ((struct iov_iter___iov *)it, iov);
+	} else if (type == bpf_core_enum_value(enum iter_type, ITER_KVEC)) {
+		iov = (const struct iovec *)BPF_CORE_READ(it, kvec);
+	}
+	if (!iov)
+		return 0;
+	len = BPF_CORE_READ(iov, iov_len);
+	if (len < *count)
+		*count = len;
+	return (__u64)BPF_CORE_READ(iov, iov_base);
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -565,6 +651,35 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 	case VG_ARG_MODULE:
 	case VG_ARG_LOAD_INFO:
 		return vg_read_module(h, off, v, CFG.args[i].kind);
+	case VG_ARG_IOV_ITER: {
+		__u64 count = 0, base = vg_iter_base(v, &count), len = count;
+
+		raw[i & 7] = base; /* maxData chunks continue from here */
+		if (!base || !count)
+			return 0;
+		m->orig_len[i] = count;
+		if (len > max)
+			len = max;
+		if (len > VG_GEN_STR_MAX)
+			len = VG_GEN_STR_MAX;
+		if (bpf_probe_read_user(&h->data[off & VG_GEN_OFF_MASK], len, (void *)base) &&
+		    bpf_probe_read_kernel(&h->data[off & VG_GEN_OFF_MASK], len, (void *)base))
+			return 0;
+		return len;
+	}
+	case VG_ARG_NETDEV:
+		if (!v)
+			return 0;
+		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], VG_IFNAMSIZ,
+					      &((struct net_device *)v)->name);
+		if (r <= 0)
+			return 0;
+		m->orig_len[i] = r - 1;
+		return (r - 1) & (VG_GEN_STR_MAX - 1);
+	case VG_ARG_USER_NS:
+		return vg_read_userns(h, off, v);
+	case VG_ARG_PERF_EVENT:
+		return vg_read_perf_event(h, off, v);
 	case VG_ARG_TP_CHARS:
 		/* a fixed array inside the record: at most max_len bytes, up to its NUL */
 		r = bpf_probe_read_kernel_str(&h->data[off & VG_GEN_OFF_MASK], max,
@@ -1024,6 +1139,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct vg_proc *proc = NULL;
+	int changed = 0;
 
 	/* matchPIDs: every filter must hold (values of one filter are OR-ed) */
 	for (int f = 0; f < VG_GEN_PIDF; f++) {
@@ -1055,16 +1172,41 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	for (int k = 0; k < VG_GEN_CAPS; k++) {
 		if (k < s->ncaps) {
 			const struct cred *cred = BPF_CORE_READ(task, cred);
-			__u64 caps = 0;
+			__u64 caps = 0, mask = s->caps[k].mask;
+			__u8 set = s->caps[k].set;
 
-			if (s->caps[k].set == 1)
+			/* isNamespaceCapability: only tasks outside the host's user namespace */
+			if (s->caps[k].userns && vg_ns_inum(task, 9) == s->caps[k].userns)
+				return 0;
+			if (set == 1)
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_inheritable);
-			else if (s->caps[k].set == 2)
+			else if (set == 2)
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_permitted);
 			else
 				bpf_probe_read_kernel(&caps, 8, &cred->cap_effective);
-			if (((caps & s->caps[k].mask) != 0) != (s->caps[k].op == VG_OP_IN))
+			if (s->caps[k].change) {
+				/* Tetragon's semantics: In matches a change of a listed capability,
+				 * NotIn a change of only other ones; no change matches neither */
+				__u64 at_exec;
+				int hit;
+
+				if (!proc)
+					proc = bpf_map_lookup_elem(&vg_procs, &tgid);
+				if (!proc || !(proc->flags & VG_PROCF_CAPS))
+					return 0;
+				at_exec = proc->caps[set < 3 ? set : 0];
+				if ((at_exec & mask) != (caps & mask))
+					hit = s->caps[k].op == VG_OP_IN;
+				else if (at_exec != caps)
+					hit = s->caps[k].op == VG_OP_NOTIN;
+				else
+					hit = 0;
+				if (!hit)
+					return 0;
+				changed = 1;
+			} else if (((caps & mask) != 0) != (s->caps[k].op == VG_OP_IN)) {
 				return 0;
+			}
 		}
 	}
 	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
@@ -1079,6 +1221,14 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	for (int k = 0; k < VG_GEN_MATCH_RET; k++)
 		if (k < s->nret && !vg_arg_match(h, &s->ret[k], raw, ret))
 			return 0;
+	if (changed && proc) {
+		/* the change is reported once: the current capabilities become the reference */
+		const struct cred *cred = BPF_CORE_READ(task, cred);
+
+		bpf_probe_read_kernel(&proc->caps[0], 8, &cred->cap_effective);
+		bpf_probe_read_kernel(&proc->caps[1], 8, &cred->cap_inheritable);
+		bpf_probe_read_kernel(&proc->caps[2], 8, &cred->cap_permitted);
+	}
 	return 1;
 }
 
@@ -1135,6 +1285,8 @@ static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
 #define VG_PHASE_ALL 0    /* enforce and post */
 #define VG_PHASE_DECIDE 1 /* enforce only (fmod_ret of a pair) */
 #define VG_PHASE_REPORT 2 /* post only (fexit of a pair) */
+
+static __always_inline void vg_send_chunks(struct vg_gen_buf *h, __u64 *raw);
 
 static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, int si,
 				  __u32 size, int phase)
@@ -1240,10 +1392,83 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			size = sizeof(*m) + vg_ima_append(h, size - sizeof(*m));
 			m->hdr.size = size;
 		}
+		vg_send_chunks(h, raw);
 		vg_send(h, size);
 		vg_count(VG_GC_POST);
 	}
 	return err;
+}
+
+/* maxData: the buffer's bytes beyond the record's first VG_GEN_STR_MAX, as VG_MSG_DATA
+ * records sent just before the record (which then carries VG_GENF_CHUNKS), by bpf_loop
+ * (one verification of the step, whatever the number of chunks). A chunk that cannot be
+ * read or sent ends the buffer there: user space reports it truncated. */
+/* (no vg_ prefix: BPF-only, with pointers, not a layout shared with Python) */
+struct chunk_ctx {
+	struct vg_generic_msg *m;
+	struct vg_chunk_buf *c;
+	__u64 ptr;
+	__u32 total;
+	__u32 arg;
+};
+
+static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
+{
+	struct vg_chunk_buf *c = x->c;
+	__u32 off = (k + 1) * VG_DATA_CHUNK, n;
+	long r;
+
+	if (off >= x->total)
+		return 1;
+	n = x->total - off;
+	if (n > VG_DATA_CHUNK)
+		n = VG_DATA_CHUNK;
+	if (CFG.args[x->arg & 7].kind == VG_ARG_KBUF)
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
+	else
+		r = bpf_probe_read_user(c->data, n, (void *)(x->ptr + off));
+	if (r && CFG.args[x->arg & 7].kind == VG_ARG_IOV_ITER) /* a kvec */
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
+	if (r)
+		return 1;
+	c->msg.hdr.op = VG_MSG_DATA;
+	c->msg.hdr.flags = 0;
+	c->msg.hdr.size = sizeof(c->msg) + n;
+	c->msg.hdr.ktime = x->m->hdr.ktime;
+	c->msg.tid = x->m->tid;
+	c->msg.hook_id = x->m->hook_id;
+	c->msg.off = off;
+	c->msg.len = n;
+	c->msg.arg = x->arg;
+	if (bpf_ringbuf_output(&vg_events, c, sizeof(c->msg) + n, vg_wakeup_flags())) {
+		vg_count_drop(VG_MSG_DATA, VG_DROP_RINGBUF_FULL);
+		return 1;
+	}
+	vg_count_sent(VG_MSG_DATA);
+	return 0;
+}
+
+static __always_inline void vg_send_chunks(struct vg_gen_buf *h, __u64 *raw)
+{
+	struct vg_generic_msg *m = &h->msg;
+	__u32 zero = 0, i = CFG.chunk_arg - 1;
+	struct chunk_ctx x = {};
+
+	if (!CFG.chunk_arg || i >= VG_GEN_ARGS)
+		return;
+	x.total = m->orig_len[i & 7];
+	if (x.total > VG_MAX_DATA)
+		x.total = VG_MAX_DATA;
+	if (x.total <= VG_GEN_STR_MAX || m->arg_len[i & 7] < VG_GEN_STR_MAX)
+		return;
+	x.c = bpf_map_lookup_elem(&vg_gen_chunk, &zero);
+	if (!x.c)
+		return;
+	x.m = m;
+	x.ptr = raw[i & 7];
+	x.arg = i;
+	m->flags |= VG_GENF_CHUNKS;
+	bpf_loop(VG_DATA_CHUNKS - 1, vg_chunk_step, &x, 0);
 }
 
 /* ---- the pipeline --------------------------------------------------------------------- */
@@ -1329,6 +1554,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 		if (CFG.ret_action && with_ret && phase != VG_PHASE_REPORT)
 			vg_sock_track(CFG.ret_action, ret);
 		if (phase != VG_PHASE_DECIDE) {
+			vg_send_chunks(h, raw);
 			vg_send(h, size);
 			vg_count(VG_GC_POST);
 		}

@@ -209,6 +209,10 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	msg->args_len = vg_read_args(task, buf, off, msg);
 	off += msg->args_len;
 
+	proc.flags = VG_PROCF_CAPS;
+	proc.caps[0] = msg->creds.cap_effective;
+	proc.caps[1] = msg->creds.cap_inheritable;
+	proc.caps[2] = msg->creds.cap_permitted;
 	tgid = msg->pid;
 	bpf_map_update_elem(&vg_procs, &tgid, &proc, BPF_ANY);
 

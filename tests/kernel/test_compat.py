@@ -277,6 +277,91 @@ def _exec_sample(d: Path) -> int:
                        "exec /usr/bin/sample-exec")
 
 
+def _exec_copy(d: Path) -> int:
+    """Run a copy of /bin/true from the tmpfs ({d}/exe)."""
+    shutil.copy("/bin/true", d / "exe")
+    return _run([str(d / "exe")])
+
+
+def _write_passwd(d: Path) -> int:
+    """write() to /etc/passwd in a private mount namespace where /etc/passwd is a scratch
+    copy bind-mounted over the real one (which is never written)."""
+    shutil.copy("/etc/passwd", d / "passwd")
+    return _private_ns(f"mount --bind {d}/passwd /etc/passwd; echo >> /etc/passwd")
+
+
+def _perf_software_event(d: Path) -> int:
+    """perf_event_open of a software event (PERF_COUNT_SW_CONTEXT_SWITCHES) of this
+    process, closed at once."""
+    attr = bytearray(128)  # struct perf_event_attr
+    attr[0:4] = (1).to_bytes(4, "little")    # PERF_TYPE_SOFTWARE
+    attr[4:8] = len(attr).to_bytes(4, "little")
+    attr[8:16] = (3).to_bytes(8, "little")   # PERF_COUNT_SW_CONTEXT_SWITCHES
+    attr[40:48] = (1).to_bytes(8, "little")  # disabled
+    import ctypes
+    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+    fd = _syscall(298, buf, 0, -1, -1, 0)
+    if fd >= 0:
+        os.close(fd)
+    return fd
+
+
+_UNPRIVILEGED = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _userns_unprivileged(d: Path) -> int:
+    """An unprivileged process (uid 65534, no capabilities) creates a user namespace."""
+    return _run(_UNPRIVILEGED + ["/usr/bin/unshare", "-U", "/bin/true"])
+
+
+def _userns_unprivileged_in_pidns(d: Path) -> int:
+    """The same, in a new pid namespace (not the host's); the shell there passes the
+    status on (unshare --fork exits 1 for a child killed by a signal)."""
+    inner = " ".join(_UNPRIVILEGED + ["/usr/bin/unshare", "-U", "/bin/true"])
+    return _run(["/usr/bin/unshare", "--pid", "--fork", "/bin/sh", "-c",
+                 f"{inner}; status=$?; exit $status"])
+
+
+def _cat_in_userns(d: Path) -> int:
+    """root of a new user namespace (its capabilities are namespace ones) reads a file."""
+    (d / "watched").write_text("x")
+    return _run(["/usr/bin/unshare", "-Ur", "/usr/bin/cat", str(d / "watched")])
+
+
+# capset(2) from Python: drop the effective set, keep the permitted one
+_DROP_EFFECTIVE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+data = (ctypes.c_uint32 * 6)()
+if libc.capget(hdr, data) != 0:
+    sys.exit(2)
+data[0] = data[3] = 0
+if libc.capset(hdr, data) != 0:
+    sys.exit(3)
+os.close(os.open(sys.argv[1], os.O_RDONLY))
+"""
+
+
+def _drop_caps_in_userns(d: Path) -> int:
+    """root of a new user namespace drops its effective capabilities (capset), then opens a
+    file: a change from the capabilities it had at exec."""
+    (d / "watched").write_text("x")
+    return _run(["/usr/bin/unshare", "-Ur", PY, "-c", _DROP_EFFECTIVE, str(d / "watched")])
+
+
+def _pty_write(d: Path) -> int:
+    """This process writes 8000 bytes to a new pty (read back from its master)."""
+    master, slave = os.openpty()
+    try:
+        n = os.write(slave, b"x" * 8000)
+        os.read(master, 65536)
+        return n
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
 def _mount(d: Path) -> None:
     (d / "m").mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "vkc-m", str(d / "m")], check=True)
@@ -688,6 +773,35 @@ PLAN: dict[str, Exercise | Loads] = {
         provide=(("/home/jolsa/tetragon/contrib/tester-progs/usdt-override", "usdt-tester"),),
         note="the file's tester program: tests/progs/usdt_tetragon.c; Set writes argument 0"),
     "loader.yaml": Exercise(_cat_pid, _libraries_with_build_ids),
+    "rawtp.yaml": Exercise(_exec_copy, _has_path("linux_binprm_arg", "{d}/exe")),
+    "tty.yaml": Exercise(_pty_write, _fired_by_me("tty_write")),
+    "process-exec/process-exec-elf-begin.yaml": Exercise(
+        _exec_copy, _has_path("file_arg", "{d}/exe")),
+    "bpf.yaml": Exercise(_perf_software_event, _fired_by_me("security_perf_event_alloc")),
+    "dev_hard_start_xmit.yaml": Exercise(_udp_lo, _str_arg("dev_hard_start_xmit", "lo")),
+    "filename_monitoring.yaml": Exercise(_cat_passwd, _has_path("file_arg", "/etc/passwd")),
+    "filename_monitoring_filtered.yaml": Exercise(
+        _write_passwd, _has_path("file_arg", "/etc/passwd"),
+        note="a write to a scratch copy bind-mounted over /etc/passwd, in a private mount "
+             "namespace"),
+    "cves/cve-2024-3094-xz-ssh.yaml": Loads(
+        "it matches /usr/sbin/sshd mapping liblzma 5.6.0 or 5.6.1, which this machine does "
+        "not have"),
+    "process-credentials/creds-capability-usage.yaml": Exercise(
+        _setuid_in_pidns, _fired("cap_capable")),
+    "fd_install_caps.yaml": Exercise(
+        _cat_in_userns, _has_path("file_arg", "{d}/watched"),
+        note="cat run as root of a new user namespace"),
+    "fd_install_cap_changes.yaml": Exercise(
+        _drop_caps_in_userns, _has_path("file_arg", "{d}/watched"),
+        note="root of a new user namespace drops its effective capabilities, then opens "
+             "a file"),
+    "sandbox/linux-namespaces/kill_unprivileged_user_namespace.yaml": Exercise(
+        _userns_unprivileged, _killed("create_user_ns"),
+        note="an unprivileged process creating a user namespace is killed"),
+    "sandbox/linux-namespaces/kill_unprivileged_user_namespace_in_pid_namespace.yaml":
+        Exercise(_userns_unprivileged_in_pidns, _killed("create_user_ns"),
+                 note="the same, in a new pid namespace"),
 }
 
 # a refusal for what this kernel's BTF says of the function the file names

@@ -537,19 +537,19 @@ def test_match_capabilities_more(env: Env, tdir: Path, ctype: str, op: str, root
     assert pids == [root_pid] * root + [nobody_pid] * nobody + [os.getpid()] * me_matches
 
 
-def test_is_namespace_capability_refused(env: Env) -> None:
+def test_unsupported_selector_refused(env: Env) -> None:
+    """A selector this version does not have is refused, located, and nothing of the
+    policy stays loaded."""
     before = _my_links()
-    pol = openat_policy("vc-nscap", """
-    - matchCapabilities:
-      - type: Effective
-        operator: In
-        isNamespaceCapability: true
-        values: ["CAP_SYS_ADMIN"]""")
+    pol = openat_policy("vc-nschanges", """
+    - matchNamespaceChanges:
+      - operator: In
+        values: ["Mnt"]""")
     with pytest.raises(PolicyError) as err:
         env.manager.add(pol, source="test")
     [d] = err.value.diagnostics
     assert (d.path, d.message) == (
-        "spec.kprobes[0].selectors[0].matchCapabilities[0].isNamespaceCapability",
+        "spec.kprobes[0].selectors[0].matchNamespaceChanges",
         "not supported by this version of Vigil")
     assert d.line > 0 and d.col > 0
     assert _my_links() == before

@@ -122,8 +122,8 @@ def test_resolve_steps(btf) -> None:
 
 
 def test_unsupported_arg_type_reason(btf) -> None:
-    spec = OPEN.replace("type: file", "type: perf_event")
-    with pytest.raises(CompileError, match="perf_event is not supported"):
+    spec = OPEN.replace("type: file", "type: sockaddr_un")
+    with pytest.raises(CompileError, match="sockaddr_un is not supported"):
         compile_policy(doc(spec), view(btf))
 
 
@@ -195,3 +195,125 @@ def test_trailing_nul_of_a_string_value_is_dropped(btf) -> None:
 """), view(btf))
         return plan.hooks[0].map_keys["vg_str_eq"]
     assert keys("net-pf-12\\0") == keys("net-pf-12")
+
+
+def test_nop_argument_is_not_read_nor_rendered(btf) -> None:
+    """Tetragon's nop: a placeholder for a parameter; not read, left out of the event's
+    args, and not something a selector can filter on."""
+    spec = """  kprobes:
+  - call: security_mmap_file
+    syscall: false
+    args: [{index: 0, type: file}, {index: 1, type: uint32}, {index: 2, type: nop}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.out for a in h.args] == ["file", "uint", "nop"]
+    with pytest.raises(CompileError, match="type nop: it is not read"):
+        compile_policy(doc(spec + """    selectors:
+    - matchArgs: [{index: 2, operator: Equal, values: ["1"]}]
+"""), view(btf))
+
+
+@pytest.mark.parametrize("tname,out", [("net_device", "string"), ("user_namespace", "user_ns"),
+                                       ("perf_event", "perf_event")])
+def test_kernel_object_types_compile(btf, tname, out) -> None:
+    fn, idx = {"net_device": ("dev_hard_start_xmit", 1), "user_namespace": ("cap_capable", 1),
+               "perf_event": ("security_perf_event_alloc", 0)}[tname]
+    spec = f"""  kprobes:
+  - call: {fn}
+    syscall: false
+    args: [{{index: {idx}, type: {tname}}}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.out for a in h.args] == [out]
+
+
+def test_net_device_takes_string_operators(btf) -> None:
+    spec = """  kprobes:
+  - call: dev_hard_start_xmit
+    syscall: false
+    args: [{index: 1, type: net_device}]
+    selectors:
+    - matchArgs: [{index: 1, operator: Equal, values: ["lo"]}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert len(h.map_keys["vg_str_eq"]) == 1
+
+
+def test_render_user_ns_and_perf_event() -> None:
+    raw = _rec("vg_userns_rec", level=1, uid=1000, gid=1000, inum=4026532000)
+    assert render_arg(ArgSpec("user_ns", "ns"), raw) == {"user_ns_arg": {
+        "level": 1, "uid": 1000, "gid": 1000, "ns": {"inum": 4026532000, "is_host": False}},
+        "label": "ns"}
+    raw = _rec("vg_userns_rec", level=0, uid=0, gid=0, inum=4026531837)
+    assert render_arg(ArgSpec("user_ns"), raw)["user_ns_arg"]["ns"] == {
+        "inum": 4026531837, "is_host": True}
+    raw = _rec("vg_perf_rec", type=6, config=0, probe_offset=0, kprobe_func=b"commit_creds\0")
+    assert render_arg(ArgSpec("perf_event"), raw) == {"perf_event_arg": {
+        "KprobeFunc": "commit_creds", "Type": "6"}}
+    raw = _rec("vg_perf_rec", type=2, config=812, kprobe_func=b"")
+    assert render_arg(ArgSpec("perf_event"), raw) == {"perf_event_arg": {
+        "Type": "PERF_TYPE_TRACEPOINT", "Config": "812"}}
+    assert render_arg(ArgSpec("user_ns"), b"") == {}
+
+
+def test_raw_tracepoint_linux_binprm(btf) -> None:
+    spec = """  tracepoints:
+  - subsystem: sched
+    event: sched_process_exec
+    raw: true
+    args: [{index: 2, type: linux_binprm}]
+    selectors:
+    - matchArgs: [{index: 2, operator: Postfix, values: ["/true"]}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.out for a in h.args] == ["binprm"]
+    assert h.attach[0].kind == "raw_tracepoint"
+    assert render_arg(h.args[0], b"/usr/bin/true") == {
+        "linux_binprm_arg": {"path": "/usr/bin/true"}}
+
+
+def test_capability_filters_namespace_and_changes(btf) -> None:
+    """isNamespaceCapability carries the host's user namespace (a task in it never
+    matches); matchCapabilityChanges filters take the next caps[] slots with change=1."""
+    from vigil.abi.pack import unpack_field
+    spec = """  kprobes:
+  - call: fd_install
+    syscall: false
+    args: [{index: 0, type: int}, {index: 1, type: file}]
+    selectors:
+    - matchCapabilities:
+      - {type: Effective, operator: In, isNamespaceCapability: true,
+         values: [CAP_CHOWN, CAP_NET_RAW]}
+      matchCapabilityChanges:
+      - {type: Permitted, operator: NotIn, values: [CAP_SYS_ADMIN]}
+"""
+    (h,) = compile_policy(doc(spec), view(btf, host_ns={"user": 4026531837})).hooks
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, h.config)
+    assert f("sel[0].ncaps") == 2
+    assert (f("sel[0].caps[0].set"), f("sel[0].caps[0].change"), f("sel[0].caps[0].userns"),
+            f("sel[0].caps[0].mask")) == (0, 0, 4026531837, (1 << 0) | (1 << 13))
+    assert (f("sel[0].caps[1].set"), f("sel[0].caps[1].change"), f("sel[0].caps[1].userns"),
+            f("sel[0].caps[1].op")) == (2, 1, 0, int(abi.Op.NOTIN))
+    with pytest.raises(CompileError, match="namespaces are unknown"):
+        compile_policy(doc(spec), view(btf))
+
+
+def test_kiocb_is_its_file_and_iov_iter_takes_max_data(btf) -> None:
+    from vigil.abi.pack import unpack_field
+    spec = """  kprobes:
+  - call: tty_write
+    syscall: false
+    args: [{index: 0, type: kiocb}, {index: 1, type: iov_iter, maxData: true}]
+"""
+    (h,) = compile_policy(doc(spec), view(btf)).hooks
+    assert [a.out for a in h.args] == ["file", "bytes"]
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, h.config)
+    assert f("args[0].kind") == int(abi.ArgKind.FILE)
+    assert f("args[0].nres") == 1 and f("args[0].flags") & int(abi.ArgFlag.RES_DEREF)
+    assert f("args[1].kind") == int(abi.ArgKind.IOV_ITER)
+    assert f("args[1].max_len") == int(abi.DataLimits.MAX_DATA)
+    assert f("chunk_arg") == 2

@@ -252,3 +252,47 @@ def test_record_argument_count_differs_from_the_hook(env: Any) -> None:
     assert b["process_kprobe"]["args"] == [{"string_arg": "/a"}, {"int_arg": 3}]
     assert pipe.handle([bytes(beyond)]) == []
     assert pipe.decode_errors[abi.MsgOp.GENERIC_KPROBE] == 1
+
+
+def test_nop_arguments_are_left_out(env: Any) -> None:
+    """A nop argument has its (empty) slot in the record and no place in the event, as
+    Tetragon skips it; a record with fewer arguments still renders the ones it has."""
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(15, "process_kprobe", function_name="security_mmap_file",
+                                 args=(ArgSpec("file"), ArgSpec("nop"), ArgSpec("uint"))),
+                            "pol", "")])
+    [ev] = pipe.handle([record(15, [b"/lib/x.so", b"", _Q(4)])])
+    assert ev["process_kprobe"]["args"] == [{"file_arg": {"path": "/lib/x.so"}},
+                                            {"uint_arg": 4}]
+    [ev] = pipe.handle([record(15, [b"/lib/x.so", b""])])
+    assert ev["process_kprobe"]["args"] == [{"file_arg": {"path": "/lib/x.so"}}]
+
+
+def _data(hook_id: int, arg: int, off: int, data: bytes, *, tid: int = 100,
+          ktime: int = 5_123_456_789) -> bytes:
+    st, ix = abi.VG_DATA_MSG, abi.VG_DATA_MSG_INDEX
+    vals: list[Any] = list(st.unpack(bytes(st.size)))
+    for k, v in {"hdr.op": abi.MsgOp.DATA, "hdr.size": st.size + len(data), "hdr.ktime": ktime,
+                 "tid": tid, "hook_id": hook_id, "off": off, "len": len(data),
+                 "arg": arg}.items():
+        vals[ix[k]] = v
+    return st.pack(*vals) + data
+
+
+def test_max_data_chunks_are_put_back_in_order(env: Any) -> None:
+    """maxData: VG_MSG_DATA records (sent before their record, any order) continue the
+    buffer; a missing chunk ends it there (truncated, with the call's size)."""
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(16, "process_kprobe", function_name="__x64_sys_write",
+                                 args=(ArgSpec("int"), ArgSpec("bytes"))), "pol", "")])
+    first, c1, c2 = b"a" * 4096, b"b" * 4096, b"c" * 10
+    recs = [_data(16, 1, 8192, c2), _data(16, 1, 4096, c1),
+            record(16, [_Q(1), first], flags=abi.GenFlag.CHUNKS, orig=[0, 8202])]
+    [ev] = pipe.handle(recs)
+    assert ev["process_kprobe"]["args"][1] == {
+        "bytes_arg": base64.b64encode(first + c1 + c2).decode()}
+    recs = [_data(16, 1, 8192, c2, ktime=6),
+            record(16, [_Q(1), first], flags=abi.GenFlag.CHUNKS, orig=[0, 8202], ktime=6)]
+    [ev] = pipe.handle(recs)
+    assert ev["process_kprobe"]["args"][1] == {"truncated_bytes_arg": {
+        "bytes_arg": base64.b64encode(first).decode(), "orig_size": "8202"}}

@@ -380,6 +380,10 @@ enum vg_arg_kind {
 	VG_ARG_KBUF = 21,     /* kernel buffer; length from arg `size_arg` */
 	VG_ARG_KSOCKADDR = 22,/* kernel struct sockaddr * (same record as VG_ARG_SOCKADDR) */
 	VG_ARG_TP_CHARS = 23, /* tracepoint `char x[N]` field: the string in the record (max_len N) */
+	VG_ARG_NETDEV = 24,   /* struct net_device *: its name (a string) */
+	VG_ARG_USER_NS = 25,  /* struct user_namespace * -> vg_userns_rec */
+	VG_ARG_PERF_EVENT = 26, /* struct perf_event * -> vg_perf_rec */
+	VG_ARG_IOV_ITER = 27, /* struct iov_iter *: the bytes of its (first) segment */
 };
 
 enum vg_arg_flag {
@@ -582,8 +586,10 @@ struct vg_pid_match {
 struct vg_cap_match {
 	__u8 set;       /* 0 effective, 1 inheritable, 2 permitted */
 	__u8 op;        /* VG_OP_IN / VG_OP_NOTIN */
-	__u16 pad;
-	__u32 pad2;
+	__u8 change;    /* matchCapabilityChanges: compared with the caps at exec (vg_proc) */
+	__u8 pad;
+	__u32 userns;   /* isNamespaceCapability: the host's user namespace inum; a task in it
+			 * never matches. 0: any user namespace */
 	__u64 mask;
 };
 
@@ -644,7 +650,9 @@ struct vg_hook_cfg {
 			   * returned struct sock * (0: none) */
 	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
 			   * vg_gen_lsm_ima hashes */
-	__u8 pad_ra[6];
+	__u8 chunk_arg;   /* maxData: 1 + the index of the buffer argument whose bytes beyond
+			   * the record's VG_GEN_STR_MAX follow in VG_MSG_DATA records; 0: none */
+	__u8 pad_ra[5];
 };
 
 /*
@@ -703,6 +711,29 @@ enum vg_gen_flag {
 	VG_GENF_USTACK = 0x10,    /* ustack_off / ustack_len are set */
 	VG_GENF_SOCK_OWNER = 0x20,/* pid / tid are the tracked owner of a sock argument */
 	VG_GENF_IMA = 0x40,       /* ima_off / ima_len are set */
+	VG_GENF_CHUNKS = 0x80,    /* VG_MSG_DATA records with the rest of a maxData buffer
+				   * were sent just before this record */
+};
+
+/*
+ * VG_MSG_DATA: bytes of a maxData buffer argument beyond the generic record's first
+ * VG_GEN_STR_MAX, sent before that record, one record per chunk; user space puts them
+ * back in order (by off) when the record (same tid, hook and hdr.ktime) arrives.
+ */
+enum vg_data_limits {
+	VG_DATA_CHUNK = 4096,      /* bytes per VG_MSG_DATA record */
+	VG_MAX_DATA = 327360,      /* maxData: bytes of one buffer at most (Tetragon's) */
+	VG_DATA_CHUNKS = 80,       /* chunks of one buffer: VG_MAX_DATA / VG_DATA_CHUNK, up */
+};
+
+struct vg_data_msg {
+	struct vg_msg_hdr hdr;     /* op VG_MSG_DATA; ktime: the generic record's */
+	__u32 tid;
+	__u32 hook_id;
+	__u32 off;                 /* where these bytes go in the argument */
+	__u16 len;                 /* bytes that follow */
+	__u8 arg;                  /* the argument's index */
+	__u8 pad;
 };
 
 /* ---- kernel object records (in the generic record's tail) ---------------------------- */
@@ -746,6 +777,25 @@ struct vg_bpf_rec {
 	char name[16];
 };
 
+struct vg_userns_rec {
+	__u32 level;
+	__u32 uid;         /* owner */
+	__u32 gid;         /* group */
+	__u32 inum;
+};
+
+enum vg_perf_limits {
+	VG_KSYM_NAME = 128, /* kprobe_func bytes kept (KSYM_NAME_LEN, as Tetragon) */
+};
+
+struct vg_perf_rec {
+	__u32 type;        /* attr.type (PERF_TYPE_*) */
+	__u32 pad;
+	__u64 config;
+	__u64 probe_offset;
+	char kprobe_func[VG_KSYM_NAME]; /* attr.kprobe_func, for kprobe PMU events */
+};
+
 struct vg_module_rec {
 	__u32 sig_ok;      /* load_info: 1 signature ok, 0 not; 0xffffffff: unknown */
 	__u32 pad;
@@ -754,9 +804,16 @@ struct vg_module_rec {
 };
 
 /* matchBinaries: each process's binary, kept by the base sensor (map vg_procs). */
+enum vg_proc_flag {
+	VG_PROCF_CAPS = 0x1, /* caps[] hold the capabilities the process had at exec */
+};
+
+/* (and matchCapabilityChanges: the capabilities at exec, inherited by fork children,
+ * moved to the current ones each time a change filter matched, as Tetragon does) */
 struct vg_proc {
 	__u32 bin_len;
-	__u32 pad;
+	__u32 flags;          /* enum vg_proc_flag */
+	__u64 caps[3];        /* effective, inheritable, permitted (vg_cap_match.set order) */
 	char bin[VG_BIN_MAX];
 };
 

@@ -106,8 +106,9 @@ def _procfs_scan(agent: Agent) -> None:
     from vigil.process import procfs
     procs = procfs.scan(agent.cfg.procfs, agent.node_name, agent._boot_wall)
     agent.hub.publish(agent.pipeline.bootstrap(procs))
-    agent.sensor.seed_procs((p.pid, p.binary) for p in procs
-                            if p.binary and p.pid and not p.kthread)
+    agent.sensor.seed_procs((p.pid, p.binary, (p.creds.cap_effective, p.creds.cap_inheritable,
+                                                p.creds.cap_permitted))
+                            for p in procs if p.binary and p.pid and not p.kthread)
 
 
 def _containers(agent: Agent) -> None:

@@ -33,7 +33,7 @@ _FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"}
 class ArgSpec:
     """How to render one captured argument: ``out`` is the KprobeArgument variant."""
 
-    out: str           # int | uint | long | size | string | bytes | file | sockaddr | capability | syscall64
+    out: str           # int | uint | long | size | string | bytes | file | sockaddr | capability | syscall64 | nop | ...
     label: str = ""
 
 
@@ -243,6 +243,26 @@ def _module(raw: bytes, load_info: bool) -> dict[str, Any]:
     return {"module_arg": out}
 
 
+def _userns(raw: bytes) -> dict[str, Any]:
+    g = _unpack(abi.VG_USERNS_REC, abi.VG_USERNS_REC_INDEX, raw)
+    return {"user_ns_arg": {"level": g("level"), "uid": g("uid"), "gid": g("gid"),
+                            "ns": {"inum": g("inum"), "is_host": g("level") == 0}}}
+
+
+_PERF_TYPES = ("PERF_TYPE_HARDWARE", "PERF_TYPE_SOFTWARE", "PERF_TYPE_TRACEPOINT",
+               "PERF_TYPE_HW_CACHE", "PERF_TYPE_RAW", "PERF_TYPE_BREAKPOINT")
+
+
+def _perf_event(raw: bytes) -> dict[str, Any]:
+    g = _unpack(abi.VG_PERF_REC, abi.VG_PERF_REC_INDEX, raw)
+    t = g("type")
+    return {"perf_event_arg": _drop_empty({
+        "KprobeFunc": _name(g("kprobe_func")),
+        "Type": _PERF_TYPES[t] if t < len(_PERF_TYPES) else str(t),
+        "Config": str(g("config")) if g("config") else "",
+        "ProbeOffset": str(g("probe_offset")) if g("probe_offset") else ""})}
+
+
 def _path(raw: bytes, key: str) -> dict[str, Any]:
     return {key: {"path": raw.decode(errors="replace") or "/"}}
 
@@ -260,5 +280,6 @@ _OBJECT_RENDER: dict[str, Any] = {
     "bpf_map": lambda r: _bpf(r, "bpf_map_arg"),
     "module": lambda r: _module(r, False),
     "load_info": lambda r: _module(r, True),
+    "user_ns": _userns, "perf_event": _perf_event,
 }
 

@@ -18,7 +18,8 @@ same policy loads on every kernel:
   they are left to ``vigil.policy.compile_lsm`` (fanotify, cgroup programs).
 
 Arguments of kernel types (file, path, dentry, linux_binprm, sock, socket, skb, sockaddr,
-cred, kernel_cap_t, cap_*, bpf_attr, bpf_prog, bpf_map, module, load_info) are read in
+cred, kernel_cap_t, cap_*, bpf_attr, bpf_prog, bpf_map, module, load_info, net_device,
+user_namespace, perf_event) are read in
 the kernel into fixed records (``vg_*_rec`` in abi.h); paths are resolved in the kernel
 by a bounded dentry walk that crosses mounts (bpf_d_path needs typed pointers, which a
 generic program taking arguments by position does not have). ``resolve`` field paths
@@ -58,14 +59,21 @@ _OBJECT_TYPES: dict[str, tuple[int, str, int]] = {
     "load_info": (K.LOAD_INFO, "load_info", 0), "fd": (K.FD, "file", 0),
     "char_buf": (K.KBUF, "bytes", 0), "string": (K.KSTR, "string", 0),
     "filename": (K.KSTR, "string", 0),
+    # Tetragon's kprobe decoder renders a net_device as its name, a string_arg
+    "net_device": (K.NETDEV, "string", 0), "user_namespace": (K.USER_NS, "user_ns", 0),
+    "perf_event": (K.PERF_EVENT, "perf_event", 0),
+    # a struct kiocb * is rendered as its file (ki_filp, followed with BTF), as Tetragon
+    "kiocb": (K.FILE, "file", 0), "iov_iter": (K.IOV_ITER, "bytes", 0),
 }
 # BTF struct a parameter points to -> the type `auto` picks
 _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
                  "linux_binprm": "linux_binprm", "sock": "sock", "socket": "socket",
                  "sk_buff": "skb", "sockaddr": "sockaddr", "cred": "cred",
                  "bpf_attr": "bpf_attr", "bpf_prog": "bpf_prog", "bpf_map": "bpf_map",
-                 "module": "module", "load_info": "load_info", "filename": "filename"}
-_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF)
+                 "module": "module", "load_info": "load_info", "filename": "filename",
+                 "net_device": "net_device", "user_namespace": "user_namespace",
+                 "perf_event": "perf_event"}
+_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER)
 _PRIV_PORTS = {"SPortPriv": "SPort", "NotSportPriv": "NotSPort", "NotSPortPriv": "NotSPort",
                "DPortPriv": "DPort", "NotDPortPriv": "NotDPort"}
 
@@ -425,6 +433,12 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
     if tname == "auto":
         tname = _auto_type(ptype, btf, w)
     extra: dict[str, Any] = {}
+    if tname == "nop":
+        # not read; Tetragon leaves it out of the event's args
+        for attr, name in (("resolve", "resolve"), ("btf_type", "btfType")):
+            if getattr(arg, attr, None):
+                raise CompileError(f"{w}.{name}", "a nop argument is not read")
+        return C._ArgType(K.NONE, 8, False, "nop"), extra
     if tname in C._INT_TYPES:
         t = C._INT_TYPES[tname]
     elif tname in _OBJECT_TYPES:
@@ -443,6 +457,10 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
     if tname == "filename" and not resolve and btf is not None and ptype and \
             btf.name(btf.pointee(ptype)) == "filename":
         resolve = "name"  # struct filename * -> its name
+    if tname == "kiocb" and not (resolve or btf_type):
+        if btf is None:
+            raise CompileError(f"{w}.type", "kiocb needs the kernel's BTF (to find ki_filp)")
+        resolve, btf_type = "ki_filp", "kiocb"  # struct kiocb * -> its file
     if resolve or btf_type:
         extra.update(_resolve(t, resolve, btf_type, ptype, btf, w))
     return t, extra

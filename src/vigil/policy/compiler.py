@@ -336,11 +336,9 @@ def refuse_without_effect(spec: Any) -> None:
             if ra is not None:
                 args.append((f"{w}.returnArg", ra))
             for aw, a in args:
-                if getattr(a, "max_data", False):
-                    raise CompileError(f"{aw}.maxData", "maxData is not supported: buffers "
-                                       "are captured up to 4096 bytes (longer ones are "
-                                       "reported truncated with their size)",
-                                       unsupported=True)
+                if getattr(a, "max_data", False) and aw.endswith("returnArg"):
+                    raise CompileError(f"{aw}.maxData", "maxData applies to buffer "
+                                       "arguments, not to the return value", invalid=True)
             if section == "uprobes":
                 for fld, yaml_name, why in (
                         ("data", "data", "data sources are not supported"),):
@@ -597,6 +595,8 @@ def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
         return _USER_STR if user else _ArgType(K.KSTR, 8, False, "string")
     if t == "char_buf" and user:
         return _ArgType(K.UBUF, 8, False, "bytes")
+    if t == "linux_binprm" and not user:  # raw tracepoints: a kernel pointer, as kprobes
+        return _ArgType(K.BINPRM, 8, False, "binprm")
     raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here",
                        unsupported=True)
 
@@ -643,6 +643,9 @@ def _arg_cfg(i: int, t: _ArgType, *, offset: int, size: int, arg: Any, src: int 
         cfg[f"args[{i}].size"] = t.size
     if t.kind == K.TP_CHARS:  # t.size: the array's length
         cfg[f"args[{i}].max_len"] = t.size
+    if getattr(arg, "max_data", False) and t.kind in (K.UBUF, K.KBUF, K.IOV_ITER):
+        # the first 4096 bytes in the record, the rest in VG_MSG_DATA records (_finish)
+        cfg[f"args[{i}].max_len"] = int(abi.DataLimits.MAX_DATA)
     return cfg
 
 
@@ -678,10 +681,14 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
         for unsupported in ("match_parent_binaries", "match_namespace_changes",
-                            "match_capability_changes", "match_data", "match_return_actions",
+                            "match_data", "match_return_actions",
                             "match_workloads"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
 def _camel(name: str) -> str:
@@ -801,6 +808,9 @@ def _string_filter(op: str, values: list[str]) -> bool:
 
 def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t: _ArgType,
                       w: str) -> None:
+    if t.kind == K.NONE:
+        raise CompileError(f"{w}.index", "the argument has type nop: it is not read, so it "
+                           "cannot be filtered on")
     if t.kind > K.KSTR and t.kind != K.TP_CHARS:  # kernel objects (compile_kprobe)
         from vigil.policy.compile_kprobe import compile_object_operator
         t = compile_object_operator(b, slot, op, values, t, w)
@@ -1036,6 +1046,11 @@ def _deferred_host_ns(spec: Any, view: KernelView) -> list[tuple[str, str]]:
             for k, f in enumerate(getattr(sel, "match_namespaces", None) or ()):
                 out += [(f"spec.{_s(kind)}[{i}].selectors[{si}].matchNamespaces[{k}].values[{j}]",
                          HOST_NS_DEFERRED) for j, v in enumerate(f.values) if str(v) == "host_ns"]
+            for name in ("matchCapabilities", "matchCapabilityChanges"):
+                for k, f in enumerate(getattr(sel, _snake(name), None) or ()):
+                    if getattr(f, "is_namespace_capability", False):
+                        out.append((f"spec.{_s(kind)}[{i}].selectors[{si}].{name}[{k}]"
+                                    ".isNamespaceCapability", HOST_NS_DEFERRED))
     return out
 
 
@@ -1067,19 +1082,30 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
 
 
 def _compile_caps(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
-    filters = sel.match_capabilities or ()
-    if len(filters) > 2:
-        raise CompileError(f"{w}.matchCapabilities", "at most 2 capability filters here")
-    for k, f in enumerate(filters):
-        if getattr(f, "is_namespace_capability", False):
-            raise CompileError(f"{w}.matchCapabilities[{k}].isNamespaceCapability",
-                               "not supported by this version of Vigil")
+    """matchCapabilities and matchCapabilityChanges (the latter compared, in the kernel,
+    with the capabilities the process had at exec: vg_procs)."""
+    filters = [("matchCapabilities", k, f, 0) for k, f in
+               enumerate(sel.match_capabilities or ())]
+    filters += [("matchCapabilityChanges", k, f, 1) for k, f in
+                enumerate(getattr(sel, "match_capability_changes", None) or ())]
+    limit = int(abi.GenLimits.GEN_CAPS)
+    if len(filters) > limit:
+        raise CompileError(f"{w}.matchCapabilities", f"at most {limit} capability filters "
+                           "(matchCapabilities and matchCapabilityChanges together) here")
+    for n, (field_name, k, f, change) in enumerate(filters):
         mask = 0
         for v in f.values:
             mask |= 1 << cap_number(_s(v))
-        b.cfg[f"{p}.caps[{k}].set"] = {"Effective": 0, "Inheritable": 1, "Permitted": 2}[_s(f.type)]
-        b.cfg[f"{p}.caps[{k}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
-        b.cfg[f"{p}.caps[{k}].mask"] = mask
+        userns = 0
+        if getattr(f, "is_namespace_capability", False):
+            # as Tetragon: only tasks outside the host's user namespace match
+            userns = host_ns_inum(b.view, "user",
+                                  f"{w}.{field_name}[{k}].isNamespaceCapability")
+        b.cfg[f"{p}.caps[{n}].set"] = {"Effective": 0, "Inheritable": 1, "Permitted": 2}[_s(f.type)]
+        b.cfg[f"{p}.caps[{n}].op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.caps[{n}].mask"] = mask
+        b.cfg[f"{p}.caps[{n}].change"] = change
+        b.cfg[f"{p}.caps[{n}].userns"] = userns
     b.cfg[f"{p}.ncaps"] = len(filters)
 
 
@@ -1155,6 +1181,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                             abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
                             abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
+    _chunk_arg(cfg, len(b.args), where)
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if b.follow:
         cfg["follow"] = sum(1 << si for si in range(int(abi.GenLimits.GEN_SELECTORS))
@@ -1192,6 +1219,17 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
         requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
+
+
+def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:
+    """maxData: the one buffer argument read beyond the record (``chunk_arg``)."""
+    big = [i for i in range(nargs)
+           if cfg.get(f"args[{i}].max_len", 0) > int(abi.GenLimits.GEN_STR_MAX)]
+    if len(big) > 1:
+        raise CompileError(f"{where}.args[{big[1]}].maxData", "one maxData argument per hook "
+                           "in this version of Vigil")
+    if big:
+        cfg["chunk_arg"] = big[0] + 1
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:

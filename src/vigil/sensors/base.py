@@ -20,9 +20,10 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
-from vigil.abi._generated import VG_CONFIG, VG_STATS, DropReason, GenLimits, Limits, MsgOp
+from vigil.abi._generated import VG_CONFIG, VG_STATS, DropReason, GenLimits, Limits, MsgOp, ProcFlag
 from vigil.abi.pack import pack
 from vigil.bpf.object import BpfObject, Map, possible_cpus
 from vigil.bpf.ringbuf import RingBuffer
@@ -235,14 +236,20 @@ class BaseSensor:
         assert self._obj is not None
         return {name: self._obj.map(name).fd for name in SHARED_MAPS}
 
-    def seed_procs(self, procs: Iterable[tuple[int, str]]) -> int:
-        """Record (tgid, binary) of processes found by the /proc scan in vg_procs, for
-        matchBinaries; a pid the kernel already recorded (it exec'd since) is kept."""
+    def seed_procs(self, procs: Iterable[tuple[int, str, tuple[int, int, int] | None]]) -> int:
+        """Record (tgid, binary, capabilities) of processes found by the /proc scan in
+        vg_procs, for matchBinaries and matchCapabilityChanges (the capabilities as
+        (effective, inheritable, permitted), or None when unknown: no change filter
+        matches such a process); a pid the kernel already recorded (it exec'd since) is
+        kept."""
         assert self._obj is not None
         m, n = self._obj.map("vg_procs"), 0
-        for tgid, binary in procs:
+        for tgid, binary, caps in procs:
             raw = binary.encode(errors="surrogateescape")[:BIN_MAX - 1]
-            value = pack("vg_proc", {"bin_len": len(raw), "bin": raw})
+            fields: dict[str, Any] = {"bin_len": len(raw), "bin": raw}
+            if caps is not None:
+                fields.update({"flags": int(ProcFlag.CAPS), "caps": list(caps)})
+            value = pack("vg_proc", fields)
             try:
                 m.update(tgid.to_bytes(4, "little"), value, flags=1)  # BPF_NOEXIST
                 n += 1

@@ -12,7 +12,7 @@ registered (``CompiledHook``); process dicts are the cache's shared ones.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,11 @@ _US_OFF, _US_LEN = _IX["ustack_off"], _IX["ustack_len"]
 _REQUESTS = {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}
 _IMA = int(GenFlag.IMA)
 _IMA_OFF, _IMA_LEN = _IX["ima_off"], _IX["ima_len"]
+_CHUNKS = int(GenFlag.CHUNKS)
+_DATA = abi.VG_DATA_MSG
+_DIX = abi.VG_DATA_MSG_INDEX
+# maxData chunks waiting for their record: (tid, hook, ktime) entries kept at most
+_PENDING_MAX = 64
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
 # "refcnt"), cleared when full
 _VIEW_CACHE_MAX = 4096
@@ -63,7 +68,7 @@ class CompiledHook:
     """What every event of one registered hook shares, prepared when it is registered."""
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
-                 "message", "tags", "metric_keys", "functions", "ndata",
+                 "message", "tags", "metric_keys", "functions", "ndata", "nargs",
                  "requests")
 
     def __init__(self, reg: RegisteredHook) -> None:
@@ -71,8 +76,11 @@ class CompiledHook:
         self.reg = reg
         self.event = plan.event
         # (renderer, index of the argument's offset in the unpacked record), per argument
+        # (arguments of type nop are in the record, empty, and in no event: as Tetragon)
         self.slots: tuple[tuple[Renderer, int], ...] = tuple(
-            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS]))
+            (arg_renderer(a), _OFF + i) for i, a in enumerate(plan.args[:_MAX_ARGS])
+            if a.out != "nop")
+        self.nargs = len(plan.args[:_MAX_ARGS])
         self.ret = arg_renderer(plan.return_arg) if plan.return_arg is not None else None
         self.body: BodyBuilder = _BODIES.get(plan.event, _uprobe_body)
         self.function_name = plan.function_name
@@ -149,9 +157,28 @@ class PolicyEvents:
         for op in (MsgOp.GENERIC_KPROBE, MsgOp.GENERIC_TRACEPOINT, MsgOp.GENERIC_UPROBE,
                    MsgOp.GENERIC_LSM, MsgOp.GENERIC_USDT):
             pipeline.add_handler(op, self.handle)
+        # maxData: (tid, hook, ktime) -> [(argument, offset, bytes)], sent before the record
+        self._pending: OrderedDict[tuple[int, int, int], list[tuple[int, int, bytes]]] = \
+            OrderedDict()
+        pipeline.add_handler(MsgOp.DATA, self.handle_data)
         from vigil.loader_events import BuildIds
         self.build_ids = BuildIds()
         pipeline.add_handler(MsgOp.LOADER, self.handle_loader)
+
+    def handle_data(self, rec: bytes) -> Event | None:
+        """A VG_MSG_DATA record: bytes of a maxData buffer, kept for its record."""
+        if len(rec) < _DATA.size:
+            raise DecodeError(f"data record of {len(rec)} bytes < {_DATA.size}")
+        d = _DATA.unpack_from(rec)
+        key = (d[_DIX["tid"]], d[_DIX["hook_id"]], d[_DIX["hdr.ktime"]])
+        chunks = self._pending.get(key)
+        if chunks is None:
+            if len(self._pending) >= _PENDING_MAX:  # records that never came
+                self._pending.popitem(last=False)
+            chunks = self._pending[key] = []
+        n = d[_DIX["len"]]
+        chunks.append((d[_DIX["arg"]], d[_DIX["off"]], rec[_DATA.size:_DATA.size + n]))
+        return None
 
     def handle(self, rec: bytes) -> Event | None:
         if len(rec) < _HEAD:
@@ -162,15 +189,20 @@ class PolicyEvents:
             self.unknown_hook += 1
             return None
         slots = hook.slots
-        if v[_NARGS] != len(slots):  # the record has fewer arguments, or more (checked only)
-            slots = _check_extra_args(rec, v, slots)
+        if v[_NARGS] != hook.nargs:  # the record has fewer arguments, or more (checked only)
+            slots = _check_extra_args(rec, v, slots, hook.nargs)
+        chunks = (self._pending.pop((v[_TID], v[_HOOK], v[_KTIME]), None)
+                  if v[_FLAGS] & _CHUNKS else None)
         args = []
         for render, i in slots:
             start = _HEAD + v[i]
             end = start + v[i + _LEN_OF]
             if end > len(rec):
                 raise DecodeError(f"argument {i - _OFF} beyond the record")
-            args.append(render(rec[start:end], v[i + _ORIG_OF]))
+            raw = rec[start:end]
+            if chunks:
+                raw = _with_chunks(raw, [c for c in chunks if c[0] == i - _OFF])
+            args.append(render(raw, v[i + _ORIG_OF]))
         ret = None
         if hook.ret is not None and v[_FLAGS] & _RETURN:
             if v[_FLAGS] & _RET_STR:  # a string return value, in the tail
@@ -283,15 +315,27 @@ def _list_and_data(hook: CompiledHook, body: dict[str, Any], func: int,
         body["data"] = data
 
 
-def _check_extra_args(rec: bytes, v: tuple[int, ...],
-                      slots: tuple[tuple[Renderer, int], ...]) -> tuple[tuple[Renderer, int], ...]:
-    """The slots to render when the record's argument count is not the hook's: the first
-    ``nargs`` of them; arguments the hook does not render must still lie in the record."""
+def _with_chunks(first: bytes, chunks: list[tuple[int, int, bytes]]) -> bytes:
+    """A maxData buffer: its first bytes (in the record) and the chunks that continue it
+    without a gap (a chunk lost on the way ends it: it renders truncated)."""
+    out = bytearray(first)
+    for _arg, off, data in sorted(chunks, key=lambda c: c[1]):
+        if off != len(out):
+            break
+        out += data
+    return bytes(out)
+
+
+def _check_extra_args(rec: bytes, v: tuple[int, ...], slots: tuple[tuple[Renderer, int], ...],
+                      nargs: int) -> tuple[tuple[Renderer, int], ...]:
+    """The slots to render when the record's argument count is not the hook's (``nargs``):
+    those of its first arguments; arguments the hook does not render must still lie in
+    the record."""
     n = min(v[_NARGS], _MAX_ARGS)
-    for i in range(_OFF + len(slots), _OFF + n):
+    for i in range(_OFF + nargs, _OFF + n):
         if _HEAD + v[i] + v[i + _LEN_OF] > len(rec):
             raise DecodeError(f"argument {i - _OFF} beyond the record")
-    return slots[:n]
+    return tuple(s for s in slots if s[1] < _OFF + n)
 
 
 # ---- bodies, in each message's field order ------------------------------------------
