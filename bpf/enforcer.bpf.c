@@ -64,8 +64,9 @@ static __always_inline int vg_enf_take(struct vg_enforcer_note *out)
 	return 0;
 }
 
+/* 64 bits, sign-extended: the syscall function returns a long (see vg_gen_fmodret) */
 SEC("fmod_ret")
-int vg_enf_fmodret(void *ctx)
+long vg_enf_fmodret(void *ctx)
 {
 	struct vg_enforcer_note n;
 
@@ -73,7 +74,7 @@ int vg_enf_fmodret(void *ctx)
 		return 0;
 	if (n.error)
 		vg_enf_count(VG_ENF_OVERRIDE);
-	return n.error;
+	return (long)(__s32)n.error;
 }
 
 /* raw_syscalls/sys_exit: args[0] = struct pt_regs *, args[1] = the return value */

@@ -1855,15 +1855,17 @@ int vg_gen_fexit(void *ctx)
 	return 0;
 }
 
-/* Override on security_* functions: a non-zero return skips the function and is its result. */
+/* Override on security_* and syscall functions: a non-zero return skips the function and
+ * is its result. 64 bits, sign-extended: a syscall function returns a long, and an int
+ * -1 left in the low half would reach the caller as 4294967295, not -EPERM. */
 SEC("fmod_ret")
-int vg_gen_fmodret(void *ctx)
+long vg_gen_fmodret(void *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
 
 	vg_btf_args(ctx, raw);
-	return vg_gen_run_phase(ctx, raw, 0, 0,
-				CFG.flags & VG_HOOKF_PAIR ? VG_PHASE_DECIDE : VG_PHASE_ALL);
+	return (long)vg_gen_run_phase(ctx, raw, 0, 0,
+				      CFG.flags & VG_HOOKF_PAIR ? VG_PHASE_DECIDE : VG_PHASE_ALL);
 }
 
 /* BPF LSM: Override's error denies the operation. */

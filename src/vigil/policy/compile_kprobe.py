@@ -136,8 +136,17 @@ def compile_sections(spec: Any, view: Any, hook_id: int, monitor: bool, notes: l
 
 # ---- mechanism --------------------------------------------------------------------------
 
+def _has_stack_traces(selectors: Sequence[Any]) -> bool:
+    return any(getattr(a, "kernel_stack_trace", False) or getattr(a, "user_stack_trace", False)
+               for s in selectors for a in (s.match_actions or ()))
+
+
 def _mechanism(call: str, view: Any, section: str, override: bool, where: str,
-               regs: bool = False) -> str:
+               regs: bool = False, stacks: bool = False) -> str:
+    """``regs``: pt_regs data sources, which need a kprobe (trampolines have none).
+    ``stacks``: kernelStackTrace / userStackTrace, taken from a plain kprobe where there
+    is one (from a BPF trampoline, 6.1's bpf_get_stack returns no kernel stack); from
+    fentry only on kernels without kprobes."""
     mode = getattr(view, "kprobe_mode", "auto") or "auto"
     if mode not in MODES:
         raise CompileError(where, f"kprobe mode {mode!r} is not one of {', '.join(MODES)}")
@@ -168,12 +177,17 @@ def _mechanism(call: str, view: Any, section: str, override: bool, where: str,
                                "kernel (CONFIG_KPROBES is off)")
         return "kprobe"
     btf = getattr(view, "btf", None)
-    if view.fentry and (btf is None or call in btf.funcs) and not regs:
-        return "fentry"  # (pt_regs data sources need a kprobe: trampolines have none)
+    trampoline = view.fentry and (btf is None or call in btf.funcs) and not regs
+    if trampoline and not stacks:
+        return "fentry"
+    if stacks and view.kprobes:
+        return "kprobe"
     if getattr(view, "kprobe_multi", False):
         return "kprobe_multi"
     if view.kprobes:
         return "kprobe"
+    if trampoline:
+        return "fentry"
     raise CompileError(f"{where}.call", f"{call}: this kernel has neither kprobes nor BPF "
                        "trampolines")
 
@@ -299,7 +313,8 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                         if _has_override([s])):
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
-    mech = _mechanism(call, view, section, override, where, regs=D.uses_regs(kp))
+    mech = _mechanism(call, view, section, override, where, regs=D.uses_regs(kp),
+                      stacks=_has_stack_traces(selectors))
     if mech == "fmod_ret" and btf is not None and btf.kind(btf.strip(btf.func_return(call))) == 0:
         raise CompileError(f"{where}.call", f"Override on {call}: it returns void")
     b = C._HookBuilder(where, view, lists)
