@@ -35,6 +35,24 @@ static __always_inline int vg_usdt_set(__u32 index, __u32 value);
 #include <bpf/usdt.bpf.h>
 
 /* Write `value` into USDT argument `index` of the current probe hit; 0 on success. */
+
+/*
+ * One writer per width, each a separate BPF function with a constant size: a single call
+ * with a variable size (clang folds a switch of constant-size calls back into one) loses
+ * its bounds in older verifiers (6.1: "invalid zero-sized read").
+ */
+#define VG_USDT_WRITER(n)							\
+	static __noinline int vg_usdt_write##n(void *addr, __u64 v)		\
+	{									\
+		if (!addr)							\
+			return -1;						\
+		return bpf_probe_write_user(addr, &v, n) ? -1 : 0;		\
+	}
+VG_USDT_WRITER(1)
+VG_USDT_WRITER(2)
+VG_USDT_WRITER(4)
+VG_USDT_WRITER(8)
+
 static __always_inline int vg_usdt_set(__u32 index, __u32 value)
 {
 	struct __bpf_usdt_arg_spec *a;
@@ -60,17 +78,16 @@ static __always_inline int vg_usdt_set(__u32 index, __u32 value)
 		return -1;
 	addr = (void *)(base + a->val_off);
 	size = (64 - (__u32)(__u8)a->arg_bitshift) >> 3;
-	/* little endian: the low `size` bytes of v are the value at that width; constant
-	 * sizes, because older verifiers lose a variable size's bounds and refuse the call */
+	/* little endian: the low `size` bytes of v are the value at that width */
 	switch (size) {
 	case 1:
-		return bpf_probe_write_user(addr, &v, 1) ? -1 : 0;
+		return vg_usdt_write1(addr, v);
 	case 2:
-		return bpf_probe_write_user(addr, &v, 2) ? -1 : 0;
+		return vg_usdt_write2(addr, v);
 	case 4:
-		return bpf_probe_write_user(addr, &v, 4) ? -1 : 0;
+		return vg_usdt_write4(addr, v);
 	case 8:
-		return bpf_probe_write_user(addr, &v, 8) ? -1 : 0;
+		return vg_usdt_write8(addr, v);
 	default:
 		return -1;
 	}
