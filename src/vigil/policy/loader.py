@@ -536,22 +536,16 @@ def load_document(text: str, source: str = "<string>") -> Any:
     """One YAML (or JSON) document as plain data, under the same bounds as a policy
     (size, nodes, aliases, depth): for policy-shaped input that is not validated as a
     policy, e.g. a Kubernetes object to sign. Raises PolicyError with the location."""
-    check_policy_size(text, source)
-    try:
-        node, problems = _compose(text)
-    except _Fatal as fatal:
-        _raise(source, [Diagnostic(source, *fatal.pos, "", fatal.code, str(fatal))])
-    builder = _Builder()
-    data = builder.build(node, ())
-    diags = [Diagnostic(source, *p.pos, format_path(p.path), "policy.yaml", p.message)
-             for p in problems + builder.problems]
+    data, _node, _builder, diags = _read(text, source)
     if any(d.is_error for d in diags):
         _raise(source, diags)
     return data
 
 
-def load_policy(text: str, source: str = "<string>") -> Policy:
-    """Parse and validate one policy. Raises PolicyError listing every problem."""
+def _read(text: str, source: str) -> tuple[Any, Node, _Builder, list[Diagnostic]]:
+    """The bounded read shared by policies and plain documents: (data, its node, the
+    builder with its locations, the diagnostics so far). Raises PolicyError for text
+    that is not YAML or is over a bound."""
     check_policy_size(text, source)
     try:
         node, problems = _compose(text)
@@ -561,6 +555,12 @@ def load_policy(text: str, source: str = "<string>") -> Policy:
     data = builder.build(node, ())
     diags = [Diagnostic(source, *p.pos, format_path(p.path), "policy.yaml", p.message)
              for p in problems + builder.problems]
+    return data, node, builder, diags
+
+
+def load_policy(text: str, source: str = "<string>") -> Policy:
+    """Parse and validate one policy. Raises PolicyError listing every problem."""
+    data, node, builder, diags = _read(text, source)
     if not isinstance(data, dict):
         diags.append(Diagnostic(source, *_pos(node), "", "policy.yaml",
                                 f"a policy must be a mapping, got {type_name(data)}"))
