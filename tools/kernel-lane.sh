@@ -23,6 +23,9 @@
 #                  that kernel adds); other kernels run LANE_TEST_CMD or the whole tier
 #   LANE_MEM, LANE_CPUS  guest size (2G, 2)
 #   LANE_TIMEOUT   seconds one guest may run before it is killed (default 1500)
+#   LANE_RETRIES   boots again (default 1) of a guest that died before its tests finished
+#                  (no KVER.rc: QEMU or the guest kernel gone, not a timeout); failing
+#                  tests are not retried
 #   LANE_PARALLEL=1  boot the kernels at the same time (consoles kept in results/KVER.console)
 #   LANE_REQUIRE   e.g. "6.1 6.12": fail unless a kernel of each of these versions is run
 #   LANE_9P=1      9p root instead of virtiofs (slower Python start-up)
@@ -238,7 +241,7 @@ verdict() { # kver guest-status -> one summary line; fails unless the guest ran 
 }
 
 test_all() {
-  local ks=("$@") k t0 failed=() summary=() pids=()
+  local ks=("$@") k t0 failed=() summary=() pids=() retried=()
   [ ${#ks[@]} -gt 0 ] || mapfile -t ks < <(kernels)
   [ ${#ks[@]} -gt 0 ] || die "no kernels cached (tools/kernel-lane.sh setup)"
   for k in ${LANE_REQUIRE:-}; do # e.g. "6.1 6.12": each must be among the kernels run
@@ -256,9 +259,19 @@ test_all() {
       pids+=($!)
     else
       say "=== $k"
-      local t1 rc=0
+      local t1 rc=0 try
       t1=$(date +%s)
-      run_guest "$k" "$(guest_script "$k")" || rc=$?
+      for try in $(seq 0 "${LANE_RETRIES:-1}"); do
+        rc=0
+        run_guest "$k" "$(guest_script "$k")" || rc=$?
+        # tests that ran to the end wrote $k.rc, passed or not: only a guest that died
+        # before that (QEMU or the guest kernel gone, a timeout) is booted again
+        [ -s "$RES/$k.rc" ] && break
+        case $rc in 124|137) break ;; esac  # timed out: hung, not gone; do not wait again
+        mv -f "$RES/$k.txt" "$RES/$k.died-$try.txt" 2>/dev/null || true
+        say "$k: the guest died before its tests finished (exit $rc, output in $k.died-$try.txt)"
+        retried+=("$k")
+      done
       echo "$rc $(( $(date +%s) - t1 ))" > "$RES/$k.exit"
     fi
   done
@@ -274,6 +287,7 @@ test_all() {
   done
   say "summary ($(( $(date +%s) - t0 ))s in all):"
   printf '  %s\n' "${summary[@]}" >&2
+  [ ${#retried[@]} -eq 0 ] || say "booted again after a guest died: ${retried[*]}"
   if [ ${#failed[@]} -gt 0 ]; then
     say "FAILED in: ${failed[*]}"
     return 1
