@@ -270,7 +270,7 @@ test_all() {
         case $rc in 124|137) break ;; esac  # timed out: hung, not gone; do not wait again
         mv -f "$RES/$k.txt" "$RES/$k.died-$try.txt" 2>/dev/null || true
         say "$k: the guest died before its tests finished (exit $rc, output in $k.died-$try.txt)"
-        retried+=("$k")
+        [ "$try" -lt "${LANE_RETRIES:-1}" ] && retried+=("$k")
       done
       echo "$rc $(( $(date +%s) - t1 ))" > "$RES/$k.exit"
     fi
