@@ -145,8 +145,8 @@ def _mechanism(call: str, view: Any, section: str, override: bool, where: str,
                regs: bool = False, stacks: bool = False) -> str:
     """``regs``: pt_regs data sources, which need a kprobe (trampolines have none).
     ``stacks``: kernelStackTrace / userStackTrace, taken from a plain kprobe where there
-    is one (from a BPF trampoline, 6.1's bpf_get_stack returns no kernel stack); from
-    fentry only on kernels without kprobes."""
+    is one, as Tetragon takes them (the path the lane checks on 6.1 and 6.12 with
+    stack_traces.yaml); from fentry only on kernels without kprobes."""
     mode = getattr(view, "kprobe_mode", "auto") or "auto"
     if mode not in MODES:
         raise CompileError(where, f"kprobe mode {mode!r} is not one of {', '.join(MODES)}")
