@@ -61,8 +61,11 @@ def agent_control(agent: Agent) -> AgentControl:
         writers = agent.export_writers
         return writers[0] if writers else None
 
+    def domains() -> list[str]:
+        return ["static", "grpc"] + (["k8s"] if agent.k8s is not None else [])
+
     return AgentControl(name="vigil", probes=feature_probes, conf=conf, processes=processes,
-                        event_log=event_log,
+                        event_log=event_log, domains=domains,
                         build={"python_version": f"python{platform.python_version()}"})
 
 

@@ -118,9 +118,6 @@ def start(agent: Any) -> K8sRuntime | None:
     rt = K8sRuntime(cfg, api_client(cfg), agent.policies, getattr(agent.cfg, "procfs", "/proc"))
     rt.start()
     agent.pod_source = rt.pods
-    server = getattr(agent, "server", None)
-    if server is not None and "k8s" not in server.servicer.domains:
-        server.servicer.domains.append("k8s")  # ListDomains: policies from the cluster
     metrics = getattr(agent, "metrics", None)
     if metrics is not None:
         metrics.registry.register(K8sCollector(rt))

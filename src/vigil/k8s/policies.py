@@ -88,7 +88,6 @@ class PolicyWatcher:
             log.warning("%s %s: %d bytes, over the %d-byte limit: not loaded", self.kind,
                         _name(key), len(text), MAX_POLICY_BYTES)
             return
-        checked = {}
         verifier = getattr(self.manager, "verifier", None)
         if verifier is not None:
             from vigil.policy.signing import K8S_ANNOTATION, k8s_signed_bytes
@@ -101,9 +100,9 @@ class PolicyWatcher:
                 self.errors["unsigned"] += 1
                 log.error("%s", err)
                 return
-            checked = {"signature_checked": True}
         try:
-            info = self.manager.add(text, source="k8s", **checked)
+            info = self.manager.add(text, source="k8s",
+                                    signature_checked=verifier is not None)
         except Exception as err:  # noqa: BLE001 - refused: log, count, keep watching
             self.errors["refused"] += 1
             log.error("%s %s not loaded: %s", self.kind, _name(key), err)

@@ -140,6 +140,9 @@ class AgentControl:
     processes: Callable[[], list[ProcessEntry]] | None = None
     event_log: Callable[[], EventLog | None] = lambda: None
     build: dict[str, str] = field(default_factory=dict)
+    # where policies come from: files at start-up, this API, and the cluster's resources
+    # when the agent watches them
+    domains: Callable[[], list[str]] = lambda: ["static", "grpc"]
 
 
 __all__ = ["AgentControl", "EventLog", "LEVELS", "PROCESS_DUMP_CAP", "ProcessEntry",

@@ -176,9 +176,6 @@ class FineGuidanceSensorsServicer:
         self.subscribers = Subscribers(deps.max_subscribers)
         self.encode_errors = 0
         self.runtime_hooks = 0
-        # where policies come from: files at start-up and this API; the Kubernetes side
-        # adds "k8s" when it watches policy resources
-        self.domains = ["static", "grpc"]
         # who records the containers RuntimeHook announces (vigil.containers)
         self.on_create_container: Callable[[Any], Any] | None = None
         self._droplog = RateLimitedLog(log)
@@ -381,7 +378,7 @@ class FineGuidanceSensorsServicer:
                     context: Context) -> sensors_pb2.ListDomainsResponse:
         """Where policies come from: files at start-up (static), this API (grpc) and,
         with ``--enable-k8s-api``, TracingPolicy resources (k8s)."""
-        return sensors_pb2.ListDomainsResponse(domains=list(self.domains))
+        return sensors_pb2.ListDomainsResponse(domains=self.deps.control.domains())
 
     def RuntimeHook(self, request: tetragon_pb2.RuntimeHookRequest,
                     context: Context) -> tetragon_pb2.RuntimeHookResponse:
