@@ -14,8 +14,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from tests.e2e.agentproc import AgentProcess
 
@@ -117,7 +119,15 @@ spec:
 """
 
 
-def test_check_as_nobody_validates_and_warns() -> None:
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory uid 65534 can read (pytest's tmp_path sits under a 0700 one)."""
+    with tempfile.TemporaryDirectory(prefix="vigil-nobody-") as d:
+        os.chmod(d, 0o755)
+        yield Path(d)
+
+
+def test_check_as_nobody_validates_and_warns(public_dir: Path) -> None:
     """`tracingpolicy check` as uid 65534 (no capabilities, tracefs unreadable): a
     syscall tracepoint policy is valid (exit 0) with a warning naming what it could not
     verify, not an error. The check runs in a child that dropped to nobody after the
@@ -125,19 +135,13 @@ def test_check_as_nobody_validates_and_warns() -> None:
     from click.testing import CliRunner
 
     from vigil.cli import cli
-    with tempfile.TemporaryDirectory(prefix="vigil-nobody-") as d:  # readable by nobody
-        os.chmod(d, 0o755)
-        _check_as_nobody(CliRunner, cli, Path(d))
-
-
-def _check_as_nobody(runner: Any, cli: Any, tmp_path: Path) -> None:
-    pol = tmp_path / "tp.yaml"
+    pol = public_dir / "tp.yaml"
     pol.write_text(TRACEPOINT_POLICY)
     os.chmod(pol, 0o644)
-    warm = tmp_path / "warm.yaml"  # another tracepoint: nothing of openat is cached
+    warm = public_dir / "warm.yaml"  # another tracepoint: nothing of openat is cached
     warm.write_text(TRACEPOINT_POLICY.replace("sys_enter_openat", "sys_enter_getppid")
                     .split("    args:")[0])
-    assert runner().invoke(cli, ["tracingpolicy", "check", str(warm)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["tracingpolicy", "check", str(warm)]).exit_code == 0
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
@@ -147,7 +151,7 @@ def _check_as_nobody(runner: Any, cli: Any, tmp_path: Path) -> None:
             os.setgroups([])
             os.setresgid(65534, 65534, 65534)
             os.setresuid(65534, 65534, 65534)
-            res = runner().invoke(cli, ["tracingpolicy", "check", str(pol)])
+            res = CliRunner().invoke(cli, ["tracingpolicy", "check", str(pol)])
             os.write(w, f"{res.exit_code}\n{res.output}".encode())
             code = 0
         finally:
