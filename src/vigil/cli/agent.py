@@ -96,8 +96,12 @@ def _given(param: str) -> bool:
 @click.option("--enable-process-ns", is_flag=True, help="Add namespaces to processes.")
 @click.option("--enable-ancestors", default="", metavar="LIST",
               help="Comma list of event kinds with ancestors; 'base' for exec/exit.")
-@click.option("--rb-size-total", default="64M", show_default=True,
-              help="BPF ring buffer size (K/M/G suffix; rounded up to a power of two).")
+@click.option("--rb-size", default="0", show_default=True,
+              help="BPF ring buffer size per CPU (K/M/G suffix); 0: 1M per CPU, at least "
+                   "2M in all. The total is rounded up to a power of two.")
+@click.option("--rb-size-total", default="0", show_default=True,
+              help="BPF ring buffer size in all (K/M/G suffix; rounded up to a power of "
+                   "two); overrides --rb-size.")
 @click.option("--tracing-policy", multiple=True, metavar="FILE",
               help="TracingPolicy YAML to load at start (repeatable). A policy that is "
                    "invalid or cannot load here stops start-up with its diagnostics.")
@@ -188,6 +192,7 @@ def agent(**opts: Any) -> None:
             enable_process_ns=bool(opts["enable_process_ns"]),
             enable_ancestors="base" in ancestors,
             rb_size_total=_size(str(opts["rb_size_total"])),
+            rb_size=_size(str(opts["rb_size"])),
             max_args=int(opts["exec_args_max_bytes"]),
             export=ExportConfig(
                 filename=str(opts["export_filename"]),

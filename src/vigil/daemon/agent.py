@@ -63,7 +63,8 @@ class AgentConfig:
     process_cred_changes: str = "events"
     enable_process_ns: bool = False
     enable_ancestors: bool = False
-    rb_size_total: int = 64 << 20
+    rb_size_total: int = 0            # 0: rb_size per CPU (vigil.sensors.base.ring_size)
+    rb_size: int = 0
     max_args: int = 16128
     poll_interval: float = 0.05       # max latency of a quiet ring
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -106,6 +107,18 @@ def check_privileges() -> None:
     why = privileges()
     if why:
         raise PrivilegeError(f"{why} (sudo vigil agent)")
+
+
+def _resident() -> str:
+    """This process's resident memory as /proc/self/status reports it (anonymous and
+    file-backed; the ring buffer's pages count as file-backed)."""
+    try:
+        with open("/proc/self/status") as f:
+            got = dict(ln.split(":", 1) for ln in f if ln.startswith(("VmRSS", "RssAnon",
+                                                                       "RssFile")))
+    except OSError:
+        return "unknown"
+    return ", ".join(f"{k} {v.strip()}" for k, v in got.items())
 
 
 def check_btf() -> None:
@@ -250,7 +263,11 @@ class Agent:
         todo = plan(STEPS, steps)
         try:
             for step in todo:
+                t0 = time.monotonic()
                 step.run(self)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("start-up step %s: %.3f s, resident memory now %s", step.name,
+                              time.monotonic() - t0, _resident())
         except BaseException:
             self.stop()
             raise

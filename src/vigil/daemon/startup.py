@@ -85,7 +85,8 @@ def _base_sensor(agent: Agent) -> None:
     from vigil.sensors.base import BaseSensor, BaseSensorConfig  # imports libbpf
     cfg = agent.cfg
     agent.sensor = BaseSensor(BaseSensorConfig(
-        ring_bytes=cfg.rb_size_total, max_args=cfg.max_args, cgroup_rate=cfg.cgroup_rate,
+        ring_bytes=cfg.rb_size_total, ring_bytes_per_cpu=cfg.rb_size,
+        max_args=cfg.max_args, cgroup_rate=cfg.cgroup_rate,
         track_creds=cfg.process_cred_changes != "off"))
     agent.sensor.load()
 

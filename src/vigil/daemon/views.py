@@ -46,6 +46,7 @@ def agent_control(agent: Agent) -> AgentControl:
             "enable-process-cred": str(a.enable_process_cred).lower(),
             "enable-process-ns": str(a.enable_process_ns).lower(),
             "enable-ancestors": str(a.enable_ancestors).lower(),
+            "rb-size": str(a.rb_size),
             "rb-size-total": str(a.rb_size_total),
             "export-rate-limit": str(a.export_rate_limit),
             "tracing-policy-dir": a.tracing_policy_dir,

@@ -9,7 +9,11 @@ functions and structs go into dicts; everything else is decoded on demand.
 from __future__ import annotations
 
 import functools
+import os
 import struct
+import threading
+import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +68,7 @@ class KernelBtf:
         # are the module's own strings, at _mod_strs in _d
         self._base_strs = str_len
         self._mod_strs = self._mod_str_end = 0
-        self._pos: list[int] = [0]  # type id -> offset of its record (id 0 = void)
+        self._pos = array("I", [0])  # type id -> offset of its record (id 0 = void)
         self.funcs: dict[str, int] = {}
         self.structs: dict[str, int] = {}
         self.tp_typedefs: dict[str, int] = {}  # btf_trace_<event> typedefs (raw tracepoints)
@@ -88,7 +92,7 @@ class KernelBtf:
         out._base_strs = self._base_strs
         out._mod_strs = base + hdr_len + str_off
         out._mod_str_end = out._mod_strs + str_len
-        out._pos = list(self._pos)
+        out._pos = array("I", self._pos)
         out.funcs, out.structs = {}, {}
         out.tp_typedefs = dict(self.tp_typedefs)
         out._index(out._types, out._types + type_len)
@@ -318,6 +322,8 @@ def module_btf(base: KernelBtf, module: str, root: str = MODULES) -> KernelBtf |
     None if the module has none here."""
     if "/" in module or module in ("", ".", "..", "vmlinux"):
         return None
+    if isinstance(base, SharedKernelBtf):
+        base = base.get()
     cache: dict[str, KernelBtf] = base.__dict__.setdefault("_modules", {})
     if module not in cache:
         try:
@@ -334,3 +340,76 @@ def kernel_btf() -> KernelBtf | None:
         return KernelBtf.load()
     except OSError:
         return None
+
+
+class SharedKernelBtf:
+    """The running kernel's BTF for a long-running agent: parsed when a policy first needs
+    it, dropped again after ``idle_s`` seconds without use.
+
+    Parsed, the vmlinux BTF takes about 20 MB of the agent's memory, and most policies
+    (tracepoints, uprobes, USDT) never look at it. Attribute access is passed through to
+    the parsed :class:`KernelBtf`, so the compiler uses either the same way.
+    """
+
+    def __init__(self, path: str = VMLINUX, idle_s: float = 60.0) -> None:
+        self.path = path
+        self.idle_s = idle_s
+        self._lock = threading.Lock()
+        self._btf: KernelBtf | None = None
+        self._used = 0.0
+        self._timer: threading.Timer | None = None
+
+    def get(self) -> KernelBtf:
+        """The parsed BTF (parsing it now if it was dropped); OSError if unreadable."""
+        with self._lock:
+            self._used = time.monotonic()
+            if self._btf is None:
+                self._btf = KernelBtf.load(self.path)
+            if self._timer is None:
+                self._arm(self.idle_s)
+            return self._btf
+
+    @property
+    def loaded(self) -> bool:
+        return self._btf is not None
+
+    def release(self) -> None:
+        """Drop the parsed BTF now (the next use parses it again)."""
+        with self._lock:
+            self._btf = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._expire)
+        self._timer.name = "vigil-btf-release"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            idle = time.monotonic() - self._used
+            if idle >= self.idle_s:
+                self._btf, self._timer = None, None
+            else:
+                self._arm(self.idle_s - idle)
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+
+_shared: SharedKernelBtf | None = None
+
+
+def shared_kernel_btf() -> SharedKernelBtf | None:
+    """The agent's :class:`SharedKernelBtf` of the running kernel (one per process); None
+    if the kernel exposes no BTF."""
+    global _shared
+    if not os.path.exists(VMLINUX):
+        return None
+    if _shared is None:
+        _shared = SharedKernelBtf()
+    return _shared

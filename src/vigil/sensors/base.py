@@ -54,7 +54,8 @@ RATE_MAP = "vg_cgroup_rate"
 
 @dataclass(frozen=True)
 class BaseSensorConfig:
-    ring_bytes: int = 64 << 20     # --rb-size-total; power of two, >= page size
+    ring_bytes: int = 0             # --rb-size-total; 0: ring_bytes_per_cpu per CPU
+    ring_bytes_per_cpu: int = 0     # --rb-size; 0: AUTO_RING_PER_CPU
     max_args: int = 16128           # argv bytes captured per exec (<= VG_ARGS_MAX)
     wakeup_bytes: int = 256 << 10   # wake the reader once this much is pending
     objects_dir: Path = OBJECTS_DIR
@@ -79,8 +80,27 @@ class KernelCounters:
         return sum(self.drops.values())
 
 
-def ring_size(requested: int) -> int:
-    """Round up to a power of two of at least one page, as the kernel requires."""
+# The ring's share per CPU when no size is given: 16 times Tetragon's 64 KiB, because
+# Vigil's reader has no large user-space queue behind the ring (Tetragon's holds 65,535
+# records), so a burst must fit in the ring itself while the reader catches up.
+AUTO_RING_PER_CPU = 1 << 20
+# Never smaller than this when sized automatically: eight wake-up thresholds
+# (``wakeup_bytes``), so the reader is woken long before the ring fills.
+AUTO_RING_MIN = 2 << 20
+
+
+def ring_size(total: int, per_cpu: int = 0, cpus: int = 1) -> int:
+    """The ring buffer's size in bytes: ``total`` if given, else ``per_cpu`` (default
+    AUTO_RING_PER_CPU, at least AUTO_RING_MIN in all) times ``cpus``; rounded up to a
+    power of two of at least one page, as the kernel requires.
+
+    The ring's pages are resident for the agent's whole life (they count in its RSS and
+    its cgroup's memory), so its size follows the machine, not a fixed large default."""
+    requested = total
+    if not requested:
+        requested = (per_cpu or AUTO_RING_PER_CPU) * max(1, cpus)
+        if not per_cpu:
+            requested = max(requested, AUTO_RING_MIN)
     size = os.sysconf("SC_PAGE_SIZE")
     while size < requested:
         size <<= 1
@@ -160,7 +180,8 @@ class BaseSensor:
         obj = BpfObject(self.cfg.objects_dir / "process.bpf.o", name="vigil_base")
         try:
             obj.set_rodata(self.rodata)
-            self.ring_bytes = ring_size(self.cfg.ring_bytes)
+            self.ring_bytes = ring_size(self.cfg.ring_bytes, self.cfg.ring_bytes_per_cpu,
+                                        os.cpu_count() or 1)
             obj.map("vg_events").set_max_entries(self.ring_bytes)
             rate_entries = int(Limits.CGROUP_RATE_ENTRIES) if self.cfg.cgroup_rate else 1
             obj.map(RATE_MAP).set_max_entries(rate_entries)
@@ -176,8 +197,8 @@ class BaseSensor:
             self._load_creds()
         if self.cfg.cgroup_rate is not None:
             self._start_sweeper(self.cfg.cgroup_rate.sweep_interval_s)
-        log.info("base sensor loaded: %s attached, ring buffer %d MiB, credential "
-                 "tracking %s", ", ".join(PROGRAMS), self.ring_bytes >> 20, self.creds_tracking)
+        log.info("base sensor loaded: %s attached, ring buffer %d KiB, credential "
+                 "tracking %s", ", ".join(PROGRAMS), self.ring_bytes >> 10, self.creds_tracking)
 
     def _load_creds(self) -> None:
         """Load and attach creds.bpf.o: its commit_creds hook where the kernel allows

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import grpc  # only for the StatusCode vocabulary, shared with the clients
 import h2.config
 import h2.connection
 import h2.errors
@@ -47,9 +46,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from vigil.server.status import StatusCode
+
 log = logging.getLogger(__name__)
 
-StatusCode = grpc.StatusCode
 _PREFIX = struct.Struct(">BI")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Our receive window: large enough that a 10 MiB policy arrives in few round trips.
@@ -87,7 +87,7 @@ def parse_timeout(value: str) -> float | None:
 class RpcError(Exception):
     """Ends a call with ``code`` and ``details`` (raised by :meth:`Context.abort`)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: StatusCode, details: str) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
@@ -135,7 +135,7 @@ class Context:
         """Extra trailers sent with the status (lower-case ASCII keys, as gRPC wants)."""
         self.trailing_metadata = tuple((k.lower(), v) for k, v in metadata)
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
+    def abort(self, code: StatusCode, details: str) -> None:
         raise RpcError(code, details)
 
     def time_remaining(self) -> float | None:
@@ -547,7 +547,7 @@ class GrpcConnection(asyncio.Protocol):
                                           ("grpc-accept-encoding", ACCEPT_ENCODING)])
         self._flush()
 
-    def _finish(self, call: _Call, code: grpc.StatusCode, details: str) -> None:
+    def _finish(self, call: _Call, code: StatusCode, details: str) -> None:
         """End ``call`` with a status (trailers, or a trailers-only response)."""
         if call.ended or self._closed:
             self._end(call, cancelled=False)
@@ -618,7 +618,7 @@ class GrpcConnection(asyncio.Protocol):
         self.conn.close_connection()
         self._flush()
 
-    def end_all(self, code: grpc.StatusCode, details: str) -> None:
+    def end_all(self, code: StatusCode, details: str) -> None:
         for call in list(self.calls.values()):
             self._finish(call, code, details)
         if self.transport is not None:

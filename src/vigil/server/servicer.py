@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-import grpc  # StatusCode
 from google.protobuf import any_pb2, json_format, message_factory, wrappers_pb2
 
 from vigil.api.tetragon import eventlogservice_pb2, events_pb2, sensors_pb2, tetragon_pb2
@@ -54,6 +53,7 @@ from vigil.server.convert import (
 )
 from vigil.server.filters import EventFilter, FieldFilters, FilterError
 from vigil.server.protocol import _PREFIX, Context, Method
+from vigil.server.status import StatusCode
 from vigil.server.subscriber import StreamSubscriber
 
 log = logging.getLogger(__name__)
@@ -133,34 +133,34 @@ class Subscribers:
         return self.departed_dropped + sum(s.dropped for s in self.live())
 
 
-def _abort(context: Context, code: grpc.StatusCode, msg: str) -> NoReturn:
+def _abort(context: Context, code: StatusCode, msg: str) -> NoReturn:
     context.abort(code, msg)
     raise AssertionError("unreachable")  # context.abort raises
 
 
-def _policy_error(err: Exception, what: str) -> tuple[grpc.StatusCode, str]:
+def _policy_error(err: Exception, what: str) -> tuple[StatusCode, str]:
     """Map a PolicyStore exception to a gRPC status (see vigil.policy.store_api)."""
     if isinstance(err, PolicySignatureError):
         # the caller is not authorised to load this content: PERMISSION_DENIED (not
         # FAILED_PRECONDITION, which says "this kernel cannot", and not INVALID_ARGUMENT:
         # the policy itself may be perfectly valid)
-        return grpc.StatusCode.PERMISSION_DENIED, str(err)
+        return StatusCode.PERMISSION_DENIED, str(err)
     if isinstance(err, PolicyError):
         diag = "\n".join(str(d) for d in err.diagnostics if str(d) not in str(err))
-        return grpc.StatusCode.INVALID_ARGUMENT, f"{err}\n{diag}".strip()
+        return StatusCode.INVALID_ARGUMENT, f"{err}\n{diag}".strip()
     if isinstance(err, PolicyExistsError):
-        return grpc.StatusCode.ALREADY_EXISTS, str(err)
+        return StatusCode.ALREADY_EXISTS, str(err)
     if isinstance(err, KeyError):
-        return grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found"
+        return StatusCode.NOT_FOUND, f"tracing policy {what} not found"
     if isinstance(err, PolicyModeError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(err)
+        return StatusCode.FAILED_PRECONDITION, str(err)
     if isinstance(err, FeatureNotSupported):  # a valid policy this kernel cannot load
-        return grpc.StatusCode.FAILED_PRECONDITION, str(err)
+        return StatusCode.FAILED_PRECONDITION, str(err)
     if isinstance(err, (BpfError, PrivilegeError)):
-        return grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {what}: {err}"
+        return StatusCode.FAILED_PRECONDITION, f"cannot load {what}: {err}"
     if isinstance(err, ValueError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(err)
-    return grpc.StatusCode.INTERNAL, f"{what}: {type(err).__name__}: {err}"
+        return StatusCode.INVALID_ARGUMENT, str(err)
+    return StatusCode.INTERNAL, f"{what}: {type(err).__name__}: {err}"
 
 
 _POLICY_ERRORS = (PolicySignatureError, PolicyError, PolicyExistsError, PolicyModeError, KeyError, FeatureNotSupported, BpfError,
@@ -189,10 +189,10 @@ class FineGuidanceSensorsServicer:
             allow, deny, fields = request_specs(request)
             flt, trim = EventFilter(allow, deny), FieldFilters(fields)
         except FilterError as err:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
+            _abort(context, StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
         sub = self.subscribers.open(context.peer(), self.deps.queue_events)
         if sub is None:
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            _abort(context, StatusCode.RESOURCE_EXHAUSTED,
                    f"too many GetEvents streams (limit {self.deps.max_subscribers})")
         self.deps.events.subscribe(sub)
         log.info("GetEvents %s from %s", sub.name, sub.peer)
@@ -316,7 +316,7 @@ class FineGuidanceSensorsServicer:
                                                 level=control.get_log_level())  # type: ignore[arg-type]  # enum number
         if request.flag == sensors_pb2.CONFIG_FLAG_DUMP_PROCESS_CACHE:
             return self._dump_processes(request, context)
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
+        _abort(context, StatusCode.INVALID_ARGUMENT, f"unknown debug flag {request.flag}")
 
     def _dump_processes(self, request: sensors_pb2.GetDebugRequest,
                         context: Context) -> sensors_pb2.GetDebugResponse:
@@ -324,7 +324,7 @@ class FineGuidanceSensorsServicer:
         trailer ``vigil-process-cache-total`` gives the count before the cap."""
         snap = self.deps.control.processes
         if snap is None:
-            _abort(context, grpc.StatusCode.UNAVAILABLE, "this agent has no process cache")
+            _abort(context, StatusCode.UNAVAILABLE, "this agent has no process cache")
         entries = snap()
         if request.dump.skip_zero_refcnt:
             entries = [e for e in entries if e.refcnt > 0]
@@ -347,14 +347,14 @@ class FineGuidanceSensorsServicer:
     def SetDebug(self, request: sensors_pb2.SetDebugRequest,
                  context: Context) -> sensors_pb2.SetDebugResponse:
         if request.flag != sensors_pb2.CONFIG_FLAG_LOG_LEVEL:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+            _abort(context, StatusCode.INVALID_ARGUMENT,
                    f"debug flag {sensors_pb2.ConfigFlag.Name(request.flag)} cannot be set"
                    if request.flag in sensors_pb2.ConfigFlag.values()
                    else f"unknown debug flag {request.flag}")
         try:
             level = control.set_log_level(request.level)
         except ValueError as err:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            _abort(context, StatusCode.INVALID_ARGUMENT, str(err))
         log.warning("log level of the vigil loggers set to %s over gRPC (%s)",
                     sensors_pb2.LogLevel.Name(level), context.peer())
         return sensors_pb2.SetDebugResponse(flag=request.flag, level=level)  # type: ignore[arg-type]  # enum number
@@ -386,7 +386,7 @@ class FineGuidanceSensorsServicer:
         handed to ``on_create_container`` (vigil.containers records the container), and
         answered once recorded, so the container's first exec finds it."""
         if request.WhichOneof("event") != "createContainer":
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+            _abort(context, StatusCode.INVALID_ARGUMENT,
                    "RuntimeHook needs a createContainer event")
         c = request.createContainer
         self.runtime_hooks += 1
@@ -397,7 +397,7 @@ class FineGuidanceSensorsServicer:
             try:
                 self.on_create_container(c)
             except ValueError as err:
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                _abort(context, StatusCode.INVALID_ARGUMENT, str(err))
         return tetragon_pb2.RuntimeHookResponse()
 
     # -- policies --------------------------------------------------------------------
@@ -405,7 +405,7 @@ class FineGuidanceSensorsServicer:
     def _store(self, context: Context) -> PolicyStore:
         store = self.deps.policies()
         if store is None:
-            _abort(context, grpc.StatusCode.UNAVAILABLE,
+            _abort(context, StatusCode.UNAVAILABLE,
                    "this agent has no tracing-policy engine")
         return store
 
@@ -416,9 +416,9 @@ class FineGuidanceSensorsServicer:
             return fn(store)
         except _POLICY_ERRORS as err:
             code, msg = _policy_error(err, what)
-        if code == grpc.StatusCode.INTERNAL:
+        if code == StatusCode.INTERNAL:
             log.error("policy RPC failed: %s", msg)
-        elif code == grpc.StatusCode.PERMISSION_DENIED:  # worth an operator's attention
+        elif code == StatusCode.PERMISSION_DENIED:  # worth an operator's attention
             log.warning("%s refused (%s): %s", what, context.peer(), msg)
         _abort(context, code, msg)
 
@@ -427,22 +427,22 @@ class FineGuidanceSensorsServicer:
         """The policy the request names, in the request's domain (default "grpc")."""
         what = f"{namespace}/{name}" if namespace else name
         if not name:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a policy name is required")
+            _abort(context, StatusCode.INVALID_ARGUMENT, "a policy name is required")
         domain = domain or "grpc"
         for p in self._call(context, what, lambda s: s.list()):
             if p.name == name and p.namespace == namespace:
                 if p.domain != domain:
-                    _abort(context, grpc.StatusCode.NOT_FOUND,
+                    _abort(context, StatusCode.NOT_FOUND,
                            f"tracing policy {what} not found in domain {domain!r} "
                            f"(it is in domain {p.domain!r})")
                 return p
-        _abort(context, grpc.StatusCode.NOT_FOUND, f"tracing policy {what} not found")
+        _abort(context, StatusCode.NOT_FOUND, f"tracing policy {what} not found")
 
     def AddTracingPolicy(self, request: sensors_pb2.AddTracingPolicyRequest,
                          context: Context) -> sensors_pb2.AddTracingPolicyResponse:
         domain = request.domain or "grpc"
         if domain != "grpc":
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+            _abort(context, StatusCode.INVALID_ARGUMENT,
                    f"policies can only be added to the 'grpc' domain, not {domain!r}")
         # signed-policies mode: the detached signature travels as request metadata, since
         # Tetragon's AddTracingPolicyRequest has only yaml and domain
@@ -502,7 +502,7 @@ class FineGuidanceSensorsServicer:
             try:
                 mode = PolicyMode(request.mode)
             except ValueError:
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                _abort(context, StatusCode.INVALID_ARGUMENT,
                        f"unknown policy mode {request.mode}")
             self._call(context, p.name, lambda s: s.set_mode(p.name, p.namespace, mode))
             log.info("tracing policy %s mode set to %s over gRPC (%s)", p.name,
@@ -576,7 +576,7 @@ class EventLogServicer:
     def _log(self, context: Context) -> control.EventLog:
         writer = self.deps.control.event_log()
         if writer is None:
-            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+            _abort(context, StatusCode.FAILED_PRECONDITION,
                    "this agent writes no export file (--export-filename is not set)")
         return writer
 
@@ -598,7 +598,7 @@ class EventLogServicer:
                 rotation_interval=interval,
                 max_backups=request.max_backups if request.HasField("max_backups") else None)
         except ValueError as err:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            _abort(context, StatusCode.INVALID_ARGUMENT, str(err))
         log.info("export file rotation set over gRPC (%s): max_size=%d MiB, "
                  "rotation_interval=%s, max_backups=%d", context.peer(),
                  w.max_bytes >> 20, control.format_go_duration(w.rotation_interval),
