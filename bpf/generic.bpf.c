@@ -1695,6 +1695,7 @@ static __always_inline __u64 vg_data_src(void *regs, int i, __u64 v)
 	return v;
 }
 
+#ifndef VG_GEN_TRACEPOINTS_ONLY /* generic_tp.bpf.c leaves the other entry programs out */
 SEC("uprobe")
 int vg_gen_uprobe(struct pt_regs *ctx)
 {
@@ -1877,6 +1878,7 @@ int vg_gen_lsm(void *ctx)
 	vg_btf_args(ctx, raw);
 	return vg_gen_run(ctx, raw, 0, 0);
 }
+#endif /* VG_GEN_TRACEPOINTS_ONLY */
 
 /* ---- followChildren / followForks (attached only when a selector follows) ------------- */
 

@@ -39,22 +39,72 @@ def _rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
+class MemoryCgroup:
+    """A memory cgroup of its own for the benchmarked agent, so the memory charged to it
+    (the ring buffer's pages, its page cache, kernel allocations on its behalf) is
+    reported, not only its RSS. cgroup v2 (``memory.current``) or the v1 memory
+    hierarchy (``memory.usage_in_bytes``); ``path`` is None where neither is writable."""
+
+    def __init__(self, name: str) -> None:
+        self.path: Path | None = None
+        self.v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        root = Path("/sys/fs/cgroup") if self.v2 else Path("/sys/fs/cgroup/memory")
+        if self.v2 and "memory" not in (root / "cgroup.subtree_control").read_text().split():
+            return
+        try:
+            (root / name).mkdir()
+        except OSError:
+            return
+        self.path = root / name
+
+    def enter(self) -> None:
+        """Move the calling process in (a Popen ``preexec_fn``: the child is charged
+        from its first allocation)."""
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def charged_mb(self) -> dict[str, float]:
+        """Memory charged now: in all, anonymous, and file pages (page cache, the
+        ring buffer's pages count under one or the other depending on the kernel)."""
+        if self.path is None:
+            return {}
+        total = (self.path / ("memory.current" if self.v2 else "memory.usage_in_bytes"))
+        stat = dict(ln.split() for ln in (self.path / "memory.stat").read_text().splitlines())
+        anon, file = ("anon", "file") if self.v2 else ("rss", "cache")
+        return {"charged": int(total.read_text()) / 2**20,
+                "anon": int(stat.get(anon, 0)) / 2**20, "file": int(stat.get(file, 0)) / 2**20}
+
+    def remove(self) -> None:
+        if self.path is not None:
+            for _ in range(50):  # the exited agent leaves the cgroup asynchronously
+                try:
+                    self.path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            self.path = None
+
+
 class Agent:
-    """`python -m vigil agent` in the background, exporting to a temp file."""
+    """`python -m vigil agent` in the background, exporting to a temp file, in a memory
+    cgroup of its own where the machine has one."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
         self.export = tmp / "bench-events.log"
+        self.cgroup = MemoryCgroup(f"vigil-bench-{os.getpid()}-{time.monotonic_ns()}")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vigil", "agent", "--export-filename", str(self.export),
              "--no-export-stdout", "--export-file-max-size-mb", "4000",
              "--server-address", f"unix://{tmp}/bench.sock",
              "--server-info-file", str(tmp / "bench-info.json"), *args],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, preexec_fn=self.cgroup.enter)
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             if "vigil agent started" in line:
                 break
         else:
+            self.proc.wait()
+            self.cgroup.remove()
             raise RuntimeError("agent did not start")
         self.stderr = self.proc.stderr
 
@@ -66,9 +116,19 @@ class Agent:
                     n += 1
         return n
 
+    def memory(self) -> dict[str, float]:
+        """The agent's RSS (VmRSS, RssAnon, RssFile, RssShmem) and what its cgroup is
+        charged (cgroup_charged, cgroup_anon, cgroup_file), in MB."""
+        out = _rss_mb(self.proc.pid)
+        out.update({f"cgroup_{k}": v for k, v in self.cgroup.charged_mb().items()})
+        return out
+
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        finally:
+            self.cgroup.remove()
 
 
 def exec_storm(n: int, marker: str) -> float:
@@ -94,7 +154,7 @@ def bench_exec(n: int = 4000, rounds: int = 3) -> dict[str, Any]:
                 time.sleep(0.2)
             delivered = agent.count(marker)
             cpu = _cpu_seconds(agent.proc.pid) - cpu0
-            rss = _rss_mb(agent.proc.pid)
+            rss = agent.memory()
             agent.stop()
             agent.export.unlink()
     finally:
@@ -116,7 +176,7 @@ def bench_rss_live(n: int = 10000) -> dict[str, Any]:
         agent = Agent(tmp)
         time.sleep(n / 800 + 3)
         live = len([p for p in os.listdir("/proc") if p.isdigit()])
-        rss = _rss_mb(agent.proc.pid)
+        rss = agent.memory()
         agent.stop()
     finally:
         os.killpg(sleepers.pid, signal.SIGKILL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from vigil.daemon.agent import Agent
 
 log = logging.getLogger("vigil.agent")
+
+# procFS exec events published at once by the /proc scan, before waiting for exporters
+BOOTSTRAP_STEP = 512
+BOOTSTRAP_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,13 @@ def _procfs_scan(agent: Agent) -> None:
     """The processes already running: procFS exec events, the cache, ``vg_procs``."""
     from vigil.process import procfs
     procs = procfs.scan(agent.cfg.procfs, agent.node_name, agent._boot_wall)
-    agent.hub.publish(agent.pipeline.bootstrap(procs))
+    # in steps, each exported before the next is built: a node with 10k processes then
+    # never holds 10k events (and their JSON) at once; a slow subscriber delays start-up
+    # by BOOTSTRAP_WAIT_S at most, after which the rest is handed over without waiting
+    deadline = time.monotonic() + BOOTSTRAP_WAIT_S
+    for i in range(0, len(procs), BOOTSTRAP_STEP):
+        agent.hub.publish(agent.pipeline.bootstrap(procs[i:i + BOOTSTRAP_STEP]))
+        agent.hub.wait_drained(max(0.0, deadline - time.monotonic()))
     agent.sensor.seed_procs((p.pid, p.binary, (p.creds.cap_effective, p.creds.cap_inheritable,
                                                 p.creds.cap_permitted))
                             for p in procs if p.binary and p.pid and not p.kthread)

@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from vigil.process.model import Credentials, ProcessInfo
+from vigil.process.model import Credentials, ProcessInfo, SharedValues
 
 DEFAULT_CAPACITY = 65536
 DEFAULT_GRACE_NS = 30 * 10**9
@@ -85,6 +85,7 @@ class ProcessCache:
         self._parent_of: dict[str, str] = {}
         # exec_id -> clock() stamp when its refcnt reached 0, oldest first.
         self._evictable: OrderedDict[str, int] = OrderedDict()
+        self._shared = SharedValues()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -105,6 +106,7 @@ class ProcessCache:
             if p.exec_id in self._procs:
                 return
             p.refcnt = 0
+            self._shared.share_fields(p)
             self._procs[p.exec_id] = p
             self._link_parent(p)
             self._claim_pid(p)
@@ -135,7 +137,7 @@ class ProcessCache:
         dropped (never changed: events already published keep the old one), so the next
         event that needs the process builds it again with the new credentials."""
         with self.lock:
-            p.creds = creds
+            p.creds = self._shared(creds)
             p.uid = creds.euid
             if groups is not None:
                 p.groups = groups

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 class ExecFlag(enum.IntFlag):
@@ -156,3 +159,44 @@ class ProcessInfo:
     refcnt: int = 0
     exited: bool = False
     exit_time_ns: int = 0
+
+
+# Distinct values a SharedValues table holds before it starts over.
+SHARED_VALUES_LIMIT = 8192
+
+
+class SharedValues:
+    """One copy of each equal value among process records.
+
+    Most processes on a node share their credentials, namespaces, working directory,
+    cgroup and binary with many others (and /proc-scanned or forked ones even their
+    arguments); storing each value once makes a cached process cost a few hundred bytes
+    instead of ~1.8 KB. The table is bounded: when it holds ``limit`` values it starts
+    over (values already shared stay shared; only new ones get a fresh copy).
+    """
+
+    __slots__ = ("limit", "_table")
+
+    def __init__(self, limit: int = SHARED_VALUES_LIMIT) -> None:
+        self.limit = limit
+        self._table: dict[object, object] = {}
+
+    def __call__(self, value: _T) -> _T:
+        table = self._table
+        got = table.get(value)
+        if got is not None:
+            return got  # type: ignore[return-value]  # equal to value, so of its type
+        if len(table) >= self.limit:
+            table.clear()
+        table[value] = value
+        return value
+
+    def share_fields(self, p: ProcessInfo) -> None:
+        """Replace ``p``'s shareable fields with the table's equal copies."""
+        p.creds = self(p.creds)
+        p.ns = self(p.ns)
+        p.binary = self(p.binary)
+        p.cwd = self(p.cwd)
+        p.args = self(p.args)
+        p.cgroup_name = self(p.cgroup_name)
+        p.docker = self(p.docker)

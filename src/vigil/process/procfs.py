@@ -44,6 +44,7 @@ from vigil.process.model import (
     ExecFlag,
     Namespaces,
     ProcessInfo,
+    SharedValues,
 )
 
 INVALID_UID = 0xFFFFFFFF
@@ -364,9 +365,11 @@ def scan(procfs: str = "/proc", node_name: str = "", boot_wall_ns: int | None = 
     wall0 = measure_boot_wall_ns() if boot_wall_ns is None else boot_wall_ns
     tick_ns = 10**9 // clk_tck()
     procs: list[ProcessInfo] = []
+    share = SharedValues()  # equal values stored once, from the start (10k+ processes)
     for pid in _pids(procfs):
         p = _read_process(procfs, pid, node_name, tick_ns, wall0)
         if p is not None:
+            share.share_fields(p)
             procs.append(p)
     _link_parents(procs, procfs, node_name, tick_ns)
     procs.sort(key=lambda p: (p.ktime, p.pid))

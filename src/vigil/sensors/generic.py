@@ -24,6 +24,11 @@ log = logging.getLogger("vigil.sensors.generic")
 GENERIC_OBJECT = OBJECTS_DIR / "generic.bpf.o"
 # USDT hooks: the same pipeline plus libbpf's USDT argument support
 USDT_OBJECT = OBJECTS_DIR / "generic_usdt.bpf.o"
+# Tracepoint and raw-tracepoint hooks: the same pipeline with only the entry programs
+# they use, so the open object libbpf keeps per hook is a third of the size
+TRACEPOINT_OBJECT = OBJECTS_DIR / "generic_tp.bpf.o"
+TRACEPOINT_PROGRAMS = frozenset({"vg_gen_tp", "vg_gen_tp_ret", "vg_gen_rawtp",
+                                 "vg_gen_fl_exec", "vg_gen_fl_fork", "vg_gen_fl_exit"})
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
                 "vg_gen_entries", "vg_gen_rate", "vg_follow")
@@ -140,10 +145,15 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
               policy_maps: dict[str, int] | None = None, scope: Any = None) -> BpfObject:
-    usdt = any(a.kind == "usdt" for a in hook.attach)
-    obj = BpfObject(USDT_OBJECT if usdt else GENERIC_OBJECT, name=f"vg_h{hook.hook_id}")
+    wanted = {a.program for a in hook.attach}
+    if any(a.kind == "usdt" for a in hook.attach):
+        path = USDT_OBJECT
+    elif wanted <= TRACEPOINT_PROGRAMS:
+        path = TRACEPOINT_OBJECT
+    else:
+        path = GENERIC_OBJECT
+    obj = BpfObject(path, name=f"vg_h{hook.hook_id}")
     try:
-        wanted = {a.program for a in hook.attach}
         for prog in obj.programs():
             prog.autoload = prog.name in wanted
         for a in hook.attach:  # BTF programs name their target before load

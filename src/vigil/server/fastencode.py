@@ -30,7 +30,8 @@ class Slow(Exception):
 
 _SV = [bytes([i]) for i in range(128)]
 # Every varint below 2**14 (one or two bytes: message lengths, most ports, uids, small
-# pids), so generated code writes them with one list index. ~0.5 MiB.
+# pids), so generated code writes them with one list index. With _W and _LO below, about
+# 2 MiB of the agent's memory.
 _V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
 _V_MAX = 1 << 14
 # The body of an integer wrapper (UInt32Value...) of a small value, length first.

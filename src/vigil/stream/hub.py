@@ -8,6 +8,7 @@ exporter or gRPC client never stalls the pipeline or the others.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 
@@ -43,3 +44,19 @@ class EventHub:
         self.published += len(batch)
         for sub in self._subs:  # an immutable snapshot: no lock on the hot path
             sub.offer(batch)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until every subscriber that reports its
+        backlog (a ``pending()`` method, as QueueSink has) has handled what it was offered;
+        True if all did. For a publisher with many events ready at once (the /proc scan
+        at start) that would rather hand them over in steps than hold them all."""
+        deadline = time.monotonic() + timeout
+        for sub in self._subs:
+            pending = getattr(sub, "pending", None)
+            if pending is None:
+                continue
+            while pending() > 0:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.002)
+        return True

@@ -38,7 +38,7 @@ import dataclasses
 import gc
 import operator
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +61,11 @@ _process_values = operator.attrgetter(*_PROCESS_FIELDS)
 # A clone for a pid the /proc scan already saw, started within one clock tick of it,
 # is the same process seen twice (the scan raced the live ring).
 _SCAN_SLACK_NS = 20_000_000
+# How many processes keep their encoded JSON dict between events. A process's dict is
+# reused by each of its events and its children's; beyond this many, the least recently
+# encoded process gives its dict up (rebuilt if it is needed again), so that thousands
+# of idle processes do not each hold ~1.5 KB of JSON the agent may never send again.
+ENCODED_PROCESSES = 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Pipeline:
         # called with a process whose cached credentials changed (its encoded dict is
         # new): who keeps copies of process dicts drops them
         self.process_changed: list[Callable[[ProcessInfo], None]] = []
+        # processes whose ``encoded`` dict process_json built, oldest first
+        self._encoded: deque[ProcessInfo] = deque()
         # the ``process.pod`` block of a process in a container (vigil.containers), asked
         # once per process, when it is first encoded; None: no container metadata
         self.pod_of: Callable[[ProcessInfo], dict[str, Any] | None] | None = None
@@ -267,13 +274,19 @@ class Pipeline:
     # -- encoding --------------------------------------------------------------------
 
     def process_json(self, p: ProcessInfo) -> dict[str, Any]:
-        """The process's Tetragon dict, built once and reused."""
-        if p.encoded is None:
+        """The process's Tetragon dict, built once and reused while it is among the
+        ENCODED_PROCESSES most recently encoded."""
+        enc = p.encoded
+        if enc is None:
             pod = self.pod_of(p) if self.pod_of is not None and p.docker else None
-            p.encoded = encode.process_dict(p, cred=self.opts.process_cred,
-                                            ns=self.opts.process_ns, host_ns=self.opts.host_ns,
-                                            pod=pod)
-        return p.encoded
+            enc = p.encoded = encode.process_dict(p, cred=self.opts.process_cred,
+                                                  ns=self.opts.process_ns,
+                                                  host_ns=self.opts.host_ns, pod=pod)
+            held = self._encoded
+            held.append(p)
+            if len(held) > ENCODED_PROCESSES:
+                held.popleft().encoded = None
+        return enc
 
     def _ancestors_json(self, p: ProcessInfo) -> list[dict[str, Any]] | None:
         if not self.opts.ancestors:
