@@ -1155,6 +1155,7 @@ static __always_inline int vg_str_head_may_match(const volatile struct vg_match_
 		return 1;
 	}
 	mask = n >= 8 ? ~0ULL : (1ULL << (n * 8)) - 1;
+	#pragma unroll
 	for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
 		if (k < ma->nvals && ((head ^ (__u64)ma->vals[k]) & mask) == 0)
 			return 1;
@@ -1187,7 +1188,9 @@ static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *
  * selector can match costs only these checks. The process filters (matchPIDs,
  * matchNamespaces, matchBinaries) are decided here, exactly and only here;
  * vg_selector_match then checks the rest for the selectors that passed. matchArgs are
- * only pre-checked (vg_arg_may_match): a 1 here is not a match.
+ * only pre-checked (vg_arg_may_match): a 1 here is not a match. The loops are unrolled:
+ * their bounds are .rodata constants, so the verifier drops the unused iterations and a
+ * miss runs straight-line code, not loops over empty filter slots.
  */
 static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, __u64 *raw)
 {
@@ -1200,11 +1203,13 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 	if (s->npidf || s->nns)
 		task = (struct task_struct *)bpf_get_current_task();
 	/* matchPIDs: every filter must hold (values of one filter are OR-ed) */
+	#pragma unroll
 	for (int f = 0; f < VG_GEN_PIDF; f++) {
 		if (f < s->npidf) {
 			__u32 pid = s->pids[f].ns ? vg_task_upid(task).nr : tgid;
 			int hit = 0;
 
+			#pragma unroll
 			for (int k = 0; k < VG_GEN_VALUES; k++)
 				if (k < s->pids[f].nvals && s->pids[f].vals[k] == pid)
 					hit = 1;
@@ -1214,11 +1219,13 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 				return 0;
 		}
 	}
+	#pragma unroll
 	for (int k = 0; k < VG_GEN_NS; k++) {
 		if (k < s->nns) {
 			__u32 inum = vg_ns_inum(task, s->ns[k].ns);
 			int hit = 0;
 
+			#pragma unroll
 			for (int j = 0; j < VG_GEN_VALUES; j++)
 				if (j < s->ns[k].nvals && s->ns[k].vals[j] == inum)
 					hit = 1;
@@ -1232,6 +1239,7 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 	} else if (s->bin_op && !vg_bin_match(h, s, tgid)) {
 		return 0;
 	}
+	#pragma unroll
 	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
 		if (k < s->nargs && !vg_arg_may_match(&s->args[k], raw))
 			return 0;
@@ -1576,6 +1584,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 
 	if (!h || !vg_pf_allowed()) /* pod-scoped policy, task outside its pods */
 		return 0;
+	#pragma unroll
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
 			raw[i] = vg_resolve(i, raw[i]);
@@ -1658,12 +1667,43 @@ static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with
 
 /* ---- entry points (the loader autoloads exactly one, or the syscall pair) ------------- */
 
+/* The 8-byte word at byte `off` of a tracepoint record, loaded from the context directly.
+ * The verifier takes a context offset only from the load instruction itself, so each
+ * offset is its own load; inline assembly keeps the compiler from merging them into one
+ * load at a computed address. */
+#define VG_CTX_U64(ctx, off) ({							\
+	__u64 __w;								\
+	asm volatile("%0 = *(u64 *)(%1 + " #off ")" : "=r"(__w) : "r"(ctx));	\
+	__w;									\
+})
+
+/* 1 and *v set: the u64 at `off` is one of the six syscall argument slots (offsets 16 to
+ * 56: where every syscalls/sys_enter_X record keeps its arguments). */
+static __always_inline int vg_tp_slot(void *ctx, __u16 off, __u64 *v)
+{
+	switch (off) {
+	case 16: *v = VG_CTX_U64(ctx, 16); return 1;
+	case 24: *v = VG_CTX_U64(ctx, 24); return 1;
+	case 32: *v = VG_CTX_U64(ctx, 32); return 1;
+	case 40: *v = VG_CTX_U64(ctx, 40); return 1;
+	case 48: *v = VG_CTX_U64(ctx, 48); return 1;
+	case 56: *v = VG_CTX_U64(ctx, 56); return 1;
+	}
+	return 0;
+}
+
+/* The hook's fields of the tracepoint record: 8-byte words in the argument slots by a
+ * direct load (no helper call), anything else through bpf_probe_read_kernel. */
 static __always_inline void vg_tp_raw(void *ctx, __u64 *raw)
 {
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 v = 0;
 
+			if (CFG.args[i].size == 8 && vg_tp_slot(ctx, CFG.args[i].offset, &v)) {
+				raw[i] = v;
+				continue;
+			}
 			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 ? 8 : CFG.args[i].size,
 					      (char *)ctx + CFG.args[i].offset);
 			raw[i] = v;
