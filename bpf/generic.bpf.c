@@ -1134,20 +1134,82 @@ static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
 	return 0;
 }
 
-static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64 *raw, __s64 ret)
+/*
+ * The first bytes of a string argument (user or kernel memory) against the heads of the
+ * values of a positive Equal / Prefix filter: 0 when no value can match, 1 when one may
+ * (or when the bytes cannot be read: the full match decides). A value shorter than the
+ * string's head_len bytes makes head_len smaller (set by the compiler), so a string that
+ * ends early carries its NUL inside the compared bytes and differs from every head.
+ */
+static __always_inline int vg_str_head_may_match(const volatile struct vg_match_arg *ma, __u64 ptr)
+{
+	__u8 kind = CFG.args[ma->arg & 7].kind;
+	__u8 n = ma->head_len;
+	__u64 head = 0, mask;
+
+	if (kind == VG_ARG_USTR) {
+		if (bpf_probe_read_user(&head, sizeof(head), (void *)ptr))
+			return 1;
+	} else if (bpf_probe_read_kernel(&head, sizeof(head), (void *)ptr) &&
+		   bpf_probe_read_user(&head, sizeof(head), (void *)ptr)) {
+		return 1;
+	}
+	mask = n >= 8 ? ~0ULL : (1ULL << (n * 8)) - 1;
+	#pragma unroll
+	for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
+		if (k < ma->nvals && ((head ^ (__u64)ma->vals[k]) & mask) == 0)
+			return 1;
+	return 0;
+}
+
+/* A matchArgs filter decided before the arguments are read into the record: exactly for
+ * an integer argument, by its first bytes for a string one with heads (see above). */
+static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *ma, __u64 *raw)
+{
+	__u8 a = ma->arg;
+
+	if (a >= VG_GEN_ARGS || ma->op == VG_OP_CEL)
+		return 1; /* the return value, CelExpr: decided after the read */
+	switch (CFG.args[a].kind) {
+	case VG_ARG_INT:
+		return vg_int_match(ma, vg_int_value(raw[a], CFG.args[a].size, CFG.args[a].flags));
+	case VG_ARG_USTR:
+	case VG_ARG_KSTR:
+		if (ma->head_len && (ma->op == VG_OP_EQ || ma->op == VG_OP_IN ||
+				     ma->op == VG_OP_PREFIX))
+			return vg_str_head_may_match(ma, raw[a]);
+		return 1;
+	}
+	return 1;
+}
+
+/*
+ * Can selector si match this call? Runs before anything is read or copied, so a call no
+ * selector can match costs only these checks. The process filters (matchPIDs,
+ * matchNamespaces, matchBinaries) are decided here, exactly and only here;
+ * vg_selector_match then checks the rest for the selectors that passed. matchArgs are
+ * only pre-checked (vg_arg_may_match): a 1 here is not a match. The loops are unrolled:
+ * their bounds are .rodata constants, so the verifier drops the unused iterations and a
+ * miss runs straight-line code, not loops over empty filter slots.
+ */
+static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, __u64 *raw)
 {
 	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct vg_proc *proc = NULL;
-	int changed = 0;
+	struct task_struct *task = NULL;
+	__u32 tgid = 0;
 
+	if (s->npidf || s->bin_op)
+		tgid = bpf_get_current_pid_tgid() >> 32;
+	if (s->npidf || s->nns)
+		task = (struct task_struct *)bpf_get_current_task();
 	/* matchPIDs: every filter must hold (values of one filter are OR-ed) */
+	#pragma unroll
 	for (int f = 0; f < VG_GEN_PIDF; f++) {
 		if (f < s->npidf) {
 			__u32 pid = s->pids[f].ns ? vg_task_upid(task).nr : tgid;
 			int hit = 0;
 
+			#pragma unroll
 			for (int k = 0; k < VG_GEN_VALUES; k++)
 				if (k < s->pids[f].nvals && s->pids[f].vals[k] == pid)
 					hit = 1;
@@ -1157,17 +1219,46 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 				return 0;
 		}
 	}
+	#pragma unroll
 	for (int k = 0; k < VG_GEN_NS; k++) {
 		if (k < s->nns) {
 			__u32 inum = vg_ns_inum(task, s->ns[k].ns);
 			int hit = 0;
 
+			#pragma unroll
 			for (int j = 0; j < VG_GEN_VALUES; j++)
 				if (j < s->ns[k].nvals && s->ns[k].vals[j] == inum)
 					hit = 1;
 			if (hit != (s->ns[k].op == VG_OP_IN))
 				return 0;
 		}
+	}
+	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
+		if (!vg_bin_follow_match(h, s, tgid, si))
+			return 0;
+	} else if (s->bin_op && !vg_bin_match(h, s, tgid)) {
+		return 0;
+	}
+	#pragma unroll
+	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
+		if (k < s->nargs && !vg_arg_may_match(&s->args[k], raw))
+			return 0;
+	return 1;
+}
+
+/* Does selector si, whose process filters held (vg_selector_may_match), match? Its
+ * capability filters, matchArgs and matchReturnArgs, over the arguments as read. */
+static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64 *raw, __s64 ret)
+{
+	const volatile struct vg_selector_cfg *s = &CFG.sel[si];
+	struct task_struct *task = NULL;
+	struct vg_proc *proc = NULL;
+	int changed = 0;
+	__u32 tgid = 0;
+
+	if (s->ncaps) {
+		task = (struct task_struct *)bpf_get_current_task();
+		tgid = bpf_get_current_pid_tgid() >> 32;
 	}
 	for (int k = 0; k < VG_GEN_CAPS; k++) {
 		if (k < s->ncaps) {
@@ -1208,12 +1299,6 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 				return 0;
 			}
 		}
-	}
-	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
-		if (!vg_bin_follow_match(h, s, tgid, si))
-			return 0;
-	} else if (s->bin_op && !vg_bin_match(h, s, tgid)) {
-		return 0;
 	}
 	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
 		if (k < s->nargs && !vg_arg_match(h, &s->args[k], raw, ret))
@@ -1492,13 +1577,25 @@ static __always_inline __u32 vg_list_func(void *ctx)
 static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, int with_ret,
 					    int phase)
 {
-	__u32 zero = 0, off = 0, size;
+	__u32 zero = 0, off = 0, size, maybe = 0;
 	struct vg_gen_buf *h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
 	struct vg_generic_msg *m;
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
 
 	if (!h || !vg_pf_allowed()) /* pod-scoped policy, task outside its pods */
 		return 0;
+	#pragma unroll
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = vg_resolve(i, raw[i]);
+	/* the selectors that can still match, decided before anything is read: a call none
+	 * can match (the common case) leaves here without touching the record */
+	for (int si = 0; si < VG_GEN_SELECTORS; si++)
+		if (si < CFG.nsel && vg_selector_may_match(h, si, raw))
+			maybe |= 1u << si;
+	if (CFG.nsel && !maybe)
+		return 0;
+	id = bpf_get_current_pid_tgid();
 	m = &h->msg;
 	__builtin_memset(m, 0, sizeof(*m));
 	m->hdr.op = CFG.op;
@@ -1514,9 +1611,6 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 		m->ret = ret;
 		m->flags |= VG_GENF_RETURN;
 	}
-	for (int i = 0; i < VG_GEN_ARGS; i++)
-		if (i < CFG.nargs)
-			raw[i] = vg_resolve(i, raw[i]);
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u32 n;
@@ -1561,7 +1655,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 		return 0;
 	}
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
-		if (si < CFG.nsel && vg_selector_match(h, si, raw, ret))
+		if (si < CFG.nsel && (maybe & (1u << si)) && vg_selector_match(h, si, raw, ret))
 			return vg_act(ctx, h, raw, si, size, phase);
 	return 0;
 }
@@ -1573,12 +1667,43 @@ static __always_inline int vg_gen_run(void *ctx, __u64 *raw, __s64 ret, int with
 
 /* ---- entry points (the loader autoloads exactly one, or the syscall pair) ------------- */
 
+/* The 8-byte word at byte `off` of a tracepoint record, loaded from the context directly.
+ * The verifier takes a context offset only from the load instruction itself, so each
+ * offset is its own load; inline assembly keeps the compiler from merging them into one
+ * load at a computed address. */
+#define VG_CTX_U64(ctx, off) ({							\
+	__u64 __w;								\
+	asm volatile("%0 = *(u64 *)(%1 + " #off ")" : "=r"(__w) : "r"(ctx));	\
+	__w;									\
+})
+
+/* 1 and *v set: the u64 at `off` is one of the six syscall argument slots (offsets 16 to
+ * 56: where every syscalls/sys_enter_X record keeps its arguments). */
+static __always_inline int vg_tp_slot(void *ctx, __u16 off, __u64 *v)
+{
+	switch (off) {
+	case 16: *v = VG_CTX_U64(ctx, 16); return 1;
+	case 24: *v = VG_CTX_U64(ctx, 24); return 1;
+	case 32: *v = VG_CTX_U64(ctx, 32); return 1;
+	case 40: *v = VG_CTX_U64(ctx, 40); return 1;
+	case 48: *v = VG_CTX_U64(ctx, 48); return 1;
+	case 56: *v = VG_CTX_U64(ctx, 56); return 1;
+	}
+	return 0;
+}
+
+/* The hook's fields of the tracepoint record: 8-byte words in the argument slots by a
+ * direct load (no helper call), anything else through bpf_probe_read_kernel. */
 static __always_inline void vg_tp_raw(void *ctx, __u64 *raw)
 {
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 v = 0;
 
+			if (CFG.args[i].size == 8 && vg_tp_slot(ctx, CFG.args[i].offset, &v)) {
+				raw[i] = v;
+				continue;
+			}
 			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 ? 8 : CFG.args[i].size,
 					      (char *)ctx + CFG.args[i].offset);
 			raw[i] = v;

@@ -562,9 +562,10 @@ struct vg_match_arg {
 	__u8 arg;       /* index into vg_hook_cfg.args, or 0xff: the return value */
 	__u8 op;        /* enum vg_op */
 	__u8 nvals;     /* inline values used */
-	__u8 pad;
+	__u8 head_len;  /* string Equal / Prefix: 1..8, vals[] hold the first head_len bytes
+			 * of each value (little endian); 0: no head check */
 	__u32 set;      /* string / address / int-set id in this object's maps */
-	__s64 vals[VG_GEN_MATCH_VALUES]; /* numbers; ranges as (min, max) pairs */
+	__s64 vals[VG_GEN_MATCH_VALUES]; /* numbers; ranges as (min, max) pairs; string heads */
 };
 
 struct vg_ns_match {

@@ -896,6 +896,30 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
             values = [v.rstrip("\0") for v in values]
         b.cfg[f"{slot}.op"] = int(_STRING_OPS[op])
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
+        if t.kind in (K.USTR, K.KSTR):
+            _string_heads(b, slot, _STRING_OPS[op], values)
+
+
+_HEAD_BYTES = 8
+
+
+def _string_heads(b: _HookBuilder, slot: str, code: int, values: list[str]) -> None:
+    """Equal / Prefix on a string the hook reads from memory: the first bytes of every
+    value inline (vals, head_len), so the hook can tell from the string's first 8 bytes,
+    before it reads the whole string, that no value can match (vg_str_head_may_match).
+    head_len is the shortest value's length, at most 8; 0 (no head check) with an empty
+    value or more values than vals holds."""
+    if code not in (Op.EQ, Op.PREFIX):
+        return
+    raws = [v.encode() for v in values]
+    if not raws or len(raws) > int(abi.GenLimits.GEN_MATCH_VALUES):
+        return
+    n = min(_HEAD_BYTES, *(len(r) for r in raws))
+    if n == 0:
+        return
+    b.cfg[f"{slot}.head_len"] = n
+    b.cfg[f"{slot}.vals"] = [int.from_bytes(r[:n], "little") for r in raws]
+    b.cfg[f"{slot}.nvals"] = len(raws)
 
 
 def _int_values(values: list[str], t: _ArgType, w: str,
