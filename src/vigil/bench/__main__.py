@@ -1,7 +1,8 @@
 """`make bench` / `python -m vigil.bench [NAME...]`: run benchmarks, print JSON results.
 
 Names: core (exec storm, syscall cost, pipeline, RSS), grpc, flood, enforce. Default: all
-that are present. Each prints ratios against a baseline measured in the same run.
+that are present. Each prints its results as JSON, with ratios against a baseline measured
+in the same run; the run ends with one table of the headline figures (vigil.bench.table).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ SUITES = ("core", "grpc_bench", "flood", "enforce")
 
 
 def main(argv: list[str]) -> int:
+    from vigil.bench.table import render
+
     wanted = argv or list(SUITES)
     failed = 0
+    results: dict[str, object] = {}
     for name in wanted:
         mod_name = {"grpc": "grpc_bench"}.get(name, name)
         try:
@@ -32,8 +36,12 @@ def main(argv: list[str]) -> int:
             failed += 1
             print(f"# {name} failed: {err!r}", file=sys.stderr)
             continue
+        results[{"grpc_bench": "grpc"}.get(name, name)] = result
         print(json.dumps({name: result, "seconds": round(time.monotonic() - t0, 1)}, indent=2),
               flush=True)
+    table = render(results)
+    if table:
+        print(f"\n{table}", flush=True)
     return 1 if failed else 0
 
 
