@@ -183,10 +183,12 @@ def test_is_host_is_the_hosts_not_the_agents(agent: AgentProcess) -> None:
 def test_ancestors_and_parent_links(agent: AgentProcess) -> None:
     outer = subprocess.Popen([SH, "-c", f'{SH} -c "{TRUE} ancestry-marker; :"; :'])
     outer.wait()
-    evs = agent.wait_for(lambda e: "ancestry-marker" in
-                         e.get("process_exec", {}).get("process", {}).get("arguments", ""))
+    # the marker is in both shells' arguments too: wait for the exec of true itself
+    evs = agent.wait_for(lambda e: e.get("process_exec", {}).get("process", {}).get(
+        "arguments") == "ancestry-marker")
     assert evs
     ex = evs[-1]["process_exec"]
+    assert ex["process"]["binary"] == TRUE
     inner_sh = ex["parent"]
     assert inner_sh["binary"] == SH
     assert inner_sh["arguments"] == f'-c "{TRUE} ancestry-marker; :"'
