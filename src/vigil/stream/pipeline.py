@@ -92,6 +92,9 @@ class Pipeline:
         self.cache = cache
         self.opts = options
         self._boot_wall_ns = boot_wall_ns
+        # boot_wall_ns() as of the batch being handled: read once per handle() call, not
+        # once per record (handlers add it to the records' boot-clock times)
+        self.boot_wall = boot_wall_ns()
         self.records: defaultdict[int, int] = defaultdict(int)  # by opcode (faster than Counter)
         self.decode_errors = Counter[int]()  # by opcode
         self.unknown_ops = 0
@@ -147,6 +150,7 @@ class Pipeline:
     def handle(self, records: Iterable[bytes]) -> list[Event]:
         """Process a batch of raw records; return the events to export, in order."""
         out: list[Event] = []
+        self.boot_wall = self._boot_wall_ns()
         append, handlers = out.append, self._handlers
         # records come in runs of one opcode (a burst of policy events, of execs): its
         # handler is looked up and its records counted once per run
@@ -177,7 +181,7 @@ class Pipeline:
     # -- handlers --------------------------------------------------------------------
 
     def _on_exec(self, rec: bytes) -> Event:
-        r = decode.decode_exec(rec, self.opts.node_name, self._boot_wall_ns())
+        r = decode.decode_exec(rec, self.opts.node_name, self.boot_wall)
         p = r.process
         if self._redact is not None:
             self._redact(p)
@@ -205,7 +209,7 @@ class Pipeline:
         values = list(_process_values(parent))
         for i, value in zip(_CLONE_SET, (
                 exec_id(self.opts.node_name, c.start_ktime, c.pid), c.pid, c.tid,
-                c.start_ktime, self._boot_wall_ns() + c.start_ktime, _EXECVE,
+                c.start_ktime, self.boot_wall + c.start_ktime, _EXECVE,
                 parent.exec_id, parent.pid, True, None, 0, False, 0)):
             values[i] = value
         child = ProcessInfo(*values)
@@ -214,7 +218,7 @@ class Pipeline:
 
     def _on_exit(self, rec: bytes) -> Event | None:
         x = decode.decode_exit(rec)
-        exit_wall = self._boot_wall_ns() + x.ktime
+        exit_wall = self.boot_wall + x.ktime
         p = self.cache.mark_exited(x.pid, exit_wall)
         if p is None:
             if self.cache.current(x.pid) is not None:
@@ -244,7 +248,7 @@ class Pipeline:
         if out is None:
             return None
         return throttle_event(out[0], out[1], self.opts.node_name,
-                              self._boot_wall_ns() + r.ktime)
+                              self.boot_wall + r.ktime)
 
     def _on_creds(self, rec: bytes) -> Event | None:
         r = decode.decode_creds(rec)
@@ -265,7 +269,7 @@ class Pipeline:
                 proc, self.process_json(parent) if parent is not None else None,
                 call=r.call, old=p.creds if p is not None else None, new=r.creds,
                 old_groups=p.groups if p is not None else None, groups=groups,
-                node_name=self.opts.node_name, time_ns=self._boot_wall_ns() + r.ktime)
+                node_name=self.opts.node_name, time_ns=self.boot_wall + r.ktime)
         if p is not None:
             self.cache.update_creds(p, r.creds, groups)
             for notify in self.process_changed:

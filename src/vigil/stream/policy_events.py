@@ -174,7 +174,6 @@ class PolicyEvents:
         self._hook = registry.compiled
         self._cache = pipeline.cache
         self._node_name = pipeline.opts.node_name
-        self._boot_wall_ns = pipeline._boot_wall_ns
         # a process's credentials changed: its views carry the old ones
         pipeline.process_changed.append(lambda _p: self._views.clear())
         # policy name -> a function that completes or drops that policy's events (the
@@ -288,7 +287,7 @@ class PolicyEvents:
                 self.request(*req)
         ev = {hook.event: body,
               "node_name": self._node_name,
-              "time": rfc3339(self._boot_wall_ns() + v[_KTIME])}
+              "time": rfc3339(self.pipeline.boot_wall + v[_KTIME])}
         if self.refine:
             refine = self.refine.get(hook.policy)
             if refine is not None:
@@ -348,7 +347,7 @@ class PolicyEvents:
         bid = self.build_ids.get(r["pid"], r["path"], r["dev"], r["ino"], r["size"])
         return {"process_loader": loader_events.body(proc, parent, r["path"], bid),
                 "node_name": self._node_name,
-                "time": encode.rfc3339(pipe._boot_wall_ns() + r["ktime"])}
+                "time": encode.rfc3339(pipe.boot_wall + r["ktime"])}
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared
