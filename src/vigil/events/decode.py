@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import posixpath
 import re
-from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 from vigil.abi import _generated as abi
@@ -24,6 +24,7 @@ class DecodeError(ValueError):
 
 
 _EXEC = abi.VG_EXEC_MSG
+_EXEC_SIZE = _EXEC.size
 _EX = abi.VG_EXEC_MSG_INDEX
 _CREDS = [_EX[f"creds.{n}"] for n in (
     "uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "securebits",
@@ -42,8 +43,8 @@ _CL = abi.VG_CLONE_MSG_INDEX
 _EXIT = abi.VG_EXIT_MSG
 _XT = abi.VG_EXIT_MSG_INDEX
 _HDR = abi.VG_MSG_HDR
-_CLONE_FIELDS = [_CL[n] for n in ("pid", "tid", "ppid", "start_ktime", "hdr.ktime")]
-_EXIT_FIELDS = [_XT[n] for n in ("pid", "tid", "exit_code", "hdr.ktime")]
+_clone_fields = itemgetter(*[_CL[n] for n in ("pid", "tid", "ppid", "start_ktime", "hdr.ktime")])
+_exit_fields = itemgetter(*[_XT[n] for n in ("pid", "tid", "exit_code", "hdr.ktime")])
 
 # Only these kernel-side flag bits are Tetragon's; VG_FLAG_TRUNC_PATH stays internal.
 _EXPORTED_FLAGS = int(sum(f for f in ExecFlag))
@@ -89,8 +90,7 @@ def docker_id(cgroup_name: str) -> str:
     return m.group(0)[:31] if m else ""
 
 
-@dataclass(frozen=True, slots=True)
-class ExecRecord:
+class ExecRecord(NamedTuple):
     """A decoded exec: the new process (parent not yet linked) and its parent's tgid."""
 
     process: ProcessInfo
@@ -98,41 +98,86 @@ class ExecRecord:
     path_truncated: bool
 
 
+# Execs repeat the same credentials, namespaces and cgroup over and over: each distinct
+# value is built once and shared (Credentials and Namespaces are immutable), which saves
+# most of an exec's decoding. Each table is emptied when it reaches this many entries.
+_SHARED_MAX = 4096
+_creds_of: dict[tuple[int, ...], Credentials] = {}
+_ns_of: dict[tuple[int, ...], Namespaces] = {}
+_cgroup_of: dict[bytes, tuple[str, str]] = {}   # raw cgroup name -> (name, docker id)
+# the credential fields, and the namespace inums in Namespaces order, lie contiguous in
+# the record: one slice of the unpacked values is the table key
+_CREDS_FIRST, _CREDS_END = min(_CREDS), max(_CREDS) + 1
+_NS_FIRST, _NS_END = _NS[0], _NS[-1] + 1
+if _NS != list(range(_NS_FIRST, _NS_END)):
+    raise ImportError("vg_exec_msg: the namespace inums are not in Namespaces field order")
+
+
+def _shared_creds(v: tuple[int, ...]) -> Credentials:
+    key = v[_CREDS_FIRST:_CREDS_END]
+    creds = _creds_of.get(key)
+    if creds is None:
+        if len(_creds_of) >= _SHARED_MAX:
+            _creds_of.clear()
+        creds = _creds_of[key] = Credentials(*[v[i] for i in _CREDS])
+    return creds
+
+
+def _shared_ns(v: tuple[int, ...]) -> Namespaces:
+    key = v[_NS_FIRST:_NS_END]
+    ns = _ns_of.get(key)
+    if ns is None:
+        if len(_ns_of) >= _SHARED_MAX:
+            _ns_of.clear()
+        ns = _ns_of[key] = Namespaces(*key)
+    return ns
+
+
+def _cgroup(raw: bytes) -> tuple[str, str]:
+    """(cgroup name, Tetragon's docker id) of a record's raw cgroup name."""
+    out = _cgroup_of.get(raw)
+    if out is None:
+        if len(_cgroup_of) >= _SHARED_MAX:
+            _cgroup_of.clear()
+        name = raw.decode(errors="replace")
+        out = _cgroup_of[raw] = (name, docker_id(name))
+    return out
+
+
 def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
-    if len(rec) < _EXEC.size:
-        raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC.size}")
+    if len(rec) < _EXEC_SIZE:
+        raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC_SIZE}")
     v = _EXEC.unpack_from(rec)
-    lens = (v[_X_CGROUP_LEN], v[_X_PATH_LEN], v[_X_CWD_LEN], v[_X_ARGS_LEN])
-    if _EXEC.size + sum(lens) > len(rec):
-        raise DecodeError(f"exec record tail {sum(lens)} bytes > {len(rec) - _EXEC.size}")
-    pos, parts = _EXEC.size, []
-    for n in lens:
-        parts.append(rec[pos:pos + n])
-        pos += n
-    cgroup_raw, path_raw, cwd_raw, args_raw = parts
+    cgroup_end = _EXEC_SIZE + v[_X_CGROUP_LEN]
+    path_end = cgroup_end + v[_X_PATH_LEN]
+    cwd_end = path_end + v[_X_CWD_LEN]
+    args_end = cwd_end + v[_X_ARGS_LEN]
+    if args_end > len(rec):
+        raise DecodeError(f"exec record tail {args_end - _EXEC_SIZE} bytes > "
+                          f"{len(rec) - _EXEC_SIZE}")
     pid, ktime, kflags = v[_X_PID], v[_X_KTIME], v[_X_FLAGS]
-    argv = split_argv(args_raw)
-    cgroup_name = cgroup_raw.decode(errors="replace")
-    cwd = decode_path(cwd_raw)
-    creds = Credentials(*[v[i] for i in _CREDS])
+    argv = split_argv(rec[cwd_end:args_end])
+    cgroup_name, docker = _cgroup(rec[_EXEC_SIZE:cgroup_end])
+    cwd = decode_path(rec[path_end:cwd_end])
+    creds = _shared_creds(v)
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
         pid=pid,
         tid=v[_X_TID],
         ktime=ktime,
         start_time_ns=boot_wall_ns + ktime,
-        binary=executed_binary(path_raw, cwd),
+        binary=executed_binary(rec[cgroup_end:path_end], cwd),
         args=argv[1:],
         cwd=cwd,
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
         auid=v[_X_AUID],
         ppid=v[_X_PPID],
-        docker=docker_id(cgroup_name),
+        docker=docker,
         cgroup_id=v[_X_CGROUP_ID],
         cgroup_name=cgroup_name,
         creds=creds,
-        ns=Namespaces(*[v[i] for i in _NS]),
+        ns=_shared_ns(v),
         ns_pid=v[_X_NSPID],
     )
     return ExecRecord(proc, proc.ppid, bool(kflags & _TRUNC_PATH))
@@ -150,7 +195,7 @@ def decode_clone(rec: bytes) -> CloneRecord:
     if len(rec) < _CLONE.size:
         raise DecodeError(f"clone record of {len(rec)} bytes < {_CLONE.size}")
     v = _CLONE.unpack_from(rec)
-    return CloneRecord(*[v[i] for i in _CLONE_FIELDS])
+    return CloneRecord(*_clone_fields(v))
 
 
 class ExitRecord(NamedTuple):
@@ -164,7 +209,7 @@ def decode_exit(rec: bytes) -> ExitRecord:
     if len(rec) < _EXIT.size:
         raise DecodeError(f"exit record of {len(rec)} bytes < {_EXIT.size}")
     v = _EXIT.unpack_from(rec)
-    return ExitRecord(*[v[i] for i in _EXIT_FIELDS])
+    return ExitRecord(*_exit_fields(v))
 
 
 _CRED = abi.VG_CREDS_MSG

@@ -97,9 +97,19 @@ _TIME_NAMESPACES = frozenset({"time", "time_for_children"})
 
 # --------------------------------------------------------------------------- scalars
 
-# (second, "YYYY-MM-DDTHH:MM:SS") of the last second formatted: events come in bursts
-# within one second. Replaced as a whole, so readers in other threads see a consistent pair.
-_last_second: tuple[int, str] = (-1, "")
+def _second(secs: int) -> tuple[int, str, str]:
+    """(the second's first nanosecond, "YYYY-MM-DDTHH:MM:SS", the same with the
+    fraction's ".") of the UNIX-epoch second ``secs``."""
+    t = time.gmtime(secs)
+    prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+              f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+    return secs * _NS_PER_S, prefix, prefix + "."
+
+
+# The last second formatted: events come in bursts within one second, and telling
+# whether a time falls in it is cheaper than dividing. Replaced as a whole, so readers
+# in other threads see a consistent triple.
+_last_second = _second(0)
 
 
 def rfc3339(ns: int) -> str:
@@ -109,18 +119,16 @@ def rfc3339(ns: int) -> str:
     of those that is exact.
     """
     global _last_second
-    secs, nanos = divmod(ns, _NS_PER_S)
     last = _last_second
-    if last[0] == secs:
-        prefix = last[1]
-    else:
-        t = time.gmtime(secs)
-        prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
-        _last_second = (secs, prefix)
-    if nanos % 1_000:
-        return "%s.%09dZ" % (prefix, nanos)  # noqa: UP031 - faster than an f-string here
-    return f"{prefix}{_fraction(nanos)}Z"
+    nanos = ns - last[0]
+    if not 0 <= nanos < _NS_PER_S:
+        secs, nanos = divmod(ns, _NS_PER_S)
+        last = _last_second = _second(secs)
+    if nanos % 1_000:  # nine digits, the common case
+        if nanos >= 100_000_000:  # no zero padding needed: str() is twice as fast
+            return f"{last[2]}{nanos}Z"
+        return "%s%09dZ" % (last[2], nanos)  # noqa: UP031 - faster than an f-string here
+    return f"{last[1]}{_fraction(nanos)}Z"
 
 
 def _fraction(nanos: int) -> str:

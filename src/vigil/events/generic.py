@@ -81,6 +81,39 @@ def _bytes(raw: bytes, orig_len: int) -> dict[str, Any]:
     return {"bytes_arg": b64} if raw else {}
 
 
+# Decoded strings by their bytes: policy events repeat the same few paths and names, and
+# a lookup is cheaper than decoding again. Only short ones are kept; the table is emptied
+# when full.
+_STRING_CACHE_MAX = 4096
+_STRING_CACHE_BYTES = 256
+_strings: dict[bytes, str] = {}
+_paths: dict[bytes, str] = {}
+
+
+def _string(raw: bytes, _orig: int) -> dict[str, Any]:
+    """A tracepoint or kprobe string (tracepoint strings may carry their NUL and padding)."""
+    s = _strings.get(raw)
+    if s is None:
+        s = raw.partition(b"\0")[0].decode("utf-8", "replace")
+        if len(raw) <= _STRING_CACHE_BYTES:
+            if len(_strings) >= _STRING_CACHE_MAX:
+                _strings.clear()
+            _strings[raw] = s
+    return {"string_arg": s}
+
+
+def _file(raw: bytes, _orig: int) -> dict[str, Any]:
+    """A path resolved in the kernel; empty is the root."""
+    s = _paths.get(raw)
+    if s is None:
+        s = raw.decode("utf-8", "replace") or "/"
+        if len(raw) <= _STRING_CACHE_BYTES:
+            if len(_paths) >= _STRING_CACHE_MAX:
+                _paths.clear()
+            _paths[raw] = s
+    return {"file_arg": {"path": s}}
+
+
 _RENDER: dict[str, Renderer] = {
     "int": lambda raw, _o: {"int_arg": ((_int(raw) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)},
     "uint": lambda raw, _o: {"uint_arg": _int(raw) & 0xFFFFFFFF},
@@ -88,9 +121,8 @@ _RENDER: dict[str, Renderer] = {
     "size": lambda raw, _o: {"size_arg": str(_int(raw) & 0xFFFFFFFFFFFFFFFF)},
     "capability": _capability,
     "syscall64": lambda raw, _o: {"syscall_id": {"id": _int(raw) & 0xFFFFFFFF, "abi": "x64"}},
-    # tracepoint strings may carry their NUL and padding
-    "string": lambda raw, _o: {"string_arg": raw.partition(b"\0")[0].decode("utf-8", "replace")},
-    "file": lambda raw, _o: {"file_arg": {"path": raw.decode("utf-8", "replace") or "/"}},
+    "string": _string,
+    "file": _file,
     "sockaddr": lambda raw, _o: {"sockaddr_arg": _sockaddr(raw)},
 }
 

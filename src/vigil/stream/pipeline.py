@@ -58,6 +58,11 @@ _CLONE, _EXECVE = int(ExecFlag.CLONE), int(ExecFlag.EXECVE)
 # Every field of a ProcessInfo, read at once (a clone copies its parent's).
 _PROCESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessInfo))
 _process_values = operator.attrgetter(*_PROCESS_FIELDS)
+# The fields a clone sets (the rest it copies from its parent; kthread too), by position,
+# in the order _on_clone gives their values.
+_CLONE_SET = tuple(_PROCESS_FIELDS.index(name) for name in (
+    "exec_id", "pid", "tid", "ktime", "start_time_ns", "flags", "parent_exec_id", "ppid",
+    "forked", "encoded", "refcnt", "exited", "exit_time_ns"))
 # A clone for a pid the /proc scan already saw, started within one clock tick of it,
 # is the same process seen twice (the scan raced the live ring).
 _SCAN_SLACK_NS = 20_000_000
@@ -92,6 +97,9 @@ class Pipeline:
         self.cache = cache
         self.opts = options
         self._boot_wall_ns = boot_wall_ns
+        # boot_wall_ns() as of the batch being handled: read once per handle() call, not
+        # once per record (handlers add it to the records' boot-clock times)
+        self.boot_wall = boot_wall_ns()
         self.records: defaultdict[int, int] = defaultdict(int)  # by opcode (faster than Counter)
         self.decode_errors = Counter[int]()  # by opcode
         self.unknown_ops = 0
@@ -149,27 +157,38 @@ class Pipeline:
     def handle(self, records: Iterable[bytes]) -> list[Event]:
         """Process a batch of raw records; return the events to export, in order."""
         out: list[Event] = []
-        append, counts, handlers = out.append, self.records, self._handlers
-        for rec in records:
-            op = rec[0] if rec else 0  # decode.op_of, inlined: this runs once per record
-            counts[op] += 1
-            handler = handlers.get(op)
-            if handler is None:
-                self.unknown_ops += 1
-                continue
-            try:
-                ev = handler(rec)
-            except ValueError:  # decode.DecodeError and other malformed-record errors
-                self.decode_errors[op] += 1
-                continue
-            if ev is not None:
-                append(ev)
+        self.boot_wall = self._boot_wall_ns()
+        append, handlers = out.append, self._handlers
+        # records come in runs of one opcode (a burst of policy events, of execs): its
+        # handler is looked up and its records counted once per run
+        op, handler, run = -1, None, 0
+        try:
+            for rec in records:
+                rec_op = rec[0] if rec else 0  # decode.op_of, inlined
+                if rec_op != op:
+                    if run:
+                        self.records[op] += run
+                    op, handler, run = rec_op, handlers.get(rec_op), 0
+                run += 1
+                if handler is None:
+                    self.unknown_ops += 1
+                    continue
+                try:
+                    ev = handler(rec)
+                except ValueError:  # decode.DecodeError and other malformed-record errors
+                    self.decode_errors[op] += 1
+                    continue
+                if ev is not None:
+                    append(ev)
+        finally:
+            if run:
+                self.records[op] += run
         return out
 
     # -- handlers --------------------------------------------------------------------
 
     def _on_exec(self, rec: bytes) -> Event:
-        r = decode.decode_exec(rec, self.opts.node_name, self._boot_wall_ns())
+        r = decode.decode_exec(rec, self.opts.node_name, self.boot_wall)
         p = r.process
         if self._redact is not None:
             self._redact(p)
@@ -194,26 +213,19 @@ class Pipeline:
         parent = self.cache.current(c.ppid)
         if parent is None:
             return None  # forked by a process we never saw: its exec will still link
-        fields = dict(zip(_PROCESS_FIELDS, _process_values(parent)))
-        fields.update(
-            exec_id=exec_id(self.opts.node_name, c.start_ktime, c.pid),
-            pid=c.pid,
-            tid=c.tid,
-            ktime=c.start_ktime,
-            start_time_ns=self._boot_wall_ns() + c.start_ktime,
-            flags=_EXECVE,
-            parent_exec_id=parent.exec_id,
-            ppid=parent.pid,
-            forked=True, kthread=parent.kthread,
-            encoded=None, refcnt=0, exited=False, exit_time_ns=0,
-        )
-        child = ProcessInfo(**fields)
+        values = list(_process_values(parent))
+        for i, value in zip(_CLONE_SET, (
+                exec_id(self.opts.node_name, c.start_ktime, c.pid), c.pid, c.tid,
+                c.start_ktime, self.boot_wall + c.start_ktime, _EXECVE,
+                parent.exec_id, parent.pid, True, None, 0, False, 0)):
+            values[i] = value
+        child = ProcessInfo(*values)
         self.cache.add(child)
         return None
 
     def _on_exit(self, rec: bytes) -> Event | None:
         x = decode.decode_exit(rec)
-        exit_wall = self._boot_wall_ns() + x.ktime
+        exit_wall = self.boot_wall + x.ktime
         p = self.cache.mark_exited(x.pid, exit_wall)
         if p is None:
             if self.cache.current(x.pid) is not None:
@@ -243,7 +255,7 @@ class Pipeline:
         if out is None:
             return None
         return throttle_event(out[0], out[1], self.opts.node_name,
-                              self._boot_wall_ns() + r.ktime)
+                              self.boot_wall + r.ktime)
 
     def _on_creds(self, rec: bytes) -> Event | None:
         r = decode.decode_creds(rec)
@@ -264,7 +276,7 @@ class Pipeline:
                 proc, self.process_json(parent) if parent is not None else None,
                 call=r.call, old=p.creds if p is not None else None, new=r.creds,
                 old_groups=p.groups if p is not None else None, groups=groups,
-                node_name=self.opts.node_name, time_ns=self._boot_wall_ns() + r.ktime)
+                node_name=self.opts.node_name, time_ns=self.boot_wall + r.ktime)
         if p is not None:
             self.cache.update_creds(p, r.creds, groups)
             for notify in self.process_changed:

@@ -11,6 +11,8 @@ registered (``CompiledHook``); process dicts are the cache's shared ones.
 
 from __future__ import annotations
 
+import re
+import struct
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import Any
 from vigil.abi import _generated as abi
 from vigil.abi._generated import GenFlag, MsgOp
 from vigil.events import encode
+from vigil.events.encode import rfc3339
 from vigil.events.decode import DecodeError
 from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
 from vigil.stream.pipeline import Pipeline
@@ -31,11 +34,31 @@ Event = dict[str, Any]
 _MSG = abi.VG_GENERIC_MSG
 _HEAD = _MSG.size
 _IX = abi.VG_GENERIC_MSG_INDEX
+
+
+def _leading_fields(st: struct.Struct, count: int) -> struct.Struct:
+    """The layout of the first ``count`` fields of ``st`` (a packed, "<" layout)."""
+    fmt, fields = st.format[0], 0
+    for n, code in re.findall(r"(\d*)([a-zA-Z?])", st.format[1:]):
+        if fields == count:
+            break
+        if code != "x":
+            fields += 1 if code in "sp" else int(n or 1)
+        fmt += n + code
+    if fields != count or fmt[0] != "<":
+        raise ValueError(f"no layout of the first {count} fields of {st.format}")
+    return struct.Struct(fmt)
+
+
 _KTIME, _PID, _TID, _HOOK = _IX["hdr.ktime"], _IX["pid"], _IX["tid"], _IX["hook_id"]
 _ACTION, _NARGS, _FLAGS, _RET = _IX["action"], _IX["nargs"], _IX["flags"], _IX["ret"]
 _OFF, _LEN, _ORIG = _IX["arg_off"], _IX["arg_len"], _IX["orig_len"]
 _LEN_OF, _ORIG_OF = _LEN - _OFF, _ORIG - _OFF  # from an argument's offset to its length
 _MAX_ARGS = int(abi.GenLimits.GEN_ARGS)
+# Most records need the fields up to the arguments' original lengths only: unpacking
+# just those is cheaper; the fields after them are unpacked when the flags or the hook
+# need them (_TAIL_FLAGS, CompiledHook.functions).
+_FRONT = _leading_fields(_MSG, _ORIG + _MAX_ARGS)
 _RETURN = int(GenFlag.RETURN)
 _RET_STR = int(GenFlag.RET_STR)
 _RET_OFF, _RET_LEN = _IX["ret_off"], _IX["ret_len"]
@@ -46,6 +69,8 @@ _KS_OFF, _KS_LEN = _IX["kstack_off"], _IX["kstack_len"]
 _US_OFF, _US_LEN = _IX["ustack_off"], _IX["ustack_len"]
 _REQUESTS = {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}
 _IMA = int(GenFlag.IMA)
+_RARE_FLAGS = _KSTACK | _USTACK | _IMA
+_TAIL_FLAGS = _RARE_FLAGS | _RET_STR
 _IMA_OFF, _IMA_LEN = _IX["ima_off"], _IX["ima_len"]
 _CHUNKS = int(GenFlag.CHUNKS)
 _DATA = abi.VG_DATA_MSG
@@ -69,7 +94,7 @@ class CompiledHook:
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
                  "message", "tags", "metric_keys", "functions", "ndata", "nargs",
-                 "requests")
+                 "requests", "kprobe")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -83,6 +108,9 @@ class CompiledHook:
         self.nargs = len(plan.args[:_MAX_ARGS])
         self.ret = arg_renderer(plan.return_arg) if plan.return_arg is not None else None
         self.body: BodyBuilder = _BODIES.get(plan.event, _uprobe_body)
+        # PolicyEvents.handle builds the body of a kprobe without `data` arguments itself
+        # (as _kprobe_body does): the most common event
+        self.kprobe = self.body is _kprobe_body and not plan.ndata
         self.function_name = plan.function_name
         self.policy = reg.policy
         self.message = plan.message
@@ -183,37 +211,42 @@ class PolicyEvents:
     def handle(self, rec: bytes) -> Event | None:
         if len(rec) < _HEAD:
             raise DecodeError(f"generic record of {len(rec)} bytes < {_HEAD}")
-        v = _MSG.unpack_from(rec)
+        v = _FRONT.unpack_from(rec)
         hook = self._hook(v[_HOOK])
         if hook is None:
             self.unknown_hook += 1
             return None
+        flags = v[_FLAGS]
+        if flags & _TAIL_FLAGS or hook.functions:
+            v = _MSG.unpack_from(rec)
         slots = hook.slots
         if v[_NARGS] != hook.nargs:  # the record has fewer arguments, or more (checked only)
             slots = _check_extra_args(rec, v, slots, hook.nargs)
         chunks = (self._pending.pop((v[_TID], v[_HOOK], v[_KTIME]), None)
-                  if v[_FLAGS] & _CHUNKS else None)
+                  if flags & _CHUNKS else None)
         args = []
+        size = len(rec)
         for render, i in slots:
             start = _HEAD + v[i]
             end = start + v[i + _LEN_OF]
-            if end > len(rec):
+            if end > size:
                 raise DecodeError(f"argument {i - _OFF} beyond the record")
-            raw = rec[start:end]
             if chunks:
-                raw = _with_chunks(raw, [c for c in chunks if c[0] == i - _OFF])
-            args.append(render(raw, v[i + _ORIG_OF]))
+                raw = _with_chunks(rec[start:end], [c for c in chunks if c[0] == i - _OFF])
+                args.append(render(raw, v[i + _ORIG_OF]))
+            else:
+                args.append(render(rec[start:end], v[i + _ORIG_OF]))
         ret = None
-        if hook.ret is not None and v[_FLAGS] & _RETURN:
-            if v[_FLAGS] & _RET_STR:  # a string return value, in the tail
+        if flags & _RETURN and hook.ret is not None:
+            if flags & _RET_STR:  # a string return value, in the tail
                 start = _HEAD + v[_RET_OFF]
                 ret = hook.ret(rec[start:start + v[_RET_LEN]], v[_RET_LEN])
             else:
                 ret = hook.ret((v[_RET] & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), 0)
-        key = hook.metric_keys.get(v[_ACTION]) or hook.metric_key(v[_ACTION])
+        action = v[_ACTION]
+        key = hook.metric_keys.get(action) or hook.metric_key(action)
         self.events[key] += 1
         # the process and its parent, as the cache's shared dicts
-        pipe = self.pipeline
         p, parent = self._cache.current_and_parent(v[_PID])
         if p is None:
             self.missing_process += 1
@@ -222,14 +255,47 @@ class PolicyEvents:
             # the calling thread and the cache's reference count, as Tetragon reports them
             proc = self._views.get((p.exec_id, v[_TID], p.refcnt)) or self._view(p, v[_TID])
             if parent is not None:
-                parent = parent.encoded if parent.encoded is not None else pipe.process_json(parent)
+                parent = (parent.encoded if parent.encoded is not None
+                          else self.pipeline.process_json(parent))
         # parent: its JSON dict from here on (None with p)
-        data = None
-        if hook.ndata:
-            args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
-        body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
+        if hook.kprobe and ret is None:
+            if parent is None:
+                body: dict[str, Any] = {"process": proc, "function_name": hook.function_name}
+            else:
+                body = {"process": proc, "parent": parent, "function_name": hook.function_name}
+            if args:
+                body["args"] = args
+            body["action"] = key[2]
+            body["policy_name"] = hook.policy
+            if hook.message:
+                body["message"] = hook.message
+            if hook.tags:
+                body["tags"] = list(hook.tags)
+            data = None
+        else:
+            data = None
+            if hook.ndata:
+                args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
+            body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
         if hook.functions or data:
             _list_and_data(hook, body, v[_FUNC], data)
+        if flags & _RARE_FLAGS:
+            self._stacks_and_ima(body, rec, v)
+        if action in _REQUESTS and self.request is not None:
+            req = hook.requests.get(v[_SEL])
+            if req is not None:
+                self.request(*req)
+        ev = {hook.event: body,
+              "node_name": self._node_name,
+              "time": rfc3339(self.pipeline.boot_wall + v[_KTIME])}
+        if self.refine:
+            refine = self.refine.get(hook.policy)
+            if refine is not None:
+                return refine(ev)
+        return ev
+
+    def _stacks_and_ima(self, body: dict[str, Any], rec: bytes, v: tuple[Any, ...]) -> None:
+        """What few records carry: stack traces, an IMA hash."""
         if v[_FLAGS] & (_KSTACK | _USTACK):
             self._stacks(body, rec, v)
         if v[_FLAGS] & _IMA:
@@ -238,18 +304,6 @@ class PolicyEvents:
             if start + v[_IMA_LEN] > len(rec):
                 raise DecodeError("ima hash beyond the record")
             body["ima_hash"] = ima_hash(rec[start:start + v[_IMA_LEN]])
-        if v[_ACTION] in _REQUESTS and self.request is not None:
-            req = hook.requests.get(v[_SEL])
-            if req is not None:
-                self.request(*req)
-        ev = {hook.event: body,
-              "node_name": self._node_name,
-              "time": encode.rfc3339(pipe._boot_wall_ns() + v[_KTIME])}
-        if self.refine:
-            refine = self.refine.get(hook.policy)
-            if refine is not None:
-                return refine(ev)
-        return ev
 
     def _stacks(self, body: dict[str, Any], rec: bytes, v: tuple[Any, ...]) -> None:
         """kernel_stack_trace / user_stack_trace from the record's return addresses."""
@@ -293,7 +347,7 @@ class PolicyEvents:
         bid = self.build_ids.get(r["pid"], r["path"], r["dev"], r["ino"], r["size"])
         return {"process_loader": loader_events.body(proc, parent, r["path"], bid),
                 "node_name": self._node_name,
-                "time": encode.rfc3339(pipe._boot_wall_ns() + r["ktime"])}
+                "time": encode.rfc3339(pipe.boot_wall + r["ktime"])}
 
     def _view(self, p: ProcessInfo, tid: int) -> encode.SharedDict:
         """The process dict with the calling thread's tid and the process's refcnt, shared
