@@ -129,11 +129,13 @@ def test_export_chain_names_every_tampering(tmp_path: Path) -> None:
     export.write_bytes(active)
     n = active.count(b"\n")
     assert r.returncode == 1 and f"TAMPERED: events.log:{n}: truncated" in r.stderr, r.stderr
-    # drop whole lines at its end
-    export.write_bytes(b"".join(ln + b"\n" for ln in active.split(b"\n")[:-3]))
+    # drop whole lines at its end (two, or the one line a file just rotated has): the
+    # verifier names the first line missing
+    k = min(2, n)
+    export.write_bytes(b"".join(ln + b"\n" for ln in active.split(b"\n")[:n - k]))
     r = verify()
     export.write_bytes(active)
-    assert r.returncode == 1 and f"events.log:{n - 1}: truncated" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"events.log:{n - k + 1}: truncated" in r.stderr, r.stderr
 
     # delete a rotated file: alone, then with its chain file
     victim.unlink()
