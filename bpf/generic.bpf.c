@@ -1099,26 +1099,31 @@ static __always_inline int vg_bin_follow_match(struct vg_gen_buf *h,
 	return s->bin_op == VG_OP_IN ? hit : !hit;
 }
 
-/* The binary of process tgid (vg_procs) against operator op and string set `set`
- * (matchBinaries, matchParentBinaries). */
-static __always_inline int vg_bin_match(struct vg_gen_buf *h, __u8 op, __u32 set, __u32 tgid)
+static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile struct vg_selector_cfg *s,
+					__u32 tgid)
 {
 	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &tgid);
 
 	if (!p) /* unknown process: only a negative filter can match */
-		return op == VG_OP_NOTIN || op == VG_OP_NOTPREFIX || op == VG_OP_NOTPOSTFIX;
-	return vg_str_match(h, op, set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
+		return s->bin_op == VG_OP_NOTIN || s->bin_op == VG_OP_NOTPREFIX ||
+		       s->bin_op == VG_OP_NOTPOSTFIX;
+	return vg_str_match(h, s->bin_op, s->bin_set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
 }
 
-/* matchParentBinaries: the binary of the caller's parent process (real_parent: the
- * process that forked it, or the reaper that adopted it), as the parent Tetragon reports. */
+/* matchParentBinaries: vg_bin_match on the binary of the caller's parent process
+ * (real_parent: the process that forked it, or the reaper that adopted it), the parent
+ * Tetragon reports. A parent without a record matches only a negative filter. */
 static __always_inline int vg_parent_bin_match(struct vg_gen_buf *h,
 					       const volatile struct vg_selector_cfg *s)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 ptgid = BPF_CORE_READ(task, real_parent, tgid);
+	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &ptgid);
 
-	return vg_bin_match(h, s->pbin_op, s->pbin_set, ptgid);
+	if (!p)
+		return s->pbin_op == VG_OP_NOTIN || s->pbin_op == VG_OP_NOTPREFIX ||
+		       s->pbin_op == VG_OP_NOTPOSTFIX;
+	return vg_str_match(h, s->pbin_op, s->pbin_set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
 }
 
 static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
@@ -1200,10 +1205,9 @@ static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *
  * matchNamespaces, matchBinaries, matchParentBinaries) are decided here, exactly and
  * only here; vg_selector_match then checks the rest for the selectors that passed.
  * matchArgs are only pre-checked (vg_arg_may_match): a 1 here is not a match. A filter
- * the selector does not use is a .rodata zero, so the verifier drops its code. The
- * loops are unrolled:
- * their bounds are .rodata constants, so the verifier drops the unused iterations and a
- * miss runs straight-line code, not loops over empty filter slots.
+ * the selector does not use is a .rodata zero, so the verifier drops its code. The loops
+ * are unrolled: their bounds are .rodata constants, so the verifier drops the unused
+ * iterations and a miss runs straight-line code, not loops over empty filter slots.
  */
 static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, __u64 *raw)
 {
@@ -1249,15 +1253,17 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 	if (s->bin_op && (s->follow & VG_FOLLOW_BIN)) {
 		if (!vg_bin_follow_match(h, s, tgid, si))
 			return 0;
-	} else if (s->bin_op && !vg_bin_match(h, s->bin_op, s->bin_set, tgid)) {
+	} else if (s->bin_op && !vg_bin_match(h, s, tgid)) {
 		return 0;
 	}
-	if (s->pbin_op && !vg_parent_bin_match(h, s))
-		return 0;
 	#pragma unroll
 	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
 		if (k < s->nargs && !vg_arg_may_match(&s->args[k], raw))
 			return 0;
+	/* last: a parent lookup costs more than an argument's first bytes, and a call
+	 * whose arguments already failed never reads this selector's pbin_op */
+	if (s->pbin_op && !vg_parent_bin_match(h, s))
+		return 0;
 	return 1;
 }
 
