@@ -510,6 +510,25 @@ def test_match_parent_binaries(env: Env, tdir: Path, own_sh: str, op: str,
     assert {b["parent"]["binary"] for b in got.values()} == parents
 
 
+@pytest.mark.parametrize("op,values", [
+    ("In", ["{sh}"]), ("Prefix", ["{bin}/"]), ("NotIn", ["{sh}"]), ("NotPostfix", ["/vk-sh"]),
+], ids=["in", "prefix", "notin", "notpostfix"])
+def test_match_parent_binaries_parent_without_record(env: Env, tdir: Path, own_sh: str,
+                                                     op: str, values: list[str]) -> None:
+    """A parent with no process record (vg_procs; removed here) matches only the Not*
+    operators, as an unknown caller does under matchBinaries: each case here decides the
+    other way round from the same shell with its record."""
+    from vigil.bpf.object import MapFd
+    (tdir / "f").write_text("x")
+    values = [v.format(sh=own_sh, bin=str(Path(own_sh).parent)) for v in values]
+    sh = _started([own_sh, "-c", f"read x; {CAT} {tdir}/f; true"])
+    with env.policy(_tp_parent_policy("vk-parent-unknown", f"{tdir}/", op, values)):
+        MapFd(env.base.shared_maps()["vg_procs"], "vg_procs").delete(sh.pid.to_bytes(4, "little"))
+        evs = env.run(lambda: _release(sh))
+    got = [(_body(e)["args"][0]["string_arg"], _body(e)["parent"]["pid"]) for e in evs]
+    assert got == ([(f"{tdir}/f", sh.pid)] if op.startswith("Not") else [])
+
+
 def test_follow_forks(env: Env, tdir: Path) -> None:
     """matchPIDs In [P] followForks: P's children from before the load (seeded from /proc)
     and after it match; P itself matches; unrelated processes do not."""
