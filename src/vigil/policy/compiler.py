@@ -676,6 +676,7 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         p = f"sel[{si}]"
         _compile_match_args(b, sel, p, w)
         _compile_binaries(b, sel, p, w)
+        _compile_parent_binaries(b, sel, p, w)
         _compile_pids(b, sel, p, w)
         _compile_namespaces(b, sel, p, w)
         _compile_caps(b, sel, p, w)
@@ -1011,7 +1012,6 @@ def _binaries_op(b: _HookBuilder, mb: Any, ww: str) -> tuple[Op, int]:
 
 
 def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
-    _compile_parent_binaries(b, sel, p, w)
     mbs = sel.match_binaries or ()
     if not mbs:
         return
