@@ -1110,6 +1110,22 @@ static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile str
 	return vg_str_match(h, s->bin_op, s->bin_set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
 }
 
+/* matchParentBinaries: vg_bin_match on the binary of the caller's parent process
+ * (real_parent: the process that forked it, or the reaper that adopted it), the parent
+ * Tetragon reports. A parent without a record matches only a negative filter. */
+static __always_inline int vg_parent_bin_match(struct vg_gen_buf *h,
+					       const volatile struct vg_selector_cfg *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 ptgid = BPF_CORE_READ(task, real_parent, tgid);
+	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &ptgid);
+
+	if (!p)
+		return s->pbin_op == VG_OP_NOTIN || s->pbin_op == VG_OP_NOTPREFIX ||
+		       s->pbin_op == VG_OP_NOTPOSTFIX;
+	return vg_str_match(h, s->pbin_op, s->pbin_set, p->bin, p->bin_len & (VG_BIN_MAX - 1));
+}
+
 static __always_inline __u32 vg_ns_inum(struct task_struct *task, __u8 ns)
 {
 	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
@@ -1186,11 +1202,12 @@ static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *
 /*
  * Can selector si match this call? Runs before anything is read or copied, so a call no
  * selector can match costs only these checks. The process filters (matchPIDs,
- * matchNamespaces, matchBinaries) are decided here, exactly and only here;
- * vg_selector_match then checks the rest for the selectors that passed. matchArgs are
- * only pre-checked (vg_arg_may_match): a 1 here is not a match. The loops are unrolled:
- * their bounds are .rodata constants, so the verifier drops the unused iterations and a
- * miss runs straight-line code, not loops over empty filter slots.
+ * matchNamespaces, matchBinaries, matchParentBinaries) are decided here, exactly and
+ * only here; vg_selector_match then checks the rest for the selectors that passed.
+ * matchArgs are only pre-checked (vg_arg_may_match): a 1 here is not a match. A filter
+ * the selector does not use is a .rodata zero, so the verifier drops its code. The loops
+ * are unrolled: their bounds are .rodata constants, so the verifier drops the unused
+ * iterations and a miss runs straight-line code, not loops over empty filter slots.
  */
 static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, __u64 *raw)
 {
@@ -1243,6 +1260,10 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 	for (int k = 0; k < VG_GEN_MATCH_ARGS; k++)
 		if (k < s->nargs && !vg_arg_may_match(&s->args[k], raw))
 			return 0;
+	/* last: a parent lookup costs more than an argument's first bytes, and a call
+	 * whose arguments already failed never reads this selector's pbin_op */
+	if (s->pbin_op && !vg_parent_bin_match(h, s))
+		return 0;
 	return 1;
 }
 

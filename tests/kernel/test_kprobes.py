@@ -134,6 +134,30 @@ def test_entry_file_arg(env: ModeEnv, tdir: Path, mech: str) -> None:
     assert body["action"] == "KPROBE_ACTION_POST" and body["policy_name"] == "vkp-open"
 
 
+@pytest.mark.parametrize("mech", list(MODES))
+def test_match_parent_binaries(env: ModeEnv, tdir: Path, mech: str) -> None:
+    """matchParentBinaries on a kernel-function hook: the same cat opens a file as a
+    child of a shell (matching) and as a child of python (not)."""
+    sh = tdir / "vk-sh"
+    shutil.copy(os.path.realpath("/bin/sh"), sh)
+    for n in ("in-sh", "in-py"):
+        (tdir / n).write_text("x")
+    body = FILE_OPEN.format(d=tdir) + f"""      matchParentBinaries:
+      - operator: In
+        values: ["{sh}"]
+"""
+    spawn = f"import subprocess; subprocess.run([{CAT!r}, {str(tdir / 'in-py')!r}])"
+
+    def trigger() -> None:
+        subprocess.run([str(sh), "-c", f"{CAT} {tdir}/in-sh; true"], capture_output=True,
+                       check=True)
+        subprocess.run([sys.executable, "-c", spawn], capture_output=True, check=True)
+    with mode(env, mech), env.policy(policy("vkp-parent", body)):
+        evs = env.run_all(trigger)
+    assert [_body(e)["args"][0]["file_arg"]["path"] for e in evs] == [f"{tdir}/in-sh"]
+    assert _body(evs[0])["parent"]["binary"] == str(sh)
+
+
 SOCK_CREATE = """
   kprobes:
   - call: __sock_create

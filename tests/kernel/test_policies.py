@@ -456,6 +456,79 @@ def test_follow_children_notin(env: Env, tdir: Path, own_sh: str) -> None:
     assert [_body(e)["process"]["pid"] for e in evs] == direct
 
 
+# ---- matchParentBinaries ----------------------------------------------------------------
+
+def _tp_parent_policy(name: str, prefix: str, op: str, values: list[str]) -> str:
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_openat
+    args:
+    - index: 6
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 6
+        operator: Prefix
+        values: ["{prefix}"]
+      matchParentBinaries:
+      - operator: {op}
+        values: {values!r}
+"""
+
+
+@pytest.mark.parametrize("op,values,from_sh", [
+    ("In", ["{sh}"], True), ("NotIn", ["{sh}"], False), ("Prefix", ["{bin}/"], True),
+    ("NotPrefix", ["{bin}/"], False), ("Postfix", ["/vk-sh"], True),
+    ("In", ["/nonexistent/sh"], None),
+], ids=["in", "notin", "prefix", "notprefix", "postfix", "in-other"])
+def test_match_parent_binaries(env: Env, tdir: Path, own_sh: str, op: str,
+                               values: list[str], from_sh: bool | None) -> None:
+    """The same cat opens a file as a child of a shell and as a child of python; the
+    selector compares the parent's binary, not the caller's: the shell's own open (its
+    parent is this test's python) goes with the python side."""
+    for n in ("sh-child", "sh-self", "py-child"):
+        (tdir / n).write_text("x")
+    values = [v.format(sh=own_sh, bin=str(Path(own_sh).parent)) for v in values]
+    spawn = f"import subprocess; subprocess.run([{CAT!r}, {str(tdir / 'py-child')!r}])"
+
+    def trigger() -> None:
+        subprocess.run([own_sh, "-c", f"{CAT} {tdir}/sh-child; : < {tdir}/sh-self; true"],
+                       capture_output=True, check=True)
+        subprocess.run([PY, "-c", spawn], capture_output=True, check=True)
+    with env.policy(_tp_parent_policy("vk-parent-bin", f"{tdir}/", op, values)):
+        evs = env.run(trigger)
+    got = {_body(e)["args"][0]["string_arg"]: _body(e) for e in evs}
+    want = {True: {"sh-child"}, False: {"sh-self", "py-child"}, None: set()}[from_sh]
+    assert set(got) == {f"{tdir}/{n}" for n in want}
+    parents = {own_sh if from_sh else PY} if want else set()
+    assert {b["parent"]["binary"] for b in got.values()} == parents
+
+
+@pytest.mark.parametrize("op,values", [
+    ("In", ["{sh}"]), ("Prefix", ["{bin}/"]), ("NotIn", ["{sh}"]), ("NotPostfix", ["/vk-sh"]),
+], ids=["in", "prefix", "notin", "notpostfix"])
+def test_match_parent_binaries_parent_without_record(env: Env, tdir: Path, own_sh: str,
+                                                     op: str, values: list[str]) -> None:
+    """A parent with no process record (vg_procs; removed here) matches only the Not*
+    operators, as an unknown caller does under matchBinaries: each case here decides the
+    other way round from the same shell with its record."""
+    from vigil.bpf.object import MapFd
+    (tdir / "f").write_text("x")
+    values = [v.format(sh=own_sh, bin=str(Path(own_sh).parent)) for v in values]
+    sh = _started([own_sh, "-c", f"read x; {CAT} {tdir}/f; true"])
+    with env.policy(_tp_parent_policy("vk-parent-unknown", f"{tdir}/", op, values)):
+        MapFd(env.base.shared_maps()["vg_procs"], "vg_procs").delete(sh.pid.to_bytes(4, "little"))
+        evs = env.run(lambda: _release(sh))
+    got = [(_body(e)["args"][0]["string_arg"], _body(e)["parent"]["pid"]) for e in evs]
+    assert got == ([(f"{tdir}/f", sh.pid)] if op.startswith("Not") else [])
+
+
 def test_follow_forks(env: Env, tdir: Path) -> None:
     """matchPIDs In [P] followForks: P's children from before the load (seeded from /proc)
     and after it match; P itself matches; unrelated processes do not."""

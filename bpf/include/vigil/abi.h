@@ -612,13 +612,16 @@ struct vg_selector_cfg {
 	__u8 nret;
 	__u8 bin_op;    /* VG_OP_NONE, IN, NOTIN, PREFIX, NOTPREFIX, POSTFIX, NOTPOSTFIX */
 	__u8 npidf;     /* matchPIDs filters used in pids[] */
-	__u8 pad0[2];
+	__u8 pbin_op;   /* matchParentBinaries: bin_op's operators on the binary of the
+			 * caller's parent (task->real_parent's process in vg_procs) */
+	__u8 pad0;
 	__u8 nns;
 	__u8 ncaps;
 	__u8 nactions;
 	__u8 follow;    /* enum vg_follow_flag */
 	__u8 pad[2];
 	__u32 bin_set;  /* string set of matchBinaries values */
+	__u32 pbin_set; /* string set of matchParentBinaries values */
 	struct vg_pid_match pids[VG_GEN_PIDF];
 	struct vg_match_arg args[VG_GEN_MATCH_ARGS];
 	struct vg_match_arg ret[VG_GEN_MATCH_RET];
@@ -804,7 +807,8 @@ struct vg_module_rec {
 	char name[56];
 };
 
-/* matchBinaries: each process's binary, kept by the base sensor (map vg_procs). */
+/* matchBinaries, matchParentBinaries: each process's binary, kept by the base sensor
+ * (map vg_procs). */
 enum vg_proc_flag {
 	VG_PROCF_CAPS = 0x1, /* caps[] hold the capabilities the process had at exec */
 };

@@ -676,11 +676,12 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         p = f"sel[{si}]"
         _compile_match_args(b, sel, p, w)
         _compile_binaries(b, sel, p, w)
+        _compile_parent_binaries(b, sel, p, w)
         _compile_pids(b, sel, p, w)
         _compile_namespaces(b, sel, p, w)
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
-        for unsupported in ("match_parent_binaries", "match_namespace_changes",
+        for unsupported in ("match_namespace_changes",
                             "match_data", "match_return_actions",
                             "match_workloads"):
             if getattr(sel, unsupported, None):
@@ -1000,17 +1001,25 @@ def _addr_key(set_id: int, value: str, w: str) -> bytes:
     return addr_key(set_id, net)
 
 
+def _binaries_op(b: _HookBuilder, mb: Any, ww: str) -> tuple[Op, int]:
+    """The operator and the string set of one matchBinaries / matchParentBinaries
+    filter (``ww`` names it in errors)."""
+    op = _BIN_OPS.get(_s(mb.operator))
+    if op is None:
+        raise CompileError(f"{ww}.operator", f"{_s(mb.operator)} is not a binaries operator "
+                           f"(one of {', '.join(_BIN_OPS)})", invalid=True)
+    return op, b.str_set(op, list(mb.values or ()), f"{ww}.values")
+
+
 def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     mbs = sel.match_binaries or ()
     if not mbs:
         return
     mb = mbs[0]
     ww = f"{w}.matchBinaries[0]"
-    op = _BIN_OPS.get(_s(mb.operator))
-    if op is None:
-        raise CompileError(f"{ww}.operator", f"{_s(mb.operator)} is not a binaries operator")
+    op, set_id = _binaries_op(b, mb, ww)
     b.cfg[f"{p}.bin_op"] = int(op)
-    b.cfg[f"{p}.bin_set"] = b.str_set(op, list(mb.values or ()), f"{ww}.values")
+    b.cfg[f"{p}.bin_set"] = set_id
     if getattr(mb, "follow_children", False):
         if op not in (Op.IN, Op.NOTIN):
             raise CompileError(f"{ww}.followChildren",
@@ -1018,6 +1027,24 @@ def _compile_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         si = int(p[4:-1])
         b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.BIN)
         b.follow[si] = FollowSel(si, tuple(mb.values or ()))
+
+
+def _compile_parent_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    """matchParentBinaries: matchBinaries' operators on the binary of the caller's
+    parent process, decided in the kernel from the base sensor's process records. A
+    parent without a record matches only the Not* operators, like an unknown caller."""
+    mbs = getattr(sel, "match_parent_binaries", None) or ()
+    if not mbs:
+        return
+    mb = mbs[0]
+    ww = f"{w}.matchParentBinaries[0]"
+    op, set_id = _binaries_op(b, mb, ww)
+    if getattr(mb, "follow_children", False):
+        raise CompileError(f"{ww}.followChildren", "followChildren (any ancestor's binary) "
+                           "is not supported for matchParentBinaries by this version of "
+                           "Vigil; without it the filter compares the direct parent")
+    b.cfg[f"{p}.pbin_op"] = int(op)
+    b.cfg[f"{p}.pbin_set"] = set_id
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
