@@ -296,3 +296,18 @@ def test_max_data_chunks_are_put_back_in_order(env: Any) -> None:
     [ev] = pipe.handle(recs)
     assert ev["process_kprobe"]["args"][1] == {"truncated_bytes_arg": {
         "bytes_arg": base64.b64encode(first).decode(), "orig_size": "8202"}}
+
+
+def test_data_arguments_go_last_as_data(env: Any) -> None:
+    """A hook's ``data`` entries are its last arguments in the record; the event carries
+    them as ``data``, after every other field (a record without list or tail flags)."""
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(9, "process_kprobe", function_name="f",
+                                 args=(ArgSpec("int", "fd"), ArgSpec("int", "ppid")),
+                                 ndata=1), "pol", "")])
+    [ev] = pipe.handle([record(9, [struct.pack("<q", 3), struct.pack("<q", 50)])])
+    body = ev["process_kprobe"]
+    assert body["args"] == [{"int_arg": 3, "label": "fd"}]
+    assert body["data"] == [{"int_arg": 50, "label": "ppid"}]
+    assert list(body) == ["process", "parent", "function_name", "args", "action",
+                          "policy_name", "data"]

@@ -258,9 +258,9 @@ class PolicyEvents:
                 parent = (parent.encoded if parent.encoded is not None
                           else self.pipeline.process_json(parent))
         # parent: its JSON dict from here on (None with p)
-        if hook.kprobe and ret is None:
-            # _kprobe_body without a return value, written out here: the most common
-            # policy event, and a function call is a measurable share of its cost
+        if hook.kprobe and ret is None:  # (kprobe: a hook without data, see CompiledHook)
+            # _kprobe_body without a return value or data, written out here: the most
+            # common policy event, and a function call is a measurable share of its cost
             if parent is None:
                 body: dict[str, Any] = {"process": proc, "function_name": hook.function_name}
             else:
@@ -280,7 +280,8 @@ class PolicyEvents:
                 args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
             body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
         if hook.functions or data:
-            _list_and_data(hook, body, v[_FUNC], data)
+            # the function id is in the record's tail, unpacked only for list hooks
+            _list_and_data(hook, body, v[_FUNC] if hook.functions else 0, data)
         if flags & _RARE_FLAGS:
             self._stacks_and_ima(body, rec, v)
         if action in _REQUESTS and self.request is not None:
