@@ -1238,7 +1238,8 @@ static __always_inline int vg_str_head_may_match(const volatile struct vg_match_
 }
 
 /* A matchArgs filter decided before the arguments are read into the record: exactly for
- * an integer argument, by its first bytes for a string one with heads (see above). */
+ * an integer argument, by its first bytes for a string one with heads (see above). Every
+ * other string filter (Postfix, SubString, ...) may match: the full match decides. */
 static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *ma, __u64 *raw)
 {
 	__u8 a = ma->arg;
