@@ -72,6 +72,8 @@ $(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h | apt
 # includes <linux/errno.h>, whose <asm/errno.h> is in the multiarch include directory
 $(OBJDIR)/generic_usdt.bpf.o: bpf/generic.bpf.c
 $(OBJDIR)/generic_tp.bpf.o: bpf/generic.bpf.c
+$(OBJDIR)/generic_substr.bpf.o: bpf/generic.bpf.c
+$(OBJDIR)/generic_substr_icase.bpf.o: bpf/generic.bpf.c
 $(OBJDIR)/generic_usdt.bpf.o: BPF_CFLAGS += -idirafter /usr/include/$(shell uname -m)-linux-gnu
 
 bpf: $(BPF_OBJS)

@@ -64,6 +64,7 @@ ANCHOR(enum vg_sock_field, vg_anchor_sock_field);
 ANCHOR(struct vg_sock_cfg, vg_anchor_sock_cfg);
 ANCHOR(struct vg_eq_key, vg_anchor_eq_key);
 ANCHOR(struct vg_pfx_key, vg_anchor_pfx_key);
+ANCHOR(struct vg_sub_key, vg_anchor_sub_key);
 ANCHOR(struct vg_int_key, vg_anchor_int_key);
 ANCHOR(struct vg_addr_key, vg_anchor_addr_key);
 ANCHOR(enum vg_action_flag, vg_anchor_action_flag);

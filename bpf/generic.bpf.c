@@ -104,6 +104,25 @@ struct {
 	__type(value, __u8);
 } vg_addr_lpm SEC(".maps");
 
+#ifdef VG_GEN_SUBSTR
+/*
+ * SubString (and, with VG_GEN_SUBSTR 2, SubStringIgnCase): only the objects built from
+ * generic_substr*.bpf.c call these kernel functions, so every other object loads on
+ * kernels without them. The values of all SubString filters of the hook, by set id.
+ */
+extern int bpf_strnstr(const char *s1__ign, const char *s2__ign, size_t len) __ksym;
+#if VG_GEN_SUBSTR > 1
+extern int bpf_strncasestr(const char *s1__ign, const char *s2__ign, size_t len) __ksym;
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct vg_sub_key);
+	__type(value, __u8);
+} vg_str_sub SEC(".maps");
+#endif
+
 /* Raw arguments saved at syscall entry for the exit program (return hooks). */
 struct vg_gen_entry {
 	__u64 raw[VG_GEN_ARGS];
@@ -806,6 +825,35 @@ static long vg_rev_step(__u32 j, void *data)
 	return 0;
 }
 
+#ifdef VG_GEN_SUBSTR
+struct vg_sub_ctx {
+	__u64 src; /* the string (kernel memory) */
+	__u32 len;
+	__u32 set;
+	__u32 icase;
+	__u32 hit;
+};
+
+/* One member of vg_str_sub: does it occur in the string? (stops the walk on a hit) */
+static long vg_sub_step(void *map, struct vg_sub_key *key, __u8 *val, struct vg_sub_ctx *c)
+{
+	int at;
+
+	if (key->set != c->set)
+		return 0;
+#if VG_GEN_SUBSTR > 1
+	if (c->icase)
+		at = bpf_strncasestr((const char *)c->src, key->s, c->len);
+	else
+#endif
+		at = bpf_strnstr((const char *)c->src, key->s, c->len);
+	if (at < 0)
+		return 0;
+	c->hit = 1;
+	return 1;
+}
+#endif
+
 /* Does the string src[0, len) match `op` against value set `set`? src is kernel memory. */
 static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set, const char *src,
 					__u32 len)
@@ -857,6 +905,17 @@ static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set
 		hit = bpf_map_lookup_elem(&vg_str_sfx, &h->pfx) != NULL;
 		return op == VG_OP_POSTFIX ? hit : !hit;
 	}
+#ifdef VG_GEN_SUBSTR
+	case VG_OP_SUBSTRING:
+	case VG_OP_SUBSTRING_IGNCASE: {
+		/* any value of the set anywhere in src[0, len) */
+		struct vg_sub_ctx c = {.src = (__u64)src, .len = len, .set = set,
+				       .icase = op == VG_OP_SUBSTRING_IGNCASE};
+
+		bpf_for_each_map_elem(&vg_str_sub, vg_sub_step, &c, 0);
+		return c.hit;
+	}
+#endif
 	}
 	return 0;
 }
@@ -1179,7 +1238,8 @@ static __always_inline int vg_str_head_may_match(const volatile struct vg_match_
 }
 
 /* A matchArgs filter decided before the arguments are read into the record: exactly for
- * an integer argument, by its first bytes for a string one with heads (see above). */
+ * an integer argument, by its first bytes for a string one with heads (see above). Every
+ * other string filter (Postfix, SubString, ...) may match: the full match decides. */
 static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *ma, __u64 *raw)
 {
 	__u8 a = ma->arg;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -173,6 +174,96 @@ def test_string_operators(env: Env, tdir: Path, op: str, values: list[str],
         evs = env.run(lambda: touch(tdir / "a.conf", tdir / "b.txt", tdir / "c.conf"), ME)
     got = [p for p in opened_paths(evs) if p.startswith(str(tdir))]
     assert got == [f"{tdir}/{n}" for n in expect]
+
+
+# ---- SubString: kernel functions bpf_strnstr (6.17) / bpf_strncasestr (6.19) ----------
+
+def _kfunc(name: str) -> bool:
+    from vigil.policy.kbtf import has_kfunc
+    return has_kfunc(name)
+
+
+_SUBSTRING_KFUNCS = {"SubString": ("bpf_strnstr", "6.17"),
+                     "SubStringIgnCase": ("bpf_strncasestr", "6.19")}
+
+
+@pytest.mark.parametrize("op,values,expect", [
+    ("SubString", ["conf"], ["a.conf", "c.conf"]),
+    ("SubString", ["nowhere", "b.t"], ["b.txt"]),
+    # the value at the very end of the string, and the whole string
+    ("SubString", ["c.conf", "{d}/a.conf"], ["a.conf", "c.conf"]),
+    ("SubString", ["CONF", "a.conf/"], []),
+    ("SubStringIgnCase", ["CONF"], ["a.conf", "c.conf"]),
+    ("SubStringIgnCase", ["B.TxT"], ["b.txt"]),
+])
+def test_substring(env: Env, tdir: Path, op: str, values: list[str],
+                   expect: list[str]) -> None:
+    """A value matches where it occurs anywhere in the string (values OR), on a syscall
+    tracepoint; the kernel searches with bpf_strnstr / bpf_strncasestr."""
+    kfunc, since = _SUBSTRING_KFUNCS[op]
+    if not _kfunc(kfunc):
+        pytest.skip(f"{op} needs {kfunc} (Linux {since} or later)")
+    vals = ", ".join(f'"{v.format(d=tdir)}"' for v in values)
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]
+      - index: 1
+        operator: {op}
+        values: [{vals}]"""
+    with env.policy(openat_policy("vk-substr", sel)) as info:
+        assert "sys_enter_openat" in info.info
+        evs = env.run(lambda: touch(tdir / "a.conf", tdir / "b.txt", tdir / "c.conf"), ME)
+    assert opened_paths(evs) == [f"{tdir}/{n}" for n in expect]
+
+
+def test_substring_tracepoint_section(env: Env, tdir: Path) -> None:
+    """SubString on a tracepoints: entry (the filename field), real processes: only the
+    cat whose path holds the value is reported."""
+    if not _kfunc("bpf_strnstr"):
+        pytest.skip("SubString needs bpf_strnstr (Linux 6.17 or later)")
+    (tdir / "has-needle-in").write_text("x")
+    (tdir / "plain").write_text("x")
+    pol = _tp_openat_policy("vk-tp-substr", 6, "needle").replace("Prefix", "SubString")
+    with env.policy(pol):
+        evs = env.run(lambda: (_cat(tdir / "has-needle-in"), _cat(tdir / "plain")))
+    mine = [e for e in evs if _body(e)["process"]["binary"] == CAT]
+    assert [_body(e)["args"] for e in mine] == [[{"string_arg": f"{tdir}/has-needle-in"}]]
+
+
+@pytest.mark.parametrize("op", ["SubString", "SubStringIgnCase"])
+def test_substring_refused_without_kfunc(env: Env, tmp_path: Path, op: str) -> None:
+    """A kernel without the kernel function: the policy is valid, not for this kernel
+    (refused whole, with the reason; `check` exits 4 naming the feature)."""
+    kfunc, since = _SUBSTRING_KFUNCS[op]
+    if _kfunc(kfunc):
+        pytest.skip(f"this kernel has {kfunc}")
+    # SubStringIgnCase calls both functions: the refusal names each one missing
+    missing = [f for f in ("bpf_strnstr", kfunc) if not _kfunc(f)]
+    missing = list(dict.fromkeys(missing))
+    before = _my_links()
+    sel = f"""
+    - matchArgs:
+      - index: 1
+        operator: {op}
+        values: ["needle"]"""
+    pol = openat_policy("vk-substr-refused", sel)
+    why = (f"{op} needs the kernel function{'s' if len(missing) > 1 else ''} "
+           f"{' and '.join(missing)} (Linux {since} or later)")
+    with pytest.raises(FeatureNotSupported, match=r"matchArgs\[0\]\.operator: " + re.escape(why)):
+        env.manager.add(pol, source="test")
+    assert _my_links() == before
+    assert [p.name for p in env.manager.list()] == []
+    path = tmp_path / "p.yaml"
+    path.write_text(pol)
+    out = subprocess.run([sys.executable, "-m", "vigil", "tracingpolicy", "check", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "valid, but this kernel cannot load" in out.stdout and why in out.stdout, out.stdout
+    needs = out.stdout.split("it would load with: ", 1)[-1]
+    for f in missing:
+        assert f"kfunc_{f.removeprefix('bpf_')}: the BPF kernel function {f}" in needs, out.stdout
 
 
 # os.open() adds O_CREAT (touch) and O_CLOEXEC (Python's fds are non-inheritable)

@@ -294,6 +294,7 @@ enum vg_gen_limits {
 	VG_GEN_OFF_MASK = 16383,
 	VG_STR_KEY = 256,       /* bytes of a string in the equality map key */
 	VG_PFX_KEY = 248,       /* bytes of a string in the prefix/postfix trie keys */
+	VG_SUB_KEY = 100,       /* bytes of a SubString value and its NUL (Tetragon: < 100 chars) */
 	VG_BIN_MAX = 256,       /* binary path kept per process for matchBinaries */
 	VG_PROCS_ENTRIES = 32768,
 	VG_FOLLOW_ENTRIES = 32768, /* followed processes per hook (vg_follow) */
@@ -431,6 +432,8 @@ enum vg_op {
 	VG_OP_STATE = 29,
 	VG_OP_INRANGE = 31,
 	VG_OP_NOTINRANGE = 32,
+	VG_OP_SUBSTRING = 33, /* kfunc bpf_strnstr: only in generic_substr*.bpf.o */
+	VG_OP_SUBSTRING_IGNCASE = 34, /* kfunc bpf_strncasestr: only in generic_substr_icase.bpf.o */
 	VG_OP_CEL = 35,       /* CelExpr: run program `set` of vg_hook_cfg.cel */
 };
 
@@ -884,6 +887,13 @@ struct vg_pfx_key {
 	__u32 prefixlen;
 	__u32 set;
 	char s[VG_PFX_KEY];
+};
+
+/* SubString sets (vg_str_sub, walked whole by bpf_for_each_map_elem): set id, the
+ * NUL-terminated value. */
+struct vg_sub_key {
+	__u32 set;
+	char s[VG_SUB_KEY];
 };
 
 /* InMap integer sets (vg_int_set). */

@@ -192,6 +192,7 @@ class GenLimits(enum.IntEnum):
     GEN_OFF_MASK = 16383
     STR_KEY = 256
     PFX_KEY = 248
+    SUB_KEY = 100
     BIN_MAX = 256
     PROCS_ENTRIES = 32768
     FOLLOW_ENTRIES = 32768
@@ -281,6 +282,8 @@ class Op(enum.IntEnum):
     STATE = 29
     INRANGE = 31
     NOTINRANGE = 32
+    SUBSTRING = 33
+    SUBSTRING_IGNCASE = 34
     CEL = 35
 
 
@@ -381,6 +384,7 @@ LAYOUTS = {
     'vg_sock_rec': (64, (('family', 0, 2, 1), ('type', 2, 2, 1), ('protocol', 4, 2, 1), ('state', 6, 1, 1), ('pad', 7, 1, 1), ('mark', 8, 4, 1), ('priority', 12, 4, 1), ('sport', 16, 2, 1), ('dport', 18, 2, 1), ('pad2', 20, 4, 1), ('saddr', 24, 1, 16), ('daddr', 40, 1, 16), ('cookie', 56, 8, 1),)),
     'vg_sock_sel': (136, (('nmatch', 0, 1, 1), ('bin_op', 1, 1, 1), ('action', 2, 1, 1), ('post', 3, 1, 1), ('err', 4, 4, 1), ('bin_set', 8, 4, 1), ('pad', 12, 4, 1), ('m[0].field', 16, 1, 1), ('m[0].negate', 17, 1, 1), ('m[0].nvals', 18, 1, 1), ('m[0].pad', 19, 1, 1), ('m[0].set', 20, 4, 1), ('m[0].vals', 24, 4, 4), ('m[1].field', 40, 1, 1), ('m[1].negate', 41, 1, 1), ('m[1].nvals', 42, 1, 1), ('m[1].pad', 43, 1, 1), ('m[1].set', 44, 4, 1), ('m[1].vals', 48, 4, 4), ('m[2].field', 64, 1, 1), ('m[2].negate', 65, 1, 1), ('m[2].nvals', 66, 1, 1), ('m[2].pad', 67, 1, 1), ('m[2].set', 68, 4, 1), ('m[2].vals', 72, 4, 4), ('m[3].field', 88, 1, 1), ('m[3].negate', 89, 1, 1), ('m[3].nvals', 90, 1, 1), ('m[3].pad', 91, 1, 1), ('m[3].set', 92, 4, 1), ('m[3].vals', 96, 4, 4), ('m[4].field', 112, 1, 1), ('m[4].negate', 113, 1, 1), ('m[4].nvals', 114, 1, 1), ('m[4].pad', 115, 1, 1), ('m[4].set', 116, 4, 1), ('m[4].vals', 120, 4, 4),)),
     'vg_stats': (1280, (('sent', 0, 8, 32), ('drops', 256, 8, 128),)),
+    'vg_sub_key': (104, (('set', 0, 4, 1), ('s', 4, 1, 100),)),
     'vg_throttle_msg': (296, (('hdr.op', 0, 1, 1), ('hdr.flags', 1, 1, 1), ('hdr.pad1', 2, 2, 1), ('hdr.size', 4, 4, 1), ('hdr.ktime', 8, 8, 1), ('cgroup_id', 16, 8, 1), ('type', 24, 4, 1), ('name_len', 28, 2, 1), ('pad', 30, 2, 1), ('dropped', 32, 8, 1), ('name', 40, 1, 256),)),
     'vg_userns_rec': (16, (('level', 0, 4, 1), ('uid', 4, 4, 1), ('gid', 8, 4, 1), ('inum', 12, 4, 1),)),
 }
@@ -517,6 +521,9 @@ VG_SOCK_SEL_INDEX = {'nmatch': 0, 'bin_op': 1, 'action': 2, 'post': 3, 'err': 4,
 VG_STATS = struct.Struct('<32Q128Q')
 VG_STATS_FIELDS = ('sent', 'drops',)
 VG_STATS_INDEX = {'sent': 0, 'drops': 32}
+VG_SUB_KEY = struct.Struct('<I100s')
+VG_SUB_KEY_FIELDS = ('set', 's',)
+VG_SUB_KEY_INDEX = {'set': 0, 's': 1}
 VG_THROTTLE_MSG = struct.Struct('<BBHIQQIHHQ256s')
 VG_THROTTLE_MSG_FIELDS = ('hdr.op', 'hdr.flags', 'hdr.pad1', 'hdr.size', 'hdr.ktime', 'cgroup_id', 'type', 'name_len', 'pad', 'dropped', 'name',)
 VG_THROTTLE_MSG_INDEX = {'hdr.op': 0, 'hdr.flags': 1, 'hdr.pad1': 2, 'hdr.size': 3, 'hdr.ktime': 4, 'cgroup_id': 5, 'type': 6, 'name_len': 7, 'pad': 8, 'dropped': 9, 'name': 10}

@@ -23,6 +23,12 @@ def pfx_key(set_id: int, raw: bytes) -> bytes:
     return pack("vg_pfx_key", {"prefixlen": 32 + 8 * len(raw), "set": set_id, "s": raw})
 
 
+def sub_key(set_id: int, raw: bytes) -> bytes:
+    """A SubString set member (``len(raw)`` < VG_SUB_KEY; ValueError otherwise): the set
+    id and the value, NUL-terminated (the kernel searches up to the NUL)."""
+    return pack("vg_sub_key", {"set": set_id, "s": raw})
+
+
 def int_key(set_id: int, value: int) -> bytes:
     """An InMap integer set member (stored as a signed 64-bit value)."""
     return pack("vg_int_key", {"set": set_id, "v": value})

@@ -83,8 +83,10 @@ def _target(features: str | None) -> _Target:
     else:
         reason = "not root: BPF program features not probed"
     kprobes = os.path.isdir("/sys/bus/event_source/devices/kprobe")
+    from vigil.policy.kbtf import has_kfunc
     view = KernelView(kprobes=kprobes, btf=kernel_btf(), formats=formats,
-                      host_ns_deferred=True)
+                      host_ns_deferred=True, kfunc_strnstr=has_kfunc("bpf_strnstr"),
+                      kfunc_strncasestr=has_kfunc("bpf_strncasestr"))
     return _Target(view, f"{reason}; kprobes from sysfs ({str(kprobes).lower()}); fentry, "
                    "kprobe.multi, fmod_ret and BPF LSM treated as missing", formats)
 

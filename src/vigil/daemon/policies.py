@@ -50,7 +50,7 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
     import os
 
     from vigil.bpf import features
-    from vigil.policy.kbtf import shared_kernel_btf
+    from vigil.policy.kbtf import has_kfunc, shared_kernel_btf
 
     def ok(name: str) -> bool:
         return features.probe(name).ok
@@ -60,6 +60,8 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
                       probe_write_user=ok("probe_write_user"),
                       probe_write_user_refused=_write_user_refused(features),
                       uprobe_regs_refused=features.probe("uprobe_regs").reason or "allowed",
+                      kfunc_strnstr=has_kfunc("bpf_strnstr"),
+                      kfunc_strncasestr=has_kfunc("bpf_strncasestr"),
                       kprobe_mode=kprobe_mode or os.environ.get("VIGIL_KPROBE_MODE") or "auto",
                       btf=shared_kernel_btf(), formats=read_format_mounting,
                       ftrace_functions=read_ftrace_functions, **_host_ns(procfs))

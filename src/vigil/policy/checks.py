@@ -1005,9 +1005,9 @@ def _string_problem(op: Operator, value: str, t: ArgType | None) -> tuple[str, s
         return ("policy.limit", f"postfix is too long: {len(value)} characters (at most "
                 f"{MAX_POSTFIX_LEN})")
     if op in (Operator.SUBSTRING, Operator.SUBSTRING_IGN_CASE) and \
-            len(value) > MAX_SUBSTRING_LEN:
-        return ("policy.limit", f"substring is too long: {len(value)} characters (at most "
-                f"{MAX_SUBSTRING_LEN})")
+            len(value.encode()) > MAX_SUBSTRING_LEN:  # Tetragon counts bytes
+        return ("policy.limit", f"substring is too long: {len(value.encode())} bytes (at "
+                f"most {MAX_SUBSTRING_LEN})")
     if t is not None and t.is_string and len(value) > MAX_STRING_LEN:
         return ("policy.limit", f"value is too long: {len(value)} characters (at most "
                 f"{MAX_STRING_LEN})")

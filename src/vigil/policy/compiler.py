@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.abi import _generated as abi
-from vigil.abi.keys import addr_key, eq_key, int_key, pfx_key
+from vigil.abi.keys import addr_key, eq_key, int_key, pfx_key, sub_key
 from vigil.abi.pack import pack
 from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
@@ -116,6 +116,9 @@ class KernelView:
     probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
     # why a uprobe program cannot rewrite the registers (Override on uprobes)
     uprobe_regs_refused: str = "not probed"
+    # BPF kernel functions in the kernel's BTF: SubString, SubStringIgnCase
+    kfunc_strnstr: bool = False
+    kfunc_strncasestr: bool = False
 
 
 def _s(v: Any) -> str:
@@ -183,6 +186,7 @@ class _HookBuilder:
         self.ret_type = _INT_TYPES["long"]  # how matchReturnArgs read the return value
         self.hook: Any = None
         self.usdt = False  # a USDT probe: arguments come from the probe's spec, not registers
+        self.kfuncs: set[str] = set()  # kernel functions the hook calls (HookPlan.kfuncs)
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -885,7 +889,10 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
             b.cfg[f"{slot}.vals"] = ports
             b.cfg[f"{slot}.nvals"] = len(ports)
     else:
-        if op in ("SubString", "SubStringIgnCase", "FileType", "NotFileType", "CelExpr"):
+        if op in _SUBSTRING_OPS:
+            _compile_substring(b, slot, op, values, w)
+            return
+        if op in ("FileType", "NotFileType", "CelExpr"):
             raise CompileError(f"{w}.operator", f"{op} is not supported by this version of "
                                "Vigil")
         if op not in _STRING_OPS:
@@ -899,6 +906,47 @@ def _compile_operator(b: _HookBuilder, slot: str, op: str, values: list[str], t:
         b.cfg[f"{slot}.set"] = b.str_set(_STRING_OPS[op], values, f"{w}.values")
         if t.kind in (K.USTR, K.KSTR):
             _string_heads(b, slot, _STRING_OPS[op], values)
+
+
+#: SubString operators -> (their op, the kernel functions they call, first Linux with them)
+_SUBSTRING_OPS = {
+    "SubString": (Op.SUBSTRING, ("bpf_strnstr",), "6.17"),
+    "SubStringIgnCase": (Op.SUBSTRING_IGNCASE, ("bpf_strnstr", "bpf_strncasestr"), "6.19"),
+}
+MAX_SUBSTRINGS = 100
+SUB_KEY = int(abi.GenLimits.SUB_KEY)
+
+
+def _compile_substring(b: _HookBuilder, slot: str, op: str, values: list[str],
+                       w: str) -> None:
+    """SubString / SubStringIgnCase: a value matches when it occurs anywhere in the
+    string. The values go to the hook's vg_str_sub set; the kernel searches with
+    bpf_strnstr / bpf_strncasestr, which only kernels with them in their BTF offer."""
+    code, kfuncs, since = _SUBSTRING_OPS[op]
+    if len(values) > MAX_SUBSTRINGS:
+        raise CompileError(f"{w}.values", f"too many values for operator {op}: "
+                           f"{len(values)} (at most {MAX_SUBSTRINGS})", invalid=True)
+    for k, v in enumerate(values):
+        if len(v.encode()) >= SUB_KEY:
+            raise CompileError(f"{w}.values[{k}]", f"substring is too long: "
+                               f"{len(v.encode())} bytes (at most {SUB_KEY - 1})",
+                               invalid=True)
+    if b.usdt:
+        raise CompileError(f"{w}.operator", f"{op} on usdts arguments is not supported by "
+                           "this version of Vigil")
+    view = b.view
+    missing = [f for f in kfuncs if not getattr(view, "kfunc_" + f.removeprefix("bpf_"))]
+    if missing:
+        raise CompileError(f"{w}.operator", f"{op} needs the kernel function"
+                           f"{'s' if len(missing) > 1 else ''} "
+                           f"{' and '.join(missing)} (Linux {since} or later), which "
+                           "this kernel does not have")
+    b.kfuncs.update(kfuncs)
+    set_id = b.new_set()
+    for v in dict.fromkeys(values):
+        b.key("vg_str_sub", sub_key(set_id, v.encode()))
+    b.cfg[f"{slot}.op"] = int(code)
+    b.cfg[f"{slot}.set"] = set_id
 
 
 _HEAD_BYTES = 8
@@ -1269,7 +1317,8 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         map_sizes=sizes, args=specs, return_arg=ret_spec,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
-        requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)), **names)
+        requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)),
+        kfuncs=tuple(sorted(b.kfuncs)), **names)
 
 
 def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:

@@ -342,6 +342,20 @@ def kernel_btf() -> KernelBtf | None:
         return None
 
 
+@functools.cache
+def has_kfunc(name: str) -> bool:
+    """Whether BPF programs may call kernel function ``name`` (a kfunc such as
+    bpf_strnstr): the running kernel's BTF names it, which is how Tetragon detects kfuncs
+    too. Read, not loaded: no privileges needed. Asked once per process."""
+    btf = shared_kernel_btf()
+    if btf is None:
+        return False
+    try:
+        return btf.get().func_params(name) is not None
+    except (OSError, BtfError):
+        return False
+
+
 class SharedKernelBtf:
     """The running kernel's BTF for a long-running agent: parsed when a policy first needs
     it, dropped again after ``idle_s`` seconds without use.

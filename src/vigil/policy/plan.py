@@ -66,6 +66,9 @@ class HookPlan:
     functions: Mapping[int, str] = field(default_factory=dict)
     ndata: int = 0            # the last ndata of args are the hook's `data` (event field data)
     requests: tuple[Any, ...] = ()  # GetUrl / DnsLookup (vigil.policy.compile_actions.Request)
+    # kernel functions the hook's programs call (SubString: bpf_strnstr): the loader opens
+    # the object variant that has those calls (vigil.sensors.generic.load_hook)
+    kfuncs: tuple[str, ...] = ()
 
     @property
     def hook_label(self) -> str:

@@ -7,7 +7,9 @@ profile describes instead of the running one. A profile names only BPF program f
 build with other settings and close for other kernels.
 
 The named profiles are the stock kernels the project tests under qemu, as measured by
-``vigil probe`` inside them, plus ``full`` (every feature) and ``none``.
+``vigil probe`` inside them, plus ``full`` (every feature) and ``none``. The ``kfunc_*``
+features are kernel functions BPF programs may call: a kernel has them when its BTF
+names them (``vigil.policy.kbtf.has_kfunc``).
 """
 
 from __future__ import annotations
@@ -25,17 +27,23 @@ FEATURES: dict[str, str] = {
     "fmod_ret_syscall": "fmod_ret on syscall functions (Override on syscalls)",
     "probe_write_user": "writing user memory (bpf_probe_write_user: Set on usdts; refused "
                         "under kernel lockdown)",
+    "kfunc_strnstr": "the BPF kernel function bpf_strnstr (SubString; Linux 6.17 or later)",
+    "kfunc_strncasestr": "the BPF kernel function bpf_strncasestr (SubStringIgnCase; Linux "
+                         "6.19 or later)",
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {f: True for f in FEATURES},
     "none": {f: False for f in FEATURES},
     "debian-6.1": {"kprobes": True, "kprobe_multi": False, "fentry": True, "lsm": True,
-                   "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True},
+                   "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True,
+                   "kfunc_strnstr": False, "kfunc_strncasestr": False},
     "debian-6.12": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
-                    "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True},
+                    "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True,
+                    "kfunc_strnstr": False, "kfunc_strncasestr": False},
     "debian-7.2": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
-                   "fmod_ret": True, "fmod_ret_syscall": True, "probe_write_user": True},
+                   "fmod_ret": True, "fmod_ret_syscall": True, "probe_write_user": True,
+                   "kfunc_strnstr": True, "kfunc_strncasestr": True},
 }
 
 

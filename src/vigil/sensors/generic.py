@@ -29,6 +29,11 @@ USDT_OBJECT = OBJECTS_DIR / "generic_usdt.bpf.o"
 TRACEPOINT_OBJECT = OBJECTS_DIR / "generic_tp.bpf.o"
 TRACEPOINT_PROGRAMS = frozenset({"vg_gen_tp", "vg_gen_tp_ret", "vg_gen_rawtp",
                                  "vg_gen_fl_exec", "vg_gen_fl_fork", "vg_gen_fl_exit"})
+# Hooks calling kernel functions (HookPlan.kfuncs: SubString filters): the same pipeline
+# with those calls, kept out of the objects above so those load on any kernel
+KFUNC_OBJECTS = {("bpf_strnstr",): OBJECTS_DIR / "generic_substr.bpf.o",
+                 ("bpf_strncasestr", "bpf_strnstr"): OBJECTS_DIR / "generic_substr_icase.bpf.o"}
+KFUNC_MAPS = ("vg_str_sub",)
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
                 "vg_gen_entries", "vg_gen_rate", "vg_follow")
@@ -146,7 +151,9 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
               policy_maps: dict[str, int] | None = None, scope: Any = None) -> BpfObject:
     wanted = {a.program for a in hook.attach}
-    if any(a.kind == "usdt" for a in hook.attach):
+    if hook.kfuncs:
+        path = KFUNC_OBJECTS[hook.kfuncs]
+    elif any(a.kind == "usdt" for a in hook.attach):
         path = USDT_OBJECT
     elif wanted <= TRACEPOINT_PROGRAMS:
         path = TRACEPOINT_OBJECT
@@ -165,7 +172,7 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
             obj.map(name).reuse_fd(fd)
         for name, fd in (policy_maps or {}).items():
             obj.map(name).reuse_fd(fd)
-        for name in PRIVATE_MAPS:
+        for name in PRIVATE_MAPS + (KFUNC_MAPS if hook.kfuncs else ()):
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))
         pf, pf_id = scope if scope is not None else (None, 0)
         if pf is not None:
