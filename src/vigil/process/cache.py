@@ -106,7 +106,9 @@ class ProcessCache:
             if p.exec_id in self._procs:
                 return
             p.refcnt = 0
-            self._shared.share_fields(p)
+            # credentials, namespaces and cgroup arrive shared from whoever made p (the
+            # exec decoder's tables, the /proc scan's SharedValues, a clone's parent)
+            self._shared.share_texts(p)
             self._procs[p.exec_id] = p
             self._link_parent(p)
             self._claim_pid(p)

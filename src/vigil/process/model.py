@@ -191,12 +191,17 @@ class SharedValues:
         table[value] = value
         return value
 
-    def share_fields(self, p: ProcessInfo) -> None:
-        """Replace ``p``'s shareable fields with the table's equal copies."""
-        p.creds = self(p.creds)
-        p.ns = self(p.ns)
+    def share_texts(self, p: ProcessInfo) -> None:
+        """Replace ``p``'s binary, working directory and arguments with the table's equal
+        copies."""
         p.binary = self(p.binary)
         p.cwd = self(p.cwd)
         p.args = self(p.args)
+
+    def share_fields(self, p: ProcessInfo) -> None:
+        """Replace every shareable field of ``p`` with the table's equal copy."""
+        self.share_texts(p)
+        p.creds = self(p.creds)
+        p.ns = self(p.ns)
         p.cgroup_name = self(p.cgroup_name)
         p.docker = self(p.docker)
