@@ -15,8 +15,6 @@ import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +99,8 @@ class Requester:
                 self.counts[(kind, result)] += 1
 
     def _get(self, url: str) -> str:
+        import urllib.error  # with the first GetUrl action: most agents never need it
+        import urllib.request
         req = urllib.request.Request(url, headers={"User-Agent": "vigil"})
         # no proxies from the environment: the policy names the server
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

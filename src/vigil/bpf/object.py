@@ -12,6 +12,7 @@ import os
 import itertools
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +225,56 @@ class _KprobeMultiOpts(ctypes.Structure):
     ]
 
 
-class Map:
-    """One map of an object; ``lookup``/``update``/``delete``/``keys`` on raw bytes."""
+class _MapOps:
+    """Element operations on a map by its file descriptor (``fd``, ``name``,
+    ``key_size`` and ``value_size`` come from the subclass)."""
+
+    name: str
+
+    @property
+    def fd(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def key_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def value_size(self) -> int:
+        raise NotImplementedError
+
+    def lookup(self, key: bytes, value_size: int | None = None) -> bytes:
+        """The value at ``key``; KeyError if absent. Per-CPU maps: pass the full size."""
+        size = value_size or self.value_size
+        out = ctypes.create_string_buffer(size)
+        if L.lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
+            err = ctypes.get_errno()
+            if err == 2:
+                raise KeyError(key)
+            raise BpfError(err, "map lookup", self.name)
+        return out.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        L.check_int(L.lib().bpf_map_update_elem(self.fd, key, value, flags), "map update", self.name)
+
+    def delete(self, key: bytes) -> None:
+        if L.lib().bpf_map_delete_elem(self.fd, key) < 0:
+            err = ctypes.get_errno()
+            if err == 2:
+                raise KeyError(key)
+            raise BpfError(err, "map delete", self.name)
+
+    def keys(self) -> Iterator[bytes]:
+        ks = self.key_size
+        cur: bytes | None = None
+        nxt = ctypes.create_string_buffer(ks)
+        while L.lib().bpf_map_get_next_key(self.fd, cur, nxt) == 0:
+            cur = nxt.raw
+            yield cur
+
+
+class Map(_MapOps):
+    """One map of an open object; ``lookup``/``update``/``delete``/``keys`` on raw bytes."""
 
     def __init__(self, ptr: Any) -> None:
         self._ptr = ptr
@@ -265,34 +314,43 @@ class Map:
         """Share an existing map (e.g. the event ring) instead of creating this one."""
         L.check_int(L.lib().bpf_map__reuse_fd(self._ptr, fd), "reuse map fd", self.name)
 
-    def lookup(self, key: bytes, value_size: int | None = None) -> bytes:
-        """The value at ``key``; KeyError if absent. Per-CPU maps: pass the full size."""
-        size = value_size or self.value_size
-        out = ctypes.create_string_buffer(size)
-        if L.lib().bpf_map_lookup_elem(self.fd, key, out) < 0:
-            err = ctypes.get_errno()
-            if err == 2:
-                raise KeyError(key)
-            raise BpfError(err, "map lookup", self.name)
-        return out.raw
 
-    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
-        L.check_int(L.lib().bpf_map_update_elem(self.fd, key, value, flags), "map update", self.name)
+class HeldMap(_MapOps):
+    """A loaded map kept by a duplicate of its descriptor once its object has let go of
+    libbpf's copy (``BpfObject.settle``): same element operations as ``Map``."""
 
-    def delete(self, key: bytes) -> None:
-        if L.lib().bpf_map_delete_elem(self.fd, key) < 0:
-            err = ctypes.get_errno()
-            if err == 2:
-                raise KeyError(key)
-            raise BpfError(err, "map delete", self.name)
+    def __init__(self, m: Map) -> None:
+        self.name = m.name
+        self._fd = os.dup(m.fd)
+        self._key_size, self._value_size = m.key_size, m.value_size
+        self.max_entries = m.max_entries
 
-    def keys(self) -> Iterator[bytes]:
-        ks = self.key_size
-        cur: bytes | None = None
-        nxt = ctypes.create_string_buffer(ks)
-        while L.lib().bpf_map_get_next_key(self.fd, cur, nxt) == 0:
-            cur = nxt.raw
-            yield cur
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def key_size(self) -> int:
+        return self._key_size
+
+    @property
+    def value_size(self) -> int:
+        return self._value_size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(frozen=True)
+class HeldProgram:
+    """A loaded program of a settled object: its name and a duplicate of its descriptor
+    (what ``kernel_memory`` style accounting reads)."""
+
+    name: str
+    fd: int
+    autoload: bool = True
 
 
 class BpfObject:
@@ -307,6 +365,9 @@ class BpfObject:
         self._seq = next(_created)
         self._links: list[Link] = []
         self.loaded = False
+        # after settle(): the maps and programs, held by their own descriptors
+        self._held_maps: dict[str, HeldMap] | None = None
+        self._held_progs: list[HeldProgram] = []
         _open_objects.add(self)
 
     def __enter__(self) -> BpfObject:
@@ -315,7 +376,10 @@ class BpfObject:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def programs(self) -> list[Program]:
+    def programs(self) -> list[Any]:
+        """The object's programs (``HeldProgram`` views once settled)."""
+        if self._held_maps is not None:
+            return list(self._held_progs)
         out: list[Program] = []
         cur = None
         while True:
@@ -325,14 +389,22 @@ class BpfObject:
             out.append(Program(self, cur))
 
     def program(self, name: str) -> Program:
+        self._not_settled("find program", name)
         ptr = L.lib().bpf_object__find_program_by_name(self._ptr, name.encode())
         return Program(self, L.check_ptr(ptr, "find program", name))
 
-    def map(self, name: str) -> Map:
+    def map(self, name: str) -> Any:
+        """The map called ``name``: a ``Map``, or a ``HeldMap`` once settled."""
+        if self._held_maps is not None:
+            if name not in self._held_maps:
+                raise BpfError(2, "find map", name)
+            return self._held_maps[name]
         ptr = L.lib().bpf_object__find_map_by_name(self._ptr, name.encode())
         return Map(L.check_ptr(ptr, "find map", name))
 
-    def maps(self) -> list[Map]:
+    def maps(self) -> list[Any]:
+        if self._held_maps is not None:
+            return list(self._held_maps.values())
         out: list[Map] = []
         cur = None
         while True:
@@ -364,6 +436,43 @@ class BpfObject:
     def links(self) -> list[Link]:
         return [lk for lk in self._links if lk.attached]
 
+    def settle(self) -> None:
+        """Once loaded and attached for good: keep the kernel's programs, maps and links
+        by their own descriptors and free libbpf's copy of the object (instructions,
+        BTF, relocation data: most of a generic hook's ~0.8 MB of agent memory). After
+        this, maps and programs are read and updated as before, but nothing can be
+        configured or attached any more."""
+        if self._held_maps is not None or not self._ptr:
+            return
+        if not self.loaded:
+            raise BpfError(22, "settle object", f"{self.path}: not loaded")
+        held: dict[str, HeldMap] = {}
+        progs: list[HeldProgram] = []
+        try:
+            for m in self.maps():
+                if m.fd >= 0:
+                    held[m.name] = HeldMap(m)
+            for p in self.programs():
+                if p.autoload and p.fd >= 0:
+                    progs.append(HeldProgram(p.name, os.dup(p.fd)))
+        except BaseException:
+            for hm in held.values():
+                hm.close()
+            for hp in progs:
+                os.close(hp.fd)
+            raise
+        self._held_maps, self._held_progs = held, progs
+        L.lib().bpf_object__close(self._ptr)  # links are libbpf objects of their own
+        self._ptr = None
+
+    @property
+    def settled(self) -> bool:
+        return self._held_maps is not None
+
+    def _not_settled(self, op: str, what: str) -> None:
+        if self._held_maps is not None:
+            raise BpfError(22, op, f"{what}: {self.name} is settled (loaded for good)")
+
     def close(self) -> None:
         for link in self._links:
             link.destroy()
@@ -371,6 +480,13 @@ class BpfObject:
         if self._ptr:
             L.lib().bpf_object__close(self._ptr)
             self._ptr = None
+        for hm in (self._held_maps or {}).values():
+            hm.close()
+        for hp in self._held_progs:
+            os.close(hp.fd)
+        self._held_progs = []
+        if self._held_maps is not None:
+            self._held_maps = {}
         _open_objects.discard(self)
 
 

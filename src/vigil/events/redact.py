@@ -30,6 +30,7 @@ Pure: no ctypes, no kernel access.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -41,17 +42,20 @@ from vigil.process.model import ProcessInfo
 
 log = logging.getLogger("vigil.redact")
 
-try:  # RE2, as Tetragon's Go regexp
-    import re2 as _re_engine
-    ENGINE = "re2"
-    _ERROR: type[Exception] = _re_engine.error
-    _OPTIONS: dict[str, Any] = {"options": _re_engine.Options()}
-    _OPTIONS["options"].log_errors = False  # errors are raised (and reported) instead
-except ImportError:  # pragma: no cover - google-re2 is a dependency; wheels may be missing
-    import re as _re_engine
-    ENGINE = "re"
-    _ERROR = _re_engine.error
-    _OPTIONS = {}
+@functools.cache
+def _engine() -> tuple[Any, type[Exception], dict[str, Any]]:
+    """The regular-expression engine: RE2, as Tetragon's Go regexp (imported with the
+    first filter: an agent without redaction filters does not load it); Python's ``re``
+    only where the google-re2 wheel is missing."""
+    try:
+        import re2
+    except ImportError:  # pragma: no cover - google-re2 is a dependency; wheels may be missing
+        import re
+        return re, re.error, {}
+    options = re2.Options()
+    options.log_errors = False  # errors are raised (and reported) instead
+    return re2, re2.error, {"options": options}
+
 
 REDACTED = "*****"
 _KEYS = {"binary_regex": "binary_regex", "binaryRegex": "binary_regex",
@@ -76,9 +80,10 @@ class RedactionFilter:
 def _compile(pattern: object, where: str) -> Any:
     if not isinstance(pattern, str):
         raise RedactionError(f"{where}: expected a string, got {json.dumps(pattern)}")
+    engine, error, options = _engine()
     try:
-        return _re_engine.compile(pattern, **_OPTIONS)
-    except _ERROR as err:
+        return engine.compile(pattern, **options)
+    except error as err:
         why = err.args[0] if err.args else err
         if isinstance(why, bytes):
             why = why.decode("utf-8", "replace")
@@ -216,11 +221,11 @@ def redactor_from_flag(text: str) -> Redactor | None:
     filters = parse_filters(text or "")
     if not filters:
         return None
-    if ENGINE != "re2":
+    if _engine()[0].__name__ != "re2":
         log.warning("google-re2 is not installed: redaction filters use Python's re "
                     "(a superset of RE2's syntax; no linear-time guarantee)")
     return Redactor(filters)
 
 
-__all__ = ["ENGINE", "REDACTED", "RedactionError", "RedactionFilter", "Redactor",
+__all__ = ["REDACTED", "RedactionError", "RedactionFilter", "Redactor",
            "parse_filters", "redact_string", "redactor_from_flag"]

@@ -343,17 +343,42 @@ def kernel_btf() -> KernelBtf | None:
 
 
 @functools.cache
-def has_kfunc(name: str) -> bool:
+def has_kfunc(name: str, path: str = VMLINUX) -> bool:
     """Whether BPF programs may call kernel function ``name`` (a kfunc such as
     bpf_strnstr): the running kernel's BTF names it, which is how Tetragon detects kfuncs
-    too. Read, not loaded: no privileges needed. Asked once per process."""
-    btf = shared_kernel_btf()
-    if btf is None:
-        return False
+    too. Read, not loaded: no privileges needed. Asked once per process.
+
+    The raw BTF is scanned, not parsed: the name in its string section, then a FUNC
+    record naming it in its type section. A full parse costs about 20 MB that a
+    long-running agent would keep (the allocator does not give it back)."""
     try:
-        return btf.get().func_params(name) is not None
-    except (OSError, BtfError):
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
         return False
+    return _btf_has_func(raw, name.encode())
+
+
+def _btf_has_func(raw: bytes, name: bytes) -> bool:
+    """Whether the BTF blob ``raw`` has a FUNC type called ``name``."""
+    if len(raw) < 24 or struct.unpack_from("<H", raw, 0)[0] != 0xEB9F:
+        return False
+    hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<5I", raw, 4)
+    strings = raw[hdr_len + str_off:hdr_len + str_off + str_len]
+    types = raw[hdr_len + type_off:hdr_len + type_off + type_len]
+    at = strings.find(b"\0" + name + b"\0")
+    if at < 0:
+        return False
+    # a FUNC record starts with name_off, then info = kind 12 << 24 | linkage (0..2);
+    # records are 4-byte aligned, so only aligned hits count
+    for linkage in range(3):
+        needle = struct.pack("<II", at + 1, (12 << 24) | linkage)
+        i = types.find(needle)
+        while i >= 0:
+            if i % 4 == 0:
+                return True
+            i = types.find(needle, i + 1)
+    return False
 
 
 class SharedKernelBtf:

@@ -197,6 +197,7 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
         for a in hook.attach:
             if a.kind != "tp_btf":
                 _attach(obj, a)
+        obj.settle()  # loaded for good: free libbpf's copy of the object
     except BaseException:
         obj.close()
         raise

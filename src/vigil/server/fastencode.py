@@ -16,6 +16,7 @@ the fast path only has less to decide.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,20 +30,35 @@ class Slow(Exception):
 
 
 _SV = [bytes([i]) for i in range(128)]
+_V_MAX = 1 << 14
 # Every varint below 2**14 (one or two bytes: message lengths, most ports, uids, small
 # pids), so generated code writes them with one list index. With _W and _LO below, about
-# 2 MiB of the agent's memory.
-_V = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, 1 << 14)]
-_V_MAX = 1 << 14
+# 2 MiB of the agent's memory: built (``build_tables``) when the first encoder is made or
+# the first number encoded, so an agent nobody streams events from never holds them.
+_V: list[bytes] = []
 # The body of an integer wrapper (UInt32Value...) of a small value, length first.
-_W = [b"\x00"] + [bytes((1 + len(_V[n]), 8)) + _V[n] for n in range(1, 1 << 14)]
+_W: list[bytes] = []
 # The low 14 bits of a larger number: two bytes, both with the continuation bit.
-_LO = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14)]
+_LO: list[bytes] = []
+_TABLES_LOCK = threading.Lock()
 # Small negative numbers (AT_FDCWD, -errno return values) take 10 bytes: cached.
 _NEG: dict[int, bytes] = {}
 
 
+def build_tables() -> None:
+    """Fill _V, _W and _LO (once; each list appears whole to other threads)."""
+    with _TABLES_LOCK:
+        if _LO:
+            return
+        v = _SV + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(128, _V_MAX)]
+        _W[:] = [b"\x00"] + [bytes((1 + len(v[n]), 8)) + v[n] for n in range(1, _V_MAX)]
+        _V[:] = v
+        _LO[:] = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(_V_MAX)]
+
+
 def _varint(n: int) -> bytes:
+    if not _LO:
+        build_tables()
     if 0 <= n < _V_MAX:
         return _V[n]
     if 0 < n < 1 << 28:  # pids, nanoseconds: two table lookups
@@ -107,6 +123,8 @@ _LAST_TS: tuple[str, bytes] = ("1970-01-01T00:00:00Z", b"")
 def timestamp(s: Any) -> bytes:
     """Timestamp message body of ``YYYY-MM-DDTHH:MM:SS[.fraction]Z``."""
     global _LAST_TS
+    if not _LO:
+        build_tables()
     last = _LAST_TS
     if last[0] == s and s.__class__ is str:
         return last[1]
@@ -167,6 +185,7 @@ class FastEncoders:
     ``cache`` (an identity cache with ``get(obj)`` / ``put(obj, length+payload)``)."""
 
     def __init__(self, cached: set[str], cache: Any) -> None:
+        build_tables()
         self._fns: dict[str, Callable[[Any], bytes]] = {}
         self._shapes: dict[str, dict[tuple[str, ...], Any]] = {}
         self._cached = cached

@@ -172,7 +172,8 @@ class FineGuidanceSensorsServicer:
 
     def __init__(self, deps: ServicerDeps, encoder: EventEncoder | None = None) -> None:
         self.deps = deps
-        self.encoder = encoder or EventEncoder()
+        self._encoder: EventEncoder | None = encoder  # made when first needed (``encoder``)
+        self._encoder_lock = threading.Lock()
         self.subscribers = Subscribers(deps.max_subscribers)
         self.encode_errors = 0
         self.runtime_hooks = 0
@@ -181,6 +182,18 @@ class FineGuidanceSensorsServicer:
         self._droplog = RateLimitedLog(log)
 
     # -- events ----------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> EventEncoder:
+        """The event encoder, made when first needed: its tables and generated code
+        (~3.5 MB) are only worth holding once somebody streams events."""
+        enc = self._encoder
+        if enc is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    self._encoder = EventEncoder()
+                enc = self._encoder
+        return enc
 
     def GetEvents(self, request: events_pb2.GetEventsRequest,
                   context: Context) -> EventStream:
@@ -520,7 +533,7 @@ class FineGuidanceSensorsServicer:
             "delivered": self.subscribers.departed_delivered + sum(s.delivered for s in live),
             "encode_errors": self.encode_errors,
             "runtime_hooks": self.runtime_hooks,
-            "encoder": self.encoder.stats(),
+            "encoder": self._encoder.stats() if self._encoder is not None else {},
         }
 
 
