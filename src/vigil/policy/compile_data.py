@@ -105,9 +105,14 @@ def _regs_type(d: Any, w: str) -> Any:
                        "(integer types, string)")
 
 
-def with_match_data(selectors: Sequence[Any], nargs: int, where: str) -> list[Any]:
+def with_match_data(selectors: Sequence[Any], nargs: int, where: str,
+                    data: Sequence[Any] = ()) -> list[Any]:
     """Selectors with each ``matchData`` entry turned into a ``matchArgs`` entry on the
-    data's position among the captured values (``args: [nargs + index]``)."""
+    data's position among the captured values (``args: [nargs + k]``, k: the position in
+    ``data`` of the entry whose ``index`` the filter names)."""
+    pos: dict[int, int] = {}
+    for k, d in enumerate(data):
+        pos.setdefault(int(d.index), k)
     out = []
     for si, s in enumerate(selectors):
         md = list(getattr(s, "match_data", None) or ())
@@ -119,7 +124,8 @@ def with_match_data(selectors: Sequence[Any], nargs: int, where: str) -> list[An
             if getattr(m, "args", None):
                 raise CompileError(f"{where}.selectors[{si}].matchData[{j}].args",
                                    "matchData selects by index", invalid=True)
-            extra.append(m.model_copy(update={"args": [nargs + int(m.index)]}))
+            extra.append(m.model_copy(update={"args": [nargs + pos.get(int(m.index),
+                                                                       int(m.index))]}))
         out.append(s.model_copy(update={"match_args": list(s.match_args or ()) + extra,
                                         "match_data": None}))
     return out

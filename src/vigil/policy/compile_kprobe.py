@@ -304,7 +304,7 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                                "(not in its BTF)", kernel_lacks=f"function {call}")
     from vigil.policy import compile_data as D
     data = list(getattr(kp, "data", None) or ())
-    selectors = D.with_match_data(selectors, len(kp.args or ()), where)
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where, data)
     override = _has_override(selectors)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
