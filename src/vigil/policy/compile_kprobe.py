@@ -240,7 +240,8 @@ def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monit
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
     if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data sources on a syscall hook are not "
+        raise CompileError(f"{where}.data", "data sources on a syscall hook with Override "
+                           "(an fmod_ret program on the syscall function) are not "
                            "supported by this version of Vigil")
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(

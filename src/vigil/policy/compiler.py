@@ -343,12 +343,6 @@ def refuse_without_effect(spec: Any) -> None:
                 if getattr(a, "max_data", False) and aw.endswith("returnArg"):
                     raise CompileError(f"{aw}.maxData", "maxData applies to buffer "
                                        "arguments, not to the return value", invalid=True)
-            if section == "uprobes":
-                for fld, yaml_name, why in (
-                        ("data", "data", "data sources are not supported"),):
-                    if getattr(hook, fld, None):
-                        raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
-                                           f"({why})")
 
 
 def refuse_resolve(arg: Any, where: str, kind: str) -> None:
@@ -391,9 +385,9 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
-                           "supported by this version of Vigil")
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    hook_selectors = D.with_match_data(selectors(kp), len(kp.args or ()), where, data)
     b = _HookBuilder(where, view, lists)
     arity = _syscall_arity(view, sysname, where)
     for i, arg in enumerate(kp.args or ()):
@@ -406,12 +400,13 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
+    D.compile_data(b, data, view.btf, where, "syscall")  # current_task: the calling task
     ret_spec = _ret_spec(kp, where)
     wants_exit = bool(getattr(kp, "return_", False)) or any(
-        getattr(s, "match_return_args", None) for s in selectors(kp)) or any(
+        getattr(s, "match_return_args", None) for s in hook_selectors) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
     b.hook = kp
-    _compile_selectors(b, selectors(kp), where)
+    _compile_selectors(b, hook_selectors, where)
     attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
     if wants_exit:
         attach.append(Attach("vg_gen_tp_ret", "tracepoint", ("syscalls", f"sys_exit_{sysname}")))
@@ -420,9 +415,13 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
     if not view.kprobes:
         mech += " (kprobe replaced: this kernel has no kprobes)"
         notes.append(f"{where}: {call} runs on syscall tracepoints (no kprobes here)")
-    return _finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
-                   kp, monitor, has_return=wants_exit, ret_spec=ret_spec,
-                   function_name=f"__x64_sys_{sysname}", mechanism=mech)
+    plan = _finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                   D.with_data_args(kp) if data else kp, monitor, has_return=wants_exit,
+                   ret_spec=ret_spec, function_name=f"__x64_sys_{sysname}", mechanism=mech)
+    if data:
+        import dataclasses
+        plan = dataclasses.replace(plan, ndata=len(data))
+    return plan
 
 
 def _count(n: int, what: str) -> str:
@@ -529,6 +528,9 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     ignore = getattr(up, "ignore", None)
     digest_ignore = bool(ignore is not None and ignore.digest_verification_failure)
     ret = bool(getattr(up, "return_", False))
+    from vigil.policy import compile_data as D
+    data = list(getattr(up, "data", None) or ())
+    hook_selectors = D.with_match_data(selectors(up), len(up.args or ()), where, data)
     out: list[HookPlan] = []
     for n, (symbol, offset) in enumerate(targets):
         ref_ctr = ref_ctrs[n] if ref_ctrs else 0
@@ -540,11 +542,13 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
                 from vigil.policy.compile_usdt import uprobe_resolve
                 uprobe_resolve(b, up, symbol, i, arg, t, f"{where}.args[{i}]")
+        # current_task and the uprobe's registers (read at the call, like the args)
+        D.compile_data(b, data, view.btf, where, "uretprobe" if ret else "uprobe")
         b.hook = up
         if ret and _returns_string(up):  # a char * in user memory, read at return
             b.ret_type = _USER_STR
             b.cfg["ret_kind"] = int(K.USTR)
-        _compile_selectors(b, selectors(up), where)
+        _compile_selectors(b, hook_selectors, where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
                          digest_ignore)]
@@ -561,10 +565,15 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
         if digests:
             mech += (" (binary verified against binaryDigests before attaching"
                      + ("; skipped on mismatch)" if digest_ignore else ")"))
-        out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
-                           abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
-                           symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,
-                           has_return=paired, mechanism=mech))
+        plan = _finish(b, hook_id + len(out), where, "process_uprobe",
+                       abi.MsgOp.GENERIC_UPROBE, attach, D.with_data_args(up) if data else up,
+                       monitor, path=up.path, symbol=symbol,
+                       ret_spec=_ret_spec(up, where, True) if ret else None,
+                       has_return=paired, mechanism=mech)
+        if data:
+            import dataclasses
+            plan = dataclasses.replace(plan, ndata=len(data))
+        out.append(plan)
     return out
 
 
