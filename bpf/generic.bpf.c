@@ -1790,8 +1790,9 @@ static __always_inline void vg_tp_raw(void *ctx, __u64 *raw)
 				raw[i] = v;
 				continue;
 			}
-			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 ? 8 : CFG.args[i].size,
-					      (char *)ctx + CFG.args[i].offset);
+			/* a field with `resolve` is a pointer; `size` is what the path ends on */
+			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 || CFG.args[i].nres ? 8 :
+					      CFG.args[i].size, (char *)ctx + CFG.args[i].offset);
 			raw[i] = v;
 		}
 	}

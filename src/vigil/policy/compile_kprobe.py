@@ -529,6 +529,38 @@ def raw_tp_resolve(arg: Any, event: str, t: Any, btf: Any, w: str) -> dict[str, 
                     ptype, btf, w)
 
 
+def tp_field_resolve(arg: Any, event: str, fld: Any, btf: Any,
+                     w: str) -> tuple[Any, dict[str, Any]]:
+    """``resolve`` / ``btfType`` on a classic tracepoint's field (a pointer in the
+    record): its type is the field's in the record's struct ``trace_event_raw_<event>``,
+    or, for an event that shares its class's struct, the ``struct NAME *`` its format
+    declares; ``btfType`` names the struct instead (a pointer kept in an integer field)."""
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule applies to kprobes only",
+                           invalid=True)
+    if fld.size != 8 or fld.is_data_loc:
+        raise CompileError(f"{w}.index", f"field {fld.name} is {fld.ctype} ({fld.size} "
+                           "bytes): resolve and btfType follow a pointer field")
+    t = C._raw_arg_type(arg, w)
+    if btf is None:
+        raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
+    btf_type = getattr(arg, "btf_type", None)
+    ptype = 0
+    if not btf_type:
+        ptype = btf.tp_field_type(event, fld.name) or 0
+        decl = fld.ctype.replace("const ", "").strip()
+        if not ptype and decl.startswith("struct ") and decl.endswith("*"):
+            from vigil.policy.kbtf import BtfError
+            try:
+                ptype = btf.struct_id(decl[7:-1].strip())
+            except BtfError as err:
+                raise CompileError(f"{w}.resolve", str(err)) from err
+        if not ptype:
+            raise CompileError(f"{w}.resolve", f"field {fld.name} ({fld.ctype}) has no "
+                               "struct type in the kernel's BTF: give btfType")
+    return t, _resolve(t, getattr(arg, "resolve", "") or "", btf_type, ptype, btf, w)
+
+
 def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:
     ra = getattr(hook, "return_arg", None)
     tname = C._type_name(ra) if ra is not None else "auto"

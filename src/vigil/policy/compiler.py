@@ -346,13 +346,15 @@ def refuse_without_effect(spec: Any) -> None:
 
 
 def refuse_resolve(arg: Any, where: str, kind: str) -> None:
-    """``resolve`` / ``btfType`` are only implemented on kernel-function hooks."""
+    """``resolve`` / ``btfType`` follow kernel pointers: refused where the argument is
+    none (syscall arguments point to user memory) or has no BTF type."""
     for fld, yaml_name in (("resolve", "resolve"), ("btf_type", "btfType"),
                            ("btf_type_module", "btfTypeModule")):
         if getattr(arg, fld, None):
             raise CompileError(f"{where}.{yaml_name}", f"{yaml_name} is not supported on "
-                               f"{kind} (only on kernel-function hooks: kprobes, fentries, "
-                               "lsmhooks)")
+                               f"{kind} (only on kernel-function hooks, tracepoint fields "
+                               "that point to kernel structs, raw tracepoints, and uprobes "
+                               "with btfPath)")
 
 
 def _unsupported_reason(kind: str, view: KernelView) -> str:
@@ -481,15 +483,27 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         if raw and (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
             from vigil.policy.compile_kprobe import raw_tp_resolve  # BTF-typed arguments
             res_extra = raw_tp_resolve(arg, tp.event, _raw_arg_type(arg, w), view.btf, w)
-        else:
+        elif raw or not (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
             refuse_resolve(arg, w, "tracepoints" if not raw else "raw tracepoints without BTF")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
                                    f"{len(fmt.fields)} fields (0..{len(fmt.fields) - 1})")
             fld = fmt.fields[arg.index]
-            t = _tp_arg_type(arg, fld, tp.subsystem, w)
-            b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=min(fld.size, 8), arg=arg))
+            if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+                if tp.subsystem == "syscalls":  # as on syscall hooks: user pointers
+                    refuse_resolve(arg, w, "syscall tracepoints")
+                # a pointer field followed with BTF (vigil.policy.compile_kprobe)
+                from vigil.policy.compile_kprobe import tp_field_resolve
+                t, res_extra = tp_field_resolve(arg, tp.event, fld, view.btf, w)
+                b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=8, arg=arg))
+                flags = b.cfg[f"args[{i}].flags"] | res_extra.pop("flags", 0)
+                b.cfg.update({f"args[{i}].{k}": v for k, v in res_extra.items()})
+                b.cfg[f"args[{i}].flags"] = flags
+            else:
+                t = _tp_arg_type(arg, fld, tp.subsystem, w)
+                b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=min(fld.size, 8),
+                                      arg=arg))
         else:
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
