@@ -1774,19 +1774,25 @@ static __always_inline int vg_tp_slot(void *ctx, __u16 off, __u64 *v)
 }
 
 /* The hook's fields of the tracepoint record: 8-byte words in the argument slots by a
- * direct load (no helper call), anything else through bpf_probe_read_kernel. */
+ * direct load (no helper call), anything else through bpf_probe_read_kernel. A syscall
+ * hook's `data` with source current_task (no field of the record) is the calling task. */
 static __always_inline void vg_tp_raw(void *ctx, __u64 *raw)
 {
 	for (int i = 0; i < VG_GEN_ARGS; i++) {
 		if (i < CFG.nargs) {
 			__u64 v = 0;
 
+			if (CFG.args[i].flags & VG_ARGF_SRC_TASK) {
+				raw[i] = bpf_get_current_task();
+				continue;
+			}
 			if (CFG.args[i].size == 8 && vg_tp_slot(ctx, CFG.args[i].offset, &v)) {
 				raw[i] = v;
 				continue;
 			}
-			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 ? 8 : CFG.args[i].size,
-					      (char *)ctx + CFG.args[i].offset);
+			/* a field with `resolve` is a pointer; `size` is what the path ends on */
+			bpf_probe_read_kernel(&v, CFG.args[i].size > 8 || CFG.args[i].nres ? 8 :
+					      CFG.args[i].size, (char *)ctx + CFG.args[i].offset);
 			raw[i] = v;
 		}
 	}

@@ -1,5 +1,6 @@
-"""A kernel-function hook's ``data`` (extra values from ``source: current_task`` or
-``source: pt_regs``) and ``matchData`` selectors. Pure.
+"""A hook's ``data`` (extra values from ``source: current_task`` or ``source: pt_regs``)
+and ``matchData`` selectors, on kernel-function hooks, syscall hooks (and syscall lists)
+and uprobes. Pure.
 
 Data entries are compiled as arguments after the hook's ``args`` (Tetragon counts
 ``args`` + ``data`` against the same limit of 5) with a source flag the BPF program
@@ -9,7 +10,10 @@ honours when it collects the raw values at entry:
   field path from it with the kernel's BTF (``real_parent.pid``, ``mm.owner.comm``);
 - ``pt_regs``: ``resolve`` names an x86_64 register (``rdi``, ``edi``, ``di``, ``r8``,
   ``r8d``, ``rax``, ...); its value at the probe, read from the kprobe's ``struct
-  pt_regs`` (so these hooks use kprobes, never BPF trampolines, which have no pt_regs).
+  pt_regs`` (so these hooks use kprobes, never BPF trampolines, which have no pt_regs),
+  or from the uprobe's (the process's registers at the probed instruction). Refused on
+  syscall hooks (Tetragon's are its kprobe's on the syscall function, which a syscall
+  tracepoint does not have) and on return uprobes.
 
 Events carry them in ``data`` (after the other fields, as Tetragon orders them);
 ``matchData`` filters on them like ``matchArgs`` does on arguments (its ``index`` is the
@@ -34,6 +38,15 @@ for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp"):
 for _n in range(8, 16):
     _REGS.update({f"r{_n}": (f"r{_n}", 8), f"r{_n}d": (f"r{_n}", 4)})
 _REGS.update({"ip": ("ip", 8), "rip": ("ip", 8), "orig_ax": ("orig_ax", 8)})
+
+
+# Tetragon reads a syscall hook's registers at its kprobe on the syscall function
+# (__x64_sys_X, whose one parameter is the caller's saved struct pt_regs): kernel
+# registers, not the caller's. Syscall hooks run on tracepoints, where those do not exist.
+_SYSCALL_REGS = ("pt_regs on a syscall hook: the registers Tetragon reads are those of "
+                 "its kprobe on the syscall function __x64_sys_X, which a syscall hook "
+                 "here (a syscalls/sys_enter_X tracepoint) does not have; not supported "
+                 "by this version of Vigil (the syscall's arguments are its args)")
 
 
 def uses_regs(hook: Any) -> bool:
@@ -70,10 +83,16 @@ def compile_data(b: Any, data: Sequence[Any], btf: Any, where: str, mech: str) -
                                "together", invalid=True)
         src = getattr(d, "source", None)
         if src == "pt_regs":
-            if mech not in ("kprobe", "kprobe_multi"):
+            if mech == "syscall":
+                raise CompileError(f"{w}.source", _SYSCALL_REGS)
+            if mech == "uretprobe":
+                raise CompileError(f"{w}.source", "pt_regs on a return uprobe: whether the "
+                                   "registers are the call's or the return's is not defined; "
+                                   "not supported by this version of Vigil")
+            if mech not in ("kprobe", "kprobe_multi", "uprobe"):
                 raise CompileError(f"{w}.source", "pt_regs sources need a kprobe (BPF "
                                    "trampolines have no pt_regs)")
-            t = _regs_type(d, w)
+            t = _regs_type(d, w, user=mech == "uprobe")
             off, size = register(getattr(d, "resolve", "") or "", btf, w)
             cfg = C._arg_cfg(i, t, offset=off, size=size if t.kind == K.INT else 8, arg=d)
             if t.kind == K.INT and size < t.size:
@@ -95,19 +114,24 @@ def compile_data(b: Any, data: Sequence[Any], btf: Any, where: str, mech: str) -
         b.cfg.update(cfg)
 
 
-def _regs_type(d: Any, w: str) -> Any:
+def _regs_type(d: Any, w: str, user: bool = False) -> Any:
     tname = C._type_name(d)
     if tname in C._INT_TYPES:
         return C._INT_TYPES[tname]
     if tname in ("string", "filename"):  # the register holds a pointer to a string
-        return C._ArgType(K.KSTR, 8, False, "string")
+        return C._USER_STR if user else C._ArgType(K.KSTR, 8, False, "string")
     raise CompileError(f"{w}.type", f"type {tname} is not supported for a register here "
                        "(integer types, string)")
 
 
-def with_match_data(selectors: Sequence[Any], nargs: int, where: str) -> list[Any]:
+def with_match_data(selectors: Sequence[Any], nargs: int, where: str,
+                    data: Sequence[Any] = ()) -> list[Any]:
     """Selectors with each ``matchData`` entry turned into a ``matchArgs`` entry on the
-    data's position among the captured values (``args: [nargs + index]``)."""
+    data's position among the captured values (``args: [nargs + k]``, k: the position in
+    ``data`` of the entry whose ``index`` the filter names)."""
+    pos: dict[int, int] = {}
+    for k, d in enumerate(data):
+        pos.setdefault(int(d.index), k)
     out = []
     for si, s in enumerate(selectors):
         md = list(getattr(s, "match_data", None) or ())
@@ -119,7 +143,8 @@ def with_match_data(selectors: Sequence[Any], nargs: int, where: str) -> list[An
             if getattr(m, "args", None):
                 raise CompileError(f"{where}.selectors[{si}].matchData[{j}].args",
                                    "matchData selects by index", invalid=True)
-            extra.append(m.model_copy(update={"args": [nargs + int(m.index)]}))
+            extra.append(m.model_copy(update={"args": [nargs + pos.get(int(m.index),
+                                                                       int(m.index))]}))
         out.append(s.model_copy(update={"match_args": list(s.match_args or ()) + extra,
                                         "match_data": None}))
     return out

@@ -240,7 +240,8 @@ def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monit
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
     if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data sources on a syscall hook are not "
+        raise CompileError(f"{where}.data", "data sources on a syscall hook with Override "
+                           "(an fmod_ret program on the syscall function) are not "
                            "supported by this version of Vigil")
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
@@ -304,7 +305,7 @@ def compile_function_hook(kp: Any, where: str, view: Any, hook_id: int, monitor:
                                "(not in its BTF)", kernel_lacks=f"function {call}")
     from vigil.policy import compile_data as D
     data = list(getattr(kp, "data", None) or ())
-    selectors = D.with_match_data(selectors, len(kp.args or ()), where)
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where, data)
     override = _has_override(selectors)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
@@ -526,6 +527,38 @@ def raw_tp_resolve(arg: Any, event: str, t: Any, btf: Any, w: str) -> dict[str, 
     ptype = params[arg.index] if params is not None and arg.index < len(params) else 0
     return _resolve(t, getattr(arg, "resolve", "") or "", getattr(arg, "btf_type", None),
                     ptype, btf, w)
+
+
+def tp_field_resolve(arg: Any, event: str, fld: Any, btf: Any,
+                     w: str) -> tuple[Any, dict[str, Any]]:
+    """``resolve`` / ``btfType`` on a classic tracepoint's field (a pointer in the
+    record): its type is the field's in the record's struct ``trace_event_raw_<event>``,
+    or, for an event that shares its class's struct, the ``struct NAME *`` its format
+    declares; ``btfType`` names the struct instead (a pointer kept in an integer field)."""
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule applies to kprobes only",
+                           invalid=True)
+    if fld.size != 8 or fld.is_data_loc:
+        raise CompileError(f"{w}.index", f"field {fld.name} is {fld.ctype} ({fld.size} "
+                           "bytes): resolve and btfType follow a pointer field")
+    t = C._raw_arg_type(arg, w)
+    if btf is None:
+        raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
+    btf_type = getattr(arg, "btf_type", None)
+    ptype = 0
+    if not btf_type:
+        ptype = btf.tp_field_type(event, fld.name) or 0
+        decl = fld.ctype.replace("const ", "").strip()
+        if not ptype and decl.startswith("struct ") and decl.endswith("*"):
+            from vigil.policy.kbtf import BtfError
+            try:
+                ptype = btf.struct_id(decl[7:-1].strip())
+            except BtfError as err:
+                raise CompileError(f"{w}.resolve", str(err)) from err
+        if not ptype:
+            raise CompileError(f"{w}.resolve", f"field {fld.name} ({fld.ctype}) has no "
+                               "struct type in the kernel's BTF: give btfType")
+    return t, _resolve(t, getattr(arg, "resolve", "") or "", btf_type, ptype, btf, w)
 
 
 def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:

@@ -54,11 +54,12 @@ def compile_list_hook(kp: Any, where: str, spec: Any, view: Any, hook_id: int, m
                       lists: dict[str, list[int]]) -> HookPlan:
     name = kp.call[5:]
     lst = list_spec(spec, name, where)
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data sources on a list hook: each function has "
-                           "its own registers; not supported by this version of Vigil")
     if list_kind(lst) in _SYSCALL_LISTS:
         return _syscall_list(kp, where, view, hook_id, monitor, notes, selectors, lists, name)
+    if getattr(kp, "data", None):
+        raise CompileError(f"{where}.data", "data sources on a list of kernel functions: "
+                           "each function has its own registers; not supported by this "
+                           "version of Vigil")
     funcs = _functions(lst, kp, view, where, notes)
     return _function_list(kp, where, spec, view, hook_id, monitor, selectors, lists, funcs)
 
@@ -72,6 +73,9 @@ def _syscall_list(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
     if not nrs:
         raise CompileError(f"{where}.call", f"list {name} names no syscall", invalid=True)
     _check_raw_syscalls(view, where)
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where, data)
     b = C._HookBuilder(where, view, lists)
     for i, arg in enumerate(kp.args or ()):
         w = f"{where}.args[{i}]"
@@ -81,6 +85,7 @@ def _syscall_list(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
         t = C._syscall_arg_type(arg, w)
         b.args.append((arg.index, t))
         b.cfg.update(C._arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
+    D.compile_data(b, data, view.btf, where, "syscall")  # current_task: the calling task
     for nr in nrs:  # set 0 of vg_int_set: the ids the entry program runs for
         b.key("vg_int_set", struct.pack("<IIq", 0, 0, nr))
     sels = list(selectors)
@@ -103,9 +108,12 @@ def _syscall_list(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
     if not view.kprobes:
         notes.append(f"{where}: {kp.call} runs on raw_syscalls tracepoints (no kprobes here)")
     functions = {nr: f"__x64_sys_{SYSCALL_NAMES[nr]}" for nr in nrs if nr in SYSCALL_NAMES}
-    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
-                     monitor, has_return=wants_exit, ret_spec=C._ret_spec(kp, where),
-                     function_name=kp.call, mechanism=mech)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp) if data else kp, monitor, has_return=wants_exit,
+                     ret_spec=C._ret_spec(kp, where), function_name=kp.call, mechanism=mech)
+    if data:
+        import dataclasses
+        plan = dataclasses.replace(plan, ndata=len(data))
     return _with_functions(plan, functions)
 
 

@@ -343,22 +343,18 @@ def refuse_without_effect(spec: Any) -> None:
                 if getattr(a, "max_data", False) and aw.endswith("returnArg"):
                     raise CompileError(f"{aw}.maxData", "maxData applies to buffer "
                                        "arguments, not to the return value", invalid=True)
-            if section == "uprobes":
-                for fld, yaml_name, why in (
-                        ("data", "data", "data sources are not supported"),):
-                    if getattr(hook, fld, None):
-                        raise CompileError(f"{w}.{yaml_name}", f"{yaml_name} is {_NOT_HERE} "
-                                           f"({why})")
 
 
 def refuse_resolve(arg: Any, where: str, kind: str) -> None:
-    """``resolve`` / ``btfType`` are only implemented on kernel-function hooks."""
+    """``resolve`` / ``btfType`` follow kernel pointers: refused where the argument is
+    none (syscall arguments point to user memory) or has no BTF type."""
     for fld, yaml_name in (("resolve", "resolve"), ("btf_type", "btfType"),
                            ("btf_type_module", "btfTypeModule")):
         if getattr(arg, fld, None):
             raise CompileError(f"{where}.{yaml_name}", f"{yaml_name} is not supported on "
-                               f"{kind} (only on kernel-function hooks: kprobes, fentries, "
-                               "lsmhooks)")
+                               f"{kind} (only on kernel-function hooks, tracepoint fields "
+                               "that point to kernel structs, raw tracepoints, and uprobes "
+                               "with btfPath)")
 
 
 def _unsupported_reason(kind: str, view: KernelView) -> str:
@@ -391,9 +387,9 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
     sysname = call.removeprefix("__x64_").removeprefix("sys_")
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data (current_task / pt_regs sources) is not "
-                           "supported by this version of Vigil")
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    hook_selectors = D.with_match_data(selectors(kp), len(kp.args or ()), where, data)
     b = _HookBuilder(where, view, lists)
     arity = _syscall_arity(view, sysname, where)
     for i, arg in enumerate(kp.args or ()):
@@ -406,12 +402,13 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
+    D.compile_data(b, data, view.btf, where, "syscall")  # current_task: the calling task
     ret_spec = _ret_spec(kp, where)
     wants_exit = bool(getattr(kp, "return_", False)) or any(
-        getattr(s, "match_return_args", None) for s in selectors(kp)) or any(
+        getattr(s, "match_return_args", None) for s in hook_selectors) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
     b.hook = kp
-    _compile_selectors(b, selectors(kp), where)
+    _compile_selectors(b, hook_selectors, where)
     attach = [Attach("vg_gen_tp", "tracepoint", ("syscalls", f"sys_enter_{sysname}"))]
     if wants_exit:
         attach.append(Attach("vg_gen_tp_ret", "tracepoint", ("syscalls", f"sys_exit_{sysname}")))
@@ -420,9 +417,13 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
     if not view.kprobes:
         mech += " (kprobe replaced: this kernel has no kprobes)"
         notes.append(f"{where}: {call} runs on syscall tracepoints (no kprobes here)")
-    return _finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
-                   kp, monitor, has_return=wants_exit, ret_spec=ret_spec,
-                   function_name=f"__x64_sys_{sysname}", mechanism=mech)
+    plan = _finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                   D.with_data_args(kp) if data else kp, monitor, has_return=wants_exit,
+                   ret_spec=ret_spec, function_name=f"__x64_sys_{sysname}", mechanism=mech)
+    if data:
+        import dataclasses
+        plan = dataclasses.replace(plan, ndata=len(data))
+    return plan
 
 
 def _count(n: int, what: str) -> str:
@@ -482,15 +483,27 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
         if raw and (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
             from vigil.policy.compile_kprobe import raw_tp_resolve  # BTF-typed arguments
             res_extra = raw_tp_resolve(arg, tp.event, _raw_arg_type(arg, w), view.btf, w)
-        else:
+        elif raw or not (getattr(arg, "resolve", None) or getattr(arg, "btf_type", None)):
             refuse_resolve(arg, w, "tracepoints" if not raw else "raw tracepoints without BTF")
         if fmt is not None:
             if arg.index >= len(fmt.fields):
                 raise CompileError(f"{w}.index", f"{tp.subsystem}/{tp.event} has "
                                    f"{len(fmt.fields)} fields (0..{len(fmt.fields) - 1})")
             fld = fmt.fields[arg.index]
-            t = _tp_arg_type(arg, fld, tp.subsystem, w)
-            b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=min(fld.size, 8), arg=arg))
+            if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+                if tp.subsystem == "syscalls":  # as on syscall hooks: user pointers
+                    refuse_resolve(arg, w, "syscall tracepoints")
+                # a pointer field followed with BTF (vigil.policy.compile_kprobe)
+                from vigil.policy.compile_kprobe import tp_field_resolve
+                t, res_extra = tp_field_resolve(arg, tp.event, fld, view.btf, w)
+                b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=8, arg=arg))
+                flags = b.cfg[f"args[{i}].flags"] | res_extra.pop("flags", 0)
+                b.cfg.update({f"args[{i}].{k}": v for k, v in res_extra.items()})
+                b.cfg[f"args[{i}].flags"] = flags
+            else:
+                t = _tp_arg_type(arg, fld, tp.subsystem, w)
+                b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=min(fld.size, 8),
+                                      arg=arg))
         else:
             t = _raw_arg_type(arg, w)
             b.cfg.update(_arg_cfg(i, t, offset=0, size=t.size, arg=arg, src=arg.index))
@@ -529,6 +542,9 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
     ignore = getattr(up, "ignore", None)
     digest_ignore = bool(ignore is not None and ignore.digest_verification_failure)
     ret = bool(getattr(up, "return_", False))
+    from vigil.policy import compile_data as D
+    data = list(getattr(up, "data", None) or ())
+    hook_selectors = D.with_match_data(selectors(up), len(up.args or ()), where, data)
     out: list[HookPlan] = []
     for n, (symbol, offset) in enumerate(targets):
         ref_ctr = ref_ctrs[n] if ref_ctrs else 0
@@ -540,11 +556,13 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
                 from vigil.policy.compile_usdt import uprobe_resolve
                 uprobe_resolve(b, up, symbol, i, arg, t, f"{where}.args[{i}]")
+        # current_task and the uprobe's registers (read at the call, like the args)
+        D.compile_data(b, data, view.btf, where, "uretprobe" if ret else "uprobe")
         b.hook = up
         if ret and _returns_string(up):  # a char * in user memory, read at return
             b.ret_type = _USER_STR
             b.cfg["ret_kind"] = int(K.USTR)
-        _compile_selectors(b, selectors(up), where)
+        _compile_selectors(b, hook_selectors, where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
         attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
                          digest_ignore)]
@@ -561,10 +579,15 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
         if digests:
             mech += (" (binary verified against binaryDigests before attaching"
                      + ("; skipped on mismatch)" if digest_ignore else ")"))
-        out.append(_finish(b, hook_id + len(out), where, "process_uprobe",
-                           abi.MsgOp.GENERIC_UPROBE, attach, up, monitor, path=up.path,
-                           symbol=symbol, ret_spec=_ret_spec(up, where, True) if ret else None,
-                           has_return=paired, mechanism=mech))
+        plan = _finish(b, hook_id + len(out), where, "process_uprobe",
+                       abi.MsgOp.GENERIC_UPROBE, attach, D.with_data_args(up) if data else up,
+                       monitor, path=up.path, symbol=symbol,
+                       ret_spec=_ret_spec(up, where, True) if ret else None,
+                       has_return=paired, mechanism=mech)
+        if data:
+            import dataclasses
+            plan = dataclasses.replace(plan, ndata=len(data))
+        out.append(plan)
     return out
 
 

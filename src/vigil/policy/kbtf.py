@@ -236,6 +236,14 @@ class KernelBtf:
         base = self._pos[proto] + 12
         return [struct.unpack_from("<II", self._d, base + 8 * i)[1] for i in range(1, vlen)]
 
+    def tp_field_type(self, event: str, field: str) -> int | None:
+        """Type id of field `field` of classic tracepoint `event`'s record, from the
+        record's struct ``trace_event_raw_<event>``; None if BTF has no such struct (the
+        event shares its class's struct) or the struct no such field."""
+        tid = self.structs.get(f"trace_event_raw_{event}")
+        found = self._find_member(tid, field) if tid is not None else None
+        return found[0].type_id if found else None
+
     def func_return(self, name: str) -> int:
         tid = self.funcs[name]
         return self._t(self._t(tid)[3])[3]
