@@ -30,7 +30,7 @@ from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
-from vigil.policy.scope import policy_scope
+from vigil.policy.scope import describe_selector, node_selector, policy_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
 from vigil.policy.values import parse_family, parse_int, parse_port_range
@@ -281,10 +281,14 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
         raise CompileError("spec", "pod scoping of fanotify or cgroup-socket enforcement is "
                            "not supported by this version of Vigil; refusing rather than "
                            "enforcing on the whole host")
+    nodes = node_selector(policy)
+    if nodes is not None:
+        notes.append(f"loads only on nodes whose labels match spec.nodeSelector "
+                     f"({describe_selector(nodes)}); elsewhere it is listed as skipped")
     from vigil.policy.compile_actions import compile_enforcer
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
                       tuple(_deferred_host_ns(spec, view)), scope=scope,
-                      enforcer=compile_enforcer(spec, view, monitor))
+                      enforcer=compile_enforcer(spec, view, monitor), node_selector=nodes)
 
 
 Selectors = Callable[[Any], Sequence[Any]]
@@ -328,10 +332,6 @@ def refuse_without_effect(spec: Any) -> None:
     (Per-hook refusals that depend on the hook kind are in the hook compilers; the
     selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
     """
-    ns = getattr(spec, "node_selector", None)
-    if ns is not None and (ns.match_labels or ns.match_expressions):
-        raise CompileError("spec.nodeSelector", "node labels are not known to this version of "
-                           "Vigil; refusing rather than applying the policy on every node")
     for section in ("kprobes", "fentries", "tracepoints", "uprobes", "lsmhooks"):
         for i, hook in enumerate(getattr(spec, section, None) or ()):
             w = f"spec.{section}[{i}]"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
-from vigil.policy.scope import PodScope
+from vigil.policy.scope import PodScope, Selector
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,9 @@ class PolicyPlan:
     # pod scoping (vigil.policy.scope.PodScope): the hooks run only in matching pods'
     # cgroups; None: host-wide
     scope: PodScope | None = None
+    # spec.nodeSelector: the policy loads only on nodes whose labels match (the policy
+    # manager decides, from the node's labels); None: every node
+    node_selector: Selector | None = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""
