@@ -20,7 +20,7 @@ from vigil.k8s.nodes import NodeWatcher
 from vigil.k8s.pods import PodWatcher, parse_pod, workload_of
 from vigil.k8s.policies import PolicyWatcher
 from vigil.policy.scope import (PodScope, Selector, describe_selector, image_repo, node_selector,
-                                policy_scope)
+                                policy_scope, workload_scope)
 
 CID = "a" * 64
 
@@ -522,3 +522,29 @@ def test_node_watcher_follows_label_changes_only(server, api):
     assert absent.calls == [({}, "node node-x")] and w2.errors["node_not_found"] == 1
     w2.on_event("MODIFIED", {"metadata": {"name": "node-x", "labels": ["not", "a map"]}})
     assert w2.errors["malformed_labels"] == 1 and len(absent.calls) == 1
+
+
+def test_match_workloads_compiles_to_selector_scopes():
+    """matchWorkloads (an object, as in Tetragon's CRD) -> one PodScope per selector that
+    has one; null selectors in it select every workload; hostSelector is refused."""
+    from vigil.policy.compiler import CompileError, KernelView, compile_policy
+    from vigil.policy.loader import load_policy
+
+    def doc(wl: str) -> Any:
+        return load_policy(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: p}\n"
+            "spec:\n  tracepoints:\n  - {subsystem: syscalls, event: sys_enter_getppid,\n"
+            f"     selectors: [{{matchPIDs: [{{operator: In, values: [1]}}]}}, {wl}]}}\n")
+    view = KernelView(formats=lambda s, e: __import__("vigil.policy.tracefs", fromlist=["x"])
+                      .stand_in_format(s, e))
+    plan = compile_policy(doc("{matchWorkloads: {podSelector: {matchLabels: {app: web}},"
+                              " containerSelector: {matchLabels: {name: main}}}}"), view)
+    (hook,) = plan.hooks
+    assert hook.workloads == ((1, PodScope("", Selector.from_spec({"matchLabels": {"app": "web"}}),
+                                           Selector.from_spec({"matchLabels": {"name": "main"}}))),)
+    assert any("selectors[1].matchWorkloads" in n for n in plan.notes)
+    assert plan.scope is None  # the policy itself is not pod-scoped
+    assert compile_policy(doc("{matchWorkloads: {}}"), view).hooks[0].workloads == ()
+    assert workload_scope(None) is None
+    with pytest.raises(CompileError, match="hostSelector in matchWorkloads"):
+        compile_policy(doc("{matchWorkloads: {hostSelector: {}}}"), view)

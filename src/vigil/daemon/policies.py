@@ -342,15 +342,22 @@ class PolicyManager:
 
     def _load(self, plan: PolicyPlan) -> LoadedPolicy:
         scope = self._scope(plan)
+        sel_ids = self._selector_scopes(plan, scope)
         try:
-            loaded = load_policy(plan, self.base, scope)
+            loaded = load_policy(plan, self.base,
+                                 scope if not sel_ids else
+                                 (self.scopes.filter, scope[1] if scope else 0, sel_ids))
         except BaseException as err:
             if scope is not None:
                 self.scopes.release(scope[1])
+            for pairs in sel_ids.values():
+                for _si, sid in pairs:
+                    self.scopes.release(sid)
             if isinstance(err, BpfError):
                 raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
             raise
         loaded.scope_id = scope[1] if scope is not None else 0
+        loaded.sel_scope_ids = tuple(sid for pairs in sel_ids.values() for _si, sid in pairs)
         if plan.enforce:
             try:
                 self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
@@ -388,6 +395,32 @@ class PolicyManager:
                 "refusing rather than applying the policy to the whole host")
         return self.scopes.filter, self.scopes.register(plan)
 
+    def _selector_scopes(self, plan: PolicyPlan, scope: tuple[Any, int] | None
+                         ) -> dict[int, tuple[tuple[int, int], ...]]:
+        """matchWorkloads: a filter id for every such selector, registered with the
+        scopes: hook id -> ((selector index, filter id), ...)."""
+        wanted = [h for h in plan.hooks if h.workloads]
+        if not wanted:
+            return {}
+        if self.scopes is None:
+            raise FeatureNotSupported(
+                f"policy {plan.name}", f"{wanted[0].section}: matchWorkloads needs the "
+                "Kubernetes API (--enable-k8s-api) to know which cgroups are pods; "
+                "refusing rather than applying the selector to the whole host")
+        out: dict[int, tuple[tuple[int, int], ...]] = {}
+        try:
+            for h in wanted:
+                out[h.hook_id] = tuple((si, self.scopes.register_scope(s))
+                                       for si, s in h.workloads)
+        except BaseException:
+            for pairs in out.values():
+                for _si, sid in pairs:
+                    self.scopes.release(sid)
+            if scope is not None:
+                self.scopes.release(scope[1])
+            raise
+        return out
+
     def _enforcer(self) -> Any:
         if self.enforcement is None:
             from vigil.enforce.service import Enforcement
@@ -400,6 +433,8 @@ class PolicyManager:
             entry.loaded.close()
             if entry.loaded.scope_id and self.scopes is not None:
                 self.scopes.release(entry.loaded.scope_id)
+            for sid in entry.loaded.sel_scope_ids if self.scopes is not None else ():
+                self.scopes.release(sid)
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
         enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)

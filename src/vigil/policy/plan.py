@@ -69,6 +69,9 @@ class HookPlan:
     # kernel functions the hook's programs call (SubString: bpf_strnstr): the loader opens
     # the object variant that has those calls (vigil.sensors.generic.load_hook)
     kfuncs: tuple[str, ...] = ()
+    # matchWorkloads: (selector index, PodScope) of the selectors that run only in the
+    # workloads they select (each gets its own policy-filter id when loaded)
+    workloads: tuple[tuple[int, PodScope], ...] = ()
 
     @property
     def hook_label(self) -> str:

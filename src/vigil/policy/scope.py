@@ -147,3 +147,16 @@ def describe_selector(sel: Selector) -> str:
         else:
             parts.append(f"{r.key} {r.operator.lower()} ({', '.join(r.values)})")
     return ", ".join(parts)
+
+
+def workload_scope(wl: Any) -> PodScope | None:
+    """A selector's ``matchWorkloads`` (pod and container selectors) as a PodScope; None
+    when it selects every workload (absent, or both selectors null)."""
+    if wl is None:
+        return None
+    pod = getattr(wl, "pod_selector", None)
+    container = getattr(wl, "container_selector", None)
+    if pod is None and container is None:
+        return None
+    return PodScope("", Selector.from_spec(pod) if pod is not None else None,
+                    Selector.from_spec(container) if container is not None else None)
