@@ -28,7 +28,7 @@ log = logging.getLogger("vigil.policyfilter")
 
 MAP = "vg_pf_cgroups"
 _KEY = struct.Struct("<QII")
-_CFG = struct.Struct("<Ii%dI" % int(GenLimits.GEN_SELECTORS))
+_CFG = struct.Struct(f"<Ii{int(GenLimits.GEN_SELECTORS)}I")
 assert _CFG.size == VG_PF_CFG.size
 _E2BIG = 7
 # v1 controllers tried, in order, for the hierarchy whose cgroups identify containers
