@@ -1672,7 +1672,7 @@ static __always_inline int vg_gen_run_phase(void *ctx, __u64 *raw, __s64 ret, in
 	/* the selectors that can still match, decided before anything is read: a call none
 	 * can match (the common case) leaves here without touching the record */
 	for (int si = 0; si < VG_GEN_SELECTORS; si++)
-		if (si < CFG.nsel && vg_selector_may_match(h, si, raw))
+		if (si < CFG.nsel && vg_pf_sel_allowed(si) && vg_selector_may_match(h, si, raw))
 			maybe |= 1u << si;
 	if (CFG.nsel && !maybe)
 		return 0;

@@ -68,3 +68,10 @@ def self_signed(dirpath: Path, name: str = "standin") -> tuple[str, str]:
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
     return str(crt), str(pem)
+
+
+def node(name: str = "node-a", labels: dict | None = None, **status: Any) -> dict:
+    """A Node object (cluster-scoped); ``status`` fields as given."""
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": dict(labels or {})},
+            "status": dict(status)}

@@ -2,9 +2,11 @@
 
 It serves what Vigil's client reads, over HTTP/1.1 or HTTPS (``tls``):
 
-- ``GET /api/v1/pods`` (``fieldSelector=spec.nodeName=N``), ``GET
+- ``GET /api/v1/pods`` (``fieldSelector=spec.nodeName=N``), ``GET /api/v1/nodes``
+  (``fieldSelector=metadata.name=N``), ``GET
   /apis/cilium.io/v1alpha1/tracingpolicies`` and ``.../tracingpoliciesnamespaced``:
   lists with ``limit`` / ``continue`` chunks and the list's ``resourceVersion``;
+- ``GET /api/v1/nodes/<name>``: one node (404 Status when there is none);
 - the same with ``watch=true``: events after ``resourceVersion`` as newline-delimited
   JSON in a chunked response, ``BOOKMARK`` events when ``allowWatchBookmarks`` is set,
   an ``ERROR`` event with a 410 Status when the resourceVersion was compacted away,
@@ -18,7 +20,7 @@ forgets history and ends open watches (410 for watchers coming back older), ``st
 
 What it is not (the fidelity limit): no admission, validation, defaulting or schema
 pruning of objects, no RBAC beyond the path list, no field selectors other than
-``spec.nodeName``, no label selectors, no watch cache semantics beyond a linear event
+``spec.nodeName`` and ``metadata.name``, no label selectors, no watch cache semantics beyond a linear event
 log, one resourceVersion counter for every resource, no HTTP/2, no server-side apply.
 """
 
@@ -29,12 +31,24 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 PODS = "/api/v1/pods"
+NODES = "/api/v1/nodes"
 TP = "/apis/cilium.io/v1alpha1/tracingpolicies"
 TPN = "/apis/cilium.io/v1alpha1/tracingpoliciesnamespaced"
-RESOURCES = (PODS, TP, TPN)
+RESOURCES = (PODS, NODES, TP, TPN)
+
+
+def _field_selector(sel: str) -> Callable[[dict[str, Any]], bool]:
+    """``spec.nodeName=N`` or ``metadata.name=N`` (the two the client uses) -> a test."""
+    field, _eq, want = sel.partition("=")
+    if field == "spec.nodeName":
+        return lambda o: (o.get("spec") or {}).get("nodeName") == want
+    if field == "metadata.name":
+        return lambda o: (o.get("metadata") or {}).get("name") == want
+    return lambda o: True
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -158,15 +172,19 @@ class StandinApiServer:
             return self._send_json(h, 401, _status(401, "Unauthorized", "Unauthorized"))
         if url.path in self.forbidden:
             return self._send_json(h, 403, _status(403, "Forbidden", f"{url.path} is forbidden"))
+        if url.path.startswith(NODES + "/") and q.get("watch") not in ("true", "1"):
+            with self._cond:
+                obj = self._objects[NODES].get("/" + url.path[len(NODES) + 1:])
+            if obj is None:
+                return self._send_json(h, 404, _status(404, "NotFound", "node not found"))
+            return self._send_json(h, 200, obj)
         if url.path not in self._objects:
             return self._send_json(h, 404, _status(404, "NotFound", "not found"))
-        sel = q.get("fieldSelector", "")
-        node = sel.partition("spec.nodeName=")[2] if sel.startswith("spec.nodeName=") else None
+        node = _field_selector(q.get("fieldSelector", ""))
         if q.get("watch") in ("true", "1"):
             return self._watch(h, url.path, q, node)
         with self._cond:
-            items = [o for _k, o in sorted(self._objects[url.path].items())
-                     if node is None or (o.get("spec") or {}).get("nodeName") == node]
+            items = [o for _k, o in sorted(self._objects[url.path].items()) if node(o)]
             rv = str(self._rv)
         start = int(q.get("continue") or 0)
         limit = int(q.get("limit") or 0) or len(items) or 1
@@ -178,7 +196,7 @@ class StandinApiServer:
                                  "items": chunk})
 
     def _watch(self, h: BaseHTTPRequestHandler, path: str, q: dict[str, str],
-               node: str | None) -> None:
+               node: Callable[[dict[str, Any]], bool]) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Transfer-Encoding", "chunked")
@@ -226,7 +244,7 @@ class StandinApiServer:
                     if kind == "RAW":
                         chunk(obj["line"].encode() + b"\n")
                         continue
-                    if node is not None and (obj.get("spec") or {}).get("nodeName") != node:
+                    if not node(obj):
                         continue
                     if cut:  # half an event, then the connection drops
                         data = json.dumps({"type": kind, "object": obj}).encode()

@@ -148,3 +148,82 @@ def test_namespaced_sigkill_only_in_the_selected_pod(pods_cgroups: tuple[Path, P
         manager.close()
         base.close()
         server.stop()
+
+
+WORKLOADS_POLICY = """apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata: {{name: per-selector}}
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - {{index: 0, type: int}}
+    - {{index: 1, type: string}}
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: Equal, values: ["{target}"]}}
+      matchWorkloads:
+        podSelector: {{matchLabels: {{app: victim}}}}
+      matchActions:
+      - action: Sigkill
+    - matchArgs:
+      - {{index: 1, operator: Equal, values: ["{target}"]}}
+      matchWorkloads:
+        podSelector: {{matchLabels: {{app: web}}}}
+        containerSelector: {{matchExpressions: [{{key: name, operator: In, values: [main]}}]}}
+      matchActions:
+      - {{action: Signal, argSig: 10}}
+"""
+
+
+def test_match_workloads_per_selector(pods_cgroups: tuple[Path, Path], tmp_path: Path) -> None:
+    """A cluster-wide policy whose selectors each select their own pods: the first kills
+    in the victim pod, the second sends SIGUSR1 in the web pod, the host matches neither."""
+    from vigil.daemon.policies import PolicyManager
+    from vigil.k8s.agent import K8sConfig, K8sRuntime, api_client
+    from vigil.stream.policy_events import HookRegistry
+    from vigil.sensors.base import BaseSensor, BaseSensorConfig
+
+    victim_cg, web_cg = pods_cgroups
+    target = tmp_path / "secret"
+    target.write_text("the secret\n")
+    server = StandinApiServer().start()
+    base = BaseSensor(BaseSensorConfig(ring_bytes=1 << 20))
+    base.load()
+    manager = PolicyManager(base, HookRegistry())
+    text = WORKLOADS_POLICY.format(target=target)
+    with pytest.raises(Exception, match="matchWorkloads needs the Kubernetes API"):
+        manager.add(text, source="test")  # no pods known: refused, not host-wide
+    cfg = K8sConfig(kubeconfig=str(kubeconfig(tmp_path / "kc", server.url, server.token)),
+                    node_name="node-a", scope_interval=0.2)
+    rt = K8sRuntime(cfg, api_client(cfg), manager)
+    try:
+        for name, app, cg in (("victim", "victim", victim_cg), ("web", "web", web_cg)):
+            cid = cg.name.removeprefix("libpod-")
+            server.put(PODS, pod(name, ns=NS, labels={"app": app},
+                                 containers=[("main", "busybox:1", f"containerd://{cid}")]))
+        rt.start()
+        manager.add(text, source="test")
+        ids = sorted(rt.scopes._scopes)
+        assert len(ids) == 2  # one filter id per selector, none for the policy
+        wait_for(lambda: [rt.filter.members(i) for i in ids] ==
+                 [{victim_cg.stat().st_ino}, {web_cg.stat().st_ino}],
+                 what="each selector's pod cgroup in vg_pf_cgroups")
+        victim = in_cgroup(victim_cg, target)
+        web = in_cgroup(web_cg, target)
+        host = in_cgroup(None, target)
+        print(f"\nvictim pod (selector 0, Sigkill): returncode {victim.returncode}")
+        print(f"web pod (selector 1, SIGUSR1)  : returncode {web.returncode}")
+        print(f"host (neither)                 : returncode {host.returncode}, "
+              f"stdout {host.stdout!r}")
+        assert victim.returncode == -9
+        assert web.returncode == -10
+        assert host.returncode == 0 and host.stdout == b"the secret\n"
+        manager.delete("per-selector")
+        assert not rt.scopes._scopes  # the selectors' filter ids released
+    finally:
+        rt.stop()
+        manager.close()
+        base.close()
+        server.stop()

@@ -30,7 +30,7 @@ def test_manifests_render_and_hold_least_privilege() -> None:
     assert set(objs) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}
     rules = objs["ClusterRole"]["rules"]
     assert rules == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["cilium.io"], "resources": ["tracingpolicies",
                                                    "tracingpoliciesnamespaced"],
          "verbs": ["get", "list", "watch"]}]
@@ -61,7 +61,7 @@ def test_helm_chart_values_and_rbac_match_the_manifests() -> None:
         "127.0.0.1:")
     rbac = (CHART / "templates" / "rbac.yaml").read_text()
     body = rbac.split("rules:\n", 1)[1].split("---", 1)[0]
-    assert yaml.safe_load(body) == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    assert yaml.safe_load(body) == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["cilium.io"],
          "resources": ["tracingpolicies", "tracingpoliciesnamespaced"],
          "verbs": ["get", "list", "watch"]}]

@@ -12,13 +12,15 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from tests.k8s.client import kubeconfig, pod, self_signed, wait_for
-from tests.k8s.standin import PODS, TP, TPN, StandinApiServer
+from tests.k8s.client import kubeconfig, node, pod, self_signed, wait_for
+from tests.k8s.standin import NODES, PODS, TP, TPN, StandinApiServer
 from vigil.k8s.agent import K8sConfig, api_client
 from vigil.k8s.informer import Informer
+from vigil.k8s.nodes import NodeWatcher
 from vigil.k8s.pods import PodWatcher, parse_pod, workload_of
 from vigil.k8s.policies import PolicyWatcher
-from vigil.policy.scope import PodScope, Selector, image_repo, policy_scope
+from vigil.policy.scope import (PodScope, Selector, describe_selector, image_repo, node_selector,
+                                policy_scope, workload_scope)
 
 CID = "a" * 64
 
@@ -442,3 +444,107 @@ def test_signed_policy_resources(server, api, tmp_path):
     finally:
         inf.stop()
     tpw.close()
+
+
+def _with_nodes(sel: str) -> Any:
+    from vigil.policy.loader import load_policy
+    return load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                       f"metadata: {{name: p}}\nspec:\n  nodeSelector: {sel}\n")
+
+
+def test_node_selector_matcher():
+    """spec.nodeSelector: absent, null or {} select every node; else every requirement."""
+    from vigil.policy.loader import load_policy
+    plain = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                        "metadata: {name: p}\nspec: {}\n")
+    assert node_selector(plain) is None
+    assert node_selector(_with_nodes("null")) is None
+    assert node_selector(_with_nodes("{}")) is None
+    assert node_selector(_with_nodes("{matchLabels: {}, matchExpressions: []}")) is None
+    sel = node_selector(_with_nodes(
+        "{matchLabels: {kubernetes.io/arch: amd64}, matchExpressions: ["
+        "{key: pool, operator: In, values: [gpu, tpu]}, {key: canary, operator: Exists},"
+        "{key: tainted, operator: DoesNotExist}, {key: zone, operator: NotIn, values: [b]}]}"))
+    assert sel is not None
+    assert describe_selector(sel) == ("kubernetes.io/arch=amd64, pool in (gpu, tpu), canary, "
+                                      "!tainted, zone notin (b)")
+    good = {"kubernetes.io/arch": "amd64", "pool": "gpu", "canary": ""}
+    assert sel.matches(good)
+    assert sel.matches(good | {"zone": "a"})            # NotIn: another value
+    assert not sel.matches(good | {"zone": "b"})
+    assert not sel.matches(good | {"tainted": "yes"})   # DoesNotExist
+    assert not sel.matches({k: v for k, v in good.items() if k != "canary"})  # Exists
+    assert not sel.matches(good | {"pool": "cpu"})      # In
+    assert not sel.matches(good | {"kubernetes.io/arch": "arm64"})  # matchLabels
+    assert not sel.matches({})                          # no labels known: no match
+    only_absent = node_selector(_with_nodes(
+        "{matchExpressions: [{key: pool, operator: DoesNotExist}]}"))
+    assert only_absent is not None and only_absent.matches({})
+
+
+class RecordingManager:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str] | None, str]] = []
+
+    def set_node_labels(self, labels: dict[str, str] | None, about: str = "") -> None:
+        self.calls.append((labels, about))
+
+
+def test_node_watcher_follows_label_changes_only(server, api):
+    """The node's labels from list + watch (metadata.name field selector); status-only
+    updates change nothing; a missing or deleted node has no labels."""
+    from kubernetes import client
+    core = client.CoreV1Api(api)
+    server.put(NODES, node("node-a", {"pool": "gpu"}, phase="Running"))
+    server.put(NODES, node("node-b", {"pool": "cpu"}))
+    mgr = RecordingManager()
+    w = NodeWatcher(mgr, "node-a")
+    inf = run(Informer("nodes", core.list_node, w.on_sync, w.on_event,
+                       kwargs={"field_selector": "metadata.name=node-a"}, backoff=0.05))
+    try:
+        wait_for(lambda: mgr.calls, what="the node listed")
+        assert mgr.calls == [({"pool": "gpu"}, "node node-a")]
+        server.put(NODES, node("node-a", {"pool": "gpu"}, heartbeat="1"))  # status only
+        server.put(NODES, node("node-b", {"pool": "gpu"}))                # another node
+        server.put(NODES, node("node-a", {"pool": "gpu", "canary": "yes"}))
+        wait_for(lambda: len(mgr.calls) == 2, what="the label change")
+        assert mgr.calls[1] == ({"pool": "gpu", "canary": "yes"}, "node node-a")
+        assert core.read_node("node-a").metadata.labels == {"pool": "gpu", "canary": "yes"}
+        server.delete(NODES, "", "node-a")
+        wait_for(lambda: len(mgr.calls) == 3, what="the node deleted")
+        assert mgr.calls[2] == ({}, "node node-a") and w.labels == {}
+        assert len(mgr.calls) == 3
+    finally:
+        inf.stop()
+    absent = RecordingManager()
+    w2 = NodeWatcher(absent, "node-x")
+    w2.on_sync([node("node-a", {"pool": "gpu"})])
+    assert absent.calls == [({}, "node node-x")] and w2.errors["node_not_found"] == 1
+    w2.on_event("MODIFIED", {"metadata": {"name": "node-x", "labels": ["not", "a map"]}})
+    assert w2.errors["malformed_labels"] == 1 and len(absent.calls) == 1
+
+
+def test_match_workloads_compiles_to_selector_scopes():
+    """matchWorkloads (an object, as in Tetragon's CRD) -> one PodScope per selector that
+    has one; null selectors in it select every workload; hostSelector is refused."""
+    from vigil.policy.compiler import CompileError, KernelView, compile_policy
+    from vigil.policy.loader import load_policy
+
+    def doc(wl: str) -> Any:
+        return load_policy(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: p}\n"
+            "spec:\n  tracepoints:\n  - {subsystem: syscalls, event: sys_enter_getppid,\n"
+            f"     selectors: [{{matchPIDs: [{{operator: In, values: [1]}}]}}, {wl}]}}\n")
+    view = KernelView(formats=lambda s, e: __import__("vigil.policy.tracefs", fromlist=["x"])
+                      .stand_in_format(s, e))
+    plan = compile_policy(doc("{matchWorkloads: {podSelector: {matchLabels: {app: web}},"
+                              " containerSelector: {matchLabels: {name: main}}}}"), view)
+    (hook,) = plan.hooks
+    assert hook.workloads == ((1, PodScope("", Selector.from_spec({"matchLabels": {"app": "web"}}),
+                                           Selector.from_spec({"matchLabels": {"name": "main"}}))),)
+    assert any("selectors[1].matchWorkloads" in n for n in plan.notes)
+    assert plan.scope is None  # the policy itself is not pod-scoped
+    assert compile_policy(doc("{matchWorkloads: {}}"), view).hooks[0].workloads == ()
+    assert workload_scope(None) is None
+    with pytest.raises(CompileError, match="hostSelector in matchWorkloads"):
+        compile_policy(doc("{matchWorkloads: {hostSelector: {}}}"), view)

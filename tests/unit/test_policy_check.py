@@ -102,6 +102,27 @@ def test_namespaced_policy_is_accepted_as_pod_scoped(tmp_path: Path) -> None:
     assert r.stdout.startswith(f"{pol}: ok: TracingPolicy 'write-watch'")
 
 
+
+def test_node_selector_is_accepted_and_said(tmp_path: Path) -> None:
+    """spec.nodeSelector compiles; check says where the policy loads (the node's labels
+    are known only to the agent)."""
+    pol = tmp_path / "gpu.yaml"
+    pol.write_text(POLICY.split("  - call: fd_install")[0].replace("spec:\n", """spec:
+  nodeSelector:
+    matchLabels: {pool: gpu}
+    matchExpressions:
+    - {key: canary, operator: DoesNotExist}
+"""))
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path)])
+    assert r.exit_code == 0, r.stdout
+    assert r.stdout.splitlines()[:2] == [
+        f"{pol}: ok: TracingPolicy 'write-watch' (mode enforce)",
+        "  loads only on nodes whose labels match spec.nodeSelector (pool=gpu, !canary); "
+        "on other nodes it is listed as skipped"]
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", _features(tmp_path),
+                                   "-o", "json"])
+    assert json.loads(r.stdout)["policies"][0]["node_selector"] == "pool=gpu, !canary"
+
 HOST_NS_POLICY = POLICY.split("  - call: fd_install")[0].replace("""    selectors:
     - matchActions:
       - action: Sigkill

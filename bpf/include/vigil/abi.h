@@ -932,6 +932,9 @@ struct vg_pf_cfg {
 	__u32 policy_id;
 	__s32 subsys;     /* cgroup v1 subsystem index whose hierarchy identifies pods;
 			   * -1: the cgroup v2 (default) hierarchy */
+	/* matchWorkloads: selector si matches only tasks whose cgroup is listed under
+	 * sel_ids[si] in vg_pf_cgroups (its own filter id); 0: no workload filter */
+	__u32 sel_ids[VG_GEN_SELECTORS];
 };
 
 #endif /* VIGIL_ABI_H */

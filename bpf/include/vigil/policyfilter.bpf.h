@@ -4,7 +4,8 @@
  * .rodata.pf names a policy id runs only when the current task's cgroup is listed for
  * that policy in vg_pf_cgroups; user space (vigil.sensors.policyfilter, fed by
  * vigil.k8s) adds a pod's container cgroups when the pod starts matching and removes
- * them when it stops. An unscoped hook (policy_id 0) runs for every task.
+ * them when it stops. An unscoped hook (policy_id 0) runs for every task. A selector
+ * with matchWorkloads has its own filter id (sel_ids), checked the same way.
  *
  * On cgroup v1 hosts the pods' cgroups live in the v1 hierarchies (the v2 one can be
  * empty), so the id is read from the configured subsystem's hierarchy:
@@ -51,6 +52,19 @@ static __always_inline int vg_pf_allowed(void)
 		return 1;
 	key.cgroup_id = vg_pf_cgroup_id();
 	key.policy_id = vg_pf.policy_id;
+	return bpf_map_lookup_elem(&vg_pf_cgroups, &key) != NULL;
+}
+
+/* matchWorkloads of selector si: whether the current task is in one of its workloads
+ * (the selector's own filter id; none: every task). */
+static __always_inline int vg_pf_sel_allowed(int si)
+{
+	struct vg_pf_key key = {};
+
+	if (si < 0 || si >= VG_GEN_SELECTORS || !vg_pf.sel_ids[si])
+		return 1;
+	key.cgroup_id = vg_pf_cgroup_id();
+	key.policy_id = vg_pf.sel_ids[si];
 	return bpf_map_lookup_elem(&vg_pf_cgroups, &key) != NULL;
 }
 

@@ -171,8 +171,10 @@ def _check_one(path: str, target: _Target) -> dict[str, Any]:
                 "warnings": warnings + _unverified(target)}
     hooks = [{"section": sec, "mechanism": mech, "enforcement": enf or "observe only (events)"}
              for sec, mech, enf in plan.described()]
+    from vigil.policy.scope import describe_selector
+    nodes = describe_selector(plan.node_selector) if plan.node_selector is not None else ""
     return {"file": path, "verdict": "ok", "name": plan.name, "mode": plan.mode,
-            "hooks": hooks, "notes": list(plan.notes),
+            "hooks": hooks, "notes": list(plan.notes), "node_selector": nodes,
             "warnings": warnings + [str(diagnostic(CompileError(where, msg), policy, path,
                                                    "warning"))
                                     for where, msg in plan.warnings] + _unverified(target)}
@@ -202,6 +204,9 @@ def _print_text(r: dict[str, Any]) -> None:
         click.echo("  it would load with: " + "; ".join(r["needs"]))
     else:
         click.echo(f"{r['file']}: ok: TracingPolicy {r['name']!r} (mode {r['mode']})")
+    if r.get("node_selector"):
+        click.echo(f"  loads only on nodes whose labels match spec.nodeSelector "
+                   f"({r['node_selector']}); on other nodes it is listed as skipped")
     for w in r["warnings"]:  # located ones read "file:line:col: warning: ..." already
         click.echo(f"  {w}" if ": warning: " in w else f"  warning: {w}")
     for h in r.get("hooks", ()):

@@ -417,7 +417,9 @@ class Agent:
             files += policy_files(self.cfg.tracing_policy_dir)
         for path in files:
             info = self.policies.add_file(path)
-            log.info("tracing policy %s loaded from %s", info.name, path)
+            log.info("tracing policy %s %s from %s", info.name,
+                     "added (skipped on this node)" if info.state.name == "SKIPPED"
+                     else "loaded", path)
 
     # -- self-protection -------------------------------------------------------------
 

@@ -3,6 +3,12 @@
 Implements ``vigil.policy.store_api.PolicyStore`` for the gRPC server and the start-up
 flags (--tracing-policy, --tracing-policy-dir). A policy is rejected whole: if any hook
 fails to compile or load, nothing of it stays in the kernel. Thread-safe (one lock).
+
+``spec.nodeSelector``: a policy whose selector does not match this node's labels is
+accepted and listed, state SKIPPED with the reason as its error, and nothing of it is
+loaded; ``set_node_labels`` (the Kubernetes Node watch) loads and unloads such policies
+as the node's labels change. Without the Kubernetes API the node has no known labels: a
+selector that needs one does not match.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ class _Entry:
     loaded: LoadedPolicy | None
     yaml_text: str
     counts: list[int] = field(default_factory=list)  # action counts of earlier loads
+    skip: str = ""      # why spec.nodeSelector keeps it off this node ("": it does not)
+    want: bool = True   # enabled by the user (disable: False), whatever the node
+    error: str = ""     # why it failed to load when the node's labels came to match
 
 
 def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> KernelView:
@@ -151,6 +160,10 @@ class PolicyManager:
         # pod scoping (vigil.k8s.scopes.ScopeManager, with --enable-k8s-api): scoped
         # policies' hooks run only in matching pods' cgroups; None: scoped policies refused
         self.scopes: Any = None
+        # this node's labels, for spec.nodeSelector: {} without Kubernetes (none known);
+        # None while the Kubernetes API has not told them yet (such policies wait, skipped)
+        self.node_labels: dict[str, str] | None = {}
+        self.node_about = "no node labels without the Kubernetes API (--enable-k8s-api)"
 
     # -- PolicyStore -----------------------------------------------------------------
 
@@ -173,12 +186,17 @@ class PolicyManager:
             if key in self._entries:
                 raise PolicyExistsError(*key)
             plan = self._compile(policy, source)
-            loaded = self._load(plan)
-            entry = _Entry(self._next_policy_id, plan, _domain(source), loaded, yaml_text)
+            skip = self._node_skip(plan)
+            loaded = None if skip else self._load(plan)
+            entry = _Entry(self._next_policy_id, plan, _domain(source), loaded, yaml_text,
+                           skip=skip)
             self._next_policy_id += 1
             self._entries[key] = entry
             for note in plan.notes:
                 log.info("policy %s: %s", plan.name, note)
+            if skip:
+                log.info("policy %s skipped on this node: %s", plan.name, skip)
+                return self._info(entry)
             log.info("policy %s loaded: %s", plan.name,
                      "; ".join(f"{sec} -> {mech}" for sec, mech, _e in plan.described())
                      or "no hooks")
@@ -224,12 +242,16 @@ class PolicyManager:
     def enable(self, name: str, namespace: str = "") -> None:
         with self._lock:
             entry = self._entries[(name, namespace)]
-            if entry.loaded is None:
+            entry.want = True
+            if entry.loaded is None and not entry.skip:  # skipped: loads when the node matches
                 entry.loaded = self._load(entry.plan)
+                entry.error = ""
 
     def disable(self, name: str, namespace: str = "") -> None:
         with self._lock:
-            self._unload(self._entries[(name, namespace)])
+            entry = self._entries[(name, namespace)]
+            entry.want = False
+            self._unload(entry)
 
     def list(self) -> list[PolicyInfo]:
         with self._lock:
@@ -261,6 +283,40 @@ class PolicyManager:
             entry.plan = replace(entry.plan, mode=names[mode])
             log.info("policy %s: mode set to %s", name, names[mode])
 
+    def set_node_labels(self, labels: dict[str, str] | None, about: str = "") -> None:
+        """This node's labels changed (None: not known yet): policies with a
+        ``spec.nodeSelector`` that now match load (unless disabled), those that no
+        longer match unload and are listed as skipped."""
+        with self._lock:
+            self.node_labels = dict(labels) if labels is not None else None
+            if about:
+                self.node_about = about
+            for entry in self._entries.values():
+                if entry.plan.node_selector is None:
+                    continue
+                skip = self._node_skip(entry.plan)
+                if skip:
+                    if not entry.skip:
+                        self._unload(entry)
+                        log.info("policy %s unloaded: %s", entry.plan.name, skip)
+                    entry.skip, entry.error = skip, ""
+                    continue
+                if not entry.skip:
+                    continue
+                entry.skip = ""
+                if not entry.want:
+                    continue
+                try:
+                    entry.loaded = self._load(entry.plan)
+                except Exception as err:  # noqa: BLE001 - listed as a load error, others go on
+                    entry.error = str(err)
+                    log.error("policy %s: node labels match spec.nodeSelector, but it did "
+                              "not load: %s", entry.plan.name, err)
+                    continue
+                entry.error = ""
+                log.info("policy %s loaded: this node's labels match spec.nodeSelector",
+                         entry.plan.name)
+
     def close(self) -> None:
         with self._lock:
             for entry in self._entries.values():
@@ -286,15 +342,22 @@ class PolicyManager:
 
     def _load(self, plan: PolicyPlan) -> LoadedPolicy:
         scope = self._scope(plan)
+        sel_ids = self._selector_scopes(plan, scope)
         try:
-            loaded = load_policy(plan, self.base, scope)
+            loaded = load_policy(plan, self.base,
+                                 scope if not sel_ids else
+                                 (self.scopes.filter, scope[1] if scope else 0, sel_ids))
         except BaseException as err:
             if scope is not None:
                 self.scopes.release(scope[1])
+            for pairs in sel_ids.values():
+                for _si, sid in pairs:
+                    self.scopes.release(sid)
             if isinstance(err, BpfError):
                 raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
             raise
         loaded.scope_id = scope[1] if scope is not None else 0
+        loaded.sel_scope_ids = tuple(sid for pairs in sel_ids.values() for _si, sid in pairs)
         if plan.enforce:
             try:
                 self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
@@ -308,6 +371,19 @@ class PolicyManager:
         self.registry.add([RegisteredHook(h, plan.name, plan.namespace) for h in plan.hooks])
         return loaded
 
+    def _node_skip(self, plan: PolicyPlan) -> str:
+        """Why ``plan`` does not load on this node ("" when it does)."""
+        sel = plan.node_selector
+        if sel is None:
+            return ""
+        from vigil.policy.scope import describe_selector
+        what = f"spec.nodeSelector ({describe_selector(sel)})"
+        if self.node_labels is None:
+            return f"{what}: waiting for this node's labels ({self.node_about})"
+        if sel.matches(self.node_labels):
+            return ""
+        return f"{what} does not match this node ({self.node_about})"
+
     def _scope(self, plan: PolicyPlan) -> tuple[Any, int] | None:
         """(policy filter, filter id) of a pod-scoped plan, registered with the scopes."""
         if plan.scope is None:
@@ -318,6 +394,32 @@ class PolicyManager:
                 "the Kubernetes API (--enable-k8s-api) to know which cgroups are pods; "
                 "refusing rather than applying the policy to the whole host")
         return self.scopes.filter, self.scopes.register(plan)
+
+    def _selector_scopes(self, plan: PolicyPlan, scope: tuple[Any, int] | None
+                         ) -> dict[int, tuple[tuple[int, int], ...]]:
+        """matchWorkloads: a filter id for every such selector, registered with the
+        scopes: hook id -> ((selector index, filter id), ...)."""
+        wanted = [h for h in plan.hooks if h.workloads]
+        if not wanted:
+            return {}
+        if self.scopes is None:
+            raise FeatureNotSupported(
+                f"policy {plan.name}", f"{wanted[0].section}: matchWorkloads needs the "
+                "Kubernetes API (--enable-k8s-api) to know which cgroups are pods; "
+                "refusing rather than applying the selector to the whole host")
+        out: dict[int, tuple[tuple[int, int], ...]] = {}
+        try:
+            for h in wanted:
+                out[h.hook_id] = tuple((si, self.scopes.register_scope(s))
+                                       for si, s in h.workloads)
+        except BaseException:
+            for pairs in out.values():
+                for _si, sid in pairs:
+                    self.scopes.release(sid)
+            if scope is not None:
+                self.scopes.release(scope[1])
+            raise
+        return out
 
     def _enforcer(self) -> Any:
         if self.enforcement is None:
@@ -331,6 +433,8 @@ class PolicyManager:
             entry.loaded.close()
             if entry.loaded.scope_id and self.scopes is not None:
                 self.scopes.release(entry.loaded.scope_id)
+            for sid in entry.loaded.sel_scope_ids if self.scopes is not None else ():
+                self.scopes.release(sid)
             entry.loaded = None
         self.registry.remove([h.hook_id for h in entry.plan.hooks])
         enforced = self._enforced.pop((entry.plan.name, entry.plan.namespace), None)
@@ -347,7 +451,9 @@ class PolicyManager:
         return PolicyInfo(
             id=e.id, name=e.plan.name, namespace=e.plan.namespace,
             info="; ".join(m for _s, m, _e in e.plan.described()), sensors=tuple(sorted(sensors)),
-            state=PolicyState.ENABLED if e.loaded is not None else PolicyState.DISABLED,
+            state=(PolicyState.SKIPPED if e.skip else PolicyState.ENABLED if e.loaded is not None
+                   else PolicyState.LOAD_ERROR if e.error and e.want else PolicyState.DISABLED),
+            error=e.skip or e.error,
             mode=_MODES.get(e.plan.mode, PolicyMode.UNKNOWN), domain=e.domain,
             kernel_memory_bytes=e.loaded.kernel_memory() if e.loaded is not None else 0,
             hooks=tuple(HookInfo(sec, mech, e.loaded is not None)

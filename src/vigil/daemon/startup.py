@@ -99,6 +99,8 @@ def _base_sensor(agent: Agent) -> None:
 def _policy_engine(agent: Agent) -> None:
     agent._start_policy_engine()
     agent.policies.verifier = agent.verifier
+    if getattr(agent.cfg, "k8s", None) is not None:  # node labels come from the API later
+        agent.policies.set_node_labels(None, f"node {agent.node_name}")
 
 
 def _metrics(agent: Agent) -> None:

@@ -2,8 +2,9 @@
 
 ``start(agent)`` connects with the official client (``--k8s-kubeconfig-path``, else the
 in-cluster service account), then starts: the pod informer of this node (a PodSource,
-``agent.pod_source``), pod scoping of policies (the policy manager's ``scopes``), and
-the TracingPolicy / TracingPolicyNamespaced informers. Nothing here waits for the API
+``agent.pod_source``), pod scoping of policies (the policy manager's ``scopes``), the
+watch of this node's Node object (its labels, for ``spec.nodeSelector``), and the
+TracingPolicy / TracingPolicyNamespaced informers. Nothing here waits for the API
 server: an unreachable or refusing server is retried in the informers' threads,
 counted and logged, while the agent runs on with what it knows.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.k8s.informer import Informer
+from vigil.k8s.nodes import NodeWatcher
 from vigil.k8s.pods import PodWatcher
 from vigil.k8s.policies import PolicyWatcher
 
@@ -57,6 +59,7 @@ class K8sRuntime:
         self.cfg = cfg
         self.api = api
         self.pods = PodWatcher()
+        self.node = NodeWatcher(manager, cfg.node_name)
         self.filter = PolicyFilter(proc)
         root = hierarchy_root(self.filter.controller)
         self.scopes = ScopeManager(self.filter, self.pods, root, cfg.scope_interval)
@@ -67,6 +70,10 @@ class K8sRuntime:
         self.informers = [Informer("pods", core.list_pod_for_all_namespaces,
                                    self.pods.on_sync, self.pods.on_event,
                                    kwargs={"field_selector": f"spec.nodeName={cfg.node_name}"},
+                                   watch_timeout=cfg.watch_timeout),
+                          Informer("nodes", core.list_node, self.node.on_sync,
+                                   self.node.on_event,
+                                   kwargs={"field_selector": f"metadata.name={cfg.node_name}"},
                                    watch_timeout=cfg.watch_timeout)]
         for plural, pw in self.policy_watchers.items():
             self.informers.append(Informer(
@@ -79,8 +86,10 @@ class K8sRuntime:
 
     def start(self) -> None:
         self.manager.scopes = self.scopes
+        if self.node.labels is None:  # node selectors wait for the Node object
+            self.manager.set_node_labels(None, f"node {self.cfg.node_name}")
         self.scopes.start()
-        for inf in self.informers:  # pods first: scoped policies find their pods
+        for inf in self.informers:  # pods, then the node: policies find both
             inf.start()
 
     def stop(self) -> None:
@@ -100,6 +109,8 @@ class K8sRuntime:
                 out[(inf.name, reason)] = n
         for reason, n in self.pods.errors.items():
             out[("pods", reason)] = out.get(("pods", reason), 0) + n
+        for reason, n in self.node.errors.items():
+            out[("nodes", reason)] = out.get(("nodes", reason), 0) + n
         for plural, pw in self.policy_watchers.items():
             for reason, n in pw.errors.items():
                 out[(plural, reason)] = out.get((plural, reason), 0) + n

@@ -1,7 +1,8 @@
 """Which cgroups each pod-scoped policy covers, kept in step with the node's pods.
 
 ``register(plan)`` (called by the policy manager while it loads a scoped policy) gives
-the policy a filter id and writes its current cgroups; pod changes and a periodic
+the policy a filter id and writes its current cgroups (``register_scope``: the same for
+one selector's ``matchWorkloads``); pod changes and a periodic
 resolve (``interval``: containers start after their pod is seen, and their cgroups appear
 only then) recompute every policy's set and write the difference to the kernel
 (``vigil.sensors.policyfilter.PolicyFilter``). A pod that stops matching, or goes away,
@@ -40,11 +41,16 @@ class ScopeManager:
         pods.listeners.append(self._wake.set)
 
     def register(self, plan: Any) -> int:
+        return self.register_scope(plan.scope)
+
+    def register_scope(self, scope: Any) -> int:
+        """A filter id for ``scope`` (a policy's, or one selector's matchWorkloads), its
+        current cgroups written."""
         with self._lock:
             pid = self._next
             self._next += 1
-            self._scopes[pid] = plan.scope
-        self.filter.set(pid, self._cgroups(plan.scope, CgroupIndex(self.cgroup_root).walk()))
+            self._scopes[pid] = scope
+        self.filter.set(pid, self._cgroups(scope, CgroupIndex(self.cgroup_root).walk()))
         return pid
 
     def release(self, pid: int) -> None:

@@ -758,13 +758,16 @@ def _check_selector_fields(hc: HookContext, sel: KProbeSelector, path: Path,
                           f"operator {item.operator.value} needs at least one value")
     for i, ns in enumerate(sel.match_namespaces):
         _check_namespace_values(ns.values, ns.operator, path + ("matchNamespaces", i), rep)
-    for i, wl in enumerate(sel.match_workloads):
-        for key in ("podSelector", "containerSelector", "hostSelector"):
-            lsel = getattr(wl, {"podSelector": "pod_selector",
-                                "containerSelector": "container_selector",
-                                "hostSelector": "host_selector"}[key])
-            if lsel is not None:
-                _check_label_selector(lsel, path + ("matchWorkloads", i, key), rep)
+    wl = sel.match_workloads
+    for key in ("podSelector", "containerSelector", "hostSelector") if wl is not None else ():
+        lsel = getattr(wl, {"podSelector": "pod_selector",
+                            "containerSelector": "container_selector",
+                            "hostSelector": "host_selector"}[key])
+        if lsel is not None:
+            _check_label_selector(lsel, path + ("matchWorkloads", key), rep)
+            if key == "hostSelector" and not lsel.is_empty:
+                rep.error(path + ("matchWorkloads", key), "policy.invalid_value",
+                          "hostSelector can only be null (no host workloads) or {} (all)")
     _check_actions(hc, sel, path, rep)
 
 

@@ -30,7 +30,7 @@ from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
-from vigil.policy.scope import policy_scope
+from vigil.policy.scope import describe_selector, node_selector, policy_scope, workload_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
 from vigil.policy.values import parse_family, parse_int, parse_port_range
@@ -187,6 +187,7 @@ class _HookBuilder:
         self.hook: Any = None
         self.usdt = False  # a USDT probe: arguments come from the probe's spec, not registers
         self.kfuncs: set[str] = set()  # kernel functions the hook calls (HookPlan.kfuncs)
+        self.workloads: dict[int, Any] = {}  # selector index -> matchWorkloads PodScope
 
     def new_set(self) -> int:
         self.next_set += 1
@@ -281,10 +282,18 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
         raise CompileError("spec", "pod scoping of fanotify or cgroup-socket enforcement is "
                            "not supported by this version of Vigil; refusing rather than "
                            "enforcing on the whole host")
+    for h in hooks:
+        for si, s in h.workloads:
+            notes.append(f"{h.section}.selectors[{si}].matchWorkloads: the selector matches "
+                         f"only in the {s.describe()} it selects (kernel map vg_pf_cgroups)")
+    nodes = node_selector(policy)
+    if nodes is not None:
+        notes.append(f"loads only on nodes whose labels match spec.nodeSelector "
+                     f"({describe_selector(nodes)}); elsewhere it is listed as skipped")
     from vigil.policy.compile_actions import compile_enforcer
     return PolicyPlan(name, namespace, mode, tuple(hooks), tuple(notes), enforce,
                       tuple(_deferred_host_ns(spec, view)), scope=scope,
-                      enforcer=compile_enforcer(spec, view, monitor))
+                      enforcer=compile_enforcer(spec, view, monitor), node_selector=nodes)
 
 
 Selectors = Callable[[Any], Sequence[Any]]
@@ -328,10 +337,6 @@ def refuse_without_effect(spec: Any) -> None:
     (Per-hook refusals that depend on the hook kind are in the hook compilers; the
     selector and action ones in ``_compile_selectors`` / ``_compile_actions``.)
     """
-    ns = getattr(spec, "node_selector", None)
-    if ns is not None and (ns.match_labels or ns.match_expressions):
-        raise CompileError("spec.nodeSelector", "node labels are not known to this version of "
-                           "Vigil; refusing rather than applying the policy on every node")
     for section in ("kprobes", "fentries", "tracepoints", "uprobes", "lsmhooks"):
         for i, hook in enumerate(getattr(spec, section, None) or ()):
             w = f"spec.{section}[{i}]"
@@ -708,9 +713,16 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_namespaces(b, sel, p, w)
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
+        wls = getattr(sel, "match_workloads", None)
+        if wls is not None and wls.host_selector is not None:
+            raise CompileError(f"{w}.matchWorkloads.hostSelector", "hostSelector in "
+                               "matchWorkloads is not supported by this version of Vigil "
+                               "(host processes are not tracked as a workload)")
+        wl = workload_scope(wls)
+        if wl is not None:
+            b.workloads[si] = wl
         for unsupported in ("match_namespace_changes",
-                            "match_data", "match_return_actions",
-                            "match_workloads"):
+                            "match_data", "match_return_actions"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
 
@@ -1341,7 +1353,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         message=getattr(hook, "message", "") or "", tags=tuple(getattr(hook, "tags", None) or ()),
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
         requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)),
-        kfuncs=tuple(sorted(b.kfuncs)), **names)
+        kfuncs=tuple(sorted(b.kfuncs)), workloads=tuple(sorted(b.workloads.items())), **names)
 
 
 def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vigil.events.generic import ArgSpec
 from vigil.policy.follow import FollowSel
-from vigil.policy.scope import PodScope
+from vigil.policy.scope import PodScope, Selector
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ class HookPlan:
     # kernel functions the hook's programs call (SubString: bpf_strnstr): the loader opens
     # the object variant that has those calls (vigil.sensors.generic.load_hook)
     kfuncs: tuple[str, ...] = ()
+    # matchWorkloads: (selector index, PodScope) of the selectors that run only in the
+    # workloads they select (each gets its own policy-filter id when loaded)
+    workloads: tuple[tuple[int, PodScope], ...] = ()
 
     @property
     def hook_label(self) -> str:
@@ -193,6 +196,9 @@ class PolicyPlan:
     # pod scoping (vigil.policy.scope.PodScope): the hooks run only in matching pods'
     # cgroups; None: host-wide
     scope: PodScope | None = None
+    # spec.nodeSelector: the policy loads only on nodes whose labels match (the policy
+    # manager decides, from the node's labels); None: every node
+    node_selector: Selector | None = None
 
     def described(self) -> list[tuple[str, str, str]]:
         """(section, mechanism, enforcement) of every hook, for `check` and logs."""

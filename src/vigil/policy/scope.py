@@ -11,6 +11,10 @@ one too; In / NotIn / Exists / DoesNotExist, NotIn matching a missing key), eval
 Tetragon does: pod labels carry the pod's namespace under
 ``k8s:io.kubernetes.pod.namespace`` so a cluster-wide policy can select namespaces.
 
+``spec.nodeSelector`` is not a pod scope: it decides whether the policy loads on this
+node at all, from the node's labels (``node_selector``; the agent's policy manager
+evaluates it, ``vigil.daemon.policies``).
+
 Pure logic: no kernel, no Kubernetes client.
 """
 
@@ -118,4 +122,41 @@ def policy_scope(policy: Any) -> PodScope | None:
         return None
     return PodScope(namespace,
                     Selector.from_spec(pod) if pod is not None else None,
+                    Selector.from_spec(container) if container is not None else None)
+
+
+def node_selector(policy: Any) -> Selector | None:
+    """``spec.nodeSelector`` of a validated policy, or None when it selects every node
+    (absent, null or ``{}``: Kubernetes' empty selector matches everything)."""
+    sel = getattr(policy.spec, "node_selector", None)
+    if sel is None or not (sel.match_labels or sel.match_expressions):
+        return None
+    return Selector.from_spec(sel)
+
+
+def describe_selector(sel: Selector) -> str:
+    """``a=b, c in (d, e), !f`` (kubectl's label selector syntax)."""
+    parts = []
+    for r in sel.requirements:
+        if r.operator == "Exists":
+            parts.append(r.key)
+        elif r.operator == "DoesNotExist":
+            parts.append(f"!{r.key}")
+        elif r.operator == "In" and len(r.values) == 1:
+            parts.append(f"{r.key}={r.values[0]}")
+        else:
+            parts.append(f"{r.key} {r.operator.lower()} ({', '.join(r.values)})")
+    return ", ".join(parts)
+
+
+def workload_scope(wl: Any) -> PodScope | None:
+    """A selector's ``matchWorkloads`` (pod and container selectors) as a PodScope; None
+    when it selects every workload (absent, or both selectors null)."""
+    if wl is None:
+        return None
+    pod = getattr(wl, "pod_selector", None)
+    container = getattr(wl, "container_selector", None)
+    if pod is None and container is None:
+        return None
+    return PodScope("", Selector.from_spec(pod) if pod is not None else None,
                     Selector.from_spec(container) if container is not None else None)

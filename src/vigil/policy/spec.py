@@ -693,7 +693,7 @@ class KProbeSelector(_Model):
                                        Field(max_length=1)] = []
     match_capabilities: list[CapabilitiesSelector] = []
     match_capability_changes: list[CapabilitiesSelector] = []
-    match_workloads: list[WorkloadSelector] = []
+    match_workloads: WorkloadSelector | None = None  # an object in Tetragon's CRD
     match_actions: Annotated[list[ActionSelector], Field(max_length=MAX_ACTIONS)] = []
     match_return_actions: Annotated[list[ActionSelector],
                                     Field(max_length=MAX_ACTIONS)] = []

@@ -61,6 +61,7 @@ class LoadedPolicy:
     shared: frozenset[str] = frozenset()  # maps owned by the base sensor (not counted)
     enforcers: list[BpfObject] = field(default_factory=list)  # spec.enforcers objects
     scope_id: int = 0  # pod scoping filter id (vigil.sensors.policyfilter); 0: host-wide
+    sel_scope_ids: tuple[int, ...] = ()  # matchWorkloads filter ids of its selectors
 
     @property
     def link_count(self) -> int:
@@ -118,7 +119,9 @@ class LoadedPolicy:
 
 def load_policy(plan: PolicyPlan, base: BaseSensor, scope: Any = None) -> LoadedPolicy:
     """Load and attach every hook; on any failure, undo all of it and raise. ``scope``:
-    (vigil.sensors.policyfilter.PolicyFilter, filter id) of a pod-scoped policy."""
+    (vigil.sensors.policyfilter.PolicyFilter, filter id) of a pod-scoped policy, with a
+    third item when selectors have matchWorkloads: hook id -> ((selector, filter id), ...)
+    (the filter id may then be 0)."""
     from vigil.sensors.enforcer import POLICY_MAPS, load_enforcer
     loaded = LoadedPolicy(plan, shared=frozenset(base.shared_maps()) | {"vg_pf_cgroups"})
     monitor = plan.mode == "monitor"
@@ -174,14 +177,15 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
             obj.map(name).reuse_fd(fd)
         for name in PRIVATE_MAPS + (KFUNC_MAPS if hook.kfuncs else ()):
             obj.map(name).set_max_entries(max(1, hook.map_sizes.get(name, 0)))
-        pf, pf_id = scope if scope is not None else (None, 0)
+        pf, pf_id, *more = scope if scope is not None else (None, 0)
+        sel_ids = more[0].get(hook.hook_id, ()) if more else ()
         if pf is not None:
-            pf.configure(obj, pf_id)
+            pf.configure(obj, pf_id, sel_ids)
         else:
             obj.map("vg_pf_cgroups").set_max_entries(1)
         obj.load()
         if pf is not None:
-            pf.loaded(obj, pf_id)
+            pf.loaded(obj, pf_id, bool(sel_ids))
         write_mode(obj, monitor)  # before attach: the first match sees the policy's mode
         for name, keys in hook.map_keys.items():
             m = obj.map(name)

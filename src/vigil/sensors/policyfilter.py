@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from vigil.abi._generated import PfLimits
+from vigil.abi._generated import VG_PF_CFG, GenLimits, PfLimits
 from vigil.bpf.object import BpfObject, MapFd
 from vigil.errors import BpfError
 
@@ -28,7 +28,8 @@ log = logging.getLogger("vigil.policyfilter")
 
 MAP = "vg_pf_cgroups"
 _KEY = struct.Struct("<QII")
-_CFG = struct.Struct("<Ii")
+_CFG = struct.Struct(f"<Ii{int(GenLimits.GEN_SELECTORS)}I")
+assert _CFG.size == VG_PF_CFG.size
 _E2BIG = 7
 # v1 controllers tried, in order, for the hierarchy whose cgroups identify containers
 _TRACKING = ("memory", "pids", "cpuset")
@@ -66,22 +67,30 @@ class PolicyFilter:
 
     # -- loading hooks -------------------------------------------------------------
 
-    def configure(self, obj: BpfObject, policy_id: int) -> None:
-        """Before ``obj.load()``: scope the hook to ``policy_id`` (0: unscoped)."""
+    def configure(self, obj: BpfObject, policy_id: int,
+                  sel_ids: Iterable[tuple[int, int]] = ()) -> None:
+        """Before ``obj.load()``: scope the hook to ``policy_id`` (0: unscoped) and its
+        selectors with matchWorkloads to theirs (``sel_ids``: (selector index, id))."""
         m = obj.map(MAP)
+        sels = [0] * int(GenLimits.GEN_SELECTORS)
+        for si, sid in sel_ids:
+            sels[si] = sid
+        scoped = bool(policy_id or any(sels))
         with self._lock:
-            if policy_id:
-                obj.map(".rodata.pf").set_initial_value(_CFG.pack(policy_id, self.subsys))
+            if scoped:
+                obj.map(".rodata.pf").set_initial_value(_CFG.pack(policy_id, self.subsys,
+                                                                  *sels))
             if self._fd >= 0:
                 m.reuse_fd(self._fd)
-            elif not policy_id:
+            elif not scoped:
                 m.set_max_entries(1)
             else:
                 m.set_max_entries(int(PfLimits.ENTRIES))
 
-    def loaded(self, obj: BpfObject, policy_id: int) -> None:
-        """After ``obj.load()``: keep the shared map (the first scoped hook made it)."""
-        if not policy_id:
+    def loaded(self, obj: BpfObject, policy_id: int, scoped: bool = False) -> None:
+        """After ``obj.load()``: keep the shared map (the first scoped hook made it).
+        ``scoped``: scoped by its selectors' matchWorkloads only."""
+        if not policy_id and not scoped:
             return
         with self._lock:
             if self._fd < 0:
