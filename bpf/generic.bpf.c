@@ -991,12 +991,13 @@ static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, 
 }
 
 /*
- * CelExpr: run program p of CFG.cel over the raw arguments. The program is read-only
+ * CelExpr: run program p of CFG.cel over the raw arguments (and the return value: an
+ * ARG step with index 0xff, in matchReturnArgs programs). The program is read-only
  * and known at load time, so the verifier walks each instruction with its op known and
  * keeps only the cases it uses; hooks without CelExpr never call this. Kept out of line:
  * one copy, however many selector slots refer to it.
  */
-static __noinline int vg_cel_eval(__u64 *raw, __u32 p)
+static __noinline int vg_cel_eval(__u64 *raw, __u32 p, __s64 ret)
 {
 	__s64 st[VG_CEL_STACK] = {};
 	__u32 sp = 0; /* values on the stack */
@@ -1019,9 +1020,12 @@ static __noinline int vg_cel_eval(__u64 *raw, __u32 p)
 			} else {
 				__u8 i = in->arg;
 
-				if (i >= VG_GEN_ARGS)
+				if (i == 0xff)
+					a = ret;
+				else if (i >= VG_GEN_ARGS)
 					return 0;
-				a = vg_int_value(raw[i], CFG.args[i].size, CFG.args[i].flags);
+				else
+					a = vg_int_value(raw[i], CFG.args[i].size, CFG.args[i].flags);
 			}
 			st[sp & (VG_CEL_STACK - 1)] = a;
 			sp++;
@@ -1076,7 +1080,7 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 	__u32 off, len;
 
 	if (ma->op == VG_OP_CEL)
-		return vg_cel_eval(raw, ma->set);
+		return vg_cel_eval(raw, ma->set, ret);
 	if (a == 0xff && CFG.ret_kind > VG_ARG_INT) /* a string return value */
 		return vg_str_match(h, ma->op, ma->set, &h->data[m->ret_off & VG_GEN_OFF_MASK],
 				    m->ret_len);

@@ -470,7 +470,7 @@ enum vg_cel_op {
 
 struct vg_cel_insn {
 	__u8 op;        /* enum vg_cel_op */
-	__u8 arg;       /* VG_CEL_ARG: index into vg_hook_cfg.args */
+	__u8 arg;       /* VG_CEL_ARG: index into vg_hook_cfg.args; 0xff: the return value */
 	__u8 pad[6];
 	__s64 imm;      /* VG_CEL_CONST */
 };

@@ -727,11 +727,13 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     na = nr = 0
     for ma, is_ret, mw in entries:
         if _s(ma.operator) == "CelExpr":
+            values = [str(v) for v in ma.values or ()]
             if is_ret:
-                raise CompileError(f"{mw}.operator", "CelExpr on the return value is not "
-                                   "supported by this version of Vigil (matchArgs only)")
-            _compile_cel(b, f"{p}.args[{na}]", [str(v) for v in ma.values or ()], mw)
-            na += 1
+                _compile_cel(b, f"{p}.ret[{nr}]", values, mw, ret=_ret_cel_type(b, ma, mw))
+                nr += 1
+            else:
+                _compile_cel(b, f"{p}.args[{na}]", values, mw)
+                na += 1
             continue
         if is_ret:
             t = b.ret_type
@@ -764,17 +766,38 @@ def _cel_type(t: _ArgType) -> str:
     return f"{8 * t.size}-bit integer" if t.kind == K.INT else "string"
 
 
-def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str) -> None:
-    """One CelExpr filter: its program into the hook's next ``cel[]`` slot."""
+def _ret_cel_type(b: _HookBuilder, ma: Any, w: str) -> str:
+    """The CEL type of ``arg0`` in a matchReturnArgs CelExpr: the return value, typed
+    by ``returnArg`` (Tetragon compiles these filters over the one-entry argument list
+    ``[returnArg]``, so ``args`` may only name position 0)."""
+    for k, pos in enumerate(getattr(ma, "args", None) or ()):
+        if int(pos) != 0:
+            raise CompileError(f"{w}.args[{k}]", f"args position {pos} is out of range: a "
+                               "return filter has one argument, the return value (arg0)",
+                               invalid=True)
+    if b.ret_type.kind != K.INT:
+        return "string"
+    ra = getattr(b.hook, "return_arg", None)
+    t = _type_name(ra) if ra is not None else "long"
+    return _cel_type(_INT_TYPES[t]) if t in _INT_TYPES else t
+
+
+def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str,
+                 ret: str | None = None) -> None:
+    """One CelExpr filter: its program into the hook's next ``cel[]`` slot. ``ret``:
+    a matchReturnArgs filter, whose ``arg0`` is the return value of this CEL type."""
     if len(values) != 1:
         raise CompileError(f"{w}.values", f"CelExpr takes a single expression, got "
                            f"{len(values)} values", invalid=True)
     try:
-        code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
+        if ret is not None:
+            code = celexpr.on_return(celexpr.compile_expr(values[0], [ret]), ret)
+        else:
+            code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
     except celexpr.CelError as err:
         # a tracepoint field's type may be known only here (auto): the checker could not
         raise CompileError(f"{w}.values[0]", f"invalid CEL expression {values[0]!r}: {err}",
-                           invalid=not b.tracepoint) from err
+                           invalid=not b.tracepoint or ret is not None) from err
     limit, insns = int(abi.CelLimits.GEN_CEL), int(abi.CelLimits.CEL_INSNS)
     if b.ncel >= limit:
         raise CompileError(f"{w}.operator", f"at most {limit} CelExpr filters per hook here")
