@@ -1331,6 +1331,22 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 	return 1;
 }
 
+/* matchNamespaceChanges: has one of the namespaces in mask changed since the process's
+ * exec (or fork: proc->ns)? A namespace not known then (inum 0) is not compared. */
+static __always_inline int vg_ns_changed(struct task_struct *task, struct vg_proc *proc,
+					 __u32 mask)
+{
+	struct vg_namespaces now = {};
+	__u32 *at = (__u32 *)&proc->ns, *cur = (__u32 *)&now;
+
+	vg_read_namespaces(task, &now);
+	#pragma unroll
+	for (int i = 0; i < 10; i++)
+		if ((mask & (1u << i)) && at[i] && at[i] != cur[i])
+			return 1;
+	return 0;
+}
+
 /* Does selector si, whose process filters held (vg_selector_may_match), match? Its
  * capability filters, matchArgs and matchReturnArgs, over the arguments as read. */
 static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64 *raw, __s64 ret)
@@ -1341,9 +1357,18 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	int changed = 0;
 	__u32 tgid = 0;
 
-	if (s->ncaps) {
+	if (s->ncaps || s->nsc_op) {
 		task = (struct task_struct *)bpf_get_current_task();
 		tgid = bpf_get_current_pid_tgid() >> 32;
+	}
+	if (s->nsc_op) {
+		/* Tetragon's semantics: In matches a change of a listed namespace, NotIn a
+		 * change of one not listed; a process without a record matches neither */
+		__u32 mask = s->nsc_op == VG_OP_IN ? s->nsc_mask : ~s->nsc_mask & 0x3ff;
+
+		proc = bpf_map_lookup_elem(&vg_procs, &tgid);
+		if (!proc || !(proc->flags & VG_PROCF_NS) || !vg_ns_changed(task, proc, mask))
+			return 0;
 	}
 	for (int k = 0; k < VG_GEN_CAPS; k++) {
 		if (k < s->ncaps) {
@@ -1399,6 +1424,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 		bpf_probe_read_kernel(&proc->caps[1], 8, &cred->cap_inheritable);
 		bpf_probe_read_kernel(&proc->caps[2], 8, &cred->cap_permitted);
 	}
+	if (s->nsc_op && proc) /* likewise: the current namespaces become the reference */
+		vg_read_namespaces(task, &proc->ns);
 	return 1;
 }
 

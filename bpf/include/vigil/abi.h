@@ -617,12 +617,12 @@ struct vg_selector_cfg {
 	__u8 npidf;     /* matchPIDs filters used in pids[] */
 	__u8 pbin_op;   /* matchParentBinaries: bin_op's operators on the binary of the
 			 * caller's parent (task->real_parent's process in vg_procs) */
-	__u8 pad0;
+	__u8 nsc_op;    /* matchNamespaceChanges: VG_OP_IN / VG_OP_NOTIN (VG_OP_NONE: none) */
 	__u8 nns;
 	__u8 ncaps;
 	__u8 nactions;
 	__u8 follow;    /* enum vg_follow_flag */
-	__u8 pad[2];
+	__u16 nsc_mask; /* its namespaces: bit i = the i-th field of struct vg_namespaces */
 	__u32 bin_set;  /* string set of matchBinaries values */
 	__u32 pbin_set; /* string set of matchParentBinaries values */
 	struct vg_pid_match pids[VG_GEN_PIDF];
@@ -814,14 +814,18 @@ struct vg_module_rec {
  * (map vg_procs). */
 enum vg_proc_flag {
 	VG_PROCF_CAPS = 0x1, /* caps[] hold the capabilities the process had at exec */
+	VG_PROCF_NS = 0x2,   /* ns holds the namespaces the process had at exec or fork */
 };
 
 /* (and matchCapabilityChanges: the capabilities at exec, inherited by fork children,
- * moved to the current ones each time a change filter matched, as Tetragon does) */
+ * moved to the current ones each time a change filter matched, as Tetragon does;
+ * matchNamespaceChanges: the namespaces at exec, a fork child's own at fork, moved to
+ * the current ones each time a change filter matched, as Tetragon does) */
 struct vg_proc {
 	__u32 bin_len;
 	__u32 flags;          /* enum vg_proc_flag */
 	__u64 caps[3];        /* effective, inheritable, permitted (vg_cap_match.set order) */
+	struct vg_namespaces ns; /* inums, 0: not known (a change filter ignores it) */
 	char bin[VG_BIN_MAX];
 };
 

@@ -683,10 +683,10 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_parent_binaries(b, sel, p, w)
         _compile_pids(b, sel, p, w)
         _compile_namespaces(b, sel, p, w)
+        _compile_ns_changes(b, sel, p, w)
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
-        for unsupported in ("match_namespace_changes",
-                            "match_data", "match_return_actions",
+        for unsupported in ("match_data", "match_return_actions",
                             "match_workloads"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
@@ -1201,6 +1201,22 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         b.cfg[f"{p}.ns[{k}].vals"] = vals
         b.cfg[f"{p}.ns[{k}].nvals"] = len(vals)
     b.cfg[f"{p}.nns"] = len(filters)
+
+
+def _compile_ns_changes(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    """matchNamespaceChanges (one filter, as Tetragon): a mask of namespaces, compared
+    in the kernel with the ones the process had at exec (vg_procs). In: one of them
+    changed; NotIn: one of the others did."""
+    filters = getattr(sel, "match_namespace_changes", None) or ()
+    if len(filters) > 1:
+        raise CompileError(f"{w}.matchNamespaceChanges", "matchNamespaceChanges supports "
+                           f"only a single filter (got {len(filters)})", invalid=True)
+    for f in filters:
+        mask = 0
+        for v in f.values:
+            mask |= 1 << NS_ORDER.index(_s(v).lower())
+        b.cfg[f"{p}.nsc_op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.nsc_mask"] = mask
 
 
 def _compile_caps(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
