@@ -1144,6 +1144,12 @@ static __always_inline int vg_pid_bit(int si, int k)
 	return VG_FOLLOW_PID_BIT + si * VG_GEN_PIDF + k;
 }
 
+/* The vg_follow bit of selector si's matchParentBinaries followChildren. */
+static __always_inline int vg_pbin_bit(int si)
+{
+	return si < 3 ? VG_FOLLOW_PBIN_BIT + si : VG_FOLLOW_PBIN_BIT2 + si - 3;
+}
+
 /* matchBinaries followChildren: the process's own binary is in the set, or it descends
  * from a process whose binary was (the bit). The same for In and NotIn (negated). */
 static __always_inline int vg_bin_follow_match(struct vg_gen_buf *h,
@@ -1175,14 +1181,24 @@ static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile str
 
 /* matchParentBinaries: vg_bin_match on the binary of the caller's parent process
  * (real_parent: the process that forked it, or the reaper that adopted it), the parent
- * Tetragon reports. A parent without a record matches only a negative filter. */
+ * Tetragon reports. A parent without a record matches only a negative filter. With
+ * followChildren (In / NotIn), as Tetragon tests the parent's followChildren bits: the
+ * parent's binary is in the set, or the parent descends from a process whose was. */
 static __always_inline int vg_parent_bin_match(struct vg_gen_buf *h,
-					       const volatile struct vg_selector_cfg *s)
+					       const volatile struct vg_selector_cfg *s, int si)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 ptgid = BPF_CORE_READ(task, real_parent, tgid);
 	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &ptgid);
 
+	if (s->follow & VG_FOLLOW_PBIN) {
+		int hit = vg_followed(ptgid, vg_pbin_bit(si));
+
+		if (!hit && p)
+			hit = vg_str_match(h, VG_OP_IN, s->pbin_set, p->bin,
+					   p->bin_len & (VG_BIN_MAX - 1));
+		return s->pbin_op == VG_OP_IN ? hit : !hit;
+	}
 	if (!p)
 		return s->pbin_op == VG_OP_NOTIN || s->pbin_op == VG_OP_NOTPREFIX ||
 		       s->pbin_op == VG_OP_NOTPOSTFIX;
@@ -1326,7 +1342,7 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 			return 0;
 	/* last: a parent lookup costs more than an argument's first bytes, and a call
 	 * whose arguments already failed never reads this selector's pbin_op */
-	if (s->pbin_op && !vg_parent_bin_match(h, s))
+	if (s->pbin_op && !vg_parent_bin_match(h, s, si))
 		return 0;
 	return 1;
 }
@@ -2141,7 +2157,8 @@ static __always_inline void vg_follow_add(__u32 tgid, __u32 bits)
 	}
 }
 
-/* An exec of a binary in a followChildren set marks the process (kept across later execs). */
+/* An exec of a binary in a followChildren set (matchBinaries or matchParentBinaries)
+ * marks the process (kept across later execs). */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(vg_gen_fl_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -2151,10 +2168,14 @@ int BPF_PROG(vg_gen_fl_exec, struct task_struct *task, pid_t old_pid, struct lin
 	if (!h)
 		return 0;
 	len = vg_read_file(h, 0, BPF_CORE_READ(bprm, file), &orig);
-	for (int si = 0; si < VG_GEN_SELECTORS; si++)
+	for (int si = 0; si < VG_GEN_SELECTORS; si++) {
 		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_BIN) &&
 		    vg_str_match(h, VG_OP_IN, CFG.sel[si].bin_set, h->data, len))
 			bits |= 1u << si;
+		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_PBIN) &&
+		    vg_str_match(h, VG_OP_IN, CFG.sel[si].pbin_set, h->data, len))
+			bits |= 1u << (vg_pbin_bit(si) & 31);
+	}
 	vg_follow_add(BPF_CORE_READ(task, tgid), bits);
 	return 0;
 }

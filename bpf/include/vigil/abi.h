@@ -327,9 +327,14 @@ enum vg_hook_flag {
 enum vg_follow_flag {
 	VG_FOLLOW_BIN = 0x1,  /* matchBinaries followChildren */
 	VG_FOLLOW_PIDS = 0x2, /* matchPIDs followForks (one of the selector's pid filters) */
+	VG_FOLLOW_PBIN = 0x4, /* matchParentBinaries followChildren */
 	/* vg_follow bits: bit si for selector si's followChildren; bit VG_FOLLOW_PID_BIT +
-	 * si * VG_GEN_PIDF + k for its k-th matchPIDs filter with followForks */
+	 * si * VG_GEN_PIDF + k for its k-th matchPIDs filter with followForks; for its
+	 * matchParentBinaries followChildren, bit VG_FOLLOW_PBIN_BIT + si (selectors 0..2)
+	 * or VG_FOLLOW_PBIN_BIT2 + si - 3 (selectors 3, 4): the bits the others leave free */
 	VG_FOLLOW_PID_BIT = 8,
+	VG_FOLLOW_PBIN_BIT = 5,
+	VG_FOLLOW_PBIN_BIT2 = 28,
 };
 
 /* Per-hook action counters (map vg_gen_counts), for ListTracingPolicies' stats. */

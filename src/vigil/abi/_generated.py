@@ -149,7 +149,10 @@ class ExecFlag(enum.IntEnum):
 class FollowFlag(enum.IntEnum):
     BIN = 1
     PIDS = 2
+    PBIN = 4
     PID_BIT = 8
+    PBIN_BIT = 5
+    PBIN_BIT2 = 28
 
 
 class GenCount(enum.IntEnum):

@@ -28,7 +28,7 @@ from vigil.abi.pack import pack
 from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
-from vigil.policy.follow import FollowSel
+from vigil.policy.follow import FollowSel, pbin_bit
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.scope import policy_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
@@ -1110,12 +1110,18 @@ def _compile_parent_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     mb = mbs[0]
     ww = f"{w}.matchParentBinaries[0]"
     op, set_id = _binaries_op(b, mb, ww)
-    if getattr(mb, "follow_children", False):
-        raise CompileError(f"{ww}.followChildren", "followChildren (any ancestor's binary) "
-                           "is not supported for matchParentBinaries by this version of "
-                           "Vigil; without it the filter compares the direct parent")
     b.cfg[f"{p}.pbin_op"] = int(op)
     b.cfg[f"{p}.pbin_set"] = set_id
+    if getattr(mb, "follow_children", False):
+        # Tetragon tests the parent's followChildren bits: the parent runs one of the
+        # binaries or descends from a process that did
+        if op not in (Op.IN, Op.NOTIN):
+            raise CompileError(f"{ww}.followChildren",
+                               "followChildren is only supported with operators In and NotIn")
+        si = int(p[4:-1])
+        bit = pbin_bit(si)
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PBIN)
+        b.follow[bit] = FollowSel(bit, tuple(mb.values or ()))
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
