@@ -195,6 +195,48 @@ def test_cel_on_the_return_value(env: Env, tdir: Path, target: Path) -> None:
     assert _body(evs[0])["return"]["int_arg"] >= 0
 
 
+def _lseek_policy(name: str, cel: str) -> str:
+    return _policy(name, f"""  kprobes:
+  - call: sys_lseek
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: int
+    - index: 2
+      type: int
+    selectors:
+    - matchPIDs:
+      - operator: In
+        values: [{os.getpid()}]
+      matchArgs:
+{cel}
+""")
+
+
+def _seek(fd: int, off: int) -> None:
+    with pytest.raises(OSError):
+        os.lseek(fd, off, 0)
+
+
+def test_cel_variables_are_the_args_positions(env: Env) -> None:
+    """With args, argK is the hook argument at position args[K], as Tetragon declares
+    them (its own lseek test: args [0, 1, 2]); in another order they follow it."""
+    tetragon = _lseek_policy("vsm-cel-args", """      - args: [0, 1, 2]
+        operator: CelExpr
+        values: ["arg0 - int32(10) == arg1 + int32(5)"]""")
+    with env.policy(tetragon):
+        evs = env.run(lambda: (_seek(-1, -16), _seek(-1, -17)), pids={os.getpid()})
+    assert [_body(e)["args"][1] for e in evs] == [{"int_arg": -16}]
+    swapped = _lseek_policy("vsm-cel-args-swap", """      - args: [1, 0]
+        operator: CelExpr
+        values: ["arg0 == int32(-17) && arg1 == int32(-1)"]""")
+    with env.policy(swapped):
+        evs = env.run(lambda: (_seek(-1, -16), _seek(-1, -17)), pids={os.getpid()})
+    assert [_body(e)["args"][1] for e in evs] == [{"int_arg": -17}]
+
+
 # ---- followChildren on matchParentBinaries --------------------------------------------
 
 @pytest.fixture

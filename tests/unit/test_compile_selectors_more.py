@@ -187,3 +187,55 @@ def test_return_cel_args_name_the_return_value_only(tmp_path: Path) -> None:
     [diag] = res["diagnostics"]
     assert diag.startswith("p.yaml:20:16: error: spec.kprobes[0].selectors[0]"
                            ".matchReturnArgs[0].args[0]: args position 1 is out of range")
+
+
+# ---- CelExpr variables named by args ----------------------------------------------------
+
+ARGS_POLICY = """\
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: cel-args
+spec:
+  kprobes:
+  - call: sys_read
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    - index: 1
+      type: long
+    - index: 2
+      type: int
+    selectors:
+    - matchArgs:
+      - args: {args}
+        operator: CelExpr
+        values: ["{expr}"]
+"""
+
+
+def test_cel_args_name_the_variables() -> None:
+    """argK is the hook argument at position args[K] (typed by it): args [1, 0] makes
+    arg0 the long and arg1 the int."""
+    hook = _hook(ARGS_POLICY.format(args="[1, 0]", expr="arg0 == 5 && arg1 == int32(3)"))
+    ops = _program(hook)
+    assert [(op, a) for op, a, _v in ops if op == celexpr.ARG] == [(celexpr.ARG, 1),
+                                                                   (celexpr.ARG, 0)]
+
+
+def test_cel_args_types_follow_the_positions(tmp_path: Path) -> None:
+    """arg0 is args[0]'s argument: an int (s32) there cannot be compared with 5."""
+    res = _check(tmp_path, ARGS_POLICY.format(args="[0, 1]", expr="arg0 == 5"))
+    assert res["verdict"] == "invalid"
+    [diag] = res["diagnostics"]
+    assert "matchArgs[0].values[0]" in diag and "s32 == int" in diag
+    ok = ARGS_POLICY.format(args="[0, 1, 2]", expr="arg0 - int32(10) == arg2 + int32(5)")
+    assert _check(tmp_path, ok)["verdict"] == "ok"
+
+
+def test_cel_args_position_out_of_range_is_located(tmp_path: Path) -> None:
+    res = _check(tmp_path, ARGS_POLICY.format(args="[0, 3]", expr="arg0 == int32(1)"))
+    assert res["verdict"] == "invalid"
+    assert any(".matchArgs[0].args[1]: args position 3 is out of range" in d
+               for d in res["diagnostics"]), res["diagnostics"]

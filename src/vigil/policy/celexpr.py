@@ -238,6 +238,13 @@ def compile_expr(expr: str, arg_types: list[str]) -> list[Insn]:
     return code
 
 
+def at_positions(code: list[Insn], positions: list[int]) -> list[Insn]:
+    """A program compiled over the types of ``positions`` (a filter's ``args``: its
+    ``argK`` is the hook argument at ``positions[K]``, as Tetragon declares them)
+    reading those arguments."""
+    return [(ARG, positions[a], v) if op == ARG else (op, a, v) for op, a, v in code]
+
+
 def on_return(code: list[Insn], ret_type: str) -> list[Insn]:
     """A program compiled over ``[ret_type]`` (``arg0`` is the return value, as Tetragon
     declares it for ``matchReturnArgs``) reading the return value instead: each push of
@@ -262,4 +269,5 @@ def check(expr: str, arg_types: list[ArgType | None]) -> str | None:
     return None
 
 
-__all__ = ["RET", "CelError", "Insn", "check", "compile_expr", "on_return", "stack_depth"]
+__all__ = ["RET", "CelError", "Insn", "at_positions", "check", "compile_expr", "on_return",
+           "stack_depth"]

@@ -854,9 +854,11 @@ def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listna
                     rep: Report, tracepoint: bool = False) -> KProbeArg | None:
     """The hook argument a filter applies to: ``args`` positions win over ``index``."""
     if a.args:
-        if len(a.args) > 1 and a.operator is not Operator.CAPABILITIES_GAINED:
+        if len(a.args) > 1 and a.operator not in (Operator.CAPABILITIES_GAINED,
+                                                  Operator.CEL_EXPR):
             rep.error(path + ("args",), "policy.invalid_value",
-                      "several args positions are only allowed with CapabilitiesGained")
+                      "several args positions are only allowed with CapabilitiesGained "
+                      "and CelExpr")
         for k, pos in enumerate(a.args):
             if pos >= len(arglist):
                 rep.error(path + ("args", k), "policy.range",
@@ -896,7 +898,11 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
     if not values and op not in PRIV_PORT_OPERATORS:
         rep.error(vpath, "policy.required", f"operator {op.value} needs at least one value")
     if op is Operator.CEL_EXPR:
-        _check_cel(hc, values, vpath, rep)
+        # with args, argK is the hook argument at position args[K] (Tetragon's variables)
+        types = None if not a.args else [
+            hc.resolve(hc.hook, hc.hook.args[pos]) if pos < len(hc.hook.args) else None
+            for pos in a.args]
+        _check_cel(hc, values, vpath, rep, types)
         return
     if t is not None:
         allowed = operators_for_type(t)
@@ -930,8 +936,8 @@ MAX_CEL_EXPRS = 8
 def _check_cel(hc: HookContext, values: list[str], vpath: Path, rep: Report,
                types: list[ArgType | None] | None = None) -> None:
     """One CEL expression per CelExpr filter, in the subset Tetragon compiles, over the
-    hook's args (``arg0`` is the first entry of ``args``), or over ``types`` (a return
-    filter: the return value alone)."""
+    hook's args (``arg0`` is the first entry of ``args``), or over ``types`` (the
+    filter's ``args`` positions; a return filter: the return value alone)."""
     if len(values) > 1:
         rep.error(vpath, "policy.invalid_value",
                   f"CelExpr takes a single expression, got {len(values)} values")

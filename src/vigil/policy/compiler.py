@@ -732,7 +732,8 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
                 _compile_cel(b, f"{p}.ret[{nr}]", values, mw, ret=_ret_cel_type(b, ma, mw))
                 nr += 1
             else:
-                _compile_cel(b, f"{p}.args[{na}]", values, mw)
+                _compile_cel(b, f"{p}.args[{na}]", values, mw,
+                             positions=_cel_positions(b, ma, mw))
                 na += 1
             continue
         if is_ret:
@@ -782,16 +783,31 @@ def _ret_cel_type(b: _HookBuilder, ma: Any, w: str) -> str:
     return _cel_type(_INT_TYPES[t]) if t in _INT_TYPES else t
 
 
+def _cel_positions(b: _HookBuilder, ma: Any, w: str) -> list[int] | None:
+    """A matchArgs CelExpr's ``args``: its ``argK`` is the hook argument at position
+    ``args[K]`` (Tetragon's variables). None: no ``args``, ``argK`` is the K-th."""
+    positions = [int(pos) for pos in getattr(ma, "args", None) or ()]
+    for k, pos in enumerate(positions):
+        if pos >= len(b.args):
+            raise CompileError(f"{w}.args[{k}]", f"args position {pos} is out of range: "
+                               f"the hook has {len(b.args)} args", invalid=True)
+    return positions or None
+
+
 def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str,
-                 ret: str | None = None) -> None:
+                 ret: str | None = None, positions: list[int] | None = None) -> None:
     """One CelExpr filter: its program into the hook's next ``cel[]`` slot. ``ret``:
-    a matchReturnArgs filter, whose ``arg0`` is the return value of this CEL type."""
+    a matchReturnArgs filter, whose ``arg0`` is the return value of this CEL type;
+    ``positions``: the filter's ``args`` (its variables)."""
     if len(values) != 1:
         raise CompileError(f"{w}.values", f"CelExpr takes a single expression, got "
                            f"{len(values)} values", invalid=True)
     try:
         if ret is not None:
             code = celexpr.on_return(celexpr.compile_expr(values[0], [ret]), ret)
+        elif positions is not None:
+            code = celexpr.at_positions(celexpr.compile_expr(
+                values[0], [_cel_type(b.args[pos][1]) for pos in positions]), positions)
         else:
             code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
     except celexpr.CelError as err:
