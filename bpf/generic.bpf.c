@@ -991,12 +991,13 @@ static __always_inline int vg_net_match(const volatile struct vg_match_arg *ma, 
 }
 
 /*
- * CelExpr: run program p of CFG.cel over the raw arguments. The program is read-only
+ * CelExpr: run program p of CFG.cel over the raw arguments (and the return value: an
+ * ARG step with index 0xff, in matchReturnArgs programs). The program is read-only
  * and known at load time, so the verifier walks each instruction with its op known and
  * keeps only the cases it uses; hooks without CelExpr never call this. Kept out of line:
  * one copy, however many selector slots refer to it.
  */
-static __noinline int vg_cel_eval(__u64 *raw, __u32 p)
+static __noinline int vg_cel_eval(__u64 *raw, __u32 p, __s64 ret)
 {
 	__s64 st[VG_CEL_STACK] = {};
 	__u32 sp = 0; /* values on the stack */
@@ -1019,9 +1020,12 @@ static __noinline int vg_cel_eval(__u64 *raw, __u32 p)
 			} else {
 				__u8 i = in->arg;
 
-				if (i >= VG_GEN_ARGS)
+				if (i == 0xff)
+					a = ret;
+				else if (i >= VG_GEN_ARGS)
 					return 0;
-				a = vg_int_value(raw[i], CFG.args[i].size, CFG.args[i].flags);
+				else
+					a = vg_int_value(raw[i], CFG.args[i].size, CFG.args[i].flags);
 			}
 			st[sp & (VG_CEL_STACK - 1)] = a;
 			sp++;
@@ -1076,7 +1080,7 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 	__u32 off, len;
 
 	if (ma->op == VG_OP_CEL)
-		return vg_cel_eval(raw, ma->set);
+		return vg_cel_eval(raw, ma->set, ret);
 	if (a == 0xff && CFG.ret_kind > VG_ARG_INT) /* a string return value */
 		return vg_str_match(h, ma->op, ma->set, &h->data[m->ret_off & VG_GEN_OFF_MASK],
 				    m->ret_len);
@@ -1140,6 +1144,12 @@ static __always_inline int vg_pid_bit(int si, int k)
 	return VG_FOLLOW_PID_BIT + si * VG_GEN_PIDF + k;
 }
 
+/* The vg_follow bit of selector si's matchParentBinaries followChildren. */
+static __always_inline int vg_pbin_bit(int si)
+{
+	return si < 3 ? VG_FOLLOW_PBIN_BIT + si : VG_FOLLOW_PBIN_BIT2 + si - 3;
+}
+
 /* matchBinaries followChildren: the process's own binary is in the set, or it descends
  * from a process whose binary was (the bit). The same for In and NotIn (negated). */
 static __always_inline int vg_bin_follow_match(struct vg_gen_buf *h,
@@ -1171,14 +1181,24 @@ static __always_inline int vg_bin_match(struct vg_gen_buf *h, const volatile str
 
 /* matchParentBinaries: vg_bin_match on the binary of the caller's parent process
  * (real_parent: the process that forked it, or the reaper that adopted it), the parent
- * Tetragon reports. A parent without a record matches only a negative filter. */
+ * Tetragon reports. A parent without a record matches only a negative filter. With
+ * followChildren (In / NotIn), as Tetragon tests the parent's followChildren bits: the
+ * parent's binary is in the set, or the parent descends from a process whose was. */
 static __always_inline int vg_parent_bin_match(struct vg_gen_buf *h,
-					       const volatile struct vg_selector_cfg *s)
+					       const volatile struct vg_selector_cfg *s, int si)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 ptgid = BPF_CORE_READ(task, real_parent, tgid);
 	struct vg_proc *p = bpf_map_lookup_elem(&vg_procs, &ptgid);
 
+	if (s->follow & VG_FOLLOW_PBIN) {
+		int hit = vg_followed(ptgid, vg_pbin_bit(si));
+
+		if (!hit && p)
+			hit = vg_str_match(h, VG_OP_IN, s->pbin_set, p->bin,
+					   p->bin_len & (VG_BIN_MAX - 1));
+		return s->pbin_op == VG_OP_IN ? hit : !hit;
+	}
 	if (!p)
 		return s->pbin_op == VG_OP_NOTIN || s->pbin_op == VG_OP_NOTPREFIX ||
 		       s->pbin_op == VG_OP_NOTPOSTFIX;
@@ -1322,9 +1342,25 @@ static __always_inline int vg_selector_may_match(struct vg_gen_buf *h, int si, _
 			return 0;
 	/* last: a parent lookup costs more than an argument's first bytes, and a call
 	 * whose arguments already failed never reads this selector's pbin_op */
-	if (s->pbin_op && !vg_parent_bin_match(h, s))
+	if (s->pbin_op && !vg_parent_bin_match(h, s, si))
 		return 0;
 	return 1;
+}
+
+/* matchNamespaceChanges: has one of the namespaces in mask changed since the process's
+ * exec (or fork: proc->ns)? A namespace not known then (inum 0) is not compared. */
+static __always_inline int vg_ns_changed(struct task_struct *task, struct vg_proc *proc,
+					 __u32 mask)
+{
+	struct vg_namespaces now = {};
+	__u32 *at = (__u32 *)&proc->ns, *cur = (__u32 *)&now;
+
+	vg_read_namespaces(task, &now);
+	#pragma unroll
+	for (int i = 0; i < 10; i++)
+		if ((mask & (1u << i)) && at[i] && at[i] != cur[i])
+			return 1;
+	return 0;
 }
 
 /* Does selector si, whose process filters held (vg_selector_may_match), match? Its
@@ -1337,9 +1373,18 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 	int changed = 0;
 	__u32 tgid = 0;
 
-	if (s->ncaps) {
+	if (s->ncaps || s->nsc_op) {
 		task = (struct task_struct *)bpf_get_current_task();
 		tgid = bpf_get_current_pid_tgid() >> 32;
+	}
+	if (s->nsc_op) {
+		/* Tetragon's semantics: In matches a change of a listed namespace, NotIn a
+		 * change of one not listed; a process without a record matches neither */
+		__u32 mask = s->nsc_op == VG_OP_IN ? s->nsc_mask : ~s->nsc_mask & 0x3ff;
+
+		proc = bpf_map_lookup_elem(&vg_procs, &tgid);
+		if (!proc || !(proc->flags & VG_PROCF_NS) || !vg_ns_changed(task, proc, mask))
+			return 0;
 	}
 	for (int k = 0; k < VG_GEN_CAPS; k++) {
 		if (k < s->ncaps) {
@@ -1395,6 +1440,8 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 		bpf_probe_read_kernel(&proc->caps[1], 8, &cred->cap_inheritable);
 		bpf_probe_read_kernel(&proc->caps[2], 8, &cred->cap_permitted);
 	}
+	if (s->nsc_op && proc) /* likewise: the current namespaces become the reference */
+		vg_read_namespaces(task, &proc->ns);
 	return 1;
 }
 
@@ -2116,7 +2163,8 @@ static __always_inline void vg_follow_add(__u32 tgid, __u32 bits)
 	}
 }
 
-/* An exec of a binary in a followChildren set marks the process (kept across later execs). */
+/* An exec of a binary in a followChildren set (matchBinaries or matchParentBinaries)
+ * marks the process (kept across later execs). */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(vg_gen_fl_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -2126,10 +2174,14 @@ int BPF_PROG(vg_gen_fl_exec, struct task_struct *task, pid_t old_pid, struct lin
 	if (!h)
 		return 0;
 	len = vg_read_file(h, 0, BPF_CORE_READ(bprm, file), &orig);
-	for (int si = 0; si < VG_GEN_SELECTORS; si++)
+	for (int si = 0; si < VG_GEN_SELECTORS; si++) {
 		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_BIN) &&
 		    vg_str_match(h, VG_OP_IN, CFG.sel[si].bin_set, h->data, len))
 			bits |= 1u << si;
+		if (si < CFG.nsel && (CFG.sel[si].follow & VG_FOLLOW_PBIN) &&
+		    vg_str_match(h, VG_OP_IN, CFG.sel[si].pbin_set, h->data, len))
+			bits |= 1u << (vg_pbin_bit(si) & 31);
+	}
 	vg_follow_add(BPF_CORE_READ(task, tgid), bits);
 	return 0;
 }

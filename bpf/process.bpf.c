@@ -21,6 +21,14 @@ struct {
 	__type(value, struct vg_exec_buf);
 } vg_exec_heap SEC(".maps");
 
+/* the vg_procs value an exec writes, built here: too large for the program's stack */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vg_proc);
+} vg_proc_heap SEC(".maps");
+
 /* Where paths are resolved before they are copied into the exec record. */
 struct vg_path_buf {
 	char path[VG_PATH_REGION];
@@ -169,11 +177,12 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	struct vg_exec_msg *msg;
 	struct fs_struct *fs;
 	struct path exe, pwd, root;
-	struct vg_proc proc = {};
+	struct vg_proc *proc = bpf_map_lookup_elem(&vg_proc_heap, &zero);
 	__u32 tgid;
 
-	if (!buf)
+	if (!buf || !proc)
 		return 0;
+	__builtin_memset(proc, 0, sizeof(*proc));
 	msg = &buf->msg;
 	__builtin_memset(msg, 0, sizeof(*msg));
 	msg->hdr.op = VG_MSG_EXEC;
@@ -197,7 +206,7 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	bpf_probe_read_kernel(&pwd, sizeof(pwd), &fs->pwd);
 	bpf_probe_read_kernel(&exe, sizeof(exe), &bprm->file->f_path);
 
-	vg_proc_binary(&exe, &root, &msg->flags, &proc);
+	vg_proc_binary(&exe, &root, &msg->flags, proc);
 	msg->path_len = vg_copy_filename(buf, off, bprm);
 	if (!msg->path_len)
 		msg->flags |= VG_FLAG_ERROR_FILENAME;
@@ -209,12 +218,13 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	msg->args_len = vg_read_args(task, buf, off, msg);
 	off += msg->args_len;
 
-	proc.flags = VG_PROCF_CAPS;
-	proc.caps[0] = msg->creds.cap_effective;
-	proc.caps[1] = msg->creds.cap_inheritable;
-	proc.caps[2] = msg->creds.cap_permitted;
+	proc->flags = VG_PROCF_CAPS | VG_PROCF_NS;
+	proc->ns = msg->ns;
+	proc->caps[0] = msg->creds.cap_effective;
+	proc->caps[1] = msg->creds.cap_inheritable;
+	proc->caps[2] = msg->creds.cap_permitted;
 	tgid = msg->pid;
-	bpf_map_update_elem(&vg_procs, &tgid, &proc, BPF_ANY);
+	bpf_map_update_elem(&vg_procs, &tgid, proc, BPF_ANY);
 
 	size = sizeof(*msg) + off;
 	if (size > sizeof(*buf))
@@ -223,13 +233,21 @@ int BPF_PROG(vg_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	return vg_send(buf, size);
 }
 
-/* A fork child runs its parent's binary until it execs. */
-static __always_inline void vg_procs_inherit(__u32 parent_tgid, __u32 child_tgid)
+/* A fork child runs its parent's binary until it execs. Its namespaces are recorded as
+ * they are at fork (a child cloned into new namespaces starts from those), as Tetragon
+ * records them. */
+static __always_inline void vg_procs_inherit(__u32 parent_tgid, struct task_struct *child,
+					     __u32 child_tgid)
 {
 	struct vg_proc *pp = bpf_map_lookup_elem(&vg_procs, &parent_tgid);
 
-	if (pp)
-		bpf_map_update_elem(&vg_procs, &child_tgid, pp, BPF_ANY);
+	if (!pp || bpf_map_update_elem(&vg_procs, &child_tgid, pp, BPF_ANY))
+		return;
+	pp = bpf_map_lookup_elem(&vg_procs, &child_tgid);
+	if (pp) {
+		vg_read_namespaces(child, &pp->ns);
+		pp->flags |= VG_PROCF_NS;
+	}
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -246,7 +264,7 @@ int BPF_PROG(vg_proc_fork, struct task_struct *parent, struct task_struct *child
 	msg.tid = BPF_CORE_READ(child, pid);
 	msg.ppid = BPF_CORE_READ(child, real_parent, tgid);
 	msg.start_ktime = BPF_CORE_READ(child, start_boottime);
-	vg_procs_inherit(BPF_CORE_READ(parent, tgid), msg.pid);
+	vg_procs_inherit(BPF_CORE_READ(parent, tgid), child, msg.pid);
 	return vg_send(&msg, sizeof(msg));
 }
 

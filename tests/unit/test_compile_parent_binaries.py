@@ -15,6 +15,7 @@ from vigil.abi.keys import eq_key, pfx_key
 from vigil.abi.pack import unpack_field
 from vigil.cli.policycheck import _check_one
 from vigil.policy.compiler import compile_policy
+from vigil.policy.follow import pbin_bit
 from vigil.policy.loader import load_policy
 
 POLICY = """\
@@ -107,9 +108,41 @@ def test_too_long_value_is_located(tmp_path: Path) -> None:
         ".values[0]: too long: 301 characters (at most 255)"]
 
 
-def test_follow_children_is_refused_with_the_reason(tmp_path: Path) -> None:
-    res = _check(tmp_path, "In", ["/bin/sh"], "        followChildren: true\n")
-    assert res["verdict"] == "unsupported"
+def test_follow_children_marks_descendants_of_the_binaries() -> None:
+    """followChildren: the selector's matchParentBinaries follow bit, apart from the
+    matchBinaries one of the same selector; /proc seeding follows the parent's values."""
+    extra = ("        followChildren: true\n      matchBinaries:\n      - operator: In\n"
+             "        followChildren: true\n        values: [/usr/bin/cat]\n")
+    hook = _hook("In", ["/bin/sh"], extra)
+    flags = _field(hook, "follow")
+    assert flags == int(abi.FollowFlag.BIN) | int(abi.FollowFlag.PBIN)
+    assert {(f.selector, f.binaries) for f in hook.follow} == {
+        (0, ("/usr/bin/cat",)), (pbin_bit(0), ("/bin/sh",))}
+    assert unpack_field("vg_hook_cfg", "follow", hook.config) == 1
+    assert "follow descendants" in hook.mechanism
+
+
+def test_follow_bits_never_collide() -> None:
+    """Each selector's parent bit is one the others (followChildren: bit si; followForks:
+    VG_FOLLOW_PID_BIT + si * VG_GEN_PIDF + k) leave free, within the 32-bit value."""
+    n, pidf = int(abi.GenLimits.GEN_SELECTORS), int(abi.GenLimits.GEN_PIDF)
+    others = set(range(n)) | {int(abi.FollowFlag.PID_BIT) + si * pidf + k
+                              for si in range(n) for k in range(pidf)}
+    mine = [pbin_bit(si) for si in range(n)]
+    assert len(set(mine)) == n and not set(mine) & others and max(mine) < 32
+    assert mine[0] == int(abi.FollowFlag.PBIN_BIT)
+    assert mine[3] == int(abi.FollowFlag.PBIN_BIT2)
+
+
+def test_follow_children_needs_in_or_not_in(tmp_path: Path) -> None:
+    res = _check(tmp_path, "Prefix", ["/bin/"], "        followChildren: true\n")
+    assert res["verdict"] == "invalid"
     [diag] = res["diagnostics"]
-    assert ".matchParentBinaries[0].followChildren:" in diag
-    assert "not supported" in diag
+    assert diag.startswith("p.yaml:16:25: error: spec.tracepoints[0].selectors[0]"
+                           ".matchParentBinaries[0].followChildren: followChildren is only "
+                           "supported with operators In and NotIn")
+
+
+def test_check_accepts_follow_children(tmp_path: Path) -> None:
+    assert _check(tmp_path, "NotIn", ["/bin/sh"],
+                  "        followChildren: true\n")["verdict"] == "ok"

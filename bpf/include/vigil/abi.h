@@ -327,9 +327,14 @@ enum vg_hook_flag {
 enum vg_follow_flag {
 	VG_FOLLOW_BIN = 0x1,  /* matchBinaries followChildren */
 	VG_FOLLOW_PIDS = 0x2, /* matchPIDs followForks (one of the selector's pid filters) */
+	VG_FOLLOW_PBIN = 0x4, /* matchParentBinaries followChildren */
 	/* vg_follow bits: bit si for selector si's followChildren; bit VG_FOLLOW_PID_BIT +
-	 * si * VG_GEN_PIDF + k for its k-th matchPIDs filter with followForks */
+	 * si * VG_GEN_PIDF + k for its k-th matchPIDs filter with followForks; for its
+	 * matchParentBinaries followChildren, bit VG_FOLLOW_PBIN_BIT + si (selectors 0..2)
+	 * or VG_FOLLOW_PBIN_BIT2 + si - 3 (selectors 3, 4): the bits the others leave free */
 	VG_FOLLOW_PID_BIT = 8,
+	VG_FOLLOW_PBIN_BIT = 5,
+	VG_FOLLOW_PBIN_BIT2 = 28,
 };
 
 /* Per-hook action counters (map vg_gen_counts), for ListTracingPolicies' stats. */
@@ -470,7 +475,7 @@ enum vg_cel_op {
 
 struct vg_cel_insn {
 	__u8 op;        /* enum vg_cel_op */
-	__u8 arg;       /* VG_CEL_ARG: index into vg_hook_cfg.args */
+	__u8 arg;       /* VG_CEL_ARG: index into vg_hook_cfg.args; 0xff: the return value */
 	__u8 pad[6];
 	__s64 imm;      /* VG_CEL_CONST */
 };
@@ -617,12 +622,12 @@ struct vg_selector_cfg {
 	__u8 npidf;     /* matchPIDs filters used in pids[] */
 	__u8 pbin_op;   /* matchParentBinaries: bin_op's operators on the binary of the
 			 * caller's parent (task->real_parent's process in vg_procs) */
-	__u8 pad0;
+	__u8 nsc_op;    /* matchNamespaceChanges: VG_OP_IN / VG_OP_NOTIN (VG_OP_NONE: none) */
 	__u8 nns;
 	__u8 ncaps;
 	__u8 nactions;
 	__u8 follow;    /* enum vg_follow_flag */
-	__u8 pad[2];
+	__u16 nsc_mask; /* its namespaces: bit i = the i-th field of struct vg_namespaces */
 	__u32 bin_set;  /* string set of matchBinaries values */
 	__u32 pbin_set; /* string set of matchParentBinaries values */
 	struct vg_pid_match pids[VG_GEN_PIDF];
@@ -814,14 +819,18 @@ struct vg_module_rec {
  * (map vg_procs). */
 enum vg_proc_flag {
 	VG_PROCF_CAPS = 0x1, /* caps[] hold the capabilities the process had at exec */
+	VG_PROCF_NS = 0x2,   /* ns holds the namespaces the process had at exec or fork */
 };
 
 /* (and matchCapabilityChanges: the capabilities at exec, inherited by fork children,
- * moved to the current ones each time a change filter matched, as Tetragon does) */
+ * moved to the current ones each time a change filter matched, as Tetragon does;
+ * matchNamespaceChanges: the namespaces at exec, a fork child's own at fork, moved to
+ * the current ones each time a change filter matched, as Tetragon does) */
 struct vg_proc {
 	__u32 bin_len;
 	__u32 flags;          /* enum vg_proc_flag */
 	__u64 caps[3];        /* effective, inheritable, permitted (vg_cap_match.set order) */
+	struct vg_namespaces ns; /* inums, 0: not known (a change filter ignores it) */
 	char bin[VG_BIN_MAX];
 };
 

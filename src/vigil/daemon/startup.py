@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def _procfs_scan(agent: Agent) -> None:
         agent.hub.publish(agent.pipeline.bootstrap(procs[i:i + BOOTSTRAP_STEP]))
         agent.hub.wait_drained(max(0.0, deadline - time.monotonic()))
     agent.sensor.seed_procs((p.pid, p.binary, (p.creds.cap_effective, p.creds.cap_inheritable,
-                                                p.creds.cap_permitted))
+                                                p.creds.cap_permitted), astuple(p.ns))
                             for p in procs if p.binary and p.pid and not p.kthread)
 
 

@@ -51,6 +51,8 @@ Insn = tuple[int, int, int]
 ARG, CONST, ADD, SUB, S32, U32, EQ, NE, LT, LE, LTU, LEU, NOT, AND, OR, SWAP = range(1, 17)
 #: depth of the kernel's value stack (VG_CEL_STACK)
 STACK_MAX = 8
+#: the ARG index that pushes the hook's return value (matchReturnArgs)
+RET = 0xFF
 _SIGNED = ("int", "s32")
 
 
@@ -236,6 +238,25 @@ def compile_expr(expr: str, arg_types: list[str]) -> list[Insn]:
     return code
 
 
+def at_positions(code: list[Insn], positions: list[int]) -> list[Insn]:
+    """A program compiled over the types of ``positions`` (a filter's ``args``: its
+    ``argK`` is the hook argument at ``positions[K]``, as Tetragon declares them)
+    reading those arguments."""
+    return [(ARG, positions[a], v) if op == ARG else (op, a, v) for op, a, v in code]
+
+
+def on_return(code: list[Insn], ret_type: str) -> list[Insn]:
+    """A program compiled over ``[ret_type]`` (``arg0`` is the return value, as Tetragon
+    declares it for ``matchReturnArgs``) reading the return value instead: each push of
+    ``arg0`` becomes a push of :data:`RET`, wrapped to 32 bits for ``s32`` / ``u32`` (the
+    kernel hands the return value over as a 64-bit number)."""
+    wrap = [(S32, 0, 0)] if ret_type == "s32" else [(U32, 0, 0)] if ret_type == "u32" else []
+    out: list[Insn] = []
+    for insn in code:
+        out += [(ARG, RET, 0), *wrap] if insn[0] == ARG else [insn]
+    return out
+
+
 def check(expr: str, arg_types: list[ArgType | None]) -> str | None:
     """Why ``expr`` is not a valid CelExpr value for a hook whose args have these types
     (None: not known yet), or None when it is."""
@@ -248,4 +269,5 @@ def check(expr: str, arg_types: list[ArgType | None]) -> str | None:
     return None
 
 
-__all__ = ["CelError", "Insn", "check", "compile_expr", "stack_depth"]
+__all__ = ["RET", "CelError", "Insn", "at_positions", "check", "compile_expr", "on_return",
+           "stack_depth"]

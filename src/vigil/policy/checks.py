@@ -786,6 +786,15 @@ def _check_return_args(hc: HookContext, sel: KProbeSelector, path: Path,
         return
     ret = hc.hook.return_arg_spec
     for i, a in enumerate(sel.match_return_args):
+        if a.operator is Operator.CEL_EXPR:
+            # Tetragon compiles it over [returnArg]: arg0 is the return value
+            for k, pos in enumerate(a.args):
+                if pos != 0:
+                    rep.error(rpath + (i, "args", k), "policy.range",
+                              f"args position {pos} is out of range: a return filter has "
+                              "one argument, the return value (arg0)")
+            _check_cel(hc, a.values, rpath + (i, "values"), rep, [_resolve(hc, ret)])
+            continue
         _check_arg_values(hc, a, rpath + (i,), _resolve(hc, ret), rep)
 
 
@@ -848,9 +857,11 @@ def _referenced_arg(a: ArgSelector, path: Path, arglist: list[KProbeArg], listna
                     rep: Report, tracepoint: bool = False) -> KProbeArg | None:
     """The hook argument a filter applies to: ``args`` positions win over ``index``."""
     if a.args:
-        if len(a.args) > 1 and a.operator is not Operator.CAPABILITIES_GAINED:
+        if len(a.args) > 1 and a.operator not in (Operator.CAPABILITIES_GAINED,
+                                                  Operator.CEL_EXPR):
             rep.error(path + ("args",), "policy.invalid_value",
-                      "several args positions are only allowed with CapabilitiesGained")
+                      "several args positions are only allowed with CapabilitiesGained "
+                      "and CelExpr")
         for k, pos in enumerate(a.args):
             if pos >= len(arglist):
                 rep.error(path + ("args", k), "policy.range",
@@ -890,7 +901,11 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
     if not values and op not in PRIV_PORT_OPERATORS:
         rep.error(vpath, "policy.required", f"operator {op.value} needs at least one value")
     if op is Operator.CEL_EXPR:
-        _check_cel(hc, values, vpath, rep)
+        # with args, argK is the hook argument at position args[K] (Tetragon's variables)
+        types = None if not a.args else [
+            hc.resolve(hc.hook, hc.hook.args[pos]) if pos < len(hc.hook.args) else None
+            for pos in a.args]
+        _check_cel(hc, values, vpath, rep, types)
         return
     if t is not None:
         allowed = operators_for_type(t)
@@ -921,15 +936,18 @@ def _check_arg_values(hc: HookContext, a: ArgSelector, path: Path, t: ArgType | 
 MAX_CEL_EXPRS = 8
 
 
-def _check_cel(hc: HookContext, values: list[str], vpath: Path, rep: Report) -> None:
+def _check_cel(hc: HookContext, values: list[str], vpath: Path, rep: Report,
+               types: list[ArgType | None] | None = None) -> None:
     """One CEL expression per CelExpr filter, in the subset Tetragon compiles, over the
-    hook's args (``arg0`` is the first entry of ``args``)."""
+    hook's args (``arg0`` is the first entry of ``args``), or over ``types`` (the
+    filter's ``args`` positions; a return filter: the return value alone)."""
     if len(values) > 1:
         rep.error(vpath, "policy.invalid_value",
                   f"CelExpr takes a single expression, got {len(values)} values")
     if len(values) != 1:
         return
-    types = [hc.resolve(hc.hook, arg) for arg in hc.hook.args]
+    if types is None:
+        types = [hc.resolve(hc.hook, arg) for arg in hc.hook.args]
     problem = celexpr.check(values[0], types)
     if problem:
         rep.error(vpath + (0,), "policy.invalid_value", problem)

@@ -28,7 +28,7 @@ from vigil.abi.pack import pack
 from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
-from vigil.policy.follow import FollowSel
+from vigil.policy.follow import FollowSel, pbin_bit
 from vigil.policy.plan import Attach, HookPlan, PolicyPlan
 from vigil.policy.scope import describe_selector, node_selector, policy_scope, workload_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
@@ -711,6 +711,7 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_parent_binaries(b, sel, p, w)
         _compile_pids(b, sel, p, w)
         _compile_namespaces(b, sel, p, w)
+        _compile_ns_changes(b, sel, p, w)
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
         wls = getattr(sel, "match_workloads", None)
@@ -721,8 +722,7 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         wl = workload_scope(wls)
         if wl is not None:
             b.workloads[si] = wl
-        for unsupported in ("match_namespace_changes",
-                            "match_data", "match_return_actions"):
+        for unsupported in ("match_data", "match_return_actions"):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
 
@@ -762,11 +762,14 @@ def _compile_match_args(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     na = nr = 0
     for ma, is_ret, mw in entries:
         if _s(ma.operator) == "CelExpr":
+            values = [str(v) for v in ma.values or ()]
             if is_ret:
-                raise CompileError(f"{mw}.operator", "CelExpr on the return value is not "
-                                   "supported by this version of Vigil (matchArgs only)")
-            _compile_cel(b, f"{p}.args[{na}]", [str(v) for v in ma.values or ()], mw)
-            na += 1
+                _compile_cel(b, f"{p}.ret[{nr}]", values, mw, ret=_ret_cel_type(b, ma, mw))
+                nr += 1
+            else:
+                _compile_cel(b, f"{p}.args[{na}]", values, mw,
+                             positions=_cel_positions(b, ma, mw))
+                na += 1
             continue
         if is_ret:
             t = b.ret_type
@@ -799,17 +802,53 @@ def _cel_type(t: _ArgType) -> str:
     return f"{8 * t.size}-bit integer" if t.kind == K.INT else "string"
 
 
-def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str) -> None:
-    """One CelExpr filter: its program into the hook's next ``cel[]`` slot."""
+def _ret_cel_type(b: _HookBuilder, ma: Any, w: str) -> str:
+    """The CEL type of ``arg0`` in a matchReturnArgs CelExpr: the return value, typed
+    by ``returnArg`` (Tetragon compiles these filters over the one-entry argument list
+    ``[returnArg]``, so ``args`` may only name position 0)."""
+    for k, pos in enumerate(getattr(ma, "args", None) or ()):
+        if int(pos) != 0:
+            raise CompileError(f"{w}.args[{k}]", f"args position {pos} is out of range: a "
+                               "return filter has one argument, the return value (arg0)",
+                               invalid=True)
+    if b.ret_type.kind != K.INT:
+        return "string"
+    ra = getattr(b.hook, "return_arg", None)
+    t = _type_name(ra) if ra is not None else "long"
+    return _cel_type(_INT_TYPES[t]) if t in _INT_TYPES else t
+
+
+def _cel_positions(b: _HookBuilder, ma: Any, w: str) -> list[int] | None:
+    """A matchArgs CelExpr's ``args``: its ``argK`` is the hook argument at position
+    ``args[K]`` (Tetragon's variables). None: no ``args``, ``argK`` is the K-th."""
+    positions = [int(pos) for pos in getattr(ma, "args", None) or ()]
+    for k, pos in enumerate(positions):
+        if pos >= len(b.args):
+            raise CompileError(f"{w}.args[{k}]", f"args position {pos} is out of range: "
+                               f"the hook has {len(b.args)} args", invalid=True)
+    return positions or None
+
+
+def _compile_cel(b: _HookBuilder, slot: str, values: list[str], w: str,
+                 ret: str | None = None, positions: list[int] | None = None) -> None:
+    """One CelExpr filter: its program into the hook's next ``cel[]`` slot. ``ret``:
+    a matchReturnArgs filter, whose ``arg0`` is the return value of this CEL type;
+    ``positions``: the filter's ``args`` (its variables)."""
     if len(values) != 1:
         raise CompileError(f"{w}.values", f"CelExpr takes a single expression, got "
                            f"{len(values)} values", invalid=True)
     try:
-        code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
+        if ret is not None:
+            code = celexpr.on_return(celexpr.compile_expr(values[0], [ret]), ret)
+        elif positions is not None:
+            code = celexpr.at_positions(celexpr.compile_expr(
+                values[0], [_cel_type(b.args[pos][1]) for pos in positions]), positions)
+        else:
+            code = celexpr.compile_expr(values[0], [_cel_type(t) for _i, t in b.args])
     except celexpr.CelError as err:
         # a tracepoint field's type may be known only here (auto): the checker could not
         raise CompileError(f"{w}.values[0]", f"invalid CEL expression {values[0]!r}: {err}",
-                           invalid=not b.tracepoint) from err
+                           invalid=not b.tracepoint or ret is not None) from err
     limit, insns = int(abi.CelLimits.GEN_CEL), int(abi.CelLimits.CEL_INSNS)
     if b.ncel >= limit:
         raise CompileError(f"{w}.operator", f"at most {limit} CelExpr filters per hook here")
@@ -1122,12 +1161,18 @@ def _compile_parent_binaries(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
     mb = mbs[0]
     ww = f"{w}.matchParentBinaries[0]"
     op, set_id = _binaries_op(b, mb, ww)
-    if getattr(mb, "follow_children", False):
-        raise CompileError(f"{ww}.followChildren", "followChildren (any ancestor's binary) "
-                           "is not supported for matchParentBinaries by this version of "
-                           "Vigil; without it the filter compares the direct parent")
     b.cfg[f"{p}.pbin_op"] = int(op)
     b.cfg[f"{p}.pbin_set"] = set_id
+    if getattr(mb, "follow_children", False):
+        # Tetragon tests the parent's followChildren bits: the parent runs one of the
+        # binaries or descends from a process that did
+        if op not in (Op.IN, Op.NOTIN):
+            raise CompileError(f"{ww}.followChildren",
+                               "followChildren is only supported with operators In and NotIn")
+        si = int(p[4:-1])
+        bit = pbin_bit(si)
+        b.cfg[f"{p}.follow"] = b.cfg.get(f"{p}.follow", 0) | int(abi.FollowFlag.PBIN)
+        b.follow[bit] = FollowSel(bit, tuple(mb.values or ()))
 
 
 def _compile_pids(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
@@ -1213,6 +1258,22 @@ def _compile_namespaces(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
         b.cfg[f"{p}.ns[{k}].vals"] = vals
         b.cfg[f"{p}.ns[{k}].nvals"] = len(vals)
     b.cfg[f"{p}.nns"] = len(filters)
+
+
+def _compile_ns_changes(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
+    """matchNamespaceChanges (one filter, as Tetragon): a mask of namespaces, compared
+    in the kernel with the ones the process had at exec (vg_procs). In: one of them
+    changed; NotIn: one of the others did."""
+    filters = getattr(sel, "match_namespace_changes", None) or ()
+    if len(filters) > 1:
+        raise CompileError(f"{w}.matchNamespaceChanges", "matchNamespaceChanges supports "
+                           f"only a single filter (got {len(filters)})", invalid=True)
+    for f in filters:
+        mask = 0
+        for v in f.values:
+            mask |= 1 << NS_ORDER.index(_s(v).lower())
+        b.cfg[f"{p}.nsc_op"] = int(Op.IN if _s(f.operator) == "In" else Op.NOTIN)
+        b.cfg[f"{p}.nsc_mask"] = mask
 
 
 def _compile_caps(b: _HookBuilder, sel: Any, p: str, w: str) -> None:

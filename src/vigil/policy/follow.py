@@ -1,9 +1,10 @@
 """followChildren / followForks: which running processes a hook's follow map starts with.
 
 In the kernel (``bpf/generic.bpf.c``, map ``vg_follow``), a process gets a selector's bit
-(``si`` for followChildren; one bit per matchPIDs filter with followForks) when it follows it: at an exec of a binary in the selector's ``matchBinaries``
-values (followChildren), at a fork from a process with one of the ``matchPIDs`` values
-(followForks), and at every fork from a process that has the bit. Those programs only see
+(``si`` for followChildren; one bit per matchPIDs filter with followForks; :func:`pbin_bit`
+for a matchParentBinaries followChildren) when it follows it: at an exec of a binary in the
+selector's ``matchBinaries`` (or ``matchParentBinaries``) values (followChildren), at a
+fork from a process with one of the ``matchPIDs`` values (followForks), and at every fork from a process that has the bit. Those programs only see
 what happens after the policy loads; the processes already running are marked here, from
 a /proc snapshot, with the same rule: a process is followed by a selector if it or one of
 its ancestors matches it directly.
@@ -18,6 +19,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vigil.process.procfs import parse_stat
+
+
+def pbin_bit(si: int) -> int:
+    """The bit of selector ``si``'s matchParentBinaries followChildren: the bits the
+    others leave free (``vg_pbin_bit`` in ``bpf/generic.bpf.c``; ``enum vg_follow_flag``)."""
+    return 5 + si if si < 3 else 28 + si - 3
 
 
 @dataclass(frozen=True)

@@ -491,6 +491,20 @@ RateLimitScopeField = Annotated[RateLimitScope, _enum_field(RateLimitScope,
 CapabilityTypeField = Annotated[CapabilityType, _enum_field(CapabilityType,
                                                             "capability set")]
 NamespaceTypeField = Annotated[NamespaceType, _enum_field(NamespaceType, "namespace")]
+_NS_BY_LOWER = {m.value.lower(): m for m in NamespaceType}
+
+
+def _ns_change_name(value: Any) -> Any:
+    """matchNamespaceChanges values: Tetragon looks each name up lower-cased (its CRD
+    lists no enum for them), so "mnt" and "MNT" name Mnt too."""
+    if isinstance(value, str):
+        return _NS_BY_LOWER.get(value.lower(), value)
+    return value
+
+
+# (the enum check after the lower-cased lookup gives an unknown name its error)
+NamespaceChangeField = Annotated[NamespaceType, _enum_field(NamespaceType, "namespace"),
+                                 BeforeValidator(_ns_change_name)]
 ListTypeField = Annotated[ListType, _enum_field(ListType, "list type")]
 LabelOperatorField = Annotated[LabelOperator, _enum_field(LabelOperator, "operator")]
 KindField = Annotated[PolicyKind, _enum_field(PolicyKind, "kind")]
@@ -616,7 +630,7 @@ class NamespaceSelector(_Model):
 
 class NamespaceChangesSelector(_Model):
     operator: SetOperatorField
-    values: list[NamespaceTypeField] = []
+    values: list[NamespaceChangeField] = []
 
 
 class CapabilitiesSelector(_Model):

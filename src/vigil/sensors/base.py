@@ -39,6 +39,9 @@ SWEEP_PROGRAM = "vg_rate_sweep"  # loaded, never attached
 # Maps every Vigil object declares (common.bpf.h) but only the base sensor creates;
 # other objects reuse them by fd (see shared_maps()).
 BIN_MAX = int(GenLimits.BIN_MAX)
+# struct vg_namespaces' fields, in order (the order of vigil.process.model.Namespaces)
+NS_FIELDS = ("uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time",
+             "time_for_children", "cgroup", "user")
 # vg_stats is shared too, so a policy hook's ring-full and throttled drops are counted
 # where the metrics read them.
 SHARED_MAPS = ("vg_events", "vg_stats", "vg_cgroup_rate", "vg_procs")
@@ -257,19 +260,27 @@ class BaseSensor:
         assert self._obj is not None
         return {name: self._obj.map(name).fd for name in SHARED_MAPS}
 
-    def seed_procs(self, procs: Iterable[tuple[int, str, tuple[int, int, int] | None]]) -> int:
-        """Record (tgid, binary, capabilities) of processes found by the /proc scan in
-        vg_procs, for matchBinaries and matchCapabilityChanges (the capabilities as
-        (effective, inheritable, permitted), or None when unknown: no change filter
-        matches such a process); a pid the kernel already recorded (it exec'd since) is
-        kept."""
+    def seed_procs(self, procs: Iterable[tuple[int, str, tuple[int, int, int] | None,
+                                               tuple[int, ...] | None]]) -> int:
+        """Record (tgid, binary, capabilities, namespaces) of processes found by the
+        /proc scan in vg_procs, for matchBinaries, matchCapabilityChanges and
+        matchNamespaceChanges (the capabilities as (effective, inheritable, permitted),
+        the namespace inums in struct vg_namespaces order; either None when unknown: no
+        change filter of that kind matches such a process); a pid the kernel already
+        recorded (it exec'd since) is kept."""
         assert self._obj is not None
         m, n = self._obj.map("vg_procs"), 0
-        for tgid, binary, caps in procs:
+        for tgid, binary, caps, ns in procs:
             raw = binary.encode(errors="surrogateescape")[:BIN_MAX - 1]
             fields: dict[str, Any] = {"bin_len": len(raw), "bin": raw}
+            flags = 0
             if caps is not None:
-                fields.update({"flags": int(ProcFlag.CAPS), "caps": list(caps)})
+                flags |= int(ProcFlag.CAPS)
+                fields["caps"] = list(caps)
+            if ns is not None:
+                flags |= int(ProcFlag.NS)
+                fields.update({f"ns.{name}": v for name, v in zip(NS_FIELDS, ns)})
+            fields["flags"] = flags
             value = pack("vg_proc", fields)
             try:
                 m.update(tgid.to_bytes(4, "little"), value, flags=1)  # BPF_NOEXIST
