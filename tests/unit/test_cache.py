@@ -374,3 +374,32 @@ def test_invalid_parameters() -> None:
         ProcessCache(capacity=0)
     with pytest.raises(ValueError):
         ProcessCache(grace_ns=-1)
+
+
+def test_clone_record_replaced_by_its_exec_goes_at_once(cache: ProcessCache) -> None:
+    """A fork child's clone-only record is dropped when its exec arrives (no grace
+    period): nothing names it afterwards."""
+    parent = mk(10, 1)
+    cache.add(parent)
+    clone = mk(11, 2, parent)
+    clone.forked = True
+    cache.add(clone)
+    execd = mk(11, 3, parent)
+    cache.add(execd)
+    assert clone.exec_id not in cache
+    assert cache.current(11) is execd
+    assert parent.refcnt == 2  # its own reference and the exec'd child's
+
+
+def test_clone_record_with_children_waits_for_them(cache: ProcessCache, clock: FakeClock) -> None:
+    """A clone-only record that forked children before its exec stays while they hold it."""
+    parent = mk(10, 1)
+    cache.add(parent)
+    clone = mk(11, 2, parent)
+    clone.forked = True
+    cache.add(clone)
+    grandchild = mk(12, 3, clone)
+    cache.add(grandchild)
+    cache.add(mk(11, 4, parent))
+    assert clone.exec_id in cache
+    assert cache.ancestors(grandchild) == [parent]

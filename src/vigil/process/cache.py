@@ -97,7 +97,8 @@ class ProcessCache:
         """Insert ``p``, make it the current instance of ``p.pid`` and link its parent.
 
         The previous current instance of the same pid is released (it stays
-        resolvable by exec_id until evicted). If that previous instance is *newer*
+        resolvable by exec_id until evicted; a fork child's clone-only record replaced
+        by its exec, with no children of its own, is removed at once). If that previous instance is *newer*
         (larger ktime, i.e. ``p`` arrived late, e.g. a /proc scan racing live events),
         ``p`` is stored but does not become current and starts out released. A second
         ``add`` of an exec_id already cached is ignored: the first record wins.
@@ -261,6 +262,14 @@ class ProcessCache:
             self._incref(p)
         if prev is not None:
             self._release_self(prev)
+            if prev.forked and prev.refcnt == 0 and not p.forked:
+                # a fork child's clone-only record, replaced by its exec: nothing can
+                # name it any more (its own events came before the exec, its children
+                # would hold a reference), so it goes now rather than after the grace
+                # period, the one record per process that a busy node would otherwise
+                # hold twice
+                self._remove(prev.exec_id)
+                self.evictions += 1
 
     def _release_self(self, p: ProcessInfo) -> None:
         """Drop ``p``'s self reference (on exit or replacement), at most once."""
