@@ -855,6 +855,35 @@ static long vg_sub_step(void *map, struct vg_sub_key *key, __u8 *val, struct vg_
 #endif
 
 /* Does the string src[0, len) match `op` against value set `set`? src is kernel memory. */
+#define VG_S_IFMT 0170000
+
+/* FileType / NotFileType on a file or path argument (ptr: the struct file * or struct
+ * path *): the inode's i_mode & S_IFMT against the values (S_IF* bits). A NULL pointer
+ * or an inode that cannot be read matches neither operator. */
+static __always_inline int vg_file_type_match(const volatile struct vg_match_arg *ma, __u8 kind,
+					      __u64 ptr)
+{
+	struct inode *inode;
+	__u32 mode;
+	int hit = 0;
+
+	if (!ptr)
+		return 0;
+	if (kind == VG_ARG_FILE)
+		inode = BPF_CORE_READ((struct file *)ptr, f_inode);
+	else
+		inode = BPF_CORE_READ((struct path *)ptr, dentry, d_inode);
+	if (!inode)
+		return 0;
+	mode = BPF_CORE_READ(inode, i_mode) & VG_S_IFMT;
+	if (!mode)
+		return 0;
+	for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
+		if (k < ma->nvals && ma->vals[k] == mode)
+			hit = 1;
+	return ma->op == VG_OP_FILETYPE ? hit : !hit;
+}
+
 static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set, const char *src,
 					__u32 len)
 {
@@ -1084,6 +1113,8 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 		return vg_int_match(ma, ret);
 	if (a >= VG_GEN_ARGS)
 		return 0;
+	if (ma->op == VG_OP_FILETYPE || ma->op == VG_OP_NOTFILETYPE)
+		return vg_file_type_match(ma, CFG.args[a].kind, raw[a]);
 	off = m->arg_off[a] & VG_GEN_OFF_MASK;
 	len = m->arg_len[a];
 	switch (CFG.args[a].kind) {
@@ -1238,7 +1269,7 @@ static __always_inline int vg_str_head_may_match(const volatile struct vg_match_
 }
 
 /* A matchArgs filter decided before the arguments are read into the record: exactly for
- * an integer argument, by its first bytes for a string one with heads (see above). Every
+ * an integer argument and for FileType, by its first bytes for a string one with heads (see above). Every
  * other string filter (Postfix, SubString, ...) may match: the full match decides. */
 static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *ma, __u64 *raw)
 {
@@ -1246,6 +1277,8 @@ static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *
 
 	if (a >= VG_GEN_ARGS || ma->op == VG_OP_CEL)
 		return 1; /* the return value, CelExpr: decided after the read */
+	if (ma->op == VG_OP_FILETYPE || ma->op == VG_OP_NOTFILETYPE)
+		return vg_file_type_match(ma, CFG.args[a].kind, raw[a]);
 	switch (CFG.args[a].kind) {
 	case VG_ARG_INT:
 		return vg_int_match(ma, vg_int_value(raw[a], CFG.args[a].size, CFG.args[a].flags));

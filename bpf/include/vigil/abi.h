@@ -435,6 +435,8 @@ enum vg_op {
 	VG_OP_SUBSTRING = 33, /* kfunc bpf_strnstr: only in generic_substr*.bpf.o */
 	VG_OP_SUBSTRING_IGNCASE = 34, /* kfunc bpf_strncasestr: only in generic_substr_icase.bpf.o */
 	VG_OP_CEL = 35,       /* CelExpr: run program `set` of vg_hook_cfg.cel */
+	VG_OP_FILETYPE = 36,  /* file / path argument: its inode's i_mode & S_IFMT is in vals */
+	VG_OP_NOTFILETYPE = 37,
 };
 
 /*

@@ -285,6 +285,8 @@ class Op(enum.IntEnum):
     SUBSTRING = 33
     SUBSTRING_IGNCASE = 34
     CEL = 35
+    FILETYPE = 36
+    NOTFILETYPE = 37
 
 
 class PerfLimits(enum.IntEnum):

@@ -601,6 +601,8 @@ def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
         return _ArgType(K.UBUF, 8, False, "bytes")
     if t == "linux_binprm" and not user:  # raw tracepoints: a kernel pointer, as kprobes
         return _ArgType(K.BINPRM, 8, False, "binprm")
+    if t in ("file", "path") and not user:  # a struct file * / struct path *, as kprobes
+        return _ArgType(K.FILE if t == "file" else K.PATH, 8, False, t)
     raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here",
                        unsupported=True)
 
