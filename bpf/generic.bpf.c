@@ -557,6 +557,47 @@ static __always_inline __u64 vg_iter_base(__u64 v, __u64 *count)
 	return (__u64)BPF_CORE_READ(iov, iov_base);
 }
 
+/* char_iovec: the bytes of the first VG_GEN_IOVECS entries of the iovec array at v (the
+ * number of entries in arg size_arg), one after the other, up to max_len bytes; with
+ * returnCopy, at most the return value's bytes in all (what the call transferred).
+ * orig_len: the bytes the entries read hold. */
+static __always_inline __u32 vg_read_iovec(struct vg_gen_buf *h, __u32 off, int i, __u64 v,
+					   __u64 *raw, __s64 ret, __u32 *orig)
+{
+	__u8 sa = CFG.args[i].size_arg;
+	__u64 cnt = sa < VG_GEN_ARGS ? raw[sa & 7] : 0, total = 0, left = ~0ULL;
+	__u32 n = 0, max = CFG.args[i].max_len;
+
+	if (CFG.args[i].flags & VG_ARGF_RETURN_COPY)
+		left = ret > 0 ? ret : 0;
+	if (max > VG_GEN_STR_MAX)
+		max = VG_GEN_STR_MAX;
+	for (int k = 0; k < VG_GEN_IOVECS; k++) {
+		struct iovec iov = {};
+		__u64 len, cp;
+
+		if (k >= cnt || !left)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(v + k * sizeof(iov))) &&
+		    bpf_probe_read_kernel(&iov, sizeof(iov), (void *)(v + k * sizeof(iov))))
+			break;
+		len = iov.iov_len < left ? iov.iov_len : left;
+		left -= len;
+		total += len;
+		cp = len;
+		if (cp > max - n)
+			cp = max - n;
+		if (cp > VG_GEN_STR_MAX)
+			cp = VG_GEN_STR_MAX;
+		if (cp && bpf_probe_read_user(&h->data[(off + n) & VG_GEN_OFF_MASK], cp, iov.iov_base) &&
+		    bpf_probe_read_kernel(&h->data[(off + n) & VG_GEN_OFF_MASK], cp, iov.iov_base))
+			break;
+		n += cp;
+	}
+	*orig = total;
+	return n;
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -625,6 +666,8 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 			return 0;
 		return len;
 	}
+	case VG_ARG_IOVEC:
+		return vg_read_iovec(h, off, i, v, raw, ret, &m->orig_len[i]);
 	case VG_ARG_FD:
 		return vg_read_fd(h, off, (__s64)(__s32)v, &m->orig_len[i]);
 	case VG_ARG_SOCKADDR:

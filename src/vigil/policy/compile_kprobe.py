@@ -73,7 +73,8 @@ _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
                  "module": "module", "load_info": "load_info", "filename": "filename",
                  "net_device": "net_device", "user_namespace": "user_namespace",
                  "perf_event": "perf_event"}
-_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER)
+_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER,
+            K.IOVEC)
 _PRIV_PORTS = {"SPortPriv": "SPort", "NotSportPriv": "NotSPort", "NotSPortPriv": "NotSPort",
                "DPortPriv": "DPort", "NotDPortPriv": "NotDPort"}
 
@@ -456,6 +457,8 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
         return C._ArgType(K.NONE, 8, False, "nop"), extra
     if tname in C._INT_TYPES:
         t = C._INT_TYPES[tname]
+    elif tname == "char_iovec":
+        t = C.iovec_type(arg, w)
     elif tname in _OBJECT_TYPES:
         kind, out, flags = _OBJECT_TYPES[tname]
         t = C._ArgType(kind, 8, False, out)
