@@ -6,13 +6,15 @@ argument is followed with ``resolve`` to its ``struct file *``, flock(2) on a re
 file, a directory, a FIFO and a character device. On kernel functions, which need
 kprobes or BPF trampolines (on the hardened host these skip with the probe's reason,
 inside the kernel lane they must run): a ``file`` argument (``security_file_open``) and a
-``path`` argument (``security_inode_getattr``)."""
+``path`` argument (``security_inode_getattr``); with BPF LSM, an LSM hook's ``file``
+(``file_open``)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +179,30 @@ def test_kprobe_path_argument_not_file_type(env: Env, kfuncs: None,
     with env.policy(pol):
         evs = env.run(trigger, {os.getpid()})
     assert _seen(evs, files, "path_arg") == {"fifo", "chr"}
+
+
+def test_lsm_hook_file_type(env: Env, files: dict[str, Path]) -> None:
+    """lsmhooks file_open(struct file *): FileType picks the FIFO among the files opened."""
+    need("lsm")
+    pol = _policy("vft-lsm", """  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: FileType
+        values: [fifo]
+""")
+
+    def trigger() -> None:
+        for p in files.values():
+            os.close(_open(p))
+    with env.policy(pol):
+        env.pipe.handle(env.base.ring.drain())
+        trigger()
+        time.sleep(0.3)
+        evs = [e for e in env.pipe.handle(env.base.ring.drain())
+               if next(iter(e)) == "process_lsm" and _body(e)["process"]["pid"] == os.getpid()]
+    assert _seen(evs, files, "file_arg") == {"fifo"}
