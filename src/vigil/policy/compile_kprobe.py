@@ -464,6 +464,11 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
         t = C._ArgType(kind, 8, False, out)
         if flags:
             extra["flags"] = flags
+    elif tname == "data_loc":
+        raise CompileError(f"{w}.type", "type data_loc is not supported for kernel functions "
+                           "by this version of Vigil: it is a tracepoint's __data_loc field "
+                           "(an offset into the tracepoint's record), which a kernel "
+                           "function does not have")
     else:
         raise CompileError(f"{w}.type", f"type {tname} is not supported for kernel functions "
                            "by this version of Vigil")
