@@ -557,6 +557,47 @@ static __always_inline __u64 vg_iter_base(__u64 v, __u64 *count)
 	return (__u64)BPF_CORE_READ(iov, iov_base);
 }
 
+/* char_iovec: the bytes of the first VG_GEN_IOVECS entries of the iovec array at v (the
+ * number of entries in arg size_arg), one after the other, up to max_len bytes; with
+ * returnCopy, at most the return value's bytes in all (what the call transferred).
+ * orig_len: the bytes the entries read hold. */
+static __always_inline __u32 vg_read_iovec(struct vg_gen_buf *h, __u32 off, int i, __u64 v,
+					   __u64 *raw, __s64 ret, __u32 *orig)
+{
+	__u8 sa = CFG.args[i].size_arg;
+	__u64 cnt = sa < VG_GEN_ARGS ? raw[sa & 7] : 0, total = 0, left = ~0ULL;
+	__u32 n = 0, max = CFG.args[i].max_len;
+
+	if (CFG.args[i].flags & VG_ARGF_RETURN_COPY)
+		left = ret > 0 ? ret : 0;
+	if (max > VG_GEN_STR_MAX)
+		max = VG_GEN_STR_MAX;
+	for (int k = 0; k < VG_GEN_IOVECS; k++) {
+		struct iovec iov = {};
+		__u64 len, cp;
+
+		if (k >= cnt || !left)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(v + k * sizeof(iov))) &&
+		    bpf_probe_read_kernel(&iov, sizeof(iov), (void *)(v + k * sizeof(iov))))
+			break;
+		len = iov.iov_len < left ? iov.iov_len : left;
+		left -= len;
+		total += len;
+		cp = len;
+		if (cp > max - n)
+			cp = max - n;
+		if (cp > VG_GEN_STR_MAX)
+			cp = VG_GEN_STR_MAX;
+		if (cp && bpf_probe_read_user(&h->data[(off + n) & VG_GEN_OFF_MASK], cp, iov.iov_base) &&
+		    bpf_probe_read_kernel(&h->data[(off + n) & VG_GEN_OFF_MASK], cp, iov.iov_base))
+			break;
+		n += cp;
+	}
+	*orig = total;
+	return n;
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -625,6 +666,8 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 			return 0;
 		return len;
 	}
+	case VG_ARG_IOVEC:
+		return vg_read_iovec(h, off, i, v, raw, ret, &m->orig_len[i]);
 	case VG_ARG_FD:
 		return vg_read_fd(h, off, (__s64)(__s32)v, &m->orig_len[i]);
 	case VG_ARG_SOCKADDR:
@@ -855,6 +898,35 @@ static long vg_sub_step(void *map, struct vg_sub_key *key, __u8 *val, struct vg_
 #endif
 
 /* Does the string src[0, len) match `op` against value set `set`? src is kernel memory. */
+#define VG_S_IFMT 0170000
+
+/* FileType / NotFileType on a file or path argument (ptr: the struct file * or struct
+ * path *): the inode's i_mode & S_IFMT against the values (S_IF* bits). A NULL pointer
+ * or an inode that cannot be read matches neither operator. */
+static __always_inline int vg_file_type_match(const volatile struct vg_match_arg *ma, __u8 kind,
+					      __u64 ptr)
+{
+	struct inode *inode;
+	__u32 mode;
+	int hit = 0;
+
+	if (!ptr)
+		return 0;
+	if (kind == VG_ARG_FILE)
+		inode = BPF_CORE_READ((struct file *)ptr, f_inode);
+	else
+		inode = BPF_CORE_READ((struct path *)ptr, dentry, d_inode);
+	if (!inode)
+		return 0;
+	mode = BPF_CORE_READ(inode, i_mode) & VG_S_IFMT;
+	if (!mode)
+		return 0;
+	for (int k = 0; k < VG_GEN_MATCH_VALUES; k++)
+		if (k < ma->nvals && ma->vals[k] == mode)
+			hit = 1;
+	return ma->op == VG_OP_FILETYPE ? hit : !hit;
+}
+
 static __always_inline int vg_str_match(struct vg_gen_buf *h, __u8 op, __u32 set, const char *src,
 					__u32 len)
 {
@@ -1088,6 +1160,8 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 		return vg_int_match(ma, ret);
 	if (a >= VG_GEN_ARGS)
 		return 0;
+	if (ma->op == VG_OP_FILETYPE || ma->op == VG_OP_NOTFILETYPE)
+		return vg_file_type_match(ma, CFG.args[a].kind, raw[a]);
 	off = m->arg_off[a] & VG_GEN_OFF_MASK;
 	len = m->arg_len[a];
 	switch (CFG.args[a].kind) {
@@ -1258,7 +1332,7 @@ static __always_inline int vg_str_head_may_match(const volatile struct vg_match_
 }
 
 /* A matchArgs filter decided before the arguments are read into the record: exactly for
- * an integer argument, by its first bytes for a string one with heads (see above). Every
+ * an integer argument and for FileType, by its first bytes for a string one with heads (see above). Every
  * other string filter (Postfix, SubString, ...) may match: the full match decides. */
 static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *ma, __u64 *raw)
 {
@@ -1266,6 +1340,8 @@ static __always_inline int vg_arg_may_match(const volatile struct vg_match_arg *
 
 	if (a >= VG_GEN_ARGS || ma->op == VG_OP_CEL)
 		return 1; /* the return value, CelExpr: decided after the read */
+	if (ma->op == VG_OP_FILETYPE || ma->op == VG_OP_NOTFILETYPE)
+		return vg_file_type_match(ma, CFG.args[a].kind, raw[a]);
 	switch (CFG.args[a].kind) {
 	case VG_ARG_INT:
 		return vg_int_match(ma, vg_int_value(raw[a], CFG.args[a].size, CFG.args[a].flags));

@@ -290,6 +290,7 @@ enum vg_gen_limits {
 	VG_GEN_ACTIONS = 3,     /* actions per selector */
 	VG_GEN_RAW_ARGS = 6,    /* raw argument slots fetched per call */
 	VG_GEN_STR_MAX = 4096,  /* bytes of one string / buffer argument */
+	VG_GEN_IOVECS = 7,      /* char_iovec: iovec entries read (Tetragon's 7) */
 	VG_GEN_DATA_MAX = 24576,/* record tail: VG_GEN_ARGS arguments */
 	VG_GEN_OFF_MASK = 16383,
 	VG_STR_KEY = 256,       /* bytes of a string in the equality map key */
@@ -390,6 +391,8 @@ enum vg_arg_kind {
 	VG_ARG_USER_NS = 25,  /* struct user_namespace * -> vg_userns_rec */
 	VG_ARG_PERF_EVENT = 26, /* struct perf_event * -> vg_perf_rec */
 	VG_ARG_IOV_ITER = 27, /* struct iov_iter *: the bytes of its (first) segment */
+	VG_ARG_IOVEC = 28,    /* char_iovec: struct iovec array (user memory); the number of
+			       * entries from arg `size_arg`; their bytes, concatenated */
 };
 
 enum vg_arg_flag {
@@ -440,6 +443,8 @@ enum vg_op {
 	VG_OP_SUBSTRING = 33, /* kfunc bpf_strnstr: only in generic_substr*.bpf.o */
 	VG_OP_SUBSTRING_IGNCASE = 34, /* kfunc bpf_strncasestr: only in generic_substr_icase.bpf.o */
 	VG_OP_CEL = 35,       /* CelExpr: run program `set` of vg_hook_cfg.cel */
+	VG_OP_FILETYPE = 36,  /* file / path argument: its inode's i_mode & S_IFMT is in vals */
+	VG_OP_NOTFILETYPE = 37,
 };
 
 /*

@@ -67,6 +67,7 @@ class ArgKind(enum.IntEnum):
     USER_NS = 25
     PERF_EVENT = 26
     IOV_ITER = 27
+    IOVEC = 28
 
 
 class CelLimits(enum.IntEnum):
@@ -191,6 +192,7 @@ class GenLimits(enum.IntEnum):
     GEN_ACTIONS = 3
     GEN_RAW_ARGS = 6
     GEN_STR_MAX = 4096
+    GEN_IOVECS = 7
     GEN_DATA_MAX = 24576
     GEN_OFF_MASK = 16383
     STR_KEY = 256
@@ -288,6 +290,8 @@ class Op(enum.IntEnum):
     SUBSTRING = 33
     SUBSTRING_IGNCASE = 34
     CEL = 35
+    FILETYPE = 36
+    NOTFILETYPE = 37
 
 
 class PerfLimits(enum.IntEnum):

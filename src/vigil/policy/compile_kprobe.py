@@ -37,7 +37,7 @@ from vigil.abi import _generated as abi
 from vigil.policy import compiler as C
 from vigil.policy.compiler import CompileError
 from vigil.policy.plan import Attach, HookPlan
-from vigil.policy.values import parse_protocol, parse_tcp_state
+from vigil.policy.values import parse_file_type, parse_protocol, parse_tcp_state
 
 K = abi.ArgKind
 F = abi.ArgFlag
@@ -73,7 +73,8 @@ _AUTO_STRUCTS = {"file": "file", "path": "path", "dentry": "dentry",
                  "module": "module", "load_info": "load_info", "filename": "filename",
                  "net_device": "net_device", "user_namespace": "user_namespace",
                  "perf_event": "perf_event"}
-_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER)
+_STRINGY = (K.FILE, K.PATH, K.DENTRY, K.BINPRM, K.KSTR, K.KBUF, K.NETDEV, K.IOV_ITER,
+            K.IOVEC)
 _PRIV_PORTS = {"SPortPriv": "SPort", "NotSportPriv": "NotSPort", "NotSPortPriv": "NotSPort",
                "DPortPriv": "DPort", "NotDPortPriv": "NotDPort"}
 
@@ -457,11 +458,18 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
         return C._ArgType(K.NONE, 8, False, "nop"), extra
     if tname in C._INT_TYPES:
         t = C._INT_TYPES[tname]
+    elif tname == "char_iovec":
+        t = C.iovec_type(arg, w)
     elif tname in _OBJECT_TYPES:
         kind, out, flags = _OBJECT_TYPES[tname]
         t = C._ArgType(kind, 8, False, out)
         if flags:
             extra["flags"] = flags
+    elif tname == "data_loc":
+        raise CompileError(f"{w}.type", "type data_loc is not supported for kernel functions "
+                           "by this version of Vigil: it is a tracepoint's __data_loc field "
+                           "(an offset into the tracepoint's record), which a kernel "
+                           "function does not have")
     else:
         raise CompileError(f"{w}.type", f"type {tname} is not supported for kernel functions "
                            "by this version of Vigil")
@@ -581,13 +589,33 @@ def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:
 
 # ---- selectors on kernel objects (called from compiler._compile_operator) ---------------
 
+def _file_type(b: Any, slot: str, op: str, values: list[str], t: Any, w: str) -> None:
+    """FileType / NotFileType (Tetragon's file and path types only): the argument's
+    inode mode & S_IFMT against the named types' S_IF* bits, at most 4 values."""
+    if t.kind not in (K.FILE, K.PATH):
+        raise CompileError(f"{w}.operator", f"{op} applies to file and path arguments",
+                           invalid=True)
+    try:
+        modes = [parse_file_type(v) for v in values]
+    except ValueError as err:
+        raise CompileError(f"{w}.values", str(err), invalid=True) from err
+    if not modes:
+        raise CompileError(f"{w}.values", f"{op} needs at least one file type", invalid=True)
+    if len(modes) > 4:
+        raise CompileError(f"{w}.values", "at most 4 values", invalid=True)
+    b.cfg[f"{slot}.op"] = int(Op.FILETYPE if op == "FileType" else Op.NOTFILETYPE)
+    b.cfg[f"{slot}.vals"] = modes
+    b.cfg[f"{slot}.nvals"] = len(modes)
+
+
 def compile_object_operator(b: Any, slot: str, op: str, values: list[str], t: Any,
                             w: str) -> Any:
     """Map a kernel-object argument to the operand kind the compiler knows, or compile
     the operator here (returns None)."""
+    if op in ("FileType", "NotFileType"):
+        _file_type(b, slot, op, values, t, w)
+        return None
     if t.kind in _STRINGY:
-        if op in ("FileType", "NotFileType"):
-            raise CompileError(f"{w}.operator", f"{op} is not supported by this version of Vigil")
         return C._ArgType(K.KSTR, 8, False, "string")
     if t.kind == K.CAPS:
         return C._ArgType(K.INT, 8, False, "size")

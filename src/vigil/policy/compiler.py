@@ -612,11 +612,22 @@ def _syscall_arg_type(arg: Any, where: str) -> _ArgType:
         return _ArgType(K.UBUF, 8, False, "bytes")
     if t == "fd":
         return _ArgType(K.FD, 4, True, "file")
+    if t == "char_iovec":
+        return iovec_type(arg, where)
     if t == "sockaddr":
         return _ArgType(K.SOCKADDR, 8, False, "sockaddr")
     if t == "auto":
         raise CompileError(f"{where}.type", "syscall arguments need an explicit type")
     raise CompileError(f"{where}.type", f"type {t} is not supported for syscall hooks here")
+
+
+def iovec_type(arg: Any, where: str) -> _ArgType:
+    """char_iovec: a struct iovec array in user memory (syscalls and the kernel functions
+    that take one); its bytes, concatenated, as a char_buf's."""
+    if getattr(arg, "max_data", False):
+        raise CompileError(f"{where}.maxData", "maxData on a char_iovec argument is not "
+                           "supported by this version of Vigil", unsupported=True)
+    return _ArgType(K.IOVEC, 8, False, "bytes")
 
 
 def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
@@ -629,6 +640,8 @@ def _raw_arg_type(arg: Any, where: str, user: bool = False) -> _ArgType:
         return _ArgType(K.UBUF, 8, False, "bytes")
     if t == "linux_binprm" and not user:  # raw tracepoints: a kernel pointer, as kprobes
         return _ArgType(K.BINPRM, 8, False, "binprm")
+    if t in ("file", "path") and not user:  # a struct file * / struct path *, as kprobes
+        return _ArgType(K.FILE if t == "file" else K.PATH, 8, False, t)
     raise CompileError(f"{where}.type", f"type {t} is not supported for this hook here",
                        unsupported=True)
 
@@ -1436,7 +1449,10 @@ def _size_args(b: _HookBuilder, hook: Any, cfg: dict[str, Any], where: str) -> N
     """char_buf sizeArgIndex (1-based function position) -> position among captured args."""
     for i, arg in enumerate(_hook_args(hook)):
         sai = getattr(arg, "size_arg_index", 0) or 0
-        if not sai or getattr(arg, "return_copy", False):
+        # char_buf with returnCopy: the return value is the size; char_iovec needs the
+        # number of entries either way
+        if not sai or (getattr(arg, "return_copy", False) and
+                       not (i < len(b.args) and b.args[i][1].kind == K.IOVEC)):
             continue
         for pos, (index, _t) in enumerate(b.args):
             if index == sai - 1:
