@@ -379,7 +379,11 @@ def _getpid(d: Path) -> None:
 
 def _dup(d: Path) -> None:
     os.close(os.dup(0))
-    os.close(os.dup2(0, 99))
+    spare = os.dup(0)  # dup2 onto a descriptor of our own: never one the agent holds
+    try:
+        os.dup2(0, spare)
+    finally:
+        os.close(spare)
 
 
 def _bash(d: Path) -> int:

@@ -281,3 +281,16 @@ def test_cli_json(results: dict[str, F.ProbeResult]) -> None:
     doc = json.loads(out.output)
     assert {p["name"]: p["ok"] for p in doc["probes"]} == {n: r.ok for n, r in results.items()}
     assert doc["kernel"]["btf"] is F.btf_available()
+
+
+def test_kfunc_probes_agree_with_bpftool_btf_dump() -> None:
+    """``vigil probe``'s kfunc lines (a scan of the raw BTF) against bpftool's dump of the
+    kernel's BTF: a FUNC record of that name or none."""
+    from vigil.cli.probe import KFUNCS, kfunc_results
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+                          check=True, capture_output=True, text=True).stdout
+    got = {r.name: r for r in kfunc_results()}
+    for name, func, feature in KFUNCS:
+        want = f"FUNC '{func}' " in dump
+        assert got[name].ok is want, (name, got[name])
+        assert got[name].ok or feature in got[name].reason

@@ -1,14 +1,37 @@
 """``vigil probe``: which BPF features the running kernel allows, like ``tetra probe``.
 
 Text: one ``name: true|false`` line per feature, with the reason after false ones.
-JSON: ``{"probes": [{"name", "ok", "reason"}, ...], "kernel": {...}}``.
+JSON: ``{"probes": [{"name", "ok", "reason"}, ...], "kernel": {...}}``. The last probes
+are the kernel functions (kfuncs) policy features call, found in the kernel's BTF.
 """
 
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import click
+
+# (probe name, kernel function, the policy feature that needs it)
+KFUNCS = (("kfunc_strnstr", "bpf_strnstr", "SubString"),
+          ("kfunc_strncasestr", "bpf_strncasestr", "SubStringIgnCase"))
+
+
+class _Result(NamedTuple):
+    name: str
+    ok: bool
+    reason: str
+
+
+def kfunc_results() -> list[_Result]:
+    """One result per entry of KFUNCS: whether the kernel's BTF has the function."""
+    from vigil.policy.kbtf import has_kfunc
+    out = []
+    for name, func, feature in KFUNCS:
+        ok = has_kfunc(func)
+        out.append(_Result(name, ok, "" if ok else
+                           f"{func} is not in this kernel's BTF: {feature} is refused"))
+    return out
 
 
 @click.command("probe")
@@ -31,7 +54,7 @@ def probe(output: str, mount: bool) -> None:
     why = F.privileges()
     if why:
         click.echo(f"warning: {why}", err=True)
-    results = F.probe_all()
+    results = [*F.probe_all(), *kfunc_results()]
     if output == "json":
         kernel = {
             "btf": F.btf_available(), "bpf_lsm": F.bpf_lsm_enabled(),
