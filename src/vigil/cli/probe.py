@@ -8,28 +8,26 @@ are the kernel functions (kfuncs) policy features call, found in the kernel's BT
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from vigil.bpf.features import ProbeResult
 
 # (probe name, kernel function, the policy feature that needs it)
 KFUNCS = (("kfunc_strnstr", "bpf_strnstr", "SubString"),
           ("kfunc_strncasestr", "bpf_strncasestr", "SubStringIgnCase"))
 
 
-class _Result(NamedTuple):
-    name: str
-    ok: bool
-    reason: str
-
-
-def kfunc_results() -> list[_Result]:
+def kfunc_results() -> list[ProbeResult]:
     """One result per entry of KFUNCS: whether the kernel's BTF has the function."""
+    from vigil.bpf.features import ProbeResult
     from vigil.policy.kbtf import has_kfunc
     out = []
     for name, func, feature in KFUNCS:
         ok = has_kfunc(func)
-        out.append(_Result(name, ok, "" if ok else
+        out.append(ProbeResult(name, ok, "" if ok else
                            f"{func} is not in this kernel's BTF: {feature} is refused"))
     return out
 
