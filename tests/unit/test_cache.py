@@ -314,7 +314,7 @@ def test_churn_stays_bounded() -> None:
         if i % 5000 == 0:
             cache.gc()
         assert len(cache) <= 1000
-    for internal in (cache._current, cache._holding, cache._parent_of, cache._evictable):
+    for internal in (cache._current, cache._evictable):
         assert len(internal) <= 1000
     clock.now += GRACE
     cache.gc()

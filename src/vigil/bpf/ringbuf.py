@@ -46,6 +46,11 @@ class RingBuffer:
         """Bytes consumed since the ring was created (it wraps every ``size`` bytes)."""
         return _U64.unpack_from(self._cons, 0)[0]
 
+    @property
+    def size(self) -> int:
+        """The ring's data size in bytes."""
+        return self._size
+
     def pending_bytes(self) -> int:
         return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
 

@@ -39,6 +39,12 @@ from vigil.stream.throttle import CgroupRate
 
 log = logging.getLogger("vigil.agent")
 
+# Records the reader decodes per batch, and the exporters' backlog (queued events) above
+# which it lets them catch up before decoding more (_let_exporters_catch_up).
+READ_BATCH = 1024
+EXPORT_BACKLOG = 2048
+LOCAL_SINKS = ("jsonl", "stdout")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -578,14 +584,17 @@ class Agent:
     def _read_loop(self) -> None:
         ring = self.sensor.ring
         next_housekeeping = time.monotonic() + 1.0
+        local = [s for s in self.sinks if s.name in LOCAL_SINKS]
         while not self._stop.is_set():
             self.reader_heartbeat = time.monotonic()
             ring.wait(self.cfg.poll_interval)
             while True:
-                recs = ring.drain(max_records=8192)
+                recs = ring.drain(max_records=READ_BATCH)
                 if not recs:
                     break
                 self._offer(self.pipeline.handle(recs))
+                if local:
+                    self._let_exporters_catch_up(ring, local)
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + 1.0
@@ -593,6 +602,20 @@ class Agent:
                 self._log_kernel_drops()
         # final drain: what the kernel sent before detach still gets out
         self._offer(self.pipeline.handle(ring.drain()))
+
+    def _let_exporters_catch_up(self, ring: Any, sinks: list[QueueSink]) -> None:
+        """While a local exporter (file, stdout) has more than EXPORT_BACKLOG events
+        queued and the ring is less than half full, give it the CPU for a few
+        milliseconds instead of decoding more. The backlog then waits in the ring, in its
+        compact kernel form, rather than as event dicts (~1 KB each) in the agent, whose
+        memory the allocator keeps once grown. Never while the ring fills up (reading wins
+        there, so nothing is lost to this), and at most 50 ms per batch."""
+        half = ring.size // 2
+        deadline = time.monotonic() + 0.05
+        while (max(s.pending() for s in sinks) > EXPORT_BACKLOG
+               and ring.pending_bytes() < half and not self._stop.is_set()
+               and time.monotonic() < deadline):
+            time.sleep(0.002)
 
     def _log_kernel_drops(self) -> None:
         drops = self.sensor.counters().drops

@@ -131,6 +131,8 @@ def _containers(agent: Agent) -> None:
 
 
 def _kubernetes(agent: Agent) -> None:
+    if getattr(agent.cfg, "k8s", None) is None:
+        return  # not imported either: the client side is ~1 MB of the agent's memory
     from vigil.k8s.agent import start as start_k8s
     agent.k8s = start_k8s(agent)
 

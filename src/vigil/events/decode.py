@@ -144,6 +144,9 @@ def _cgroup(raw: bytes) -> tuple[str, str]:
     return out
 
 
+_NO_AUID = 0xFFFFFFFF  # no login uid (unset), one object for every process
+
+
 def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     if len(rec) < _EXEC_SIZE:
         raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC_SIZE}")
@@ -160,10 +163,12 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     cgroup_name, docker = _cgroup(rec[_EXEC_SIZE:cgroup_end])
     cwd = decode_path(rec[path_end:cwd_end])
     creds = _shared_creds(v)
+    tid, auid, ns_pid = v[_X_TID], v[_X_AUID], v[_X_NSPID]
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
         pid=pid,
-        tid=v[_X_TID],
+        # equal numbers stored as one object (a cached process keeps them all)
+        tid=pid if tid == pid else tid,
         ktime=ktime,
         start_time_ns=boot_wall_ns + ktime,
         binary=executed_binary(rec[cgroup_end:path_end], cwd),
@@ -171,14 +176,14 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         cwd=cwd,
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
-        auid=v[_X_AUID],
+        auid=creds.uid if auid == creds.uid else _NO_AUID if auid == _NO_AUID else auid,
         ppid=v[_X_PPID],
         docker=docker,
         cgroup_id=v[_X_CGROUP_ID],
         cgroup_name=cgroup_name,
         creds=creds,
         ns=_shared_ns(v),
-        ns_pid=v[_X_NSPID],
+        ns_pid=pid if ns_pid == pid else ns_pid,
     )
     return ExecRecord(proc, proc.ppid, bool(kflags & _TRUNC_PATH))
 

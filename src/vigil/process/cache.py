@@ -79,10 +79,9 @@ class ProcessCache:
         self._procs: OrderedDict[str, ProcessInfo] = OrderedDict()
         # pid (tgid) -> exec_id of its latest instance.
         self._current: dict[int, str] = {}
-        # exec_ids still holding their self reference (current and not exited).
-        self._holding: set[str] = set()
-        # child exec_id -> parent exec_id, for children that took a parent reference.
-        self._parent_of: dict[str, str] = {}
+        # A process's own references are flags of its record: ``holding`` (its self
+        # reference, while current and not exited) and ``parent_ref`` (the one it holds
+        # on ``parent_exec_id``): no per-process index beyond _procs and _current.
         # exec_id -> clock() stamp when its refcnt reached 0, oldest first.
         self._evictable: OrderedDict[str, int] = OrderedDict()
         self._shared = SharedValues()
@@ -107,6 +106,7 @@ class ProcessCache:
             if p.exec_id in self._procs:
                 return
             p.refcnt = 0
+            p.holding = p.parent_ref = False
             # credentials, namespaces and cgroup arrive shared from whoever made p (the
             # exec decoder's tables, the /proc scan's SharedValues, a clone's parent)
             self._shared.share_texts(p)
@@ -247,7 +247,7 @@ class ProcessCache:
         parent = self._procs.get(p.parent_exec_id) if p.parent_exec_id else None
         if parent is None or parent is p:
             return
-        self._parent_of[p.exec_id] = parent.exec_id
+        p.parent_ref = True
         self._incref(parent)
 
     def _claim_pid(self, p: ProcessInfo) -> None:
@@ -258,7 +258,7 @@ class ProcessCache:
             return
         self._current[p.pid] = p.exec_id
         if not p.exited:
-            self._holding.add(p.exec_id)
+            p.holding = True
             self._incref(p)
         if prev is not None:
             self._release_self(prev)
@@ -273,8 +273,8 @@ class ProcessCache:
 
     def _release_self(self, p: ProcessInfo) -> None:
         """Drop ``p``'s self reference (on exit or replacement), at most once."""
-        if p.exec_id in self._holding:
-            self._holding.discard(p.exec_id)
+        if p.holding:
+            p.holding = False
             self._decref(p)
 
     def _incref(self, p: ProcessInfo) -> None:
@@ -296,13 +296,14 @@ class ProcessCache:
         """Forget ``exec_id`` entirely and release its reference on its parent."""
         p = self._procs.pop(exec_id)
         self._evictable.pop(exec_id, None)
-        self._holding.discard(exec_id)
+        p.holding = False
         if self._current.get(p.pid) == exec_id:
             del self._current[p.pid]
-        parent_id = self._parent_of.pop(exec_id, None)
-        parent = self._procs.get(parent_id) if parent_id is not None else None
-        if parent is not None:
-            self._decref(parent)
+        if p.parent_ref:
+            p.parent_ref = False
+            parent = self._procs.get(p.parent_exec_id)
+            if parent is not None:
+                self._decref(parent)
 
     def _enforce_capacity(self) -> None:
         """Evict evictable entries oldest-first, then live ones oldest-added-first."""

@@ -159,6 +159,8 @@ class ProcessInfo:
     refcnt: int = 0
     exited: bool = False
     exit_time_ns: int = 0
+    holding: bool = False      # holds its own reference (current and not exited)
+    parent_ref: bool = False   # holds a reference on its parent (parent_exec_id)
 
 
 # Distinct values a SharedValues table holds before it starts over.
