@@ -8,15 +8,44 @@ the module's Env come from test_policies.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.kernel.test_policies import (CAT, Env, _body, _cat, _my_links,  # noqa: F401 - fixtures
-                                        env, tdir, uprobe_target)
+from tests.kernel.test_policies import Env, _body, _cat, _my_links
 from vigil.errors import PolicyError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    e = Env()
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def tdir() -> Iterator[Path]:
+    d = Path("/tmp") / f"vr-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def uprobe_target(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("uprobe") / "uprobe_target"
+    subprocess.run(["gcc", "-O1", "-o", str(out), str(ROOT / "tests/progs/uprobe_target.c")],
+                   check=True)
+    return str(out)
 
 FAILED_OPEN = """
       matchReturnArgs:
@@ -120,7 +149,7 @@ def test_return_action_without_return_actions_is_the_action(env: Env, tdir: Path
     (Tetragon's return probe leaves the entry's action in place); matchActions and
     matchReturnActions together: both run, NoPost in either drops the event."""
     term, both, silent = tdir / "x.term", tdir / "y.both", tdir / "z.silent"
-    pol = openat_return_policy("vr-same", f"""
+    pol = openat_return_policy("vr-same", """
     - matchArgs:
       - index: 1
         operator: Postfix
