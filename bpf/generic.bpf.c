@@ -1526,11 +1526,13 @@ static __always_inline int vg_selector_match(struct vg_gen_buf *h, int si, __u64
 #include "vigil/actions.bpf.h"
 
 /* 1: post now; 0: an identical event was posted within the action's window. */
-static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai)
+static __always_inline int vg_rate_ok(struct vg_gen_buf *h, int si, int ai, int ret)
 {
-	const volatile struct vg_action_cfg *a = &CFG.sel[si].actions[ai];
+	/* a matchReturnActions Post (ret) has its own state: selector si + VG_GEN_SELECTORS */
+	const volatile struct vg_action_cfg *a = ret ? &CFG.sel[si].ret_actions[ai] :
+						      &CFG.sel[si].actions[ai];
 	__u64 now = bpf_ktime_get_ns(), *last, hash = 14695981039346656037ULL;
-	struct vg_rate_key key = {.selector = si};
+	struct vg_rate_key key = {.selector = ret ? si + VG_GEN_SELECTORS : si};
 
 	if (!a->rate_ns)
 		return 1;
@@ -1597,7 +1599,7 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			break;
 		switch (s->actions[ai].action) {
 		case VG_ACT_POST:
-			if (post && !vg_rate_ok(h, si, ai)) {
+			if (post && !vg_rate_ok(h, si, ai, 0)) {
 				post = 0;
 				vg_count(VG_GC_RATE_LIMITED);
 			}
@@ -1669,6 +1671,39 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 						s->actions[ai].arg);
 				vg_count(VG_GC_SIGNAL);
 			}
+			break;
+		}
+	}
+	/* matchReturnActions: where the return value is (the exit program), after the
+	 * selector's actions; the event is posted only if neither list says NoPost */
+	for (int ai = 0; ai < VG_GEN_ACTIONS; ai++) {
+		if (ai >= s->nret_actions || !(m->flags & VG_GENF_RETURN))
+			break;
+		switch (s->ret_actions[ai].action) {
+		case VG_ACT_POST:
+			m->ret_action = VG_ACT_POST;
+			if (post && !vg_rate_ok(h, si, ai, 1)) {
+				post = 0;
+				vg_count(VG_GC_RATE_LIMITED);
+			}
+			break;
+		case VG_ACT_NOPOST:
+			m->ret_action = VG_ACT_NOPOST;
+			if (post)
+				vg_count(VG_GC_NOPOST);
+			post = 0;
+			break;
+		case VG_ACT_SIGKILL:
+		case VG_ACT_SIGNAL:
+			m->ret_action = s->ret_actions[ai].action;
+			if (monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				vg_count(VG_GC_MONITOR_SIGNAL);
+				break;
+			}
+			bpf_send_signal(s->ret_actions[ai].action == VG_ACT_SIGKILL ? 9 :
+					s->ret_actions[ai].arg);
+			vg_count(VG_GC_SIGNAL);
 			break;
 		}
 	}

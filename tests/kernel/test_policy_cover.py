@@ -541,15 +541,15 @@ def test_unsupported_selector_refused(env: Env) -> None:
     """A selector this version does not have is refused, located, and nothing of the
     policy stays loaded."""
     before = _my_links()
-    pol = openat_policy("vc-return-actions", """
-    - matchReturnActions:
-      - action: Post""")
+    pol = openat_policy("vc-workloads-host", """
+    - matchWorkloads:
+        hostSelector: {}""")
     with pytest.raises(PolicyError) as err:
         env.manager.add(pol, source="test")
     [d] = err.value.diagnostics
-    assert (d.path, d.message) == (
-        "spec.kprobes[0].selectors[0].matchReturnActions",
-        "not supported by this version of Vigil")
+    assert d.path == "spec.kprobes[0].selectors[0].matchWorkloads.hostSelector"
+    assert d.message.startswith("hostSelector in matchWorkloads is not supported by this "
+                                "version of Vigil")
     assert d.line > 0 and d.col > 0
     assert _my_links() == before
 

@@ -114,3 +114,60 @@ def test_request_outcomes_are_a_metric() -> None:
     samples = {(s.labels["kind"], s.labels["result"]): s.value
                for s in fams["vigil_policy_action_requests"].samples if s.name.endswith("_total")}
     assert samples == {("url", "ok"): 3, ("dns", "dropped_queue_full"): 2}
+
+
+RETURN_ACTIONS = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: ret-actions
+spec:
+  kprobes:
+  - call: sys_openat
+    return: true
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchActions:
+      - action: Post
+      matchReturnArgs:
+      - index: 0
+        operator: LT
+        values: ["0"]
+      matchReturnActions:
+      - action: Signal
+        argSig: 15
+      - action: Post
+        rateLimit: 2m
+        rateLimitScope: process
+    - matchReturnActions:
+      - action: Sigkill
+      - action: NoPost
+"""
+
+
+def test_return_actions_in_the_selectors() -> None:
+    """matchReturnActions go to the selector's ret_actions (its actions untouched), count
+    as enforcement, and size the rate-limit map for a rate-limited return Post."""
+    from vigil.abi._generated import Action
+    from vigil.abi.pack import unpack_field
+    plan = compile_policy(load_policy(RETURN_ACTIONS, source="t.yaml"), fixture_view())
+    [hook] = plan.hooks
+    cfg = hook.config
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, cfg)
+    assert (f("sel[0].nactions"), f("sel[0].actions[0].action")) == (1, int(Action.POST))
+    assert f("sel[0].nret_actions") == 2
+    assert (f("sel[0].ret_actions[0].action"), f("sel[0].ret_actions[0].arg")) == (
+        int(Action.SIGNAL), 15)
+    assert (f("sel[0].ret_actions[1].action"), f("sel[0].ret_actions[1].rate_ns"),
+            f("sel[0].ret_actions[1].scope")) == (int(Action.POST), 120 * 10**9, 1)
+    assert f("sel[1].nret_actions") == 2
+    assert [f(f"sel[1].ret_actions[{k}].action") for k in range(2)] == [
+        int(Action.SIGKILL), int(Action.NOPOST)]
+    assert f("sel[1].nactions") == 1  # a selector without matchActions posts
+    assert hook.map_sizes.get("vg_gen_rate")
+    assert "signal sent synchronously" in hook.enforcement
+    assert plan.mode == "enforce"

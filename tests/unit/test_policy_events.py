@@ -31,11 +31,12 @@ _NARGS = int(abi.GenLimits.GEN_ARGS)
 
 def record(hook_id: int, args: list[bytes], *, op: int = abi.MsgOp.GENERIC_KPROBE,
            ktime: int = 5_123_456_789, pid: int = 100, tid: int = 100, action: int = 1,
-           flags: int = 0, ret: int = 0, orig: list[int] | None = None) -> bytes:
+           flags: int = 0, ret: int = 0, orig: list[int] | None = None,
+           ret_action: int = 0) -> bytes:
     vals: list[Any] = list(_MSG.unpack(bytes(_MSG.size)))
     fields = {"hdr.op": op, "hdr.ktime": ktime, "pid": pid, "tid": tid, "hook_id": hook_id,
               "selector": 0, "action": action, "nargs": len(args), "flags": flags,
-              "ret": ret % (1 << 64)}
+              "ret": ret % (1 << 64), "ret_action": ret_action}
     for k, v in fields.items():
         vals[_IX[k]] = v
     tail, off = b"", 0
@@ -114,6 +115,24 @@ def test_kprobe_event_all_parts(env: Any) -> None:
     assert list(ev["process_kprobe"]["process"]) == list(EV_PROCESS)
     assert orjson.dumps(ev).startswith(b'{"process_kprobe":{"process":{"exec_id":')
     assert pe.events == {("pol", "kprobe:__x64_sys_openat", "KPROBE_ACTION_POST"): 1}
+
+
+@pytest.mark.parametrize("action,ret_action,expect", [
+    (1, 0, "KPROBE_ACTION_POST"),      # no matchReturnActions: the event's action
+    (10, 0, "KPROBE_ACTION_SIGNAL"),
+    (1, 3, "KPROBE_ACTION_SIGKILL"),   # matchReturnActions decided
+    (10, 1, "KPROBE_ACTION_POST"),
+])
+def test_kprobe_return_action(env: Any, action: int, ret_action: int, expect: str) -> None:
+    pipe, reg, _ = env
+    reg.add([RegisteredHook(plan(9, "process_kprobe", function_name="f",
+                                 return_arg=ArgSpec("int")), "pol", "")])
+    [ev] = pipe.handle([record(9, [], flags=abi.GenFlag.RETURN, ret=-2, action=action,
+                               ret_action=ret_action)])
+    body = ev["process_kprobe"]
+    assert body["return"] == {"int_arg": -2}
+    assert body["return_action"] == expect
+    assert list(body)[-2:] == ["policy_name", "return_action"]
 
 
 def test_kprobe_minimal_no_return_flag_and_other_thread(env: Any) -> None:

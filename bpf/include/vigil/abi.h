@@ -641,6 +641,11 @@ struct vg_selector_cfg {
 	struct vg_ns_match ns[VG_GEN_NS];
 	struct vg_cap_match caps[VG_GEN_CAPS];
 	struct vg_action_cfg actions[VG_GEN_ACTIONS];
+	/* matchReturnActions: run with actions[] by the program that has the return value,
+	 * once the selector (its matchReturnArgs too) matched */
+	struct vg_action_cfg ret_actions[VG_GEN_ACTIONS];
+	__u8 nret_actions;
+	__u8 pad_ract[7];
 };
 
 /* One hook of one policy: the .rodata of one loaded copy of generic.bpf.o. */
@@ -718,6 +723,9 @@ struct vg_generic_msg {
 	__u16 ustack_len;
 	__u16 ima_off;    /* VG_GENF_IMA: struct vg_ima_rec in the tail */
 	__u16 ima_len;
+	__u8 ret_action;  /* return hooks: the enum vg_action of the selector's
+			   * matchReturnActions (0: it has none) */
+	__u8 pad_ract[3];
 };
 
 enum vg_gen_flag {

@@ -12,6 +12,9 @@
   ``ima_hash`` is ``ALGO:HEX`` (``vigil.events.stacks.ima_hash``).
 - ``GetUrl`` / ``DnsLookup``: the event is posted with that action and the agent makes
   the request (``vigil.actions_net``), bounded and off the event path.
+- ``matchReturnActions``: the selector's actions on the return path (``Post`` with
+  ``rateLimit``, ``NoPost``, ``Sigkill``, ``Signal``), run by the program that has the
+  return value after the selector's ``matchActions``; the event's ``return_action``.
 - ``NotifyEnforcer`` with ``spec.enforcers``: the hook notifies; the policy's enforcer
   (``enforcer.bpf.o``, planned by ``compile_enforcer``) acts at the thread's next listed
   syscall: fmod_ret on the syscall functions where the kernel allows it (the syscall
@@ -134,6 +137,67 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
         b.cfg[f"{ap}.sig"] = int(sig or 0)
         return True
     return False
+
+
+_RETURN_ACTIONS = {"Post": abi.Action.POST, "NoPost": abi.Action.NOPOST,
+                   "Sigkill": abi.Action.SIGKILL, "Signal": abi.Action.SIGNAL}
+_RETURN_REFUSED = {
+    "Override": "the call has already run when return actions run (Override decides at "
+                "the call's entry: use matchActions)",
+    "NotifyEnforcer": "an enforcer notification from the return path is not supported by "
+                      "this version of Vigil (use matchActions)",
+    "CleanupEnforcerNotification": "enforcer notifications are not supported in "
+                                   "matchReturnActions by this version of Vigil",
+    "GetUrl": "GetUrl in matchReturnActions is not supported by this version of Vigil "
+              "(use matchActions)",
+    "DnsLookup": "DnsLookup in matchReturnActions is not supported by this version of Vigil "
+                 "(use matchActions)",
+    "TrackSock": "socket tracking in matchReturnActions is not supported by this version "
+                 "of Vigil (use returnArgAction: TrackSock on a sock return value)",
+    "UntrackSock": "socket tracking in matchReturnActions is not supported by this version "
+                   "of Vigil (use returnArgAction: UntrackSock on a sock return value)",
+    "Set": "Set writes a USDT argument at the probe; it has no return path",
+}
+
+
+def compile_return_actions(b: Any, sel: Any, p: str, w: str) -> None:
+    """A selector's ``matchReturnActions`` into ``{p}.ret_actions[k]`` (``p``:
+    ``sel[i]``): run once the selector matched, matchReturnArgs included, by the program
+    that has the return value."""
+    from vigil.policy.compiler import CompileError
+
+    actions = list(sel.match_return_actions or ())
+    for k, a in enumerate(actions):
+        name = _s(a.action)
+        aw = f"{w}.matchReturnActions[{k}]"
+        ap = f"{p}.ret_actions[{k}]"
+        if name in _RETURN_REFUSED:
+            raise CompileError(f"{aw}.action", _RETURN_REFUSED[name], unsupported=True)
+        if name not in _RETURN_ACTIONS:
+            raise CompileError(f"{aw}.action", f"action {name} is not supported by this "
+                               "version of Vigil")
+        for fld, yaml_name in (("kernel_stack_trace", "kernelStackTrace"),
+                               ("user_stack_trace", "userStackTrace"),
+                               ("ima_hash", "imaHash")):
+            if getattr(a, fld, False):
+                raise CompileError(f"{aw}.{yaml_name}", f"{yaml_name} in matchReturnActions: "
+                                   "the event carries what its entry's Post asks for "
+                                   "(Tetragon reports the entry's part of a return probe's "
+                                   "event); refused rather than ignored",
+                                   unsupported=True)
+        b.cfg[f"{ap}.action"] = int(_RETURN_ACTIONS[name])
+        if name == "Signal":
+            if a.arg_sig is None:
+                raise CompileError(f"{aw}.argSig", "action Signal requires argSig",
+                                   invalid=True)
+            b.cfg[f"{ap}.arg"] = int(a.arg_sig)
+        rate_ms = getattr(a, "rate_limit_ms", 0) or 0
+        if name == "Post" and rate_ms:
+            scopes = {"thread": 0, "process": 1, "global": 2}
+            b.cfg[f"{ap}.rate_ns"] = int(rate_ms) * 1_000_000
+            b.cfg[f"{ap}.scope"] = scopes[_s(getattr(a, "rate_limit_scope", "thread")
+                                          or "thread")]
+    b.cfg[f"{p}.nret_actions"] = len(actions)
 
 
 def return_action(cfg: dict[str, Any], hook: Any, where: str) -> None:

@@ -727,6 +727,9 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         _compile_ns_changes(b, sel, p, w)
         _compile_caps(b, sel, p, w)
         _compile_actions(b, sel, p, w)
+        if getattr(sel, "match_return_actions", None):
+            from vigil.policy.compile_actions import compile_return_actions
+            compile_return_actions(b, sel, p, w)
         wls = getattr(sel, "match_workloads", None)
         if wls is not None and wls.host_selector is not None:
             raise CompileError(f"{w}.matchWorkloads.hostSelector", "hostSelector in "
@@ -735,7 +738,7 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         wl = workload_scope(wls)
         if wl is not None:
             b.workloads[si] = wl
-        for unsupported in ("match_data", "match_return_actions"):
+        for unsupported in ("match_data",):
             if getattr(sel, unsupported, None):
                 raise CompileError(f"{w}.{_camel(unsupported)}", "not supported by this version of Vigil")
 

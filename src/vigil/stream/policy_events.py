@@ -68,6 +68,9 @@ _KSTACK, _USTACK = int(GenFlag.KSTACK), int(GenFlag.USTACK)
 _KS_OFF, _KS_LEN = _IX["kstack_off"], _IX["kstack_len"]
 _US_OFF, _US_LEN = _IX["ustack_off"], _IX["ustack_len"]
 _REQUESTS = {int(abi.Action.GETURL), int(abi.Action.DNSLOOKUP)}
+# byte offset of the record's ret_action (past the fields _FRONT unpacks)
+_RET_ACTION_AT = next(off for name, off, *_ in abi.LAYOUTS["vg_generic_msg"][1]
+                      if name == "ret_action")
 _IMA = int(GenFlag.IMA)
 _RARE_FLAGS = _KSTACK | _USTACK | _IMA
 _TAIL_FLAGS = _RARE_FLAGS | _RET_STR
@@ -279,6 +282,12 @@ class PolicyEvents:
             if hook.ndata:
                 args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
             body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
+            if "return_action" in body:
+                # the selector's matchReturnActions decided it; without them Tetragon's
+                # return probe leaves the entry's action in place
+                ra = rec[_RET_ACTION_AT]
+                body["return_action"] = (ACTION_NAMES.get(ra, "KPROBE_ACTION_UNKNOWN")
+                                         if ra else key[2])
         if hook.functions or data:
             # the function id is in the record's tail, unpacked only for list hooks
             _list_and_data(hook, body, v[_FUNC] if hook.functions else 0, data)
@@ -416,8 +425,8 @@ def _kprobe_body(h: CompiledHook, proc: dict[str, Any], parent: dict[str, Any] |
     body["policy_name"] = h.policy
     if ret is not None:
         # Tetragon merges a return probe's event into its entry's and reports the return
-        # probe's action as return_action: POST (the selectors act once, in the event)
-        body["return_action"] = "KPROBE_ACTION_POST"
+        # probe's action as return_action (PolicyEvents.handle sets it from the record)
+        body["return_action"] = action
     if h.message:
         body["message"] = h.message
     if h.tags:
