@@ -28,7 +28,7 @@ LANE_REQUIRE ?=
 LANE_BENCH ?= 1
 LANE_SELECT ?=
 
-.PHONY: all deps apt venv bpf abi proto image run test test-unit test-kernel test-kernels bench lint clean
+.PHONY: all deps apt venv bpf abi proto image bytecode run test test-unit test-kernel test-kernels bench lint clean
 
 all: bpf venv
 
@@ -93,7 +93,13 @@ image: bpf venv apt
 	tools/build-image.sh
 
 # --- run, test, bench -----------------------------------------------------------------
-run: bpf venv
+# The package's bytecode, written as an installed package has it (pip compiles on
+# install; an editable install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile
+# every module at each start, in time and memory).
+bytecode: venv
+	@$(VPY) -m compileall -q src/vigil >/dev/null
+
+run: bpf venv bytecode
 	$(VENV)/bin/vigil agent $(RUN_ARGS)
 
 # The whole suite; VIGIL_TEST_STRICT turns "skipped: needs root/BPF" into failures,
@@ -119,7 +125,7 @@ test-kernels: bpf venv
 	LANE_PARALLEL=$(LANE_PARALLEL) LANE_REQUIRE="$(LANE_REQUIRE)" LANE_BENCH=$(LANE_BENCH) \
 	  LANE_SELECT="$(LANE_SELECT)" tools/kernel-lane.sh test $(LANE_KERNELS_RUN)
 
-bench: bpf venv
+bench: bpf venv bytecode
 	$(VPY) -m vigil.bench $(BENCH_ARGS)
 
 # Static checks, all strict (any finding fails): ruff (rules in pyproject.toml), mypy

@@ -259,12 +259,12 @@ def test_probe_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
 # --- the command ---------------------------------------------------------------------------
 
 def test_cli_text(results: dict[str, F.ProbeResult]) -> None:
-    from vigil.cli.probe import probe
+    from vigil.cli.probe import KFUNCS, probe
 
     out = CliRunner().invoke(probe, [])
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert [ln.split(":", 1)[0] for ln in lines] == list(F.FEATURES)
+    assert [ln.split(":", 1)[0] for ln in lines] == [*F.FEATURES, *(k[0] for k in KFUNCS)]
     for ln, name in zip(lines, F.FEATURES):
         res = results[name]
         if res.ok:
@@ -274,12 +274,13 @@ def test_cli_text(results: dict[str, F.ProbeResult]) -> None:
 
 
 def test_cli_json(results: dict[str, F.ProbeResult]) -> None:
-    from vigil.cli.probe import probe
+    from vigil.cli.probe import kfunc_results, probe
 
     out = CliRunner().invoke(probe, ["-o", "json"])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
-    assert {p["name"]: p["ok"] for p in doc["probes"]} == {n: r.ok for n, r in results.items()}
+    assert {p["name"]: p["ok"] for p in doc["probes"]} == {
+        **{n: r.ok for n, r in results.items()}, **{r.name: r.ok for r in kfunc_results()}}
     assert doc["kernel"]["btf"] is F.btf_available()
 
 
