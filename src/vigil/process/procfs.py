@@ -67,7 +67,8 @@ def _split_stat(text: str) -> tuple[str, list[str]]:
     close_idx = text.rfind(")")
     if open_idx < 0 or close_idx < open_idx:
         raise ValueError("malformed stat: no (comm)")
-    return text[open_idx + 1 : close_idx], text[close_idx + 1 :].split()
+    # fields up to 22 (starttime) only: the rest would be ~30 strings made and dropped
+    return text[open_idx + 1 : close_idx], text[close_idx + 1 :].split(None, 20)
 
 
 def parse_stat(text: str) -> tuple[int, int]:
@@ -285,9 +286,8 @@ def _read_process(
         stat = reader.required("stat").decode("utf-8", "replace")
         status = reader.required("status").decode("utf-8", "replace")
         cmdline = reader.required("cmdline")
-        ppid, start_ticks = parse_stat(stat)
-        comm = parse_stat_comm(stat)
-        kflags = parse_stat_flags(stat)
+        comm, rest = _split_stat(stat)  # once: ppid, flags and starttime from one split
+        ppid, kflags, start_ticks = int(rest[1]), int(rest[6]), int(rest[19])
     except (OSError, ValueError, IndexError):
         return None
     exe = reader.link("exe")
