@@ -152,6 +152,45 @@ def test_usdt_set_writes_the_argument_or_is_refused_with_the_reason(env: Env,
         ([{"int_arg": 2}], "KPROBE_ACTION_SET")]
 
 
+def _kfunc(name: str) -> bool:
+    from vigil.policy.kbtf import has_kfunc
+    return has_kfunc(name)
+
+
+@pytest.mark.parametrize("op,values,expect,kfuncs", [
+    ("SubString", ["ell", "nowhere"], ["hello", "yellow"], ("bpf_strnstr",)),
+    ("SubStringIgnCase", ["ELL"], ["hello", "yellow"], ("bpf_strnstr", "bpf_strncasestr")),
+])
+def test_usdt_substring_on_a_string_argument(env: Env, target: str, op: str,
+                                            values: list[str], expect: list[str],
+                                            kfuncs: tuple[str, ...]) -> None:
+    """SubString on a USDT string argument (the usdt object built with the kernel-function
+    calls); where the kernel lacks a function, refused whole with the reason."""
+    args = """    - index: 2
+      type: string"""
+    vals = ", ".join(f'"{v}"' for v in values)
+    sel = f"""    selectors:
+    - matchArgs:
+      - index: 2
+        operator: {op}
+        values: [{vals}]"""
+    pol = policy(target, "args", args, sel)
+    missing = [f for f in kfuncs if not _kfunc(f)]
+    if missing:
+        from tests.kernel.test_policies import _my_links
+        before = _my_links()
+        with pytest.raises(FeatureNotSupported, match=r"spec.usdts\[0\].selectors\[0\]"
+                           r".matchArgs\[0\].operator: " + op + " needs the kernel function"
+                           + ("s" if len(missing) > 1 else "") + " " + " and ".join(missing)):
+            env.manager.add(pol, source="test")
+        assert _my_links() == before
+        return
+    with env.policy(pol) as info:
+        assert "usdt" in info.info
+        evs, _ = usdt_events(env, [target, "hello", "world", "yellow"])
+    assert [e["process_usdt"]["args"] for e in evs] == [[{"string_arg": s}] for s in expect]
+
+
 # ---- uprobes at addresses, with a reference counter, on a verified binary -----------------
 
 def _notes(binary: str) -> dict[str, tuple[int, int]]:

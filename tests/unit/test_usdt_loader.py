@@ -60,6 +60,26 @@ def test_usdt_set_needs_write_user() -> None:
     assert "Set: the argument's memory is written" in hook.enforcement
 
 
+def test_usdt_substring_loads_the_usdt_kfunc_variant() -> None:
+    from vigil.sensors.generic import USDT_KFUNC_OBJECTS
+    text = USDT + """    selectors:
+    - matchArgs:
+      - index: 0
+        operator: {op}
+        values: ["needle"]
+"""
+    [hook] = plan(text.format(op="SubString"), kfunc_strnstr=True).hooks
+    assert hook.kfuncs == ("bpf_strnstr",) and len(hook.map_keys["vg_str_sub"]) == 1
+    assert USDT_KFUNC_OBJECTS[hook.kfuncs].name == "generic_usdt_substr.bpf.o"
+    [hook] = plan(text.format(op="SubStringIgnCase"), kfunc_strnstr=True,
+                  kfunc_strncasestr=True).hooks
+    assert USDT_KFUNC_OBJECTS[hook.kfuncs].name == "generic_usdt_substr_icase.bpf.o"
+    with pytest.raises(CompileError, match=r"spec.usdts\[0\].selectors"
+                       r"\[0\].matchArgs\[0\].operator: SubStringIgnCase needs the kernel "
+                       r"function bpf_strncasestr \(Linux 6.19"):
+        plan(text.format(op="SubStringIgnCase"), kfunc_strnstr=True)
+
+
 def test_uprobe_addrs_ref_ctr_and_digests_in_the_plan() -> None:
     text = """
 apiVersion: cilium.io/v1alpha1

@@ -1018,9 +1018,6 @@ def _compile_substring(b: _HookBuilder, slot: str, op: str, values: list[str],
             raise CompileError(f"{w}.values[{k}]", f"substring is too long: "
                                f"{len(v.encode())} bytes (at most {SUB_KEY - 1})",
                                invalid=True)
-    if b.usdt:
-        raise CompileError(f"{w}.operator", f"{op} on usdts arguments is not supported by "
-                           "this version of Vigil")
     view = b.view
     missing = [f for f in kfuncs if not getattr(view, "kfunc_" + f.removeprefix("bpf_"))]
     if missing:
