@@ -328,3 +328,41 @@ def test_uprobe_resolve_through_the_binarys_btf(env: Env,
     with pytest.raises(PolicyError, match=r"spec.uprobes\[0\].args\[1\].resolve: struct "
                        r"vigil_inner has no member z"):
         env.manager.add(missing, source="test")
+
+
+def test_usdt_resolve_through_the_binarys_btf(env: Env,
+                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """btfPath on usdts: the probe's argument points to a struct of btfType in the
+    binary's BTF; resolve follows its pointers in the process's memory (as on uprobes)."""
+    d = tmp_path_factory.mktemp("usdtbtf")
+    binary, btf = str(d / "btf_target"), str(d / "btf_target.btf")
+    subprocess.run(["gcc", "-gbtf", "-O0", "-o", binary, str(ROOT / "tests/progs/btf_target.c")],
+                   check=True, timeout=60)
+    subprocess.run(["objcopy", f"--dump-section=.BTF={btf}", binary, str(d / "scratch")],
+                   check=True, timeout=30)
+    args = """    - index: 0
+      type: int
+      btfType: vigil_outer
+      resolve: a
+    - index: 0
+      type: long
+      btfType: vigil_outer
+      resolve: in.y
+    - index: 0
+      type: string
+      btfType: vigil_outer
+      resolve: in.name"""
+    pol = policy(binary, "resolve", args).replace(
+        "    message:", f'    btfPath: "{btf}"\n    message:')
+    with env.policy(pol):
+        evs, _ = usdt_events(env, [binary, "x", "y"])
+    assert [e["process_usdt"]["args"] for e in evs] == [
+        [{"int_arg": 3}, {"long_arg": "-11000000000"}, {"string_arg": binary}]]
+    missing = pol.replace("resolve: in.y", "resolve: in.z")
+    with pytest.raises(PolicyError, match=r"spec.usdts\[0\].args\[1\].resolve: struct "
+                       r"vigil_inner has no member z"):
+        env.manager.add(missing, source="test")
+    untyped = pol.replace("      btfType: vigil_outer\n      resolve: a", "      resolve: a")
+    with pytest.raises(PolicyError, match=r"spec.usdts\[0\].args\[0\].btfType: resolve on "
+                       r"a usdt argument needs btfType"):
+        env.manager.add(untyped, source="test")

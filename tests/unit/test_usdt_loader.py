@@ -80,6 +80,30 @@ def test_usdt_substring_loads_the_usdt_kfunc_variant() -> None:
         plan(text.format(op="SubStringIgnCase"), kfunc_strnstr=True)
 
 
+def test_usdt_resolve_through_btf_path() -> None:
+    """btfPath on usdts: btfType names the struct the argument points to (any raw BTF
+    file; the kernel's serves here); pointers are followed in user memory."""
+    vmlinux = "/sys/kernel/btf/vmlinux"
+    if not os.access(vmlinux, os.R_OK):
+        pytest.skip("no readable kernel BTF")
+    text = USDT.replace("    args:", f"    btfPath: {vmlinux}\n    args:").replace(
+        "    - index: 3\n      type: int32",
+        "    - index: 3\n      type: int32\n      btfType: task_struct\n      resolve: pid")
+    [hook] = plan(text).hooks
+    from vigil.abi.pack import unpack_field
+
+    def f(name: str) -> int:
+        return int(unpack_field("vg_hook_cfg", name, hook.config))
+    assert f("args[0].nres") == 1 and f("args[0].flags") & int(abi.ArgFlag.RES_USER)
+    assert f("args[1].nres") == 0
+    with pytest.raises(CompileError, match=r"spec.usdts\[0\].args\[0\].resolve: resolve on "
+                       r"a usdt needs btfPath"):
+        plan(text.replace(f"    btfPath: {vmlinux}\n", ""))
+    with pytest.raises(CompileError, match=r"spec.usdts\[0\].args\[0\].resolve: struct "
+                       r"task_struct has no member nope"):
+        plan(text.replace("resolve: pid", "resolve: nope"))
+
+
 def test_uprobe_addrs_ref_ctr_and_digests_in_the_plan() -> None:
     text = """
 apiVersion: cilium.io/v1alpha1
