@@ -616,6 +616,8 @@ def _syscall_arg_type(arg: Any, where: str) -> _ArgType:
         return iovec_type(arg, where)
     if t == "sockaddr":
         return _ArgType(K.SOCKADDR, 8, False, "sockaddr")
+    if t == "sockaddr_un":
+        return _ArgType(K.SOCKADDR_UN, 8, False, "sockaddr_un")
     if t == "auto":
         raise CompileError(f"{where}.type", "syscall arguments need an explicit type")
     raise CompileError(f"{where}.type", f"type {t} is not supported for syscall hooks here")
