@@ -11,6 +11,7 @@ import pytest
 
 from vigil.abi import _generated as abi
 from vigil.elfnote import build_id
+from vigil.errors import PolicyError
 from vigil.loader_events import BuildIds, body, kernel_dev, parse, same_file
 from vigil.policy.compiler import CompileError, KernelView, compile_policy
 from vigil.policy.loader import load_policy
@@ -96,9 +97,11 @@ def test_usdt_resolve_through_btf_path() -> None:
         return int(unpack_field("vg_hook_cfg", name, hook.config))
     assert f("args[0].nres") == 1 and f("args[0].flags") & int(abi.ArgFlag.RES_USER)
     assert f("args[1].nres") == 0
-    with pytest.raises(CompileError, match=r"spec.usdts\[0\].args\[0\].resolve: resolve on "
-                       r"a usdt needs btfPath"):
+    with pytest.raises(PolicyError) as err:  # the checker's, located
         plan(text.replace(f"    btfPath: {vmlinux}\n", ""))
+    assert [(d.path, d.message) for d in err.value.diagnostics] == [
+        ("spec.usdts[0].args[0].resolve",
+         "resolve on a usdt needs btfPath (the BTF of the probed binary)")]
     with pytest.raises(CompileError, match=r"spec.usdts\[0\].args\[0\].resolve: struct "
                        r"task_struct has no member nope"):
         plan(text.replace("resolve: pid", "resolve: nope"))
