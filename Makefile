@@ -74,7 +74,11 @@ $(OBJDIR)/generic_usdt.bpf.o: bpf/generic.bpf.c
 $(OBJDIR)/generic_tp.bpf.o: bpf/generic.bpf.c
 $(OBJDIR)/generic_substr.bpf.o: bpf/generic.bpf.c
 $(OBJDIR)/generic_substr_icase.bpf.o: bpf/generic.bpf.c
-$(OBJDIR)/generic_usdt.bpf.o: BPF_CFLAGS += -idirafter /usr/include/$(shell uname -m)-linux-gnu
+$(OBJDIR)/generic_usdt_substr.bpf.o $(OBJDIR)/generic_usdt_substr_icase.bpf.o: \
+  bpf/generic_usdt.bpf.c bpf/generic.bpf.c
+$(OBJDIR)/generic_usdt.bpf.o $(OBJDIR)/generic_usdt_substr.bpf.o \
+  $(OBJDIR)/generic_usdt_substr_icase.bpf.o: \
+  BPF_CFLAGS += -idirafter /usr/include/$(shell uname -m)-linux-gnu
 
 bpf: $(BPF_OBJS)
 

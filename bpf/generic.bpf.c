@@ -598,6 +598,43 @@ static __always_inline __u32 vg_read_iovec(struct vg_gen_buf *h, __u32 off, int 
 	return n;
 }
 
+/*
+ * sockaddr_un in the record: u16 family, then, for AF_UNIX, the path up to its NUL; an
+ * abstract name (sun_path[0] == 0) is '@' and the name up to the next NUL, as Tetragon
+ * shows it. Other families: the family only.
+ */
+static __always_inline __u32 vg_read_sockaddr_un(struct vg_gen_buf *h, __u32 off, __u64 ptr,
+						 int kernel, __u32 *orig)
+{
+	__u8 *out = (__u8 *)&h->data[off & VG_GEN_OFF_MASK];
+	__u32 n = VG_UNIX_PATH_MAX;
+	long r;
+
+	if (kernel)
+		r = bpf_probe_read_kernel(out, 2 + VG_UNIX_PATH_MAX, (void *)ptr);
+	else
+		r = bpf_probe_read_user(out, 2 + VG_UNIX_PATH_MAX, (void *)ptr);
+	if (r) { /* the struct may end early (a shorter address at a page's end) */
+		if (kernel)
+			r = bpf_probe_read_kernel(out, 2, (void *)ptr);
+		else
+			r = bpf_probe_read_user(out, 2, (void *)ptr);
+		return r ? 0 : 2;
+	}
+	if (*(__u16 *)out != 1 /* AF_UNIX */)
+		return 2;
+	if (out[2] == 0)
+		out[2] = '@';
+	for (__u32 k = 1; k < VG_UNIX_PATH_MAX; k++) {
+		if (out[2 + k] == 0) {
+			n = k;
+			break;
+		}
+	}
+	*orig = n;
+	return 2 + n;
+}
+
 /* Read argument i from its raw value into the record at `off`. Returns bytes written. */
 static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i, __u64 *raw,
 					 __u32 off, __s64 ret)
@@ -674,6 +711,10 @@ static __always_inline __u32 vg_read_arg(void *ctx, struct vg_gen_buf *h, int i,
 		return vg_read_sockaddr(h, off, v, 0);
 	case VG_ARG_KSOCKADDR:
 		return vg_read_sockaddr(h, off, v, 1);
+	case VG_ARG_SOCKADDR_UN:
+	case VG_ARG_KSOCKADDR_UN:
+		return vg_read_sockaddr_un(h, off, v, CFG.args[i].kind == VG_ARG_KSOCKADDR_UN,
+					   &m->orig_len[i]);
 	case VG_ARG_FILE:
 		return vg_read_file(h, off, (struct file *)v, &m->orig_len[i]);
 	case VG_ARG_BINPRM:
@@ -1172,6 +1213,15 @@ static __always_inline int vg_arg_match(struct vg_gen_buf *h, const volatile str
 		if (len < 20)
 			return 0;
 		return vg_sockaddr_match(ma, (__u8 *)&h->data[off]);
+	case VG_ARG_SOCKADDR_UN:
+	case VG_ARG_KSOCKADDR_UN:
+		/* Family on the family, the string operators on the path */
+		if (len < 2)
+			return 0;
+		if (ma->op == VG_OP_FAMILY)
+			return vg_sockaddr_match(ma, (__u8 *)&h->data[off]);
+		return vg_str_match(h, ma->op, ma->set, &h->data[(off + 2) & VG_GEN_OFF_MASK],
+				    len - 2);
 	case VG_ARG_SOCK: {
 		struct vg_sock_rec *r = (struct vg_sock_rec *)&h->data[off];
 

@@ -152,6 +152,45 @@ def test_usdt_set_writes_the_argument_or_is_refused_with_the_reason(env: Env,
         ([{"int_arg": 2}], "KPROBE_ACTION_SET")]
 
 
+def _kfunc(name: str) -> bool:
+    from vigil.policy.kbtf import has_kfunc
+    return has_kfunc(name)
+
+
+@pytest.mark.parametrize("op,values,expect,kfuncs", [
+    ("SubString", ["ell", "nowhere"], ["hello", "yellow"], ("bpf_strnstr",)),
+    ("SubStringIgnCase", ["ELL"], ["hello", "yellow"], ("bpf_strnstr", "bpf_strncasestr")),
+])
+def test_usdt_substring_on_a_string_argument(env: Env, target: str, op: str,
+                                            values: list[str], expect: list[str],
+                                            kfuncs: tuple[str, ...]) -> None:
+    """SubString on a USDT string argument (the usdt object built with the kernel-function
+    calls); where the kernel lacks a function, refused whole with the reason."""
+    args = """    - index: 2
+      type: string"""
+    vals = ", ".join(f'"{v}"' for v in values)
+    sel = f"""    selectors:
+    - matchArgs:
+      - index: 2
+        operator: {op}
+        values: [{vals}]"""
+    pol = policy(target, "args", args, sel)
+    missing = [f for f in kfuncs if not _kfunc(f)]
+    if missing:
+        from tests.kernel.test_policies import _my_links
+        before = _my_links()
+        with pytest.raises(FeatureNotSupported, match=r"spec.usdts\[0\].selectors\[0\]"
+                           r".matchArgs\[0\].operator: " + op + " needs the kernel function"
+                           + ("s" if len(missing) > 1 else "") + " " + " and ".join(missing)):
+            env.manager.add(pol, source="test")
+        assert _my_links() == before
+        return
+    with env.policy(pol) as info:
+        assert "usdt" in info.info
+        evs, _ = usdt_events(env, [target, "hello", "world", "yellow"])
+    assert [e["process_usdt"]["args"] for e in evs] == [[{"string_arg": s}] for s in expect]
+
+
 # ---- uprobes at addresses, with a reference counter, on a verified binary -----------------
 
 def _notes(binary: str) -> dict[str, tuple[int, int]]:
@@ -289,3 +328,42 @@ def test_uprobe_resolve_through_the_binarys_btf(env: Env,
     with pytest.raises(PolicyError, match=r"spec.uprobes\[0\].args\[1\].resolve: struct "
                        r"vigil_inner has no member z"):
         env.manager.add(missing, source="test")
+
+
+def test_usdt_resolve_through_the_binarys_btf(env: Env,
+                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """btfPath on usdts: the probe's argument points to a struct of btfType in the
+    binary's BTF; resolve follows its pointers in the process's memory (as on uprobes)."""
+    d = tmp_path_factory.mktemp("usdtbtf")
+    binary, btf = str(d / "btf_target"), str(d / "btf_target.btf")
+    subprocess.run(["gcc", "-gbtf", "-O0", "-o", binary, str(ROOT / "tests/progs/btf_target.c")],
+                   check=True, timeout=60)
+    subprocess.run(["objcopy", f"--dump-section=.BTF={btf}", binary, str(d / "scratch")],
+                   check=True, timeout=30)
+    args = """    - index: 0
+      type: int
+      btfType: vigil_outer
+      resolve: a
+    - index: 0
+      type: long
+      btfType: vigil_outer
+      resolve: in.y
+    - index: 0
+      type: string
+      btfType: vigil_outer
+      resolve: in.name"""
+    pol = policy(binary, "resolve", args).replace(
+        "    message:", f'    btfPath: "{btf}"\n    message:')
+    with env.policy(pol):
+        evs, _ = usdt_events(env, [binary, "x", "y"])
+    assert [e["process_usdt"]["args"] for e in evs] == [
+        [{"int_arg": 3}, {"long_arg": "-11000000000"}, {"string_arg": binary}]]
+    missing = pol.replace("resolve: in.y", "resolve: in.z")
+    with pytest.raises(PolicyError, match=r"spec.usdts\[0\].args\[1\].resolve: struct "
+                       r"vigil_inner has no member z"):
+        env.manager.add(missing, source="test")
+    untyped = pol.replace("      btfType: vigil_outer\n      resolve: a", "      resolve: a")
+    with pytest.raises(PolicyError) as err:  # the checker's, located
+        env.manager.add(untyped, source="test")
+    assert [(d.path, d.message.split(" (")[0]) for d in err.value.diagnostics] == [
+        ("spec.usdts[0].args[0].btfType", "resolve on a usdt argument needs btfType")]

@@ -1,5 +1,8 @@
-/* A uprobe target with structs, built with -gbtf: vigil_resolve_target gets a pointer to
- * a struct holding a pointer to another; `resolve` reads through both in user memory. */
+/* A uprobe and USDT target with structs, built with -gbtf: vigil_resolve_target gets a
+ * pointer to a struct holding a pointer to another, and so does the USDT probe
+ * vigil:resolve; `resolve` reads through both in user memory. */
+#include <sys/sdt.h>
+
 struct vigil_inner {
 	int x;
 	long y;
@@ -22,5 +25,6 @@ int main(int argc, char **argv)
 	struct vigil_inner i = {7, -11000000000L, argv[0]};
 	struct vigil_outer o = {argc, &i};
 
+	STAP_PROBE1(vigil, resolve, &o);
 	return vigil_resolve_target(&o) == 99;
 }

@@ -176,8 +176,7 @@ def test_char_iovec_on_a_kernel_function(btf) -> None:  # type: ignore[no-untype
     assert _field(h.config, "sel[0].args[0].op") == int(abi.Op.PREFIX)
 
 
-@pytest.mark.parametrize("typ,why", [("data_loc", "tracepoint's __data_loc field"),
-                                     ("sockaddr_un", "sockaddr_un is not supported")])
+@pytest.mark.parametrize("typ,why", [("data_loc", "tracepoint's __data_loc field")])
 def test_still_refused_on_kernel_functions(btf, typ: str, why: str) -> None:  # type: ignore[no-untyped-def]
     spec = ("  kprobes:\n  - call: security_file_open\n    syscall: false\n"
             f"    args: [{{index: 0, type: {typ}}}]\n")

@@ -11,6 +11,7 @@ import pytest
 
 from vigil.abi import _generated as abi
 from vigil.elfnote import build_id
+from vigil.errors import PolicyError
 from vigil.loader_events import BuildIds, body, kernel_dev, parse, same_file
 from vigil.policy.compiler import CompileError, KernelView, compile_policy
 from vigil.policy.loader import load_policy
@@ -58,6 +59,52 @@ def test_usdt_set_needs_write_user() -> None:
         plan(text, probe_write_user_refused="not allowed here")
     [hook] = plan(text, probe_write_user=True).hooks
     assert "Set: the argument's memory is written" in hook.enforcement
+
+
+def test_usdt_substring_loads_the_usdt_kfunc_variant() -> None:
+    from vigil.sensors.generic import USDT_KFUNC_OBJECTS
+    text = USDT + """    selectors:
+    - matchArgs:
+      - index: 0
+        operator: {op}
+        values: ["needle"]
+"""
+    [hook] = plan(text.format(op="SubString"), kfunc_strnstr=True).hooks
+    assert hook.kfuncs == ("bpf_strnstr",) and len(hook.map_keys["vg_str_sub"]) == 1
+    assert USDT_KFUNC_OBJECTS[hook.kfuncs].name == "generic_usdt_substr.bpf.o"
+    [hook] = plan(text.format(op="SubStringIgnCase"), kfunc_strnstr=True,
+                  kfunc_strncasestr=True).hooks
+    assert USDT_KFUNC_OBJECTS[hook.kfuncs].name == "generic_usdt_substr_icase.bpf.o"
+    with pytest.raises(CompileError, match=r"spec.usdts\[0\].selectors"
+                       r"\[0\].matchArgs\[0\].operator: SubStringIgnCase needs the kernel "
+                       r"function bpf_strncasestr \(Linux 6.19"):
+        plan(text.format(op="SubStringIgnCase"), kfunc_strnstr=True)
+
+
+def test_usdt_resolve_through_btf_path() -> None:
+    """btfPath on usdts: btfType names the struct the argument points to (any raw BTF
+    file; the kernel's serves here); pointers are followed in user memory."""
+    vmlinux = "/sys/kernel/btf/vmlinux"
+    if not os.access(vmlinux, os.R_OK):
+        pytest.skip("no readable kernel BTF")
+    text = USDT.replace("    args:", f"    btfPath: {vmlinux}\n    args:").replace(
+        "    - index: 3\n      type: int32",
+        "    - index: 3\n      type: int32\n      btfType: task_struct\n      resolve: pid")
+    [hook] = plan(text).hooks
+    from vigil.abi.pack import unpack_field
+
+    def f(name: str) -> int:
+        return int(unpack_field("vg_hook_cfg", name, hook.config))
+    assert f("args[0].nres") == 1 and f("args[0].flags") & int(abi.ArgFlag.RES_USER)
+    assert f("args[1].nres") == 0
+    with pytest.raises(PolicyError) as err:  # the checker's, located
+        plan(text.replace(f"    btfPath: {vmlinux}\n", ""))
+    assert [(d.path, d.message) for d in err.value.diagnostics] == [
+        ("spec.usdts[0].args[0].resolve",
+         "resolve on a usdt needs btfPath (the BTF of the probed binary)")]
+    with pytest.raises(CompileError, match=r"spec.usdts\[0\].args\[0\].resolve: struct "
+                       r"task_struct has no member nope"):
+        plan(text.replace("resolve: pid", "resolve: nope"))
 
 
 def test_uprobe_addrs_ref_ctr_and_digests_in_the_plan() -> None:

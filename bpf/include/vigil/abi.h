@@ -296,6 +296,7 @@ enum vg_gen_limits {
 	VG_STR_KEY = 256,       /* bytes of a string in the equality map key */
 	VG_PFX_KEY = 248,       /* bytes of a string in the prefix/postfix trie keys */
 	VG_SUB_KEY = 100,       /* bytes of a SubString value and its NUL (Tetragon: < 100 chars) */
+	VG_UNIX_PATH_MAX = 108, /* sun_path of a struct sockaddr_un */
 	VG_BIN_MAX = 256,       /* binary path kept per process for matchBinaries */
 	VG_PROCS_ENTRIES = 32768,
 	VG_FOLLOW_ENTRIES = 32768, /* followed processes per hook (vg_follow) */
@@ -393,6 +394,9 @@ enum vg_arg_kind {
 	VG_ARG_IOV_ITER = 27, /* struct iov_iter *: the bytes of its (first) segment */
 	VG_ARG_IOVEC = 28,    /* char_iovec: struct iovec array (user memory); the number of
 			       * entries from arg `size_arg`; their bytes, concatenated */
+	VG_ARG_SOCKADDR_UN = 29,  /* user-space struct sockaddr_un *: u16 family, then the
+				   * path (AF_UNIX only; an abstract name as '@' + name) */
+	VG_ARG_KSOCKADDR_UN = 30, /* kernel struct sockaddr * read as a sockaddr_un (same record) */
 };
 
 enum vg_arg_flag {

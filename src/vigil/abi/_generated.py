@@ -68,6 +68,8 @@ class ArgKind(enum.IntEnum):
     PERF_EVENT = 26
     IOV_ITER = 27
     IOVEC = 28
+    SOCKADDR_UN = 29
+    KSOCKADDR_UN = 30
 
 
 class CelLimits(enum.IntEnum):
@@ -198,6 +200,7 @@ class GenLimits(enum.IntEnum):
     STR_KEY = 256
     PFX_KEY = 248
     SUB_KEY = 100
+    UNIX_PATH_MAX = 108
     BIN_MAX = 256
     PROCS_ENTRIES = 32768
     FOLLOW_ENTRIES = 32768

@@ -124,6 +124,7 @@ _RENDER: dict[str, Renderer] = {
     "string": _string,
     "file": _file,
     "sockaddr": lambda raw, _o: {"sockaddr_arg": _sockaddr(raw)},
+    "sockaddr_un": lambda raw, _o: {"sockaddrun_arg": _sockaddr_un(raw)},
 }
 
 
@@ -149,6 +150,17 @@ def _sockaddr(raw: bytes) -> dict[str, Any]:
         out["addr"] = str(ipaddress.IPv6Address(raw[4:20]))
     if port:
         out["port"] = port
+    return out
+
+
+def _sockaddr_un(raw: bytes) -> dict[str, Any]:
+    """u16 family, then the path (an abstract name already as '@' + name)."""
+    if len(raw) < 2:
+        return {}
+    (family,) = struct.unpack_from("<H", raw)
+    out: dict[str, Any] = {"family": _FAMILIES.get(family, str(family))}
+    if len(raw) > 2:
+        out["path"] = raw[2:].decode("utf-8", "replace")
     return out
 
 

@@ -572,6 +572,15 @@ def _check_arg(hc: HookContext, arg: KProbeArg, path: Path, role: str, rep: Repo
                                                            HookKind.FENTRIES):
         rep.error(path + ("btfTypeModule",), "policy.invalid_value",
                   "btfTypeModule is only supported for kprobes")
+    if hc.kind is HookKind.USDTS and arg.resolve:
+        # a USDT argument has no type of its own: the struct it points to, from btfPath
+        if not getattr(hc.hook, "btf_path", None):
+            rep.error(path + ("resolve",), "policy.invalid_value",
+                      "resolve on a usdt needs btfPath (the BTF of the probed binary)")
+        if not arg.btf_type:
+            rep.error(path + ("btfType",), "policy.invalid_value",
+                      "resolve on a usdt argument needs btfType (the struct in btfPath the "
+                      "argument points to): a USDT argument has no type of its own")
 
 
 def _check_resolve(arg: KProbeArg, path: Path, rep: Report) -> None:

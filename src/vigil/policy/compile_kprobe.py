@@ -52,6 +52,8 @@ _OBJECT_TYPES: dict[str, tuple[int, str, int]] = {
     "linux_binprm": (K.BINPRM, "binprm", 0), "sock": (K.SOCK, "sock", 0),
     "socket": (K.SOCK, "sock", int(F.SOCKET)), "skb": (K.SKB, "skb", 0),
     "sockaddr": (K.KSOCKADDR, "sockaddr", 0), "cred": (K.CRED, "cred", 0),
+    # a struct sockaddr * read as a sockaddr_un: family and path, as Tetragon
+    "sockaddr_un": (K.KSOCKADDR_UN, "sockaddr_un", 0),
     "kernel_cap_t": (K.CAPS, "kernel_cap_t", 0), "cap_inheritable": (K.CAPS, "cap_inheritable", 0),
     "cap_permitted": (K.CAPS, "cap_permitted", 0), "cap_effective": (K.CAPS, "cap_effective", 0),
     "bpf_attr": (K.BPF_ATTR, "bpf_attr", 0), "bpf_prog": (K.BPF_PROG, "bpf_prog", 0),
@@ -621,6 +623,12 @@ def compile_object_operator(b: Any, slot: str, op: str, values: list[str], t: An
         return C._ArgType(K.INT, 8, False, "size")
     if t.kind == K.KSOCKADDR:
         return C._ArgType(K.SOCKADDR, 8, False, "sockaddr")
+    if t.kind in (K.SOCKADDR_UN, K.KSOCKADDR_UN):
+        # Family on the address family, the string operators on the path ('@' + name
+        # for an abstract address)
+        if op == "Family":
+            return C._ArgType(K.SOCKADDR, 8, False, "sockaddr")
+        return C._ArgType(K.KSTR, 8, False, "string")
     if t.kind in (K.SOCK, K.SKB):
         sockaddr = C._ArgType(K.SOCKADDR, 8, False, "sockaddr")
         if op in _PRIV_PORTS:

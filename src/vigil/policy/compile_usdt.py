@@ -1,5 +1,5 @@
-"""``usdts`` -> one USDT hook per probe, and ``resolve`` on uprobe arguments through the
-probed binary's BTF (``btfPath``): pure, like the rest of the compiler.
+"""``usdts`` -> one USDT hook per probe, and ``resolve`` on uprobe and USDT arguments
+through the probed binary's BTF (``btfPath``): pure, like the rest of the compiler.
 
 A USDT hook is a copy of ``generic_usdt.bpf.o`` (generic.bpf.c's pipeline with a USDT
 entry program). Which sites the probe has, their semaphores and where each argument
@@ -33,17 +33,15 @@ def compile_usdts(spec: Any, view: Any, hook_id: int, monitor: bool, selectors: 
         b.usdt = True
         for j, arg in enumerate(us.args or ()):
             aw = f"{where}.args[{j}]"
-            c.refuse_resolve(arg, aw, "usdts")
             if arg.index >= USDT_MAX_ARGS:
                 raise c.CompileError(f"{aw}.index", f"a USDT probe has at most {USDT_MAX_ARGS} "
                                      "arguments", invalid=True)
             t = c._raw_arg_type(arg, aw, user=True)
             b.args.append((arg.index, t))
             b.cfg.update(c._arg_cfg(j, t, offset=0, size=t.size, arg=arg, src=arg.index))
-        if getattr(us, "btf_path", None):
-            raise c.CompileError(f"{where}.btfPath", "btfPath is not supported by this "
-                                 "version of Vigil on usdts (USDT arguments are integers "
-                                 "or pointers to strings)")
+            if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+                # a pointer argument to a struct of btfType, read through in user memory
+                uprobe_resolve(b, us, "", j, arg, t, aw, kind="usdt")
         b.hook = us
         c._compile_selectors(b, selectors(us), where)
         attach = [Attach("vg_gen_usdt", "usdt", (us.path, us.provider, us.name))]
@@ -92,19 +90,25 @@ def _user_btf(path: str, where: str) -> Any:
                            invalid=False, unsupported=False) from err
 
 
-def uprobe_resolve(b: Any, up: Any, symbol: str, i: int, arg: Any, t: Any, w: str) -> None:
-    """``resolve`` on a uprobe argument: the field path in the binary's BTF (btfPath), the
-    function's parameter type (or ``btfType``), pointers followed in user memory."""
+def uprobe_resolve(b: Any, up: Any, symbol: str, i: int, arg: Any, t: Any, w: str,
+                   kind: str = "uprobe") -> None:
+    """``resolve`` on a uprobe or USDT argument: the field path in the binary's BTF
+    (btfPath), the function's parameter type (or ``btfType``; a USDT argument has no type
+    of its own, so ``btfType``, as Tetragon requires), pointers followed in user memory."""
     from vigil.abi._generated import ArgFlag
     from vigil.policy.compile_kprobe import _resolve
     from vigil.policy.compiler import CompileError
     if getattr(arg, "btf_type_module", None):
         raise CompileError(f"{w}.btfTypeModule", "btfTypeModule names kernel module BTF; "
-                           "uprobes take their types from btfPath", invalid=True)
+                           f"{kind}s take their types from btfPath", invalid=True)
     where = w.rsplit(".args[", 1)[0]
     if not getattr(up, "btf_path", None):
-        raise CompileError(f"{w}.resolve", "resolve on a uprobe needs btfPath (the BTF of "
+        raise CompileError(f"{w}.resolve", f"resolve on a {kind} needs btfPath (the BTF of "
                            f"{up.path})", invalid=True)
+    if kind == "usdt" and not getattr(arg, "btf_type", None):
+        raise CompileError(f"{w}.btfType", "resolve on a usdt argument needs btfType (the "
+                           f"struct in {up.btf_path} the argument points to): a USDT "
+                           "argument has no type of its own", invalid=True)
     btf = _user_btf(up.btf_path, where)
     ptype = 0
     if not getattr(arg, "btf_type", None):

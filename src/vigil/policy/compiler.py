@@ -616,6 +616,8 @@ def _syscall_arg_type(arg: Any, where: str) -> _ArgType:
         return iovec_type(arg, where)
     if t == "sockaddr":
         return _ArgType(K.SOCKADDR, 8, False, "sockaddr")
+    if t == "sockaddr_un":
+        return _ArgType(K.SOCKADDR_UN, 8, False, "sockaddr_un")
     if t == "auto":
         raise CompileError(f"{where}.type", "syscall arguments need an explicit type")
     raise CompileError(f"{where}.type", f"type {t} is not supported for syscall hooks here")
@@ -1021,9 +1023,6 @@ def _compile_substring(b: _HookBuilder, slot: str, op: str, values: list[str],
             raise CompileError(f"{w}.values[{k}]", f"substring is too long: "
                                f"{len(v.encode())} bytes (at most {SUB_KEY - 1})",
                                invalid=True)
-    if b.usdt:
-        raise CompileError(f"{w}.operator", f"{op} on usdts arguments is not supported by "
-                           "this version of Vigil")
     view = b.view
     missing = [f for f in kfuncs if not getattr(view, "kfunc_" + f.removeprefix("bpf_"))]
     if missing:

@@ -33,6 +33,10 @@ TRACEPOINT_PROGRAMS = frozenset({"vg_gen_tp", "vg_gen_tp_ret", "vg_gen_rawtp",
 # with those calls, kept out of the objects above so those load on any kernel
 KFUNC_OBJECTS = {("bpf_strnstr",): OBJECTS_DIR / "generic_substr.bpf.o",
                  ("bpf_strncasestr", "bpf_strnstr"): OBJECTS_DIR / "generic_substr_icase.bpf.o"}
+# USDT hooks calling them: generic_usdt.bpf.o with the same calls
+USDT_KFUNC_OBJECTS = {
+    ("bpf_strnstr",): OBJECTS_DIR / "generic_usdt_substr.bpf.o",
+    ("bpf_strncasestr", "bpf_strnstr"): OBJECTS_DIR / "generic_usdt_substr_icase.bpf.o"}
 KFUNC_MAPS = ("vg_str_sub",)
 BTF_ATTACH = ("fentry", "fexit", "fmod_ret", "lsm")
 PRIVATE_MAPS = ("vg_str_eq", "vg_str_pfx", "vg_str_sfx", "vg_int_set", "vg_addr_lpm",
@@ -154,9 +158,10 @@ def write_mode(obj: BpfObject, monitor: bool) -> None:
 def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
               policy_maps: dict[str, int] | None = None, scope: Any = None) -> BpfObject:
     wanted = {a.program for a in hook.attach}
+    usdt = any(a.kind == "usdt" for a in hook.attach)
     if hook.kfuncs:
-        path = KFUNC_OBJECTS[hook.kfuncs]
-    elif any(a.kind == "usdt" for a in hook.attach):
+        path = (USDT_KFUNC_OBJECTS if usdt else KFUNC_OBJECTS)[hook.kfuncs]
+    elif usdt:
         path = USDT_OBJECT
     elif wanted <= TRACEPOINT_PROGRAMS:
         path = TRACEPOINT_OBJECT
@@ -201,7 +206,8 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
         for a in hook.attach:
             if a.kind != "tp_btf":
                 _attach(obj, a)
-        obj.settle()  # loaded for good: free libbpf's copy of the object
+        if not usdt:  # a USDT link uses libbpf's object (its USDT manager) until destroyed
+            obj.settle()  # loaded for good: free libbpf's copy of the object
     except BaseException:
         obj.close()
         raise
