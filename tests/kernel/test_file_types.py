@@ -26,20 +26,6 @@ from tests.kernel.test_new_types import _policy
 from tests.kernel.test_policies import Env, _body
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def kfuncs() -> None:
-    from vigil.bpf import features as F
-    if not (F.probe("kprobe").ok or F.probe("fentry").ok):
-        need("kprobe")  # skips with the reason (or fails in the lane)
-
-
 @pytest.fixture
 def files() -> Iterator[dict[str, Path]]:
     """A regular file, a directory and a FIFO in a fresh directory, and /dev/null."""

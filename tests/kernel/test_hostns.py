@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,13 +126,6 @@ def test_unprivileged_knows_nothing_and_loads_nothing() -> None:
 
 
 # ---- host_ns in a real tracepoint policy ----------------------------------------------
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
 
 def tracepoint_policy(name: str, target: Path, op: str = "In") -> str:
     return f"""

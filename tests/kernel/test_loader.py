@@ -8,7 +8,6 @@ import base64
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,13 +23,6 @@ metadata:
 spec:
   loader: true
 """
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
 
 
 def _readelf_build_id(path: str) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.lane import need
 from tests.kernel.test_policies import Env, _body
 
 PY = sys.executable
@@ -30,20 +29,6 @@ PY = sys.executable
 def _policy(name: str, spec: str) -> str:
     return ("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
             f"metadata:\n  name: {name}\nspec:\n{spec}")
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def kfuncs() -> None:
-    from vigil.bpf import features as F
-    if not (F.probe("kprobe").ok or F.probe("fentry").ok):
-        need("kprobe")  # skips with the reason (or fails in the lane)
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ pytestmark = pytest.mark.kernel
 PY = os.path.realpath(sys.executable)
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
 @pytest.fixture
 def tdir() -> Iterator[Path]:
     d = Path("/tmp") / f"va-{uuid.uuid4().hex[:8]}"

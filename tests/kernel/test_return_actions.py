@@ -23,13 +23,6 @@ from vigil.errors import PolicyError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
 @pytest.fixture
 def tdir() -> Iterator[Path]:
     d = Path("/tmp") / f"vr-{uuid.uuid4().hex[:8]}"

@@ -40,13 +40,6 @@ def _openat(name: str, target: Path, selector: str) -> str:
 """)
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
 @pytest.fixture
 def tdir() -> Iterator[Path]:
     d = Path("/tmp") / f"vsm-{uuid.uuid4().hex[:8]}"

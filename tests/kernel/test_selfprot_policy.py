@@ -18,13 +18,6 @@ from tests.kernel.test_policies import Env
 from vigil.selfprot import POLICY_NAME, render_policy
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
-
-
 @pytest.fixture
 def sleepers() -> Iterator[tuple[int, int]]:
     ps = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]

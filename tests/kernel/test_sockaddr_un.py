@@ -13,21 +13,12 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from tests.kernel.test_new_types import kfuncs  # noqa: F401 (a fixture)
 from tests.kernel.test_policies import Env, _body
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
 
 
 def _policy(name: str, hook: str, index: int, selectors: str) -> str:
@@ -134,7 +125,7 @@ def test_syscall_sockaddr_un_family_of_another_address(env: Env) -> None:
         [{"sockaddrun_arg": {"family": "AF_INET"}, "label": "addr"}]]
 
 
-def test_kernel_function_sockaddr_un(env: Env, kfuncs: None) -> None:  # noqa: F811
+def test_kernel_function_sockaddr_un(env: Env, kfuncs: None) -> None:
     """unix_stream_connect's struct sockaddr * (the kernel's copy of the address), as a
     sockaddr_un: the same paths and filters on a kernel function."""
     hook = """  - call: unix_stream_connect

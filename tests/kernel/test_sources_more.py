@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ import pytest
 from tests.kernel.test_policies import Env, _body, uprobe_target  # noqa: F401 (a fixture)
 
 LIBC = ctypes.CDLL(None, use_errno=True)  # os.dup() is fcntl(F_DUPFD_CLOEXEC), not dup()
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
 
 
 def _policy(name: str, body: str) -> str:

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[2]
 Event = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
-    yield e
-    e.close()
 
 
 @pytest.fixture(scope="module")
