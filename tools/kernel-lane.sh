@@ -44,7 +44,7 @@ CACHE=${LANE_CACHE:-$ROOT/build/kernel-lane}
 KERNELS=${LANE_KERNELS:-"bookworm:linux-image-amd64 bookworm:linux-image-6.12-amd64 sid:linux-image-amd64"}
 VNG_VERSION=1.42
 HOST_PKGS="qemu-system-x86 busybox-static udev kmod libbpf1 iproute2"
-DEFAULT_TEST_CMD='.venv/bin/python -m pytest -p no:cacheprovider -q -rs -m kernel tests/kernel'
+DEFAULT_TEST_CMD='.venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=12 -m kernel tests/kernel'
 # kernels of this version also run the kprobe benchmark in the same boot (LANE_BENCH=0: off)
 BENCH_ON=${LANE_BENCH_ON:-6.12}
 
@@ -210,7 +210,7 @@ test_cmd() { # kver -> the test command its guest runs
   local sel
   sel=$(selected "$1")
   if [ -n "$sel" ]; then
-    echo ".venv/bin/python -m pytest -p no:cacheprovider -q -rs -m kernel $sel"
+    echo ".venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=12 -m kernel $sel"
   else
     echo "${LANE_TEST_CMD:-$DEFAULT_TEST_CMD}"
   fi
