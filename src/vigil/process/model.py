@@ -194,11 +194,12 @@ class SharedValues:
         return value
 
     def share_texts(self, p: ProcessInfo) -> None:
-        """Replace ``p``'s binary, working directory and arguments with the table's equal
-        copies."""
+        """Replace ``p``'s binary, working directory, arguments and exec flags with the
+        table's equal copies."""
         p.binary = self(p.binary)
         p.cwd = self(p.cwd)
         p.args = self(p.args)
+        p.flags = self(p.flags)
 
     def share_fields(self, p: ProcessInfo) -> None:
         """Replace every shareable field of ``p`` with the table's equal copy."""

@@ -55,9 +55,6 @@ Handler = Callable[[bytes], "Event | None"]
 
 # Plain ints: IntFlag arithmetic builds enum members, at microseconds each.
 _CLONE, _EXECVE = int(ExecFlag.CLONE), int(ExecFlag.EXECVE)
-# Each combination of exec flags as one int object, shared by the cached processes that
-# have it (at most 257 combinations held; in practice a handful).
-_FLAG_VALUES: dict[int, int] = {}
 # Every field of a ProcessInfo, read at once (a clone copies its parent's).
 _PROCESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessInfo))
 _process_values = operator.attrgetter(*_PROCESS_FIELDS)
@@ -199,10 +196,7 @@ class Pipeline:
         if prev is None or prev.exited:
             parent = self.cache.current(r.ppid)
         elif prev.forked:
-            flags = p.flags | _CLONE
-            if len(_FLAG_VALUES) > 256:
-                _FLAG_VALUES.clear()
-            p.flags = _FLAG_VALUES.setdefault(flags, flags)  # one object per combination
+            p.flags |= _CLONE
             parent = self.cache.current(r.ppid)
         else:
             parent = prev  # exec without fork: the pid's previous program
