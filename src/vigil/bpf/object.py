@@ -506,20 +506,22 @@ def possible_cpus() -> int:
     return int(L.lib().libbpf_num_possible_cpus())
 
 
-class MapFd:
+class MapFd(_MapOps):
     """A map held by its own file descriptor, so it outlives the object that created it
-    (a map shared by several policies' objects, kept while any of them is loaded)."""
+    (a map shared by several policies' objects, kept while any of them is loaded). The
+    caller owns the descriptor."""
 
     def __init__(self, fd: int, name: str) -> None:
-        self.fd = fd
+        self._fd = fd
         self.name = name
 
-    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
-        L.check_int(L.lib().bpf_map_update_elem(self.fd, key, value, flags), "map update", self.name)
+    @property
+    def fd(self) -> int:
+        return self._fd
 
     def delete(self, key: bytes) -> None:
         """Remove ``key``; a key that is not there is not an error."""
-        if L.lib().bpf_map_delete_elem(self.fd, key) < 0:
-            err = ctypes.get_errno()
-            if err != 2:
-                raise BpfError(err, "map delete", self.name)
+        try:
+            super().delete(key)
+        except KeyError:
+            pass
