@@ -189,7 +189,9 @@ class Program:
         ptr = L.lib().bpf_program__attach_usdt(self._ptr, pid, path.encode(),
                                                provider.encode(), name.encode(),
                                                ctypes.byref(o))
-        return self._attached(ptr, f"usdt {path}:{provider}:{name}")
+        link = self._attached(ptr, f"usdt {path}:{provider}:{name}")
+        self._obj._keeps_libbpf = True  # the link's detach uses the object's USDT manager
+        return link
 
     def attach_cgroup(self, cgroup_path: str) -> Link:
         fd = os.open(cgroup_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -368,6 +370,8 @@ class BpfObject:
         # after settle(): the maps and programs, held by their own descriptors
         self._held_maps: dict[str, HeldMap] | None = None
         self._held_progs: list[HeldProgram] = []
+        # a link whose detach still needs libbpf's object (USDT): settle() keeps it
+        self._keeps_libbpf = False
         _open_objects.add(self)
 
     def __enter__(self) -> BpfObject:
@@ -441,8 +445,9 @@ class BpfObject:
         by their own descriptors and free libbpf's copy of the object (instructions,
         BTF, relocation data: most of a generic hook's ~0.8 MB of agent memory). After
         this, maps and programs are read and updated as before, but nothing can be
-        configured or attached any more."""
-        if self._held_maps is not None or not self._ptr:
+        configured or attached any more. An object with a USDT link is left as it is:
+        detaching that link uses the object's USDT manager."""
+        if self._held_maps is not None or not self._ptr or self._keeps_libbpf:
             return
         if not self.loaded:
             raise BpfError(22, "settle object", f"{self.path}: not loaded")

@@ -206,8 +206,7 @@ def load_hook(hook: HookPlan, base: BaseSensor, *, monitor: bool = False,
         for a in hook.attach:
             if a.kind != "tp_btf":
                 _attach(obj, a)
-        if not usdt:  # a USDT link uses libbpf's object (its USDT manager) until destroyed
-            obj.settle()  # loaded for good: free libbpf's copy of the object
+        obj.settle()  # loaded for good: free libbpf's copy of the object
     except BaseException:
         obj.close()
         raise
