@@ -3,6 +3,7 @@
 # filesystem as the guest's root, and run a command (the kernel test tier) inside.
 #
 #   tools/kernel-lane.sh setup            host packages, virtme-ng, virtiofsd, the kernels
+#                                         (and each kernel's BTF in $LANE_CACHE/btf/KVER.btf)
 #   tools/kernel-lane.sh run KVER CMD...  boot KVER, run CMD as root in the project dir;
 #                                         exits with CMD's status
 #   tools/kernel-lane.sh test [KVER...]   the lane: LANE_TEST_CMD in every kernel (default:
@@ -161,11 +162,23 @@ setup_kernel() { # SUITE:PACKAGE
   vmlinuz "$kver" >/dev/null || die "no vmlinuz in $pkg"
 }
 
+setup_btf() { # each cached kernel's BTF, for `vigil tracingpolicy check --btf`
+  local k py=$ROOT/.venv/bin/python
+  [ -x "$py" ] || return 0
+  mkdir -p "$CACHE/btf"
+  for k in $(kernels); do
+    [ -s "$CACHE/btf/$k.btf" ] && continue
+    PYTHONPATH=$ROOT/src "$py" "$ROOT/tools/kernel_btf.py" "$(vmlinuz "$k")" "$CACHE/btf/$k.btf" >&2 ||
+      say "kernel $k: no BTF extracted (check --btf will not have it)"
+  done
+}
+
 setup() {
   mkdir -p "$CACHE/kernels"
   setup_host
   [ "${LANE_9P:-0}" = 1 ] || setup_virtiofsd
   for k in $KERNELS; do setup_kernel "$k"; done
+  setup_btf
 }
 
 kernels() {

@@ -217,3 +217,59 @@ def test_verdicts_of_tetragons_examples_name_what_is_missing() -> None:
         assert res["needs"] == ["a kernel with function do_init_module (this kernel has none)"]
     else:
         assert r.exit_code == 0 and res["verdict"] == "ok"
+
+
+def _elf_with(sections: dict[str, bytes]) -> bytes:
+    """A minimal 64-bit little-endian ELF file holding ``sections`` (and .shstrtab)."""
+    names = b"\0" + b"".join(n.encode() + b"\0" for n in sections) + b".shstrtab\0"
+    body, headers, at = b"", [b"\0" * 64], 64
+    name_at = 1
+    for n, data in sections.items():
+        headers.append(struct.pack("<IIQQQQIIQQ", name_at, 1, 0, 0, at + len(body),
+                                   len(data), 0, 0, 1, 0))
+        body += data
+        name_at += len(n) + 1
+    headers.append(struct.pack("<IIQQQQIIQQ", name_at, 3, 0, 0, at + len(body), len(names),
+                               0, 0, 1, 0))
+    body += names
+    shoff = at + len(body)
+    ehdr = (b"\x7fELF\x02\x01\x01" + b"\0" * 9
+            + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
+                          len(headers), len(headers) - 1))
+    return ehdr + body + b"".join(headers)
+
+
+def test_btf_of_another_kernel_raw_or_in_its_vmlinux(tmp_path: Path, btf: object) -> None:
+    """--btf reads the functions and parameters from the file, raw BTF or the .BTF
+    section of an ELF vmlinux; a file without BTF is a usage error naming the option."""
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY)
+    raw = Path("/sys/kernel/btf/vmlinux").read_bytes()
+    (tmp_path / "raw.btf").write_bytes(raw)
+    (tmp_path / "vmlinux").write_bytes(_elf_with({".text": b"\xc3", ".BTF": raw}))
+    for f in ("raw.btf", "vmlinux"):
+        r = CliRunner().invoke(check, [str(pol), "--kernel-features", "full", "--btf",
+                                       str(tmp_path / f)])
+        assert r.exit_code == 0, r.output
+        assert f"BTF from {tmp_path / f}" in r.stderr
+    (tmp_path / "nobtf").write_bytes(_elf_with({".text": b"\xc3"}))
+    r = CliRunner().invoke(check, [str(pol), "--btf", str(tmp_path / "nobtf")])
+    assert r.exit_code == 2
+    assert "Invalid value for --btf" in r.output and "no .BTF section" in r.output
+    (tmp_path / "text").write_text("not btf\n")
+    r = CliRunner().invoke(check, [str(pol), "--btf", str(tmp_path / "text")])
+    assert r.exit_code == 2 and "not BTF data" in r.output
+
+
+def test_btf_without_a_function_refuses_its_hook(tmp_path: Path) -> None:
+    """A BTF that lacks the hooked function: unloadable on that kernel, naming it."""
+    pol = tmp_path / "p.yaml"
+    pol.write_text(POLICY)
+    strs = b"\0int\0"
+    types = struct.pack("<III", 1, 0x01000000, 4) + struct.pack("<I", 32)  # int
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strs))
+    (tmp_path / "tiny.btf").write_bytes(hdr + types + strs)
+    r = CliRunner().invoke(check, [str(pol), "--kernel-features", "full", "--btf",
+                                   str(tmp_path / "tiny.btf")])
+    assert r.exit_code == 4, r.output
+    assert "fd_install: no such function in this kernel" in r.output

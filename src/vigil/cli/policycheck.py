@@ -10,7 +10,9 @@ becomes there. Which kernel:
 * ``--kernel-features NAME|FILE``: a profile (``vigil.policy.profiles``): ``full``,
   ``debian-6.1``, ``debian-6.12``, ``debian-7.2``, ``none``, or a JSON file.
 
-The kernel's BTF and tracepoint formats are read from this host when readable. When
+The kernel's BTF and tracepoint formats are read from this host when readable;
+``--btf FILE`` takes the BTF (which functions exist, their parameters, ``resolve`` paths)
+from another kernel instead: its raw BTF or its ELF ``vmlinux``. When
 tracefs cannot be read (not mounted, or not readable by this user), tracepoint hooks are
 checked against a stand-in layout and the report says their field indexes and types were
 not verified: a warning, not an error. Nothing is mounted or loaded by ``check`` itself,
@@ -64,7 +66,23 @@ class _Target:
     notes: list[str] = field(default_factory=list)
 
 
-def _target(features: str | None) -> _Target:
+def _target(features: str | None, btf_file: str | None = None) -> _Target:
+    """The kernel to check against: a profile's features or this kernel's, with this
+    host's BTF or the one ``btf_file`` holds."""
+    btf = None
+    if btf_file:
+        from vigil.policy.kbtf import KernelBtf
+        btf = KernelBtf.from_file(btf_file)  # first: a bad file fails before any probe
+    target = _features_target(features)
+    if btf is not None:
+        target.view = replace(target.view, btf=btf)
+        target.how = target.how.replace("BTF and tracepoint formats of this host",
+                                        "tracepoint formats of this host")
+        target.how += f"; BTF from {btf_file}"
+    return target
+
+
+def _features_target(features: str | None) -> _Target:
     from vigil.policy.compiler import KernelView
     from vigil.policy.kbtf import kernel_btf
     from vigil.policy.profiles import load_profile
@@ -219,18 +237,26 @@ def _print_text(r: dict[str, Any]) -> None:
 @click.option("--kernel-features", metavar="NAME|FILE",
               help="Check against another kernel: a profile name (full, debian-6.1, "
                    "debian-6.12, debian-7.2, none) or a JSON file of features.")
+@click.option("--btf", "btf_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Another kernel's BTF (raw, as its /sys/kernel/btf/vmlinux, or its "
+                   "ELF vmlinux): which functions exist and their parameters.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def check(files: tuple[str, ...], kernel_features: str | None, output: str) -> None:
+def check(files: tuple[str, ...], kernel_features: str | None, btf_file: str | None,
+          output: str) -> None:
     """Validate policies (no root needed) and show what each hook becomes.
 
     Exit 0: valid and loadable; 3: invalid; 4: valid, but the kernel cannot load it.
     """
+    from vigil.policy.kbtf import BtfError
     from vigil.policy.profiles import ProfileError
     try:
-        target = _target(kernel_features)
+        target = _target(kernel_features, btf_file)
     except ProfileError as err:
         raise click.BadParameter(str(err), param_hint="--kernel-features") from None
+    except (OSError, BtfError) as err:
+        raise click.BadParameter(f"{btf_file}: {getattr(err, 'strerror', None) or err}",
+                                 param_hint="--btf") from None
     results = [_check_one(f, target) for f in files]
     if output == "json":
         click.echo(json.dumps({"kernel": target.how, "policies": results}, indent=2))

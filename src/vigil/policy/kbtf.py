@@ -78,6 +78,20 @@ class KernelBtf:
     def load(cls, path: str = VMLINUX) -> KernelBtf:
         return cls(Path(path).read_bytes())
 
+    @classmethod
+    def from_file(cls, path: str) -> KernelBtf:
+        """Another kernel's BTF: raw BTF (as ``/sys/kernel/btf/vmlinux`` of that kernel
+        reads) or an ELF ``vmlinux`` whose ``.BTF`` section holds it."""
+        data = Path(path).read_bytes()
+        if data[:4] == b"\x7fELF":
+            data = elf_section(data, ".BTF")
+        elif data[:2] != b"\x9f\xeb":
+            raise BtfError("not BTF data (neither raw BTF nor an ELF vmlinux)")
+        try:
+            return cls(data)
+        except struct.error:
+            raise BtfError("truncated BTF data") from None
+
     def split(self, data: bytes) -> KernelBtf:
         """A module's split BTF (``/sys/kernel/btf/<module>``) on top of this one (the
         vmlinux BTF): its type ids continue this one's, its string offsets continue this
@@ -342,6 +356,25 @@ def module_btf(base: KernelBtf, module: str, root: str = MODULES) -> KernelBtf |
 
 
 @functools.cache
+def elf_section(elf: bytes, name: str) -> bytes:
+    """The bytes of section ``name`` of a 64-bit little-endian ELF file."""
+    if elf[4:6] != b"\x02\x01":
+        raise BtfError("not a 64-bit little-endian ELF file")
+    try:
+        shoff, = struct.unpack_from("<Q", elf, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+        headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize)
+                   for i in range(shnum)]
+        names_at = headers[shstrndx][4]
+        for sh_name, _type, _flags, _addr, offset, size in headers:
+            end = elf.index(b"\0", names_at + sh_name)
+            if elf[names_at + sh_name:end].decode("ascii", "replace") == name:
+                return elf[offset:offset + size]
+    except (struct.error, IndexError, ValueError):
+        raise BtfError("malformed ELF file") from None
+    raise BtfError(f"the ELF file has no {name} section")
+
+
 def kernel_btf() -> KernelBtf | None:
     """The running kernel's BTF, parsed once; None if the kernel exposes none."""
     try:
