@@ -179,10 +179,19 @@ def test_char_iovec_on_a_kernel_function(btf) -> None:  # type: ignore[no-untype
 
 def test_data_loc_is_invalid_on_kernel_functions(btf) -> None:  # type: ignore[no-untyped-def]
     """A data_loc is an offset into a tracepoint's record: a kernel function has none."""
+    import yaml
+
+    from vigil.policy.spec import Policy
     spec = ("  kprobes:\n  - call: security_file_open\n    syscall: false\n"
             "    args: [{index: 0, type: data_loc}]\n")
+    with pytest.raises(PolicyError):  # the checker's error (test_compile_hook_args)
+        doc(spec)
+    # the compiler's own, for a policy that skipped the checker
+    pol = Policy.model_validate(yaml.safe_load("apiVersion: cilium.io/v1alpha1\n"
+                                               "kind: TracingPolicy\nmetadata: {name: t}\n"
+                                               "spec:\n" + spec))
     with pytest.raises(CompileError) as err:
-        compile_policy(doc(spec), view(btf))
+        compile_policy(pol, view(btf))
     assert err.value.where == "spec.kprobes[0].args[0].type"
     assert "tracepoint's __data_loc field" in str(err.value)
     assert err.value.invalid and not err.value.unsupported

@@ -113,3 +113,13 @@ def test_syscall_resolve_needs_a_struct_pointer(btf) -> None:  # type: ignore[no
     assert err.value.where == "spec.kprobes[0].args[0].resolve"
     assert "not declared as a struct pointer" in err.value.message
     assert not err.value.unsupported
+
+
+def test_data_loc_on_a_kernel_function_is_invalid_for_check_too() -> None:
+    text = ("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: x}\n"
+            "spec:\n  kprobes:\n  - call: security_file_open\n    syscall: false\n"
+            "    args: [{index: 0, type: data_loc}]\n")
+    errors = [(f.path, f.message) for f in check_document(yaml.safe_load(text))
+              if f.severity == "error"]
+    assert [p for p, _m in errors] == [("spec", "kprobes", 0, "args", 0, "type")]
+    assert "__data_loc field" in errors[0][1]

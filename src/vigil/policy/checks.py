@@ -557,6 +557,11 @@ def _check_arg(hc: HookContext, arg: KProbeArg, path: Path, role: str, rep: Repo
         elif t is ArgType.SYSCALL64:
             rep.error(tpath, "policy.invalid_value",
                       "argument type syscall64 is only supported for tracepoints")
+    if t is ArgType.DATA_LOC and hc.kind in (HookKind.KPROBES, HookKind.FENTRIES,
+                                             HookKind.LSMHOOKS):
+        rep.error(tpath, "policy.invalid_value",
+                  "argument type data_loc is a tracepoint's __data_loc field (an offset into "
+                  "the tracepoint's record): a function's arguments have no such record")
     if t is ArgType.CONST_BUF:
         rep.error(tpath, "policy.invalid_value", "argument type const_buf cannot be set "
                   "in a policy")

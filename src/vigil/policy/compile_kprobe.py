@@ -589,7 +589,7 @@ def syscall_resolve(arg: Any, fld: Any, t: Any, btf: Any, w: str) -> dict[str, A
     if not btf_type and not (decl.startswith("struct ") and decl.endswith("*")):
         what = f"field {fld.name} ({fld.ctype})" if fld is not None else "the argument"
         raise CompileError(f"{w}.resolve", f"{what} is not declared as a struct pointer "
-                           "in the syscall's sys_enter format: give btfType", invalid=True)
+                           "in the syscall's sys_enter format: give btfType")
     if btf is None:
         raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
     if not btf_type:
