@@ -1773,38 +1773,47 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 	return err;
 }
 
-/* maxData: the buffer's bytes beyond the record's first VG_GEN_STR_MAX, as VG_MSG_DATA
- * records sent just before the record (which then carries VG_GENF_CHUNKS), by bpf_loop
- * (one verification of the step, whatever the number of chunks). A chunk that cannot be
- * read or sent ends the buffer there: user space reports it truncated. */
+/* maxData: each such buffer's bytes beyond the record's first VG_GEN_STR_MAX, as
+ * VG_MSG_DATA records sent just before the record (which then carries VG_GENF_CHUNKS),
+ * by one bpf_loop over (argument, chunk) pairs: one verification of the step, whatever
+ * the number of buffers and chunks (kernels before 6.4 verify each bpf_loop call site's
+ * callback again, so one call site keeps 6.1 cheap). A chunk that cannot be read ends
+ * that buffer there (user space reports it truncated); a full ring buffer ends them all. */
 /* (no vg_ prefix: BPF-only, with pointers, not a layout shared with Python) */
 struct chunk_ctx {
 	struct vg_generic_msg *m;
 	struct vg_chunk_buf *c;
-	__u64 ptr;
-	__u32 total;
-	__u32 arg;
+	__u64 ptr[VG_GEN_ARGS];
+	__u32 total[VG_GEN_ARGS]; /* bytes to send of argument i (0: none, or ended) */
 };
+
+#define VG_CHUNK_STEPS (VG_DATA_CHUNKS - 1) /* chunks of one buffer after the record's */
 
 static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
 {
 	struct vg_chunk_buf *c = x->c;
-	__u32 off = (k + 1) * VG_DATA_CHUNK, n;
+	__u32 a = (__u32)(k / VG_CHUNK_STEPS), off, n, total;
 	long r;
 
-	if (off >= x->total)
+	if (a >= VG_GEN_ARGS)
 		return 1;
-	n = x->total - off;
+	total = x->total[a];
+	off = ((__u32)(k % VG_CHUNK_STEPS) + 1) * VG_DATA_CHUNK;
+	if (off >= total)
+		return 0; /* this buffer is done; the next argument's chunks follow */
+	n = total - off;
 	if (n > VG_DATA_CHUNK)
 		n = VG_DATA_CHUNK;
-	if (CFG.args[x->arg & 7].kind == VG_ARG_KBUF)
-		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
+	if (CFG.args[a].kind == VG_ARG_KBUF)
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr[a] + off));
 	else
-		r = bpf_probe_read_user(c->data, n, (void *)(x->ptr + off));
-	if (r && CFG.args[x->arg & 7].kind == VG_ARG_IOV_ITER) /* a kvec */
-		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr + off));
-	if (r)
-		return 1;
+		r = bpf_probe_read_user(c->data, n, (void *)(x->ptr[a] + off));
+	if (r && CFG.args[a].kind == VG_ARG_IOV_ITER) /* a kvec */
+		r = bpf_probe_read_kernel(c->data, n, (void *)(x->ptr[a] + off));
+	if (r) {
+		x->total[a] = 0;
+		return 0;
+	}
 	c->msg.hdr.op = VG_MSG_DATA;
 	c->msg.hdr.flags = 0;
 	c->msg.hdr.size = sizeof(c->msg) + n;
@@ -1813,7 +1822,7 @@ static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
 	c->msg.hook_id = x->m->hook_id;
 	c->msg.off = off;
 	c->msg.len = n;
-	c->msg.arg = x->arg;
+	c->msg.arg = a;
 	if (bpf_ringbuf_output(&vg_events, c, sizeof(c->msg) + n, vg_wakeup_flags())) {
 		vg_count_drop(VG_MSG_DATA, VG_DROP_RINGBUF_FULL);
 		return 1;
@@ -1825,24 +1834,32 @@ static long vg_chunk_step(__u64 k, struct chunk_ctx *x)
 static __always_inline void vg_send_chunks(struct vg_gen_buf *h, __u64 *raw)
 {
 	struct vg_generic_msg *m = &h->msg;
-	__u32 zero = 0, i = CFG.chunk_arg - 1;
+	__u32 zero = 0, any = 0;
 	struct chunk_ctx x = {};
 
-	if (!CFG.chunk_arg || i >= VG_GEN_ARGS)
+	if (!CFG.chunk_args)
 		return;
-	x.total = m->orig_len[i & 7];
-	if (x.total > VG_MAX_DATA)
-		x.total = VG_MAX_DATA;
-	if (x.total <= VG_GEN_STR_MAX || m->arg_len[i & 7] < VG_GEN_STR_MAX)
+	for (int i = 0; i < VG_GEN_ARGS; i++) {
+		__u32 total = m->orig_len[i];
+
+		if (!(CFG.chunk_args & (1u << i)))
+			continue;
+		if (total > VG_MAX_DATA)
+			total = VG_MAX_DATA;
+		if (total <= VG_GEN_STR_MAX || m->arg_len[i] < VG_GEN_STR_MAX)
+			continue;
+		x.total[i] = total;
+		x.ptr[i] = raw[i];
+		any = 1;
+	}
+	if (!any)
 		return;
 	x.c = bpf_map_lookup_elem(&vg_gen_chunk, &zero);
 	if (!x.c)
 		return;
 	x.m = m;
-	x.ptr = raw[i & 7];
-	x.arg = i;
 	m->flags |= VG_GENF_CHUNKS;
-	bpf_loop(VG_DATA_CHUNKS - 1, vg_chunk_step, &x, 0);
+	bpf_loop(VG_GEN_ARGS * VG_CHUNK_STEPS, vg_chunk_step, &x, 0);
 }
 
 /* ---- the pipeline --------------------------------------------------------------------- */

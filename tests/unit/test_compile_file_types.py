@@ -145,11 +145,12 @@ def test_char_iovec_count_must_be_captured() -> None:
     assert err.value.where == "spec.kprobes[0].args[0].sizeArgIndex"
 
 
-def test_char_iovec_max_data_is_refused() -> None:
-    with pytest.raises(CompileError) as err:
-        compile_policy(doc(WRITEV.format(extra="\n      maxData: true")), fixture_view())
-    assert err.value.where == "spec.kprobes[0].args[0].maxData"
-    assert err.value.unsupported
+def test_char_iovec_max_data_is_ignored() -> None:
+    """Tetragon uses maxData for char_buf data only: the iovecs' first 4096 bytes."""
+    (h,) = compile_policy(doc(WRITEV.format(extra="\n      maxData: true")),
+                          fixture_view()).hooks
+    assert _field(h.config, "args[0].max_len") == 4096
+    assert _field(h.config, "chunk_args") == 0
 
 
 def test_char_iovec_on_a_kernel_function(btf) -> None:  # type: ignore[no-untyped-def]
@@ -176,11 +177,21 @@ def test_char_iovec_on_a_kernel_function(btf) -> None:  # type: ignore[no-untype
     assert _field(h.config, "sel[0].args[0].op") == int(abi.Op.PREFIX)
 
 
-@pytest.mark.parametrize("typ,why", [("data_loc", "tracepoint's __data_loc field")])
-def test_still_refused_on_kernel_functions(btf, typ: str, why: str) -> None:  # type: ignore[no-untyped-def]
+def test_data_loc_is_invalid_on_kernel_functions(btf) -> None:  # type: ignore[no-untyped-def]
+    """A data_loc is an offset into a tracepoint's record: a kernel function has none."""
+    import yaml
+
+    from vigil.policy.spec import Policy
     spec = ("  kprobes:\n  - call: security_file_open\n    syscall: false\n"
-            f"    args: [{{index: 0, type: {typ}}}]\n")
+            "    args: [{index: 0, type: data_loc}]\n")
+    with pytest.raises(PolicyError):  # the checker's error (test_compile_hook_args)
+        doc(spec)
+    # the compiler's own, for a policy that skipped the checker
+    pol = Policy.model_validate(yaml.safe_load("apiVersion: cilium.io/v1alpha1\n"
+                                               "kind: TracingPolicy\nmetadata: {name: t}\n"
+                                               "spec:\n" + spec))
     with pytest.raises(CompileError) as err:
-        compile_policy(doc(spec), view(btf))
+        compile_policy(pol, view(btf))
     assert err.value.where == "spec.kprobes[0].args[0].type"
-    assert why in str(err.value) and err.value.unsupported
+    assert "tracepoint's __data_loc field" in str(err.value)
+    assert err.value.invalid and not err.value.unsupported

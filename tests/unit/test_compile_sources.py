@@ -112,7 +112,13 @@ def test_uprobe_data(btf) -> None:  # type: ignore[no-untyped-def]
 def test_uretprobe_data(btf) -> None:  # type: ignore[no-untyped-def]
     ret = UP.replace("    args:", "    return: true\n    returnArg: {index: 0, type: int}\n"
                      "    args:")
-    refused(ret, btf, "spec.uprobes[0].data[0].source", "pt_regs on a return uprobe")
+    # pt_regs on a return uprobe: the registers at the call's entry, read by the entry
+    # uprobe with the arguments
+    (h,) = compile_policy(doc(ret), here(btf)).hooks
+    assert [a.program for a in h.attach] == ["vg_gen_uprobe", "vg_gen_uretprobe"]
+    c = cfg(h)
+    assert c["has_return"] == 1 and c["args[1].flags"] & int(F.SRC_REGS)
+    assert c["args[2].kind"] == int(abi.ArgKind.USTR)
     task_only = ret.replace("    - {index: 0, type: int, source: pt_regs, resolve: edi}\n", "") \
         .replace("    - {index: 1, type: string, source: pt_regs, resolve: rsi}\n", "") \
         .replace("NotEqual", "Equal")
@@ -180,11 +186,14 @@ def test_tracepoint_field_resolve_refused(btf, arg: str, where: str,  # type: ig
     refused(spec, btf, f"spec.tracepoints[0].args[0].{where}", text)
 
 
-def test_syscall_tracepoint_resolve_refused(btf) -> None:  # type: ignore[no-untyped-def]
+def test_syscall_tracepoint_resolve_needs_a_struct_field(btf) -> None:  # type: ignore[no-untyped-def]
+    """A syscall's field is followed in user memory (vigil.policy.compile_kprobe
+    syscall_resolve), from a field the format declares as a struct pointer."""
     spec = """  tracepoints:
   - subsystem: syscalls
     event: sys_enter_connect
     args:
-    - {index: 6, type: int, resolve: sa_family}
+    - {index: 5, type: int, resolve: sa_family}
 """
-    refused(spec, btf, "spec.tracepoints[0].args[0].resolve", "syscall tracepoints")
+    refused(spec, btf, "spec.tracepoints[0].args[0].resolve", "field fd (int) is not declared "
+            "as a struct pointer")

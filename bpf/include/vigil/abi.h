@@ -676,8 +676,9 @@ struct vg_hook_cfg {
 			   * returned struct sock * (0: none) */
 	__u8 ima_arg;     /* imaHash: the argument (VG_ARG_FILE / VG_ARG_BINPRM) whose file
 			   * vg_gen_lsm_ima hashes */
-	__u8 chunk_arg;   /* maxData: 1 + the index of the buffer argument whose bytes beyond
-			   * the record's VG_GEN_STR_MAX follow in VG_MSG_DATA records; 0: none */
+	__u8 chunk_args;  /* maxData: bit i set: argument i is a buffer whose bytes beyond the
+			   * record's VG_GEN_STR_MAX follow in VG_MSG_DATA records (each record
+			   * names its argument); 0: none */
 	__u8 pad_ra[5];
 };
 

@@ -557,15 +557,24 @@ def _check_arg(hc: HookContext, arg: KProbeArg, path: Path, role: str, rep: Repo
         elif t is ArgType.SYSCALL64:
             rep.error(tpath, "policy.invalid_value",
                       "argument type syscall64 is only supported for tracepoints")
+    if t is ArgType.DATA_LOC and hc.kind in (HookKind.KPROBES, HookKind.FENTRIES,
+                                             HookKind.LSMHOOKS):
+        rep.error(tpath, "policy.invalid_value",
+                  "argument type data_loc is a tracepoint's __data_loc field (an offset into "
+                  "the tracepoint's record): a function's arguments have no such record")
     if t is ArgType.CONST_BUF:
         rep.error(tpath, "policy.invalid_value", "argument type const_buf cannot be set "
                   "in a policy")
     if arg.size_arg_index and t not in (ArgType.CHAR_BUF, ArgType.CHAR_IOVEC):
         rep.error(path + ("sizeArgIndex",), "policy.invalid_value",
                   "sizeArgIndex is only valid for char_buf and char_iovec arguments")
-    if arg.max_data and t not in (ArgType.CHAR_BUF, ArgType.CHAR_IOVEC, ArgType.IOV_ITER):
+    if arg.max_data and t is ArgType.CHAR_IOVEC:
         rep.warning(path + ("maxData",), "policy.ignored",
-                    "maxData only has an effect on char_buf, char_iovec and iov_iter arguments")
+                    "maxData is ignored on char_iovec arguments (Tetragon uses it for "
+                    "char_buf data only): at most 4096 bytes of the iovecs are read")
+    elif arg.max_data and t not in (ArgType.CHAR_BUF, ArgType.IOV_ITER):
+        rep.warning(path + ("maxData",), "policy.ignored",
+                    "maxData only has an effect on char_buf and iov_iter arguments")
     _check_resolve(arg, path, rep)
     _check_source(arg, path, role, rep)
     if arg.btf_type_module is not None and hc.kind not in (HookKind.KPROBES,

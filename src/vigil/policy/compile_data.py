@@ -85,14 +85,12 @@ def compile_data(b: Any, data: Sequence[Any], btf: Any, where: str, mech: str) -
         if src == "pt_regs":
             if mech == "syscall":
                 raise CompileError(f"{w}.source", _SYSCALL_REGS)
-            if mech == "uretprobe":
-                raise CompileError(f"{w}.source", "pt_regs on a return uprobe: whether the "
-                                   "registers are the call's or the return's is not defined; "
-                                   "not supported by this version of Vigil")
-            if mech not in ("kprobe", "kprobe_multi", "uprobe"):
+            # a return uprobe: the registers at the call's entry, saved by its entry
+            # uprobe with the arguments (at the return they hold other values)
+            if mech not in ("kprobe", "kprobe_multi", "uprobe", "uretprobe"):
                 raise CompileError(f"{w}.source", "pt_regs sources need a kprobe (BPF "
                                    "trampolines have no pt_regs)")
-            t = _regs_type(d, w, user=mech == "uprobe")
+            t = _regs_type(d, w, user=mech in ("uprobe", "uretprobe"))
             off, size = register(getattr(d, "resolve", "") or "", btf, w)
             cfg = C._arg_cfg(i, t, offset=off, size=size if t.kind == K.INT else 8, arg=d)
             if t.kind == K.INT and size < t.size:

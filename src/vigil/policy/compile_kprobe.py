@@ -468,10 +468,10 @@ def _kernel_arg(arg: Any, ptype: int, btf: Any, w: str) -> tuple[Any, dict[str, 
         if flags:
             extra["flags"] = flags
     elif tname == "data_loc":
-        raise CompileError(f"{w}.type", "type data_loc is not supported for kernel functions "
-                           "by this version of Vigil: it is a tracepoint's __data_loc field "
-                           "(an offset into the tracepoint's record), which a kernel "
-                           "function does not have")
+        raise CompileError(f"{w}.type", "type data_loc is meaningless on a kernel function: "
+                           "it is a tracepoint's __data_loc field (a length and an offset "
+                           "into the tracepoint's record), and a kernel function's "
+                           "arguments have no record to be an offset into", invalid=True)
     else:
         raise CompileError(f"{w}.type", f"type {tname} is not supported for kernel functions "
                            "by this version of Vigil")
@@ -569,6 +569,39 @@ def tp_field_resolve(arg: Any, event: str, fld: Any, btf: Any,
             raise CompileError(f"{w}.resolve", f"field {fld.name} ({fld.ctype}) has no "
                                "struct type in the kernel's BTF: give btfType")
     return t, _resolve(t, getattr(arg, "resolve", "") or "", btf_type, ptype, btf, w)
+
+
+def syscall_resolve(arg: Any, fld: Any, t: Any, btf: Any, w: str) -> dict[str, Any]:
+    """``resolve`` / ``btfType`` on a syscall argument (a syscall hook's, or a
+    ``syscalls/sys_enter_*`` field): the argument is a user pointer, so the path is
+    followed in the calling process's memory (bpf_probe_read_user at every hop), with the
+    kernel's BTF for the layout. Its type: ``btfType``, else the ``struct NAME *`` that
+    the sys_enter format declares for the field (``fld``; None: no format to ask)."""
+    if getattr(arg, "btf_type_module", None):
+        raise CompileError(f"{w}.btfTypeModule", "btfTypeModule applies to kprobes only",
+                           invalid=True)
+    if fld is not None and (fld.size != 8 or fld.is_data_loc):
+        raise CompileError(f"{w}.index", f"field {fld.name} is {fld.ctype} ({fld.size} "
+                           "bytes): resolve and btfType follow a pointer field")
+    btf_type = getattr(arg, "btf_type", None)
+    ptype = 0
+    decl = fld.ctype.replace("const ", "").strip() if fld is not None else ""
+    if not btf_type and not (decl.startswith("struct ") and decl.endswith("*")):
+        what = f"field {fld.name} ({fld.ctype})" if fld is not None else "the argument"
+        raise CompileError(f"{w}.resolve", f"{what} is not declared as a struct pointer "
+                           "in the syscall's sys_enter format: give btfType")
+    if btf is None:
+        raise CompileError(f"{w}.resolve", "resolve needs the kernel's BTF")
+    if not btf_type:
+        from vigil.policy.kbtf import BtfError
+        try:
+            ptype = btf.struct_id(decl[7:-1].strip())
+        except BtfError as err:
+            raise CompileError(f"{w}.resolve", str(err)) from err
+    extra = _resolve(t, getattr(arg, "resolve", "") or "", btf_type, ptype, btf, w)
+    if extra:
+        extra["flags"] = extra.get("flags", 0) | int(F.RES_USER)
+    return extra
 
 
 def _return_cfg(b: Any, hook: Any, btf: Any, call: str) -> None:

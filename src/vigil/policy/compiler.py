@@ -398,7 +398,6 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
     b = _HookBuilder(where, view, lists)
     arity = _syscall_arity(view, sysname, where)
     for i, arg in enumerate(kp.args or ()):
-        refuse_resolve(arg, f"{where}.args[{i}]", "syscall hooks")
         if arity is not None and arg.index >= arity:
             raise CompileError(f"{where}.args[{i}].index",
                                f"{sysname} takes {_count(arity, 'argument')}"
@@ -407,6 +406,13 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
         t = _syscall_arg_type(arg, f"{where}.args[{i}]")
         b.args.append((arg.index, t))
         b.cfg.update(_arg_cfg(i, t, offset=16 + 8 * arg.index, size=8, arg=arg))
+        if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
+            from vigil.policy.compile_kprobe import syscall_resolve  # a user pointer
+            extra = syscall_resolve(arg, _syscall_field(view, sysname, arg.index), t,
+                                    view.btf, f"{where}.args[{i}]")
+            flags = b.cfg[f"args[{i}].flags"] | extra.pop("flags", 0)
+            b.cfg.update({f"args[{i}].{k}": v for k, v in extra.items()})
+            b.cfg[f"args[{i}].flags"] = flags
     D.compile_data(b, data, view.btf, where, "syscall")  # current_task: the calling task
     ret_spec = _ret_spec(kp, where)
     wants_exit = bool(getattr(kp, "return_", False)) or any(
@@ -433,6 +439,20 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}" if n else f"no {what}s"
+
+
+def _syscall_field(view: KernelView, sysname: str, index: int) -> TpField | None:
+    """Argument ``index`` of syscall ``sysname`` as its sys_enter format declares it (None:
+    no format to ask; _syscall_arity has reported an unreadable one)."""
+    if view.formats is None:
+        return None
+    try:
+        fmt = view.formats("syscalls", f"sys_enter_{sysname}")
+    except (OSError, ValueError):
+        return None
+    fields = [f for f in fmt.fields if not f.name.startswith("common_")
+              and f.name != "__syscall_nr"]
+    return fields[index] if index < len(fields) else None
 
 
 def _syscall_arity(view: KernelView, sysname: str, where: str) -> int | None:
@@ -496,11 +516,14 @@ def _compile_tracepoint(tp: Any, where: str, view: KernelView, hook_id: int,
                                    f"{len(fmt.fields)} fields (0..{len(fmt.fields) - 1})")
             fld = fmt.fields[arg.index]
             if getattr(arg, "resolve", None) or getattr(arg, "btf_type", None):
-                if tp.subsystem == "syscalls":  # as on syscall hooks: user pointers
-                    refuse_resolve(arg, w, "syscall tracepoints")
-                # a pointer field followed with BTF (vigil.policy.compile_kprobe)
-                from vigil.policy.compile_kprobe import tp_field_resolve
-                t, res_extra = tp_field_resolve(arg, tp.event, fld, view.btf, w)
+                # a pointer field followed with BTF (vigil.policy.compile_kprobe); a
+                # syscall's is a user pointer, followed in the process's memory
+                from vigil.policy.compile_kprobe import syscall_resolve, tp_field_resolve
+                if tp.subsystem == "syscalls":
+                    t = _syscall_arg_type(arg, w)
+                    res_extra = syscall_resolve(arg, fld, t, view.btf, w)
+                else:
+                    t, res_extra = tp_field_resolve(arg, tp.event, fld, view.btf, w)
                 b.cfg.update(_arg_cfg(i, t, offset=fld.offset, size=8, arg=arg))
                 flags = b.cfg[f"args[{i}].flags"] | res_extra.pop("flags", 0)
                 b.cfg.update({f"args[{i}].{k}": v for k, v in res_extra.items()})
@@ -625,10 +648,9 @@ def _syscall_arg_type(arg: Any, where: str) -> _ArgType:
 
 def iovec_type(arg: Any, where: str) -> _ArgType:
     """char_iovec: a struct iovec array in user memory (syscalls and the kernel functions
-    that take one); its bytes, concatenated, as a char_buf's."""
-    if getattr(arg, "max_data", False):
-        raise CompileError(f"{where}.maxData", "maxData on a char_iovec argument is not "
-                           "supported by this version of Vigil", unsupported=True)
+    that take one); its bytes, concatenated, as a char_buf's, at most 4096 of them.
+    ``maxData`` is accepted and ignored (``check`` warns): Tetragon's CRD documents it
+    for char_buf data only."""
     return _ArgType(K.IOVEC, 8, False, "bytes")
 
 
@@ -1391,7 +1413,7 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
                             abi.HookKind.BTF if attach[0].kind in _BTF_ATTACH else
                             abi.HookKind.TRACEPOINT)})
     _size_args(b, hook, cfg, where)
-    _chunk_arg(cfg, len(b.args), where)
+    _chunk_args(cfg, len(b.args))
     sizes = {m: len(keys) for m, keys in b.keys.items()}
     if b.follow:
         cfg["follow"] = sum(1 << si for si in range(int(abi.GenLimits.GEN_SELECTORS))
@@ -1432,15 +1454,13 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         kfuncs=tuple(sorted(b.kfuncs)), workloads=tuple(sorted(b.workloads.items())), **names)
 
 
-def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:
-    """maxData: the one buffer argument read beyond the record (``chunk_arg``)."""
-    big = [i for i in range(nargs)
-           if cfg.get(f"args[{i}].max_len", 0) > int(abi.GenLimits.GEN_STR_MAX)]
-    if len(big) > 1:
-        raise CompileError(f"{where}.args[{big[1]}].maxData", "one maxData argument per hook "
-                           "in this version of Vigil")
-    if big:
-        cfg["chunk_arg"] = big[0] + 1
+def _chunk_args(cfg: dict[str, Any], nargs: int) -> None:
+    """maxData: the buffer arguments read beyond the record, one bit each (``chunk_args``);
+    every one is delivered whole (up to VG_MAX_DATA bytes), as Tetragon does."""
+    mask = sum(1 << i for i in range(nargs)
+               if cfg.get(f"args[{i}].max_len", 0) > int(abi.GenLimits.GEN_STR_MAX))
+    if mask:
+        cfg["chunk_args"] = mask
 
 
 def _hook_args(hook: Any) -> Sequence[Any]:
