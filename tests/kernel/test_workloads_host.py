@@ -252,12 +252,13 @@ def test_spec_host_selector_scopes_the_policy_to_host_processes(env: Env,
 
 # ---- cgroup socket programs ------------------------------------------------------------
 
-def connect_policy(port: int, workloads: str) -> str:
+def connect_policy(port: int, workloads: str, spec: str = "") -> str:
     return textwrap.dedent(f"""\
         apiVersion: cilium.io/v1alpha1
         kind: TracingPolicy
         metadata: {{name: wl-sock}}
         spec:
+        __SPEC__
           lsmhooks:
           - hook: socket_connect
             args: [{{index: 0, type: socket}}, {{index: 1, type: sockaddr}}]
@@ -265,15 +266,16 @@ def connect_policy(port: int, workloads: str) -> str:
             - matchArgs: [{{index: 1, operator: SPort, values: ["{port}"]}}]
               {workloads}
               matchActions: [{{action: Override, argError: -1}}]
-        """)
+        """).replace("__SPEC__\n", spec)
 
 
-@pytest.mark.parametrize("workloads, pod_refused, host_refused", [
-    ("matchWorkloads: {podSelector: {matchLabels: {app: victim}}}", True, False),
-    ("matchWorkloads: {hostSelector: {}}", False, True),
+@pytest.mark.parametrize("workloads, spec, pod_refused, host_refused", [
+    ("matchWorkloads: {podSelector: {matchLabels: {app: victim}}}", "", True, False),
+    ("matchWorkloads: {hostSelector: {}}", "", False, True),
+    ("", "  hostSelector: {}\n", False, True),
 ])
 def test_match_workloads_on_cgroup_socket_programs(forced_env: Env, tmp_path: Path,
-                                                   workloads: str, pod_refused: bool,
+                                                   workloads: str, spec: str, pod_refused: bool,
                                                    host_refused: bool) -> None:
     env = forced_env
     script = tmp_path / "connect.py"
@@ -283,14 +285,14 @@ def test_match_workloads_on_cgroup_socket_programs(forced_env: Env, tmp_path: Pa
     srv.listen(8)
     port = srv.getsockname()[1]
     try:
-        env.add(connect_policy(port, workloads))
+        env.add(connect_policy(port, workloads, spec))
         assert env.mgr._enforced  # enforced by cgroup programs
         res, pids = {}, {}
         for where in ("pod", "host"):
             out = env.run([PY, str(script), str(port)], in_pod=where == "pod")
             res[where] = json.loads(out.stdout.decode().strip().splitlines()[-1])
             pids[where] = out.pid  # type: ignore[attr-defined]
-        print(f"\n{workloads}\n  pod : {res['pod']}\n  host: {res['host']}")
+        print(f"\n{workloads or spec.strip()}\n  pod : {res['pod']}\n  host: {res['host']}")
         for where, refused in (("pod", pod_refused), ("host", host_refused)):
             want = {"ok": False, "errno": errno.EPERM} if refused else {"ok": True}
             assert res[where] == want, where

@@ -580,3 +580,27 @@ def test_match_workloads_compiles_to_selector_scopes():
     with pytest.raises(PolicyError) as bad:  # the CRD allows only null or {}
         doc("{matchWorkloads: {hostSelector: {matchLabels: {a: b}}}}")
     assert "hostSelector can only be null" in str(bad.value.diagnostics)
+
+
+def test_policy_filter_config_carries_the_host_bits(tmp_path):
+    """struct vg_pf_cfg of a hook: the policy's and each selector's filter id, and for
+    those taking host processes their bit in host_mask with the id of every pod's set."""
+    import struct
+
+    from vigil.abi._generated import VG_PF_CFG
+    from vigil.sensors.policyfilter import PolicyFilter
+    (tmp_path / "cgroups").write_text("#subsys_name\thierarchy\tnum_cgroups\tenabled\n"
+                                      "cpuset\t0\t1\t1\nmemory\t0\t1\t1\n")
+    pf = PolicyFilter(str(tmp_path))
+    assert (pf.subsys, pf.controller) == (-1, "")  # cgroup v2
+    fmt = struct.Struct("<Ii5III")
+    assert fmt.size == VG_PF_CFG.size
+    assert fmt.unpack(pf.config(0)) == (0, -1, 0, 0, 0, 0, 0, 0, 0)
+    pf.host_id = 9
+    pf.mark_host(4)
+    pf.mark_host(6)
+    assert fmt.unpack(pf.config(6, [(1, 4), (3, 5)])) == (6, -1, 0, 4, 0, 5, 0, 9,
+                                                        1 << 1 | 1 << 5)
+    assert fmt.unpack(pf.config(0, [(3, 5)])) == (0, -1, 0, 0, 0, 5, 0, 0, 0)
+    pf.release(4)
+    assert not pf.is_host(4) and pf.is_host(6)
