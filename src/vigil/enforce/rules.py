@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from vigil.policy.plan import FanotifyHook, FanSelector, StrMatch
 
@@ -47,12 +47,10 @@ class Workloads:
     host_id: int = 0
 
     def allows(self, filter_id: int, subj: Subject) -> bool:
-        host = filter_id in self.host
-        if not filter_id:
+        """Is the task in the workloads of ``filter_id`` (0: every task)?"""
+        if not filter_id or subj.listed(filter_id):
             return True
-        if subj.listed(filter_id):
-            return True
-        return host and bool(self.host_id) and not subj.listed(self.host_id)
+        return filter_id in self.host and bool(self.host_id) and not subj.listed(self.host_id)
 
     def selector(self, hook_id: int, si: int) -> int:
         return (self.selectors or {}).get(hook_id, {}).get(si, 0)
@@ -146,19 +144,15 @@ def parse_cgroup(text: str, controller: str = "") -> str | None:
     return None
 
 
-def workloads_from_wire(d: dict[str, object] | None) -> Workloads | None:
+def workloads_from_wire(d: dict[str, Any] | None) -> Workloads | None:
     """The ``workloads`` of an add request (vigil.enforce.service)."""
     if not d:
         return None
-    sels = d.get("selectors") or {}
-    assert isinstance(sels, dict)
-    host = d.get("host") or []
-    assert isinstance(host, list)
-    return Workloads(policy=int(d.get("policy") or 0),  # type: ignore[call-overload]
+    return Workloads(policy=int(d.get("policy") or 0),
                      selectors={int(h): {int(si): int(sid) for si, sid in ps}
-                                for h, ps in sels.items()},
-                     host=frozenset(int(i) for i in host),
-                     host_id=int(d.get("host_id") or 0))  # type: ignore[call-overload]
+                                for h, ps in (d.get("selectors") or {}).items()},
+                     host=frozenset(int(i) for i in d.get("host") or ()),
+                     host_id=int(d.get("host_id") or 0))
 
 
 def parse_caps(status: str) -> dict[str, int]:

@@ -74,6 +74,7 @@ class PolicyFilter:
         """Before ``obj.load()``: scope the hook to ``policy_id`` (0: unscoped) and its
         selectors with matchWorkloads to theirs (``sel_ids``: (selector index, id))."""
         m = obj.map(MAP)
+        sel_ids = tuple(sel_ids)
         obj.map(".rodata.pf").set_initial_value(self.config(policy_id, sel_ids))
         scoped = bool(policy_id or any(sid for _si, sid in sel_ids))
         with self._lock:
