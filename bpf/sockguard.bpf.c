@@ -10,7 +10,9 @@
  *
  * Per call: normalise the address (v4-mapped IPv6 counts as IPv4, so an AF_INET6 socket
  * cannot walk around an IPv4 rule) -> selectors, first match wins -> actions: Override
- * refuses the call (return 0, errno set with bpf_set_retval), Post / NoPost. Records use
+ * refuses the call (return 0, errno set with bpf_set_retval), Post / NoPost. Pod scoping
+ * and matchWorkloads are checked on the calling task's cgroup as in generic hooks
+ * (policyfilter.bpf.h: .rodata.pf, vg_pf_cgroups shared by fd). Records use
  * the generic hook layout (vg_generic_msg, op GENERIC_KPROBE, one sockaddr argument), so
  * user space renders them as process_kprobe events like any other hook.
  */
@@ -18,6 +20,7 @@
 #include "vigil/common.bpf.h"
 #include <bpf/bpf_endian.h>
 #include "vigil/procs.bpf.h"
+#include "vigil/policyfilter.bpf.h"
 
 const volatile struct vg_sock_cfg vg_sock SEC(".rodata.sock") = {};
 
@@ -195,7 +198,7 @@ static __always_inline int vg_sk_run(struct bpf_sock_addr *ctx, int v6)
 	struct vg_sk_buf *h = bpf_map_lookup_elem(&vg_sk_heap, &zero);
 	int si;
 
-	if (!h)
+	if (!h || !vg_pf_allowed()) /* pod-scoped policy, task outside its pods */
 		return 1;
 	vg_sk_addr_of(ctx, v6, h->sa);
 	proto = ctx->protocol;
@@ -207,7 +210,7 @@ static __always_inline int vg_sk_run(struct bpf_sock_addr *ctx, int v6)
 	for (si = 0; si < VG_SOCK_SELECTORS; si++) {
 		if (si >= CFG.nsel)
 			return 1;
-		if (!vg_sk_selector(h, si, proto, tgid))
+		if (!vg_pf_sel_allowed(si) || !vg_sk_selector(h, si, proto, tgid))
 			continue;
 		if (CFG.sel[si].action == VG_ACT_OVERRIDE && CFG.monitor) {
 			if (CFG.sel[si].post)

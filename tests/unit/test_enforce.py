@@ -61,6 +61,12 @@ class Subj:
         self.asked.append("cgroup")
         return self._cg
 
+    listed_in: frozenset[int] = frozenset()  # filter ids the task's cgroup is listed under
+
+    def listed(self, filter_id: int) -> bool:
+        self.asked.append("listed")
+        return filter_id in self.listed_in
+
 
 # ---- compile ---------------------------------------------------------------------------
 
@@ -122,6 +128,50 @@ def test_unsupported_selector_parts_are_refused(selector: str, where: str) -> No
     with pytest.raises(CompileError) as e:
         compile_yaml(lsm("file_open", selector))
     assert where in e.value.where
+
+
+def test_match_workloads_on_fanotify_and_socket_hooks_compile() -> None:
+    """matchWorkloads on enforced LSM hooks: (selector, PodScope) kept for the agent to
+    give filter ids, host processes with hostSelector {}, a note saying who checks it."""
+    from vigil.policy.scope import PodScope, Selector
+    plan = compile_yaml(lsm("file_open", DENY_SHADOW.replace(
+        "      matchActions", "      matchWorkloads: {hostSelector: {}}\n      matchActions")))
+    (fh,) = plan.enforce.fanotify
+    assert fh.workloads == ((0, PodScope(pods=False, host=True)),)
+    assert any("decider looks the task's cgroup up" in n for n in plan.notes)
+    assert "workloads" not in wire.hook_to_wire(fh)  # filter ids go to the decider instead
+    sock = compile_yaml(
+        "  lsmhooks:\n  - hook: socket_connect\n"
+        "    args: [{index: 0, type: socket}, {index: 1, type: sockaddr}]\n"
+        "    selectors:\n    - matchArgs: [{index: 1, operator: SPort, values: ['80']}]\n"
+        "      matchWorkloads: {podSelector: {matchLabels: {app: web}}}\n"
+        "      matchActions: [{action: Override, argError: -1}]\n")
+    (rule,) = sock.enforce.sock
+    assert rule.workloads == ((0, PodScope("", Selector.from_spec(
+        {"matchLabels": {"app": "web"}}), None)),)
+
+
+def test_decider_workloads_follow_the_kernel_filter() -> None:
+    """The decider's check mirrors policyfilter.bpf.h: listed under the filter id, or a
+    host filter and not listed under the id of every pod's cgroups."""
+    hook = wire.hook_from_wire(wire.hook_to_wire(compile_yaml(lsm(
+        "file_open", DENY_SHADOW)).enforce.fanotify[0]))
+    wl = rules.workloads_from_wire({"policy": 0, "selectors": {str(hook.hook_id): [[0, 7]]},
+                                    "host": [7], "host_id": 3, "controller": "",
+                                    "root": "/sys/fs/cgroup"})
+    assert wl is not None and wl.selector(hook.hook_id, 0) == 7
+    in_pod, in_other_pod, on_host = Subj(), Subj(), Subj()
+    in_pod.listed_in = frozenset({7, 3})
+    in_other_pod.listed_in = frozenset({3})
+    for subj, denied in ((in_pod, True), (in_other_pod, False), (on_host, True)):
+        d = rules.decide(hook, "/etc/shadow", subj, workloads=wl)
+        assert (d is not None and d.deny_errno == errno.EPERM) == denied
+    pods_only = rules.Workloads(selectors={hook.hook_id: {0: 7}}, host_id=3)
+    assert rules.decide(hook, "/etc/shadow", on_host, workloads=pods_only) is None
+    scoped = rules.Workloads(policy=5)  # a pod-scoped policy: the task must be listed
+    assert rules.decide(hook, "/etc/shadow", on_host, workloads=scoped) is None
+    assert rules.parse_cgroup("5:memory,pids:/kubepods/x\n0::/user", "pids") == "/kubepods/x"
+    assert rules.parse_cgroup("5:memory:/kubepods/x\n0::/user") == "/user"
 
 
 def test_scope_option_and_generic_hooks_do_not_mix() -> None:

@@ -230,6 +230,15 @@ def test_policy_scope_of_documents():
     plain = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
                         "metadata: {name: p}\nspec: {}\n")
     assert policy_scope(plain) is None
+    host = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                       "metadata: {name: p}\nspec:\n  hostSelector: {}\n")
+    assert policy_scope(host) == PodScope(pods=False, host=True)  # host processes only
+    assert not policy_scope(host).matches_pod("ns", {})
+    both = load_policy("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\n"
+                       "metadata: {name: p}\nspec:\n  hostSelector: {}\n"
+                       "  containerSelector: {matchLabels: {name: main}}\n")
+    assert policy_scope(both) == PodScope(
+        "", None, Selector.from_spec({"matchLabels": {"name": "main"}}), host=True)
 
 
 class FakeManager:
@@ -317,6 +326,11 @@ def test_policy_crs_loaded_changed_deleted_relisted(server, api):
 class RecordingFilter:
     def __init__(self) -> None:
         self.sets: dict[int, set[int]] = {}
+        self.host_id = 0
+        self.hosts: set[int] = set()
+
+    def mark_host(self, pid: int) -> None:
+        self.hosts.add(pid)
 
     def set(self, pid: int, cgids: Any) -> None:
         self.sets[pid] = set(cgids)
@@ -366,6 +380,14 @@ def test_scopes_follow_pods_and_cgroups(tmp_path):
     assert pf.sets[only_db] == set()
     sm.release(web)
     assert web not in pf.sets
+    # hostSelector {}: the scope is marked as taking host processes, and the filter gets
+    # the set of every pod's cgroups (a host process is in none), dropped with the last
+    host_only = sm.register_scope(PodScope(pods=False, host=True))
+    assert pf.sets[host_only] == set() and pf.hosts == {host_only}
+    assert pf.host_id and pf.sets[pf.host_id] == pf.sets[every]
+    all_pods = pf.host_id
+    sm.release(host_only)
+    assert pf.host_id == 0 and all_pods not in pf.sets and all_pods not in sm._scopes
 
 
 def test_https_with_the_cluster_ca_and_a_wrong_ca(tmp_path):
@@ -526,8 +548,9 @@ def test_node_watcher_follows_label_changes_only(server, api):
 
 def test_match_workloads_compiles_to_selector_scopes():
     """matchWorkloads (an object, as in Tetragon's CRD) -> one PodScope per selector that
-    has one; null selectors in it select every workload; hostSelector is refused."""
-    from vigil.policy.compiler import CompileError, KernelView, compile_policy
+    has one; null selectors in it select every workload; hostSelector {} adds host
+    processes, alone it selects only them."""
+    from vigil.policy.compiler import KernelView, compile_policy
     from vigil.policy.loader import load_policy
 
     def doc(wl: str) -> Any:
@@ -546,5 +569,38 @@ def test_match_workloads_compiles_to_selector_scopes():
     assert plan.scope is None  # the policy itself is not pod-scoped
     assert compile_policy(doc("{matchWorkloads: {}}"), view).hooks[0].workloads == ()
     assert workload_scope(None) is None
-    with pytest.raises(CompileError, match="hostSelector in matchWorkloads"):
-        compile_policy(doc("{matchWorkloads: {hostSelector: {}}}"), view)
+    (host,) = compile_policy(doc("{matchWorkloads: {hostSelector: {}}}"), view).hooks
+    assert host.workloads == ((1, PodScope(pods=False, host=True)),)
+    both = compile_policy(doc("{matchWorkloads: {podSelector: {matchLabels: {app: web}},"
+                              " hostSelector: {}}}"), view)
+    assert both.hooks[0].workloads == ((1, PodScope(
+        "", Selector.from_spec({"matchLabels": {"app": "web"}}), None, host=True)),)
+    assert any("pods: podSelector and host processes" in n for n in both.notes)
+    from vigil.errors import PolicyError
+    with pytest.raises(PolicyError) as bad:  # the CRD allows only null or {}
+        doc("{matchWorkloads: {hostSelector: {matchLabels: {a: b}}}}")
+    assert "hostSelector can only be null" in str(bad.value.diagnostics)
+
+
+def test_policy_filter_config_carries_the_host_bits(tmp_path):
+    """struct vg_pf_cfg of a hook: the policy's and each selector's filter id, and for
+    those taking host processes their bit in host_mask with the id of every pod's set."""
+    import struct
+
+    from vigil.abi._generated import VG_PF_CFG
+    from vigil.sensors.policyfilter import PolicyFilter
+    (tmp_path / "cgroups").write_text("#subsys_name\thierarchy\tnum_cgroups\tenabled\n"
+                                      "cpuset\t0\t1\t1\nmemory\t0\t1\t1\n")
+    pf = PolicyFilter(str(tmp_path))
+    assert (pf.subsys, pf.controller) == (-1, "")  # cgroup v2
+    fmt = struct.Struct("<Ii5III")
+    assert fmt.size == VG_PF_CFG.size
+    assert fmt.unpack(pf.config(0)) == (0, -1, 0, 0, 0, 0, 0, 0, 0)
+    pf.host_id = 9
+    pf.mark_host(4)
+    pf.mark_host(6)
+    assert fmt.unpack(pf.config(6, [(1, 4), (3, 5)])) == (6, -1, 0, 4, 0, 5, 0, 9,
+                                                        1 << 1 | 1 << 5)
+    assert fmt.unpack(pf.config(0, [(3, 5)])) == (0, -1, 0, 0, 0, 5, 0, 0, 0)
+    pf.release(4)
+    assert not pf.is_host(4) and pf.is_host(6)

@@ -962,6 +962,11 @@ struct vg_pf_cfg {
 	/* matchWorkloads: selector si matches only tasks whose cgroup is listed under
 	 * sel_ids[si] in vg_pf_cgroups (its own filter id); 0: no workload filter */
 	__u32 sel_ids[VG_GEN_SELECTORS];
+	/* hostSelector {}: host processes (tasks in no pod's cgroup) pass too. Bit si of
+	 * host_mask for selector si's matchWorkloads, bit VG_GEN_SELECTORS for the policy's
+	 * spec.hostSelector; host_id is the filter id listing every pod's cgroups. */
+	__u32 host_id;
+	__u32 host_mask;
 };
 
 #endif /* VIGIL_ABI_H */

@@ -5,7 +5,9 @@
  * that policy in vg_pf_cgroups; user space (vigil.sensors.policyfilter, fed by
  * vigil.k8s) adds a pod's container cgroups when the pod starts matching and removes
  * them when it stops. An unscoped hook (policy_id 0) runs for every task. A selector
- * with matchWorkloads has its own filter id (sel_ids), checked the same way.
+ * with matchWorkloads has its own filter id (sel_ids), checked the same way. A filter
+ * with hostSelector {} also passes host processes: tasks whose cgroup is in no pod,
+ * i.e. not listed under host_id (every pod's cgroups, kept by the same user space).
  *
  * On cgroup v1 hosts the pods' cgroups live in the v1 hierarchies (the v2 one can be
  * empty), so the id is read from the configured subsystem's hierarchy:
@@ -43,29 +45,45 @@ static __always_inline __u64 vg_pf_cgroup_id(void)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-/* Whether this hook may run for the current task. */
-static __always_inline int vg_pf_allowed(void)
+/* Is the task's cgroup listed under filter id ``id``? */
+static __always_inline int vg_pf_listed(__u64 cgid, __u32 id)
 {
 	struct vg_pf_key key = {};
 
-	if (!vg_pf.policy_id)
-		return 1;
-	key.cgroup_id = vg_pf_cgroup_id();
-	key.policy_id = vg_pf.policy_id;
+	key.cgroup_id = cgid;
+	key.policy_id = id;
 	return bpf_map_lookup_elem(&vg_pf_cgroups, &key) != NULL;
 }
 
+/* A workload filter: the task's cgroup is under ``id`` (0: no pods selected), or the
+ * filter takes host processes (bit ``bit`` of host_mask) and the cgroup is no pod's. */
+static __always_inline int vg_pf_in(__u32 id, int bit)
+{
+	int host = (vg_pf.host_mask >> bit) & 1;
+	__u64 cgid;
+
+	if (!id && !host)
+		return 1;
+	cgid = vg_pf_cgroup_id();
+	if (id && vg_pf_listed(cgid, id))
+		return 1;
+	return host && !vg_pf_listed(cgid, vg_pf.host_id);
+}
+
+/* Whether this hook may run for the current task. */
+static __always_inline int vg_pf_allowed(void)
+{
+	return vg_pf_in(vg_pf.policy_id, VG_GEN_SELECTORS);
+}
+
 /* matchWorkloads of selector si: whether the current task is in one of its workloads
- * (the selector's own filter id; none: every task). */
+ * (the selector's own filter id, and host processes with hostSelector {}; neither:
+ * every task). */
 static __always_inline int vg_pf_sel_allowed(int si)
 {
-	struct vg_pf_key key = {};
-
-	if (si < 0 || si >= VG_GEN_SELECTORS || !vg_pf.sel_ids[si])
+	if (si < 0 || si >= VG_GEN_SELECTORS)
 		return 1;
-	key.cgroup_id = vg_pf_cgroup_id();
-	key.policy_id = vg_pf.sel_ids[si];
-	return bpf_map_lookup_elem(&vg_pf_cgroups, &key) != NULL;
+	return vg_pf_in(vg_pf.sel_ids[si], si);
 }
 
 #endif /* VIGIL_POLICYFILTER_BPF_H */

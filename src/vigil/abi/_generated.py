@@ -382,7 +382,7 @@ LAYOUTS = {
     'vg_namespaces': (40, (('uts', 0, 4, 1), ('ipc', 4, 4, 1), ('mnt', 8, 4, 1), ('pid', 12, 4, 1), ('pid_for_children', 16, 4, 1), ('net', 20, 4, 1), ('time', 24, 4, 1), ('time_for_children', 28, 4, 1), ('cgroup', 32, 4, 1), ('user', 36, 4, 1),)),
     'vg_ns_match': (20, (('ns', 0, 1, 1), ('op', 1, 1, 1), ('nvals', 2, 1, 1), ('pad', 3, 1, 1), ('vals', 4, 4, 4),)),
     'vg_perf_rec': (152, (('type', 0, 4, 1), ('pad', 4, 4, 1), ('config', 8, 8, 1), ('probe_offset', 16, 8, 1), ('kprobe_func', 24, 1, 128),)),
-    'vg_pf_cfg': (28, (('policy_id', 0, 4, 1), ('subsys', 4, 4, 1), ('sel_ids', 8, 4, 5),)),
+    'vg_pf_cfg': (36, (('policy_id', 0, 4, 1), ('subsys', 4, 4, 1), ('sel_ids', 8, 4, 5), ('host_id', 28, 4, 1), ('host_mask', 32, 4, 1),)),
     'vg_pf_key': (16, (('cgroup_id', 0, 8, 1), ('policy_id', 8, 4, 1), ('pad', 12, 4, 1),)),
     'vg_pfx_key': (256, (('prefixlen', 0, 4, 1), ('set', 4, 4, 1), ('s', 8, 1, 248),)),
     'vg_pid_match': (20, (('op', 0, 1, 1), ('ns', 1, 1, 1), ('nvals', 2, 1, 1), ('follow', 3, 1, 1), ('vals', 4, 4, 4),)),
@@ -493,9 +493,9 @@ VG_NS_MATCH_INDEX = {'ns': 0, 'op': 1, 'nvals': 2, 'pad': 3, 'vals': 4}
 VG_PERF_REC = struct.Struct('<IIQQ128s')
 VG_PERF_REC_FIELDS = ('type', 'pad', 'config', 'probe_offset', 'kprobe_func',)
 VG_PERF_REC_INDEX = {'type': 0, 'pad': 1, 'config': 2, 'probe_offset': 3, 'kprobe_func': 4}
-VG_PF_CFG = struct.Struct('<II5I')
-VG_PF_CFG_FIELDS = ('policy_id', 'subsys', 'sel_ids',)
-VG_PF_CFG_INDEX = {'policy_id': 0, 'subsys': 1, 'sel_ids': 2}
+VG_PF_CFG = struct.Struct('<II5III')
+VG_PF_CFG_FIELDS = ('policy_id', 'subsys', 'sel_ids', 'host_id', 'host_mask',)
+VG_PF_CFG_INDEX = {'policy_id': 0, 'subsys': 1, 'sel_ids': 2, 'host_id': 7, 'host_mask': 8}
 VG_PF_KEY = struct.Struct('<QII')
 VG_PF_KEY_FIELDS = ('cgroup_id', 'policy_id', 'pad',)
 VG_PF_KEY_INDEX = {'cgroup_id': 0, 'policy_id': 1, 'pad': 2}

@@ -160,6 +160,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__reuse_fd": (c_int, [BpfMapP, c_int]),
     "bpf_map__pin": (c_int, [BpfMapP, c_char_p]),
     "bpf_map__unpin": (c_int, [BpfMapP, c_char_p]),
+    "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),

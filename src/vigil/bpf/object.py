@@ -511,6 +511,12 @@ def possible_cpus() -> int:
     return int(L.lib().libbpf_num_possible_cpus())
 
 
+def create_hash_map(name: str, key_size: int, value_size: int, max_entries: int) -> int:
+    """A new BPF_MAP_TYPE_HASH map, not tied to any object; the caller owns the fd."""
+    return L.check_int(L.lib().bpf_map_create(1, name.encode()[:15], key_size, value_size,
+                                              max_entries, None), "map create", name)
+
+
 class MapFd(_MapOps):
     """A map held by its own file descriptor, so it outlives the object that created it
     (a map shared by several policies' objects, kept while any of them is loaded). The

@@ -22,7 +22,7 @@ from typing import Any
 
 from vigil.errors import BpfError, FeatureNotSupported, PolicyError
 from vigil.policy.compiler import CompileError, KernelView, compile_policy, diagnostic
-from vigil.policy.plan import PolicyPlan
+from vigil.policy.plan import FanotifyHook, HookPlan, PolicyPlan, SockRule
 from vigil.policy.profiles import PROFILES
 from vigil.policy.tracefs import TpFormat
 from vigil.abi._generated import GenCount
@@ -360,9 +360,15 @@ class PolicyManager:
         loaded.sel_scope_ids = tuple(sid for pairs in sel_ids.values() for _si, sid in pairs)
         if plan.enforce:
             try:
-                self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(plan, self.base)
+                self._enforced[(plan.name, plan.namespace)] = self._enforcer().load(
+                    plan, self.base,
+                    None if scope is None and not sel_ids else
+                    (self.scopes.filter, scope[1] if scope else 0, sel_ids))
             except BaseException as err:
                 loaded.close()
+                for sid in (loaded.scope_id, *loaded.sel_scope_ids):
+                    if sid:
+                        self.scopes.release(sid)
                 if isinstance(err, BpfError):
                     raise FeatureNotSupported(f"policy {plan.name}", str(err)) from err
                 raise
@@ -399,7 +405,9 @@ class PolicyManager:
                          ) -> dict[int, tuple[tuple[int, int], ...]]:
         """matchWorkloads: a filter id for every such selector, registered with the
         scopes: hook id -> ((selector index, filter id), ...)."""
-        wanted = [h for h in plan.hooks if h.workloads]
+        every: list[HookPlan | SockRule | FanotifyHook] = [
+            *plan.hooks, *plan.enforce.sock, *plan.enforce.fanotify]
+        wanted = [h for h in every if h.workloads]
         if not wanted:
             return {}
         if self.scopes is None:

@@ -31,6 +31,7 @@ import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import Any
 import orjson
 
 from vigil.bpf import fanotify as F
+from vigil.bpf.object import MapFd
 from vigil.enforce import elf, marks, rules, wire
 from vigil.policy.plan import FanotifyHook
 
@@ -53,17 +55,63 @@ MAX_IGNORE_MARKS = 1 << 20   # without evictable marks the kernel keeps them all
 _BOOT = time.CLOCK_BOOTTIME
 
 
+class PodFilter:
+    """The kernel's pod-scoping map (vg_pf_cgroups, an fd the agent passed) and where the
+    hierarchy that identifies pods is mounted: a task's cgroup there, stat'ed, gives
+    the id the map is keyed by (the id bpf_get_current_cgroup_id returns on cgroup v2)."""
+
+    KEY = struct.Struct("<QII")
+
+    def __init__(self, fd: int, root: str, controller: str) -> None:
+        self.fd = fd
+        self.root = root
+        self.controller = controller
+
+    def cgroup_id(self, pid: int) -> int | None:
+        try:
+            raw = F.read_small(f"/proc/{pid}/cgroup")
+            path = rules.parse_cgroup(raw.decode(errors="surrogateescape"), self.controller)
+            if path is None:
+                return None
+            return os.stat(os.path.join(self.root, path.lstrip("/"))).st_ino
+        except OSError:
+            return None
+
+    def listed(self, cgroup_id: int, filter_id: int) -> bool:
+        try:
+            MapFd(self.fd, "vg_pf_cgroups").lookup(self.KEY.pack(cgroup_id, filter_id, 0), 1)
+        except KeyError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class ProcSubject:
     """What /proc says about the task behind an event, read lazily, at most once."""
 
-    __slots__ = ("pid", "_bin", "_ns", "_caps", "_cg")
+    __slots__ = ("pid", "_bin", "_ns", "_caps", "_cg", "_pf", "_cgid")
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, pf: PodFilter | None = None) -> None:
         self.pid = pid
         self._bin: str | None = None
         self._ns: dict[str, int | None] = {}
         self._caps: dict[str, int] | None = None
         self._cg: str | None | bool = False
+        self._pf = pf
+        self._cgid: int | None | bool = False
+
+    def listed(self, filter_id: int) -> bool:
+        """Is the task's cgroup listed under ``filter_id`` in the kernel's pod filter? A
+        task whose cgroup cannot be read (gone) is in none."""
+        if self._pf is None:
+            return False
+        if self._cgid is False:
+            self._cgid = self._pf.cgroup_id(self.pid)
+        if self._cgid is None:
+            return False
+        return self._pf.listed(self._cgid, filter_id)
 
     def binary(self) -> str:
         if self._bin is None:
@@ -110,6 +158,8 @@ class Group:
     monitor: bool
     marks: list[marks.Mark]
     needs_fs: bool
+    workloads: rules.Workloads | None = None   # pod scoping, matchWorkloads
+    pf: PodFilter | None = None
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -151,18 +201,23 @@ class Decider:
 
     def on_ctl(self) -> None:
         try:
-            raw = self.ctl.recv(wire.MAX_MESSAGE)
+            raw, fds, _flags, _addr = socket.recv_fds(self.ctl, wire.MAX_MESSAGE, 4)
         except OSError:
-            raw = b""
+            raw, fds = b"", []
         if not raw:
+            for fd in fds:
+                os.close(fd)
             self.running = False
             return
         req = orjson.loads(raw)
+        req["_fds"] = fds
         try:
             reply = self.handle(req)
         except Exception as err:  # a bad request is answered, never fatal
             log.exception("request %s failed", req.get("op"))
             reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        for fd in req["_fds"]:  # the ones a request kept were taken out
+            os.close(fd)
         self.ctl.send(orjson.dumps(reply))
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +257,13 @@ class Decider:
             raise
         g = Group(name, fd, hooks, tuple(req.get("scope") or ()), bool(req.get("monitor")),
                   planned, any(m.kind == "fs" for m in planned))
+        wl = req.get("workloads")
+        if wl:
+            if not req.get("_fds"):
+                os.close(fd)
+                raise ValueError("workloads without the pod filter map's descriptor")
+            g.workloads = rules.workloads_from_wire(wl)
+            g.pf = PodFilter(req["_fds"].pop(0), wl["root"], wl["controller"])
         self.groups[fd] = g
         self.by_name[name] = g
         self.poller.register(fd, select.POLLIN)
@@ -222,6 +284,8 @@ class Decider:
             for key in [k for k in self.pending if k[0] == g.fd]:
                 del self.pending[key]
         os.close(g.fd)  # the kernel allows whatever was still pending or queued
+        if g.pf is not None:
+            g.pf.close()
 
     def _mounts(self) -> list[marks.Mount]:
         """The mount table, read through the polled file (reading it re-arms the poll)."""
@@ -341,12 +405,13 @@ class Decider:
         if ev.pid == self.pid:
             return F.FAN_ALLOW  # our own opens (lazy imports): never judged, never waited on
         path = os.readlink(f"/proc/self/fd/{ev.fd}")
-        subj = ProcSubject(ev.pid)
+        subj = ProcSubject(ev.pid, g.pf)
         response, signal_no, cacheable = F.FAN_ALLOW, 0, True
         for hook in hooks:
             if not rules.path_decides_nothing(hook, path):
                 cacheable = False
-            d = rules.decide(hook, path, subj, scope=g.scope, monitor=g.monitor)
+            d = rules.decide(hook, path, subj, scope=g.scope, monitor=g.monitor,
+                             workloads=g.workloads)
             if d is None:
                 continue
             if self.unreachable_mount(ev, subj):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from vigil.policy.plan import FanotifyHook, FanSelector, StrMatch
 
@@ -30,6 +30,30 @@ class Subject(Protocol):
     def caps(self, field: str) -> int | None: ...
 
     def cgroup(self) -> str | None: ...
+
+    def listed(self, filter_id: int) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Workloads:
+    """Pod scoping of a policy's fanotify hooks, decided on the task's cgroup as the
+    kernel's policy filter does (bpf/include/vigil/policyfilter.bpf.h): ``policy`` and
+    each selector's filter id (0: none), the ids in ``host`` also take host processes,
+    i.e. tasks whose cgroup is not listed under ``host_id`` (every pod's cgroups)."""
+
+    policy: int = 0
+    selectors: dict[int, dict[int, int]] | None = None   # hook id -> selector -> filter id
+    host: frozenset[int] = frozenset()
+    host_id: int = 0
+
+    def allows(self, filter_id: int, subj: Subject) -> bool:
+        """Is the task in the workloads of ``filter_id`` (0: every task)?"""
+        if not filter_id or subj.listed(filter_id):
+            return True
+        return filter_id in self.host and bool(self.host_id) and not subj.listed(self.host_id)
+
+    def selector(self, hook_id: int, si: int) -> int:
+        return (self.selectors or {}).get(hook_id, {}).get(si, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +108,18 @@ def in_scope(scope: Sequence[str], subj: Subject) -> bool:
 
 
 def decide(hook: FanotifyHook, path: str, subj: Subject, *, scope: Sequence[str] = (),
-           monitor: bool = False) -> Decision | None:
+           monitor: bool = False, workloads: Workloads | None = None) -> Decision | None:
     """The decision for one event, or None when no selector matches (allow, no event)."""
+    wl = workloads or Workloads()
     if not hook.selectors:
-        return Decision(0, 1, True, 0, 0, monitor) if in_scope(scope, subj) else None
+        return Decision(0, 1, True, 0, 0, monitor) if (
+            in_scope(scope, subj) and wl.allows(wl.policy, subj)) else None
     candidates = [i for i, s in enumerate(hook.selectors) if paths_ok(s, path)]
-    if not candidates or not in_scope(scope, subj):
+    if not candidates or not in_scope(scope, subj) or not wl.allows(wl.policy, subj):
         return None
     for i in candidates:
         sel = hook.selectors[i]
-        if subject_ok(sel, subj):
+        if subject_ok(sel, subj) and wl.allows(wl.selector(hook.hook_id, i), subj):
             if monitor:
                 return Decision(i, sel.action, sel.post, 0, 0, True)
             return Decision(i, sel.action, sel.post, sel.deny_errno, sel.signal)
@@ -106,12 +132,27 @@ def path_decides_nothing(hook: FanotifyHook, path: str) -> bool:
     return bool(hook.selectors) and not any(paths_ok(s, path) for s in hook.selectors)
 
 
-def parse_cgroup(text: str) -> str | None:
-    """The cgroup v2 path ("0::/a/b") from /proc/PID/cgroup."""
+def parse_cgroup(text: str, controller: str = "") -> str | None:
+    """The cgroup v2 path ("0::/a/b") from /proc/PID/cgroup, or with ``controller`` the
+    path in that v1 controller's hierarchy ("4:memory:/a/b")."""
     for line in text.splitlines():
-        if line.startswith("0::"):
+        if not controller and line.startswith("0::"):
             return line[3:].strip() or "/"
+        parts = line.split(":", 2)
+        if controller and len(parts) == 3 and controller in parts[1].split(","):
+            return parts[2].strip() or "/"
     return None
+
+
+def workloads_from_wire(d: dict[str, Any] | None) -> Workloads | None:
+    """The ``workloads`` of an add request (vigil.enforce.service)."""
+    if not d:
+        return None
+    return Workloads(policy=int(d.get("policy") or 0),
+                     selectors={int(h): {int(si): int(sid) for si, sid in ps}
+                                for h, ps in (d.get("selectors") or {}).items()},
+                     host=frozenset(int(i) for i in d.get("host") or ()),
+                     host_id=int(d.get("host_id") or 0))
 
 
 def parse_caps(status: str) -> dict[str, int]:

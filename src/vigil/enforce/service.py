@@ -93,11 +93,16 @@ class DeciderProcess:
                                         daemon=True)
         self._reader.start()
 
-    def request(self, req: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    def request(self, req: dict[str, Any], timeout: float = 30.0,
+                fds: tuple[int, ...] = ()) -> dict[str, Any]:
+        """Send ``req`` (with ``fds`` passed along, SCM_RIGHTS) and wait for the answer."""
         with self._lock:
             self.ctl.settimeout(timeout)
             try:
-                self.ctl.send(orjson.dumps(req))
+                if fds:
+                    socket.send_fds(self.ctl, [orjson.dumps(req)], list(fds))
+                else:
+                    self.ctl.send(orjson.dumps(req))
                 raw = self.ctl.recv(wire.MAX_MESSAGE)
             except OSError as err:
                 raise DeciderError(f"decider: {req.get('op')}: {err}") from err
@@ -146,6 +151,24 @@ class DeciderProcess:
                 pass
 
 
+def _workloads(hooks: Any, pf: Any) -> dict[str, Any] | None:
+    """What the decider needs to check a task's pods (None: no hook is scoped): the
+    policy's filter id, each selector's, which of them take host processes, the filter
+    id of every pod's cgroups, and where the tracked cgroup hierarchy is mounted (the
+    task's cgroup there, stat'ed, is the id the kernel map is keyed by)."""
+    if pf is None:
+        return None
+    filt, policy_id, sel_ids = pf
+    sels = {str(h.hook_id): [list(p) for p in sel_ids.get(h.hook_id, ())] for h in hooks}
+    if not policy_id and not any(sels.values()):
+        return None
+    from vigil.k8s.cgroups import hierarchy_root
+    ids = {policy_id} | {sid for ps in sels.values() for _si, sid in ps}
+    return {"policy": policy_id, "selectors": sels, "host_id": filt.host_id,
+            "host": sorted(i for i in ids if i and filt.is_host(i)),
+            "controller": filt.controller, "root": hierarchy_root(filt.controller)}
+
+
 @dataclass
 class Loaded:
     """A policy's live enforcement (what ``Enforcement.unload`` undoes)."""
@@ -161,6 +184,7 @@ class Enforcement:
                  publish: Callable[[list[dict[str, Any]]], None] | None = None,
                  cgroup_root: str | None = None) -> None:
         self.cfg = cfg or EnforceConfig()
+        self._pf: Any = None  # vigil.sensors.policyfilter.PolicyFilter, once a policy uses it
         self.publish = publish
         self.events = LsmEvents(pipeline)
         self._cgroup_root = cgroup_root
@@ -179,9 +203,14 @@ class Enforcement:
 
     # -- policies --------------------------------------------------------------------
 
-    def load(self, plan: PolicyPlan, base: Any = None) -> Loaded:
+    def load(self, plan: PolicyPlan, base: Any = None, pf: Any = None) -> Loaded:
+        """Make ``plan``'s enforcement live. ``pf``: (vigil.sensors.policyfilter
+        .PolicyFilter, policy filter id or 0, hook id -> ((selector index, filter id), ...))
+        of a pod-scoped policy or one with matchWorkloads (None: neither)."""
         ep = plan.enforce
         loaded = Loaded(plan.name)
+        if pf is not None:
+            self._pf = pf[0]  # the map the decider looks cgroups up in
         if ep.cgroups:
             root = self.cgroup_root()
             for cg in ep.cgroups:
@@ -194,9 +223,11 @@ class Enforcement:
                     raise FeatureNotSupported(f"policy {plan.name}", "socket rules need the "
                                               "base sensor (the agent)")
                 from vigil.sensors.sockguard import load_sock_rules
-                loaded.sock = load_sock_rules(ep.sock, ep.cgroups, base, self.cgroup_root())
+                loaded.sock = load_sock_rules(ep.sock, ep.cgroups, base, self.cgroup_root(),
+                                              pf)
             if ep.fanotify:
-                req = wire.add_request(plan.name, ep.fanotify, ep.cgroups, ep.monitor)
+                req = wire.add_request(plan.name, ep.fanotify, ep.cgroups, ep.monitor,
+                                       _workloads(ep.fanotify, pf))
                 reply = self._decider_request(req)
                 if not reply.get("ok"):
                     raise FeatureNotSupported(f"policy {plan.name}", f"fanotify: {reply.get('error')}")
@@ -246,7 +277,8 @@ class Enforcement:
                 self._start_decider()
             d = self._decider
         assert d is not None
-        return d.request(req, timeout)
+        wl = req.get("workloads")
+        return d.request(req, timeout, (self._pf.ensure_map(),) if wl else ())
 
     def _start_decider(self) -> None:
         if self._decider is not None:

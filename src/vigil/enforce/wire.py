@@ -18,7 +18,9 @@ MAX_MESSAGE = 1 << 20
 
 
 def hook_to_wire(h: FanotifyHook) -> dict[str, Any]:
-    return asdict(h)
+    d = asdict(h)
+    d.pop("workloads")  # the decider gets their filter ids (add_request's workloads)
+    return d
 
 
 def hook_from_wire(d: dict[str, Any]) -> FanotifyHook:
@@ -39,6 +41,7 @@ def hook_from_wire(d: dict[str, Any]) -> FanotifyHook:
 
 
 def add_request(name: str, hooks: tuple[FanotifyHook, ...], scope: tuple[str, ...],
-                monitor: bool) -> dict[str, Any]:
+                monitor: bool, workloads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``workloads``: the pod filter ids the decider checks (sent with the map's fd)."""
     return {"op": "add", "name": name, "hooks": [hook_to_wire(h) for h in hooks],
-            "scope": list(scope), "monitor": monitor}
+            "scope": list(scope), "monitor": monitor, "workloads": workloads}

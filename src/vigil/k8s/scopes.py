@@ -10,7 +10,10 @@ leaves the policy's set on the next pass.
 
 Until a new container's cgroup is written, the policy does not run in it: the window is
 the time from the container's start to the pod update that names its id (or the next
-periodic pass), and the policy never runs outside its pods meanwhile.
+periodic pass), and the policy never runs outside its pods meanwhile. A host process
+is a task whose cgroup is in no pod: the set of every pod's cgroups (``filter.host_id``)
+is kept the same way, so in that window a new container's processes count as host
+processes for selectors with ``hostSelector: {}``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from typing import Any
 
 from vigil.k8s.cgroups import CgroupIndex
+from vigil.policy.scope import PodScope
 
 log = logging.getLogger("vigil.k8s.scopes")
 
@@ -45,7 +49,17 @@ class ScopeManager:
 
     def register_scope(self, scope: Any) -> int:
         """A filter id for ``scope`` (a policy's, or one selector's matchWorkloads), its
-        current cgroups written."""
+        current cgroups written. A scope with host processes (hostSelector {}) also makes
+        sure the filter has the set of every pod's cgroups: a host process is a task in
+        none of them."""
+        if getattr(scope, "host", False) and not self.filter.host_id:
+            self.filter.host_id = self._register(PodScope())
+        pid = self._register(scope)
+        if getattr(scope, "host", False):
+            self.filter.mark_host(pid)
+        return pid
+
+    def _register(self, scope: Any) -> int:
         with self._lock:
             pid = self._next
             self._next += 1
@@ -56,7 +70,15 @@ class ScopeManager:
     def release(self, pid: int) -> None:
         with self._lock:
             self._scopes.pop(pid, None)
+            host_id = self.filter.host_id
+            last_host = bool(host_id) and not any(
+                getattr(s, "host", False) for s in self._scopes.values())
+            if last_host:
+                self._scopes.pop(host_id, None)
         self.filter.release(pid)
+        if last_host:  # no scope takes host processes any more: drop every pod's set
+            self.filter.host_id = 0
+            self.filter.release(host_id)
 
     def refresh(self) -> None:
         """One pass: every scoped policy's cgroups from the pods and cgroups now."""

@@ -35,6 +35,7 @@ from vigil.abi.pack import pack
 from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy.compiler import CompileError, host_ns_inum
+from vigil.policy.scope import PodScope, workload_scope
 from vigil.policy.plan import (
     CapMatch, EnforcePlan, FanotifyHook, FanSelector, HookPlan, NsMatch, SockRule, StrMatch,
     coverage,
@@ -61,7 +62,7 @@ _CAP_FIELDS = {"Effective": "CapEff", "Inheritable": "CapInh", "Permitted": "Cap
 _STR_OPS = ("Equal", "NotEqual", "Prefix", "NotPrefix", "Postfix", "NotPostfix")
 _UNSUPPORTED_FILTERS = ("match_parent_binaries", "match_namespace_changes",
                         "match_capability_changes", "match_data", "match_return_args",
-                        "match_return_actions", "match_workloads")
+                        "match_return_actions")
 A = abi.Action
 
 
@@ -262,7 +263,17 @@ def compile_fanotify_hook(lh: Any, name: str, where: str, hook_id: int,
     return FanotifyHook(hook_id=hook_id, section=where, hook=name, selectors=sels, arg=arg,
                         arg_label=label, message=getattr(lh, "message", "") or "",
                         tags=tuple(getattr(lh, "tags", None) or ()), mechanism=mech,
-                        enforcement=enforcement)
+                        enforcement=enforcement, workloads=_workloads(selectors))
+
+
+def _workloads(selectors: Sequence[Any]) -> tuple[tuple[int, PodScope], ...]:
+    """(selector index, PodScope) of the selectors with a matchWorkloads filter."""
+    out = []
+    for si, sel in enumerate(selectors):
+        wl = workload_scope(getattr(sel, "match_workloads", None))
+        if wl is not None:
+            out.append((si, wl))
+    return tuple(out)
 
 
 def _coverage_text(sels: Sequence[FanSelector]) -> str:
@@ -396,7 +407,7 @@ def compile_sock_hook(hook: Any, function: str, where: str, hook_id: int,
     return SockRule(hook_id=hook_id, section=where, function=function,
                     programs=SOCK_HOOKS[function], config=pack("vg_sock_cfg", cfg),
                     map_keys={m: tuple(k) for m, k in keys.items()}, event=event,
-                    mechanism=mech, enforcement=enforcement)
+                    mechanism=mech, enforcement=enforcement, workloads=_workloads(selectors))
 
 
 def _sock_field(op: str, arg: str, function: str, w: str) -> tuple[int, bool]:

@@ -29,7 +29,7 @@ from vigil.capabilities import cap_number
 from vigil.events.generic import ArgSpec
 from vigil.policy import celexpr
 from vigil.policy.follow import FollowSel, pbin_bit
-from vigil.policy.plan import Attach, HookPlan, PolicyPlan
+from vigil.policy.plan import Attach, HookPlan, PolicyPlan, SockRule
 from vigil.policy.scope import describe_selector, node_selector, policy_scope, workload_scope
 from vigil.policy.tracefs import TpField, TpFormat, TracefsUnavailable
 from vigil.policy.spec import MAX_INMAP_VALUES
@@ -276,16 +276,20 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
     enforce = compile_lsm.compile_enforcement(policy, view, next_id, selectors, routed,
                                               has_generic=bool(hooks))
     if scope is not None:
-        notes.append(f"scoped to {scope.describe()}: the hooks run only in those pods' "
-                     "cgroups (kernel map vg_pf_cgroups), nowhere else")
-    if scope is not None and (enforce.fanotify or enforce.sock):
-        raise CompileError("spec", "pod scoping of fanotify or cgroup-socket enforcement is "
-                           "not supported by this version of Vigil; refusing rather than "
-                           "enforcing on the whole host")
-    for h in hooks:
+        where = " and in ".join(([] if not scope.pods else ["those pods' cgroups"]) +
+                                ([] if not scope.host else ["cgroups that are no pod's"]))
+        notes.append(f"scoped to {scope.describe()}: the hooks run only in {where} "
+                     "(kernel map vg_pf_cgroups), nowhere else")
+    in_kernel: list[HookPlan | SockRule] = [*hooks, *enforce.sock]
+    for h in in_kernel:
         for si, s in h.workloads:
             notes.append(f"{h.section}.selectors[{si}].matchWorkloads: the selector matches "
                          f"only in the {s.describe()} it selects (kernel map vg_pf_cgroups)")
+    for fh in enforce.fanotify:
+        for si, s in fh.workloads:
+            notes.append(f"{fh.section}.selectors[{si}].matchWorkloads: the selector matches "
+                         f"only in the {s.describe()} it selects (the decider looks the "
+                         "task's cgroup up in kernel map vg_pf_cgroups)")
     nodes = node_selector(policy)
     if nodes is not None:
         notes.append(f"loads only on nodes whose labels match spec.nodeSelector "
@@ -754,12 +758,7 @@ def _compile_selectors(b: _HookBuilder, selectors: Sequence[Any], where: str) ->
         if getattr(sel, "match_return_actions", None):
             from vigil.policy.compile_actions import compile_return_actions
             compile_return_actions(b, sel, p, w)
-        wls = getattr(sel, "match_workloads", None)
-        if wls is not None and wls.host_selector is not None:
-            raise CompileError(f"{w}.matchWorkloads.hostSelector", "hostSelector in "
-                               "matchWorkloads is not supported by this version of Vigil "
-                               "(host processes are not tracked as a workload)")
-        wl = workload_scope(wls)
+        wl = workload_scope(getattr(sel, "match_workloads", None))
         if wl is not None:
             b.workloads[si] = wl
         for unsupported in ("match_data",):

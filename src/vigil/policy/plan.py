@@ -146,6 +146,9 @@ class FanotifyHook:
     tags: tuple[str, ...] = ()
     mechanism: str = ""
     enforcement: str = ""
+    # matchWorkloads: (selector index, vigil.policy.scope.PodScope); the agent gives each
+    # a filter id and the decider checks the task's cgroup in vg_pf_cgroups
+    workloads: tuple[tuple[int, PodScope], ...] = ()
 
     @property
     def hook_label(self) -> str:
@@ -165,6 +168,9 @@ class SockRule:
     event: HookPlan | None = None   # how its records render (process_kprobe)
     mechanism: str = ""
     enforcement: str = ""
+    # matchWorkloads: (selector index, vigil.policy.scope.PodScope), checked by the
+    # program on the calling task's cgroup (.rodata.pf, as generic hooks)
+    workloads: tuple[tuple[int, PodScope], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 A ``TracingPolicyNamespaced`` covers the pods of its namespace; ``spec.podSelector``
 narrows a policy to pods whose labels match; ``spec.containerSelector`` to containers
-whose ``name`` / ``repo`` (the image without tag or digest) match. A scoped policy never
-runs host-wide: in the kernel its hooks run only for the cgroups of matching containers
-(``vigil.sensors.policyfilter``), so with no matching pod it runs nowhere.
+whose ``name`` / ``repo`` (the image without tag or digest) match; ``spec.hostSelector:
+{}`` adds host processes (tasks in no pod's cgroup), alone it selects only them. A
+scoped policy never runs host-wide: in the kernel its hooks run only for the cgroups of
+matching containers, and with hostSelector for the cgroups that are no pod's
+(``vigil.sensors.policyfilter``), so with no matching pod and no hostSelector it runs
+nowhere.
 
 Label selectors have Kubernetes' meaning (an absent selector matches everything, an empty
 one too; In / NotIn / Exists / DoesNotExist, NotIn matching a missing key), evaluated as
@@ -77,13 +80,18 @@ class Selector:
 @dataclass(frozen=True)
 class PodScope:
     """Where a scoped policy runs: ``namespace`` ("" = every namespace), pod and
-    container selectors (None = every pod / container)."""
+    container selectors (None = every pod / container); ``pods`` False: no pod at all;
+    ``host``: also host processes (``hostSelector: {}``), the tasks in no pod's cgroup."""
 
     namespace: str = ""
     pod_selector: Selector | None = None
     container_selector: Selector | None = None
+    pods: bool = True
+    host: bool = False
 
     def matches_pod(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        if not self.pods:
+            return False
         if self.namespace and namespace != self.namespace:
             return False
         if self.pod_selector is None:
@@ -101,7 +109,10 @@ class PodScope:
             parts.append("podSelector")
         if self.container_selector is not None:
             parts.append("containerSelector")
-        return "pods: " + ", ".join(parts)
+        pods = "pods: " + ", ".join(parts) if parts else "every pod"
+        if not self.pods:
+            return "host processes (no pod)"
+        return f"{pods} and host processes" if self.host else pods
 
 
 def image_repo(image: str) -> str:
@@ -112,17 +123,27 @@ def image_repo(image: str) -> str:
     return ref[:colon] if colon > slash else ref
 
 
+def _workloads(namespace: str, pod: Any, container: Any, host: Any) -> PodScope | None:
+    """Tetragon's workload selection: every selector null selects everything (None);
+    otherwise host processes only with ``hostSelector: {}`` (validation allows nothing
+    else), pods only when a pod or container selector is given (the other one null
+    then matches every pod / container)."""
+    if not namespace and pod is None and container is None and host is None:
+        return None
+    pods = bool(namespace) or pod is not None or container is not None
+    return PodScope(namespace,
+                    Selector.from_spec(pod) if pod is not None else None,
+                    Selector.from_spec(container) if container is not None else None,
+                    pods=pods, host=host is not None)
+
+
 def policy_scope(policy: Any) -> PodScope | None:
     """The scope of a validated policy, or None when it is not pod-scoped."""
     spec = policy.spec
-    namespace = getattr(policy, "namespace", "") or ""
-    pod = getattr(spec, "pod_selector", None)
-    container = getattr(spec, "container_selector", None)
-    if not namespace and pod is None and container is None:
-        return None
-    return PodScope(namespace,
-                    Selector.from_spec(pod) if pod is not None else None,
-                    Selector.from_spec(container) if container is not None else None)
+    return _workloads(getattr(policy, "namespace", "") or "",
+                      getattr(spec, "pod_selector", None),
+                      getattr(spec, "container_selector", None),
+                      getattr(spec, "host_selector", None))
 
 
 def node_selector(policy: Any) -> Selector | None:
@@ -150,13 +171,10 @@ def describe_selector(sel: Selector) -> str:
 
 
 def workload_scope(wl: Any) -> PodScope | None:
-    """A selector's ``matchWorkloads`` (pod and container selectors) as a PodScope; None
-    when it selects every workload (absent, or both selectors null)."""
+    """A selector's ``matchWorkloads`` (pod, container and host selectors) as a PodScope;
+    None when it selects every workload (absent, or every selector null)."""
     if wl is None:
         return None
-    pod = getattr(wl, "pod_selector", None)
-    container = getattr(wl, "container_selector", None)
-    if pod is None and container is None:
-        return None
-    return PodScope("", Selector.from_spec(pod) if pod is not None else None,
-                    Selector.from_spec(container) if container is not None else None)
+    return _workloads("", getattr(wl, "pod_selector", None),
+                      getattr(wl, "container_selector", None),
+                      getattr(wl, "host_selector", None))

@@ -21,14 +21,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vigil.abi._generated import VG_PF_CFG, GenLimits, PfLimits
-from vigil.bpf.object import BpfObject, MapFd
+from vigil.bpf.object import BpfObject, MapFd, create_hash_map
 from vigil.errors import BpfError
 
 log = logging.getLogger("vigil.policyfilter")
 
 MAP = "vg_pf_cgroups"
 _KEY = struct.Struct("<QII")
-_CFG = struct.Struct(f"<Ii{int(GenLimits.GEN_SELECTORS)}I")
+_CFG = struct.Struct(f"<Ii{int(GenLimits.GEN_SELECTORS)}III")
 assert _CFG.size == VG_PF_CFG.size
 _E2BIG = 7
 # v1 controllers tried, in order, for the hierarchy whose cgroups identify containers
@@ -64,6 +64,8 @@ class PolicyFilter:
         self._members: dict[int, set[int]] = {}   # policy id -> cgroup ids in the map
         self.map_full = 0      # entries refused (map full): the pod is left unscoped
         self.update_errors = 0
+        self.host_id = 0       # filter id listing every pod's cgroups (0: none kept)
+        self._host: set[int] = set()  # filter ids that also take host processes
 
     # -- loading hooks -------------------------------------------------------------
 
@@ -72,20 +74,52 @@ class PolicyFilter:
         """Before ``obj.load()``: scope the hook to ``policy_id`` (0: unscoped) and its
         selectors with matchWorkloads to theirs (``sel_ids``: (selector index, id))."""
         m = obj.map(MAP)
-        sels = [0] * int(GenLimits.GEN_SELECTORS)
-        for si, sid in sel_ids:
-            sels[si] = sid
-        scoped = bool(policy_id or any(sels))
+        sel_ids = tuple(sel_ids)
+        obj.map(".rodata.pf").set_initial_value(self.config(policy_id, sel_ids))
+        scoped = bool(policy_id or any(sid for _si, sid in sel_ids))
         with self._lock:
-            if scoped:
-                obj.map(".rodata.pf").set_initial_value(_CFG.pack(policy_id, self.subsys,
-                                                                  *sels))
             if self._fd >= 0:
                 m.reuse_fd(self._fd)
             elif not scoped:
                 m.set_max_entries(1)
             else:
                 m.set_max_entries(int(PfLimits.ENTRIES))
+
+    def config(self, policy_id: int, sel_ids: Iterable[tuple[int, int]] = ()) -> bytes:
+        """``struct vg_pf_cfg`` for a hook scoped to ``policy_id`` (0: unscoped) with
+        selectors scoped to theirs (``sel_ids``: (selector index, id)); the host bits
+        of those ids marked by ``mark_host``."""
+        nsel = int(GenLimits.GEN_SELECTORS)
+        sels = [0] * nsel
+        mask = 0
+        with self._lock:
+            for si, sid in sel_ids:
+                sels[si] = sid
+                if sid in self._host:
+                    mask |= 1 << si
+            if policy_id in self._host:
+                mask |= 1 << nsel
+            return _CFG.pack(policy_id, self.subsys, *sels, self.host_id if mask else 0, mask)
+
+    def mark_host(self, policy_id: int) -> None:
+        """Filter id ``policy_id`` also takes host processes (tasks in no cgroup listed
+        under ``host_id``)."""
+        with self._lock:
+            self._host.add(policy_id)
+
+    def is_host(self, policy_id: int) -> bool:
+        with self._lock:
+            return policy_id in self._host
+
+    def ensure_map(self) -> int:
+        """The shared map's fd, created here when no hook has made it yet (a policy
+        whose only scoped hooks are cgroup programs or fanotify)."""
+        with self._lock:
+            if self._fd < 0:
+                self._fd = create_hash_map(MAP, _KEY.size, 1, int(PfLimits.ENTRIES))
+                for pid, cgids in self._members.items():
+                    self._members[pid] = self._write(pid, set(), cgids)
+            return self._fd
 
     def loaded(self, obj: BpfObject, policy_id: int, scoped: bool = False) -> None:
         """After ``obj.load()``: keep the shared map (the first scoped hook made it).
@@ -118,6 +152,7 @@ class PolicyFilter:
         """Forget a policy instance (its hooks are unloaded): remove its entries."""
         with self._lock:
             old = self._members.pop(policy_id, set())
+            self._host.discard(policy_id)
             if self._fd >= 0:
                 self._write(policy_id, old, set())
 

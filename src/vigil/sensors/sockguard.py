@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from vigil.bpf.object import BpfObject
 from vigil.errors import BpfError
@@ -21,6 +22,7 @@ log = logging.getLogger("vigil.sensors.sockguard")
 SOCKGUARD_OBJECT = OBJECTS_DIR / "sockguard.bpf.o"
 PRIVATE_MAPS = ("vg_sk_addr", "vg_sk_bin_eq", "vg_sk_bin_pfx")
 SHARED = ("vg_events", "vg_cgroup_rate", "vg_procs")
+PF_MAP = "vg_pf_cgroups"  # pod scoping (vigil.sensors.policyfilter); unscoped: one entry
 
 
 def cgroup_paths(scope: tuple[str, ...], root: str) -> list[str]:
@@ -56,22 +58,31 @@ class LoadedSock:
 
 
 def load_sock_rules(rules: tuple[SockRule, ...], scope: tuple[str, ...], base: BaseSensor,
-                    cgroup_root: str) -> LoadedSock:
-    """Load and attach every rule; on any failure undo all of it and raise."""
+                    cgroup_root: str, pf: Any = None) -> LoadedSock:
+    """Load and attach every rule; on any failure undo all of it and raise. ``pf``:
+    (PolicyFilter, policy filter id, hook id -> ((selector, filter id), ...)) when the
+    policy is pod-scoped or has matchWorkloads: the programs check the calling task's
+    cgroup in vg_pf_cgroups as generic hooks do."""
     loaded = LoadedSock()
     try:
         paths = cgroup_paths(scope, cgroup_root)
         for rule in rules:
-            loaded.objects.append(_load_rule(rule, base, paths))
+            loaded.objects.append(_load_rule(rule, base, paths, pf))
     except BaseException:
         loaded.close()
         raise
     return loaded
 
 
-def _load_rule(rule: SockRule, base: BaseSensor, cgroups: list[str]) -> BpfObject:
+def _load_rule(rule: SockRule, base: BaseSensor, cgroups: list[str], pf: Any) -> BpfObject:
     obj = BpfObject(SOCKGUARD_OBJECT, name=f"vg_s{rule.hook_id}")
+    filt, policy_id, sel_map = pf if pf is not None else (None, 0, {})
+    sel_ids = sel_map.get(rule.hook_id, ())
     try:
+        if filt is not None:
+            filt.configure(obj, policy_id, sel_ids)
+        else:
+            obj.map(PF_MAP).set_max_entries(1)
         for prog in obj.programs():
             prog.autoload = prog.name in rule.programs
         obj.set_rodata(base.rodata)
@@ -82,6 +93,8 @@ def _load_rule(rule: SockRule, base: BaseSensor, cgroups: list[str]) -> BpfObjec
         for name in PRIVATE_MAPS:
             obj.map(name).set_max_entries(max(1, len(rule.map_keys.get(name, ()))))
         obj.load()
+        if filt is not None:
+            filt.loaded(obj, policy_id, bool(sel_ids))
         for name, keys in rule.map_keys.items():
             m = obj.map(name)
             for key in keys:
