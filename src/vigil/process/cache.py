@@ -85,6 +85,9 @@ class ProcessCache:
         # exec_id -> clock() stamp when its refcnt reached 0, oldest first.
         self._evictable: OrderedDict[str, int] = OrderedDict()
         self._shared = SharedValues()
+        # changes with every change to the table (an add, an exit, new credentials, an
+        # eviction): who keeps what a lookup found may reuse it while it is the same
+        self.generation = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -105,6 +108,7 @@ class ProcessCache:
         with self.lock:
             if p.exec_id in self._procs:
                 return
+            self.generation += 1
             p.refcnt = 0
             p.holding = p.parent_ref = False
             # credentials, namespaces and cgroup arrive shared from whoever made p (the
@@ -128,6 +132,7 @@ class ProcessCache:
             p = self._procs.get(eid) if eid is not None else None
             if p is None or p.exited:
                 return None
+            self.generation += 1
             p.exited = True
             p.exit_time_ns = exit_time_ns
             self._release_self(p)
@@ -140,6 +145,7 @@ class ProcessCache:
         dropped (never changed: events already published keep the old one), so the next
         event that needs the process builds it again with the new credentials."""
         with self.lock:
+            self.generation += 1
             p.creds = self._shared(creds)
             p.uid = creds.euid
             if groups is not None:
@@ -159,6 +165,8 @@ class ProcessCache:
                 self._remove(eid)
                 removed += 1
             self.evictions += removed
+            if removed:
+                self.generation += 1
             return removed
 
     # ------------------------------------------------------------------ reader API
