@@ -383,7 +383,10 @@ def exec_event(
         body["parent"] = parent
     if ancestors:
         body["ancestors"] = ancestors
-    return _envelope("process_exec", body, node_name, time_ns)
+    # _envelope, written out (one per exec)
+    if node_name:
+        return {"process_exec": body, "node_name": node_name, "time": rfc3339(time_ns)}
+    return {"process_exec": body, "time": rfc3339(time_ns)}
 
 
 def exit_event(
@@ -409,10 +412,15 @@ def exit_event(
         body["signal"] = signal
     if status:
         body["status"] = status
-    body["time"] = rfc3339(exit_time_ns)
+    body["time"] = exit_time = rfc3339(exit_time_ns)
     if ancestors:
         body["ancestors"] = ancestors
-    return _envelope("process_exit", body, node_name, time_ns)
+    # _envelope, written out (one per exit); the pipeline's exits happen when they are
+    # reported, so both times are usually one string
+    time_str = exit_time if time_ns == exit_time_ns else rfc3339(time_ns)
+    if node_name:
+        return {"process_exit": body, "node_name": node_name, "time": time_str}
+    return {"process_exit": body, "time": time_str}
 
 
 # The built-in policy name of credential-change events (no loaded policy has it: it is

@@ -186,6 +186,26 @@ class ProcessCache:
             self._count(p)
             return p
 
+    def writer_current(self, pid: int) -> ProcessInfo | None:
+        """``current(pid)`` for the writer thread only, without the lock (it is the one
+        thread that changes the table; the pipeline's lookups on every record)."""
+        eid = self._current.get(pid)
+        p = self._procs.get(eid) if eid is not None else None
+        if p is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return p
+
+    def writer_get(self, exec_id: str) -> ProcessInfo | None:
+        """``get(exec_id)`` for the writer thread only, without the lock."""
+        p = self._procs.get(exec_id)
+        if p is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return p
+
     def current_and_parent(self, pid: int) -> tuple[ProcessInfo | None, ProcessInfo | None]:
         """``current(pid)`` and, if it is cached, its parent (``get(parent_exec_id)``).
 
