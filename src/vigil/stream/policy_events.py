@@ -23,7 +23,7 @@ from vigil.abi import _generated as abi
 from vigil.abi._generated import GenFlag, MsgOp
 from vigil.events import encode
 from vigil.events.encode import rfc3339
-from vigil.events.decode import DecodeError
+from vigil.events.decode import DecodeError, partial_layout
 from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
 from vigil.stream.pipeline import Pipeline
 from vigil.policy.plan import HookPlan
@@ -87,21 +87,11 @@ _SLOW_FLAGS = _TAIL_FLAGS | _RETURN | _CHUNKS
 def _fast_layout(nargs: int) -> struct.Struct:
     """The fields the fast path reads of a record with ``nargs`` arguments, in this order:
     ktime, pid, tid, hook_id, action, nargs, flags, then the arguments' offsets, lengths
-    and original lengths (``nargs`` of each); what lies between them is skipped."""
-    fields = {name: (off, size, count) for name, off, size, count
-              in abi.LAYOUTS["vg_generic_msg"][1]}
-    wanted = [(fields[name][0], fields[name][1]) for name in (
-        "hdr.ktime", "pid", "tid", "hook_id", "action", "nargs", "flags")]
-    for name in ("arg_off", "arg_len", "orig_len"):
-        off, size, _count = fields[name]
-        wanted += [(off + i * size, size) for i in range(nargs)]
-    fmt, at = "<", 0
-    for off, size in wanted:
-        if off < at:
-            raise ValueError("vg_generic_msg: fast-path fields out of order")
-        fmt += ("x" * (off - at)) + {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
-        at = off + size
-    return struct.Struct(fmt)
+    and original lengths (``nargs`` of each)."""
+    return partial_layout("vg_generic_msg", [
+        "hdr.ktime", "pid", "tid", "hook_id", "action", "nargs", "flags",
+        *(f"{name}[{i}]" for name in ("arg_off", "arg_len", "orig_len")
+          for i in range(nargs))])
 
 
 # unpack_from of _fast_layout(n), by the record's argument count n
