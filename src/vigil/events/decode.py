@@ -92,10 +92,12 @@ def split_argv(raw: bytes) -> tuple[str, ...]:
     """NUL-separated argv as in /proc/PID/cmdline -> argv (invalid UTF-8 -> U+FFFD)."""
     if not raw:
         return ()
-    parts = raw.split(b"\0")
-    if parts[-1] == b"":
+    # decoded at once, then split: NUL is never part of a multi-byte sequence, so each
+    # argument gets the same replacement characters as when decoded alone
+    parts = raw.decode(errors="replace").split("\0")
+    if parts[-1] == "":
         parts.pop()
-    return tuple(p.decode(errors="replace") for p in parts)
+    return tuple(parts)
 
 
 def docker_id(cgroup_name: str) -> str:

@@ -303,17 +303,25 @@ def process_dict(
         out["exec_id"] = p.exec_id
     out["pid"] = p.pid
     out["uid"] = p.uid
-    _put_str(out, "cwd", p.cwd)
-    _put_str(out, "binary", p.binary)
-    _put_str(out, "arguments",
-             p.arguments if p.arguments is not None else join_arguments(p.args))
-    _put_str(out, "flags", flags_string(p.flags))
+    # empty strings are left out
+    if p.cwd:
+        out["cwd"] = p.cwd
+    if p.binary:
+        out["binary"] = p.binary
+    arguments = p.arguments if p.arguments is not None else join_arguments(p.args)
+    if arguments:
+        out["arguments"] = arguments
+    flags = flags_string(p.flags)
+    if flags:
+        out["flags"] = flags
     out["start_time"] = rfc3339(p.start_time_ns)
     out["auid"] = p.auid
     if pod:
         out["pod"] = pod
-    _put_str(out, "docker", p.docker)
-    _put_str(out, "parent_exec_id", p.parent_exec_id)
+    if p.docker:
+        out["docker"] = p.docker
+    if p.parent_exec_id:
+        out["parent_exec_id"] = p.parent_exec_id
     if p.forked:
         out["refcnt"] = 1
     if cred:
@@ -349,11 +357,6 @@ def process_view(proc: dict[str, Any], tid: int, refcnt: int) -> SharedDict:
         out["refcnt"] = refcnt
     out["tid"] = tid
     return out
-
-
-def _put_str(out: dict[str, Any], key: str, value: str) -> None:
-    if value:
-        out[key] = value
 
 
 # --------------------------------------------------------------------------- events

@@ -95,7 +95,7 @@ class ProcessCache:
 
     # ------------------------------------------------------------------ writer API
 
-    def add(self, p: ProcessInfo) -> None:
+    def add(self, p: ProcessInfo, texts_shared: bool = False) -> None:
         """Insert ``p``, make it the current instance of ``p.pid`` and link its parent.
 
         The previous current instance of the same pid is released (it stays
@@ -104,6 +104,8 @@ class ProcessCache:
         (larger ktime, i.e. ``p`` arrived late, e.g. a /proc scan racing live events),
         ``p`` is stored but does not become current and starts out released. A second
         ``add`` of an exec_id already cached is ignored: the first record wins.
+        ``texts_shared``: ``p``'s texts are already the table's (a fork child's, copied
+        from its cached parent), not looked up again.
         """
         with self.lock:
             if p.exec_id in self._procs:
@@ -113,7 +115,8 @@ class ProcessCache:
             p.holding = p.parent_ref = False
             # credentials, namespaces and cgroup arrive shared from whoever made p (the
             # exec decoder's tables, the /proc scan's SharedValues, a clone's parent)
-            self._shared.share_texts(p)
+            if not texts_shared:
+                self._shared.share_texts(p)
             self._procs[p.exec_id] = p
             self._link_parent(p)
             self._claim_pid(p)

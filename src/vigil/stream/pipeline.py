@@ -225,7 +225,7 @@ class Pipeline:
             exec_id(self.opts.node_name, start_ktime, pid), pid, tid, start_ktime,
             self.boot_wall + start_ktime, _EXECVE, parent.exec_id, parent.pid, True, None,
             0, False, 0)
-        cache.add(ProcessInfo(*values))
+        cache.add(ProcessInfo(*values), texts_shared=True)  # its parent's
         return None
 
     def _on_exit(self, rec: bytes) -> Event | None:

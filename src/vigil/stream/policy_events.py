@@ -86,17 +86,18 @@ _SLOW_FLAGS = _TAIL_FLAGS | _RETURN | _CHUNKS
 
 def _fast_layout(nargs: int) -> struct.Struct:
     """The fields the fast path reads of a record with ``nargs`` arguments, in this order:
-    ktime, pid, tid, hook_id, action, nargs, flags, then the arguments' offsets, lengths
-    and original lengths (``nargs`` of each)."""
+    ktime, pid, tid, hook_id, action, flags, then the arguments' offsets, lengths and
+    original lengths (``nargs`` of each)."""
     return partial_layout("vg_generic_msg", [
-        "hdr.ktime", "pid", "tid", "hook_id", "action", "nargs", "flags",
+        "hdr.ktime", "pid", "tid", "hook_id", "action", "flags",
         *(f"{name}[{i}]" for name in ("arg_off", "arg_len", "orig_len")
           for i in range(nargs))])
 
 
 # unpack_from of _fast_layout(n), by the record's argument count n
 _FAST = tuple(_fast_layout(n).unpack_from for n in range(_MAX_ARGS + 1))
-_F_KTIME, _F_PID, _F_TID, _F_HOOK, _F_ACTION, _F_NARGS, _F_FLAGS = range(7)
+_F_KTIME, _F_PID, _F_TID, _F_HOOK, _F_ACTION, _F_FLAGS = range(6)
+_F_ARGS = 6  # where the arguments' offsets start
 # maxData chunks waiting for their record: (tid, hook, ktime) entries kept at most
 _PENDING_MAX = 64
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
@@ -152,7 +153,7 @@ class CompiledHook:
         n = self.nargs
         self.fast_nargs = -1 if self.functions or self.ndata else n
         self.fast_slots: tuple[tuple[Renderer, int, int, int], ...] = tuple(
-            (render, 7 + i - _OFF, 7 + n + i - _OFF, 7 + 2 * n + i - _OFF)
+            (render, _F_ARGS + i - _OFF, _F_ARGS + n + i - _OFF, _F_ARGS + 2 * n + i - _OFF)
             for render, i in self.slots)
 
     def metric_key(self, action: int) -> tuple[str, str, str]:
@@ -254,12 +255,12 @@ class PolicyEvents:
         value, stack or hash) takes a path of its own; every other goes to ``_handle_any``,
         which builds the same event for it."""
         size = len(rec)
-        if size < _HEAD or rec[_NARGS_AT] > _MAX_ARGS:
+        if size < _HEAD or (nargs := rec[_NARGS_AT]) > _MAX_ARGS:
             return self._handle_any(rec)
-        v = _FAST[rec[_NARGS_AT]](rec)
+        v = _FAST[nargs](rec)
         hook = self._hook(v[_F_HOOK])
         action = v[_F_ACTION]
-        if (hook is None or hook.fast_nargs != v[_F_NARGS] or v[_F_FLAGS] & _SLOW_FLAGS
+        if (hook is None or hook.fast_nargs != nargs or v[_F_FLAGS] & _SLOW_FLAGS
                 or action in _REQUESTS):
             return self._handle_any(rec)
         args = []
