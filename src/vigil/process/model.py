@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
@@ -198,7 +199,7 @@ class SharedValues:
         table's equal copies."""
         # self(value), with the lookup of a value already held done here (an exec's
         # binary, working directory and flags usually are)
-        get = self._table.get
+        get: Callable[[object], Any] = self._table.get
         binary, cwd, args, flags = p.binary, p.cwd, p.args, p.flags
         p.binary = get(binary) or self(binary)
         p.cwd = get(cwd) or self(cwd)

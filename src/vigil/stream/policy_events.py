@@ -275,6 +275,7 @@ class PolicyEvents:
         cache = self._cache
         pid, tid = v[_F_PID], v[_F_TID]
         last = self._last
+        proc: dict[str, Any]
         if (last is not None and last[0] == cache.generation and last[1] == pid
                 and last[2] == tid and last[4].encoded is last[5]):
             cache.hits += 2  # as current_and_parent counts a process and its parent
@@ -284,7 +285,7 @@ class PolicyEvents:
             parent = None
             if p is None:
                 self.missing_process += 1
-                proc: dict[str, Any] = {"pid": pid, "tid": tid}
+                proc = {"pid": pid, "tid": tid}
             else:
                 proc = self._views.get((p.exec_id, tid, p.refcnt)) or self._view(p, tid)
                 if pp is not None:
