@@ -521,7 +521,10 @@ class SharedDict(dict):  # type: ignore[type-arg]  # any event dict
         try:
             return self._json
         except AttributeError:
-            raw = orjson.dumps(dict(self), _default, _PASSTHROUGH)
+            # without OPT_PASSTHROUGH_SUBCLASS orjson writes this dict, and any subclass
+            # of dict/list/str/int in it, as its base type: what _default gives, with no
+            # copy of the dict and no call back per value
+            raw = orjson.dumps(self)
             # orjson's bytes keep their ~4 KiB buffer: copy to a right-sized object, as
             # this one lives as long as the process is cached
             self._json = orjson.Fragment(memoryview(raw).tobytes())
