@@ -6,7 +6,10 @@ There is exactly one writer, the pipeline thread, which calls ``add``, ``mark_ex
 ``update_creds`` and ``gc``. Other threads (gRPC, metrics, debug dumps) may only read
 through ``get``/``current``/``ancestors``/``snapshot``; every public method takes
 ``ProcessCache.lock`` (a plain, non-reentrant ``threading.Lock``; an uncontended
-acquire costs tens of nanoseconds). Returned ``ProcessInfo`` objects are shared:
+acquire costs tens of nanoseconds), except the writer's own lookups
+(``writer_current``, ``writer_get``, ``current_and_parent``): the one thread that
+changes the table needs no lock to read it. ``generation`` changes with every change
+to the table, so the writer may reuse what a lookup found while it is the same. Returned ``ProcessInfo`` objects are shared:
 treat them as read-only, and expect their bookkeeping fields (``refcnt``,
 ``exited``, ``exit_time_ns``) to change under you.
 
