@@ -8,7 +8,7 @@ import pytest
 
 from vigil.process.cache import ProcessCache
 from vigil.process.execid import exec_id
-from vigil.process.model import ProcessInfo
+from vigil.process.model import Credentials, ProcessInfo
 
 GRACE = 1000
 
@@ -403,3 +403,38 @@ def test_clone_record_with_children_waits_for_them(cache: ProcessCache, clock: F
     cache.add(mk(11, 4, parent))
     assert clone.exec_id in cache
     assert cache.ancestors(grandchild) == [parent]
+
+
+def test_generation_changes_with_the_table_only(cache: ProcessCache, clock: FakeClock) -> None:
+    """What the writer reads may be reused while ``generation`` is unchanged: every change
+    (add, exit, credentials, eviction) moves it, lookups and ignored calls do not."""
+    seen = [cache.generation]
+
+    def moved() -> bool:
+        seen.append(cache.generation)
+        return seen[-1] != seen[-2]
+
+    parent = mk(1, 10)
+    cache.add(parent)
+    assert moved()
+    child = mk(2, 20, parent)
+    cache.add(child)
+    assert moved()
+    cache.add(mk(2, 20, parent))  # the same exec_id again: ignored
+    cache.get(child.exec_id)
+    cache.current(2)
+    cache.writer_current(2)
+    cache.writer_get(parent.exec_id)
+    cache.current_and_parent(2)
+    assert not moved()
+    cache.mark_exited(2, 5)
+    assert moved()
+    cache.mark_exited(2, 6)  # a second exit: ignored
+    assert not moved()
+    cache.update_creds(parent, Credentials(uid=1), None)
+    assert moved()
+    assert cache.gc() == 0
+    assert not moved()
+    clock.now += GRACE + 1
+    assert cache.gc() == 1
+    assert moved()

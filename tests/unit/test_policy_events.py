@@ -330,3 +330,64 @@ def test_data_arguments_go_last_as_data(env: Any) -> None:
     assert body["data"] == [{"int_arg": 50, "label": "ppid"}]
     assert list(body) == ["process", "parent", "function_name", "args", "action",
                           "policy_name", "data"]
+
+
+def _outcome(pipe: Pipeline, pe: PolicyEvents, handle: Any, recs: list[bytes]) -> Any:
+    out = []
+    for rec in recs:
+        try:
+            ev = handle(rec)
+        except ValueError as e:
+            out.append(repr(e))
+        else:
+            out.append(orjson.dumps(ev) if ev is not None else None)
+    return out, dict(pe.events), pe.missing_process, pipe.cache.hits, pipe.cache.misses
+
+
+def test_common_records_path_builds_what_the_general_path_builds() -> None:
+    """``PolicyEvents.handle`` takes the common records itself (and reuses the last
+    event's process while the cache is unchanged); every record gives the same event
+    bytes and the same counts as the path that takes any record (``_handle_any``)."""
+    envs = []
+    for _ in range(2):
+        pipe = Pipeline(ProcessCache(), EventOptions(node_name=NODE), lambda: BOOT_WALL)
+        reg = HookRegistry()
+        pe = PolicyEvents(pipe, reg)
+        parent = _proc(50, 50, 1_000_000_000, "/bin/sh", None)
+        pipe.cache.add(parent)
+        pipe.cache.add(_proc(100, 100, 2_000_000_000, "/usr/bin/cat", parent))
+        reg.add([RegisteredHook(plan(20, "process_kprobe", function_name="f",
+                                     args=(ArgSpec("string", "path"), ArgSpec("nop"),
+                                           ArgSpec("int"))), "pol", ""),
+                 RegisteredHook(plan(21, "process_tracepoint", subsys="syscalls",
+                                     event_name="sys_enter_openat",
+                                     args=(ArgSpec("string"),), tags=("t",)), "tp", ""),
+                 RegisteredHook(plan(22, "process_kprobe", function_name="g",
+                                     return_arg=ArgSpec("int")), "ret", "")])
+        envs.append((pipe, pe))
+    steps: list[list[bytes]] = [
+        [record(20, [b"/etc/a\0", b"", _Q(1)]), record(20, [b"/etc/b\0", b"", _Q(2)]),
+         record(20, [b"/etc/a\0", b"", _Q(1)], tid=101),
+         record(21, [b"/x\0"], op=abi.MsgOp.GENERIC_TRACEPOINT),
+         record(20, [b"/etc/a\0", b"", _Q(1)], pid=999),              # not cached
+         record(20, [b"/etc/a\0", b""]),                              # fewer arguments
+         record(20, [b"/etc/a\0", b"", _Q(1)])[:-3],                  # beyond the record
+         record(22, [], flags=abi.GenFlag.RETURN, ret=-1),            # a return value
+         record(20, [b"/etc/a\0", b"", _Q(1)], action=9)],
+        # a child of pid 100 is cached: its refcnt (in its events' process) changes
+        [record(20, [b"/etc/a\0", b"", _Q(1)]), record(20, [b"/etc/c\0", b"", _Q(3)])],
+        # pid 100 exits
+        [record(21, [b"/y\0"], op=abi.MsgOp.GENERIC_TRACEPOINT)],
+    ]
+    (fast_pipe, fast), (any_pipe, every) = envs
+    for i, recs in enumerate(steps):
+        got = _outcome(fast_pipe, fast, fast.handle, recs)
+        assert got == _outcome(any_pipe, every, every._handle_any, recs)
+        if i == 0:
+            for pipe in (fast_pipe, any_pipe):
+                pipe.cache.add(_proc(300, 300, 3_000_000_000, "/bin/true",
+                                     pipe.cache.current(100)))
+        elif i == 1:
+            assert orjson.loads(got[0][0])["process_kprobe"]["process"]["refcnt"] == 2
+            for pipe in (fast_pipe, any_pipe):
+                pipe.cache.mark_exited(100, BOOT_WALL + 4_000_000_000)

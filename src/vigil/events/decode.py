@@ -10,6 +10,8 @@ from __future__ import annotations
 import platform
 import posixpath
 import re
+import struct
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -33,11 +35,6 @@ _CREDS = [_EX[f"creds.{n}"] for n in (
 _NS = [_EX[f"ns.{n}"] for n in (
     "uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "time_for_children",
     "cgroup", "user")]
-(_X_CGROUP_LEN, _X_PATH_LEN, _X_CWD_LEN, _X_ARGS_LEN, _X_PID, _X_TID, _X_PPID, _X_KTIME,
- _X_FLAGS, _X_AUID, _X_CGROUP_ID) = (_EX[n] for n in (
-    "cgroup_len", "path_len", "cwd_len", "args_len", "pid", "tid", "ppid", "hdr.ktime",
-    "flags", "auid", "cgroup_id"))
-_X_NSPID = _EX["nspid"]
 _CLONE = abi.VG_CLONE_MSG
 _CL = abi.VG_CLONE_MSG_INDEX
 _EXIT = abi.VG_EXIT_MSG
@@ -50,6 +47,25 @@ _exit_fields = itemgetter(*[_XT[n] for n in ("pid", "tid", "exit_code", "hdr.kti
 _EXPORTED_FLAGS = int(sum(f for f in ExecFlag))
 _TRUNC_PATH = int(abi.ExecFlag.TRUNC_PATH)
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def partial_layout(msg: str, fields: Sequence[str]) -> struct.Struct:
+    """A little-endian layout of only the named fields of ``abi.LAYOUTS[msg]`` (``"name"``,
+    or ``"name[i]"`` for element i of an array), in this order, which must be the
+    record's; the bytes between them are skipped. Unpacking fewer fields is cheaper:
+    hot paths read only what they need."""
+    where = {name: (off, size) for name, off, size, _count in abi.LAYOUTS[msg][1]}
+    fmt, at = "<", 0
+    for field in fields:
+        name, _, index = field.partition("[")
+        off, size = where[name]
+        if index:
+            off += int(index.rstrip("]")) * size
+        if off < at:
+            raise ValueError(f"{msg}: field {field} out of order")
+        fmt += "x" * (off - at) + {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
+        at = off + size
+    return struct.Struct(fmt)
 
 
 def op_of(record: bytes) -> int:
@@ -76,10 +92,12 @@ def split_argv(raw: bytes) -> tuple[str, ...]:
     """NUL-separated argv as in /proc/PID/cmdline -> argv (invalid UTF-8 -> U+FFFD)."""
     if not raw:
         return ()
-    parts = raw.split(b"\0")
-    if parts[-1] == b"":
+    # decoded at once, then split: NUL is never part of a multi-byte sequence, so each
+    # argument gets the same replacement characters as when decoded alone
+    parts = raw.decode(errors="replace").split("\0")
+    if parts[-1] == "":
         parts.pop()
-    return tuple(p.decode(errors="replace") for p in parts)
+    return tuple(parts)
 
 
 def docker_id(cgroup_name: str) -> str:
@@ -146,24 +164,47 @@ def _cgroup(raw: bytes) -> tuple[str, str]:
 
 _NO_AUID = 0xFFFFFFFF  # no login uid (unset), one object for every process
 
+# What decode_exec reads of every record (the credentials and namespaces it takes from
+# their tables by their bytes, unpacked only for a value not seen yet)
+_EXEC_FRONT = partial_layout("vg_exec_msg", (
+    "hdr.ktime", "pid", "tid", "ppid", "flags", "auid", "cgroup_len", "path_len", "cwd_len",
+    "args_len", "cgroup_id", "nspid")).unpack_from
+_EXEC_AT = {name: off for name, off, *_ in abi.LAYOUTS["vg_exec_msg"][1]}
+_CREDS_AT, _CREDS_END_AT = _EXEC_AT["creds.uid"], _EXEC_AT["ns.uts"]
+_NS_AT, _NS_END_AT = _EXEC_AT["ns.uts"], _EXEC_AT["nspid"]
+# the raw bytes of a record's credentials / namespaces -> the shared value
+_creds_by_bytes: dict[bytes, Credentials] = {}
+_ns_by_bytes: dict[bytes, Namespaces] = {}
+
 
 def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
-    if len(rec) < _EXEC_SIZE:
-        raise DecodeError(f"exec record of {len(rec)} bytes < {_EXEC_SIZE}")
-    v = _EXEC.unpack_from(rec)
-    cgroup_end = _EXEC_SIZE + v[_X_CGROUP_LEN]
-    path_end = cgroup_end + v[_X_PATH_LEN]
-    cwd_end = path_end + v[_X_CWD_LEN]
-    args_end = cwd_end + v[_X_ARGS_LEN]
-    if args_end > len(rec):
+    size = len(rec)
+    if size < _EXEC_SIZE:
+        raise DecodeError(f"exec record of {size} bytes < {_EXEC_SIZE}")
+    (ktime, pid, tid, ppid, kflags, auid, cgroup_len, path_len, cwd_len, args_len,
+     cgroup_id, ns_pid) = _EXEC_FRONT(rec)
+    cgroup_end = _EXEC_SIZE + cgroup_len
+    path_end = cgroup_end + path_len
+    cwd_end = path_end + cwd_len
+    args_end = cwd_end + args_len
+    if args_end > size:
         raise DecodeError(f"exec record tail {args_end - _EXEC_SIZE} bytes > "
-                          f"{len(rec) - _EXEC_SIZE}")
-    pid, ktime, kflags = v[_X_PID], v[_X_KTIME], v[_X_FLAGS]
+                          f"{size - _EXEC_SIZE}")
     argv = split_argv(rec[cwd_end:args_end])
     cgroup_name, docker = _cgroup(rec[_EXEC_SIZE:cgroup_end])
     cwd = decode_path(rec[path_end:cwd_end])
-    creds = _shared_creds(v)
-    tid, auid, ns_pid = v[_X_TID], v[_X_AUID], v[_X_NSPID]
+    raw = rec[_CREDS_AT:_CREDS_END_AT]
+    creds = _creds_by_bytes.get(raw)
+    if creds is None:
+        if len(_creds_by_bytes) >= _SHARED_MAX:
+            _creds_by_bytes.clear()
+        creds = _creds_by_bytes[raw] = _shared_creds(_EXEC.unpack_from(rec))
+    raw = rec[_NS_AT:_NS_END_AT]
+    ns = _ns_by_bytes.get(raw)
+    if ns is None:
+        if len(_ns_by_bytes) >= _SHARED_MAX:
+            _ns_by_bytes.clear()
+        ns = _ns_by_bytes[raw] = _shared_ns(_EXEC.unpack_from(rec))
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
         pid=pid,
@@ -177,15 +218,15 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
         flags=kflags & _EXPORTED_FLAGS,
         uid=creds.euid,
         auid=creds.uid if auid == creds.uid else _NO_AUID if auid == _NO_AUID else auid,
-        ppid=v[_X_PPID],
+        ppid=ppid,
         docker=docker,
-        cgroup_id=v[_X_CGROUP_ID],
+        cgroup_id=cgroup_id,
         cgroup_name=cgroup_name,
         creds=creds,
-        ns=_shared_ns(v),
+        ns=ns,
         ns_pid=pid if ns_pid == pid else ns_pid,
     )
-    return ExecRecord(proc, proc.ppid, bool(kflags & _TRUNC_PATH))
+    return ExecRecord(proc, ppid, bool(kflags & _TRUNC_PATH))
 
 
 class CloneRecord(NamedTuple):

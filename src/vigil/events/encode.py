@@ -303,17 +303,25 @@ def process_dict(
         out["exec_id"] = p.exec_id
     out["pid"] = p.pid
     out["uid"] = p.uid
-    _put_str(out, "cwd", p.cwd)
-    _put_str(out, "binary", p.binary)
-    _put_str(out, "arguments",
-             p.arguments if p.arguments is not None else join_arguments(p.args))
-    _put_str(out, "flags", flags_string(p.flags))
+    # empty strings are left out
+    if p.cwd:
+        out["cwd"] = p.cwd
+    if p.binary:
+        out["binary"] = p.binary
+    arguments = p.arguments if p.arguments is not None else join_arguments(p.args)
+    if arguments:
+        out["arguments"] = arguments
+    flags = flags_string(p.flags)
+    if flags:
+        out["flags"] = flags
     out["start_time"] = rfc3339(p.start_time_ns)
     out["auid"] = p.auid
     if pod:
         out["pod"] = pod
-    _put_str(out, "docker", p.docker)
-    _put_str(out, "parent_exec_id", p.parent_exec_id)
+    if p.docker:
+        out["docker"] = p.docker
+    if p.parent_exec_id:
+        out["parent_exec_id"] = p.parent_exec_id
     if p.forked:
         out["refcnt"] = 1
     if cred:
@@ -351,11 +359,6 @@ def process_view(proc: dict[str, Any], tid: int, refcnt: int) -> SharedDict:
     return out
 
 
-def _put_str(out: dict[str, Any], key: str, value: str) -> None:
-    if value:
-        out[key] = value
-
-
 # --------------------------------------------------------------------------- events
 
 def _envelope(key: str, body: dict[str, Any], node_name: str, time_ns: int) -> dict[str, Any]:
@@ -383,7 +386,10 @@ def exec_event(
         body["parent"] = parent
     if ancestors:
         body["ancestors"] = ancestors
-    return _envelope("process_exec", body, node_name, time_ns)
+    # _envelope, written out (one per exec)
+    if node_name:
+        return {"process_exec": body, "node_name": node_name, "time": rfc3339(time_ns)}
+    return {"process_exec": body, "time": rfc3339(time_ns)}
 
 
 def exit_event(
@@ -409,10 +415,15 @@ def exit_event(
         body["signal"] = signal
     if status:
         body["status"] = status
-    body["time"] = rfc3339(exit_time_ns)
+    body["time"] = exit_time = rfc3339(exit_time_ns)
     if ancestors:
         body["ancestors"] = ancestors
-    return _envelope("process_exit", body, node_name, time_ns)
+    # _envelope, written out (one per exit); the pipeline's exits happen when they are
+    # reported, so both times are usually one string
+    time_str = exit_time if time_ns == exit_time_ns else rfc3339(time_ns)
+    if node_name:
+        return {"process_exit": body, "node_name": node_name, "time": time_str}
+    return {"process_exit": body, "time": time_str}
 
 
 # The built-in policy name of credential-change events (no loaded policy has it: it is
@@ -510,7 +521,10 @@ class SharedDict(dict):  # type: ignore[type-arg]  # any event dict
         try:
             return self._json
         except AttributeError:
-            raw = orjson.dumps(dict(self), _default, _PASSTHROUGH)
+            # without OPT_PASSTHROUGH_SUBCLASS orjson writes this dict, and any subclass
+            # of dict/list/str/int in it, as its base type: what _default gives, with no
+            # copy of the dict and no call back per value
+            raw = orjson.dumps(self)
             # orjson's bytes keep their ~4 KiB buffer: copy to a right-sized object, as
             # this one lives as long as the process is cached
             self._json = orjson.Fragment(memoryview(raw).tobytes())

@@ -6,7 +6,10 @@ There is exactly one writer, the pipeline thread, which calls ``add``, ``mark_ex
 ``update_creds`` and ``gc``. Other threads (gRPC, metrics, debug dumps) may only read
 through ``get``/``current``/``ancestors``/``snapshot``; every public method takes
 ``ProcessCache.lock`` (a plain, non-reentrant ``threading.Lock``; an uncontended
-acquire costs tens of nanoseconds). Returned ``ProcessInfo`` objects are shared:
+acquire costs tens of nanoseconds), except the writer's own lookups
+(``writer_current``, ``writer_get``, ``current_and_parent``): the one thread that
+changes the table needs no lock to read it. ``generation`` changes with every change
+to the table, so the writer may reuse what a lookup found while it is the same. Returned ``ProcessInfo`` objects are shared:
 treat them as read-only, and expect their bookkeeping fields (``refcnt``,
 ``exited``, ``exit_time_ns``) to change under you.
 
@@ -85,6 +88,9 @@ class ProcessCache:
         # exec_id -> clock() stamp when its refcnt reached 0, oldest first.
         self._evictable: OrderedDict[str, int] = OrderedDict()
         self._shared = SharedValues()
+        # changes with every change to the table (an add, an exit, new credentials, an
+        # eviction): who keeps what a lookup found may reuse it while it is the same
+        self.generation = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -92,7 +98,7 @@ class ProcessCache:
 
     # ------------------------------------------------------------------ writer API
 
-    def add(self, p: ProcessInfo) -> None:
+    def add(self, p: ProcessInfo, texts_shared: bool = False) -> None:
         """Insert ``p``, make it the current instance of ``p.pid`` and link its parent.
 
         The previous current instance of the same pid is released (it stays
@@ -101,15 +107,19 @@ class ProcessCache:
         (larger ktime, i.e. ``p`` arrived late, e.g. a /proc scan racing live events),
         ``p`` is stored but does not become current and starts out released. A second
         ``add`` of an exec_id already cached is ignored: the first record wins.
+        ``texts_shared``: ``p``'s texts are already the table's (a fork child's, copied
+        from its cached parent), not looked up again.
         """
         with self.lock:
             if p.exec_id in self._procs:
                 return
+            self.generation += 1
             p.refcnt = 0
             p.holding = p.parent_ref = False
             # credentials, namespaces and cgroup arrive shared from whoever made p (the
             # exec decoder's tables, the /proc scan's SharedValues, a clone's parent)
-            self._shared.share_texts(p)
+            if not texts_shared:
+                self._shared.share_texts(p)
             self._procs[p.exec_id] = p
             self._link_parent(p)
             self._claim_pid(p)
@@ -128,6 +138,7 @@ class ProcessCache:
             p = self._procs.get(eid) if eid is not None else None
             if p is None or p.exited:
                 return None
+            self.generation += 1
             p.exited = True
             p.exit_time_ns = exit_time_ns
             self._release_self(p)
@@ -140,6 +151,7 @@ class ProcessCache:
         dropped (never changed: events already published keep the old one), so the next
         event that needs the process builds it again with the new credentials."""
         with self.lock:
+            self.generation += 1
             p.creds = self._shared(creds)
             p.uid = creds.euid
             if groups is not None:
@@ -159,6 +171,8 @@ class ProcessCache:
                 self._remove(eid)
                 removed += 1
             self.evictions += removed
+            if removed:
+                self.generation += 1
             return removed
 
     # ------------------------------------------------------------------ reader API
@@ -177,6 +191,26 @@ class ProcessCache:
             p = self._procs.get(eid) if eid is not None else None
             self._count(p)
             return p
+
+    def writer_current(self, pid: int) -> ProcessInfo | None:
+        """``current(pid)`` for the writer thread only, without the lock (it is the one
+        thread that changes the table; the pipeline's lookups on every record)."""
+        eid = self._current.get(pid)
+        p = self._procs.get(eid) if eid is not None else None
+        if p is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return p
+
+    def writer_get(self, exec_id: str) -> ProcessInfo | None:
+        """``get(exec_id)`` for the writer thread only, without the lock."""
+        p = self._procs.get(exec_id)
+        if p is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return p
 
     def current_and_parent(self, pid: int) -> tuple[ProcessInfo | None, ProcessInfo | None]:
         """``current(pid)`` and, if it is cached, its parent (``get(parent_exec_id)``).

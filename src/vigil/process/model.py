@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
@@ -196,10 +197,15 @@ class SharedValues:
     def share_texts(self, p: ProcessInfo) -> None:
         """Replace ``p``'s binary, working directory, arguments and exec flags with the
         table's equal copies."""
-        p.binary = self(p.binary)
-        p.cwd = self(p.cwd)
-        p.args = self(p.args)
-        p.flags = self(p.flags)
+        # self(value), with the lookup of a value already held done here (an exec's
+        # binary, working directory and flags usually are)
+        get: Callable[[object], Any] = self._table.get
+        binary, cwd, args, flags = p.binary, p.cwd, p.args, p.flags
+        p.binary = get(binary) or self(binary)
+        p.cwd = get(cwd) or self(cwd)
+        p.args = get(args) or self(args)
+        got = get(flags)
+        p.flags = got if got is not None else self(flags)
 
     def share_fields(self, p: ProcessInfo) -> None:
         """Replace every shareable field of ``p`` with the table's equal copy."""

@@ -63,6 +63,8 @@ _process_values = operator.attrgetter(*_PROCESS_FIELDS)
 _CLONE_SET = tuple(_PROCESS_FIELDS.index(name) for name in (
     "exec_id", "pid", "tid", "ktime", "start_time_ns", "flags", "parent_exec_id", "ppid",
     "forked", "encoded", "refcnt", "exited", "exit_time_ns"))
+(_C_EXEC_ID, _C_PID, _C_TID, _C_KTIME, _C_START, _C_FLAGS, _C_PARENT_EXEC_ID, _C_PPID,
+ _C_FORKED, _C_ENCODED, _C_REFCNT, _C_EXITED, _C_EXIT_TIME) = _CLONE_SET
 # A clone for a pid the /proc scan already saw, started within one clock tick of it,
 # is the same process seen twice (the scan raced the live ring).
 _SCAN_SLACK_NS = 20_000_000
@@ -192,43 +194,47 @@ class Pipeline:
         p = r.process
         if self._redact is not None:
             self._redact(p)
-        prev = self.cache.current(p.pid)
+        cache = self.cache
+        prev = cache.writer_current(p.pid)
         if prev is None or prev.exited:
-            parent = self.cache.current(r.ppid)
+            parent = cache.writer_current(r.ppid)
         elif prev.forked:
             p.flags |= _CLONE
-            parent = self.cache.current(r.ppid)
+            parent = cache.writer_current(r.ppid)
         else:
             parent = prev  # exec without fork: the pid's previous program
         if parent is not None:
             p.parent_exec_id = parent.exec_id
-        self.cache.add(p)
+        cache.add(p)
         return self._exec_event(p, p.start_time_ns)
 
     def _on_clone(self, rec: bytes) -> None:
-        c = decode.decode_clone(rec)
-        prev = self.cache.current(c.pid)
-        if prev is not None and abs(prev.ktime - c.start_ktime) < _SCAN_SLACK_NS:
+        pid, tid, ppid, start_ktime, _ktime = decode.decode_clone(rec)
+        cache = self.cache
+        prev = cache.writer_current(pid)
+        if prev is not None and abs(prev.ktime - start_ktime) < _SCAN_SLACK_NS:
             return None  # the /proc scan already has this very process
-        parent = self.cache.current(c.ppid)
+        parent = cache.writer_current(ppid)
         if parent is None:
             return None  # forked by a process we never saw: its exec will still link
         values = list(_process_values(parent))
-        for i, value in zip(_CLONE_SET, (
-                exec_id(self.opts.node_name, c.start_ktime, c.pid), c.pid, c.tid,
-                c.start_ktime, self.boot_wall + c.start_ktime, _EXECVE,
-                parent.exec_id, parent.pid, True, None, 0, False, 0)):
-            values[i] = value
-        child = ProcessInfo(*values)
-        self.cache.add(child)
+        (values[_C_EXEC_ID], values[_C_PID], values[_C_TID], values[_C_KTIME],
+         values[_C_START], values[_C_FLAGS], values[_C_PARENT_EXEC_ID], values[_C_PPID],
+         values[_C_FORKED], values[_C_ENCODED], values[_C_REFCNT], values[_C_EXITED],
+         values[_C_EXIT_TIME]) = (
+            exec_id(self.opts.node_name, start_ktime, pid), pid, tid, start_ktime,
+            self.boot_wall + start_ktime, _EXECVE, parent.exec_id, parent.pid, True, None,
+            0, False, 0)
+        cache.add(ProcessInfo(*values), texts_shared=True)  # its parent's
         return None
 
     def _on_exit(self, rec: bytes) -> Event | None:
         x = decode.decode_exit(rec)
         exit_wall = self.boot_wall + x.ktime
-        p = self.cache.mark_exited(x.pid, exit_wall)
+        cache = self.cache
+        p = cache.mark_exited(x.pid, exit_wall)
         if p is None:
-            if self.cache.current(x.pid) is not None:
+            if cache.current(x.pid) is not None:
                 self.duplicate_exits += 1
             else:
                 self.missing_process += 1
@@ -238,10 +244,11 @@ class Pipeline:
             return None
         if p.kthread:  # kernel threads are never announced, their exits neither
             return None
-        parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
+        parent = cache.writer_get(p.parent_exec_id) if p.parent_exec_id else None
         return encode.exit_event(
-            self.process_json(p),
-            self.process_json(parent) if parent else None,
+            p.encoded if p.encoded is not None else self.process_json(p),
+            None if parent is None else
+            parent.encoded if parent.encoded is not None else self.process_json(parent),
             self._ancestors_json(p),
             exit_code=x.exit_code,
             exit_time_ns=exit_wall,
@@ -306,11 +313,12 @@ class Pipeline:
         return [self.process_json(a) for a in self.cache.ancestors(p)]
 
     def _exec_event(self, p: ProcessInfo, time_ns: int) -> Event:
-        parent = self.cache.get(p.parent_exec_id) if p.parent_exec_id else None
+        parent = self.cache.writer_get(p.parent_exec_id) if p.parent_exec_id else None
         return encode.exec_event(
-            self.process_json(p),
-            self.process_json(parent) if parent else None,
-            self._ancestors_json(p),
+            p.encoded if p.encoded is not None else self.process_json(p),
+            None if parent is None else
+            parent.encoded if parent.encoded is not None else self.process_json(parent),
+            self._ancestors_json(p) if self.opts.ancestors else None,
             self.opts.node_name,
             time_ns,
         )

@@ -23,7 +23,7 @@ from vigil.abi import _generated as abi
 from vigil.abi._generated import GenFlag, MsgOp
 from vigil.events import encode
 from vigil.events.encode import rfc3339
-from vigil.events.decode import DecodeError
+from vigil.events.decode import DecodeError, partial_layout
 from vigil.events.generic import ACTION_NAMES, Renderer, arg_renderer
 from vigil.stream.pipeline import Pipeline
 from vigil.policy.plan import HookPlan
@@ -78,6 +78,26 @@ _IMA_OFF, _IMA_LEN = _IX["ima_off"], _IX["ima_len"]
 _CHUNKS = int(GenFlag.CHUNKS)
 _DATA = abi.VG_DATA_MSG
 _DIX = abi.VG_DATA_MSG_INDEX
+_NARGS_AT = next(off for name, off, *_ in abi.LAYOUTS["vg_generic_msg"][1] if name == "nargs")
+# flags that take a record off the fast path (PolicyEvents.handle): a return value,
+# maxData chunks, stack traces, an IMA hash, a string return value
+_SLOW_FLAGS = _TAIL_FLAGS | _RETURN | _CHUNKS
+
+
+def _fast_layout(nargs: int) -> struct.Struct:
+    """The fields the fast path reads of a record with ``nargs`` arguments, in this order:
+    ktime, pid, tid, hook_id, action, flags, then the arguments' offsets, lengths and
+    original lengths (``nargs`` of each)."""
+    return partial_layout("vg_generic_msg", [
+        "hdr.ktime", "pid", "tid", "hook_id", "action", "flags",
+        *(f"{name}[{i}]" for name in ("arg_off", "arg_len", "orig_len")
+          for i in range(nargs))])
+
+
+# unpack_from of _fast_layout(n), by the record's argument count n
+_FAST = tuple(_fast_layout(n).unpack_from for n in range(_MAX_ARGS + 1))
+_F_KTIME, _F_PID, _F_TID, _F_HOOK, _F_ACTION, _F_FLAGS = range(6)
+_F_ARGS = 6  # where the arguments' offsets start
 # maxData chunks waiting for their record: (tid, hook, ktime) entries kept at most
 _PENDING_MAX = 64
 # copies of process dicts for policy events (the calling thread's "tid", the cache's
@@ -97,7 +117,7 @@ class CompiledHook:
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
                  "message", "tags", "metric_keys", "functions", "ndata", "nargs",
-                 "requests", "kprobe")
+                 "requests", "kprobe", "fast_nargs", "fast_slots")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -126,6 +146,15 @@ class CompiledHook:
         self.ndata = plan.ndata
         # selector -> (kind, target) of its GetUrl / DnsLookup
         self.requests = {r.selector: (r.kind, r.target) for r in plan.requests}
+        # the fast path of PolicyEvents.handle takes records of this hook that have this
+        # many arguments (-1: none, a list hook or one with `data` arguments); per rendered
+        # argument: (renderer, index of its offset, of its length, of its original length
+        # in the values _FAST[fast_nargs] unpacks)
+        n = self.nargs
+        self.fast_nargs = -1 if self.functions or self.ndata else n
+        self.fast_slots: tuple[tuple[Renderer, int, int, int], ...] = tuple(
+            (render, _F_ARGS + i - _OFF, _F_ARGS + n + i - _OFF, _F_ARGS + 2 * n + i - _OFF)
+            for render, i in self.slots)
 
     def metric_key(self, action: int) -> tuple[str, str, str]:
         key = (self.policy, self.reg.plan.hook_label,
@@ -177,8 +206,13 @@ class PolicyEvents:
         self._hook = registry.compiled
         self._cache = pipeline.cache
         self._node_name = pipeline.opts.node_name
+        # the last policy event's process resolution: (cache generation, pid, tid, process
+        # view, parent, parent's dict); the next event of the same thread reuses it while
+        # the cache has not changed (runs of events of one thread are the common case)
+        self._last: tuple[int, int, int, encode.SharedDict, ProcessInfo,
+                          dict[str, Any]] | None = None
         # a process's credentials changed: its views carry the old ones
-        pipeline.process_changed.append(lambda _p: self._views.clear())
+        pipeline.process_changed.append(self._forget_views)
         # policy name -> a function that completes or drops that policy's events (the
         # built-in self-protection policy names the BPF object a bpf() call is about)
         self.refine: dict[str, Callable[[Event], Event | None]] = {}
@@ -211,7 +245,79 @@ class PolicyEvents:
         chunks.append((d[_DIX["arg"]], d[_DIX["off"]], rec[_DATA.size:_DATA.size + n]))
         return None
 
+    def _forget_views(self, _p: ProcessInfo | None = None) -> None:
+        self._views.clear()
+        self._last = None
+
     def handle(self, rec: bytes) -> Event | None:
+        """A policy-hook record -> its event (None: dropped). The common record (a hook
+        without list functions or `data`, all its arguments in the record, no return
+        value, stack or hash) takes a path of its own; every other goes to ``_handle_any``,
+        which builds the same event for it."""
+        size = len(rec)
+        if size < _HEAD or (nargs := rec[_NARGS_AT]) > _MAX_ARGS:
+            return self._handle_any(rec)
+        v = _FAST[nargs](rec)
+        hook = self._hook(v[_F_HOOK])
+        action = v[_F_ACTION]
+        if (hook is None or hook.fast_nargs != nargs or v[_F_FLAGS] & _SLOW_FLAGS
+                or action in _REQUESTS):
+            return self._handle_any(rec)
+        args = []
+        for render, o, ln, orig in hook.fast_slots:
+            start = _HEAD + v[o]
+            end = start + v[ln]
+            if end > size:
+                return self._handle_any(rec)  # raises the DecodeError that names it
+            args.append(render(rec[start:end], v[orig]))
+        key = hook.metric_keys.get(action) or hook.metric_key(action)
+        self.events[key] += 1
+        cache = self._cache
+        pid, tid = v[_F_PID], v[_F_TID]
+        last = self._last
+        proc: dict[str, Any]
+        if (last is not None and last[0] == cache.generation and last[1] == pid
+                and last[2] == tid and last[4].encoded is last[5]):
+            cache.hits += 2  # as current_and_parent counts a process and its parent
+            proc, parent = last[3], last[5]
+        else:
+            p, pp = cache.current_and_parent(pid)
+            parent = None
+            if p is None:
+                self.missing_process += 1
+                proc = {"pid": pid, "tid": tid}
+            else:
+                proc = self._views.get((p.exec_id, tid, p.refcnt)) or self._view(p, tid)
+                if pp is not None:
+                    parent = (pp.encoded if pp.encoded is not None
+                              else self.pipeline.process_json(pp))
+                    self._last = (cache.generation, pid, tid, proc, pp, parent)
+        if hook.kprobe:  # _kprobe_body without a return value, written out here
+            if parent is None:
+                body: dict[str, Any] = {"process": proc, "function_name": hook.function_name}
+            else:
+                body = {"process": proc, "parent": parent, "function_name": hook.function_name}
+            if args:
+                body["args"] = args
+            body["action"] = key[2]
+            body["policy_name"] = hook.policy
+            if hook.message:
+                body["message"] = hook.message
+            if hook.tags:
+                body["tags"] = list(hook.tags)
+        else:
+            body = hook.body(hook, proc, parent, args, None, key[2])
+        ev = {hook.event: body,
+              "node_name": self._node_name,
+              "time": rfc3339(self.pipeline.boot_wall + v[_F_KTIME])}
+        if self.refine:
+            refine = self.refine.get(hook.policy)
+            if refine is not None:
+                return refine(ev)
+        return ev
+
+    def _handle_any(self, rec: bytes) -> Event | None:
+        """Any policy-hook record (``handle`` takes the common ones itself)."""
         if len(rec) < _HEAD:
             raise DecodeError(f"generic record of {len(rec)} bytes < {_HEAD}")
         v = _FRONT.unpack_from(rec)
@@ -365,7 +471,7 @@ class PolicyEvents:
         """The process dict with the calling thread's tid and the process's refcnt, shared
         by the events that have both the same."""
         if len(self._views) >= _VIEW_CACHE_MAX:
-            self._views.clear()
+            self._forget_views()
         proc = p.encoded if p.encoded is not None else self.pipeline.process_json(p)
         view = self._views[(p.exec_id, tid, p.refcnt)] = encode.process_view(proc, tid, p.refcnt)
         return view

@@ -125,9 +125,13 @@ def decode_throttle(rec: bytes) -> ThrottleRecord:
                           v[_TI["hdr.ktime"]])
 
 
+# a plain int: IntFlag arithmetic builds an enum member (is_throttled runs per exit)
+_THROTTLED = int(HdrFlag.THROTTLED)
+
+
 def is_throttled(rec: bytes) -> bool:
     """Whether a record's header says it was sent while its cgroup was throttled."""
-    return len(rec) > 1 and bool(rec[1] & HdrFlag.THROTTLED)
+    return len(rec) > 1 and bool(rec[1] & _THROTTLED)
 
 
 def throttle_event(kind: int, cgroup: str, node_name: str, time_ns: int) -> Event:
