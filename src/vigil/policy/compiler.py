@@ -114,7 +114,8 @@ class KernelView:
     # bpf_probe_write_user (the Set action on USDT arguments), and why it is refused
     probe_write_user: bool = False
     probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
-    # why a uprobe program cannot rewrite the registers (Override on uprobes)
+    # uprobe programs may rewrite the registers (Override on uprobes), and why not
+    uprobe_regs: bool = False
     uprobe_regs_refused: str = "not probed"
     # BPF kernel functions in the kernel's BTF: SubString, SubStringIgnCase
     kfunc_strnstr: bool = False
@@ -186,6 +187,7 @@ class _HookBuilder:
         self.ret_type = _INT_TYPES["long"]  # how matchReturnArgs read the return value
         self.hook: Any = None
         self.usdt = False  # a USDT probe: arguments come from the probe's spec, not registers
+        self.uprobe_override = False  # a uprobe selector overrides: the register-writing program
         self.kfuncs: set[str] = set()  # kernel functions the hook calls (HookPlan.kfuncs)
         self.workloads: dict[int, Any] = {}  # selector index -> matchWorkloads PodScope
 
@@ -569,6 +571,8 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             b.cfg["ret_kind"] = int(K.USTR)
         _compile_selectors(b, hook_selectors, where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
+        if b.uprobe_override:  # the entry program that may return to the caller
+            prog = "vg_gen_uprobe_override"
         attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
                          digest_ignore)]
         # return probes with arguments: the entry uprobe saves them for the uretprobe
@@ -1341,11 +1345,9 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
             continue
         if name == "Override" and b.hook is not None and hasattr(b.hook, "symbols"):
-            raise CompileError(f"{w}.matchActions[{k}].action",
-                               "Override on uprobes (return a value without running the "
-                               "function) is not supported by this version of Vigil: it "
-                               "needs uprobe programs that may rewrite the registers "
-                               f"(this kernel: {b.view.uprobe_regs_refused})")
+            from vigil.policy.compile_usdt import uprobe_override
+            uprobe_override(b, a, p, w, k)
+            continue
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
