@@ -42,6 +42,8 @@ def test_override_loads_the_register_writing_entry_program(btf) -> None:  # type
     c = cfg(h)
     assert c["sel[0].actions[0].action"] == int(abi.Action.OVERRIDE)
     assert c["sel[0].actions[0].arg"] == -13 & 0xFFFFFFFF
+    assert h.enforcement.startswith("Override: vigil_check is not run and returns -13 to "
+                                    "its caller")
     # a hook without Override keeps the plain entry program
     (plain,) = compiled(UP.replace("action: Override\n        argError: -13",
                                    "action: Post"), btf, uprobe_regs=True).hooks

@@ -1424,6 +1424,14 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         enforcement = ("Set: the argument's memory is written (bpf_probe_write_user) before "
                        "the probed code reads it" if not monitor else
                        "monitor mode: Set is only reported")
+    if b.uprobe_override:
+        errs = sorted({_s32(v) for k, v in cfg.items() if k.endswith(".arg")
+                       and cfg.get(k[:-len(".arg")] + ".action") == int(abi.Action.OVERRIDE)})
+        text = ("monitor mode: Override is only reported" if monitor else
+                f"Override: {names.get('symbol') or 'the function'} is not run and returns "
+                f"{' or '.join(map(str, errs))} to its caller (the uprobe program sets rax, "
+                "then rip and rsp as its ret would)")
+        enforcement = f"{text}; {enforcement}" if enforcement else text
     return HookPlan(
         hook_id=hook_id, section=where, event=event, opcode=int(op), attach=tuple(attach),
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
@@ -1432,6 +1440,11 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
         requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)),
         kfuncs=tuple(sorted(b.kfuncs)), workloads=tuple(sorted(b.workloads.items())), **names)
+
+
+def _s32(v: int) -> int:
+    """An action's 32-bit argument as the signed value it was written from."""
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def _chunk_arg(cfg: dict[str, Any], nargs: int, where: str) -> None:
