@@ -43,7 +43,8 @@ struct vg_gen_buf {
 		char s[VG_PFX_KEY];
 	} pfx;
 	char tmp[VG_PFX_KEY];
-	/* set by an enforced Override: the uprobe override program then skips the function */
+	/* the thread an enforced Override matched for (0: none): the uprobe override program
+	 * skips the function only when it is its own thread's decision */
 	__u32 overridden;
 };
 
@@ -1695,7 +1696,7 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			}
 			if (enforce) {
 				err = (__s32)s->actions[ai].arg;
-				h->overridden = 1;
+				h->overridden = m->tid;
 				vg_count(VG_GC_OVERRIDE);
 			}
 			break;
@@ -2160,7 +2161,7 @@ int vg_gen_uprobe_override(struct pt_regs *ctx)
 			raw[i] = vg_data_src(ctx, i, vg_regs_arg(ctx, CFG.args[i].src));
 	h->overridden = 0;
 	err = vg_gen_run(ctx, raw, 0, 0);
-	if (!h->overridden)
+	if (h->overridden != (__u32)bpf_get_current_pid_tgid())
 		return 0;
 	h->overridden = 0;
 	/* the word at sp unreadable (not resident): the function runs after all */
