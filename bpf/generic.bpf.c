@@ -43,6 +43,9 @@ struct vg_gen_buf {
 		char s[VG_PFX_KEY];
 	} pfx;
 	char tmp[VG_PFX_KEY];
+	/* the thread an enforced Override matched for (0: none): the uprobe override program
+	 * skips the function only when it is its own thread's decision */
+	__u32 overridden;
 };
 
 struct {
@@ -1693,6 +1696,7 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			}
 			if (enforce) {
 				err = (__s32)s->actions[ai].arg;
+				h->overridden = m->tid;
 				vg_count(VG_GC_OVERRIDE);
 			}
 			break;
@@ -2148,6 +2152,41 @@ int vg_gen_uprobe(struct pt_regs *ctx)
 		return 0;
 	}
 	vg_gen_run(ctx, raw, 0, 0);
+	return 0;
+}
+
+/* Override on a uprobe at a function's entry (x86-64): the function does not run. The
+ * matched selector's argError becomes the return value (rax, sign-extended) and the
+ * program returns to the caller as the function's `ret` would: ip = the return address
+ * the call pushed (the word at sp), sp past it. The kernel then resumes the task there
+ * instead of executing the probed instruction. Writing the registers needs a kernel whose
+ * uprobe programs may write their context (feature probe uprobe_regs); the loader loads
+ * this program instead of vg_gen_uprobe only for such hooks. */
+SEC("uprobe")
+int vg_gen_uprobe_override(struct pt_regs *ctx)
+{
+	__u64 raw[VG_GEN_ARGS] = {};
+	__u32 zero = 0;
+	struct vg_gen_buf *h = bpf_map_lookup_elem(&vg_gen_heap, &zero);
+	__u64 ret_addr = 0;
+	__s64 err;
+
+	if (!h)
+		return 0;
+	for (int i = 0; i < VG_GEN_ARGS; i++)
+		if (i < CFG.nargs)
+			raw[i] = vg_data_src(ctx, i, vg_regs_arg(ctx, CFG.args[i].src));
+	h->overridden = 0;
+	err = vg_gen_run(ctx, raw, 0, 0);
+	if (h->overridden != (__u32)bpf_get_current_pid_tgid())
+		return 0;
+	h->overridden = 0;
+	/* the word at sp unreadable (not resident): the function runs after all */
+	if (bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)ctx->sp) || !ret_addr)
+		return 0;
+	ctx->ax = (__u64)err;
+	ctx->ip = ret_addr;
+	ctx->sp = ctx->sp + 8;
 	return 0;
 }
 

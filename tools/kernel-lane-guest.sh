@@ -20,9 +20,10 @@ case $VIGIL_LANE_KERNEL in
   6.1.*) VIGIL_EXPECT_FEATURES="kprobe kretprobe fentry fexit fentry_security fmod_ret_security lsm d_path probe_write_user" ;;
   6.[2-9].*|6.1[0-9].*)
          VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security lsm d_path probe_write_user" ;;
-  # sid's 7.x also lets fmod_ret attach to syscall functions (Override on syscalls)
+  # sid's 7.x also lets fmod_ret attach to syscall functions (Override on syscalls) and
+  # uprobe programs write their registers (Override on uprobes)
   [7-9].*)
-         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security fmod_ret_syscall lsm d_path probe_write_user" ;;
+         VIGIL_EXPECT_FEATURES="kprobe kretprobe kprobe_multi fentry fexit fentry_security fmod_ret_security fmod_ret_syscall lsm d_path probe_write_user uprobe_regs" ;;
   *) VIGIL_EXPECT_FEATURES="" ;;
 esac
 VIGIL_TEST_STRICT=${VIGIL_TEST_STRICT:-1}

@@ -276,20 +276,6 @@ def test_uprobe_binary_digests(env: Env, target: str) -> None:
     assert bodies == []
 
 
-def test_uprobe_override_is_refused_with_the_kernel_reason(env: Env, target: str) -> None:
-    pol = uprobe_policy(target, "override", """    symbols: ["main"]
-    selectors:
-    - matchActions:
-      - action: Override
-        argError: -1""")
-    res = features.probe("uprobe_regs")
-    with pytest.raises(PolicyError, match=r"spec.uprobes\[0\].selectors\[0\].matchActions\[0\]"
-                       r".action: Override on uprobes .* needs uprobe programs that may "
-                       r"rewrite the registers \(this kernel: "
-                       + (r"load refused" if not res.ok else r"allowed")):
-        env.manager.add(pol, source="test")
-
-
 def test_uprobe_resolve_through_the_binarys_btf(env: Env,
                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
     """btfPath: the binary's own BTF (gcc -gbtf, the .BTF section dumped) types the

@@ -68,6 +68,7 @@ def kernel_view(kprobe_mode: str | None = None, procfs: str = "/proc") -> Kernel
                       fmod_ret_syscall=ok("fmod_ret_syscall"),
                       probe_write_user=ok("probe_write_user"),
                       probe_write_user_refused=_write_user_refused(features),
+                      uprobe_regs=ok("uprobe_regs"),
                       uprobe_regs_refused=features.probe("uprobe_regs").reason or "allowed",
                       kfunc_strnstr=has_kfunc("bpf_strnstr"),
                       kfunc_strncasestr=has_kfunc("bpf_strncasestr"),

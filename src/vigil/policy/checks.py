@@ -1170,6 +1170,8 @@ def _check_override_params(hc: HookContext, act: ActionSelector, path: Path,
         if len(new) > 1:
             rep.error(path + (_alias(ActionSelector, new[1]),), "policy.invalid_value",
                       "only one of argNewSymbol, argNewAddr and argNewOffset may be set")
+        if "matchActions" in path:
+            _check_uprobe_override_site(hc, path, rep)
         return
     if act.arg_error is None:
         rep.error(path + ("argError",), "policy.required",
@@ -1177,6 +1179,23 @@ def _check_override_params(hc: HookContext, act: ActionSelector, path: Path,
     for name in uprobe_params:
         rep.error(path + (_alias(ActionSelector, name),), "policy.invalid_value",
                   f"{_alias(ActionSelector, name)} is only supported for uprobes")
+
+
+def _check_uprobe_override_site(hc: HookContext, path: Path, rep: Report) -> None:
+    """Override on a uprobe returns to the caller as if the function had run: only at a
+    function's first instruction (a symbol), and not with a return probe on the same
+    call, whose return-address swap the override would undo."""
+    hook = hc.hook
+    if getattr(hook, "offsets", None) or getattr(hook, "addrs", None):
+        rep.error(path + ("action",), "policy.invalid_value",
+                  "Override on a uprobe returns to the caller as if the function had run, "
+                  "which is right only at a function's first instruction: it needs symbols, "
+                  "not offsets or addrs (an instruction inside a function)")
+    elif getattr(hook, "return_", False):
+        rep.error(path + ("action",), "policy.invalid_value",
+                  "Override on a uprobe returns to the caller before the function runs, "
+                  "with the return address the return probe (return: true) would replace: "
+                  "use a hook without return: true")
 
 
 __all__ = ["ArgResolver", "Finding", "Report", "SpecContext", "check_arg_ops",

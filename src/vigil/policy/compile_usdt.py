@@ -74,6 +74,41 @@ def set_action(b: Any, a: Any, p: str, w: str, k: int) -> None:
     b.set_writes = True
 
 
+def uprobe_override(b: Any, a: Any, p: str, w: str, k: int) -> None:
+    """``Override`` on a uprobe: the probed function does not run and its caller gets
+    ``argError`` as the return value. The entry program sets the return register to it,
+    then returns as the function's ``ret`` would (ip = the return address the call pushed,
+    sp past it), which is right only at the function's first instruction and needs a
+    kernel whose uprobe programs may write the registers."""
+    from vigil.policy.compiler import CompileError
+    up, aw = b.hook, f"{w}.matchActions[{k}]"
+    for name, alias in (("arg_regs", "argRegs"), ("arg_new_symbol", "argNewSymbol"),
+                        ("arg_new_addr", "argNewAddr"), ("arg_new_offset", "argNewOffset")):
+        if getattr(a, name, None) not in (None, [], ""):
+            raise CompileError(f"{aw}.{alias}", f"{alias} (Override on uprobes setting "
+                               "registers or jumping elsewhere) is not supported by this "
+                               "version of Vigil: it overrides with argError only")
+    if getattr(up, "offsets", None) or getattr(up, "addrs", None):
+        raise CompileError(f"{aw}.action", "Override on a uprobe returns to the caller as "
+                           "if the function had run, which is right only at a function's "
+                           "first instruction: it needs symbols, not offsets or addrs "
+                           "(an instruction inside a function)", invalid=True)
+    if getattr(up, "return_", False):
+        raise CompileError(f"{aw}.action", "Override on a uprobe returns to the caller "
+                           "before the function runs, with the return address the return "
+                           "probe (return: true) would replace: use a hook without "
+                           "return: true", invalid=True)
+    if not b.view.uprobe_regs:
+        raise CompileError(f"{aw}.action", "Override on a uprobe (return argError without "
+                           "running the function) needs a kernel whose uprobe programs may "
+                           "write the registers (the return value, instruction and stack "
+                           f"pointers): this kernel refuses it ({b.view.uprobe_regs_refused})")
+    err = a.arg_error if getattr(a, "arg_error", None) is not None else -1
+    b.cfg[f"{p}.actions[{k}].action"] = int(abi.Action.OVERRIDE)
+    b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
+    b.uprobe_override = True
+
+
 def _user_btf(path: str, where: str) -> Any:
     """The BTF of a user-space binary (``btfPath``: raw BTF, e.g. a dumped .BTF section)."""
     from vigil.policy.compiler import CompileError

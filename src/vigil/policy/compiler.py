@@ -114,7 +114,8 @@ class KernelView:
     # bpf_probe_write_user (the Set action on USDT arguments), and why it is refused
     probe_write_user: bool = False
     probe_write_user_refused: str = "this kernel refuses bpf_probe_write_user"
-    # why a uprobe program cannot rewrite the registers (Override on uprobes)
+    # uprobe programs may rewrite the registers (Override on uprobes), and why not
+    uprobe_regs: bool = False
     uprobe_regs_refused: str = "not probed"
     # BPF kernel functions in the kernel's BTF: SubString, SubStringIgnCase
     kfunc_strnstr: bool = False
@@ -186,6 +187,7 @@ class _HookBuilder:
         self.ret_type = _INT_TYPES["long"]  # how matchReturnArgs read the return value
         self.hook: Any = None
         self.usdt = False  # a USDT probe: arguments come from the probe's spec, not registers
+        self.uprobe_override = False  # a uprobe selector overrides: the register-writing program
         self.kfuncs: set[str] = set()  # kernel functions the hook calls (HookPlan.kfuncs)
         self.workloads: dict[int, Any] = {}  # selector index -> matchWorkloads PodScope
 
@@ -596,6 +598,8 @@ def _compile_uprobe(up: Any, where: str, view: KernelView, hook_id: int,
             b.cfg["ret_kind"] = int(K.USTR)
         _compile_selectors(b, hook_selectors, where)
         prog, kind = ("vg_gen_uretprobe", "uretprobe") if ret else ("vg_gen_uprobe", "uprobe")
+        if b.uprobe_override:  # the entry program that may return to the caller
+            prog = "vg_gen_uprobe_override"
         attach = [Attach(prog, kind, (up.path, symbol), offset, ref_ctr, digests,
                          digest_ignore)]
         # return probes with arguments: the entry uprobe saves them for the uretprobe
@@ -1362,11 +1366,9 @@ def _compile_actions(b: _HookBuilder, sel: Any, p: str, w: str) -> None:
             b.cfg[f"{p}.actions[{k}].arg"] = int(err) & 0xFFFFFFFF
             continue
         if name == "Override" and b.hook is not None and hasattr(b.hook, "symbols"):
-            raise CompileError(f"{w}.matchActions[{k}].action",
-                               "Override on uprobes (return a value without running the "
-                               "function) is not supported by this version of Vigil: it "
-                               "needs uprobe programs that may rewrite the registers "
-                               f"(this kernel: {b.view.uprobe_regs_refused})")
+            from vigil.policy.compile_usdt import uprobe_override
+            uprobe_override(b, a, p, w, k)
+            continue
         if name not in _ACTIONS:
             raise CompileError(f"{w}.matchActions[{k}].action", _action_reason(name))
         b.cfg[f"{p}.actions[{k}].action"] = int(_ACTIONS[name])
@@ -1443,6 +1445,14 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         enforcement = ("Set: the argument's memory is written (bpf_probe_write_user) before "
                        "the probed code reads it" if not monitor else
                        "monitor mode: Set is only reported")
+    if b.uprobe_override:
+        errs = sorted({_s32(v) for k, v in cfg.items() if k.endswith(".arg")
+                       and cfg.get(k[:-len(".arg")] + ".action") == int(abi.Action.OVERRIDE)})
+        text = ("monitor mode: Override is only reported" if monitor else
+                f"Override: {names.get('symbol') or 'the function'} is not run and returns "
+                f"{' or '.join(map(str, errs))} to its caller (the uprobe program sets rax, "
+                "then rip and rsp as its ret would)")
+        enforcement = f"{text}; {enforcement}" if enforcement else text
     return HookPlan(
         hook_id=hook_id, section=where, event=event, opcode=int(op), attach=tuple(attach),
         config=pack("vg_hook_cfg", cfg), map_keys={m: tuple(k) for m, k in b.keys.items()},
@@ -1451,6 +1461,11 @@ def _finish(b: _HookBuilder, hook_id: int, where: str, event: str, op: int,
         mechanism=mechanism, enforcement="; ".join(x for x in (enforcement, extra) if x),
         requests=requests, follow=tuple(b.follow[si] for si in sorted(b.follow)),
         kfuncs=tuple(sorted(b.kfuncs)), workloads=tuple(sorted(b.workloads.items())), **names)
+
+
+def _s32(v: int) -> int:
+    """An action's 32-bit argument as the signed value it was written from."""
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def _chunk_args(cfg: dict[str, Any], nargs: int) -> None:

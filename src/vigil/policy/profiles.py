@@ -27,6 +27,7 @@ FEATURES: dict[str, str] = {
     "fmod_ret_syscall": "fmod_ret on syscall functions (Override on syscalls)",
     "probe_write_user": "writing user memory (bpf_probe_write_user: Set on usdts; refused "
                         "under kernel lockdown)",
+    "uprobe_regs": "uprobe programs that write the registers (Override on uprobes)",
     "kfunc_strnstr": "the BPF kernel function bpf_strnstr (SubString; Linux 6.17 or later)",
     "kfunc_strncasestr": "the BPF kernel function bpf_strncasestr (SubStringIgnCase; Linux "
                          "6.19 or later)",
@@ -37,13 +38,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     "none": {f: False for f in FEATURES},
     "debian-6.1": {"kprobes": True, "kprobe_multi": False, "fentry": True, "lsm": True,
                    "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True,
-                   "kfunc_strnstr": False, "kfunc_strncasestr": False},
+                   "uprobe_regs": False, "kfunc_strnstr": False, "kfunc_strncasestr": False},
     "debian-6.12": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
                     "fmod_ret": True, "fmod_ret_syscall": False, "probe_write_user": True,
-                    "kfunc_strnstr": False, "kfunc_strncasestr": False},
+                    "uprobe_regs": False, "kfunc_strnstr": False, "kfunc_strncasestr": False},
     "debian-7.2": {"kprobes": True, "kprobe_multi": True, "fentry": True, "lsm": True,
                    "fmod_ret": True, "fmod_ret_syscall": True, "probe_write_user": True,
-                   "kfunc_strnstr": True, "kfunc_strncasestr": True},
+                   "uprobe_regs": True, "kfunc_strnstr": True, "kfunc_strncasestr": True},
 }
 
 

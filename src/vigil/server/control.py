@@ -34,6 +34,7 @@ TETRAGON_PROBE_NAMES = {
     "send_signal": "signal",
     "lsm": "lsm",
     "fentry": "fentry",
+    "uprobe_regs": "uprobe_regs_change",
 }
 
 
