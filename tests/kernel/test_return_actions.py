@@ -444,3 +444,47 @@ def test_return_post_stack_traces(env: Env, tdir: Path) -> None:
     kst = body.get("kernel_stack_trace")
     if kst is not None:
         assert "do_syscall_64" in [e.get("symbol") for e in kst], kst
+
+
+def test_return_post_kernel_stack_on_a_kernel_function(env: Env, tdir: Path) -> None:
+    """kernelStackTrace on a return Post of a kernel function (security_file_open,
+    return: true): the stack the return program sees, on the syscall's path. Kernel lane
+    (kprobes or trampolines)."""
+    from vigil.bpf import features as F
+    if not (F.probe("kprobe").ok or F.probe("fentry").ok):
+        from tests.kernel.lane import need
+        need("kprobe")
+    made = tdir / "kstacked"
+    pol = f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vr-kstack
+spec:
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    return: true
+    args:
+    - index: 0
+      type: file
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{made}"]
+      matchReturnActions:
+      - action: Post
+        kernelStackTrace: true
+"""
+    with env.policy(pol) as info:
+        evs = env.run(lambda: touch(made), {os.getpid()})
+    assert evs, info.info
+    body = _body(evs[0])
+    assert body["return_action"] == "KPROBE_ACTION_POST"
+    kst = body["kernel_stack_trace"]
+    syms = [e.get("symbol") for e in kst]
+    print(f"return kernel_stack_trace ({info.info}):", syms[:6])
+    assert "do_syscall_64" in syms, syms
