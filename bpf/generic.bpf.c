@@ -1681,6 +1681,11 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 			if (enforce)
 				vg_notify_enforcer(s->actions[ai].arg, s->actions[ai].sig);
 			break;
+		case VG_ACT_CLEANUPENFORCER:
+			m->action = VG_ACT_CLEANUPENFORCER;
+			if (enforce)
+				vg_enforcer_cleanup();
+			break;
 		case VG_ACT_NOPOST:
 			if (post)
 				vg_count(VG_GC_NOPOST);
@@ -1729,7 +1734,10 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 		}
 	}
 	/* matchReturnActions: where the return value is (the exit program), after the
-	 * selector's actions; the event is posted only if neither list says NoPost */
+	 * selector's actions; the event is posted only if neither list says NoPost. Only the
+	 * program with the return value runs them (never the fmod_ret of a pair), so they
+	 * act whatever the phase. A stack a return Post asks for is taken here, at the
+	 * return; argSock names an argument as read at the call's entry. */
 	for (int ai = 0; ai < VG_GEN_ACTIONS; ai++) {
 		if (ai >= s->nret_actions || !(m->flags & VG_GENF_RETURN))
 			break;
@@ -1740,6 +1748,33 @@ static __always_inline int vg_act(void *ctx, struct vg_gen_buf *h, __u64 *raw, i
 				post = 0;
 				vg_count(VG_GC_RATE_LIMITED);
 			}
+			stacks |= s->ret_actions[ai].flags;
+			break;
+		case VG_ACT_GETURL:
+		case VG_ACT_DNSLOOKUP: /* the agent acts on the posted record's ret_action */
+			m->ret_action = s->ret_actions[ai].action;
+			break;
+		case VG_ACT_TRACKSOCK:
+		case VG_ACT_UNTRACKSOCK: {
+			__u8 a = s->ret_actions[ai].sock_arg;
+
+			m->ret_action = s->ret_actions[ai].action;
+			if (a < VG_GEN_ARGS)
+				vg_sock_track(s->ret_actions[ai].action, raw[a]);
+			break;
+		}
+		case VG_ACT_NOTIFYENFORCER:
+			m->ret_action = VG_ACT_NOTIFYENFORCER;
+			if (monitor) {
+				m->flags |= VG_GENF_MONITOR;
+				vg_count(VG_GC_MONITOR_SIGNAL);
+				break;
+			}
+			vg_notify_enforcer(s->ret_actions[ai].arg, s->ret_actions[ai].sig);
+			break;
+		case VG_ACT_CLEANUPENFORCER:
+			m->ret_action = VG_ACT_CLEANUPENFORCER;
+			vg_enforcer_cleanup();
 			break;
 		case VG_ACT_NOPOST:
 			m->ret_action = VG_ACT_NOPOST;

@@ -1,13 +1,17 @@
 """matchReturnActions in the real kernel: a selector's actions on the return path.
 
 Each test loads a policy through the real PolicyManager, runs real processes and asserts
-their exit status and the exact events (``action``, ``return_action``, ``return``). The
-syscall hooks run on sys_exit_openat here; the uprobe hook on a uretprobe. Helpers and
-the module's Env come from test_policies.
+their exit status and the exact events (``action``, ``return_action``, ``return``), the
+requests the agent made (GetUrl / DnsLookup, to local servers), what the enforcer did
+(NotifyEnforcer, CleanupEnforcerNotification) and the stacks of a return Post. The
+syscall hooks run on sys_exit_openat here; the uprobe hook on a uretprobe (TrackSock at
+the return: tests/kernel/test_socktrack.py, kernel functions). Helpers and the module's
+Env come from test_policies and test_policy_actions.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -17,10 +21,18 @@ from typing import Any
 
 import pytest
 
-from tests.kernel.test_policies import Env, _body, _cat, _my_links
+from tests.kernel.test_policies import Env, _body, _cat, _my_links, touch
+from tests.kernel import test_policy_actions as _actions
+from tests.kernel.test_policy_actions import PY, _Dns, _wait
+from vigil.actions_net import RequestLimits, Requester
 from vigil.errors import PolicyError
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# the local HTTP server and DNS responder of the entry-path request tests
+http_server = _actions.http_server
+dns_server = _actions.dns_server
 
 
 @pytest.fixture
@@ -270,3 +282,209 @@ def test_refused_return_action_leaves_nothing(env: Env) -> None:
     assert d.path == "spec.kprobes[0].selectors[0].matchReturnActions[0].action"
     assert "the call has already run" in d.message and d.line > 0 and d.col > 0
     assert _my_links() == before
+
+
+# ---- GetUrl / DnsLookup, NotifyEnforcer / CleanupEnforcerNotification, stacks ----------
+
+def test_return_get_url_and_dns_lookup(env: Env, tdir: Path,
+                                       http_server: tuple[str, list[str]],
+                                       dns_server: _Dns) -> None:
+    """A selector with GetUrl in both lists makes both requests (each its own URL); a
+    DnsLookup among the return actions only on a failed open. The event's action is the
+    entry's, its return_action the return list's."""
+    base, seen = http_server
+    req = Requester(RequestLimits(timeout=3.0, dns_servers=("127.0.0.1",),
+                                  dns_port=dns_server.port))
+    env.policy_events.request = req.submit
+    fetch, resolve = tdir / "fetch", tdir / "resolve"
+    fetch.write_text("x")
+    pol = openat_return_policy("vr-requests", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{fetch}"]
+      matchActions:
+      - action: GetUrl
+        argUrl: {base}/entry
+      matchReturnActions:
+      - action: GetUrl
+        argUrl: {base}/return
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{resolve}"]{FAILED_OPEN}
+      matchReturnActions:
+      - action: DnsLookup
+        argFqdn: vigil-return.example""")
+    try:
+        with env.policy(pol):
+            evs = env.run(lambda: [_cat(p) for p in (fetch, resolve)])
+        assert _summary(evs) == [
+            (str(fetch), "KPROBE_ACTION_GETURL", "KPROBE_ACTION_GETURL", 3),
+            (str(resolve), "KPROBE_ACTION_POST", "KPROBE_ACTION_DNSLOOKUP", -2)]
+        assert _wait(lambda: sorted(seen) == ["/entry", "/return"]), seen
+        assert _wait(lambda: ("vigil-return.example.", "A") in dns_server.names), \
+            dns_server.names
+        assert _wait(lambda: req.counts[("url", "ok")] == 2 and
+                     req.counts[("dns", "ok")] == 1), req.counts
+    finally:
+        env.policy_events.request = None
+        req.stop()
+
+
+def _enforced_return_policy(tdir: Path) -> str:
+    """Failed opens under tdir notify the enforcer from the return path (argSig 9 at the
+    thread's next dup / dup2); a failed open of a `.clean` file withdraws the
+    notification from the return path, of a `.mclean` file from matchActions."""
+    return f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vr-enforcer
+spec:
+  lists:
+  - name: dups
+    type: syscalls
+    values: ["sys_dup", "sys_dup2"]
+  enforcers:
+  - calls: ["list:dups"]
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    args:
+    - index: 1
+      type: string
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Postfix
+        values: [".clean"]{FAILED_OPEN}
+      matchReturnActions:
+      - action: CleanupEnforcerNotification
+    - matchArgs:
+      - index: 1
+        operator: Postfix
+        values: [".mclean"]{FAILED_OPEN}
+      matchActions:
+      - action: CleanupEnforcerNotification
+    - matchArgs:
+      - index: 1
+        operator: Prefix
+        values: ["{tdir}/"]{FAILED_OPEN}
+      matchReturnActions:
+      - action: NotifyEnforcer
+        argSig: 9
+"""
+
+
+_OPEN_THEN_DUP = """
+import os, sys
+for p in sys.argv[1:]:
+    try:
+        open(p)
+    except OSError:
+        pass
+sys.stdout.write("opened\\n"); sys.stdout.flush()
+os.dup2(1, 7)
+sys.stdout.write("after\\n")
+"""
+
+
+def test_return_notify_enforcer_and_cleanup(env: Env, tdir: Path) -> None:
+    """NotifyEnforcer from the return path: the process is killed at its next dup2, after
+    the open; CleanupEnforcerNotification (return path or matchActions) after the
+    notification: the dup2 runs."""
+    runs = {name: [str(tdir / "notify"), *(str(tdir / c) for c in clean)]
+            for name, clean in (("kill", ()), ("ret", ("x.clean",)), ("act", ("y.mclean",)))}
+    procs: dict[str, subprocess.CompletedProcess[bytes]] = {}
+    with env.policy(_enforced_return_policy(tdir)) as info:
+        evs = env.run(lambda: [procs.__setitem__(k, subprocess.run(
+            [PY, "-c", _OPEN_THEN_DUP, *paths], capture_output=True, timeout=30))
+            for k, paths in runs.items()])
+    assert ("raw_tp sys_exit filtered to dup, dup2" in info.info or
+            "fmod_ret __x64_sys_dup, __x64_sys_dup2" in info.info), info.info
+    assert (procs["kill"].returncode, procs["kill"].stdout) == (-9, b"opened\n")
+    for k in ("ret", "act"):
+        assert (procs[k].returncode, procs[k].stdout) == (0, b"opened\nafter\n"), k
+    notify, clean = "KPROBE_ACTION_NOTIFYENFORCER", "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION"
+    assert _summary(evs) == [
+        (str(tdir / "notify"), "KPROBE_ACTION_POST", notify, -2),
+        (str(tdir / "notify"), "KPROBE_ACTION_POST", notify, -2),
+        (str(tdir / "x.clean"), "KPROBE_ACTION_POST", clean, -2),
+        (str(tdir / "notify"), "KPROBE_ACTION_POST", notify, -2),
+        (str(tdir / "y.mclean"), clean, clean, -2)]
+
+
+def test_return_post_stack_traces(env: Env, tdir: Path) -> None:
+    """kernelStackTrace / userStackTrace on a return Post: taken at the return probe
+    (here sys_exit_openat), the user stack's first frame in libc's openat wrapper. The
+    open is this process's (user addresses are symbolized from the live process)."""
+    made = tdir / "stacked"
+    pol = openat_return_policy("vr-stacks", f"""
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["{made}"]
+      matchReturnActions:
+      - action: Post
+        kernelStackTrace: true
+        userStackTrace: true""")
+    with env.policy(pol):
+        evs = env.run(lambda: touch(made), {os.getpid()})
+    assert len(evs) == 1
+    body = _body(evs[0])
+    assert body["return_action"] == "KPROBE_ACTION_POST"
+    top = body["user_stack_trace"][0]
+    assert top["module"].endswith("/libc.so.6") and "open" in top["symbol"], top
+    # the kernel stack on a syscall tracepoint: some kernels (Debian's 6.1) give none
+    kst = body.get("kernel_stack_trace")
+    if kst is not None:
+        assert "do_syscall_64" in [e.get("symbol") for e in kst], kst
+
+
+def test_return_post_kernel_stack_on_a_kernel_function(env: Env, tdir: Path) -> None:
+    """kernelStackTrace on a return Post of a kernel function (security_file_open,
+    return: true): the stack the return program sees, on the syscall's path. Kernel lane
+    (kprobes or trampolines)."""
+    from vigil.bpf import features as F
+    if not (F.probe("kprobe").ok or F.probe("fentry").ok):
+        from tests.kernel.lane import need
+        need("kprobe")
+    made = tdir / "kstacked"
+    pol = f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vr-kstack
+spec:
+  kprobes:
+  - call: security_file_open
+    syscall: false
+    return: true
+    args:
+    - index: 0
+      type: file
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{made}"]
+      matchReturnActions:
+      - action: Post
+        kernelStackTrace: true
+"""
+    with env.policy(pol) as info:
+        evs = env.run(lambda: touch(made), {os.getpid()})
+    assert evs, info.info
+    body = _body(evs[0])
+    assert body["return_action"] == "KPROBE_ACTION_POST"
+    kst = body["kernel_stack_trace"]
+    syms = [e.get("symbol") for e in kst]
+    print(f"return kernel_stack_trace ({info.info}):", syms[:6])
+    assert "do_syscall_64" in syms, syms

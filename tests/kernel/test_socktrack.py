@@ -42,15 +42,22 @@ def env() -> Iterator[ModeEnv]:
     e.close()
 
 
-def _hooks(port: int, track: bool) -> str:
-    action = """
+def _hooks(port: int, track: bool, actions: str = "", ret: bool = False) -> str:
+    """tcp_connect (with `actions`, or TrackSock when `track`) and tcp_rcv_established;
+    `ret`: tcp_connect with return: true (matchReturnActions run at its return)."""
+    action = actions or ("""
       matchActions:
       - action: TrackSock
-        argSock: 0""" if track else ""
+        argSock: 0""" if track else "")
+    ret_spec = """
+    return: true
+    returnArg:
+      index: 0
+      type: int""" if ret else ""
     return f"""
   kprobes:
   - call: tcp_connect
-    syscall: false
+    syscall: false{ret_spec}
     args:
     - index: 0
       type: sock
@@ -115,3 +122,36 @@ def test_track_sock_reports_the_owner_in_softirq(env: ModeEnv) -> None:
     assert {_body(e)["process"]["pid"] for e in untracked} == {os.getpid()}
     # tracked: the client process that owns the socket
     assert tracked and {_body(e)["process"]["pid"] for e in tracked} == {pid1}
+
+
+def test_track_and_untrack_sock_at_the_return(env: ModeEnv) -> None:
+    """matchReturnActions TrackSock with argSock (tcp_connect's sock, as read at its
+    entry), run at tcp_connect's return: the receive names the client. UntrackSock in
+    matchReturnActions after an entry TrackSock of the same selector: the return's
+    untracking comes last, and the receive names the interrupted sender again."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    track_at_return = """
+      matchReturnActions:
+      - action: TrackSock
+        argSock: 0"""
+    untrack_at_return = """
+      matchActions:
+      - action: TrackSock
+        argSock: 0
+      matchReturnActions:
+      - action: UntrackSock
+        argSock: 0"""
+    try:
+        with env.policy(policy("vst-ret-track", _hooks(port, True, track_at_return,
+                                                       ret=True))):
+            pid1, tracked = _exchange(env, port, srv)
+        with env.policy(policy("vst-ret-untrack", _hooks(port, True, untrack_at_return,
+                                                         ret=True))):
+            _pid2, untracked = _exchange(env, port, srv)
+    finally:
+        srv.close()
+    assert tracked and {_body(e)["process"]["pid"] for e in tracked} == {pid1}
+    assert untracked and {_body(e)["process"]["pid"] for e in untracked} == {os.getpid()}

@@ -171,3 +171,77 @@ def test_return_actions_in_the_selectors() -> None:
     assert hook.map_sizes.get("vg_gen_rate")
     assert "signal sent synchronously" in hook.enforcement
     assert plan.mode == "enforce"
+
+
+RETURN_NEW = """
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: ret-new
+spec:
+  enforcers:
+  - calls: ["sys_dup2"]
+  kprobes:
+  - call: sys_openat
+    return: true
+    args:
+    - index: 1
+      type: string
+    returnArg:
+      index: 0
+      type: int
+    selectors:
+    - matchActions:
+      - action: GetUrl
+        argUrl: http://127.0.0.1:9/entry
+      - action: CleanupEnforcerNotification
+      matchReturnActions:
+      - action: GetUrl
+        argUrl: http://127.0.0.1:9/return
+      - action: NotifyEnforcer
+        argSig: 9
+      - action: Post
+        userStackTrace: true
+    - matchReturnActions:
+      - action: DnsLookup
+        argFqdn: ret.example
+      - action: CleanupEnforcerNotification
+"""
+
+
+def test_new_return_actions_and_their_requests() -> None:
+    """GetUrl / DnsLookup, NotifyEnforcer, CleanupEnforcerNotification and a stack Post
+    in matchReturnActions compile to ret_actions; an entry and a return GetUrl of one
+    selector are two requests, told apart by `ret`."""
+    from vigil.abi._generated import Action, ActionFlag
+    from vigil.abi.pack import unpack_field
+    from vigil.policy.compile_actions import Request
+    plan = compile_policy(load_policy(RETURN_NEW, source="t.yaml"), fixture_view())
+    [hook] = plan.hooks
+    cfg = hook.config
+
+    def f(name: str) -> int:
+        return unpack_field("vg_hook_cfg", name, cfg)
+    assert [f(f"sel[0].actions[{k}].action") for k in range(2)] == [
+        int(Action.GETURL), int(Action.CLEANUPENFORCER)]
+    assert [f(f"sel[0].ret_actions[{k}].action") for k in range(3)] == [
+        int(Action.GETURL), int(Action.NOTIFYENFORCER), int(Action.POST)]
+    assert (f("sel[0].ret_actions[1].sig"), f("sel[0].ret_actions[2].flags")) == (
+        9, int(ActionFlag.USTACK))
+    assert [f(f"sel[1].ret_actions[{k}].action") for k in range(2)] == [
+        int(Action.DNSLOOKUP), int(Action.CLEANUPENFORCER)]
+    assert sorted(hook.requests, key=lambda r: (r.selector, r.ret)) == [
+        Request(0, "url", "http://127.0.0.1:9/entry", False),
+        Request(0, "url", "http://127.0.0.1:9/return", True),
+        Request(1, "dns", "ret.example", True)]
+
+
+def test_ima_hash_in_return_actions_is_invalid() -> None:
+    """lsmhooks have no return path: imaHash in matchReturnActions is malformed."""
+    from vigil.errors import PolicyError
+    pol = RETURN_NEW.replace("        userStackTrace: true", "        imaHash: true")
+    with pytest.raises(PolicyError) as err:
+        load_policy(pol, source="t.yaml")
+    [d] = err.value.diagnostics
+    assert d.path.endswith("matchReturnActions[2].imaHash")
+    assert "lsmhooks have no return path" in d.message

@@ -135,6 +135,36 @@ def test_kprobe_return_action(env: Any, action: int, ret_action: int, expect: st
     assert list(body)[-2:] == ["policy_name", "return_action"]
 
 
+@pytest.mark.parametrize("action,ret_action,made", [
+    (7, 1, [("url", "http://h/entry")]),                             # entry GetUrl only
+    (1, 7, [("url", "http://h/return")]),                            # return GetUrl only
+    (7, 7, [("url", "http://h/entry"), ("url", "http://h/return")]),  # both
+    (1, 1, []),
+])
+def test_entry_and_return_requests(env: Any, action: int, ret_action: int,
+                                   made: list[tuple[str, str]]) -> None:
+    """A selector's GetUrl in matchActions and in matchReturnActions are two requests:
+    the record's action asks for the entry one, its ret_action for the return one."""
+    from vigil.policy.compile_actions import Request
+    pipe, reg, pe = env
+    got: list[tuple[str, str]] = []
+    pe.request = lambda kind, target: got.append((kind, target))
+    reg.add([RegisteredHook(plan(11, "process_kprobe", function_name="f",
+                                 return_arg=ArgSpec("int"),
+                                 requests=(Request(0, "url", "http://h/entry"),
+                                           Request(0, "url", "http://h/return", True))),
+                            "pol", "")])
+    [ev] = pipe.handle([record(11, [], flags=abi.GenFlag.RETURN, ret=0, action=action,
+                               ret_action=ret_action)])
+    assert ev["process_kprobe"]["return_action"] == abi_name(ret_action)
+    assert got == made
+
+
+def abi_name(action: int) -> str:
+    from vigil.events.generic import ACTION_NAMES
+    return ACTION_NAMES[action]
+
+
 def test_kprobe_minimal_no_return_flag_and_other_thread(env: Any) -> None:
     pipe, reg, _ = env
     reg.add([RegisteredHook(plan(8, "process_kprobe", function_name="f",

@@ -508,6 +508,8 @@ enum vg_action {
 	VG_ACT_TRACKSOCK = 11,     /* remember the process owning the socket of arg sock_arg */
 	VG_ACT_UNTRACKSOCK = 12,   /* forget it */
 	VG_ACT_NOTIFYENFORCER = 13,/* ask the policy's enforcer to act on this thread's syscall */
+	VG_ACT_CLEANUPENFORCER = 14,/* CleanupEnforcerNotification: drop the thread's pending
+				     * notification (its enforcer will not act on it) */
 	VG_ACT_SET = 15,        /* write a USDT argument's memory (bpf_probe_write_user) */
 };
 

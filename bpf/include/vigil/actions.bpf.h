@@ -9,6 +9,8 @@
  *   The map is shared by all hooks of one policy (the loader passes the first hook's fd).
  * - NotifyEnforcer: vg_enforcer holds (error, signal) for the calling thread; the
  *   policy's enforcer program (enforcer.bpf.c) acts on it at the thread's syscall.
+ *   CleanupEnforcerNotification deletes the thread's entry: a notification not yet acted
+ *   on is withdrawn.
  * - kernelStackTrace / userStackTrace: return addresses copied into the record's tail
  *   with bpf_get_stack (no stack-id map: a record carries its own stack, so nothing can
  *   evict it before user space reads it); user space symbolizes them.
@@ -84,6 +86,13 @@ static __always_inline void vg_notify_enforcer(__u32 error, __u32 sig)
 	struct vg_enforcer_note n = {.error = (__s32)error, .sig = sig, .hook_id = CFG.hook_id};
 
 	bpf_map_update_elem(&vg_enforcer, &id, &n, BPF_ANY);
+}
+
+static __always_inline void vg_enforcer_cleanup(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&vg_enforcer, &id);
 }
 
 /*

@@ -18,6 +18,7 @@ class Action(enum.IntEnum):
     TRACKSOCK = 11
     UNTRACKSOCK = 12
     NOTIFYENFORCER = 13
+    CLEANUPENFORCER = 14
     SET = 15
 
 

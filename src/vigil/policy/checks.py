@@ -1147,7 +1147,11 @@ def _check_action_params(hc: HookContext, act: ActionSelector, path: Path,
         if getattr(act, name) and a is not Action.POST:
             rep.error(path + (_alias(ActionSelector, name),), "policy.invalid_value",
                       f"{_alias(ActionSelector, name)} is only valid with action Post")
-    if act.ima_hash and hc.kind is not HookKind.LSMHOOKS:
+    if act.ima_hash and "matchReturnActions" in path:
+        rep.error(path + ("imaHash",), "policy.invalid_value",
+                  "imaHash hashes the file of an lsmhooks hook, and lsmhooks have no "
+                  "return path (no matchReturnActions): use it in matchActions")
+    elif act.ima_hash and hc.kind is not HookKind.LSMHOOKS:
         rep.error(path + ("imaHash",), "policy.invalid_value",
                   "imaHash is only supported for lsmhooks")
     used = _ACTION_PARAMS[a]

@@ -12,14 +12,18 @@
   ``ima_hash`` is ``ALGO:HEX`` (``vigil.events.stacks.ima_hash``).
 - ``GetUrl`` / ``DnsLookup``: the event is posted with that action and the agent makes
   the request (``vigil.actions_net``), bounded and off the event path.
-- ``matchReturnActions``: the selector's actions on the return path (``Post`` with
-  ``rateLimit``, ``NoPost``, ``Sigkill``, ``Signal``), run by the program that has the
-  return value after the selector's ``matchActions``; the event's ``return_action``.
+- ``matchReturnActions``: the selector's actions on the return path, run by the program
+  that has the return value after the selector's ``matchActions``; the event's
+  ``return_action``. ``Post`` (``rateLimit``; stacks taken at the return), ``NoPost``,
+  ``Sigkill``, ``Signal``, ``GetUrl`` / ``DnsLookup`` (a request of its own, apart from
+  an entry one of the same selector), ``TrackSock`` / ``UntrackSock`` (``argSock``: an
+  argument as read at the entry), ``NotifyEnforcer``, ``CleanupEnforcerNotification``.
 - ``NotifyEnforcer`` with ``spec.enforcers``: the hook notifies; the policy's enforcer
   (``enforcer.bpf.o``, planned by ``compile_enforcer``) acts at the thread's next listed
   syscall: fmod_ret on the syscall functions where the kernel allows it (the syscall
   returns argError without running, argSig is sent), otherwise a raw tracepoint on
   sys_exit that sends argSig (the syscall has run; argError cannot be applied here).
+  ``CleanupEnforcerNotification`` withdraws the thread's notification not yet acted on.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Request:
     selector: int
     kind: str     # "url" (GetUrl) | "dns" (DnsLookup)
     target: str   # argUrl | argFqdn
+    ret: bool = False  # asked by matchReturnActions (the record's ret_action)
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,10 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
             raise CompileError(f"{aw}.argUrl", "argUrl must be an http:// or https:// URL "
                                "(the agent makes HTTP requests only)", unsupported=True)
         si = int(ap.split("[", 1)[1].split("]", 1)[0])
+        ret = ".ret_actions[" in ap
         reqs = b.__dict__.setdefault("requests", [])
-        if not any(r.selector == si for r in reqs):
-            reqs.append(Request(si, kind, str(target)))
+        if not any(r.selector == si and r.ret == ret for r in reqs):
+            reqs.append(Request(si, kind, str(target), ret))
         b.cfg[f"{ap}.action"] = int(abi.Action.GETURL if kind == "url" else abi.Action.DNSLOOKUP)
         return True
     if name in ("TrackSock", "UntrackSock"):
@@ -136,6 +142,9 @@ def compile_action(b: Any, a: Any, name: str, ap: str, aw: str) -> bool:
         b.cfg[f"{ap}.arg"] = int(err or 0) & 0xFFFFFFFF
         b.cfg[f"{ap}.sig"] = int(sig or 0)
         return True
+    if name == "CleanupEnforcerNotification":
+        b.cfg[f"{ap}.action"] = int(abi.Action.CLEANUPENFORCER)
+        return True
     return False
 
 
@@ -144,18 +153,6 @@ _RETURN_ACTIONS = {"Post": abi.Action.POST, "NoPost": abi.Action.NOPOST,
 _RETURN_REFUSED = {
     "Override": "the call has already run when return actions run (Override decides at "
                 "the call's entry: use matchActions)",
-    "NotifyEnforcer": "an enforcer notification from the return path is not supported by "
-                      "this version of Vigil (use matchActions)",
-    "CleanupEnforcerNotification": "enforcer notifications are not supported in "
-                                   "matchReturnActions by this version of Vigil",
-    "GetUrl": "GetUrl in matchReturnActions is not supported by this version of Vigil "
-              "(use matchActions)",
-    "DnsLookup": "DnsLookup in matchReturnActions is not supported by this version of Vigil "
-                 "(use matchActions)",
-    "TrackSock": "socket tracking in matchReturnActions is not supported by this version "
-                 "of Vigil (use returnArgAction: TrackSock on a sock return value)",
-    "UntrackSock": "socket tracking in matchReturnActions is not supported by this version "
-                   "of Vigil (use returnArgAction: UntrackSock on a sock return value)",
     "Set": "Set writes a USDT argument at the probe; it has no return path",
 }
 
@@ -173,18 +170,16 @@ def compile_return_actions(b: Any, sel: Any, p: str, w: str) -> None:
         ap = f"{p}.ret_actions[{k}]"
         if name in _RETURN_REFUSED:
             raise CompileError(f"{aw}.action", _RETURN_REFUSED[name], unsupported=True)
+        if getattr(a, "ima_hash", False):
+            raise CompileError(f"{aw}.imaHash", "imaHash hashes the file of an lsmhooks "
+                               "hook, and lsmhooks have no return path (no "
+                               "matchReturnActions): use it in matchActions",
+                               invalid=True)
+        if compile_action(b, a, name, ap, aw):
+            continue
         if name not in _RETURN_ACTIONS:
             raise CompileError(f"{aw}.action", f"action {name} is not supported by this "
                                "version of Vigil")
-        for fld, yaml_name in (("kernel_stack_trace", "kernelStackTrace"),
-                               ("user_stack_trace", "userStackTrace"),
-                               ("ima_hash", "imaHash")):
-            if getattr(a, fld, False):
-                raise CompileError(f"{aw}.{yaml_name}", f"{yaml_name} in matchReturnActions: "
-                                   "the event carries what its entry's Post asks for "
-                                   "(Tetragon reports the entry's part of a return probe's "
-                                   "event); refused rather than ignored",
-                                   unsupported=True)
         b.cfg[f"{ap}.action"] = int(_RETURN_ACTIONS[name])
         if name == "Signal":
             if a.arg_sig is None:

@@ -117,7 +117,7 @@ class CompiledHook:
 
     __slots__ = ("reg", "event", "slots", "ret", "body", "function_name", "policy",
                  "message", "tags", "metric_keys", "functions", "ndata", "nargs",
-                 "requests", "kprobe", "fast_nargs", "fast_slots")
+                 "requests", "ret_requests", "kprobe", "fast_nargs", "fast_slots")
 
     def __init__(self, reg: RegisteredHook) -> None:
         plan = reg.plan
@@ -144,8 +144,12 @@ class CompiledHook:
         # of the rendered arguments go to the event's data
         self.functions = dict(plan.functions)
         self.ndata = plan.ndata
-        # selector -> (kind, target) of its GetUrl / DnsLookup
-        self.requests = {r.selector: (r.kind, r.target) for r in plan.requests}
+        # selector -> (kind, target) of its GetUrl / DnsLookup: in matchActions (the
+        # record's action), in matchReturnActions (its ret_action)
+        self.requests = {r.selector: (r.kind, r.target) for r in plan.requests
+                         if not r.ret}
+        self.ret_requests = {r.selector: (r.kind, r.target) for r in plan.requests
+                             if r.ret}
         # the fast path of PolicyEvents.handle takes records of this hook that have this
         # many arguments (-1: none, a list hook or one with `data` arguments); per rendered
         # argument: (renderer, index of its offset, of its length, of its original length
@@ -401,6 +405,11 @@ class PolicyEvents:
             self._stacks_and_ima(body, rec, v)
         if action in _REQUESTS and self.request is not None:
             req = hook.requests.get(v[_SEL])
+            if req is not None:
+                self.request(*req)
+        if hook.ret_requests and rec[_RET_ACTION_AT] in _REQUESTS and \
+                self.request is not None:
+            req = hook.ret_requests.get(v[_SEL])
             if req is not None:
                 self.request(*req)
         ev = {hook.event: body,
