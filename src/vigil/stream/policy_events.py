@@ -371,33 +371,16 @@ class PolicyEvents:
                 parent = (parent.encoded if parent.encoded is not None
                           else self.pipeline.process_json(parent))
         # parent: its JSON dict from here on (None with p)
-        if hook.kprobe and ret is None:  # (kprobe: a hook without data, see CompiledHook)
-            # _kprobe_body without a return value or data, written out here: the most
-            # common policy event, and a function call is a measurable share of its cost
-            if parent is None:
-                body: dict[str, Any] = {"process": proc, "function_name": hook.function_name}
-            else:
-                body = {"process": proc, "parent": parent, "function_name": hook.function_name}
-            if args:
-                body["args"] = args
-            body["action"] = key[2]
-            body["policy_name"] = hook.policy
-            if hook.message:
-                body["message"] = hook.message
-            if hook.tags:
-                body["tags"] = list(hook.tags)
-            data = None
-        else:
-            data = None
-            if hook.ndata:
-                args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
-            body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
-            if "return_action" in body:
-                # the selector's matchReturnActions decided it; without them Tetragon's
-                # return probe leaves the entry's action in place
-                ra = rec[_RET_ACTION_AT]
-                body["return_action"] = (ACTION_NAMES.get(ra, "KPROBE_ACTION_UNKNOWN")
-                                         if ra else key[2])
+        data = None
+        if hook.ndata:
+            args, data = args[:len(args) - hook.ndata], args[len(args) - hook.ndata:]
+        body = hook.body(hook, proc, parent, args, ret, key[2])  # type: ignore[arg-type]
+        if "return_action" in body:
+            # the selector's matchReturnActions decided it; without them Tetragon's
+            # return probe leaves the entry's action in place
+            ra = rec[_RET_ACTION_AT]
+            body["return_action"] = (ACTION_NAMES.get(ra, "KPROBE_ACTION_UNKNOWN")
+                                     if ra else key[2])
         if hook.functions or data:
             # the function id is in the record's tail, unpacked only for list hooks
             _list_and_data(hook, body, v[_FUNC] if hook.functions else 0, data)
