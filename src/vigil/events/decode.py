@@ -11,9 +11,9 @@ import platform
 import posixpath
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from vigil.abi import _generated as abi
 from vigil.process.execid import exec_id
@@ -120,6 +120,7 @@ class ExecRecord(NamedTuple):
 # value is built once and shared (Credentials and Namespaces are immutable), which saves
 # most of an exec's decoding. Each table is emptied when it reaches this many entries.
 _SHARED_MAX = 4096
+_V = TypeVar("_V")
 _creds_of: dict[tuple[int, ...], Credentials] = {}
 _ns_of: dict[tuple[int, ...], Namespaces] = {}
 _cgroup_of: dict[bytes, tuple[str, str]] = {}   # raw cgroup name -> (name, docker id)
@@ -177,6 +178,19 @@ _creds_by_bytes: dict[bytes, Credentials] = {}
 _ns_by_bytes: dict[bytes, Namespaces] = {}
 
 
+def _by_bytes(table: dict[bytes, _V], rec: bytes, start: int, end: int,
+              make: Callable[[tuple[int, ...]], _V]) -> _V:
+    """The shared value of the record's bytes ``start:end`` (credentials, namespaces),
+    made from the unpacked record the first time those bytes are seen."""
+    raw = rec[start:end]
+    value = table.get(raw)
+    if value is None:
+        if len(table) >= _SHARED_MAX:
+            table.clear()
+        value = table[raw] = make(_EXEC.unpack_from(rec))
+    return value
+
+
 def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     size = len(rec)
     if size < _EXEC_SIZE:
@@ -193,18 +207,8 @@ def decode_exec(rec: bytes, node_name: str, boot_wall_ns: int) -> ExecRecord:
     argv = split_argv(rec[cwd_end:args_end])
     cgroup_name, docker = _cgroup(rec[_EXEC_SIZE:cgroup_end])
     cwd = decode_path(rec[path_end:cwd_end])
-    raw = rec[_CREDS_AT:_CREDS_END_AT]
-    creds = _creds_by_bytes.get(raw)
-    if creds is None:
-        if len(_creds_by_bytes) >= _SHARED_MAX:
-            _creds_by_bytes.clear()
-        creds = _creds_by_bytes[raw] = _shared_creds(_EXEC.unpack_from(rec))
-    raw = rec[_NS_AT:_NS_END_AT]
-    ns = _ns_by_bytes.get(raw)
-    if ns is None:
-        if len(_ns_by_bytes) >= _SHARED_MAX:
-            _ns_by_bytes.clear()
-        ns = _ns_by_bytes[raw] = _shared_ns(_EXEC.unpack_from(rec))
+    creds = _by_bytes(_creds_by_bytes, rec, _CREDS_AT, _CREDS_END_AT, _shared_creds)
+    ns = _by_bytes(_ns_by_bytes, rec, _NS_AT, _NS_END_AT, _shared_ns)
     proc = ProcessInfo(
         exec_id=exec_id(node_name, ktime, pid),
         pid=pid,
