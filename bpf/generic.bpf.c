@@ -2155,6 +2155,21 @@ static __always_inline __u64 vg_regs_arg(struct pt_regs *regs, __u8 n)
 	return 0;
 }
 
+/* The syscall's argument n from the struct pt_regs a syscall function (__x64_sys_X)
+ * takes: the x86_64 syscall convention (di, si, dx, r10, r8, r9). */
+static __always_inline __u64 vg_sys_regs_arg(struct pt_regs *regs, __u8 n)
+{
+	switch (n) {
+	case 0: return BPF_CORE_READ(regs, di);
+	case 1: return BPF_CORE_READ(regs, si);
+	case 2: return BPF_CORE_READ(regs, dx);
+	case 3: return BPF_CORE_READ(regs, r10);
+	case 4: return BPF_CORE_READ(regs, r8);
+	case 5: return BPF_CORE_READ(regs, r9);
+	}
+	return 0;
+}
+
 /* A hook's `data` entries (after its args): source current_task is the calling task,
  * source pt_regs the register at byte `offset` of struct pt_regs (the probe's context);
  * `resolve` then follows the path from there. Other args pass through unchanged. */
@@ -2252,13 +2267,21 @@ static __always_inline __s64 vg_ret_value(__u64 ret)
 	return CFG.ret_size ? vg_int_value(ret, CFG.ret_size, CFG.ret_flags) : (__s64)ret;
 }
 
+/* Entry of a kprobe (or kprobe.multi) on a kernel function: its arguments from the
+ * probe's registers; on a syscall function (VG_HOOKF_SYSWRAP: a syscall hook with
+ * pt_regs data), the syscall's arguments from the caller's saved pt_regs, the function's
+ * one parameter, while pt_regs data still reads the probe's own registers. */
 static __always_inline int vg_kentry(struct pt_regs *ctx)
 {
 	__u64 raw[VG_GEN_ARGS] = {};
+	struct pt_regs *sys = 0;
 
+	if (CFG.flags & VG_HOOKF_SYSWRAP)
+		sys = (struct pt_regs *)PT_REGS_PARM1_CORE(ctx);
 	for (int i = 0; i < VG_GEN_ARGS; i++)
 		if (i < CFG.nargs)
-			raw[i] = vg_data_src(ctx, i, vg_regs_arg(ctx, CFG.args[i].src));
+			raw[i] = vg_data_src(ctx, i, sys ? vg_sys_regs_arg(sys, CFG.args[i].src) :
+					     vg_regs_arg(ctx, CFG.args[i].src));
 	if (CFG.has_return) { /* merged with the return in vg_kexit */
 		__u64 id = bpf_get_current_pid_tgid();
 
@@ -2305,21 +2328,6 @@ SEC("kretprobe.multi")
 int vg_gen_kretpm(struct pt_regs *ctx)
 {
 	return vg_kexit(ctx);
-}
-
-/* The syscall's argument n from the struct pt_regs a syscall function (__x64_sys_X)
- * takes: the x86_64 syscall convention (di, si, dx, r10, r8, r9). */
-static __always_inline __u64 vg_sys_regs_arg(struct pt_regs *regs, __u8 n)
-{
-	switch (n) {
-	case 0: return BPF_CORE_READ(regs, di);
-	case 1: return BPF_CORE_READ(regs, si);
-	case 2: return BPF_CORE_READ(regs, dx);
-	case 3: return BPF_CORE_READ(regs, r10);
-	case 4: return BPF_CORE_READ(regs, r8);
-	case 5: return BPF_CORE_READ(regs, r9);
-	}
-	return 0;
 }
 
 /* BTF trampolines: arguments by position whatever the function's prototype; for a

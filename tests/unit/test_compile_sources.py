@@ -59,27 +59,103 @@ def test_syscall_current_task(btf) -> None:  # type: ignore[no-untyped-def]
     assert h.ndata == 2
 
 
-def test_syscall_pt_regs_refused(btf) -> None:  # type: ignore[no-untyped-def]
-    spec = SYS.replace("source: current_task, resolve: tgid", "source: pt_regs, resolve: rdi")
-    refused(spec, btf, "spec.kprobes[0].data[0].source", "pt_regs on a syscall hook")
-    lst = spec.replace("  kprobes:\n  - call: sys_openat",
-                       "  lists:\n  - {name: o, type: syscalls, values: [sys_openat]}\n"
-                       "  kprobes:\n  - call: \"list:o\"")
-    refused(lst, btf, "spec.kprobes[0].data[0].source", "pt_regs on a syscall hook")
+REGS = SYS.replace("source: current_task, resolve: tgid", "source: pt_regs, resolve: rdi")
+LIST = ("  lists:\n  - {name: o, type: syscalls, values: [sys_openat, sys_open]}\n"
+        "  kprobes:\n  - call: \"list:o\"")
+
+
+def test_syscall_pt_regs_needs_kprobes(btf) -> None:  # type: ignore[no-untyped-def]
+    """Here (no kprobes): refused naming the missing kprobes, for a syscall hook and a
+    syscall list alike."""
+    refused(REGS, btf, "spec.kprobes[0].data[0].source", "kprobes are not available")
+    lst = REGS.replace("  kprobes:\n  - call: sys_openat", LIST)
+    refused(lst, btf, "spec.kprobes[0].data[0].source", "kprobes are not available")
+    with pytest.raises(CompileError) as err:
+        compile_policy(doc(REGS), here(btf))
+    assert not err.value.unsupported and "version" not in err.value.message
+
+
+def test_syscall_pt_regs_on_kprobe(btf) -> None:  # type: ignore[no-untyped-def]
+    """With kprobes: a kprobe (kprobe.multi where there is one) on __x64_sys_openat, the
+    syscall's arguments from the saved registers (SYSWRAP), pt_regs data from the probe's."""
+    ret = REGS.replace("    args:", "    return: true\n    returnArg: {index: 0, type: int}\n"
+                       "    args:")
+    for kw, progs in (({}, ["vg_gen_kpm"]), ({"kprobe_multi": False}, ["vg_gen_kprobe"])):
+        (h,) = compile_policy(doc(REGS), view(btf, **kw)).hooks
+        assert [a.program for a in h.attach] == progs
+        assert h.attach[0].target == ("__x64_sys_openat",) and h.ndata == 2
+        c = cfg(h)
+        assert c["flags"] & int(abi.HookFlag.SYSWRAP)
+        assert c["args[0].src"] == 1 and c["args[1].flags"] & int(F.SRC_REGS)
+        assert c["args[2].flags"] & int(F.SRC_TASK)
+        (h,) = compile_policy(doc(ret), view(btf, **kw)).hooks
+        assert [a.program for a in h.attach] == progs + [
+            "vg_gen_kretpm" if progs == ["vg_gen_kpm"] else "vg_gen_kretprb"]
+    lst = REGS.replace("  kprobes:\n  - call: sys_openat", LIST)
+    (h,) = compile_policy(doc(lst), view(btf)).hooks
+    assert h.attach[0].program == "vg_gen_kpm"
+    assert set(h.attach[0].target) == {"__x64_sys_openat", "__x64_sys_open"}
+    assert cfg(h)["flags"] & int(abi.HookFlag.SYSWRAP) and h.ndata == 2
+
+
+OVERRIDE = """    - matchActions:
+      - {action: Override, argError: -1}
+"""
+
+
+def test_syscall_override_data(btf) -> None:  # type: ignore[no-untyped-def]
+    """Override on a syscall function (fmod_ret, where the kernel allows it): current_task
+    data works; pt_regs data is refused naming bpf_override_return."""
+    task = SYS + OVERRIDE
+    (h,) = compile_policy(doc(task), view(btf, fmod_ret_syscall=True)).hooks
+    assert h.attach[0].program == "vg_gen_fmodret" and h.ndata == 2
+    c = cfg(h)
+    assert c["flags"] & int(abi.HookFlag.SYSWRAP) and c["args[1].flags"] & int(F.SRC_TASK)
+    with pytest.raises(CompileError) as err:
+        compile_policy(doc(REGS + OVERRIDE), view(btf, fmod_ret_syscall=True))
+    assert err.value.where == "spec.kprobes[0].data[0].source"
+    assert err.value.kernel_lacks == "bpf_override_return" and not err.value.unsupported
+    # a kernel with kprobes but no fmod_ret: the kprobe would need bpf_override_return too
+    with pytest.raises(CompileError) as err:
+        compile_policy(doc(REGS + OVERRIDE), view(btf, fmod_ret=False))
+    assert err.value.kernel_lacks == "bpf_override_return"
 
 
 def test_syscall_list_current_task(btf) -> None:  # type: ignore[no-untyped-def]
-    spec = SYS.replace("  kprobes:\n  - call: sys_openat",
-                       "  lists:\n  - {name: o, type: syscalls, values: [sys_openat, sys_open]}\n"
-                       "  kprobes:\n  - call: \"list:o\"")
+    spec = SYS.replace("  kprobes:\n  - call: sys_openat", LIST)
     (h,) = compile_policy(doc(spec), here(btf)).hooks
     assert h.attach[0].target == ("raw_syscalls", "sys_enter") and h.ndata == 2
     assert cfg(h)["args[2].flags"] & int(F.SRC_TASK)
-    fns = ("  lists:\n  - {name: f, values: [security_file_open]}\n  kprobes:\n"
-           "  - call: \"list:f\"\n    data:\n"
-           "    - {index: 0, type: int, source: current_task, resolve: tgid}\n")
-    with pytest.raises(CompileError, match="list of kernel functions"):
-        compile_policy(doc(fns), view(btf))
+
+
+FNS = """  lists:
+  - {name: f, values: [fd_install, security_file_open]}
+  kprobes:
+  - call: "list:f"
+    args: [{index: 0, type: int}]
+    data:
+    - {index: 0, type: int, source: pt_regs, resolve: edi}
+    - {index: 1, type: int, source: current_task, resolve: tgid}
+    selectors:
+    - matchData:
+      - {index: 1, operator: Equal, values: ["1"]}
+"""
+
+
+def test_function_list_data(btf) -> None:  # type: ignore[no-untyped-def]
+    if "fd_install" not in btf.funcs:
+        pytest.skip("no fd_install in this kernel's BTF")
+    for kw, prog in (({}, "vg_gen_kpm"), ({"kprobe_multi": False}, "vg_gen_kprobe")):
+        (h,) = compile_policy(doc(FNS), view(btf, **kw)).hooks
+        assert h.attach[0].program == prog and h.ndata == 2
+        c = cfg(h)
+        assert c["args[1].flags"] & int(F.SRC_REGS) and c["args[1].size"] == 4
+        assert c["args[2].flags"] & int(F.SRC_TASK)
+        assert c["sel[0].args[0].arg"] == 2  # matchData -> data[1]
+        assert not c["flags"] & int(abi.HookFlag.SYSWRAP)
+    with pytest.raises(CompileError) as err:  # here: no kprobes
+        compile_policy(doc(FNS), here(btf))
+    assert "kprobes are not available" in err.value.message
 
 
 UP = """  uprobes:

@@ -320,8 +320,9 @@ enum vg_hook_flag {
 	 * attach cookie (kprobes) or the syscall id (raw_syscalls, whose entry program runs
 	 * only for the ids in vg_int_set set 0) */
 	VG_HOOKF_LIST = 0x2,
-	/* a syscall function (__x64_sys_X) on a BPF trampoline: its one parameter is the
-	 * struct pt_regs * of the syscall; arguments are read from those registers */
+	/* a syscall function (__x64_sys_X) on a BPF trampoline or a kprobe: its one
+	 * parameter is the struct pt_regs * of the syscall; arguments are read from those
+	 * registers */
 	VG_HOOKF_SYSWRAP = 0x4,
 };
 

@@ -1,6 +1,6 @@
 """A hook's ``data`` (extra values from ``source: current_task`` or ``source: pt_regs``)
-and ``matchData`` selectors, on kernel-function hooks, syscall hooks (and syscall lists)
-and uprobes. Pure.
+and ``matchData`` selectors, on kernel-function hooks (and lists of them), syscall hooks
+(and syscall lists) and uprobes. Pure.
 
 Data entries are compiled as arguments after the hook's ``args`` (Tetragon counts
 ``args`` + ``data`` against the same limit of 5) with a source flag the BPF program
@@ -11,9 +11,13 @@ honours when it collects the raw values at entry:
 - ``pt_regs``: ``resolve`` names an x86_64 register (``rdi``, ``edi``, ``di``, ``r8``,
   ``r8d``, ``rax``, ...); its value at the probe, read from the kprobe's ``struct
   pt_regs`` (so these hooks use kprobes, never BPF trampolines, which have no pt_regs),
-  or from the uprobe's (the process's registers at the probed instruction). Refused on
-  syscall hooks (Tetragon's are its kprobe's on the syscall function, which a syscall
-  tracepoint does not have) and on return uprobes.
+  or from the uprobe's (the process's registers at the probed instruction). On a syscall
+  hook or syscall list, as in Tetragon, the registers are those of a kprobe on the
+  syscall function ``__x64_sys_X`` (``di`` holds the address of the caller's saved
+  registers), so such a hook runs on that kprobe instead of the syscall tracepoints.
+  On a return uprobe, the registers at the call's entry. Refused with Override on a
+  syscall (an fmod_ret program there: overriding from a kprobe needs
+  ``bpf_override_return``, which these kernels lack).
 
 Events carry them in ``data`` (after the other fields, as Tetragon orders them);
 ``matchData`` filters on them like ``matchArgs`` does on arguments (its ``index`` is the
@@ -42,11 +46,19 @@ _REGS.update({"ip": ("ip", 8), "rip": ("ip", 8), "orig_ax": ("orig_ax", 8)})
 
 # Tetragon reads a syscall hook's registers at its kprobe on the syscall function
 # (__x64_sys_X, whose one parameter is the caller's saved struct pt_regs): kernel
-# registers, not the caller's. Syscall hooks run on tracepoints, where those do not exist.
-_SYSCALL_REGS = ("pt_regs on a syscall hook: the registers Tetragon reads are those of "
-                 "its kprobe on the syscall function __x64_sys_X, which a syscall hook "
-                 "here (a syscalls/sys_enter_X tracepoint) does not have; not supported "
-                 "by this version of Vigil (the syscall's arguments are its args)")
+# registers, not the caller's. Syscall hooks and syscall lists with pt_regs data are
+# compiled as such kprobes (compile_kprobe.compile_syscall_regs, compile_lists), never
+# as the syscall tracepoints, which have no such registers.
+_SYSCALL_REGS = ("pt_regs on a syscall tracepoint: a syscalls/sys_enter_X or raw_syscalls "
+                 "record has no registers (syscall hooks with pt_regs data run on kprobes "
+                 "on __x64_sys_X)")
+# Override on a syscall function is an fmod_ret program here (a BPF trampoline: no
+# pt_regs); Tetragon would override from its kprobe with bpf_override_return.
+_FMOD_RET_REGS = ("pt_regs on a syscall hook with Override: Override runs as an fmod_ret "
+                  "program on the syscall function (a BPF trampoline, which has no pt_regs); "
+                  "reading the registers needs a kprobe, and overriding from a kprobe needs "
+                  "bpf_override_return, which this kernel does not have (no error injection "
+                  "for syscall functions)")
 
 
 def uses_regs(hook: Any) -> bool:
@@ -85,6 +97,9 @@ def compile_data(b: Any, data: Sequence[Any], btf: Any, where: str, mech: str) -
         if src == "pt_regs":
             if mech == "syscall":
                 raise CompileError(f"{w}.source", _SYSCALL_REGS)
+            if mech == "syscall_fmod_ret":
+                raise CompileError(f"{w}.source", _FMOD_RET_REGS,
+                                   kernel_lacks="bpf_override_return")
             # a return uprobe: the registers at the call's entry, saved by its entry
             # uprobe with the arguments (at the return they hold other values)
             if mech not in ("kprobe", "kprobe_multi", "uprobe", "uretprobe"):

@@ -242,10 +242,9 @@ def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monit
     if any(getattr(s, "match_return_args", None) for s in selectors if _has_override([s])):
         raise CompileError(f"{where}.selectors", "Override is decided before the call: a "
                            "selector with Override cannot filter on matchReturnArgs")
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data sources on a syscall hook with Override "
-                           "(an fmod_ret program on the syscall function) are not "
-                           "supported by this version of Vigil")
+    from vigil.policy import compile_data as D
+    data = list(getattr(kp, "data", None) or ())
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where, data)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in selectors) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
@@ -259,14 +258,77 @@ def compile_syscall_override(kp: Any, where: str, view: Any, hook_id: int, monit
         t = C._syscall_arg_type(arg, w)
         b.args.append((arg.index, t))
         b.cfg.update(C._arg_cfg(i, t, offset=0, size=8, arg=arg, src=arg.index))
+    D.compile_data(b, data, btf, where, "syscall_fmod_ret")
     b.hook = kp
     C._compile_selectors(b, selectors, where)
     attach, mech_text, flags = _attach("fmod_ret", fn, has_return)
     b.cfg["flags"] = flags | int(abi.HookFlag.SYSWRAP)
-    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
-                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
-                     function_name=fn, mechanism=mech_text + " (syscall function)")
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp) if data else kp, monitor, has_return=has_return,
+                     ret_spec=C._ret_spec(kp, where), function_name=fn,
+                     mechanism=mech_text + " (syscall function)")
+    if data:
+        plan = dataclasses.replace(plan, ndata=len(data))
     return _adjust(plan, "fmod_ret", True, monitor, selectors, fn)
+
+
+def compile_syscall_regs(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
+                         selectors: Sequence[Any],
+                         lists: dict[str, list[int]] | None = None) -> HookPlan:
+    """A syscall hook with ``pt_regs`` data (and no Override): a kprobe (kprobe.multi
+    where the kernel has it) on ``__x64_sys_<name>``, as Tetragon attaches its syscall
+    hooks, so the registers are that kprobe's (``di`` holds the address of the caller's
+    saved ``struct pt_regs``); the syscall's arguments are read from those saved
+    registers (``VG_HOOKF_SYSWRAP``). ``return: true`` adds the kretprobe."""
+    from vigil.policy import compile_data as D
+    sysname = kp.call.removeprefix("__x64_").removeprefix("sys_")
+    fn = f"__x64_sys_{sysname}"
+    data = list(getattr(kp, "data", None) or ())
+    k = next(i for i, d in enumerate(data) if getattr(d, "source", None) == "pt_regs")
+    if not view.kprobes:
+        raise CompileError(f"{where}.data[{k}].source", "pt_regs on a syscall hook: the "
+                           f"registers are those of a kprobe on the syscall function {fn} "
+                           "(as Tetragon reads them), and kprobes are not available on this "
+                           "kernel (CONFIG_KPROBES is off)")
+    btf = getattr(view, "btf", None)
+    if btf is not None and fn not in btf.funcs:
+        raise CompileError(f"{where}.call", f"{fn}: no such function in this kernel (not in "
+                           "its BTF)", kernel_lacks=f"function {fn}")
+    selectors = D.with_match_data(selectors, len(kp.args or ()), where, data)
+    if _has_override(selectors):
+        raise CompileError(f"{where}.selectors", f"Override on syscall {kp.call} with pt_regs "
+                           "data: the registers are a kprobe's, and overriding from a kprobe "
+                           "needs bpf_override_return, which this kernel does not have (no "
+                           "error injection for syscall functions)",
+                           kernel_lacks="bpf_override_return")
+    has_return = bool(getattr(kp, "return_", False)) or any(
+        getattr(s, "match_return_args", None) for s in selectors) or any(
+        getattr(a, "return_copy", False) for a in (kp.args or ()))
+    mech = _mechanism(fn, view, "kprobes", False, where, regs=True,
+                      stacks=_has_stack_traces(selectors))
+    arity = C._syscall_arity(view, sysname, where)
+    b = C._HookBuilder(where, view, lists)
+    for i, arg in enumerate(kp.args or ()):
+        w = f"{where}.args[{i}]"
+        C.refuse_resolve(arg, w, "syscall hooks")
+        limit = 6 if arity is None else arity
+        if arg.index >= limit:
+            raise CompileError(f"{w}.index", f"{sysname} takes {C._count(limit, 'argument')}"
+                               + (f" (index 0..{limit - 1})" if limit else ""))
+        t = C._syscall_arg_type(arg, w)
+        b.args.append((arg.index, t))
+        b.cfg.update(C._arg_cfg(i, t, offset=0, size=8, arg=arg, src=arg.index))
+    D.compile_data(b, data, btf, where, mech)
+    b.hook = kp
+    C._compile_selectors(b, selectors, where)
+    attach, mech_text, flags = _attach(mech, fn, has_return)
+    b.cfg["flags"] = flags | int(abi.HookFlag.SYSWRAP)
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp), monitor, has_return=has_return,
+                     ret_spec=C._ret_spec(kp, where), function_name=fn,
+                     mechanism=mech_text + " (syscall function: pt_regs data)")
+    plan = dataclasses.replace(plan, ndata=len(data))
+    return _adjust(plan, mech, False, monitor, selectors, fn)
 
 
 def check_syscall_override(call: str, where: str, view: Any, selectors: Sequence[Any]) -> None:

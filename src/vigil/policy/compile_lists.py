@@ -19,6 +19,7 @@ What a list becomes:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from collections.abc import Sequence
@@ -55,11 +56,11 @@ def compile_list_hook(kp: Any, where: str, spec: Any, view: Any, hook_id: int, m
     name = kp.call[5:]
     lst = list_spec(spec, name, where)
     if list_kind(lst) in _SYSCALL_LISTS:
+        from vigil.policy import compile_data as D
+        if D.uses_regs(kp):
+            return _syscall_functions(kp, where, spec, view, hook_id, monitor, selectors, lists,
+                                      name)
         return _syscall_list(kp, where, view, hook_id, monitor, notes, selectors, lists, name)
-    if getattr(kp, "data", None):
-        raise CompileError(f"{where}.data", "data sources on a list of kernel functions: "
-                           "each function has its own registers; not supported by this "
-                           "version of Vigil")
     funcs = _functions(lst, kp, view, where, notes)
     return _function_list(kp, where, spec, view, hook_id, monitor, selectors, lists, funcs)
 
@@ -112,7 +113,6 @@ def _syscall_list(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
                      D.with_data_args(kp) if data else kp, monitor, has_return=wants_exit,
                      ret_spec=C._ret_spec(kp, where), function_name=kp.call, mechanism=mech)
     if data:
-        import dataclasses
         plan = dataclasses.replace(plan, ndata=len(data))
     return _with_functions(plan, functions)
 
@@ -138,6 +138,34 @@ def _check_raw_syscalls(view: Any, where: str) -> None:
     if nr is None or args is None or nr.offset != 8 or args.offset != 16:
         raise CompileError(f"{where}.call", "raw_syscalls/sys_enter has an unexpected layout "
                            "on this kernel (id at 8, args at 16 expected)")
+
+
+def _syscall_functions(kp: Any, where: str, spec: Any, view: Any, hook_id: int, monitor: bool,
+                       selectors: Sequence[Any], lists: dict[str, list[int]],
+                       name: str) -> HookPlan:
+    """A syscall list with ``pt_regs`` data: the registers Tetragon reads are those of its
+    kprobe on each syscall function, so the list is one of syscall functions
+    (``__x64_sys_<name>``), attached like a function list, the syscall's arguments read
+    from the caller's saved registers (``VG_HOOKF_SYSWRAP``)."""
+    nrs = sorted(set(lists.get(name) or ()))
+    if not nrs:
+        raise CompileError(f"{where}.call", f"list {name} names no syscall", invalid=True)
+    if not view.kprobes:
+        k = next(i for i, d in enumerate(kp.data) if getattr(d, "source", None) == "pt_regs")
+        raise CompileError(f"{where}.data[{k}].source", "pt_regs on a syscall list: the "
+                           "registers are those of a kprobe on each syscall function "
+                           "(__x64_sys_X, as Tetragon reads them), and kprobes are not "
+                           "available on this kernel (CONFIG_KPROBES is off)")
+    btf = getattr(view, "btf", None)
+    funcs = []
+    for nr in nrs:
+        fn = f"__x64_sys_{SYSCALL_NAMES.get(nr, nr)}"
+        if btf is not None and fn not in btf.funcs:
+            raise CompileError(f"{where}.call", f"list {name}: {fn}: no such function in this "
+                               "kernel (not in its BTF)", kernel_lacks=f"function {fn}")
+        funcs.append(fn)
+    return _function_list(kp, where, spec, view, hook_id, monitor, selectors, lists, funcs,
+                          syswrap=True)
 
 
 # ---- function lists: kprobe.multi or kprobes ------------------------------------------
@@ -217,9 +245,12 @@ def _list_mechanism(view: Any, spec: Any, where: str, call: str) -> str:
 
 def _function_list(kp: Any, where: str, spec: Any, view: Any, hook_id: int, monitor: bool,
                    selectors: Sequence[Any], lists: dict[str, list[int]],
-                   funcs: list[str]) -> HookPlan:
+                   funcs: list[str], syswrap: bool = False) -> HookPlan:
+    """``syswrap``: the functions are syscall functions, the arguments the syscall's."""
+    from vigil.policy import compile_data as D
     from vigil.policy import compile_kprobe as KP
-    sels = list(selectors)
+    data = list(getattr(kp, "data", None) or ())
+    sels = D.with_match_data(selectors, len(kp.args or ()), where, data)
     if KP._has_override(sels):
         raise CompileError(f"{where}.selectors", "Override on a list of kernel functions "
                            "needs bpf_override_return, which these kernels do not have "
@@ -230,12 +261,24 @@ def _function_list(kp: Any, where: str, spec: Any, view: Any, hook_id: int, moni
         getattr(a, "return_copy", False) for a in (kp.args or ()))
     btf = getattr(view, "btf", None)
     b = C._HookBuilder(where, view, lists)
-    KP._compile_args(b, kp.args or (), None, btf, where, kp.call)
+    if syswrap:
+        for i, arg in enumerate(kp.args or ()):
+            w = f"{where}.args[{i}]"
+            C.refuse_resolve(arg, w, "syscall hooks")
+            if arg.index > 5:
+                raise CompileError(f"{w}.index", "a syscall has at most 6 arguments (index "
+                                   "0..5)")
+            t = C._syscall_arg_type(arg, w)
+            b.args.append((arg.index, t))
+            b.cfg.update(C._arg_cfg(i, t, offset=0, size=8, arg=arg, src=arg.index))
+    else:
+        KP._compile_args(b, kp.args or (), None, btf, where, kp.call)
+    D.compile_data(b, data, btf, where, mech)
     b.hook = kp
     C._compile_selectors(b, sels, where)
-    if btf is not None and len(funcs) == 1:
+    if btf is not None and len(funcs) == 1 and not syswrap:
         KP._return_cfg(b, kp, btf, funcs[0])
-    b.cfg["flags"] = int(abi.HookFlag.LIST)
+    b.cfg["flags"] = int(abi.HookFlag.LIST) | (int(abi.HookFlag.SYSWRAP) if syswrap else 0)
     name = kp.call[5:]
     if mech == "kprobe_multi":
         attach = [Attach("vg_gen_kpm", "kprobe_multi", tuple(funcs))]
@@ -250,13 +293,16 @@ def _function_list(kp: Any, where: str, spec: Any, view: Any, hook_id: int, moni
                        for i, f in enumerate(funcs)]
         text = (f"one kprobe per function of list {name} ({len(funcs)}"
                 + (", each with a kretprobe" if has_return else "") + "; no kprobe.multi here)")
-    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach, kp,
-                     monitor, has_return=has_return, ret_spec=C._ret_spec(kp, where),
-                     function_name=kp.call, mechanism=text)
+    if syswrap:
+        text += " (syscall functions: pt_regs data)"
+    plan = C._finish(b, hook_id, where, "process_kprobe", abi.MsgOp.GENERIC_KPROBE, attach,
+                     D.with_data_args(kp) if data else kp, monitor, has_return=has_return,
+                     ret_spec=C._ret_spec(kp, where), function_name=kp.call, mechanism=text)
+    if data:
+        plan = dataclasses.replace(plan, ndata=len(data))
     plan = KP._adjust(plan, mech, False, monitor, sels, kp.call)
     return _with_functions(plan, dict(enumerate(funcs)))
 
 
 def _with_functions(plan: HookPlan, functions: dict[int, str]) -> HookPlan:
-    import dataclasses
     return dataclasses.replace(plan, functions=functions)

@@ -397,8 +397,11 @@ def _compile_kprobe(kp: Any, where: str, view: KernelView, hook_id: int, monitor
                   if not view.kprobes else
                   "kprobes on kernel functions are not supported by this version of Vigil")
         raise CompileError(f"{where}.call", f"{call}: {reason}")
-    sysname = call.removeprefix("__x64_").removeprefix("sys_")
     from vigil.policy import compile_data as D
+    if D.uses_regs(kp):  # Tetragon's registers: its kprobe's on the syscall function
+        from vigil.policy.compile_kprobe import compile_syscall_regs
+        return compile_syscall_regs(kp, where, view, hook_id, monitor, selectors(kp), lists)
+    sysname = call.removeprefix("__x64_").removeprefix("sys_")
     data = list(getattr(kp, "data", None) or ())
     hook_selectors = D.with_match_data(selectors(kp), len(kp.args or ()), where, data)
     b = _HookBuilder(where, view, lists)
