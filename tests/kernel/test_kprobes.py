@@ -428,6 +428,53 @@ def test_fmod_ret_override_security_function(env: ModeEnv, tdir: Path) -> None:
     assert body_["args"][0] == {"path_arg": {"path": "/blocked"}}  # inside its filesystem
 
 
+def test_function_list_override_one_fmod_ret_per_function(env: ModeEnv, tdir: Path) -> None:
+    """Override on a list of kernel functions: each function its own fmod_ret hook; a
+    matching mkdir and rmdir both fail with argError, others run."""
+    need("fmod_ret_security")
+    body = """
+  lists:
+  - name: dirops
+    values: ["security_inode_mkdir", "security_inode_rmdir"]
+  kprobes:
+  - call: "list:dirops"
+    syscall: false
+    args:
+    - index: 1
+      type: dentry
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Postfix
+        values: ["/blocked"]
+      matchActions:
+      - action: Override
+        argError: -13
+"""
+    (tdir / "blocked").mkdir()
+    (tdir / "d").mkdir()
+    results: dict[str, int] = {}
+
+    def trigger() -> None:
+        for name, op, path in (("rmdir", os.rmdir, tdir / "blocked"),
+                               ("mkdir", os.mkdir, tdir / "d" / "blocked"),
+                               ("allowed", os.mkdir, tdir / "allowed")):
+            try:
+                op(path)
+                results[name] = 0
+            except OSError as err:
+                results[name] = err.errno
+    with env.policy(policy("vkp-list-override", body)) as info:
+        assert "fmod_ret security_inode_mkdir" in info.info, info.info
+        assert "fmod_ret security_inode_rmdir" in info.info, info.info
+        evs = env.run_all(trigger, ME)
+    assert results == {"rmdir": errno.EACCES, "mkdir": errno.EACCES, "allowed": 0}
+    assert (tdir / "blocked").is_dir() and not (tdir / "d" / "blocked").exists()
+    names = sorted(_body(e)["function_name"] for e in evs)
+    assert names == ["security_inode_mkdir", "security_inode_rmdir"], names
+    assert all(_body(e)["action"] == "KPROBE_ACTION_OVERRIDE" for e in evs)
+
+
 def test_override_rejected_with_reason(env: ModeEnv) -> None:
     from vigil.errors import PolicyError
     body = """

@@ -150,3 +150,52 @@ spec:
         evs = env.run_all(lambda: symlinkat(target, tdir / "link"), ME)
     assert (tdir / "link").is_symlink()  # monitor: reported, not refused
     assert len(evs) == 1 and _body(evs[0])["function_name"] == "__x64_sys_symlinkat"
+
+
+def test_syscall_list_override_one_fmod_ret_per_syscall(env: ModeEnv, tdir: Path) -> None:
+    """Override on a syscall list: one fmod_ret hook per syscall function of the list;
+    each named syscall with the matched path fails with argError, others run."""
+    secret, other = tdir / "secret", tdir / "other"
+    secret.write_text("s")
+    other.write_text("o")
+    pol = f"""
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: vk-list-override
+spec:
+  lists:
+  - name: links
+    type: syscalls
+    values: ["sys_linkat", "sys_symlinkat"]
+  kprobes:
+  - call: "list:links"
+    syscall: true
+    args:
+    - index: 1
+      type: "string"
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: "Prefix"
+        values:
+        - "{secret}"
+      matchActions:
+      - action: Override
+        argError: -13
+"""
+    with env.policy(pol) as info:
+        assert "fmod_ret __x64_sys_linkat" in info.info, info.info
+        assert "fmod_ret __x64_sys_symlinkat" in info.info, info.info
+        err: list[int] = []
+
+        def trigger() -> None:
+            err.append(linkat(secret, tdir / "copy"))      # arg 1: the old path
+            err.append(linkat(other, tdir / "other2"))     # not matched: runs
+            err.append(symlinkat(tdir / "x", secret))      # arg 1 of symlinkat: newdirfd
+        evs = env.run_all(trigger, ME)
+    assert err[:2] == [errno.EACCES, 0]
+    assert not (tdir / "copy").exists() and (tdir / "other2").exists()
+    names = [_body(e)["function_name"] for e in evs]
+    assert names == ["__x64_sys_linkat"], names
+    assert _body(evs[0])["action"] == "KPROBE_ACTION_OVERRIDE"

@@ -311,3 +311,43 @@ def test_kiocb_is_its_file_and_iov_iter_takes_max_data(btf) -> None:
     assert f("args[1].kind") == int(abi.ArgKind.IOV_ITER)
     assert f("args[1].max_len") == int(abi.DataLimits.MAX_DATA)
     assert f("chunk_args") == 0b10  # bit 1: argument 1
+
+
+LIST_OVERRIDE = """  lists:
+  - {name: links, type: syscalls, values: [sys_linkat, sys_symlinkat]}
+  kprobes:
+  - call: "list:links"
+    args: [{index: 1, type: string}]
+    selectors:
+    - matchActions:
+      - {action: Override, argError: -13}
+"""
+
+
+def test_syscall_list_override_is_one_fmod_ret_hook_per_syscall(btf) -> None:  # type: ignore[no-untyped-def]
+    """Where fmod_ret may attach to syscall functions, a syscall list with Override is one
+    fmod_ret hook per syscall (hook ids in a row); elsewhere it is refused naming the
+    kernel's lack, not as unsupported."""
+    plan = compile_policy(doc(LIST_OVERRIDE), view(btf, fmod_ret_syscall=True))
+    assert [(h.hook_id, h.attach[0].program, h.attach[0].target) for h in plan.hooks] == [
+        (1, "vg_gen_fmodret", ("__x64_sys_linkat",)),
+        (2, "vg_gen_fmodret", ("__x64_sys_symlinkat",))]
+    with pytest.raises(CompileError) as err:
+        compile_policy(doc(LIST_OVERRIDE), view(btf, fmod_ret_syscall=False))
+    assert err.value.where == "spec.kprobes[0].selectors" and not err.value.unsupported
+    assert "refuses fmod_ret on syscall functions" in err.value.message
+
+
+def test_function_list_override_is_one_hook_per_function(btf) -> None:  # type: ignore[no-untyped-def]
+    """A list of kernel functions with Override: each function one fmod_ret hook, as a
+    single hook with Override would be; without fmod_ret, the kernel's lack is named."""
+    spec = ("  lists:\n  - {name: f, values: [security_file_open, security_inode_mkdir]}\n"
+            "  kprobes:\n  - call: \"list:f\"\n    args: [{index: 0, type: int}]\n"
+            "    selectors:\n    - matchActions:\n      - {action: Override, argError: -1}\n")
+    plan = compile_policy(doc(spec), view(btf))
+    assert [(h.attach[0].program, h.attach[0].target) for h in plan.hooks] == [
+        ("vg_gen_fmodret", ("security_file_open",)),
+        ("vg_gen_fmodret", ("security_inode_mkdir",))]
+    with pytest.raises(CompileError) as err:
+        compile_policy(doc(spec), view(btf, fmod_ret=False, fentry=False))
+    assert not err.value.unsupported and "fmod_ret" in err.value.message

@@ -4,7 +4,8 @@ entry -> one HookPlan. Pure.
 What a list becomes:
 
 - a syscall list (``type: syscalls`` or ``generated_syscalls``): like a single syscall
-  hook, on tracepoints on every kernel -- one ``raw_syscalls/sys_enter`` program (plus
+  hook, on tracepoints on every kernel (with ``Override``: one fmod_ret hook per syscall
+  function, where the kernel allows it) -- one ``raw_syscalls/sys_enter`` program (plus
   ``sys_exit`` for return hooks) that runs only for the list's syscall ids (a hash set
   checked first thing in the kernel); the arguments are the syscall's, read from the
   record (``args[6]`` at the offsets of ``sys_enter_X``), and each event names the syscall
@@ -50,9 +51,53 @@ def list_kind(lst: Any) -> str:
     return C._s(lst.type).lower() if lst.type is not None else ""
 
 
+def compile_list_hooks(kp: Any, where: str, spec: Any, view: Any, hook_id: int,
+                       monitor: bool, notes: list[str], selectors: Sequence[Any],
+                       lists: dict[str, list[int]]) -> list[HookPlan]:
+    """The hooks a list becomes: one, except a list with ``Override``, which becomes one
+    hook per function (a fmod_ret program takes one function; a list's kprobes would need
+    bpf_override_return, and the raw_syscalls tracepoints cannot change a return value):
+    fmod_ret on each syscall function where the kernel allows it, or each kernel function
+    as a single hook with Override would be. Hook ids are ``hook_id`` on."""
+    name = kp.call[5:]
+    lst = list_spec(spec, name, where)
+    from vigil.policy import compile_kprobe as KP
+    if not KP._has_override(selectors):
+        return [compile_list_hook(kp, where, spec, view, hook_id, monitor, notes, selectors,
+                                  lists)]
+    if list_kind(lst) not in _SYSCALL_LISTS:  # one fmod_ret hook per function
+        out: list[HookPlan] = []
+        for fn in _functions(lst, kp, view, where, notes):
+            one = kp.model_copy(update={"call": fn})
+            plan = KP.compile_function_hook(one, where, view, hook_id + len(out), monitor,
+                                            notes, selectors, lists=lists)
+            if plan is not None:
+                out.append(plan)
+        return out
+    nrs = sorted(set(lists.get(name) or ()))
+    if not nrs:
+        raise CompileError(f"{where}.call", f"list {name} names no syscall", invalid=True)
+    if not getattr(view, "fmod_ret_syscall", False):
+        raise CompileError(f"{where}.selectors", f"Override on syscall list {name}: this "
+                           "kernel refuses fmod_ret on syscall functions (no error injection "
+                           "for them), and its raw_syscalls tracepoints cannot change a "
+                           "return value; no bpf_override_return either")
+    plans = []
+    for k, nr in enumerate(nrs):
+        one = kp.model_copy(update={"call": f"sys_{SYSCALL_NAMES[nr]}"})
+        plan = KP.compile_syscall_override(one, where, view, hook_id + k, monitor, selectors,
+                                           lists)
+        if plan is None:  # cannot happen: fmod_ret on syscalls and an Override
+            raise CompileError(f"{where}.selectors", "Override on a syscall list: not "
+                               "compiled")
+        plans.append(plan)
+    return plans
+
+
 def compile_list_hook(kp: Any, where: str, spec: Any, view: Any, hook_id: int, monitor: bool,
                       notes: list[str], selectors: Sequence[Any],
                       lists: dict[str, list[int]]) -> HookPlan:
+    """A list without Override: one hook on all its functions."""
     name = kp.call[5:]
     lst = list_spec(spec, name, where)
     if list_kind(lst) in _SYSCALL_LISTS:
@@ -89,11 +134,7 @@ def _syscall_list(kp: Any, where: str, view: Any, hook_id: int, monitor: bool,
     D.compile_data(b, data, view.btf, where, "syscall")  # current_task: the calling task
     for nr in nrs:  # set 0 of vg_int_set: the ids the entry program runs for
         b.key("vg_int_set", struct.pack("<IIq", 0, 0, nr))
-    sels = list(selectors)
-    if any(C._s(a.action) == "Override" for s in sels for a in (s.match_actions or ())):
-        raise CompileError(f"{where}.selectors", "Override on a syscall list: the syscalls "
-                           "run on raw_syscalls tracepoints, which cannot change a return "
-                           "value; use an lsmhook or a security_* function")
+    sels = list(selectors)  # no Override here: compile_list_hooks splits such a list
     wants_exit = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in sels) or any(
         getattr(a, "return_copy", False) for a in (kp.args or ()))
@@ -251,10 +292,6 @@ def _function_list(kp: Any, where: str, spec: Any, view: Any, hook_id: int, moni
     from vigil.policy import compile_kprobe as KP
     data = list(getattr(kp, "data", None) or ())
     sels = D.with_match_data(selectors, len(kp.args or ()), where, data)
-    if KP._has_override(sels):
-        raise CompileError(f"{where}.selectors", "Override on a list of kernel functions "
-                           "needs bpf_override_return, which these kernels do not have "
-                           "(fmod_ret takes one function per program)")
     mech = _list_mechanism(view, spec, where, kp.call)
     has_return = bool(getattr(kp, "return_", False)) or any(
         getattr(s, "match_return_args", None) for s in sels) or any(

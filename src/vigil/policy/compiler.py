@@ -246,10 +246,11 @@ def compile_policy(policy: Any, view: KernelView, hook_id_base: int = 1) -> Poli
         if i in routed:
             continue
         if kp.call.startswith("list:"):  # vigil.policy.compile_lists
-            from vigil.policy.compile_lists import compile_list_hook
-            hooks.append(compile_list_hook(kp, f"spec.kprobes[{i}]", spec, view, next_id,
-                                           monitor, notes, selectors(kp), lists))
-            next_id += 1
+            from vigil.policy.compile_lists import compile_list_hooks
+            plans = compile_list_hooks(kp, f"spec.kprobes[{i}]", spec, view, next_id,
+                                       monitor, notes, selectors(kp), lists)
+            hooks += plans
+            next_id += len(plans)
             continue
         hook = _compile_kprobe(kp, f"spec.kprobes[{i}]", view, next_id, monitor, notes,
                                selectors, lists)
