@@ -16,14 +16,15 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.kernel.lane import need
+from tests.kernel.test_kprobes import policy as _policy
 from tests.kernel.test_policies import Env, _body
+from tests.kernel.test_sources_more import _events as _kind_events
 from vigil.errors import FeatureNotSupported
 
 
@@ -34,22 +35,8 @@ def _kernel_address(v: int) -> bool:
     return v >= 1 << 63 and v % 8 == 0
 
 
-def _policy(name: str, body: str) -> str:
-    return f"""
-apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-{body}"""
-
-
 def _events(env: Env, trigger: Any) -> list[dict[str, Any]]:
-    env.pipe.handle(env.base.ring.drain())
-    trigger()
-    time.sleep(0.3)
-    return [e for e in env.pipe.handle(env.base.ring.drain())
-            if next(iter(e)) == "process_kprobe"]
+    return _kind_events(env, trigger, "process_kprobe")
 
 
 def _openat_regs(path: Path, ret: bool) -> str:
